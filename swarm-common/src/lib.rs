@@ -1,0 +1,36 @@
+//! Types shared by the eBPF programs (`swarm-ebpf`) and user space (`swarm-node`).
+//!
+//! Everything here is `#[repr(C)]` with explicit padding so both sides agree on
+//! the layout byte for byte; sizes are asserted at compile time.
+#![no_std]
+
+pub mod stats;
+
+/// Map names as the kernel sees them (at most 15 bytes) and as they are pinned.
+pub mod map_names {
+    /// Per-CPU array of [`crate::stats::Counter`] indexed by [`crate::stats::PacketKind`].
+    pub const PACKET_COUNTERS: &str = "sw_pkt_count";
+    /// Per-CPU array of [`crate::stats::Counter`] indexed by [`crate::stats::DropReason`].
+    pub const DROP_COUNTERS: &str = "sw_drop_count";
+}
+
+/// Program names as the kernel sees them (at most 15 bytes).
+pub mod program_names {
+    /// XDP program on the node's underlay interface.
+    pub const UNDERLAY_XDP: &str = "sw_underlay_xdp";
+}
+
+/// Load-time globals the eBPF programs read (`EbpfLoader::set_global`).
+pub mod globals {
+    /// UDP destination port of the VXLAN data path (default 4789), in host byte order.
+    pub const DATA_PATH_PORT: &str = "DATA_PATH_PORT";
+}
+
+/// Docker's (and IANA's) VXLAN port.
+pub const DEFAULT_DATA_PATH_PORT: u16 = 4789;
+
+const _: () = {
+    assert!(map_names::PACKET_COUNTERS.len() <= 15);
+    assert!(map_names::DROP_COUNTERS.len() <= 15);
+    assert!(program_names::UNDERLAY_XDP.len() <= 15);
+};

@@ -1,0 +1,110 @@
+//! Packet and drop counters: what the data plane saw, and why it dropped what it dropped.
+
+/// One counter slot: packets and bytes. Kept per CPU by the kernel, summed by user space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+
+#[cfg(feature = "user")]
+// SAFETY: plain old data, two u64s, no padding.
+unsafe impl aya::Pod for Counter {}
+
+/// Declares a `#[repr(u32)]` enum used as a counter-map index, with its
+/// user-facing name for every variant and the list of all variants.
+macro_rules! counter_index {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $value:literal => $label:literal,)+ }) => {
+        $(#[$meta])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant = $value,)+
+        }
+
+        impl From<$name> for u32 {
+            fn from(value: $name) -> u32 {
+                value as u32
+            }
+        }
+
+        impl $name {
+            /// Every variant, in index order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+            /// Number of map slots needed to index every variant.
+            pub const COUNT: u32 = $name::ALL.len() as u32;
+
+            /// The stable name shown by `swarm dataplane stats`.
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)+
+                }
+            }
+        }
+    };
+}
+
+counter_index! {
+    /// What kind of packet the underlay program saw. A packet counts once per
+    /// layer it has: an IPv4 TCP frame counts under `Ipv4` and `Tcp`.
+    PacketKind {
+        /// Every frame the program saw, well-formed or not.
+        Received = 0 => "received",
+        Arp = 1 => "arp",
+        Ipv4 = 2 => "ipv4",
+        Ipv6 = 3 => "ipv6",
+        /// An EtherType this data plane does not parse (LLDP, MPLS, ...).
+        OtherL3 = 4 => "other-l3",
+        Tcp = 5 => "tcp",
+        Udp = 6 => "udp",
+        Icmp = 7 => "icmp",
+        Icmpv6 = 8 => "icmpv6",
+        /// An IP protocol other than TCP, UDP and ICMP.
+        OtherL4 = 9 => "other-l4",
+        /// IPv4 fragments after the first (no L4 header to parse).
+        Ipv4Fragment = 10 => "ipv4-fragment",
+        /// UDP to the data-path port: VXLAN-encapsulated overlay traffic.
+        Vxlan = 11 => "vxlan",
+        /// Frames passed to the kernel stack.
+        Passed = 12 => "passed",
+        /// Frames dropped, for any reason (the reasons are in the drop counters).
+        Dropped = 13 => "dropped",
+    }
+}
+
+counter_index! {
+    /// Why a packet was dropped. Every drop in every program counts under one of these.
+    DropReason {
+        /// Shorter than an Ethernet header.
+        EthTruncated = 0 => "eth-truncated",
+        /// 802.1Q/802.1ad tag cut short.
+        VlanTruncated = 1 => "vlan-truncated",
+        /// ARP header cut short.
+        ArpTruncated = 2 => "arp-truncated",
+        /// Shorter than the fixed 20-byte IPv4 header.
+        Ipv4Truncated = 3 => "ipv4-truncated",
+        /// IPv4 version field is not 4.
+        Ipv4BadVersion = 4 => "ipv4-bad-version",
+        /// IHL below 5 words, or the header runs past the end of the frame.
+        Ipv4BadHeaderLength = 5 => "ipv4-bad-header-length",
+        /// Total length shorter than the header, or longer than the frame.
+        Ipv4BadTotalLength = 6 => "ipv4-bad-total-length",
+        /// Shorter than the fixed 40-byte IPv6 header.
+        Ipv6Truncated = 7 => "ipv6-truncated",
+        /// IPv6 version field is not 6.
+        Ipv6BadVersion = 8 => "ipv6-bad-version",
+        /// TCP header cut short.
+        TcpTruncated = 9 => "tcp-truncated",
+        /// TCP data offset below 5 words, or past the end of the packet.
+        TcpBadHeaderLength = 10 => "tcp-bad-header-length",
+        /// UDP header cut short.
+        UdpTruncated = 11 => "udp-truncated",
+        /// UDP length field shorter than the header or longer than the packet.
+        UdpBadLength = 12 => "udp-bad-length",
+        /// ICMP/ICMPv6 header cut short.
+        IcmpTruncated = 13 => "icmp-truncated",
+    }
+}

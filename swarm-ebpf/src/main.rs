@@ -1,0 +1,19 @@
+//! swarm's data-plane programs. One module per hook; shared modules per concern.
+#![no_std]
+#![no_main]
+
+mod packet;
+mod parse;
+mod stats;
+mod underlay_xdp;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable panic; this is never called.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

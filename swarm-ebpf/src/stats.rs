@@ -1,0 +1,33 @@
+//! Per-CPU packet and drop counters, pinned so they outlive a daemon restart.
+
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+use swarm_common::stats::{Counter, DropReason, PacketKind};
+
+#[map(name = "sw_pkt_count")]
+static PACKET_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(PacketKind::COUNT, 0);
+
+#[map(name = "sw_drop_count")]
+static DROP_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(DropReason::COUNT, 0);
+
+#[inline(always)]
+fn bump(map: &PerCpuArray<Counter>, index: u32, bytes: usize) {
+    if let Some(counter) = map.get_ptr_mut(index) {
+        // Per-CPU slot: no other writer, no atomics needed.
+        unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += bytes as u64;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn count(kind: PacketKind, bytes: usize) {
+    bump(&PACKET_COUNTERS, kind as u32, bytes);
+}
+
+/// Counts a drop under its reason and under the `dropped` total.
+#[inline(always)]
+pub fn count_drop(reason: DropReason, bytes: usize) {
+    bump(&DROP_COUNTERS, reason as u32, bytes);
+    count(PacketKind::Dropped, bytes);
+}

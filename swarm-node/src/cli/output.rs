@@ -1,0 +1,120 @@
+//! How the CLI prints answers: aligned tables for people, JSON lines for scripts.
+
+use std::io::{self, Write as _};
+
+use serde_json::json;
+
+use super::Format;
+use crate::{control::DaemonInfo, dataplane::DataplaneStats};
+
+pub fn print_stats(stats: &DataplaneStats, format: Format) -> anyhow::Result<()> {
+    let rows = stats
+        .packets
+        .iter()
+        .map(|row| ("packet", row))
+        .chain(stats.drops.iter().map(|row| ("drop", row)));
+    let mut out = io::stdout().lock();
+    match format {
+        Format::Json => {
+            for (kind, row) in rows {
+                let line = json!({
+                    "Kind": kind,
+                    "Counter": row.name,
+                    "Packets": row.packets,
+                    "Bytes": row.bytes,
+                });
+                writeln!(out, "{line}")?;
+            }
+        }
+        Format::Table => {
+            let table: Vec<[String; 4]> = rows
+                .map(|(kind, row)| {
+                    [
+                        kind.to_owned(),
+                        row.name.clone(),
+                        row.packets.to_string(),
+                        row.bytes.to_string(),
+                    ]
+                })
+                .collect();
+            write_table(&mut out, ["KIND", "COUNTER", "PACKETS", "BYTES"], &table)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn print_info(info: &DaemonInfo, format: Format) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string(info)?)?,
+        Format::Table => {
+            let fields = [
+                ("Node ID", info.node_id.clone()),
+                ("Hostname", info.hostname.clone()),
+                ("Advertise address", info.advertise_addr.clone()),
+                ("Underlay interface", info.underlay_iface.clone()),
+                ("XDP mode", format!("{:?}", info.xdp_mode).to_lowercase()),
+                ("Data path port", info.data_path_port.to_string()),
+                ("Data dir", info.data_dir.clone()),
+                ("BPF pins", info.pin_dir.clone()),
+                ("Daemon PID", info.pid.to_string()),
+                ("Version", info.version.clone()),
+                ("Swarm", "inactive".to_owned()),
+            ];
+            for (name, value) in fields {
+                writeln!(out, "{name}: {value}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Columns padded to their widest cell, three spaces apart, like docker's tables.
+fn write_table<const N: usize>(
+    out: &mut impl io::Write,
+    header: [&str; N],
+    rows: &[[String; N]],
+) -> io::Result<()> {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut line = |cells: [&str; N]| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == N {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}   ", width = widths[i]));
+            }
+        }
+        writeln!(out, "{}", text.trim_end())
+    };
+    line(header)?;
+    for row in rows {
+        line(row.each_ref().map(String::as_str))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_columns_align() {
+        let mut out = Vec::new();
+        write_table(
+            &mut out,
+            ["A", "LONGER"],
+            &[["xyz".into(), "1".into()], ["q".into(), "22".into()]],
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "A     LONGER\nxyz   1\nq     22\n"
+        );
+    }
+}

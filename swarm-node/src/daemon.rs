@@ -1,0 +1,171 @@
+//! `swarm daemon`: one per host. Claims its data dir, loads and attaches the
+//! data plane, serves the control socket, and undoes all of it on shutdown.
+
+use std::{
+    future::Future,
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::{
+    control::{ControlServer, DaemonInfo, Handler, Request, Response, ServerError},
+    dataplane::{self, Dataplane, DataplaneConfig, DataplaneError},
+    identity::{IdentityError, NodeIdentity},
+};
+
+/// Everything `swarm daemon` is started with.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub advertise_addr: Ipv4Addr,
+    pub data_dir: PathBuf,
+    pub control_socket: PathBuf,
+    pub hostname: String,
+    /// The interface holding the advertise address when not given.
+    pub underlay_iface: Option<String>,
+    pub data_path_port: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(
+        "swarm daemon must run as root: it loads eBPF programs and manages network interfaces (try sudo)"
+    )]
+    NotRoot,
+    #[error(
+        "no interface on this host holds the advertise address {0}: give one of this host's addresses (`ip -br addr`), or name the interface with --underlay-iface"
+    )]
+    NoInterfaceForAddr(Ipv4Addr),
+    #[error("listing this host's addresses failed: {0}")]
+    Ifaddrs(nix::Error),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error(transparent)]
+    Control(#[from] ServerError),
+}
+
+/// Runs the daemon until `shutdown` completes, then cleans up: the XDP program
+/// is detached, the pins removed, the control socket deleted.
+pub async fn run(
+    config: DaemonConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(DaemonError::NotRoot);
+    }
+    let underlay_iface = match &config.underlay_iface {
+        Some(iface) => iface.clone(),
+        None => iface_holding(config.advertise_addr)?,
+    };
+    let identity = NodeIdentity::claim(&config.data_dir)?;
+    // Bound before the data plane loads, so a taken socket fails fast; clients
+    // that connect early wait in the backlog until serving starts.
+    let server = ControlServer::bind(&config.control_socket).await?;
+    let dataplane_config = DataplaneConfig::for_node(&identity.node_id, config.data_path_port);
+    // Removes the pins however this function ends, panics included.
+    let _pins = PinDirGuard(dataplane_config.pin_dir.clone());
+
+    let mut dataplane = Dataplane::load(&dataplane_config)?;
+    let xdp_mode = dataplane.attach_underlay(&underlay_iface)?;
+
+    let info = DaemonInfo {
+        node_id: identity.node_id.clone(),
+        hostname: config.hostname.clone(),
+        advertise_addr: config.advertise_addr.to_string(),
+        underlay_iface: underlay_iface.clone(),
+        xdp_mode,
+        data_path_port: config.data_path_port,
+        data_dir: display(&config.data_dir),
+        pin_dir: display(dataplane.pin_dir()),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    info!(
+        node_id = %info.node_id,
+        hostname = %info.hostname,
+        advertise_addr = %info.advertise_addr,
+        underlay_iface = %info.underlay_iface,
+        control_socket = %config.control_socket.display(),
+        "swarm daemon ready"
+    );
+
+    let state = Arc::new(DaemonState {
+        info,
+        dataplane: Mutex::new(dataplane),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::select! {
+        () = server.serve(state.clone(), stop_rx) => {}
+        () = shutdown => {
+            info!("shutting down");
+            let _ = stop_tx.send(true);
+        }
+    }
+    drop(server);
+
+    // Handler tasks may still hold the state for a moment; the guard unpins regardless.
+    if let Ok(state) = Arc::try_unwrap(state) {
+        let dataplane = state
+            .dataplane
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        dataplane.unpin()?;
+    }
+    info!("stopped; data plane detached and unpinned");
+    Ok(())
+}
+
+struct DaemonState {
+    info: DaemonInfo,
+    dataplane: Mutex<Dataplane>,
+}
+
+impl Handler for DaemonState {
+    fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::Info => Response::Info(self.info.clone()),
+            Request::DataplaneStats => {
+                let dataplane = self.dataplane.lock().unwrap_or_else(|p| p.into_inner());
+                match dataplane.stats() {
+                    Ok(stats) => Response::DataplaneStats(stats),
+                    Err(err) => Response::Error(err.to_string()),
+                }
+            }
+        }
+    }
+}
+
+struct PinDirGuard(PathBuf);
+
+impl Drop for PinDirGuard {
+    fn drop(&mut self) {
+        if let Err(err) = dataplane::remove_pin_dir(&self.0) {
+            warn!(error = %err, "could not remove the pin dir");
+        }
+    }
+}
+
+/// The name of the interface that holds `addr`.
+pub fn iface_holding(addr: Ipv4Addr) -> Result<String, DaemonError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(DaemonError::Ifaddrs)?;
+    for ifaddr in addrs {
+        let held = ifaddr
+            .address
+            .as_ref()
+            .and_then(|a| a.as_sockaddr_in())
+            .map(|sin| IpAddr::V4(sin.ip()));
+        if held == Some(IpAddr::V4(addr)) {
+            return Ok(ifaddr.interface_name);
+        }
+    }
+    Err(DaemonError::NoInterfaceForAddr(addr))
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}

@@ -1,0 +1,7 @@
+//! The swarm node: daemon, CLI, control socket and eBPF data-plane loader.
+
+pub mod cli;
+pub mod control;
+pub mod daemon;
+pub mod dataplane;
+pub mod identity;

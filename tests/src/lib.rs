@@ -1,0 +1,44 @@
+//! The multi-host test bed every integration test, the demo and the benchmarks
+//! stand on: host network namespaces joined on an underlay from 198.18.0.0/15,
+//! an outside client namespace, and one `swarm daemon` per host.
+//!
+//! Everything it makes is torn down when the [`Topology`] is dropped, on
+//! success, failure and panic; namespaces left by a process that was killed
+//! outright are swept by the next one.
+
+mod daemon;
+mod netns;
+pub mod packets;
+mod raw;
+mod topology;
+
+pub use daemon::{Daemon, swarm_bin};
+pub use netns::{Netns, in_netns, sweep_stale};
+pub use raw::send_raw_frames;
+pub use topology::{Host, Topology, TopologyOptions, UNDERLAY_PREFIX_LEN};
+
+/// Runs a command and returns its stdout, failing with its stderr when it fails.
+pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run {program}: {e}"))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Fails loudly unless running as root: the harness makes namespaces and
+/// loads eBPF, and a test that cannot do that must not pass by skipping.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "swarm's integration tests need root (network namespaces, eBPF); run them with `cargo xtask test`"
+    );
+}

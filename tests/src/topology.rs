@@ -1,0 +1,236 @@
+//! Hosts on a shared underlay, a client outside them, and their daemons.
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use crate::{Daemon, Netns, netns::sweep_stale};
+
+/// The underlay is 198.18.0.0/24 inside each topology (namespaces keep
+/// topologies apart, so every test can use the same addresses).
+pub const UNDERLAY_PREFIX_LEN: u8 = 24;
+const UNDERLAY_BRIDGE: &str = "br0";
+/// The interface name of the underlay inside every host and the client.
+const UNDERLAY_IFACE: &str = "eth0";
+
+static NEXT_TOPOLOGY: AtomicU32 = AtomicU32::new(0);
+
+#[derive(Clone, Debug)]
+pub struct TopologyOptions {
+    /// Names start `<tag>-<pid>-<n>-`: `swt` for tests, `swdemo`, `swbench`.
+    pub tag: String,
+    pub hosts: usize,
+    /// Underlay MTU.
+    pub mtu: u32,
+}
+
+impl TopologyOptions {
+    pub fn new(tag: &str, hosts: usize) -> Self {
+        Self {
+            tag: tag.to_owned(),
+            hosts,
+            mtu: 1500,
+        }
+    }
+}
+
+/// One simulated host: a namespace with `eth0` on the underlay.
+#[derive(Debug)]
+pub struct Host {
+    pub name: String,
+    pub addr: Ipv4Addr,
+    pub netns: Netns,
+}
+
+impl Host {
+    pub const UNDERLAY_IFACE: &'static str = UNDERLAY_IFACE;
+}
+
+/// N hosts and a client on one underlay bridge, plus their daemons.
+/// Dropping it stops the daemons and deletes everything; when dropped during
+/// a panic it first prints every daemon's log.
+pub struct Topology {
+    pub prefix: String,
+    pub hosts: Vec<Host>,
+    pub client: Host,
+    /// Daemons by host index (`None` until started).
+    pub daemons: Vec<Option<Daemon>>,
+    pub workdir: tempfile::TempDir,
+    // Declared last: dropped after the hosts, so the veths go before the bridge.
+    underlay: Netns,
+}
+
+impl Topology {
+    pub fn new(options: &TopologyOptions) -> anyhow::Result<Self> {
+        crate::require_root();
+        sweep_stale(&options.tag);
+        let prefix = format!(
+            "{}-{}-{}",
+            options.tag,
+            std::process::id(),
+            NEXT_TOPOLOGY.fetch_add(1, Ordering::Relaxed)
+        );
+        let workdir = tempfile::Builder::new()
+            .prefix(&format!("{prefix}-"))
+            .tempdir()?;
+        let underlay = Netns::create(&format!("{prefix}-ul"))?;
+        underlay.ip(&["link", "add", UNDERLAY_BRIDGE, "type", "bridge"])?;
+        // A switch, not a firewall: with br_netfilter loaded the bridge would
+        // validate and drop malformed IP itself, before the hosts see it.
+        for table in ["iptables", "ip6tables", "arptables"] {
+            let knob = format!("/proc/sys/net/bridge/bridge-nf-call-{table}");
+            if std::path::Path::new(&knob).exists() {
+                underlay.exec("sh", &["-c", &format!("echo 0 > {knob}")])?;
+            }
+        }
+        underlay.ip(&[
+            "link",
+            "set",
+            UNDERLAY_BRIDGE,
+            "mtu",
+            &options.mtu.to_string(),
+            "up",
+        ])?;
+
+        let mut hosts = Vec::with_capacity(options.hosts);
+        for i in 1..=options.hosts {
+            let addr = Ipv4Addr::new(198, 18, 0, i as u8);
+            hosts.push(attach_host(
+                &underlay,
+                &prefix,
+                &format!("h{i}"),
+                addr,
+                options.mtu,
+            )?);
+        }
+        let client = attach_host(
+            &underlay,
+            &prefix,
+            "client",
+            Ipv4Addr::new(198, 18, 0, 100),
+            options.mtu,
+        )?;
+        let daemons = (0..hosts.len()).map(|_| None).collect();
+        Ok(Self {
+            prefix,
+            hosts,
+            client,
+            daemons,
+            workdir,
+            underlay,
+        })
+    }
+
+    /// Starts `swarm daemon` in every host and waits until each answers.
+    pub fn start_daemons(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.hosts.len() {
+            self.start_daemon(i)?;
+        }
+        Ok(())
+    }
+
+    /// Starts (or restarts, on the same data dir) the daemon of host `i`.
+    pub fn start_daemon(&mut self, i: usize) -> anyhow::Result<&Daemon> {
+        if let Some(old) = self.daemons[i].take() {
+            old.retire()?;
+        }
+        let host = &self.hosts[i];
+        let dir = self.host_dir(i);
+        let daemon = Daemon::start(host, &dir)?;
+        self.daemons[i] = Some(daemon);
+        Ok(self.daemon(i))
+    }
+
+    pub fn daemon(&self, i: usize) -> &Daemon {
+        self.daemons[i]
+            .as_ref()
+            .unwrap_or_else(|| panic!("the daemon of host {} was not started", i + 1))
+    }
+
+    pub fn daemon_mut(&mut self, i: usize) -> &mut Daemon {
+        self.daemons[i]
+            .as_mut()
+            .unwrap_or_else(|| panic!("the daemon of host {} was not started", i + 1))
+    }
+
+    /// Where host `i` keeps its daemon's data dir, socket and log.
+    pub fn host_dir(&self, i: usize) -> PathBuf {
+        self.workdir.path().join(&self.hosts[i].name)
+    }
+
+    /// Every namespace this topology made, for leak checks.
+    pub fn netns_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .hosts
+            .iter()
+            .map(|h| h.netns.name().to_owned())
+            .collect();
+        names.push(self.client.netns.name().to_owned());
+        names.push(self.underlay.name().to_owned());
+        names
+    }
+
+    /// Prints each daemon's log to stderr (the test harness shows it on failure).
+    pub fn dump_logs(&self) {
+        for daemon in self.daemons.iter().flatten() {
+            eprintln!("----- log of swarm daemon on {} -----", daemon.host);
+            eprintln!("{}", daemon.log());
+        }
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for daemon in self.daemons.iter_mut().flatten() {
+            daemon.teardown();
+        }
+    }
+}
+
+/// A host namespace wired to the underlay bridge through a veth, `eth0` inside.
+fn attach_host(
+    underlay: &Netns,
+    prefix: &str,
+    name: &str,
+    addr: Ipv4Addr,
+    mtu: u32,
+) -> anyhow::Result<Host> {
+    let netns = Netns::create(&format!("{prefix}-{name}"))?;
+    let mtu = mtu.to_string();
+    // The bridge-side end is named after the host; the host side is eth0.
+    underlay.ip(&[
+        "link",
+        "add",
+        name,
+        "mtu",
+        &mtu,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        UNDERLAY_IFACE,
+        "mtu",
+        &mtu,
+        "netns",
+        netns.name(),
+    ])?;
+    underlay.ip(&["link", "set", name, "master", UNDERLAY_BRIDGE, "up"])?;
+    netns.ip(&[
+        "addr",
+        "add",
+        &format!("{addr}/{UNDERLAY_PREFIX_LEN}"),
+        "dev",
+        UNDERLAY_IFACE,
+    ])?;
+    netns.ip(&["link", "set", UNDERLAY_IFACE, "up"])?;
+    Ok(Host {
+        name: name.to_owned(),
+        addr,
+        netns,
+    })
+}
