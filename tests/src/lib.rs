@@ -13,7 +13,7 @@ mod raw;
 mod topology;
 
 pub use daemon::{Daemon, swarm_bin};
-pub use netns::{Netns, in_netns, sweep_stale};
+pub use netns::{Netns, in_netns, spawn_in_netns, sweep_stale};
 pub use raw::send_raw_frames;
 pub use topology::{Host, Topology, TopologyOptions, UNDERLAY_PREFIX_LEN};
 

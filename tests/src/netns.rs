@@ -23,6 +23,13 @@ impl Netns {
         Ok(ns)
     }
 
+    /// A handle on a namespace someone else owns: dropping it deletes nothing.
+    pub fn existing(name: &str) -> Borrowed {
+        Borrowed(Self {
+            name: name.to_owned(),
+        })
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -61,8 +68,30 @@ impl Netns {
     }
 }
 
+/// A [`Netns`] that is not deleted on drop.
+#[derive(Debug)]
+pub struct Borrowed(Netns);
+
+impl std::ops::Deref for Borrowed {
+    type Target = Netns;
+    fn deref(&self) -> &Netns {
+        &self.0
+    }
+}
+
+impl Drop for Borrowed {
+    fn drop(&mut self) {
+        // Skip Netns's drop: the owner deletes the namespace.
+        let name = std::mem::take(&mut self.0.name);
+        drop(name);
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
+        if self.name.is_empty() {
+            return;
+        }
         delete(&self.name);
     }
 }
@@ -92,14 +121,22 @@ pub fn in_netns<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
+    spawn_in_netns(name, f)
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread in netns panicked"))?
+}
+
+/// Starts `f` on a thread inside the namespace `name` and returns at once.
+pub fn spawn_in_netns<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> thread::JoinHandle<anyhow::Result<T>> {
     let path = netns_path(name);
     thread::spawn(move || {
         let file = File::open(&path)?;
         setns(&file, CloneFlags::CLONE_NEWNET)?;
         f()
     })
-    .join()
-    .map_err(|_| anyhow::anyhow!("thread in netns panicked"))?
 }
 
 /// Namespaces are named `<tag>-<pid>-<n>-<role>`. Deletes those whose creating

@@ -46,6 +46,20 @@ pub struct Host {
 
 impl Host {
     pub const UNDERLAY_IFACE: &'static str = UNDERLAY_IFACE;
+
+    /// The MAC address of the host's underlay interface.
+    pub fn mac(&self) -> anyhow::Result<[u8; 6]> {
+        let json = self.netns.ip(&["-j", "link", "show", UNDERLAY_IFACE])?;
+        let links: serde_json::Value = serde_json::from_str(&json)?;
+        let text = links[0]["address"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no MAC address in {json}"))?;
+        let mut mac = [0u8; 6];
+        for (byte, part) in mac.iter_mut().zip(text.split(':')) {
+            *byte = u8::from_str_radix(part, 16)?;
+        }
+        Ok(mac)
+    }
 }
 
 /// N hosts and a client on one underlay bridge, plus their daemons.

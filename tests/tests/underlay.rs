@@ -11,20 +11,6 @@ fn datagrams_for(i: usize) -> u64 {
     5 + i as u64 * 3
 }
 
-fn mac_of(host: &Host, iface: &str) -> [u8; 6] {
-    let json = host
-        .netns
-        .ip(&["-j", "link", "show", iface])
-        .expect("ip link show");
-    let links: serde_json::Value = serde_json::from_str(&json).expect("ip -j output");
-    let text = links[0]["address"].as_str().expect("address");
-    let mut mac = [0u8; 6];
-    for (byte, part) in mac.iter_mut().zip(text.split(':')) {
-        *byte = u8::from_str_radix(part, 16).expect("hex");
-    }
-    mac
-}
-
 #[test]
 fn three_daemons_attach_and_count_client_traffic_per_host() {
     let mut topology = Topology::new(&TopologyOptions::new("swt", 3)).unwrap();
@@ -99,10 +85,10 @@ fn three_daemons_attach_and_count_client_traffic_per_host() {
 fn malformed_frames_from_the_wire_are_dropped_counted_and_good_traffic_flows() {
     let mut topology = Topology::new(&TopologyOptions::new("swt", 3)).unwrap();
     topology.start_daemons().unwrap();
-    let client_mac = mac_of(&topology.client, Host::UNDERLAY_IFACE);
+    let client_mac = topology.client.mac().unwrap();
 
     for (i, host) in topology.hosts.iter().enumerate() {
-        let host_mac = mac_of(host, Host::UNDERLAY_IFACE);
+        let host_mac = host.mac().unwrap();
         let addressed = |mut frame: Vec<u8>| {
             frame[..6].copy_from_slice(&host_mac);
             frame[6..12].copy_from_slice(&client_mac);

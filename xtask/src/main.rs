@@ -1,1 +1,147 @@
-fn main() {}
+//! `cargo xtask`: set-up, tests, the demo, the daemon and the benchmarks.
+
+mod bench;
+mod demo;
+mod process;
+mod setup;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::process::{cargo, workspace_root};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "swarm's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing: Debian packages, nightly + rust-src, bpf-linker.
+    Setup,
+    /// Set up, then fmt check, clippy (warnings denied) and every test, as root.
+    Test,
+    /// Build and run `swarm daemon ARGS...` on this machine.
+    Run {
+        /// Build with optimisations.
+        #[arg(long)]
+        release: bool,
+        /// Arguments for `swarm daemon`, e.g. `-- --advertise-addr 198.18.0.1`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Three hosts in namespaces, three daemons, client traffic, counters; then clean up.
+    Demo,
+    /// Data-plane baselines side by side: underlay vs Docker-style kernel VXLAN.
+    Bench {
+        /// Also write the results as one flat JSON object here.
+        #[arg(long, value_name = "PATH")]
+        json: Option<std::path::PathBuf>,
+        /// Seconds per throughput and connection-rate run.
+        #[arg(long, default_value_t = 3)]
+        seconds: u32,
+        /// Rounds; every figure is the median over them.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+        rounds: u32,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Task::Setup => setup::run(),
+        Task::Test => test(),
+        Task::Run { release, args } => run_daemon(release, &args),
+        Task::Demo => {
+            setup::run()?;
+            let swarm = build_swarm(false)?;
+            demo::run(&swarm)
+        }
+        Task::Bench {
+            json,
+            seconds,
+            rounds,
+        } => {
+            setup::run()?;
+            bench::run(json.as_deref(), seconds, rounds)
+        }
+    }
+}
+
+fn test() -> anyhow::Result<()> {
+    setup::run()?;
+    require_root("cargo xtask test")?;
+    cargo(&["fmt", "--all", "--", "--check"]).context("formatting: run `cargo fmt --all`")?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "swarm-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    process::run(
+        "rustup",
+        &[
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "--package",
+            "swarm-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )
+    .context("clippy on the eBPF programs")?;
+    let swarm = build_swarm(false)?;
+    // SAFETY: single-threaded at this point; children inherit it.
+    unsafe { std::env::set_var("SWARM_BIN", &swarm) };
+    let (passed, failed) =
+        process::cargo_test(&["test", "--workspace", "--exclude", "swarm-ebpf"])?;
+    // One closing line for the whole run: cargo's own last line is a doc-test
+    // binary's, often with nothing in it.
+    println!("xtask test: fmt and clippy clean; every test binary ran");
+    println!("{passed} passed, {failed} failed");
+    anyhow::ensure!(failed == 0, "{failed} tests failed");
+    Ok(())
+}
+
+/// Builds the `swarm` binary and returns its path.
+fn build_swarm(release: bool) -> anyhow::Result<std::path::PathBuf> {
+    let mut args = vec!["build", "--package", "swarm-node", "--bin", "swarm"];
+    if release {
+        args.push("--release");
+    }
+    cargo(&args)?;
+    let profile = if release { "release" } else { "debug" };
+    Ok(workspace_root().join("target").join(profile).join("swarm"))
+}
+
+fn run_daemon(release: bool, args: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+    require_root("swarm daemon")?;
+    let swarm = build_swarm(release)?;
+    let mut full = vec!["daemon".to_owned()];
+    full.extend_from_slice(args);
+    use std::os::unix::process::CommandExt as _;
+    let err = std::process::Command::new(&swarm).args(&full).exec();
+    Err(anyhow::anyhow!("cannot exec {}: {err}", swarm.display()))
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("{what} needs root (network namespaces, eBPF): run it with sudo");
+    }
+    Ok(())
+}

@@ -1,0 +1,442 @@
+//! `cargo xtask bench`: data-plane figures measured side by side in one run on
+//! the harness topology, reported with ratios. Later data planes add rows here
+//! so every figure is compared with the same baselines on the same machine.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use serde_json::{Map, Value, json};
+use swarm_tests::{Netns, Topology, TopologyOptions, in_netns, spawn_in_netns};
+
+use crate::process::output;
+
+const IPERF_PORT: &str = "5201";
+const RR_PORT: u16 = 5300;
+const CPS_PORT: u16 = 5301;
+const RR_WARMUP: usize = 2_000;
+const RR_SAMPLES: usize = 20_000;
+/// Docker's overlay: VNI from 4096, MTU 1450 inside containers.
+const OVERLAY_VNI: &str = "4096";
+const OVERLAY_MTU: &str = "1450";
+
+/// Where traffic goes from and to: a client namespace and a server address.
+struct Path2 {
+    key: &'static str,
+    label: &'static str,
+    client: String,
+    server: String,
+    server_addr: Ipv4Addr,
+}
+
+#[derive(Default)]
+struct Figures {
+    tcp_gbps: f64,
+    tcp_4streams_gbps: f64,
+    rr_p50_us: f64,
+    rr_p99_us: f64,
+    tcp_cps: f64,
+}
+
+impl Figures {
+    /// Each field's median over `rounds`.
+    fn median(rounds: &[Figures]) -> Figures {
+        let median = |field: fn(&Figures) -> f64| {
+            let mut values: Vec<f64> = rounds.iter().map(field).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        Figures {
+            tcp_gbps: median(|f| f.tcp_gbps),
+            tcp_4streams_gbps: median(|f| f.tcp_4streams_gbps),
+            rr_p50_us: median(|f| f.rr_p50_us),
+            rr_p99_us: median(|f| f.rr_p99_us),
+            tcp_cps: median(|f| f.tcp_cps),
+        }
+    }
+}
+
+pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Result<()> {
+    let topology = Topology::new(&TopologyOptions::new("swbench", 2))?;
+    let overlay = KernelOverlay::build(&topology)?;
+    let paths = [
+        Path2 {
+            key: "underlay",
+            label: "underlay (host -> host)",
+            client: topology.hosts[0].netns.name().to_owned(),
+            server: topology.hosts[1].netns.name().to_owned(),
+            server_addr: topology.hosts[1].addr,
+        },
+        Path2 {
+            key: "kernel_vxlan",
+            label: "kernel vxlan + bridge (Docker-style)",
+            client: overlay.containers[0].name().to_owned(),
+            server: overlay.containers[1].name().to_owned(),
+            server_addr: overlay.addrs[1],
+        },
+    ];
+
+    // Paths take turns, round after round, and each figure is the median over
+    // rounds: drift on a shared VM then hits every path alike.
+    let mut rounds_by_path: Vec<Vec<Figures>> = paths.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        for (path, figures) in paths.iter().zip(&mut rounds_by_path) {
+            println!("bench: round {round}/{rounds}: {}", path.label);
+            figures
+                .push(measure(path, seconds).with_context(|| format!("measuring {}", path.label))?);
+        }
+    }
+    let results: Vec<Figures> = rounds_by_path.iter().map(|r| Figures::median(r)).collect();
+    drop(overlay);
+    drop(topology);
+
+    let mut metrics = Map::new();
+    metrics.insert(
+        "date".into(),
+        json!(
+            output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+                .unwrap_or_default()
+                .trim()
+        ),
+    );
+    metrics.insert(
+        "kernel".into(),
+        json!(output("uname", &["-r"]).unwrap_or_default().trim()),
+    );
+    metrics.insert(
+        "cpus".into(),
+        json!(std::thread::available_parallelism().map_or(0, |n| n.get())),
+    );
+    metrics.insert("cpu_model".into(), json!(cpu_model()));
+    metrics.insert("rounds".into(), json!(rounds));
+    metrics.insert("seconds_per_run".into(), json!(seconds));
+    for (path, figures) in paths.iter().zip(&results) {
+        let k = path.key;
+        metrics.insert(format!("{k}_tcp_gbps"), json!(round(figures.tcp_gbps, 2)));
+        metrics.insert(
+            format!("{k}_tcp_4streams_gbps"),
+            json!(round(figures.tcp_4streams_gbps, 2)),
+        );
+        metrics.insert(format!("{k}_rr_p50_us"), json!(round(figures.rr_p50_us, 1)));
+        metrics.insert(format!("{k}_rr_p99_us"), json!(round(figures.rr_p99_us, 1)));
+        metrics.insert(format!("{k}_tcp_cps"), json!(figures.tcp_cps.round()));
+    }
+    let (underlay, kernel) = (&results[0], &results[1]);
+    metrics.insert(
+        "kernel_vxlan_vs_underlay_tcp".into(),
+        json!(round(kernel.tcp_gbps / underlay.tcp_gbps, 3)),
+    );
+    metrics.insert(
+        "kernel_vxlan_vs_underlay_tcp_4streams".into(),
+        json!(round(
+            kernel.tcp_4streams_gbps / underlay.tcp_4streams_gbps,
+            3
+        )),
+    );
+    metrics.insert(
+        "kernel_vxlan_vs_underlay_cps".into(),
+        json!(round(kernel.tcp_cps / underlay.tcp_cps, 3)),
+    );
+
+    print_table(&paths, &results, &metrics);
+    if let Some(path) = json_path {
+        let text = serde_json::to_string_pretty(&Value::Object(metrics))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        println!("bench: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn print_table(paths: &[Path2], results: &[Figures], metrics: &Map<String, Value>) {
+    println!(
+        "\nswarm data-plane bench: kernel {}, {} CPUs ({}), {}, median of {} rounds",
+        metrics["kernel"].as_str().unwrap_or("?"),
+        metrics["cpus"],
+        metrics["cpu_model"].as_str().unwrap_or("?"),
+        metrics["date"].as_str().unwrap_or("?"),
+        metrics["rounds"],
+    );
+    println!(
+        "| {:<38} | {:>8} | {:>11} | {:>8} | {:>8} | {:>8} | {:>11} |",
+        "path", "TCP Gb/s", "4x TCP Gb/s", "RR p50us", "RR p99us", "conn/s", "TCP vs und."
+    );
+    println!(
+        "|{:-<40}|{:->10}|{:->13}|{:->10}|{:->10}|{:->10}|{:->13}|",
+        "", "", "", "", "", "", ""
+    );
+    let base = &results[0];
+    for (path, f) in paths.iter().zip(results) {
+        println!(
+            "| {:<38} | {:>8.2} | {:>11.2} | {:>8.1} | {:>8.1} | {:>8.0} | {:>11.3} |",
+            path.label,
+            f.tcp_gbps,
+            f.tcp_4streams_gbps,
+            f.rr_p50_us,
+            f.rr_p99_us,
+            f.tcp_cps,
+            f.tcp_gbps / base.tcp_gbps
+        );
+    }
+    println!();
+}
+
+fn measure(path: &Path2, seconds: u32) -> anyhow::Result<Figures> {
+    let server_ns = Netns::existing(&path.server);
+    let client_ns = Netns::existing(&path.client);
+    let _iperf = KillOnDrop(
+        server_ns
+            .command("iperf3")?
+            .args(["-s", "-p", IPERF_PORT])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting iperf3 (is it installed? `cargo xtask setup`)")?,
+    );
+    let addr = path.server_addr.to_string();
+    let iperf = |streams: &str| -> anyhow::Result<f64> {
+        // The server needs a moment to listen; retry the first connection.
+        let mut last_err = None;
+        for _ in 0..50 {
+            match client_ns.exec(
+                "iperf3",
+                &[
+                    "-c",
+                    &addr,
+                    "-p",
+                    IPERF_PORT,
+                    "-t",
+                    &seconds.to_string(),
+                    "-P",
+                    streams,
+                    "-J",
+                ],
+            ) {
+                Ok(text) => {
+                    let report: Value = serde_json::from_str(&text)?;
+                    let bps = report["end"]["sum_received"]["bits_per_second"]
+                        .as_f64()
+                        .context("iperf3 report without end.sum_received")?;
+                    return Ok(bps / 1e9);
+                }
+                Err(err) => {
+                    last_err = Some(err);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        Err(last_err.unwrap())
+    };
+    let tcp_gbps = iperf("1")?;
+    let tcp_4streams_gbps = iperf("4")?;
+    let (rr_p50_us, rr_p99_us) = request_response(path)?;
+    let tcp_cps = connections_per_second(path, seconds)?;
+    Ok(Figures {
+        tcp_gbps,
+        tcp_4streams_gbps,
+        rr_p50_us,
+        rr_p99_us,
+        tcp_cps,
+    })
+}
+
+/// One-byte TCP ping-pong on one connection; per-round-trip latency percentiles.
+fn request_response(path: &Path2) -> anyhow::Result<(f64, f64)> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let server = spawn_in_netns(&path.server, move || {
+        let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, RR_PORT))?;
+        ready_tx.send(())?;
+        let (mut conn, _) = listener.accept()?;
+        conn.set_nodelay(true)?;
+        let mut byte = [0u8; 1];
+        while conn.read(&mut byte)? == 1 {
+            conn.write_all(&byte)?;
+        }
+        Ok(())
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5))?;
+    let target = SocketAddr::from((path.server_addr, RR_PORT));
+    let mut samples = in_netns(&path.client, move || {
+        let mut conn = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
+        conn.set_nodelay(true)?;
+        let mut byte = [1u8; 1];
+        let mut samples = Vec::with_capacity(RR_SAMPLES);
+        for i in 0..RR_WARMUP + RR_SAMPLES {
+            let start = Instant::now();
+            conn.write_all(&byte)?;
+            conn.read_exact(&mut byte)?;
+            if i >= RR_WARMUP {
+                samples.push(start.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        Ok(samples)
+    })?;
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("RR server panicked"))??;
+    samples.sort_by(f64::total_cmp);
+    Ok((percentile(&samples, 0.50), percentile(&samples, 0.99)))
+}
+
+/// New TCP connections per second, each opened and closed by the client after
+/// the server accepted and closed it.
+fn connections_per_second(path: &Path2, seconds: u32) -> anyhow::Result<f64> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server_stop = stop.clone();
+    let server = spawn_in_netns(&path.server, move || {
+        let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, CPS_PORT))?;
+        ready_tx.send(())?;
+        loop {
+            let (conn, _) = listener.accept()?;
+            drop(conn);
+            if server_stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(5))?;
+    let target = SocketAddr::from((path.server_addr, CPS_PORT));
+    let client_stop = stop.clone();
+    let result = in_netns(&path.client, move || {
+        let deadline = Instant::now() + Duration::from_secs(seconds.into());
+        let start = Instant::now();
+        let mut connections = 0u64;
+        let mut byte = [0u8; 1];
+        while Instant::now() < deadline {
+            let mut conn = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+            // Wait for the server's FIN so the server side holds TIME_WAIT.
+            let _ = conn.read(&mut byte);
+            connections += 1;
+        }
+        let rate = connections as f64 / start.elapsed().as_secs_f64();
+        // One more connection wakes the server's blocking accept to see `stop`.
+        client_stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect_timeout(&target, Duration::from_secs(2));
+        Ok(rate)
+    });
+    if result.is_err() {
+        // The client failed before waking the server: wake it from here.
+        stop.store(true, Ordering::Relaxed);
+        let _ = in_netns(&path.client, move || {
+            Ok(TcpStream::connect_timeout(&target, Duration::from_secs(2)).map(drop)?)
+        });
+    }
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("CPS server panicked"))??;
+    result
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn round(value: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (value * scale).round() / scale
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Docker's overlay data path rebuilt with kernel devices: on each host a
+/// bridge with a VXLAN device (VNI 4096, UDP 4789) and a container namespace on
+/// a veth with MTU 1450; VXLAN floods to the other hosts' underlay addresses.
+struct KernelOverlay {
+    containers: Vec<Netns>,
+    addrs: Vec<Ipv4Addr>,
+}
+
+impl KernelOverlay {
+    fn build(topology: &Topology) -> anyhow::Result<Self> {
+        let mut containers = Vec::new();
+        let mut addrs = Vec::new();
+        for (i, host) in topology.hosts.iter().enumerate() {
+            let ns = &host.netns;
+            ns.ip(&["link", "add", "br-ov", "type", "bridge"])?;
+            ns.ip(&["link", "set", "br-ov", "up"])?;
+            ns.ip(&[
+                "link",
+                "add",
+                "vxlan0",
+                "type",
+                "vxlan",
+                "id",
+                OVERLAY_VNI,
+                "dstport",
+                "4789",
+                "local",
+                &host.addr.to_string(),
+                "dev",
+                "eth0",
+            ])?;
+            ns.ip(&["link", "set", "vxlan0", "master", "br-ov", "up"])?;
+            for peer in topology.hosts.iter().filter(|p| p.addr != host.addr) {
+                ns.exec(
+                    "bridge",
+                    &[
+                        "fdb",
+                        "append",
+                        "00:00:00:00:00:00",
+                        "dev",
+                        "vxlan0",
+                        "dst",
+                        &peer.addr.to_string(),
+                    ],
+                )?;
+            }
+            let container = Netns::create(&format!("{}-c{}", topology.prefix, i + 1))?;
+            ns.ip(&[
+                "link",
+                "add",
+                "veth-c",
+                "mtu",
+                OVERLAY_MTU,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "mtu",
+                OVERLAY_MTU,
+                "netns",
+                container.name(),
+            ])?;
+            ns.ip(&["link", "set", "veth-c", "master", "br-ov", "up"])?;
+            let addr = Ipv4Addr::new(10, 0, 0, (i + 2) as u8);
+            container.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            container.ip(&["link", "set", "eth0", "up"])?;
+            containers.push(container);
+            addrs.push(addr);
+        }
+        Ok(Self { containers, addrs })
+    }
+}
