@@ -4,6 +4,7 @@
 //! the layout byte for byte; sizes are asserted at compile time.
 #![no_std]
 
+pub mod overlay;
 pub mod stats;
 
 /// Map names as the kernel sees them (at most 15 bytes) and as they are pinned.
@@ -12,12 +13,24 @@ pub mod map_names {
     pub const PACKET_COUNTERS: &str = "sw_pkt_count";
     /// Per-CPU array of [`crate::stats::Counter`] indexed by [`crate::stats::DropReason`].
     pub const DROP_COUNTERS: &str = "sw_drop_count";
+    /// Hash of [`crate::overlay::EndpointKey`] to [`crate::overlay::Endpoint`].
+    pub const ENDPOINTS: &str = "sw_endpoints";
+    /// Hash of host-side veth ifindex to [`crate::overlay::Port`].
+    pub const PORTS: &str = "sw_ports";
+    /// Hash of VNI to [`crate::overlay::Network`].
+    pub const NETWORKS: &str = "sw_networks";
+    /// One-slot array of [`crate::overlay::NodeConfig`].
+    pub const NODE_CONFIG: &str = "sw_node_config";
 }
 
 /// Program names as the kernel sees them (at most 15 bytes).
 pub mod program_names {
     /// XDP program on the node's underlay interface.
     pub const UNDERLAY_XDP: &str = "sw_underlay_xdp";
+    /// TC ingress on a task's host-side veth: what the task sends.
+    pub const TASK_INGRESS: &str = "sw_from_task";
+    /// TC ingress on the VXLAN device: what arrives decapsulated from other nodes.
+    pub const VXLAN_INGRESS: &str = "sw_from_tunnel";
 }
 
 /// Load-time globals the eBPF programs read (`EbpfLoader::set_global`).
@@ -33,4 +46,10 @@ const _: () = {
     assert!(map_names::PACKET_COUNTERS.len() <= 15);
     assert!(map_names::DROP_COUNTERS.len() <= 15);
     assert!(program_names::UNDERLAY_XDP.len() <= 15);
+    assert!(program_names::TASK_INGRESS.len() <= 15);
+    assert!(program_names::VXLAN_INGRESS.len() <= 15);
+    assert!(map_names::ENDPOINTS.len() <= 15);
+    assert!(map_names::PORTS.len() <= 15);
+    assert!(map_names::NETWORKS.len() <= 15);
+    assert!(map_names::NODE_CONFIG.len() <= 15);
 };

@@ -72,6 +72,18 @@ counter_index! {
         Passed = 12 => "passed",
         /// Frames dropped, for any reason (the reasons are in the drop counters).
         Dropped = 13 => "dropped",
+        /// Overlay: frames a task sent, seen on its host-side veth.
+        OverlayFromTask = 14 => "overlay-from-task",
+        /// Overlay: delivered to a task on this node straight from another task's veth.
+        OverlayLocal = 15 => "overlay-local",
+        /// Overlay: handed to the VXLAN device for another node.
+        OverlayEncap = 16 => "overlay-encap",
+        /// Overlay: arrived from another node and delivered to a local task.
+        OverlayDecap = 17 => "overlay-decap",
+        /// Overlay: ARP requests answered by the data plane.
+        OverlayArpReplied = 18 => "overlay-arp-replied",
+        /// Overlay: frames dropped by the overlay programs (reasons in the drop counters).
+        OverlayDropped = 19 => "overlay-dropped",
     }
 }
 
@@ -106,5 +118,25 @@ counter_index! {
         UdpBadLength = 12 => "udp-bad-length",
         /// ICMP/ICMPv6 header cut short.
         IcmpTruncated = 13 => "icmp-truncated",
+        /// Overlay: a frame on a veth the data plane has no port for.
+        UnknownPort = 14 => "unknown-port",
+        /// Overlay: no endpoint with that address on the network.
+        UnknownDestination = 15 => "unknown-destination",
+        /// Overlay: VXLAN for a VNI this node does not serve.
+        UnknownVni = 16 => "unknown-vni",
+        /// Overlay: a decapsulated frame without tunnel metadata.
+        NoTunnelKey = 17 => "no-tunnel-key",
+        /// Overlay: remote destination but no VXLAN device configured.
+        NoTunnelDevice = 18 => "no-tunnel-device",
+        /// Overlay: ARP that is not an Ethernet/IPv4 request.
+        ArpNotRequest = 19 => "arp-not-request",
+        /// Overlay: ARP for an address that is neither the gateway nor an endpoint.
+        ArpUnknownTarget = 20 => "arp-unknown-target",
+        /// Overlay: a network protocol the overlay does not carry (IPv6 for now).
+        UnsupportedL3 = 21 => "unsupported-l3",
+        /// Overlay: a kernel helper refused (tunnel key, redirect, packet write).
+        HelperFailed = 22 => "helper-failed",
+        /// Overlay: a decapsulated frame whose destination is not on this node.
+        NotLocal = 23 => "not-local",
     }
 }

@@ -2,9 +2,13 @@
 #![no_std]
 #![no_main]
 
+mod arp;
+mod overlay;
 mod packet;
 mod parse;
 mod stats;
+mod tc_task_ingress;
+mod tc_vxlan_ingress;
 mod underlay_xdp;
 
 #[cfg(not(test))]

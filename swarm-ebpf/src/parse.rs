@@ -168,7 +168,8 @@ fn classify_ipv4<P: Packet>(packet: &P, offset: usize) -> Result<Frame, DropReas
         return Err(DropReason::Ipv4BadHeaderLength);
     }
     let total_len = u16::from_be(unsafe { (*ip).tot_len }) as usize;
-    let available = packet.data_end() - (packet.data() + offset);
+    // Against the whole packet, not the linear part: payload may sit in fragments.
+    let available = packet.total_len().saturating_sub(offset);
     if total_len < header_len || total_len > available {
         return Err(DropReason::Ipv4BadTotalLength);
     }

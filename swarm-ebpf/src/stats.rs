@@ -25,9 +25,16 @@ pub fn count(kind: PacketKind, bytes: usize) {
     bump(&PACKET_COUNTERS, kind as u32, bytes);
 }
 
-/// Counts a drop under its reason and under the `dropped` total.
+/// Counts an underlay drop under its reason and under the `dropped` total.
 #[inline(always)]
 pub fn count_drop(reason: DropReason, bytes: usize) {
     bump(&DROP_COUNTERS, reason as u32, bytes);
     count(PacketKind::Dropped, bytes);
+}
+
+/// Counts an overlay drop under its reason and under the `overlay-dropped` total.
+#[inline(always)]
+pub fn count_overlay_drop(reason: DropReason, bytes: usize) {
+    bump(&DROP_COUNTERS, reason as u32, bytes);
+    count(PacketKind::OverlayDropped, bytes);
 }

@@ -21,7 +21,7 @@ pub fn sw_underlay_xdp(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn try_underlay_xdp(ctx: &XdpContext) -> u32 {
-    let bytes = ctx.len();
+    let bytes = ctx.linear_len();
     stats::count(PacketKind::Received, bytes);
 
     let frame = match parse::classify(ctx) {

@@ -70,8 +70,20 @@ pub async fn run(
     // Removes the pins however this function ends, panics included.
     let _pins = PinDirGuard(dataplane_config.pin_dir.clone());
 
-    let mut dataplane = Dataplane::load(&dataplane_config)?;
-    let xdp_mode = dataplane.attach_underlay(&underlay_iface)?;
+    // Netlink calls block on a runtime of their own: keep them off this one.
+    let (dataplane, xdp_mode) = {
+        let iface = underlay_iface.clone();
+        let port = config.data_path_port;
+        let dataplane_config = dataplane_config.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, DataplaneError> {
+            let mut dataplane = Dataplane::load(&dataplane_config)?;
+            let xdp_mode = dataplane.attach_underlay(&iface)?;
+            dataplane.start_overlay(port)?;
+            Ok((dataplane, xdp_mode))
+        })
+        .await
+        .expect("data-plane set-up panicked")?
+    };
 
     let info = DaemonInfo {
         node_id: identity.node_id.clone(),
@@ -114,7 +126,9 @@ pub async fn run(
             .dataplane
             .into_inner()
             .unwrap_or_else(|p| p.into_inner());
-        dataplane.unpin()?;
+        tokio::task::spawn_blocking(move || dataplane.unpin())
+            .await
+            .expect("data-plane teardown panicked")?;
     }
     info!("stopped; data plane detached and unpinned");
     Ok(())
@@ -127,16 +141,26 @@ struct DaemonState {
 
 impl Handler for DaemonState {
     fn handle(&self, request: Request) -> Response {
-        match request {
-            Request::Info => Response::Info(self.info.clone()),
-            Request::DataplaneStats => {
-                let dataplane = self.dataplane.lock().unwrap_or_else(|p| p.into_inner());
-                match dataplane.stats() {
-                    Ok(stats) => Response::DataplaneStats(stats),
-                    Err(err) => Response::Error(err.to_string()),
-                }
-            }
+        if let Request::Info = request {
+            return Response::Info(self.info.clone());
         }
+        let mut dataplane = self.dataplane.lock().unwrap_or_else(|p| p.into_inner());
+        let result = match request {
+            Request::Info => unreachable!("answered above"),
+            Request::DataplaneStats => dataplane.stats().map(Response::DataplaneStats),
+            Request::Endpoints => dataplane.endpoints().map(Response::Endpoints),
+            Request::NetworkCreate(network) => {
+                dataplane.create_network(network).map(|()| Response::Done)
+            }
+            Request::NetworkRemove { vni } => dataplane.remove_network(vni).map(|()| Response::Done),
+            Request::EndpointAttach(spec) => dataplane.attach_endpoint(&spec).map(Response::Endpoint),
+            Request::EndpointDetach { id } => dataplane.detach_endpoint(&id).map(|()| Response::Done),
+            Request::RemoteAdd(spec) => dataplane.add_remote_endpoint(&spec).map(|()| Response::Done),
+            Request::RemoteRemove { vni, ip } => dataplane
+                .remove_remote_endpoint(vni, ip)
+                .map(|()| Response::Done),
+        };
+        result.unwrap_or_else(|err| Response::Error(err.to_string()))
     }
 }
 

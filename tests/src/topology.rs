@@ -72,6 +72,8 @@ pub struct Topology {
     /// Daemons by host index (`None` until started).
     pub daemons: Vec<Option<Daemon>>,
     pub workdir: tempfile::TempDir,
+    /// Extra namespaces a test made (tasks, containers), deleted with the topology.
+    pub extra_netns: Vec<Netns>,
     // Declared last: dropped after the hosts, so the veths go before the bridge.
     underlay: Netns,
 }
@@ -133,6 +135,7 @@ impl Topology {
             client,
             daemons,
             workdir,
+            extra_netns: Vec::new(),
             underlay,
         })
     }
@@ -167,6 +170,13 @@ impl Topology {
         self.daemons[i]
             .as_mut()
             .unwrap_or_else(|| panic!("the daemon of host {} was not started", i + 1))
+    }
+
+    /// A new namespace named `<prefix>-<role>`, deleted with the topology.
+    pub fn add_netns(&mut self, role: &str) -> anyhow::Result<&Netns> {
+        let netns = Netns::create(&format!("{}-{role}", self.prefix))?;
+        self.extra_netns.push(netns);
+        Ok(self.extra_netns.last().expect("just pushed"))
     }
 
     /// Where host `i` keeps its daemon's data dir, socket and log.

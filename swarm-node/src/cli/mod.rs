@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::{
     control::{self, Client, DEFAULT_CONTROL_SOCKET, Request, Response},
     daemon::{self, DaemonConfig},
+    dataplane::{
+        LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec, overlay::VXLAN_OVERHEAD,
+    },
 };
 
 #[derive(Debug, Parser)]
@@ -72,6 +75,92 @@ pub struct DaemonArgs {
 pub enum DataplaneCommand {
     /// Packet counters per protocol and drops per reason, summed over CPUs.
     Stats(FormatArgs),
+    /// Every overlay endpoint the kernel programs know: local and remote.
+    Endpoints(FormatArgs),
+    /// Low-level: serve an overlay network on this node by hand.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Low-level: connect tasks' namespaces, or teach where remote ones are.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Serve network VNI with SUBNET on this node.
+    Create {
+        /// VXLAN network identifier (Docker's start at 4096).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..16_777_216))]
+        vni: u32,
+        /// The network's subnet, e.g. 10.0.1.0/24.
+        #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+        subnet: (Ipv4Addr, u8),
+        /// Gateway address the tasks route through [default: the subnet's first address].
+        #[arg(long, value_name = "IP")]
+        gateway: Option<Ipv4Addr>,
+        /// MTU inside the tasks [default: the underlay's MTU minus 50].
+        #[arg(long)]
+        mtu: Option<u32>,
+    },
+    /// Stop serving network VNI (its local endpoints must be detached first).
+    Rm { vni: u32 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// Give the network namespace NETNS an eth0 on network VNI with address IP.
+    Attach {
+        #[arg(long)]
+        vni: u32,
+        /// A name under /run/netns (as `ip netns` lists them) or a path.
+        #[arg(long)]
+        netns: String,
+        #[arg(long, value_name = "IP")]
+        ip: Ipv4Addr,
+        /// Name of the endpoint on this node [default: the namespace's name].
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Remove a local endpoint: its traffic stops and its veth pair goes.
+    Detach { id: String },
+    /// Record that IP on network VNI lives on the node with underlay address NODE.
+    AddRemote {
+        #[arg(long)]
+        vni: u32,
+        #[arg(long, value_name = "IP")]
+        ip: Ipv4Addr,
+        /// The endpoint's MAC, aa:bb:cc:dd:ee:ff.
+        #[arg(long, value_parser = parse_mac_arg)]
+        mac: [u8; 6],
+        /// The other node's underlay address.
+        #[arg(long, value_name = "IP")]
+        node: Ipv4Addr,
+    },
+    /// Forget a remote endpoint.
+    RmRemote {
+        #[arg(long)]
+        vni: u32,
+        #[arg(long, value_name = "IP")]
+        ip: Ipv4Addr,
+    },
+}
+
+fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (ip, len) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not a CIDR block; write it like 10.0.1.0/24"))?;
+    let ip: Ipv4Addr = ip.parse().map_err(|e| format!("{ip:?}: {e}"))?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| (1..=30).contains(l))
+        .ok_or_else(|| format!("prefix length {len:?} must be 1-30"))?;
+    Ok((ip, len))
+}
+
+fn parse_mac_arg(text: &str) -> Result<[u8; 6], String> {
+    crate::dataplane::overlay::parse_mac(text)
+        .ok_or_else(|| format!("{text:?} is not a MAC address; write it like 02:42:0a:00:01:02"))
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +191,62 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("the daemon answered `dataplane stats` with something else");
             };
             output::print_stats(&stats, args.format)
+        }
+        Command::Dataplane(DataplaneCommand::Endpoints(args)) => {
+            let Response::Endpoints(rows) = call(&cli.host, &Request::Endpoints)? else {
+                anyhow::bail!("the daemon answered `dataplane endpoints` with something else");
+            };
+            output::print_endpoints(&rows, args.format)
+        }
+        Command::Dataplane(DataplaneCommand::Network(command)) => {
+            let request = match command {
+                NetworkCommand::Create {
+                    vni,
+                    subnet: (subnet, prefix_len),
+                    gateway,
+                    mtu,
+                } => {
+                    let mask = u32::MAX << (32 - u32::from(prefix_len));
+                    let base = Ipv4Addr::from(u32::from(subnet) & mask);
+                    Request::NetworkCreate(OverlayNetwork {
+                        vni,
+                        subnet: base,
+                        prefix_len,
+                        gateway: gateway.unwrap_or_else(|| Ipv4Addr::from(u32::from(base) + 1)),
+                        mtu: mtu.unwrap_or(1500 - VXLAN_OVERHEAD),
+                    })
+                }
+                NetworkCommand::Rm { vni } => Request::NetworkRemove { vni },
+            };
+            call(&cli.host, &request)?;
+            Ok(())
+        }
+        Command::Dataplane(DataplaneCommand::Endpoint(command)) => {
+            let request = match command {
+                EndpointCommand::Attach { vni, netns, ip, id } => {
+                    let path = if netns.contains('/') {
+                        PathBuf::from(&netns)
+                    } else {
+                        PathBuf::from("/run/netns").join(&netns)
+                    };
+                    let id = id.unwrap_or_else(|| netns.rsplit('/').next().unwrap_or(&netns).to_owned());
+                    Request::EndpointAttach(LocalEndpointSpec {
+                        id,
+                        vni,
+                        netns: path,
+                        ip,
+                    })
+                }
+                EndpointCommand::Detach { id } => Request::EndpointDetach { id },
+                EndpointCommand::AddRemote { vni, ip, mac, node } => {
+                    Request::RemoteAdd(RemoteEndpointSpec { vni, ip, mac, node })
+                }
+                EndpointCommand::RmRemote { vni, ip } => Request::RemoteRemove { vni, ip },
+            };
+            if let Response::Endpoint(row) = call(&cli.host, &request)? {
+                output::print_endpoints(&[row], Format::Table)?;
+            }
+            Ok(())
         }
     }
 }

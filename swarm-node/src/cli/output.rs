@@ -5,7 +5,10 @@ use std::io::{self, Write as _};
 use serde_json::json;
 
 use super::Format;
-use crate::{control::DaemonInfo, dataplane::DataplaneStats};
+use crate::{
+    control::DaemonInfo,
+    dataplane::{DataplaneStats, EndpointRow},
+};
 
 pub fn print_stats(stats: &DataplaneStats, format: Format) -> anyhow::Result<()> {
     let rows = stats
@@ -38,6 +41,40 @@ pub fn print_stats(stats: &DataplaneStats, format: Format) -> anyhow::Result<()>
                 })
                 .collect();
             write_table(&mut out, ["KIND", "COUNTER", "PACKETS", "BYTES"], &table)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn print_endpoints(rows: &[EndpointRow], format: Format) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match format {
+        Format::Json => {
+            for row in rows {
+                let line = json!({
+                    "VNI": row.vni,
+                    "IP": row.ip,
+                    "MAC": row.mac,
+                    "Location": row.location,
+                    "Via": row.via,
+                });
+                writeln!(out, "{line}")?;
+            }
+        }
+        Format::Table => {
+            let table: Vec<[String; 5]> = rows
+                .iter()
+                .map(|row| {
+                    [
+                        row.vni.to_string(),
+                        row.ip.to_string(),
+                        row.mac.clone(),
+                        row.location.clone(),
+                        row.via.clone(),
+                    ]
+                })
+                .collect();
+            write_table(&mut out, ["VNI", "IP", "MAC", "LOCATION", "VIA"], &table)?;
         }
     }
     Ok(())

@@ -6,7 +6,9 @@ mod server;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataplane::{DataplaneStats, XdpMode};
+use crate::dataplane::{
+    DataplaneStats, EndpointRow, LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec, XdpMode,
+};
 
 pub use client::{Client, ClientError, parse_host};
 pub use server::{ControlServer, Handler, ServerError};
@@ -20,12 +22,24 @@ pub enum Request {
     Info,
     /// The data plane's packet and drop counters.
     DataplaneStats,
+    /// Every endpoint the overlay maps hold.
+    Endpoints,
+    NetworkCreate(OverlayNetwork),
+    NetworkRemove { vni: u32 },
+    EndpointAttach(LocalEndpointSpec),
+    EndpointDetach { id: String },
+    RemoteAdd(RemoteEndpointSpec),
+    RemoteRemove { vni: u32, ip: std::net::Ipv4Addr },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
     Info(DaemonInfo),
     DataplaneStats(DataplaneStats),
+    Endpoints(Vec<EndpointRow>),
+    Endpoint(EndpointRow),
+    /// Done; nothing to report.
+    Done,
     /// The request failed; the message says why and what to do.
     Error(String),
 }

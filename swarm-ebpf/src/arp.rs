@@ -1,0 +1,72 @@
+//! The ARP responder: tasks never see an ARP request leave their veth; the
+//! data plane answers for the gateway and for every endpoint it knows.
+
+use swarm_common::stats::DropReason;
+
+use crate::{
+    overlay,
+    packet::{Packet, ptr_at_mut},
+    parse::{ETH_HLEN, EthHdr},
+};
+
+const ARPHRD_ETHER: u16 = 1;
+const ARPOP_REQUEST: u16 = 1;
+const ARPOP_REPLY: u16 = 2;
+
+#[repr(C)]
+pub struct ArpEthIpv4 {
+    pub htype: u16,
+    pub ptype: u16,
+    pub hlen: u8,
+    pub plen: u8,
+    pub oper: u16,
+    pub sha: [u8; 6],
+    /// Unaligned in the packet: kept as bytes.
+    pub spa: [u8; 4],
+    pub tha: [u8; 6],
+    pub tpa: [u8; 4],
+}
+
+/// Turns the ARP request in `packet` into the reply, in place, when the
+/// target is `gateway_ip` or an endpoint on `vni`. The frame then goes back
+/// the way it came. Returns the drop reason otherwise.
+#[inline(always)]
+pub fn answer_in_place<P: Packet>(
+    packet: &P,
+    vni: u32,
+    gateway_ip: u32,
+    gateway_mac: [u8; 6],
+) -> Result<(), DropReason> {
+    let eth: *mut EthHdr = ptr_at_mut(packet, 0).ok_or(DropReason::EthTruncated)?;
+    let arp: *mut ArpEthIpv4 = ptr_at_mut(packet, ETH_HLEN).ok_or(DropReason::ArpTruncated)?;
+    // SAFETY: both pointers were bounds-checked by ptr_at_mut.
+    unsafe {
+        if u16::from_be((*arp).htype) != ARPHRD_ETHER
+            || u16::from_be((*arp).ptype) != crate::parse::ETH_P_IPV4
+            || (*arp).hlen != 6
+            || (*arp).plen != 4
+            || u16::from_be((*arp).oper) != ARPOP_REQUEST
+        {
+            return Err(DropReason::ArpNotRequest);
+        }
+        let target = u32::from_ne_bytes((*arp).tpa);
+        let mac = if target == gateway_ip {
+            gateway_mac
+        } else {
+            match overlay::endpoint(vni, target) {
+                Some(endpoint) => endpoint.mac,
+                None => return Err(DropReason::ArpUnknownTarget),
+            }
+        };
+        let requester_mac = (*arp).sha;
+        let requester_ip = (*arp).spa;
+        (*arp).oper = ARPOP_REPLY.to_be();
+        (*arp).tha = requester_mac;
+        (*arp).tpa = requester_ip;
+        (*arp).sha = mac;
+        (*arp).spa = target.to_ne_bytes();
+        (*eth).dst = requester_mac;
+        (*eth).src = mac;
+    }
+    Ok(())
+}

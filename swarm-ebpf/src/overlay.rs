@@ -1,0 +1,77 @@
+//! Overlay maps and the lookups both overlay hooks share.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_SHOT, bpf_tunnel_key},
+    helpers::{bpf_redirect, bpf_skb_set_tunnel_key},
+    macros::map,
+    maps::{Array, HashMap},
+    programs::TcContext,
+};
+use swarm_common::{
+    overlay::{
+        Endpoint, EndpointKey, MAX_ENDPOINTS, MAX_NETWORKS, MAX_PORTS, Network, NodeConfig, Port,
+    },
+    stats::{DropReason, PacketKind},
+};
+
+use crate::stats;
+
+#[map(name = "sw_endpoints")]
+pub static ENDPOINTS: HashMap<EndpointKey, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map(name = "sw_ports")]
+pub static PORTS: HashMap<u32, Port> = HashMap::pinned(MAX_PORTS, 0);
+
+#[map(name = "sw_networks")]
+pub static NETWORKS: HashMap<u32, Network> = HashMap::pinned(MAX_NETWORKS, 0);
+
+#[map(name = "sw_node_config")]
+pub static NODE_CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
+
+/// Default TTL of the outer IPv4 header.
+const TUNNEL_TTL: u8 = 64;
+
+#[inline(always)]
+pub fn endpoint(vni: u32, ip: u32) -> Option<&'static Endpoint> {
+    // SAFETY: the value is copied out by the caller before any map update can race.
+    unsafe { ENDPOINTS.get(&EndpointKey { vni, ip }) }
+}
+
+/// Counts an overlay drop and returns the verdict for it.
+#[inline(always)]
+pub fn drop(reason: DropReason, bytes: usize) -> i32 {
+    stats::count_overlay_drop(reason, bytes);
+    TC_ACT_SHOT
+}
+
+/// Hands the frame to the VXLAN device for `node_ip` (network byte order) on
+/// `vni`: the kernel adds the outer headers, keeping GSO, and routes them.
+#[inline(always)]
+pub fn send_to_node(ctx: &TcContext, vni: u32, node_ip: u32, bytes: usize) -> i32 {
+    let Some(config) = NODE_CONFIG.get(0) else {
+        return drop(DropReason::NoTunnelDevice, bytes);
+    };
+    if config.vxlan_ifindex == 0 {
+        return drop(DropReason::NoTunnelDevice, bytes);
+    }
+    // SAFETY: a zeroed bpf_tunnel_key is valid; fields set below.
+    let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
+    key.tunnel_id = vni;
+    key.__bindgen_anon_1.remote_ipv4 = u32::from_be(node_ip);
+    key.tunnel_ttl = TUNNEL_TTL;
+    // SAFETY: the helper reads `size_of::<bpf_tunnel_key>()` bytes from `key`.
+    let rc = unsafe {
+        bpf_skb_set_tunnel_key(
+            ctx.skb.skb,
+            &mut key,
+            core::mem::size_of::<bpf_tunnel_key>() as u32,
+            0,
+        )
+    };
+    if rc < 0 {
+        return drop(DropReason::HelperFailed, bytes);
+    }
+    stats::count(PacketKind::OverlayEncap, bytes);
+    // SAFETY: plain helper call.
+    unsafe { bpf_redirect(config.vxlan_ifindex, 0) as i32 }
+}

@@ -1,0 +1,94 @@
+//! TC ingress on the node's collect-metadata VXLAN device: frames other nodes
+//! sent, already decapsulated by the kernel (with GRO). Delivered straight
+//! into the destination task's namespace; ARP from foreign VTEPs answered
+//! back through the tunnel.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_SHOT, bpf_tunnel_key},
+    helpers::{bpf_redirect_peer, bpf_skb_get_tunnel_key},
+    macros::classifier,
+    programs::TcContext,
+};
+use swarm_common::stats::{DropReason, PacketKind};
+
+use crate::{
+    arp, overlay,
+    packet::{self, ptr_at, ptr_at_mut},
+    parse::{self, ETH_HLEN, EthHdr, Ipv4Hdr, L3},
+    stats,
+};
+
+#[classifier]
+pub fn sw_from_tunnel(ctx: TcContext) -> i32 {
+    try_vxlan_ingress(&ctx)
+}
+
+#[inline(always)]
+fn try_vxlan_ingress(ctx: &TcContext) -> i32 {
+    let bytes = ctx.len() as usize;
+    packet::pull_headers(ctx);
+    // SAFETY: zeroed is a valid bpf_tunnel_key; the helper fills it.
+    let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
+    // SAFETY: the helper writes at most `size` bytes into `key`.
+    let rc = unsafe {
+        bpf_skb_get_tunnel_key(
+            ctx.skb.skb,
+            &mut key,
+            core::mem::size_of::<bpf_tunnel_key>() as u32,
+            0,
+        )
+    };
+    if rc < 0 {
+        return overlay::drop(DropReason::NoTunnelKey, bytes);
+    }
+    let vni = key.tunnel_id;
+    // SAFETY: copied out at once.
+    let Some(network) = (unsafe { overlay::NETWORKS.get(&vni) }).copied() else {
+        return overlay::drop(DropReason::UnknownVni, bytes);
+    };
+
+    let frame = match parse::classify(ctx) {
+        Ok(frame) => frame,
+        Err(reason) => return overlay::drop(reason, bytes),
+    };
+    match frame.l3 {
+        L3::Arp => {
+            // A VTEP that resolves addresses itself (a kernel VXLAN device) asks
+            // over the tunnel: answer it the same way.
+            if let Err(reason) =
+                arp::answer_in_place(ctx, vni, network.gateway_ip, network.gateway_mac)
+            {
+                return overlay::drop(reason, bytes);
+            }
+            stats::count(PacketKind::OverlayArpReplied, bytes);
+            // SAFETY: union read of the IPv4 member the kernel filled for an IPv4 tunnel.
+            let remote = unsafe { key.__bindgen_anon_1.remote_ipv4 };
+            overlay::send_to_node(ctx, vni, remote.to_be(), bytes)
+        }
+        L3::Ipv4 => deliver_ipv4(ctx, vni, bytes),
+        L3::Ipv6 | L3::Other => overlay::drop(DropReason::UnsupportedL3, bytes),
+    }
+}
+
+#[inline(always)]
+fn deliver_ipv4(ctx: &TcContext, vni: u32, bytes: usize) -> i32 {
+    let Some(ip) = ptr_at::<_, Ipv4Hdr>(ctx, ETH_HLEN) else {
+        return overlay::drop(DropReason::Ipv4Truncated, bytes);
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let daddr = unsafe { (*ip).daddr };
+    let Some(endpoint) = overlay::endpoint(vni, daddr).copied() else {
+        return overlay::drop(DropReason::UnknownDestination, bytes);
+    };
+    if endpoint.ifindex == 0 {
+        return overlay::drop(DropReason::NotLocal, bytes);
+    }
+    let Some(eth) = ptr_at_mut::<_, EthHdr>(ctx, 0) else {
+        return TC_ACT_SHOT;
+    };
+    // SAFETY: bounds-checked by ptr_at_mut.
+    unsafe { (*eth).dst = endpoint.mac };
+    stats::count(PacketKind::OverlayDecap, bytes);
+    // SAFETY: plain helper call.
+    unsafe { bpf_redirect_peer(endpoint.ifindex, 0) as i32 }
+}

@@ -1,0 +1,176 @@
+//! The eBPF overlay across three hosts: tasks on two networks reach each other
+//! on the same node and across nodes, networks stay apart, full-size frames
+//! pass, and a removed endpoint stops receiving.
+
+use swarm_tests::{Topology, TopologyOptions};
+
+const NET_A: u32 = 4096;
+const NET_B: u32 = 4097;
+
+struct Task {
+    host: usize,
+    netns: String,
+    vni: u32,
+    ip: String,
+}
+
+/// Three hosts; networks A (10.0.1.0/24) and B (10.0.2.0/24) on every host;
+/// on host i a task on A (10.0.1.1i) and one on B (10.0.2.1i); a second task
+/// on A on host 1 (10.0.1.21). Every node learns the other nodes' endpoints.
+fn overlay_topology() -> (Topology, Vec<Task>) {
+    let mut topology = Topology::new(&TopologyOptions::new("swt", 3)).unwrap();
+    topology.start_daemons().unwrap();
+    for i in 0..3 {
+        let daemon = topology.daemon(i);
+        for (vni, subnet) in [(NET_A, "10.0.1.0/24"), (NET_B, "10.0.2.0/24")] {
+            daemon
+                .swarm_ok(&["dataplane", "network", "create", "--vni", &vni.to_string(), "--subnet", subnet])
+                .unwrap();
+        }
+    }
+    let mut tasks = Vec::new();
+    let mut plan = Vec::new();
+    for i in 0..3 {
+        plan.push((i, format!("t{}a", i + 1), NET_A, format!("10.0.1.{}", 11 + i)));
+        plan.push((i, format!("t{}b", i + 1), NET_B, format!("10.0.2.{}", 11 + i)));
+    }
+    plan.push((0, "t1a2".into(), NET_A, "10.0.1.21".into()));
+    for (host, role, vni, ip) in plan {
+        let netns = topology.add_netns(&role).unwrap().name().to_owned();
+        topology
+            .daemon(host)
+            .swarm_ok(&[
+                "dataplane", "endpoint", "attach", "--vni", &vni.to_string(), "--netns", &netns,
+                "--ip", &ip,
+            ])
+            .unwrap();
+        tasks.push(Task { host, netns, vni, ip });
+    }
+    // What gossip will do later: every node learns where the others' tasks are.
+    for task in &tasks {
+        let rows = topology.daemon(task.host).swarm_json(&["dataplane", "endpoints"]).unwrap();
+        let mac = rows
+            .iter()
+            .find(|r| r["IP"] == task.ip.as_str() && r["Location"] == "local")
+            .and_then(|r| r["MAC"].as_str())
+            .unwrap()
+            .to_owned();
+        let node = topology.hosts[task.host].addr.to_string();
+        for other in (0..3).filter(|&h| h != task.host) {
+            topology
+                .daemon(other)
+                .swarm_ok(&[
+                    "dataplane", "endpoint", "add-remote", "--vni", &task.vni.to_string(), "--ip",
+                    &task.ip, "--mac", &mac, "--node", &node,
+                ])
+                .unwrap();
+        }
+    }
+    (topology, tasks)
+}
+
+fn ping(topology: &Topology, from: &Task, to: &str, extra: &[&str]) -> bool {
+    let mut args = vec!["netns", "exec", &from.netns, "ping", "-c", "2", "-i", "0.2", "-W", "1"];
+    args.extend_from_slice(extra);
+    args.push(to);
+    let _ = topology;
+    swarm_tests::run("ip", &args).is_ok()
+}
+
+fn task<'a>(tasks: &'a [Task], netns_suffix: &str) -> &'a Task {
+    tasks.iter().find(|t| t.netns.ends_with(&format!("-{netns_suffix}"))).unwrap()
+}
+
+#[test]
+fn tasks_reach_each_other_on_one_node_and_across_nodes_and_networks_stay_apart() {
+    let (topology, tasks) = overlay_topology();
+    let t1a = task(&tasks, "t1a");
+    let t2b = task(&tasks, "t2b");
+
+    assert!(ping(&topology, t1a, "10.0.1.21", &[]), "same node, same network");
+    assert!(ping(&topology, t1a, "10.0.1.12", &[]), "host 1 -> host 2 on A");
+    assert!(ping(&topology, t1a, "10.0.1.13", &[]), "host 1 -> host 3 on A");
+    assert!(ping(&topology, t2b, "10.0.2.13", &[]), "host 2 -> host 3 on B");
+    assert!(ping(&topology, t2b, "10.0.2.11", &[]), "host 2 -> host 1 on B");
+
+    let h1 = topology.daemon(0);
+    assert!(h1.counter("packet", "overlay-local").unwrap() >= 2);
+    assert!(h1.counter("packet", "overlay-encap").unwrap() >= 4);
+    assert!(h1.counter("packet", "overlay-decap").unwrap() >= 4);
+    assert!(h1.counter("packet", "overlay-arp-replied").unwrap() >= 1);
+    assert!(h1.counter("packet", "vxlan").unwrap() >= 4, "VXLAN seen on the underlay");
+
+    // Network A cannot reach B's tasks, on this node or another.
+    let before = h1.counter("drop", "unknown-destination").unwrap();
+    assert!(!ping(&topology, t1a, "10.0.2.11", &[]), "A reached B on the same node");
+    assert!(!ping(&topology, t1a, "10.0.2.12", &[]), "A reached B across nodes");
+    assert!(h1.counter("drop", "unknown-destination").unwrap() >= before + 4);
+
+    let rows = h1.swarm_json(&["dataplane", "endpoints"]).unwrap();
+    assert_eq!(rows.len(), 7, "3 local + 4 remote on host 1: {rows:?}");
+}
+
+#[test]
+fn full_size_frames_pass_larger_do_not_and_tcp_works_at_full_mtu() {
+    let (topology, tasks) = overlay_topology();
+    let t1a = task(&tasks, "t1a");
+    let t2a = task(&tasks, "t2a");
+    // 1450-byte IP packets (1422 bytes of ICMP payload) with DF cross nodes.
+    assert!(ping(&topology, t1a, "10.0.1.12", &["-M", "do", "-s", "1422"]), "1450 with DF");
+    assert!(!ping(&topology, t1a, "10.0.1.12", &["-M", "do", "-s", "1423"]), "1451 with DF");
+
+    let server = topology
+        .extra_netns
+        .iter()
+        .find(|n| n.name() == t2a.netns)
+        .unwrap()
+        .command("iperf3")
+        .unwrap()
+        .args(["-s", "-1", "-p", "5201"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut report = None;
+    // Retry while the server comes up, for a few seconds at most.
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(5) {
+        // Bounded: a stalled transfer must fail the test, not hang it.
+        if let Ok(text) = swarm_tests::run(
+            "timeout",
+            &[
+                "60", "ip", "netns", "exec", &t1a.netns, "iperf3", "-c", "10.0.1.12", "-n", "50M",
+                "-J",
+            ],
+        ) {
+            report = Some(text);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut server = server;
+    let _ = server.kill();
+    let _ = server.wait();
+    let report: serde_json::Value = serde_json::from_str(&report.expect("iperf3 ran")).unwrap();
+    let received = report["end"]["sum_received"]["bytes"].as_f64().unwrap();
+    assert!(received >= 50e6, "received {received} bytes");
+    let mss = report["start"]["tcp_mss_default"].as_f64().unwrap_or(0.0);
+    assert!(mss >= 1398.0, "full-size segments: MSS {mss}");
+}
+
+#[test]
+fn a_detached_endpoint_stops_receiving_and_its_veth_is_gone() {
+    let (topology, tasks) = overlay_topology();
+    let t1a = task(&tasks, "t1a");
+    let t2a = task(&tasks, "t2a");
+    assert!(ping(&topology, t1a, "10.0.1.12", &[]));
+
+    let h2 = topology.daemon(1);
+    h2.swarm_ok(&["dataplane", "endpoint", "detach", &t2a.netns]).unwrap();
+    assert!(!ping(&topology, t1a, "10.0.1.12", &[]), "still reachable after detach");
+    let links = swarm_tests::run("ip", &["-n", &t2a.netns, "link", "show"]).unwrap();
+    assert!(!links.contains("eth0"), "eth0 left in the task: {links}");
+    let rows = h2.swarm_json(&["dataplane", "endpoints"]).unwrap();
+    assert!(!rows.iter().any(|r| r["IP"] == "10.0.1.12"), "{rows:?}");
+    // The other tasks are unaffected.
+    assert!(ping(&topology, t1a, "10.0.1.13", &[]));
+}
