@@ -65,7 +65,11 @@ const MAX_HEADERS: usize = 14 + 8 + 60 + 60;
 pub fn pull_headers(ctx: &TcContext) {
     let total = ctx.total_len();
     if ctx.linear_len() < MAX_HEADERS && total > ctx.linear_len() {
-        let want = if total < MAX_HEADERS { total } else { MAX_HEADERS };
+        let want = if total < MAX_HEADERS {
+            total
+        } else {
+            MAX_HEADERS
+        };
         // A failure leaves the packet as it was; the parser then reports truncation.
         let _ = ctx.pull_data(want as u32);
     }

@@ -79,4 +79,3 @@ fn forward_ipv4(ctx: &TcContext, vni: u32, bytes: usize) -> i32 {
     }
     overlay::send_to_node(ctx, vni, endpoint.node_ip, bytes)
 }
-

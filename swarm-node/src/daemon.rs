@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::{
     control::{ControlServer, DaemonInfo, Handler, Request, Response, ServerError},
-    dataplane::{self, Dataplane, DataplaneConfig, DataplaneError},
+    dataplane::{self, Dataplane, DataplaneConfig, DataplaneError, XdpModeChoice},
     identity::{IdentityError, NodeIdentity},
 };
 
@@ -27,6 +27,7 @@ pub struct DaemonConfig {
     /// The interface holding the advertise address when not given.
     pub underlay_iface: Option<String>,
     pub data_path_port: u16,
+    pub xdp_mode: XdpModeChoice,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,10 +75,11 @@ pub async fn run(
     let (dataplane, xdp_mode) = {
         let iface = underlay_iface.clone();
         let port = config.data_path_port;
+        let choice = config.xdp_mode;
         let dataplane_config = dataplane_config.clone();
         tokio::task::spawn_blocking(move || -> Result<_, DataplaneError> {
             let mut dataplane = Dataplane::load(&dataplane_config)?;
-            let xdp_mode = dataplane.attach_underlay(&iface)?;
+            let xdp_mode = dataplane.attach_underlay(&iface, choice)?;
             dataplane.start_overlay(port)?;
             Ok((dataplane, xdp_mode))
         })
@@ -152,10 +154,18 @@ impl Handler for DaemonState {
             Request::NetworkCreate(network) => {
                 dataplane.create_network(network).map(|()| Response::Done)
             }
-            Request::NetworkRemove { vni } => dataplane.remove_network(vni).map(|()| Response::Done),
-            Request::EndpointAttach(spec) => dataplane.attach_endpoint(&spec).map(Response::Endpoint),
-            Request::EndpointDetach { id } => dataplane.detach_endpoint(&id).map(|()| Response::Done),
-            Request::RemoteAdd(spec) => dataplane.add_remote_endpoint(&spec).map(|()| Response::Done),
+            Request::NetworkRemove { vni } => {
+                dataplane.remove_network(vni).map(|()| Response::Done)
+            }
+            Request::EndpointAttach(spec) => {
+                dataplane.attach_endpoint(&spec).map(Response::Endpoint)
+            }
+            Request::EndpointDetach { id } => {
+                dataplane.detach_endpoint(&id).map(|()| Response::Done)
+            }
+            Request::RemoteAdd(spec) => dataplane
+                .add_remote_endpoint(&spec)
+                .map(|()| Response::Done),
             Request::RemoteRemove { vni, ip } => dataplane
                 .remove_remote_endpoint(vni, ip)
                 .map(|()| Response::Done),

@@ -252,6 +252,9 @@ fn attach_host(
         UNDERLAY_IFACE,
     ])?;
     netns.ip(&["link", "set", UNDERLAY_IFACE, "up"])?;
+    // Like a physical NIC: GRO on. A veth does it only when asked (it then
+    // receives through NAPI), and without it no tunnel traffic is aggregated.
+    netns.exec("ethtool", &["-K", UNDERLAY_IFACE, "gro", "on"])?;
     Ok(Host {
         name: name.to_owned(),
         addr,

@@ -24,15 +24,33 @@ fn overlay_topology() -> (Topology, Vec<Task>) {
         let daemon = topology.daemon(i);
         for (vni, subnet) in [(NET_A, "10.0.1.0/24"), (NET_B, "10.0.2.0/24")] {
             daemon
-                .swarm_ok(&["dataplane", "network", "create", "--vni", &vni.to_string(), "--subnet", subnet])
+                .swarm_ok(&[
+                    "dataplane",
+                    "network",
+                    "create",
+                    "--vni",
+                    &vni.to_string(),
+                    "--subnet",
+                    subnet,
+                ])
                 .unwrap();
         }
     }
     let mut tasks = Vec::new();
     let mut plan = Vec::new();
     for i in 0..3 {
-        plan.push((i, format!("t{}a", i + 1), NET_A, format!("10.0.1.{}", 11 + i)));
-        plan.push((i, format!("t{}b", i + 1), NET_B, format!("10.0.2.{}", 11 + i)));
+        plan.push((
+            i,
+            format!("t{}a", i + 1),
+            NET_A,
+            format!("10.0.1.{}", 11 + i),
+        ));
+        plan.push((
+            i,
+            format!("t{}b", i + 1),
+            NET_B,
+            format!("10.0.2.{}", 11 + i),
+        ));
     }
     plan.push((0, "t1a2".into(), NET_A, "10.0.1.21".into()));
     for (host, role, vni, ip) in plan {
@@ -40,15 +58,30 @@ fn overlay_topology() -> (Topology, Vec<Task>) {
         topology
             .daemon(host)
             .swarm_ok(&[
-                "dataplane", "endpoint", "attach", "--vni", &vni.to_string(), "--netns", &netns,
-                "--ip", &ip,
+                "dataplane",
+                "endpoint",
+                "attach",
+                "--vni",
+                &vni.to_string(),
+                "--netns",
+                &netns,
+                "--ip",
+                &ip,
             ])
             .unwrap();
-        tasks.push(Task { host, netns, vni, ip });
+        tasks.push(Task {
+            host,
+            netns,
+            vni,
+            ip,
+        });
     }
     // What gossip will do later: every node learns where the others' tasks are.
     for task in &tasks {
-        let rows = topology.daemon(task.host).swarm_json(&["dataplane", "endpoints"]).unwrap();
+        let rows = topology
+            .daemon(task.host)
+            .swarm_json(&["dataplane", "endpoints"])
+            .unwrap();
         let mac = rows
             .iter()
             .find(|r| r["IP"] == task.ip.as_str() && r["Location"] == "local")
@@ -60,8 +93,17 @@ fn overlay_topology() -> (Topology, Vec<Task>) {
             topology
                 .daemon(other)
                 .swarm_ok(&[
-                    "dataplane", "endpoint", "add-remote", "--vni", &task.vni.to_string(), "--ip",
-                    &task.ip, "--mac", &mac, "--node", &node,
+                    "dataplane",
+                    "endpoint",
+                    "add-remote",
+                    "--vni",
+                    &task.vni.to_string(),
+                    "--ip",
+                    &task.ip,
+                    "--mac",
+                    &mac,
+                    "--node",
+                    &node,
                 ])
                 .unwrap();
         }
@@ -70,7 +112,18 @@ fn overlay_topology() -> (Topology, Vec<Task>) {
 }
 
 fn ping(topology: &Topology, from: &Task, to: &str, extra: &[&str]) -> bool {
-    let mut args = vec!["netns", "exec", &from.netns, "ping", "-c", "2", "-i", "0.2", "-W", "1"];
+    let mut args = vec![
+        "netns",
+        "exec",
+        &from.netns,
+        "ping",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+    ];
     args.extend_from_slice(extra);
     args.push(to);
     let _ = topology;
@@ -78,7 +131,10 @@ fn ping(topology: &Topology, from: &Task, to: &str, extra: &[&str]) -> bool {
 }
 
 fn task<'a>(tasks: &'a [Task], netns_suffix: &str) -> &'a Task {
-    tasks.iter().find(|t| t.netns.ends_with(&format!("-{netns_suffix}"))).unwrap()
+    tasks
+        .iter()
+        .find(|t| t.netns.ends_with(&format!("-{netns_suffix}")))
+        .unwrap()
 }
 
 #[test]
@@ -87,23 +143,47 @@ fn tasks_reach_each_other_on_one_node_and_across_nodes_and_networks_stay_apart()
     let t1a = task(&tasks, "t1a");
     let t2b = task(&tasks, "t2b");
 
-    assert!(ping(&topology, t1a, "10.0.1.21", &[]), "same node, same network");
-    assert!(ping(&topology, t1a, "10.0.1.12", &[]), "host 1 -> host 2 on A");
-    assert!(ping(&topology, t1a, "10.0.1.13", &[]), "host 1 -> host 3 on A");
-    assert!(ping(&topology, t2b, "10.0.2.13", &[]), "host 2 -> host 3 on B");
-    assert!(ping(&topology, t2b, "10.0.2.11", &[]), "host 2 -> host 1 on B");
+    assert!(
+        ping(&topology, t1a, "10.0.1.21", &[]),
+        "same node, same network"
+    );
+    assert!(
+        ping(&topology, t1a, "10.0.1.12", &[]),
+        "host 1 -> host 2 on A"
+    );
+    assert!(
+        ping(&topology, t1a, "10.0.1.13", &[]),
+        "host 1 -> host 3 on A"
+    );
+    assert!(
+        ping(&topology, t2b, "10.0.2.13", &[]),
+        "host 2 -> host 3 on B"
+    );
+    assert!(
+        ping(&topology, t2b, "10.0.2.11", &[]),
+        "host 2 -> host 1 on B"
+    );
 
     let h1 = topology.daemon(0);
     assert!(h1.counter("packet", "overlay-local").unwrap() >= 2);
     assert!(h1.counter("packet", "overlay-encap").unwrap() >= 4);
     assert!(h1.counter("packet", "overlay-decap").unwrap() >= 4);
     assert!(h1.counter("packet", "overlay-arp-replied").unwrap() >= 1);
-    assert!(h1.counter("packet", "vxlan").unwrap() >= 4, "VXLAN seen on the underlay");
+    assert!(
+        h1.counter("packet", "vxlan").unwrap() >= 4,
+        "VXLAN seen on the underlay"
+    );
 
     // Network A cannot reach B's tasks, on this node or another.
     let before = h1.counter("drop", "unknown-destination").unwrap();
-    assert!(!ping(&topology, t1a, "10.0.2.11", &[]), "A reached B on the same node");
-    assert!(!ping(&topology, t1a, "10.0.2.12", &[]), "A reached B across nodes");
+    assert!(
+        !ping(&topology, t1a, "10.0.2.11", &[]),
+        "A reached B on the same node"
+    );
+    assert!(
+        !ping(&topology, t1a, "10.0.2.12", &[]),
+        "A reached B across nodes"
+    );
     assert!(h1.counter("drop", "unknown-destination").unwrap() >= before + 4);
 
     let rows = h1.swarm_json(&["dataplane", "endpoints"]).unwrap();
@@ -116,8 +196,14 @@ fn full_size_frames_pass_larger_do_not_and_tcp_works_at_full_mtu() {
     let t1a = task(&tasks, "t1a");
     let t2a = task(&tasks, "t2a");
     // 1450-byte IP packets (1422 bytes of ICMP payload) with DF cross nodes.
-    assert!(ping(&topology, t1a, "10.0.1.12", &["-M", "do", "-s", "1422"]), "1450 with DF");
-    assert!(!ping(&topology, t1a, "10.0.1.12", &["-M", "do", "-s", "1423"]), "1451 with DF");
+    assert!(
+        ping(&topology, t1a, "10.0.1.12", &["-M", "do", "-s", "1422"]),
+        "1450 with DF"
+    );
+    assert!(
+        !ping(&topology, t1a, "10.0.1.12", &["-M", "do", "-s", "1423"]),
+        "1451 with DF"
+    );
 
     let server = topology
         .extra_netns
@@ -138,7 +224,16 @@ fn full_size_frames_pass_larger_do_not_and_tcp_works_at_full_mtu() {
         if let Ok(text) = swarm_tests::run(
             "timeout",
             &[
-                "60", "ip", "netns", "exec", &t1a.netns, "iperf3", "-c", "10.0.1.12", "-n", "50M",
+                "60",
+                "ip",
+                "netns",
+                "exec",
+                &t1a.netns,
+                "iperf3",
+                "-c",
+                "10.0.1.12",
+                "-n",
+                "50M",
                 "-J",
             ],
         ) {
@@ -165,8 +260,12 @@ fn a_detached_endpoint_stops_receiving_and_its_veth_is_gone() {
     assert!(ping(&topology, t1a, "10.0.1.12", &[]));
 
     let h2 = topology.daemon(1);
-    h2.swarm_ok(&["dataplane", "endpoint", "detach", &t2a.netns]).unwrap();
-    assert!(!ping(&topology, t1a, "10.0.1.12", &[]), "still reachable after detach");
+    h2.swarm_ok(&["dataplane", "endpoint", "detach", &t2a.netns])
+        .unwrap();
+    assert!(
+        !ping(&topology, t1a, "10.0.1.12", &[]),
+        "still reachable after detach"
+    );
     let links = swarm_tests::run("ip", &["-n", &t2a.netns, "link", "show"]).unwrap();
     assert!(!links.contains("eth0"), "eth0 left in the task: {links}");
     let rows = h2.swarm_json(&["dataplane", "endpoints"]).unwrap();

@@ -67,8 +67,12 @@ impl Figures {
 }
 
 pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Result<()> {
-    let topology = Topology::new(&TopologyOptions::new("swbench", 2))?;
-    let overlay = KernelOverlay::build(&topology)?;
+    // Hosts 1-2 carry the underlay and kernel baselines; hosts 3-4 run swarm
+    // daemons (their VXLAN device and the kernel baseline's cannot share UDP
+    // 4789 in one namespace). All four share the one underlay bridge.
+    let mut topology = Topology::new(&TopologyOptions::new("swbench", 4))?;
+    let overlay = KernelOverlay::build(&topology, 0, 1)?;
+    let swarm = SwarmOverlay::build(&mut topology, 2, 3)?;
     let paths = [
         Path2 {
             key: "underlay",
@@ -84,6 +88,20 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
             server: overlay.containers[1].name().to_owned(),
             server_addr: overlay.addrs[1],
         },
+        Path2 {
+            key: "ebpf_vxlan",
+            label: "swarm eBPF overlay (task -> task)",
+            client: swarm.tasks[0].clone(),
+            server: swarm.tasks[1].clone(),
+            server_addr: swarm.addrs[1],
+        },
+        Path2 {
+            key: "underlay_xdp",
+            label: "underlay with swarm's XDP attached",
+            client: topology.hosts[2].netns.name().to_owned(),
+            server: topology.hosts[3].netns.name().to_owned(),
+            server_addr: topology.hosts[3].addr,
+        },
     ];
 
     // Paths take turns, round after round, and each figure is the median over
@@ -97,6 +115,7 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
         }
     }
     let results: Vec<Figures> = rounds_by_path.iter().map(|r| Figures::median(r)).collect();
+    drop(swarm);
     drop(overlay);
     drop(topology);
 
@@ -376,10 +395,12 @@ struct KernelOverlay {
 }
 
 impl KernelOverlay {
-    fn build(topology: &Topology) -> anyhow::Result<Self> {
+    fn build(topology: &Topology, a: usize, b: usize) -> anyhow::Result<Self> {
         let mut containers = Vec::new();
         let mut addrs = Vec::new();
-        for (i, host) in topology.hosts.iter().enumerate() {
+        let pair = [&topology.hosts[a], &topology.hosts[b]];
+        for (i, host) in pair.iter().enumerate() {
+            let peer = pair[1 - i];
             let ns = &host.netns;
             ns.ip(&["link", "add", "br-ov", "type", "bridge"])?;
             ns.ip(&["link", "set", "br-ov", "up"])?;
@@ -399,20 +420,18 @@ impl KernelOverlay {
                 "eth0",
             ])?;
             ns.ip(&["link", "set", "vxlan0", "master", "br-ov", "up"])?;
-            for peer in topology.hosts.iter().filter(|p| p.addr != host.addr) {
-                ns.exec(
-                    "bridge",
-                    &[
-                        "fdb",
-                        "append",
-                        "00:00:00:00:00:00",
-                        "dev",
-                        "vxlan0",
-                        "dst",
-                        &peer.addr.to_string(),
-                    ],
-                )?;
-            }
+            ns.exec(
+                "bridge",
+                &[
+                    "fdb",
+                    "append",
+                    "00:00:00:00:00:00",
+                    "dev",
+                    "vxlan0",
+                    "dst",
+                    &peer.addr.to_string(),
+                ],
+            )?;
             let container = Netns::create(&format!("{}-c{}", topology.prefix, i + 1))?;
             ns.ip(&[
                 "link",
@@ -438,5 +457,79 @@ impl KernelOverlay {
             addrs.push(addr);
         }
         Ok(Self { containers, addrs })
+    }
+}
+
+/// swarm's overlay between two hosts, programmed through the CLI as a user
+/// (or, later, the control plane) would: a network on both daemons, a task
+/// namespace attached on each, each node told where the other's task is.
+struct SwarmOverlay {
+    tasks: Vec<String>,
+    addrs: Vec<Ipv4Addr>,
+}
+
+impl SwarmOverlay {
+    fn build(topology: &mut Topology, a: usize, b: usize) -> anyhow::Result<Self> {
+        let mut tasks = Vec::new();
+        let mut addrs = Vec::new();
+        let mut macs = Vec::new();
+        for (i, host) in [a, b].into_iter().enumerate() {
+            topology.start_daemon(host)?;
+            topology.daemon(host).swarm_ok(&[
+                "dataplane",
+                "network",
+                "create",
+                "--vni",
+                OVERLAY_VNI,
+                "--subnet",
+                "10.0.9.0/24",
+            ])?;
+            let task = topology
+                .add_netns(&format!("s{}", i + 1))?
+                .name()
+                .to_owned();
+            let addr = Ipv4Addr::new(10, 0, 9, (i + 2) as u8);
+            topology.daemon(host).swarm_ok(&[
+                "dataplane",
+                "endpoint",
+                "attach",
+                "--vni",
+                OVERLAY_VNI,
+                "--netns",
+                &task,
+                "--ip",
+                &addr.to_string(),
+            ])?;
+            let rows = topology
+                .daemon(host)
+                .swarm_json(&["dataplane", "endpoints"])?;
+            let mac = rows
+                .iter()
+                .find(|r| r["IP"] == addr.to_string().as_str())
+                .and_then(|r| r["MAC"].as_str())
+                .context("attached endpoint not listed")?
+                .to_owned();
+            tasks.push(task);
+            addrs.push(addr);
+            macs.push(mac);
+        }
+        for (i, host) in [a, b].into_iter().enumerate() {
+            let other = 1 - i;
+            let node = topology.hosts[[a, b][other]].addr.to_string();
+            topology.daemon(host).swarm_ok(&[
+                "dataplane",
+                "endpoint",
+                "add-remote",
+                "--vni",
+                OVERLAY_VNI,
+                "--ip",
+                &addrs[other].to_string(),
+                "--mac",
+                &macs[other],
+                "--node",
+                &node,
+            ])?;
+        }
+        Ok(Self { tasks, addrs })
     }
 }

@@ -65,6 +65,9 @@ fn main() -> anyhow::Result<()> {
             rounds,
         } => {
             setup::run()?;
+            let swarm = build_swarm(true)?;
+            // SAFETY: single-threaded here; the harness reads it when starting daemons.
+            unsafe { std::env::set_var("SWARM_BIN", &swarm) };
             bench::run(json.as_deref(), seconds, rounds)
         }
     }

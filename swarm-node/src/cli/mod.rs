@@ -11,7 +11,8 @@ use crate::{
     control::{self, Client, DEFAULT_CONTROL_SOCKET, Request, Response},
     daemon::{self, DaemonConfig},
     dataplane::{
-        LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec, overlay::VXLAN_OVERHEAD,
+        LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec, XdpModeChoice,
+        overlay::VXLAN_OVERHEAD,
     },
 };
 
@@ -69,6 +70,10 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "PORT", default_value_t = swarm_common::DEFAULT_DATA_PATH_PORT,
           value_parser = clap::value_parser!(u16).range(1024..=49151))]
     pub data_path_port: u16,
+    /// XDP mode on the underlay: `auto` is native except on veth (where native
+    /// XDP disables the peer's segmentation offload) and generic there.
+    #[arg(long, value_enum, default_value_t = XdpModeChoice::Auto)]
+    pub xdp_mode: XdpModeChoice,
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,7 +234,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     } else {
                         PathBuf::from("/run/netns").join(&netns)
                     };
-                    let id = id.unwrap_or_else(|| netns.rsplit('/').next().unwrap_or(&netns).to_owned());
+                    let id =
+                        id.unwrap_or_else(|| netns.rsplit('/').next().unwrap_or(&netns).to_owned());
                     Request::EndpointAttach(LocalEndpointSpec {
                         id,
                         vni,
@@ -271,6 +277,7 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         hostname,
         underlay_iface: args.underlay_iface,
         data_path_port: args.data_path_port,
+        xdp_mode: args.xdp_mode,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

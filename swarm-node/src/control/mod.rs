@@ -25,11 +25,18 @@ pub enum Request {
     /// Every endpoint the overlay maps hold.
     Endpoints,
     NetworkCreate(OverlayNetwork),
-    NetworkRemove { vni: u32 },
+    NetworkRemove {
+        vni: u32,
+    },
     EndpointAttach(LocalEndpointSpec),
-    EndpointDetach { id: String },
+    EndpointDetach {
+        id: String,
+    },
     RemoteAdd(RemoteEndpointSpec),
-    RemoteRemove { vni: u32, ip: std::net::Ipv4Addr },
+    RemoteRemove {
+        vni: u32,
+        ip: std::net::Ipv4Addr,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

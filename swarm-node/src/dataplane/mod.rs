@@ -31,9 +31,9 @@ use swarm_common::{
 };
 use tracing::{info, warn};
 
+pub use bpffs::{BPFFS_ROOT, BpffsError, SWARM_PIN_ROOT, remove_pin_dir};
 pub use netlink::NetlinkError;
 pub use overlay::{EndpointRow, LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec};
-pub use bpffs::{BPFFS_ROOT, BpffsError, SWARM_PIN_ROOT, remove_pin_dir};
 pub use stats::{CounterRow, DataplaneStats};
 
 /// The compiled eBPF object, built by build.rs (empty with SWARM_SKIP_EBPF=1).
@@ -125,12 +125,66 @@ pub enum DataplaneError {
     },
 }
 
+/// Whether `iface` is a veth (by its driver, as sysfs names it).
+fn is_veth(iface: &str) -> bool {
+    // Read through ethtool's view of the driver: /sys/class/net reflects the
+    // mount namespace's netns, so ask the kernel over the interface's ioctl.
+    driver_name(iface).is_some_and(|d| d == "veth")
+}
+
+fn driver_name(iface: &str) -> Option<String> {
+    // struct ethtool_drvinfo: cmd, then driver[32], version[32], ...
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 160],
+    }
+    const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    let mut info = DrvInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        rest: [0; 160],
+    };
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(iface.bytes().take(15)) {
+        *dst = src as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
+    // SAFETY: a datagram socket for the ioctl, closed below; ifr points at valid memory.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        if fd < 0 {
+            return None;
+        }
+        let rc = libc::ioctl(fd, SIOCETHTOOL, &mut ifr);
+        libc::close(fd);
+        if rc < 0 {
+            return None;
+        }
+    }
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
 /// The kernel's answer when an interface already has an XDP program.
 fn is_busy(err: &ProgramError) -> bool {
     let ProgramError::SyscallError(aya::sys::SyscallError { io_error, .. }) = err else {
         return false;
     };
     matches!(io_error.raw_os_error(), Some(libc::EBUSY | libc::EEXIST))
+}
+
+/// Which XDP mode to ask for on the underlay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum XdpModeChoice {
+    /// Native, except on veth, where native XDP takes segmentation offload
+    /// away from the peer and costs far more than it saves: generic there.
+    #[default]
+    Auto,
+    Native,
+    Generic,
 }
 
 /// How the underlay XDP program is attached.
@@ -258,10 +312,10 @@ impl Dataplane {
         iface: &str,
     ) -> Result<SchedClassifierLinkId, DataplaneError> {
         // Only needed before TCX (kernel 6.6); harmless after.
-        if let Err(err) = tc::qdisc_add_clsact(iface) {
-            if err.kind() != std::io::ErrorKind::AlreadyExists {
-                tracing::debug!(iface, error = %err, "no clsact qdisc; relying on TCX");
-            }
+        if let Err(err) = tc::qdisc_add_clsact(iface)
+            && err.kind() != std::io::ErrorKind::AlreadyExists
+        {
+            tracing::debug!(iface, error = %err, "no clsact qdisc; relying on TCX");
         }
         self.classifier(name)?
             .attach(iface, TcAttachType::Ingress)
@@ -275,10 +329,10 @@ impl Dataplane {
         &mut self,
         name: &'static str,
     ) -> Result<BpfHashMap<&mut MapData, K, V>, DataplaneError> {
-        let map = self.ebpf.map_mut(name).ok_or(DataplaneError::Missing {
-            kind: "map",
-            name,
-        })?;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::Missing { kind: "map", name })?;
         BpfHashMap::try_from(map).map_err(|source| DataplaneError::Map { name, source })
     }
 
@@ -293,10 +347,10 @@ impl Dataplane {
         let ifindex = netlink.add_external_vxlan(overlay::TUNNEL_IFACE, data_path_port)?;
         let link = self.attach_tc(program_names::VXLAN_INGRESS, overlay::TUNNEL_IFACE)?;
         let name = map_names::NODE_CONFIG;
-        let map = self.ebpf.map_mut(name).ok_or(DataplaneError::Missing {
-            kind: "map",
-            name,
-        })?;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::Missing { kind: "map", name })?;
         let mut config: Array<&mut MapData, NodeConfig> =
             Array::try_from(map).map_err(|source| DataplaneError::Map { name, source })?;
         config
@@ -310,7 +364,12 @@ impl Dataplane {
             )
             .map_err(|source| DataplaneError::MapWrite { name, source })?;
         self.tunnel = Some(Tunnel { ifindex, link });
-        info!(device = overlay::TUNNEL_IFACE, ifindex, port = data_path_port, "overlay started");
+        info!(
+            device = overlay::TUNNEL_IFACE,
+            ifindex,
+            port = data_path_port,
+            "overlay started"
+        );
         Ok(())
     }
 
@@ -384,7 +443,9 @@ impl Dataplane {
         for key in keys {
             let _ = endpoints.remove(&key);
         }
-        let _ = self.hash_map::<u32, Network>(map_names::NETWORKS)?.remove(&vni);
+        let _ = self
+            .hash_map::<u32, Network>(map_names::NETWORKS)?
+            .remove(&vni);
         self.networks.remove(&vni);
         info!(vni, "network removed");
         Ok(())
@@ -423,16 +484,20 @@ impl Dataplane {
     /// Connects a task's network namespace to network `spec.vni`: a veth pair
     /// whose task end becomes `eth0` (address, MTU, default route via the
     /// gateway) and whose host end carries the task-side program.
-    pub fn attach_endpoint(&mut self, spec: &LocalEndpointSpec) -> Result<EndpointRow, DataplaneError> {
+    pub fn attach_endpoint(
+        &mut self,
+        spec: &LocalEndpointSpec,
+    ) -> Result<EndpointRow, DataplaneError> {
         if self.local.contains_key(&spec.id) {
             return Err(DataplaneError::EndpointExists(spec.id.clone()));
         }
         let key = self.check_address(spec.vni, spec.ip)?;
         let network = self.network(spec.vni)?.clone();
-        let netns = overlay::open_netns(&spec.netns).map_err(|source| DataplaneError::OpenNetns {
-            path: spec.netns.clone(),
-            source,
-        })?;
+        let netns =
+            overlay::open_netns(&spec.netns).map_err(|source| DataplaneError::OpenNetns {
+                path: spec.netns.clone(),
+                source,
+            })?;
         let (host_iface, peer_iface) = overlay::veth_names(&spec.id);
         let mac = overlay::task_mac(spec.ip);
 
@@ -530,7 +595,9 @@ impl Dataplane {
         let _ = self
             .hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?
             .remove(&key);
-        let _ = self.hash_map::<u32, Port>(map_names::PORTS)?.remove(&endpoint.ifindex);
+        let _ = self
+            .hash_map::<u32, Port>(map_names::PORTS)?
+            .remove(&endpoint.ifindex);
         let _ = self
             .classifier(program_names::TASK_INGRESS)?
             .detach(endpoint.link);
@@ -566,12 +633,14 @@ impl Dataplane {
         };
         let mut endpoints = self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?;
         match endpoints.get(&key, 0) {
-            Ok(endpoint) if endpoint.ifindex == 0 => endpoints
-                .remove(&key)
-                .map_err(|source| DataplaneError::MapWrite {
-                    name: map_names::ENDPOINTS,
-                    source,
-                }),
+            Ok(endpoint) if endpoint.ifindex == 0 => {
+                endpoints
+                    .remove(&key)
+                    .map_err(|source| DataplaneError::MapWrite {
+                        name: map_names::ENDPOINTS,
+                        source,
+                    })
+            }
             _ => Err(DataplaneError::NoSuchRemote { vni, ip }),
         }
     }
@@ -596,7 +665,10 @@ impl Dataplane {
                         .unwrap_or_else(|| format!("ifindex {}", endpoint.ifindex));
                     ("local", name)
                 } else {
-                    ("remote", Ipv4Addr::from(endpoint.node_ip.to_ne_bytes()).to_string())
+                    (
+                        "remote",
+                        Ipv4Addr::from(endpoint.node_ip.to_ne_bytes()).to_string(),
+                    )
                 };
                 EndpointRow {
                     vni: key.vni,
@@ -613,11 +685,37 @@ impl Dataplane {
 
     /// Attaches the underlay program to `iface`, natively when the driver
     /// supports it and in generic mode otherwise.
-    pub fn attach_underlay(&mut self, iface: &str) -> Result<XdpMode, DataplaneError> {
+    pub fn attach_underlay(
+        &mut self,
+        iface: &str,
+        choice: XdpModeChoice,
+    ) -> Result<XdpMode, DataplaneError> {
         if nix::net::if_::if_nametoindex(iface).is_err() {
             return Err(DataplaneError::NoSuchInterface(iface.to_owned()));
         }
+        let want_native = match choice {
+            XdpModeChoice::Native => true,
+            XdpModeChoice::Generic => false,
+            XdpModeChoice::Auto => !is_veth(iface),
+        };
         let program = self.underlay_program()?;
+        if !want_native {
+            let link = program
+                .attach(iface, XdpFlags::SKB_MODE)
+                .map_err(|source| {
+                    if is_busy(&source) {
+                        DataplaneError::XdpBusy(iface.to_owned())
+                    } else {
+                        DataplaneError::Attach {
+                            iface: iface.to_owned(),
+                            source,
+                        }
+                    }
+                })?;
+            info!(iface, mode = ?XdpMode::Generic, program = program_names::UNDERLAY_XDP, "attached");
+            self.underlay = Some((iface.to_owned(), XdpMode::Generic, link));
+            return Ok(XdpMode::Generic);
+        }
         let (mode, link) = match program.attach(iface, XdpFlags::DRV_MODE) {
             Ok(link) => (XdpMode::Native, link),
             Err(err) if is_busy(&err) => return Err(DataplaneError::XdpBusy(iface.to_owned())),

@@ -22,7 +22,10 @@ pub enum NetlinkError {
     #[error("no interface named {0:?}")]
     NoSuchLink(String),
     #[error("entering network namespace {path}: {source}")]
-    Netns { path: String, source: std::io::Error },
+    Netns {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the thread working in {0} panicked")]
     Panicked(String),
 }
@@ -134,7 +137,11 @@ impl Netlink {
     pub fn move_to_netns(&self, index: u32, netns: &File) -> Result<(), NetlinkError> {
         use std::os::fd::AsRawFd as _;
         let fd = netns.as_raw_fd();
-        self.set(index, |m| m.setns_by_fd(fd), "moving the link to the task's namespace")
+        self.set(
+            index,
+            |m| m.setns_by_fd(fd),
+            "moving the link to the task's namespace",
+        )
     }
 
     /// Renames the link and gives it `mac`, then brings it up.

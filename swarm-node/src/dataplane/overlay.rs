@@ -29,7 +29,9 @@ pub struct OverlayNetwork {
 
 impl OverlayNetwork {
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len))
+            .unwrap_or(0);
         u32::from(ip) & mask == u32::from(self.subnet) & mask
     }
 }
@@ -96,9 +98,9 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
 /// Host-side and temporary peer names for endpoint `id`: short, stable, unique.
 pub fn veth_names(id: &str) -> (String, String) {
     // FNV-1a: stable across runs, unlike std's hasher.
-    let hash = id
-        .bytes()
-        .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let hash = id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     (format!("swh{hash:08x}"), format!("swp{hash:08x}"))
 }
 
@@ -113,8 +115,14 @@ mod tests {
     #[test]
     fn macs_and_names() {
         assert_eq!(format_mac(gateway_mac(4096)), "02:73:77:00:10:00");
-        assert_eq!(format_mac(task_mac(Ipv4Addr::new(10, 0, 1, 2))), "02:42:0a:00:01:02");
-        assert_eq!(parse_mac("02:42:0a:00:01:02"), Some(task_mac(Ipv4Addr::new(10, 0, 1, 2))));
+        assert_eq!(
+            format_mac(task_mac(Ipv4Addr::new(10, 0, 1, 2))),
+            "02:42:0a:00:01:02"
+        );
+        assert_eq!(
+            parse_mac("02:42:0a:00:01:02"),
+            Some(task_mac(Ipv4Addr::new(10, 0, 1, 2)))
+        );
         assert_eq!(parse_mac("02:42:0a:00:01"), None);
         assert_eq!(parse_mac("02:42:0a:00:01:02:03"), None);
         let (host, peer) = veth_names("task-1");
