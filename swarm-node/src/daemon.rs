@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::{
     control::{ControlServer, DaemonInfo, Handler, Request, Response, ServerError},
-    dataplane::{self, Dataplane, DataplaneConfig, DataplaneError, XdpModeChoice},
+    dataplane::{self, Dataplane, DataplaneConfig, DataplaneError, Shutdown, XdpModeChoice},
     identity::{IdentityError, NodeIdentity},
 };
 
@@ -67,9 +67,13 @@ pub async fn run(
     // Bound before the data plane loads, so a taken socket fails fast; clients
     // that connect early wait in the backlog until serving starts.
     let server = ControlServer::bind(&config.control_socket).await?;
-    let dataplane_config = DataplaneConfig::for_node(&identity.node_id, config.data_path_port);
-    // Removes the pins however this function ends, panics included.
-    let _pins = PinDirGuard(dataplane_config.pin_dir.clone());
+    let dataplane_config = DataplaneConfig {
+        state_file: Some(config.data_dir.join(OVERLAY_STATE_FILE)),
+        ..DataplaneConfig::for_node(&identity.node_id, config.data_path_port)
+    };
+    // Removes the pins however this function ends, panics included, unless a
+    // clean shutdown keeps them for the tasks still attached.
+    let mut pins = PinDirGuard(Some(dataplane_config.pin_dir.clone()));
 
     // Netlink calls block on a runtime of their own: keep them off this one.
     let (dataplane, xdp_mode) = {
@@ -128,11 +132,20 @@ pub async fn run(
             .dataplane
             .into_inner()
             .unwrap_or_else(|p| p.into_inner());
-        tokio::task::spawn_blocking(move || dataplane.unpin())
+        let outcome = tokio::task::spawn_blocking(move || dataplane.shutdown())
             .await
             .expect("data-plane teardown panicked")?;
+        match outcome {
+            Shutdown::Removed => info!("stopped; data plane detached and unpinned"),
+            Shutdown::KeptEndpoints(count) => {
+                pins.0 = None;
+                info!(
+                    endpoints = count,
+                    "stopped; task endpoints, the VXLAN device and the pinned maps stay for the next start"
+                );
+            }
+        }
     }
-    info!("stopped; data plane detached and unpinned");
     Ok(())
 }
 
@@ -174,15 +187,20 @@ impl Handler for DaemonState {
     }
 }
 
-struct PinDirGuard(PathBuf);
+struct PinDirGuard(Option<PathBuf>);
 
 impl Drop for PinDirGuard {
     fn drop(&mut self) {
-        if let Err(err) = dataplane::remove_pin_dir(&self.0) {
+        if let Some(dir) = &self.0
+            && let Err(err) = dataplane::remove_pin_dir(dir)
+        {
             warn!(error = %err, "could not remove the pin dir");
         }
     }
 }
+
+/// Networks and task endpoints this node serves, for the next start to adopt.
+const OVERLAY_STATE_FILE: &str = "overlay.json";
 
 /// The name of the interface that holds `addr`.
 pub fn iface_holding(addr: Ipv4Addr) -> Result<String, DaemonError> {

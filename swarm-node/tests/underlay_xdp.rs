@@ -89,7 +89,7 @@ impl Loaded {
 impl Drop for Loaded {
     fn drop(&mut self) {
         if let Some(dataplane) = self.dataplane.take() {
-            dataplane.unpin().expect("unpin");
+            dataplane.shutdown().expect("shutdown");
         }
     }
 }

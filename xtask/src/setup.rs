@@ -18,6 +18,8 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "iperf3",
     "bpftool",
+    "ethtool",
+    "tshark",
 ];
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -16,7 +16,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpFlags, tc, tc::SchedClassifierLinkId,
         xdp::XdpLinkId,
@@ -24,9 +24,7 @@ use aya::{
 };
 use serde::{Deserialize, Serialize};
 use swarm_common::{
-    globals, map_names,
-    overlay::{Endpoint, EndpointKey, Network, NodeConfig, Port},
-    program_names,
+    globals, map_names, program_names,
     stats::{Counter, DropReason, PacketKind},
 };
 use tracing::{info, warn};
@@ -34,6 +32,7 @@ use tracing::{info, warn};
 pub use bpffs::{BPFFS_ROOT, BpffsError, SWARM_PIN_ROOT, remove_pin_dir};
 pub use netlink::NetlinkError;
 pub use overlay::{EndpointRow, LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec};
+
 pub use stats::{CounterRow, DataplaneStats};
 
 /// The compiled eBPF object, built by build.rs (empty with SWARM_SKIP_EBPF=1).
@@ -111,6 +110,8 @@ pub enum DataplaneError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("overlay state {path}: {message}")]
+    State { path: PathBuf, message: String },
     #[error("writing map {name}: {source}")]
     MapWrite {
         name: &'static str,
@@ -187,6 +188,15 @@ pub enum XdpModeChoice {
     Generic,
 }
 
+/// What a clean shutdown left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Everything this node made is gone.
+    Removed,
+    /// This many task endpoints, the VXLAN device and the pinned maps stay.
+    KeptEndpoints(usize),
+}
+
 /// How the underlay XDP program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -204,6 +214,9 @@ pub struct DataplaneConfig {
     pub pin_dir: PathBuf,
     /// UDP port of the VXLAN data path.
     pub data_path_port: u16,
+    /// Where the overlay's networks and local endpoints are recorded across
+    /// restarts (the maps hold the rest); `None` keeps nothing.
+    pub state_file: Option<PathBuf>,
 }
 
 impl DataplaneConfig {
@@ -211,6 +224,7 @@ impl DataplaneConfig {
         Self {
             pin_dir: Path::new(SWARM_PIN_ROOT).join(node_id),
             data_path_port,
+            state_file: None,
         }
     }
 }
@@ -225,6 +239,7 @@ pub struct Dataplane {
     tunnel: Option<Tunnel>,
     networks: HashMap<u32, OverlayNetwork>,
     local: HashMap<String, LocalEndpoint>,
+    state_file: Option<PathBuf>,
 }
 
 struct Tunnel {
@@ -260,6 +275,7 @@ impl Dataplane {
             tunnel: None,
             networks: HashMap::new(),
             local: HashMap::new(),
+            state_file: config.state_file.clone(),
         };
         dataplane
             .underlay_program()?
@@ -334,353 +350,6 @@ impl Dataplane {
             .map_mut(name)
             .ok_or(DataplaneError::Missing { kind: "map", name })?;
         BpfHashMap::try_from(map).map_err(|source| DataplaneError::Map { name, source })
-    }
-
-    /// Creates the node's collect-metadata VXLAN device on `data_path_port`
-    /// and attaches the decapsulation-side program to it. A device a crashed
-    /// daemon left behind is replaced.
-    pub fn start_overlay(&mut self, data_path_port: u16) -> Result<(), DataplaneError> {
-        let netlink = netlink::Netlink::open()?;
-        if let Some(stale) = netlink.link_index(overlay::TUNNEL_IFACE)? {
-            netlink.delete_link(stale)?;
-        }
-        let ifindex = netlink.add_external_vxlan(overlay::TUNNEL_IFACE, data_path_port)?;
-        let link = self.attach_tc(program_names::VXLAN_INGRESS, overlay::TUNNEL_IFACE)?;
-        let name = map_names::NODE_CONFIG;
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(DataplaneError::Missing { kind: "map", name })?;
-        let mut config: Array<&mut MapData, NodeConfig> =
-            Array::try_from(map).map_err(|source| DataplaneError::Map { name, source })?;
-        config
-            .set(
-                0,
-                NodeConfig {
-                    vxlan_ifindex: ifindex,
-                    _pad: 0,
-                },
-                0,
-            )
-            .map_err(|source| DataplaneError::MapWrite { name, source })?;
-        self.tunnel = Some(Tunnel { ifindex, link });
-        info!(
-            device = overlay::TUNNEL_IFACE,
-            ifindex,
-            port = data_path_port,
-            "overlay started"
-        );
-        Ok(())
-    }
-
-    /// Serves overlay network `network` on this node.
-    pub fn create_network(&mut self, network: OverlayNetwork) -> Result<(), DataplaneError> {
-        if self.tunnel.is_none() {
-            return Err(DataplaneError::OverlayNotStarted);
-        }
-        if !(1..1 << 24).contains(&network.vni) {
-            return Err(DataplaneError::InvalidNetwork(format!(
-                "VNI {} is outside 1-16777215",
-                network.vni
-            )));
-        }
-        if network.prefix_len == 0 || network.prefix_len > 30 {
-            return Err(DataplaneError::InvalidNetwork(format!(
-                "prefix length /{} must be between /1 and /30",
-                network.prefix_len
-            )));
-        }
-        if !network.contains(network.gateway) {
-            return Err(DataplaneError::InvalidNetwork(format!(
-                "gateway {} is outside {}/{}",
-                network.gateway, network.subnet, network.prefix_len
-            )));
-        }
-        if !(576..=9000).contains(&network.mtu) {
-            return Err(DataplaneError::InvalidNetwork(format!(
-                "MTU {} is outside 576-9000",
-                network.mtu
-            )));
-        }
-        let value = Network {
-            gateway_ip: u32::from_ne_bytes(network.gateway.octets()),
-            gateway_mac: overlay::gateway_mac(network.vni),
-            _pad: [0; 2],
-        };
-        let name = map_names::NETWORKS;
-        self.hash_map::<u32, Network>(name)?
-            .insert(network.vni, value, 0)
-            .map_err(|source| DataplaneError::MapWrite { name, source })?;
-        info!(vni = network.vni, subnet = %network.subnet, prefix_len = network.prefix_len, "network created");
-        self.networks.insert(network.vni, network);
-        Ok(())
-    }
-
-    /// Stops serving network `vni`: its remote endpoints go too.
-    pub fn remove_network(&mut self, vni: u32) -> Result<(), DataplaneError> {
-        if !self.networks.contains_key(&vni) {
-            return Err(DataplaneError::NoSuchNetwork(vni));
-        }
-        let users: Vec<&str> = self
-            .local
-            .iter()
-            .filter(|(_, e)| e.vni == vni)
-            .map(|(id, _)| id.as_str())
-            .collect();
-        if !users.is_empty() {
-            return Err(DataplaneError::NetworkInUse {
-                vni,
-                ids: users.join(", "),
-            });
-        }
-        let name = map_names::ENDPOINTS;
-        let mut endpoints = self.hash_map::<EndpointKey, Endpoint>(name)?;
-        let keys: Vec<EndpointKey> = endpoints
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.vni == vni)
-            .collect();
-        for key in keys {
-            let _ = endpoints.remove(&key);
-        }
-        let _ = self
-            .hash_map::<u32, Network>(map_names::NETWORKS)?
-            .remove(&vni);
-        self.networks.remove(&vni);
-        info!(vni, "network removed");
-        Ok(())
-    }
-
-    fn network(&self, vni: u32) -> Result<&OverlayNetwork, DataplaneError> {
-        self.networks
-            .get(&vni)
-            .ok_or(DataplaneError::NoSuchNetwork(vni))
-    }
-
-    fn check_address(&mut self, vni: u32, ip: Ipv4Addr) -> Result<EndpointKey, DataplaneError> {
-        let network = self.network(vni)?;
-        if !network.contains(ip) || ip == network.gateway {
-            return Err(DataplaneError::OutsideSubnet {
-                ip,
-                vni,
-                subnet: network.subnet,
-                prefix_len: network.prefix_len,
-            });
-        }
-        let key = EndpointKey {
-            vni,
-            ip: u32::from_ne_bytes(ip.octets()),
-        };
-        if self
-            .hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?
-            .get(&key, 0)
-            .is_ok()
-        {
-            return Err(DataplaneError::AddressInUse { ip, vni });
-        }
-        Ok(key)
-    }
-
-    /// Connects a task's network namespace to network `spec.vni`: a veth pair
-    /// whose task end becomes `eth0` (address, MTU, default route via the
-    /// gateway) and whose host end carries the task-side program.
-    pub fn attach_endpoint(
-        &mut self,
-        spec: &LocalEndpointSpec,
-    ) -> Result<EndpointRow, DataplaneError> {
-        if self.local.contains_key(&spec.id) {
-            return Err(DataplaneError::EndpointExists(spec.id.clone()));
-        }
-        let key = self.check_address(spec.vni, spec.ip)?;
-        let network = self.network(spec.vni)?.clone();
-        let netns =
-            overlay::open_netns(&spec.netns).map_err(|source| DataplaneError::OpenNetns {
-                path: spec.netns.clone(),
-                source,
-            })?;
-        let (host_iface, peer_iface) = overlay::veth_names(&spec.id);
-        let mac = overlay::task_mac(spec.ip);
-
-        let netlink = netlink::Netlink::open()?;
-        netlink.add_veth(&host_iface, &peer_iface, network.mtu)?;
-        let port = Port {
-            vni: spec.vni,
-            gateway_ip: u32::from_ne_bytes(network.gateway.octets()),
-            gateway_mac: overlay::gateway_mac(spec.vni),
-            _pad: [0; 2],
-        };
-        let wired = (|| -> Result<(u32, SchedClassifierLinkId), DataplaneError> {
-            let host_index = netlink.require_link(&host_iface)?;
-            // Maps first: the task's first frames (ARP, IPv6 announcements)
-            // then find their port.
-            self.hash_map::<u32, Port>(map_names::PORTS)?
-                .insert(host_index, port, 0)
-                .map_err(|source| DataplaneError::MapWrite {
-                    name: map_names::PORTS,
-                    source,
-                })?;
-            let endpoint = Endpoint {
-                mac,
-                _pad: [0; 2],
-                ifindex: host_index,
-                node_ip: 0,
-            };
-            self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?
-                .insert(key, endpoint, 0)
-                .map_err(|source| DataplaneError::MapWrite {
-                    name: map_names::ENDPOINTS,
-                    source,
-                })?;
-            let link = self.attach_tc(program_names::TASK_INGRESS, &host_iface)?;
-            let peer_index = netlink.require_link(&peer_iface)?;
-            netlink.move_to_netns(peer_index, &netns)?;
-            let (ip, prefix, gateway) = (spec.ip, network.prefix_len, network.gateway);
-            netlink::in_netns(&spec.netns, move |task| {
-                let index = task.require_link(&peer_iface)?;
-                task.rename_and_up(index, overlay::TASK_IFACE, mac)?;
-                if let Some(lo) = task.link_index("lo")? {
-                    task.set_up(lo)?;
-                }
-                task.add_address(index, ip, prefix)?;
-                task.add_default_route(gateway)
-            })?;
-            netlink.set_up(host_index)?;
-            Ok((host_index, link))
-        })();
-        let (ifindex, link) = match wired {
-            Ok(wired) => wired,
-            Err(err) => {
-                if let Ok(Some(index)) = netlink.link_index(&host_iface) {
-                    let _ = self.hash_map::<u32, Port>(map_names::PORTS)?.remove(&index);
-                    // Deleting the host end removes the pair, wherever the peer went.
-                    let _ = netlink.delete_link(index);
-                }
-                let _ = self
-                    .hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?
-                    .remove(&key);
-                return Err(err);
-            }
-        };
-        info!(id = %spec.id, vni = spec.vni, ip = %spec.ip, iface = %host_iface, "endpoint attached");
-        self.local.insert(
-            spec.id.clone(),
-            LocalEndpoint {
-                vni: spec.vni,
-                ip: spec.ip,
-                host_iface: host_iface.clone(),
-                ifindex,
-                link,
-            },
-        );
-        Ok(EndpointRow {
-            vni: spec.vni,
-            ip: spec.ip,
-            mac: overlay::format_mac(mac),
-            location: "local".into(),
-            via: host_iface,
-        })
-    }
-
-    /// Disconnects a task: its address leaves the maps first (traffic stops at
-    /// once), then the program and the veth pair go.
-    pub fn detach_endpoint(&mut self, id: &str) -> Result<(), DataplaneError> {
-        let endpoint = self
-            .local
-            .remove(id)
-            .ok_or_else(|| DataplaneError::NoSuchEndpoint(id.to_owned()))?;
-        let key = EndpointKey {
-            vni: endpoint.vni,
-            ip: u32::from_ne_bytes(endpoint.ip.octets()),
-        };
-        let _ = self
-            .hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?
-            .remove(&key);
-        let _ = self
-            .hash_map::<u32, Port>(map_names::PORTS)?
-            .remove(&endpoint.ifindex);
-        let _ = self
-            .classifier(program_names::TASK_INGRESS)?
-            .detach(endpoint.link);
-        let netlink = netlink::Netlink::open()?;
-        if let Some(index) = netlink.link_index(&endpoint.host_iface)? {
-            netlink.delete_link(index)?;
-        }
-        info!(id, vni = endpoint.vni, ip = %endpoint.ip, "endpoint detached");
-        Ok(())
-    }
-
-    /// Teaches this node where an endpoint on another node is.
-    pub fn add_remote_endpoint(&mut self, spec: &RemoteEndpointSpec) -> Result<(), DataplaneError> {
-        let key = self.check_address(spec.vni, spec.ip)?;
-        let endpoint = Endpoint {
-            mac: spec.mac,
-            _pad: [0; 2],
-            ifindex: 0,
-            node_ip: u32::from_ne_bytes(spec.node.octets()),
-        };
-        self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?
-            .insert(key, endpoint, 0)
-            .map_err(|source| DataplaneError::MapWrite {
-                name: map_names::ENDPOINTS,
-                source,
-            })
-    }
-
-    pub fn remove_remote_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
-        let key = EndpointKey {
-            vni,
-            ip: u32::from_ne_bytes(ip.octets()),
-        };
-        let mut endpoints = self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?;
-        match endpoints.get(&key, 0) {
-            Ok(endpoint) if endpoint.ifindex == 0 => {
-                endpoints
-                    .remove(&key)
-                    .map_err(|source| DataplaneError::MapWrite {
-                        name: map_names::ENDPOINTS,
-                        source,
-                    })
-            }
-            _ => Err(DataplaneError::NoSuchRemote { vni, ip }),
-        }
-    }
-
-    /// Every endpoint the kernel programs know, sorted by network and address.
-    pub fn endpoints(&mut self) -> Result<Vec<EndpointRow>, DataplaneError> {
-        let names: HashMap<u32, String> = self
-            .local
-            .values()
-            .map(|e| (e.ifindex, e.host_iface.clone()))
-            .collect();
-        let endpoints = self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?;
-        let mut rows: Vec<EndpointRow> = endpoints
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(key, endpoint)| {
-                let ip = Ipv4Addr::from(key.ip.to_ne_bytes());
-                let (location, via) = if endpoint.ifindex != 0 {
-                    let name = names
-                        .get(&endpoint.ifindex)
-                        .cloned()
-                        .unwrap_or_else(|| format!("ifindex {}", endpoint.ifindex));
-                    ("local", name)
-                } else {
-                    (
-                        "remote",
-                        Ipv4Addr::from(endpoint.node_ip.to_ne_bytes()).to_string(),
-                    )
-                };
-                EndpointRow {
-                    vni: key.vni,
-                    ip,
-                    mac: overlay::format_mac(endpoint.mac),
-                    location: location.into(),
-                    via,
-                }
-            })
-            .collect();
-        rows.sort_by_key(|row| (row.vni, row.ip));
-        Ok(rows)
     }
 
     /// Attaches the underlay program to `iface`, natively when the driver
@@ -789,14 +458,16 @@ impl Dataplane {
             .collect()
     }
 
-    /// Detaches everything, deletes the veths and the VXLAN device this node
-    /// made, and removes its pins: the clean-shutdown path.
-    pub fn unpin(mut self) -> Result<(), DataplaneError> {
-        let ids: Vec<String> = self.local.keys().cloned().collect();
-        for id in ids {
-            if let Err(err) = self.detach_endpoint(&id) {
-                warn!(id, error = %err, "could not detach endpoint");
-            }
+    /// The clean-shutdown path. With task endpoints attached, the overlay
+    /// (veths, VXLAN device, pinned maps) stays for the next start to adopt,
+    /// so the tasks' flows survive a restart; only the programs detach.
+    /// Otherwise everything goes: device, programs, pins.
+    pub fn shutdown(mut self) -> Result<Shutdown, DataplaneError> {
+        if !self.local.is_empty() {
+            self.save_state()?;
+            let kept = self.local.len();
+            drop(self);
+            return Ok(Shutdown::KeptEndpoints(kept));
         }
         if let Some(tunnel) = self.tunnel.take() {
             let _ = self
@@ -805,9 +476,10 @@ impl Dataplane {
             let netlink = netlink::Netlink::open()?;
             netlink.delete_link(tunnel.ifindex)?;
         }
+        self.remove_state()?;
         let pin_dir = self.pin_dir.clone();
         drop(self);
         bpffs::remove_pin_dir(&pin_dir)?;
-        Ok(())
+        Ok(Shutdown::Removed)
     }
 }
