@@ -276,3 +276,70 @@ fn tshark_decodes_the_underlay_as_vxlan_with_the_networks_vni() {
     }
     let _ = t2;
 }
+
+#[test]
+fn foreign_vnis_and_malformed_inner_frames_are_dropped_and_counted() {
+    use swarm_tests::packets::*;
+
+    let mut topology = Topology::new(&TopologyOptions::new("swt", 1)).unwrap();
+    let (task, task_mac) = swarm_side(&mut topology, 0, "10.0.1.11", "t1");
+    let mac: Vec<u8> = task_mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+
+    /// A VXLAN datagram payload: the 8-byte header (I flag, VNI) and the inner frame.
+    fn vxlan(vni: u32, inner: &[u8]) -> Vec<u8> {
+        let mut payload = vec![0x08, 0, 0, 0];
+        payload.extend_from_slice(&(vni << 8).to_be_bytes());
+        payload.extend_from_slice(inner);
+        payload
+    }
+    // An echo reply: the task answers nothing, so it adds no drops of its own.
+    let mut reply = icmp_echo(7, 1);
+    reply[0] = 0;
+    reply[2..4].copy_from_slice(&[0, 0]);
+    let checksum = internet_checksum(&reply);
+    reply[2..4].copy_from_slice(&checksum.to_be_bytes());
+    let mut good = ipv4_frame(PROTO_ICMP, &reply);
+    good[..6].copy_from_slice(&mac);
+    good[L3_OFFSET + 16..L3_OFFSET + 20].copy_from_slice(&[10, 0, 1, 11]);
+    fix_ipv4_checksum(&mut good, L3_OFFSET);
+    let mut bad_ihl = good.clone();
+    bad_ihl[L3_OFFSET] = 0x44;
+    let mut to_stranger = good.clone();
+    to_stranger[L3_OFFSET + 16..L3_OFFSET + 20].copy_from_slice(&[10, 0, 1, 99]);
+    fix_ipv4_checksum(&mut to_stranger, L3_OFFSET);
+
+    let datagrams = vec![
+        vxlan(4096, &good),
+        vxlan(9999, &good),
+        vxlan(9999, &good),
+        vxlan(4096, &bad_ihl),
+        vxlan(4096, &to_stranger),
+    ];
+    let daemon = topology.daemon(0);
+    let decap_before = daemon.counter("packet", "overlay-decap").unwrap();
+    in_netns(topology.client.netns.name(), move || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        for datagram in &datagrams {
+            socket.send_to(datagram, "198.18.0.1:4789")?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    assert_eq!(daemon.counter("drop", "unknown-vni").unwrap(), 2);
+    assert_eq!(daemon.counter("drop", "ipv4-bad-header-length").unwrap(), 1);
+    assert_eq!(daemon.counter("drop", "unknown-destination").unwrap(), 1);
+    assert_eq!(
+        daemon.counter("packet", "overlay-decap").unwrap(),
+        decap_before + 1
+    );
+    assert!(
+        daemon.counter("packet", "vxlan").unwrap() >= 5,
+        "counted on the underlay too"
+    );
+    let _ = task;
+}
