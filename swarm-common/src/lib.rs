@@ -27,6 +27,8 @@ pub mod map_names {
 pub mod program_names {
     /// XDP program on the node's underlay interface.
     pub const UNDERLAY_XDP: &str = "sw_underlay_xdp";
+    /// The same on TC ingress, for interfaces where XDP costs more than it saves.
+    pub const UNDERLAY_TC: &str = "sw_underlay_tc";
     /// TC ingress on a task's host-side veth: what the task sends.
     pub const TASK_INGRESS: &str = "sw_from_task";
     /// TC ingress on the VXLAN device: what arrives decapsulated from other nodes.
@@ -46,6 +48,7 @@ const _: () = {
     assert!(map_names::PACKET_COUNTERS.len() <= 15);
     assert!(map_names::DROP_COUNTERS.len() <= 15);
     assert!(program_names::UNDERLAY_XDP.len() <= 15);
+    assert!(program_names::UNDERLAY_TC.len() <= 15);
     assert!(program_names::TASK_INGRESS.len() <= 15);
     assert!(program_names::VXLAN_INGRESS.len() <= 15);
     assert!(map_names::ENDPOINTS.len() <= 15);

@@ -8,7 +8,9 @@ mod packet;
 mod parse;
 mod stats;
 mod tc_task_ingress;
+mod tc_underlay_ingress;
 mod tc_vxlan_ingress;
+mod underlay;
 mod underlay_xdp;
 
 #[cfg(not(test))]

@@ -2,64 +2,14 @@
 //! drops malformed frames before the kernel stack spends time on them.
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use swarm_common::stats::PacketKind;
 
-use crate::{
-    packet::Packet,
-    parse::{self, L3, L4},
-    stats,
-};
-
-/// UDP port of the VXLAN data path; set by the loader (`--data-path-port`).
-#[unsafe(no_mangle)]
-static DATA_PATH_PORT: u16 = swarm_common::DEFAULT_DATA_PATH_PORT;
+use crate::{packet::Packet, underlay};
 
 #[xdp]
 pub fn sw_underlay_xdp(ctx: XdpContext) -> u32 {
-    try_underlay_xdp(&ctx)
-}
-
-#[inline(always)]
-fn try_underlay_xdp(ctx: &XdpContext) -> u32 {
-    let bytes = ctx.linear_len();
-    stats::count(PacketKind::Received, bytes);
-
-    let frame = match parse::classify(ctx) {
-        Ok(frame) => frame,
-        Err(reason) => {
-            stats::count_drop(reason, bytes);
-            return xdp_action::XDP_DROP;
-        }
-    };
-
-    let l3 = match frame.l3 {
-        L3::Arp => PacketKind::Arp,
-        L3::Ipv4 => PacketKind::Ipv4,
-        L3::Ipv6 => PacketKind::Ipv6,
-        L3::Other => PacketKind::OtherL3,
-    };
-    stats::count(l3, bytes);
-
-    let l4 = match frame.l4 {
-        L4::None => None,
-        L4::Tcp => Some(PacketKind::Tcp),
-        L4::Udp { dest_port } => {
-            // Volatile: the loader rewrites the value in .rodata after compilation.
-            let data_path_port = unsafe { core::ptr::read_volatile(&DATA_PATH_PORT) };
-            if dest_port == data_path_port {
-                stats::count(PacketKind::Vxlan, bytes);
-            }
-            Some(PacketKind::Udp)
-        }
-        L4::Icmp => Some(PacketKind::Icmp),
-        L4::Icmpv6 => Some(PacketKind::Icmpv6),
-        L4::Fragment => Some(PacketKind::Ipv4Fragment),
-        L4::Other => Some(PacketKind::OtherL4),
-    };
-    if let Some(kind) = l4 {
-        stats::count(kind, bytes);
+    if underlay::inspect(&ctx, ctx.linear_len()) {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
     }
-
-    stats::count(PacketKind::Passed, bytes);
-    xdp_action::XDP_PASS
 }

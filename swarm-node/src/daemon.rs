@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::{
     control::{ControlServer, DaemonInfo, Handler, Request, Response, ServerError},
-    dataplane::{self, Dataplane, DataplaneConfig, DataplaneError, Shutdown, XdpModeChoice},
+    dataplane::{self, Dataplane, DataplaneConfig, DataplaneError, Shutdown, UnderlayHookChoice},
     identity::{IdentityError, NodeIdentity},
 };
 
@@ -27,7 +27,7 @@ pub struct DaemonConfig {
     /// The interface holding the advertise address when not given.
     pub underlay_iface: Option<String>,
     pub data_path_port: u16,
-    pub xdp_mode: XdpModeChoice,
+    pub underlay_hook: UnderlayHookChoice,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,16 +76,16 @@ pub async fn run(
     let mut pins = PinDirGuard(Some(dataplane_config.pin_dir.clone()));
 
     // Netlink calls block on a runtime of their own: keep them off this one.
-    let (dataplane, xdp_mode) = {
+    let (dataplane, underlay_hook) = {
         let iface = underlay_iface.clone();
         let port = config.data_path_port;
-        let choice = config.xdp_mode;
+        let choice = config.underlay_hook;
         let dataplane_config = dataplane_config.clone();
         tokio::task::spawn_blocking(move || -> Result<_, DataplaneError> {
             let mut dataplane = Dataplane::load(&dataplane_config)?;
-            let xdp_mode = dataplane.attach_underlay(&iface, choice)?;
+            let hook = dataplane.attach_underlay(&iface, choice)?;
             dataplane.start_overlay(port)?;
-            Ok((dataplane, xdp_mode))
+            Ok((dataplane, hook))
         })
         .await
         .expect("data-plane set-up panicked")?
@@ -96,7 +96,7 @@ pub async fn run(
         hostname: config.hostname.clone(),
         advertise_addr: config.advertise_addr.to_string(),
         underlay_iface: underlay_iface.clone(),
-        xdp_mode,
+        underlay_hook,
         data_path_port: config.data_path_port,
         data_dir: display(&config.data_dir),
         pin_dir: display(dataplane.pin_dir()),

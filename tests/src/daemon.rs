@@ -50,7 +50,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon in `host`'s namespace with its state under `dir` and
     /// waits until its control socket answers.
-    pub fn start(host: &Host, dir: &Path) -> anyhow::Result<Self> {
+    pub fn start(host: &Host, dir: &Path, extra_args: &[String]) -> anyhow::Result<Self> {
         fs::create_dir_all(dir)?;
         let data_dir = dir.join("data");
         let socket = dir.join("swarm.sock");
@@ -68,6 +68,7 @@ impl Daemon {
             .arg(&socket)
             .arg("--hostname")
             .arg(&host.name)
+            .args(extra_args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

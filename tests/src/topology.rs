@@ -24,6 +24,8 @@ pub struct TopologyOptions {
     pub hosts: usize,
     /// Underlay MTU.
     pub mtu: u32,
+    /// Extra `swarm daemon` flags for every daemon, e.g. `--underlay-hook tc`.
+    pub daemon_args: Vec<String>,
 }
 
 impl TopologyOptions {
@@ -32,6 +34,7 @@ impl TopologyOptions {
             tag: tag.to_owned(),
             hosts,
             mtu: 1500,
+            daemon_args: Vec::new(),
         }
     }
 }
@@ -72,6 +75,7 @@ pub struct Topology {
     /// Daemons by host index (`None` until started).
     pub daemons: Vec<Option<Daemon>>,
     pub workdir: tempfile::TempDir,
+    daemon_args: Vec<String>,
     /// Extra namespaces a test made (tasks, containers), deleted with the topology.
     pub extra_netns: Vec<Netns>,
     // Declared last: dropped after the hosts, so the veths go before the bridge.
@@ -135,6 +139,7 @@ impl Topology {
             client,
             daemons,
             workdir,
+            daemon_args: options.daemon_args.clone(),
             extra_netns: Vec::new(),
             underlay,
         })
@@ -150,12 +155,18 @@ impl Topology {
 
     /// Starts (or restarts, on the same data dir) the daemon of host `i`.
     pub fn start_daemon(&mut self, i: usize) -> anyhow::Result<&Daemon> {
+        let args = self.daemon_args.clone();
+        self.start_daemon_with(i, &args)
+    }
+
+    /// Like [`Topology::start_daemon`], with these flags instead of the topology's.
+    pub fn start_daemon_with(&mut self, i: usize, args: &[String]) -> anyhow::Result<&Daemon> {
         if let Some(old) = self.daemons[i].take() {
             old.retire()?;
         }
         let host = &self.hosts[i];
         let dir = self.host_dir(i);
-        let daemon = Daemon::start(host, &dir)?;
+        let daemon = Daemon::start(host, &dir, args)?;
         self.daemons[i] = Some(daemon);
         Ok(self.daemon(i))
     }

@@ -83,8 +83,28 @@ fn three_daemons_attach_and_count_client_traffic_per_host() {
 
 #[test]
 fn malformed_frames_from_the_wire_are_dropped_counted_and_good_traffic_flows() {
-    let mut topology = Topology::new(&TopologyOptions::new("swt", 3)).unwrap();
+    malformed_frames_are_dropped(&[]);
+}
+
+#[test]
+fn the_underlay_program_on_tc_drops_and_counts_alike() {
+    malformed_frames_are_dropped(&["--underlay-hook", "tc"]);
+}
+
+fn malformed_frames_are_dropped(daemon_args: &[&str]) {
+    let mut options = TopologyOptions::new("swt", 3);
+    options.daemon_args = daemon_args.iter().map(|a| a.to_string()).collect();
+    let mut topology = Topology::new(&options).unwrap();
     topology.start_daemons().unwrap();
+    let expected_hook = if daemon_args.is_empty() {
+        "xdp-generic"
+    } else {
+        "tc"
+    };
+    for i in 0..3 {
+        let info = &topology.daemon(i).swarm_json(&["info"]).unwrap()[0];
+        assert_eq!(info["UnderlayHook"], expected_hook, "veth underlay");
+    }
     let client_mac = topology.client.mac().unwrap();
 
     for (i, host) in topology.hosts.iter().enumerate() {

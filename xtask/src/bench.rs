@@ -70,9 +70,12 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
     // Hosts 1-2 carry the underlay and kernel baselines; hosts 3-4 run swarm
     // daemons (their VXLAN device and the kernel baseline's cannot share UDP
     // 4789 in one namespace). All four share the one underlay bridge.
-    let mut topology = Topology::new(&TopologyOptions::new("swbench", 4))?;
+    // Hosts 5-6 run swarm with the underlay program on TC instead of XDP.
+    let mut topology = Topology::new(&TopologyOptions::new("swbench", 6))?;
     let overlay = KernelOverlay::build(&topology, 0, 1)?;
-    let swarm = SwarmOverlay::build(&mut topology, 2, 3)?;
+    let swarm = SwarmOverlay::build(&mut topology, 2, 3, &[])?;
+    let tc_args = ["--underlay-hook".to_owned(), "tc".to_owned()];
+    let swarm_tc = SwarmOverlay::build(&mut topology, 4, 5, &tc_args)?;
     let paths = [
         Path2 {
             key: "underlay",
@@ -96,11 +99,25 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
             server_addr: swarm.addrs[1],
         },
         Path2 {
+            key: "ebpf_vxlan_tc_underlay",
+            label: "swarm eBPF overlay, underlay hook on TC",
+            client: swarm_tc.tasks[0].clone(),
+            server: swarm_tc.tasks[1].clone(),
+            server_addr: swarm_tc.addrs[1],
+        },
+        Path2 {
             key: "underlay_xdp",
-            label: "underlay with swarm's XDP attached",
+            label: "underlay with swarm's XDP (generic) attached",
             client: topology.hosts[2].netns.name().to_owned(),
             server: topology.hosts[3].netns.name().to_owned(),
             server_addr: topology.hosts[3].addr,
+        },
+        Path2 {
+            key: "underlay_tc",
+            label: "underlay with swarm's program on TC",
+            client: topology.hosts[4].netns.name().to_owned(),
+            server: topology.hosts[5].netns.name().to_owned(),
+            server_addr: topology.hosts[5].addr,
         },
     ];
 
@@ -115,6 +132,7 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
         }
     }
     let results: Vec<Figures> = rounds_by_path.iter().map(|r| Figures::median(r)).collect();
+    drop(swarm_tc);
     drop(swarm);
     drop(overlay);
     drop(topology);
@@ -186,17 +204,17 @@ fn print_table(paths: &[Path2], results: &[Figures], metrics: &Map<String, Value
         metrics["rounds"],
     );
     println!(
-        "| {:<38} | {:>8} | {:>11} | {:>8} | {:>8} | {:>8} | {:>11} |",
+        "| {:<46} | {:>8} | {:>11} | {:>8} | {:>8} | {:>8} | {:>11} |",
         "path", "TCP Gb/s", "4x TCP Gb/s", "RR p50us", "RR p99us", "conn/s", "TCP vs und."
     );
     println!(
-        "|{:-<40}|{:->10}|{:->13}|{:->10}|{:->10}|{:->10}|{:->13}|",
+        "|{:-<48}|{:->10}|{:->13}|{:->10}|{:->10}|{:->10}|{:->13}|",
         "", "", "", "", "", "", ""
     );
     let base = &results[0];
     for (path, f) in paths.iter().zip(results) {
         println!(
-            "| {:<38} | {:>8.2} | {:>11.2} | {:>8.1} | {:>8.1} | {:>8.0} | {:>11.3} |",
+            "| {:<46} | {:>8.2} | {:>11.2} | {:>8.1} | {:>8.1} | {:>8.0} | {:>11.3} |",
             path.label,
             f.tcp_gbps,
             f.tcp_4streams_gbps,
@@ -469,12 +487,17 @@ struct SwarmOverlay {
 }
 
 impl SwarmOverlay {
-    fn build(topology: &mut Topology, a: usize, b: usize) -> anyhow::Result<Self> {
+    fn build(
+        topology: &mut Topology,
+        a: usize,
+        b: usize,
+        daemon_args: &[String],
+    ) -> anyhow::Result<Self> {
         let mut tasks = Vec::new();
         let mut addrs = Vec::new();
         let mut macs = Vec::new();
         for (i, host) in [a, b].into_iter().enumerate() {
-            topology.start_daemon(host)?;
+            topology.start_daemon_with(host, daemon_args)?;
             topology.daemon(host).swarm_ok(&[
                 "dataplane",
                 "network",
@@ -485,7 +508,7 @@ impl SwarmOverlay {
                 "10.0.9.0/24",
             ])?;
             let task = topology
-                .add_netns(&format!("s{}", i + 1))?
+                .add_netns(&format!("s{}", host + 1))?
                 .name()
                 .to_owned();
             let addr = Ipv4Addr::new(10, 0, 9, (i + 2) as u8);

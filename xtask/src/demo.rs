@@ -18,18 +18,18 @@ pub fn run(swarm: &Path) -> anyhow::Result<()> {
 
     println!("\n== one swarm daemon per host (`swarm info` on each)");
     println!(
-        "{:<6} {:<27} {:<12} {:<10} {:<8} PID",
-        "HOST", "NODE ID", "ADDRESS", "UNDERLAY", "XDP"
+        "{:<6} {:<27} {:<12} {:<10} {:<12} PID",
+        "HOST", "NODE ID", "ADDRESS", "UNDERLAY", "HOOK"
     );
     for i in 0..topology.hosts.len() {
         let info = &topology.daemon(i).swarm_json(&["info"])?[0];
         println!(
-            "{:<6} {:<27} {:<12} {:<10} {:<8} {}",
+            "{:<6} {:<27} {:<12} {:<10} {:<12} {}",
             info["Hostname"].as_str().unwrap_or("?"),
             info["NodeID"].as_str().unwrap_or("?"),
             info["AdvertiseAddr"].as_str().unwrap_or("?"),
             info["UnderlayInterface"].as_str().unwrap_or("?"),
-            info["XDPMode"].as_str().unwrap_or("?"),
+            info["UnderlayHook"].as_str().unwrap_or("?"),
             info["Pid"]
         );
     }

@@ -11,7 +11,7 @@ use crate::{
     control::{self, Client, DEFAULT_CONTROL_SOCKET, Request, Response},
     daemon::{self, DaemonConfig},
     dataplane::{
-        LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec, XdpModeChoice,
+        LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec, UnderlayHookChoice,
         overlay::VXLAN_OVERHEAD,
     },
 };
@@ -70,10 +70,10 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "PORT", default_value_t = swarm_common::DEFAULT_DATA_PATH_PORT,
           value_parser = clap::value_parser!(u16).range(1024..=49151))]
     pub data_path_port: u16,
-    /// XDP mode on the underlay: `auto` is native except on veth (where native
-    /// XDP disables the peer's segmentation offload) and generic there.
-    #[arg(long, value_enum, default_value_t = XdpModeChoice::Auto)]
-    pub xdp_mode: XdpModeChoice,
+    /// Where the underlay program runs: `auto` is XDP, native except on a veth
+    /// (where native XDP strips the peer's segmentation offload), generic there.
+    #[arg(long, value_enum, default_value_t = UnderlayHookChoice::Auto)]
+    pub underlay_hook: UnderlayHookChoice,
 }
 
 #[derive(Debug, Subcommand)]
@@ -277,7 +277,7 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         hostname,
         underlay_iface: args.underlay_iface,
         data_path_port: args.data_path_port,
-        xdp_mode: args.xdp_mode,
+        underlay_hook: args.underlay_hook,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

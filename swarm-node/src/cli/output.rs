@@ -90,7 +90,7 @@ pub fn print_info(info: &DaemonInfo, format: Format) -> anyhow::Result<()> {
                 ("Hostname", info.hostname.clone()),
                 ("Advertise address", info.advertise_addr.clone()),
                 ("Underlay interface", info.underlay_iface.clone()),
-                ("XDP mode", format!("{:?}", info.xdp_mode).to_lowercase()),
+                ("Underlay hook", info.underlay_hook.label().to_owned()),
                 ("Data path port", info.data_path_port.to_string()),
                 ("Data dir", info.data_dir.clone()),
                 ("BPF pins", info.pin_dir.clone()),

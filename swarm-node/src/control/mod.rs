@@ -7,7 +7,8 @@ mod server;
 use serde::{Deserialize, Serialize};
 
 use crate::dataplane::{
-    DataplaneStats, EndpointRow, LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec, XdpMode,
+    DataplaneStats, EndpointRow, LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec,
+    UnderlayHook,
 };
 
 pub use client::{Client, ClientError, parse_host};
@@ -61,8 +62,7 @@ pub struct DaemonInfo {
     pub advertise_addr: String,
     #[serde(rename = "UnderlayInterface")]
     pub underlay_iface: String,
-    #[serde(rename = "XDPMode")]
-    pub xdp_mode: XdpMode,
+    pub underlay_hook: UnderlayHook,
     pub data_path_port: u16,
     pub data_dir: String,
     pub pin_dir: String,

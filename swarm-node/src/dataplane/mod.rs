@@ -19,7 +19,6 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpFlags, tc, tc::SchedClassifierLinkId,
-        xdp::XdpLinkId,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -177,15 +176,20 @@ fn is_busy(err: &ProgramError) -> bool {
     matches!(io_error.raw_os_error(), Some(libc::EBUSY | libc::EEXIST))
 }
 
-/// Which XDP mode to ask for on the underlay.
+/// Which hook to run the underlay program in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum XdpModeChoice {
-    /// Native, except on veth, where native XDP takes segmentation offload
-    /// away from the peer and costs far more than it saves: generic there.
+pub enum UnderlayHookChoice {
+    /// XDP: native in the driver, except on a veth, where native XDP strips
+    /// the peer's segmentation offload: generic XDP there.
     #[default]
     Auto,
-    Native,
-    Generic,
+    /// XDP in the driver (generic if the driver has no XDP support).
+    XdpNative,
+    /// XDP on the skb path, for any interface.
+    XdpGeneric,
+    /// TC ingress, after GRO: no packet copies on interfaces where generic XDP
+    /// would have to make them (a veth underlay).
+    Tc,
 }
 
 /// What a clean shutdown left behind.
@@ -197,14 +201,26 @@ pub enum Shutdown {
     KeptEndpoints(usize),
 }
 
-/// How the underlay XDP program is attached.
+/// Where the underlay program runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpMode {
-    /// In the driver: runs before the kernel allocates an skb.
-    Native,
-    /// Generic (skb) mode: for drivers without XDP support.
-    Generic,
+#[serde(rename_all = "kebab-case")]
+pub enum UnderlayHook {
+    /// XDP in the driver: runs before the kernel allocates an skb.
+    XdpNative,
+    /// XDP on the skb path.
+    XdpGeneric,
+    /// TC ingress.
+    Tc,
+}
+
+impl UnderlayHook {
+    pub fn label(self) -> &'static str {
+        match self {
+            UnderlayHook::XdpNative => "xdp-native",
+            UnderlayHook::XdpGeneric => "xdp-generic",
+            UnderlayHook::Tc => "tc",
+        }
+    }
 }
 
 /// Settings the programs are loaded with.
@@ -235,7 +251,7 @@ impl DataplaneConfig {
 pub struct Dataplane {
     ebpf: Ebpf,
     pin_dir: PathBuf,
-    underlay: Option<(String, XdpMode, XdpLinkId)>,
+    underlay: Option<(String, UnderlayHook)>,
     tunnel: Option<Tunnel>,
     networks: HashMap<u32, OverlayNetwork>,
     local: HashMap<String, LocalEndpoint>,
@@ -284,7 +300,11 @@ impl Dataplane {
                 name: program_names::UNDERLAY_XDP,
                 source,
             })?;
-        for name in [program_names::TASK_INGRESS, program_names::VXLAN_INGRESS] {
+        for name in [
+            program_names::UNDERLAY_TC,
+            program_names::TASK_INGRESS,
+            program_names::VXLAN_INGRESS,
+        ] {
             dataplane
                 .classifier(name)?
                 .load()
@@ -352,68 +372,61 @@ impl Dataplane {
         BpfHashMap::try_from(map).map_err(|source| DataplaneError::Map { name, source })
     }
 
-    /// Attaches the underlay program to `iface`, natively when the driver
-    /// supports it and in generic mode otherwise.
+    /// Attaches the underlay program to `iface` in the hook `choice` asks for.
     pub fn attach_underlay(
         &mut self,
         iface: &str,
-        choice: XdpModeChoice,
-    ) -> Result<XdpMode, DataplaneError> {
+        choice: UnderlayHookChoice,
+    ) -> Result<UnderlayHook, DataplaneError> {
         if nix::net::if_::if_nametoindex(iface).is_err() {
             return Err(DataplaneError::NoSuchInterface(iface.to_owned()));
         }
-        let want_native = match choice {
-            XdpModeChoice::Native => true,
-            XdpModeChoice::Generic => false,
-            XdpModeChoice::Auto => !is_veth(iface),
-        };
-        let program = self.underlay_program()?;
-        if !want_native {
-            let link = program
-                .attach(iface, XdpFlags::SKB_MODE)
-                .map_err(|source| {
-                    if is_busy(&source) {
-                        DataplaneError::XdpBusy(iface.to_owned())
-                    } else {
-                        DataplaneError::Attach {
-                            iface: iface.to_owned(),
-                            source,
-                        }
-                    }
-                })?;
-            info!(iface, mode = ?XdpMode::Generic, program = program_names::UNDERLAY_XDP, "attached");
-            self.underlay = Some((iface.to_owned(), XdpMode::Generic, link));
-            return Ok(XdpMode::Generic);
-        }
-        let (mode, link) = match program.attach(iface, XdpFlags::DRV_MODE) {
-            Ok(link) => (XdpMode::Native, link),
-            Err(err) if is_busy(&err) => return Err(DataplaneError::XdpBusy(iface.to_owned())),
-            Err(native_err) => {
-                warn!(iface, error = %native_err, "native XDP unavailable, using generic mode");
-                let link = program
-                    .attach(iface, XdpFlags::SKB_MODE)
-                    .map_err(|source| DataplaneError::Attach {
-                        iface: iface.to_owned(),
-                        source,
-                    })?;
-                (XdpMode::Generic, link)
+        let hook = match choice {
+            UnderlayHookChoice::Tc => {
+                self.attach_tc(program_names::UNDERLAY_TC, iface)?;
+                UnderlayHook::Tc
             }
+            UnderlayHookChoice::XdpGeneric => self.attach_xdp(iface, false)?,
+            UnderlayHookChoice::XdpNative => self.attach_xdp(iface, true)?,
+            UnderlayHookChoice::Auto => self.attach_xdp(iface, !is_veth(iface))?,
         };
-        info!(
-            iface,
-            ?mode,
-            program = program_names::UNDERLAY_XDP,
-            "attached"
-        );
-        self.underlay = Some((iface.to_owned(), mode, link));
-        Ok(mode)
+        info!(iface, hook = hook.label(), "underlay program attached");
+        self.underlay = Some((iface.to_owned(), hook));
+        Ok(hook)
     }
 
-    /// The interface and mode the underlay program is attached with, if any.
-    pub fn underlay(&self) -> Option<(&str, XdpMode)> {
+    fn attach_xdp(&mut self, iface: &str, native: bool) -> Result<UnderlayHook, DataplaneError> {
+        let program = self.underlay_program()?;
+        let attach_err = |source: ProgramError| {
+            if is_busy(&source) {
+                DataplaneError::XdpBusy(iface.to_owned())
+            } else {
+                DataplaneError::Attach {
+                    iface: iface.to_owned(),
+                    source,
+                }
+            }
+        };
+        if native {
+            match program.attach(iface, XdpFlags::DRV_MODE) {
+                Ok(_) => return Ok(UnderlayHook::XdpNative),
+                Err(err) if is_busy(&err) => return Err(attach_err(err)),
+                Err(err) => {
+                    warn!(iface, error = %err, "native XDP unavailable, using generic mode")
+                }
+            }
+        }
+        program
+            .attach(iface, XdpFlags::SKB_MODE)
+            .map_err(attach_err)?;
+        Ok(UnderlayHook::XdpGeneric)
+    }
+
+    /// The interface and hook the underlay program is attached with, if any.
+    pub fn underlay(&self) -> Option<(&str, UnderlayHook)> {
         self.underlay
             .as_ref()
-            .map(|(iface, mode, _)| (iface.as_str(), *mode))
+            .map(|(iface, hook)| (iface.as_str(), *hook))
     }
 
     pub fn pin_dir(&self) -> &Path {
