@@ -8,12 +8,14 @@
 
 mod daemon;
 mod netns;
+mod overlay;
 pub mod packets;
 mod raw;
 mod topology;
 
 pub use daemon::{Daemon, swarm_bin};
 pub use netns::{Netns, in_netns, spawn_in_netns, sweep_stale};
+pub use overlay::OverlayTask;
 pub use raw::send_raw_frames;
 pub use topology::{Host, Topology, TopologyOptions, UNDERLAY_PREFIX_LEN};
 

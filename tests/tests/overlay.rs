@@ -2,116 +2,49 @@
 //! on the same node and across nodes, networks stay apart, full-size frames
 //! pass, and a removed endpoint stops receiving.
 
-use swarm_tests::{Topology, TopologyOptions};
+use std::net::Ipv4Addr;
+
+use swarm_tests::{OverlayTask, Topology, TopologyOptions};
 
 const NET_A: u32 = 4096;
 const NET_B: u32 = 4097;
 
-struct Task {
-    host: usize,
-    netns: String,
-    vni: u32,
-    ip: String,
-}
-
 /// Three hosts; networks A (10.0.1.0/24) and B (10.0.2.0/24) on every host;
 /// on host i a task on A (10.0.1.1i) and one on B (10.0.2.1i); a second task
 /// on A on host 1 (10.0.1.21). Every node learns the other nodes' endpoints.
-fn overlay_topology() -> (Topology, Vec<Task>) {
+fn overlay_topology() -> (Topology, Vec<OverlayTask>) {
     let mut topology = Topology::new(&TopologyOptions::new("swt", 3)).unwrap();
     topology.start_daemons().unwrap();
-    for i in 0..3 {
-        let daemon = topology.daemon(i);
-        for (vni, subnet) in [(NET_A, "10.0.1.0/24"), (NET_B, "10.0.2.0/24")] {
-            daemon
-                .swarm_ok(&[
-                    "dataplane",
-                    "network",
-                    "create",
-                    "--vni",
-                    &vni.to_string(),
-                    "--subnet",
-                    subnet,
-                ])
-                .unwrap();
-        }
-    }
-    let mut tasks = Vec::new();
-    let mut plan = Vec::new();
-    for i in 0..3 {
-        plan.push((
-            i,
-            format!("t{}a", i + 1),
+    let ip = |net: u8, host: u8| Ipv4Addr::new(10, 0, net, host);
+    let mut tasks = topology
+        .overlay(
             NET_A,
-            format!("10.0.1.{}", 11 + i),
-        ));
-        plan.push((
-            i,
-            format!("t{}b", i + 1),
-            NET_B,
-            format!("10.0.2.{}", 11 + i),
-        ));
-    }
-    plan.push((0, "t1a2".into(), NET_A, "10.0.1.21".into()));
-    for (host, role, vni, ip) in plan {
-        let netns = topology.add_netns(&role).unwrap().name().to_owned();
+            "10.0.1.0/24",
+            &[
+                (0, "t1a", ip(1, 11)),
+                (1, "t2a", ip(1, 12)),
+                (2, "t3a", ip(1, 13)),
+                (0, "t1a2", ip(1, 21)),
+            ],
+        )
+        .unwrap();
+    tasks.extend(
         topology
-            .daemon(host)
-            .swarm_ok(&[
-                "dataplane",
-                "endpoint",
-                "attach",
-                "--vni",
-                &vni.to_string(),
-                "--netns",
-                &netns,
-                "--ip",
-                &ip,
-            ])
-            .unwrap();
-        tasks.push(Task {
-            host,
-            netns,
-            vni,
-            ip,
-        });
-    }
-    // What gossip will do later: every node learns where the others' tasks are.
-    for task in &tasks {
-        let rows = topology
-            .daemon(task.host)
-            .swarm_json(&["dataplane", "endpoints"])
-            .unwrap();
-        let mac = rows
-            .iter()
-            .find(|r| r["IP"] == task.ip.as_str() && r["Location"] == "local")
-            .and_then(|r| r["MAC"].as_str())
-            .unwrap()
-            .to_owned();
-        let node = topology.hosts[task.host].addr.to_string();
-        for other in (0..3).filter(|&h| h != task.host) {
-            topology
-                .daemon(other)
-                .swarm_ok(&[
-                    "dataplane",
-                    "endpoint",
-                    "add-remote",
-                    "--vni",
-                    &task.vni.to_string(),
-                    "--ip",
-                    &task.ip,
-                    "--mac",
-                    &mac,
-                    "--node",
-                    &node,
-                ])
-                .unwrap();
-        }
-    }
+            .overlay(
+                NET_B,
+                "10.0.2.0/24",
+                &[
+                    (0, "t1b", ip(2, 11)),
+                    (1, "t2b", ip(2, 12)),
+                    (2, "t3b", ip(2, 13)),
+                ],
+            )
+            .unwrap(),
+    );
     (topology, tasks)
 }
 
-fn ping(topology: &Topology, from: &Task, to: &str, extra: &[&str]) -> bool {
+fn ping(topology: &Topology, from: &OverlayTask, to: &str, extra: &[&str]) -> bool {
     let mut args = vec![
         "netns",
         "exec",
@@ -130,7 +63,7 @@ fn ping(topology: &Topology, from: &Task, to: &str, extra: &[&str]) -> bool {
     swarm_tests::run("ip", &args).is_ok()
 }
 
-fn task<'a>(tasks: &'a [Task], netns_suffix: &str) -> &'a Task {
+fn task<'a>(tasks: &'a [OverlayTask], netns_suffix: &str) -> &'a OverlayTask {
     tasks
         .iter()
         .find(|t| t.netns.ends_with(&format!("-{netns_suffix}")))

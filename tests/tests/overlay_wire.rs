@@ -177,29 +177,18 @@ fn a_kernel_vxlan_device_and_swarm_talk_both_ways() {
 #[test]
 fn tshark_decodes_the_underlay_as_vxlan_with_the_networks_vni() {
     let mut topology = Topology::new(&TopologyOptions::new("swt", 2)).unwrap();
-    let (t1, t1_mac) = swarm_side(&mut topology, 0, "10.0.1.11", "t1");
-    let (t2, t2_mac) = swarm_side(&mut topology, 1, "10.0.1.12", "t2");
-    for (host, ip, mac, node) in [
-        (0, "10.0.1.12", &t2_mac, "198.18.0.2"),
-        (1, "10.0.1.11", &t1_mac, "198.18.0.1"),
-    ] {
-        topology
-            .daemon(host)
-            .swarm_ok(&[
-                "dataplane",
-                "endpoint",
-                "add-remote",
-                "--vni",
-                VNI,
-                "--ip",
-                ip,
-                "--mac",
-                mac,
-                "--node",
-                node,
-            ])
-            .unwrap();
-    }
+    topology.start_daemons().unwrap();
+    let tasks = topology
+        .overlay(
+            4096,
+            "10.0.1.0/24",
+            &[
+                (0, "t1", Ipv4Addr::new(10, 0, 1, 11)),
+                (1, "t2", Ipv4Addr::new(10, 0, 1, 12)),
+            ],
+        )
+        .unwrap();
+    let t1 = tasks[0].netns.clone();
     let capture = topology.hosts[1]
         .netns
         .command("tshark")
@@ -274,7 +263,6 @@ fn tshark_decodes_the_underlay_as_vxlan_with_the_networks_vni() {
         );
         assert!(!fields[4].is_empty(), "inner ICMP decoded in {frame}");
     }
-    let _ = t2;
 }
 
 #[test]

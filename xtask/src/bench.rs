@@ -493,66 +493,21 @@ impl SwarmOverlay {
         b: usize,
         daemon_args: &[String],
     ) -> anyhow::Result<Self> {
-        let mut tasks = Vec::new();
-        let mut addrs = Vec::new();
-        let mut macs = Vec::new();
-        for (i, host) in [a, b].into_iter().enumerate() {
+        for host in [a, b] {
             topology.start_daemon_with(host, daemon_args)?;
-            topology.daemon(host).swarm_ok(&[
-                "dataplane",
-                "network",
-                "create",
-                "--vni",
-                OVERLAY_VNI,
-                "--subnet",
-                "10.0.9.0/24",
-            ])?;
-            let task = topology
-                .add_netns(&format!("s{}", host + 1))?
-                .name()
-                .to_owned();
-            let addr = Ipv4Addr::new(10, 0, 9, (i + 2) as u8);
-            topology.daemon(host).swarm_ok(&[
-                "dataplane",
-                "endpoint",
-                "attach",
-                "--vni",
-                OVERLAY_VNI,
-                "--netns",
-                &task,
-                "--ip",
-                &addr.to_string(),
-            ])?;
-            let rows = topology
-                .daemon(host)
-                .swarm_json(&["dataplane", "endpoints"])?;
-            let mac = rows
-                .iter()
-                .find(|r| r["IP"] == addr.to_string().as_str())
-                .and_then(|r| r["MAC"].as_str())
-                .context("attached endpoint not listed")?
-                .to_owned();
-            tasks.push(task);
-            addrs.push(addr);
-            macs.push(mac);
         }
-        for (i, host) in [a, b].into_iter().enumerate() {
-            let other = 1 - i;
-            let node = topology.hosts[[a, b][other]].addr.to_string();
-            topology.daemon(host).swarm_ok(&[
-                "dataplane",
-                "endpoint",
-                "add-remote",
-                "--vni",
-                OVERLAY_VNI,
-                "--ip",
-                &addrs[other].to_string(),
-                "--mac",
-                &macs[other],
-                "--node",
-                &node,
-            ])?;
-        }
-        Ok(Self { tasks, addrs })
+        let (role_a, role_b) = (format!("s{}", a + 1), format!("s{}", b + 1));
+        let tasks = topology.overlay(
+            4096,
+            "10.0.9.0/24",
+            &[
+                (a, &role_a, Ipv4Addr::new(10, 0, 9, 2)),
+                (b, &role_b, Ipv4Addr::new(10, 0, 9, 3)),
+            ],
+        )?;
+        Ok(Self {
+            tasks: tasks.iter().map(|t| t.netns.clone()).collect(),
+            addrs: tasks.iter().map(|t| t.ip).collect(),
+        })
     }
 }

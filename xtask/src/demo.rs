@@ -1,7 +1,11 @@
 //! `cargo xtask demo`: the main job, end to end, on this machine. Grows with
 //! every feature until it shows the whole mission.
 
-use std::{net::UdpSocket, path::Path, time::Duration};
+use std::{
+    net::{Ipv4Addr, UdpSocket},
+    path::Path,
+    time::Duration,
+};
 
 use swarm_tests::{Host, Topology, TopologyOptions, in_netns, packets::*, send_raw_frames};
 
@@ -115,6 +119,69 @@ pub fn run(swarm: &Path) -> anyhow::Result<()> {
     println!("\n== `swarm dataplane stats` on h1, as a user sees it");
     print!("{}", topology.daemon(0).swarm_ok(&["dataplane", "stats"])?);
 
+    println!("\n== overlay: network 4096 (10.0.1.0/24) on every node, one task per node");
+    let tasks = topology.overlay(
+        4096,
+        "10.0.1.0/24",
+        &[
+            (0, "task1", Ipv4Addr::new(10, 0, 1, 11)),
+            (1, "task2", Ipv4Addr::new(10, 0, 1, 12)),
+            (2, "task3", Ipv4Addr::new(10, 0, 1, 13)),
+        ],
+    )?;
+    for to in &tasks[1..] {
+        let out = swarm_tests::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &tasks[0].netns,
+                "ping",
+                "-c",
+                "3",
+                "-i",
+                "0.2",
+                "-q",
+                &to.ip.to_string(),
+            ],
+        )?;
+        let summary = out
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or("");
+        println!(
+            "task1 (h1, {}) -> task{} (h{}, {}): {summary}",
+            tasks[0].ip,
+            to.host + 1,
+            to.host + 1,
+            to.ip
+        );
+    }
+    println!("\n== `swarm dataplane endpoints` on h1");
+    print!(
+        "{}",
+        topology.daemon(0).swarm_ok(&["dataplane", "endpoints"])?
+    );
+    println!("\n== overlay counters");
+    for i in 0..topology.hosts.len() {
+        let daemon = topology.daemon(i);
+        let rows = daemon.swarm_json(&["dataplane", "stats"])?;
+        let get = |name: &str| {
+            rows.iter()
+                .find(|r| r["Counter"] == name)
+                .and_then(|r| r["Packets"].as_u64())
+                .unwrap_or(0)
+        };
+        println!(
+            "{}: encapsulated {}, delivered from the tunnel {}, ARP answered {}, dropped {}",
+            daemon.host,
+            get("overlay-encap"),
+            get("overlay-decap"),
+            get("overlay-arp-replied"),
+            get("overlay-dropped"),
+        );
+    }
+
     let pin_dirs: Vec<_> = (0..topology.hosts.len())
         .map(|i| topology.daemon(i).pin_dir())
         .collect::<anyhow::Result<_>>()?;
@@ -133,6 +200,6 @@ pub fn run(swarm: &Path) -> anyhow::Result<()> {
         leaked_ns.is_empty() && leaked_pins.is_empty(),
         "left behind: namespaces {leaked_ns:?}, pins {leaked_pins:?}"
     );
-    println!("\n== daemons stopped (SIGTERM), XDP detached, pins and namespaces removed");
+    println!("\n== cleaned up: daemons stopped (SIGTERM), namespaces, veths and pins removed");
     Ok(())
 }
