@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, bpf_tunnel_key},
-    helpers::{bpf_redirect, bpf_skb_set_tunnel_key},
+    helpers::{bpf_redirect, bpf_redirect_peer, bpf_skb_set_tunnel_key},
     macros::map,
     maps::{Array, HashMap},
     programs::TcContext,
@@ -14,7 +14,12 @@ use swarm_common::{
     stats::{DropReason, PacketKind},
 };
 
-use crate::stats;
+use crate::{
+    arp,
+    packet::{ptr_at, ptr_at_mut},
+    parse::{ETH_HLEN, EthHdr, Ipv4Hdr},
+    stats,
+};
 
 #[map(name = "sw_endpoints")]
 pub static ENDPOINTS: HashMap<EndpointKey, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
@@ -74,4 +79,49 @@ pub fn send_to_node(ctx: &TcContext, vni: u32, node_ip: u32, bytes: usize) -> i3
     stats::count(PacketKind::OverlayEncap, bytes);
     // SAFETY: plain helper call.
     unsafe { bpf_redirect(config.vxlan_ifindex, 0) as i32 }
+}
+
+/// The endpoint an IPv4 frame on network `vni` is for, with the frame's
+/// destination MAC set to it. `Err` holds the verdict for a frame to drop.
+#[inline(always)]
+pub fn ipv4_destination(ctx: &TcContext, vni: u32, bytes: usize) -> Result<Endpoint, i32> {
+    let Some(ip) = ptr_at::<_, Ipv4Hdr>(ctx, ETH_HLEN) else {
+        return Err(drop(DropReason::Ipv4Truncated, bytes));
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let daddr = unsafe { (*ip).daddr };
+    let Some(endpoint) = endpoint(vni, daddr).copied() else {
+        return Err(drop(DropReason::UnknownDestination, bytes));
+    };
+    let Some(eth) = ptr_at_mut::<_, EthHdr>(ctx, 0) else {
+        return Err(TC_ACT_SHOT);
+    };
+    // SAFETY: bounds-checked by ptr_at_mut.
+    unsafe { (*eth).dst = endpoint.mac };
+    Ok(endpoint)
+}
+
+/// Straight into the namespace of the task behind host-side veth `ifindex`,
+/// without a trip through the host stack; counted as `kind`.
+#[inline(always)]
+pub fn deliver_local(ifindex: u32, kind: PacketKind, bytes: usize) -> i32 {
+    stats::count(kind, bytes);
+    // SAFETY: plain helper call.
+    unsafe { bpf_redirect_peer(ifindex, 0) as i32 }
+}
+
+/// Answers the ARP request in `ctx` in place (see [`arp::answer_in_place`]);
+/// `Err` holds the verdict for a request to drop.
+#[inline(always)]
+pub fn answer_arp(
+    ctx: &TcContext,
+    vni: u32,
+    gateway_ip: u32,
+    gateway_mac: [u8; 6],
+    bytes: usize,
+) -> Result<(), i32> {
+    arp::answer_in_place(ctx, vni, gateway_ip, gateway_mac)
+        .map_err(|reason| drop(reason, bytes))?;
+    stats::count(PacketKind::OverlayArpReplied, bytes);
+    Ok(())
 }

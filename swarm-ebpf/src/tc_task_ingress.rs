@@ -2,18 +2,12 @@
 //! answered here; IPv4 goes straight into a local task's namespace or into the
 //! VXLAN tunnel towards the node that has the destination.
 
-use aya_ebpf::{
-    bindings::TC_ACT_SHOT,
-    helpers::{bpf_redirect, bpf_redirect_peer},
-    macros::classifier,
-    programs::TcContext,
-};
+use aya_ebpf::{helpers::bpf_redirect, macros::classifier, programs::TcContext};
 use swarm_common::stats::{DropReason, PacketKind};
 
 use crate::{
-    arp, overlay,
-    packet::{self, ptr_at, ptr_at_mut},
-    parse::{self, ETH_HLEN, EthHdr, Ipv4Hdr, L3},
+    overlay, packet,
+    parse::{self, L3},
     stats,
 };
 
@@ -40,42 +34,22 @@ fn try_task_ingress(ctx: &TcContext) -> i32 {
     };
     match frame.l3 {
         L3::Arp => {
-            if let Err(reason) =
-                arp::answer_in_place(ctx, port.vni, port.gateway_ip, port.gateway_mac)
+            if let Err(verdict) =
+                overlay::answer_arp(ctx, port.vni, port.gateway_ip, port.gateway_mac, bytes)
             {
-                return overlay::drop(reason, bytes);
+                return verdict;
             }
-            stats::count(PacketKind::OverlayArpReplied, bytes);
             // Back out of the same veth, into the task.
             // SAFETY: plain helper call.
             unsafe { bpf_redirect(ifindex, 0) as i32 }
         }
-        L3::Ipv4 => forward_ipv4(ctx, port.vni, bytes),
+        L3::Ipv4 => match overlay::ipv4_destination(ctx, port.vni, bytes) {
+            Err(verdict) => verdict,
+            Ok(endpoint) if endpoint.ifindex != 0 => {
+                overlay::deliver_local(endpoint.ifindex, PacketKind::OverlayLocal, bytes)
+            }
+            Ok(endpoint) => overlay::send_to_node(ctx, port.vni, endpoint.node_ip, bytes),
+        },
         L3::Ipv6 | L3::Other => overlay::drop(DropReason::UnsupportedL3, bytes),
     }
-}
-
-#[inline(always)]
-fn forward_ipv4(ctx: &TcContext, vni: u32, bytes: usize) -> i32 {
-    let Some(ip) = ptr_at::<_, Ipv4Hdr>(ctx, ETH_HLEN) else {
-        return overlay::drop(DropReason::Ipv4Truncated, bytes);
-    };
-    // SAFETY: bounds-checked by ptr_at.
-    let daddr = unsafe { (*ip).daddr };
-    let Some(endpoint) = overlay::endpoint(vni, daddr).copied() else {
-        return overlay::drop(DropReason::UnknownDestination, bytes);
-    };
-    let Some(eth) = ptr_at_mut::<_, EthHdr>(ctx, 0) else {
-        return TC_ACT_SHOT;
-    };
-    // SAFETY: bounds-checked by ptr_at_mut.
-    unsafe { (*eth).dst = endpoint.mac };
-
-    if endpoint.ifindex != 0 {
-        stats::count(PacketKind::OverlayLocal, bytes);
-        // Into the destination task's namespace without a trip through the host stack.
-        // SAFETY: plain helper call.
-        return unsafe { bpf_redirect_peer(endpoint.ifindex, 0) as i32 };
-    }
-    overlay::send_to_node(ctx, vni, endpoint.node_ip, bytes)
 }

@@ -4,18 +4,14 @@
 //! back through the tunnel.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, bpf_tunnel_key},
-    helpers::{bpf_redirect_peer, bpf_skb_get_tunnel_key},
-    macros::classifier,
+    bindings::bpf_tunnel_key, helpers::bpf_skb_get_tunnel_key, macros::classifier,
     programs::TcContext,
 };
 use swarm_common::stats::{DropReason, PacketKind};
 
 use crate::{
-    arp, overlay,
-    packet::{self, ptr_at, ptr_at_mut},
-    parse::{self, ETH_HLEN, EthHdr, Ipv4Hdr, L3},
-    stats,
+    overlay, packet,
+    parse::{self, L3},
 };
 
 #[classifier]
@@ -55,40 +51,22 @@ fn try_vxlan_ingress(ctx: &TcContext) -> i32 {
         L3::Arp => {
             // A VTEP that resolves addresses itself (a kernel VXLAN device) asks
             // over the tunnel: answer it the same way.
-            if let Err(reason) =
-                arp::answer_in_place(ctx, vni, network.gateway_ip, network.gateway_mac)
+            if let Err(verdict) =
+                overlay::answer_arp(ctx, vni, network.gateway_ip, network.gateway_mac, bytes)
             {
-                return overlay::drop(reason, bytes);
+                return verdict;
             }
-            stats::count(PacketKind::OverlayArpReplied, bytes);
             // SAFETY: union read of the IPv4 member the kernel filled for an IPv4 tunnel.
             let remote = unsafe { key.__bindgen_anon_1.remote_ipv4 };
             overlay::send_to_node(ctx, vni, remote.to_be(), bytes)
         }
-        L3::Ipv4 => deliver_ipv4(ctx, vni, bytes),
+        L3::Ipv4 => match overlay::ipv4_destination(ctx, vni, bytes) {
+            Err(verdict) => verdict,
+            Ok(endpoint) if endpoint.ifindex == 0 => overlay::drop(DropReason::NotLocal, bytes),
+            Ok(endpoint) => {
+                overlay::deliver_local(endpoint.ifindex, PacketKind::OverlayDecap, bytes)
+            }
+        },
         L3::Ipv6 | L3::Other => overlay::drop(DropReason::UnsupportedL3, bytes),
     }
-}
-
-#[inline(always)]
-fn deliver_ipv4(ctx: &TcContext, vni: u32, bytes: usize) -> i32 {
-    let Some(ip) = ptr_at::<_, Ipv4Hdr>(ctx, ETH_HLEN) else {
-        return overlay::drop(DropReason::Ipv4Truncated, bytes);
-    };
-    // SAFETY: bounds-checked by ptr_at.
-    let daddr = unsafe { (*ip).daddr };
-    let Some(endpoint) = overlay::endpoint(vni, daddr).copied() else {
-        return overlay::drop(DropReason::UnknownDestination, bytes);
-    };
-    if endpoint.ifindex == 0 {
-        return overlay::drop(DropReason::NotLocal, bytes);
-    }
-    let Some(eth) = ptr_at_mut::<_, EthHdr>(ctx, 0) else {
-        return TC_ACT_SHOT;
-    };
-    // SAFETY: bounds-checked by ptr_at_mut.
-    unsafe { (*eth).dst = endpoint.mac };
-    stats::count(PacketKind::OverlayDecap, bytes);
-    // SAFETY: plain helper call.
-    unsafe { bpf_redirect_peer(endpoint.ifindex, 0) as i32 }
 }

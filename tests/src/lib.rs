@@ -36,6 +36,17 @@ pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// `ping -c 3` from inside namespace `netns` (with `extra` flags, e.g. `-M do
+/// -s 1422`); `Err` when no reply came back.
+pub fn ping(netns: &str, to: &str, extra: &[&str]) -> anyhow::Result<String> {
+    let mut args = vec![
+        "netns", "exec", netns, "ping", "-c", "3", "-i", "0.2", "-W", "2",
+    ];
+    args.extend_from_slice(extra);
+    args.push(to);
+    run("ip", &args)
+}
+
 /// Fails loudly unless running as root: the harness makes namespaces and
 /// loads eBPF, and a test that cannot do that must not pass by skipping.
 pub fn require_root() {

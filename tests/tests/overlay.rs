@@ -44,23 +44,8 @@ fn overlay_topology() -> (Topology, Vec<OverlayTask>) {
     (topology, tasks)
 }
 
-fn ping(topology: &Topology, from: &OverlayTask, to: &str, extra: &[&str]) -> bool {
-    let mut args = vec![
-        "netns",
-        "exec",
-        &from.netns,
-        "ping",
-        "-c",
-        "2",
-        "-i",
-        "0.2",
-        "-W",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    args.push(to);
-    let _ = topology;
-    swarm_tests::run("ip", &args).is_ok()
+fn ping(from: &OverlayTask, to: &str, extra: &[&str]) -> bool {
+    swarm_tests::ping(&from.netns, to, extra).is_ok()
 }
 
 fn task<'a>(tasks: &'a [OverlayTask], netns_suffix: &str) -> &'a OverlayTask {
@@ -76,26 +61,11 @@ fn tasks_reach_each_other_on_one_node_and_across_nodes_and_networks_stay_apart()
     let t1a = task(&tasks, "t1a");
     let t2b = task(&tasks, "t2b");
 
-    assert!(
-        ping(&topology, t1a, "10.0.1.21", &[]),
-        "same node, same network"
-    );
-    assert!(
-        ping(&topology, t1a, "10.0.1.12", &[]),
-        "host 1 -> host 2 on A"
-    );
-    assert!(
-        ping(&topology, t1a, "10.0.1.13", &[]),
-        "host 1 -> host 3 on A"
-    );
-    assert!(
-        ping(&topology, t2b, "10.0.2.13", &[]),
-        "host 2 -> host 3 on B"
-    );
-    assert!(
-        ping(&topology, t2b, "10.0.2.11", &[]),
-        "host 2 -> host 1 on B"
-    );
+    assert!(ping(t1a, "10.0.1.21", &[]), "same node, same network");
+    assert!(ping(t1a, "10.0.1.12", &[]), "host 1 -> host 2 on A");
+    assert!(ping(t1a, "10.0.1.13", &[]), "host 1 -> host 3 on A");
+    assert!(ping(t2b, "10.0.2.13", &[]), "host 2 -> host 3 on B");
+    assert!(ping(t2b, "10.0.2.11", &[]), "host 2 -> host 1 on B");
 
     let h1 = topology.daemon(0);
     assert!(h1.counter("packet", "overlay-local").unwrap() >= 2);
@@ -109,14 +79,8 @@ fn tasks_reach_each_other_on_one_node_and_across_nodes_and_networks_stay_apart()
 
     // Network A cannot reach B's tasks, on this node or another.
     let before = h1.counter("drop", "unknown-destination").unwrap();
-    assert!(
-        !ping(&topology, t1a, "10.0.2.11", &[]),
-        "A reached B on the same node"
-    );
-    assert!(
-        !ping(&topology, t1a, "10.0.2.12", &[]),
-        "A reached B across nodes"
-    );
+    assert!(!ping(t1a, "10.0.2.11", &[]), "A reached B on the same node");
+    assert!(!ping(t1a, "10.0.2.12", &[]), "A reached B across nodes");
     assert!(h1.counter("drop", "unknown-destination").unwrap() >= before + 4);
 
     let rows = h1.swarm_json(&["dataplane", "endpoints"]).unwrap();
@@ -130,11 +94,11 @@ fn full_size_frames_pass_larger_do_not_and_tcp_works_at_full_mtu() {
     let t2a = task(&tasks, "t2a");
     // 1450-byte IP packets (1422 bytes of ICMP payload) with DF cross nodes.
     assert!(
-        ping(&topology, t1a, "10.0.1.12", &["-M", "do", "-s", "1422"]),
+        ping(t1a, "10.0.1.12", &["-M", "do", "-s", "1422"]),
         "1450 with DF"
     );
     assert!(
-        !ping(&topology, t1a, "10.0.1.12", &["-M", "do", "-s", "1423"]),
+        !ping(t1a, "10.0.1.12", &["-M", "do", "-s", "1423"]),
         "1451 with DF"
     );
 
@@ -192,21 +156,18 @@ fn a_detached_endpoint_stops_receiving_and_its_veth_is_gone() {
     let (topology, tasks) = overlay_topology();
     let t1a = task(&tasks, "t1a");
     let t2a = task(&tasks, "t2a");
-    assert!(ping(&topology, t1a, "10.0.1.12", &[]));
+    assert!(ping(t1a, "10.0.1.12", &[]));
 
     let h2 = topology.daemon(1);
     h2.swarm_ok(&["dataplane", "endpoint", "detach", &t2a.netns])
         .unwrap();
-    assert!(
-        !ping(&topology, t1a, "10.0.1.12", &[]),
-        "still reachable after detach"
-    );
+    assert!(!ping(t1a, "10.0.1.12", &[]), "still reachable after detach");
     let links = swarm_tests::run("ip", &["-n", &t2a.netns, "link", "show"]).unwrap();
     assert!(!links.contains("eth0"), "eth0 left in the task: {links}");
     let rows = h2.swarm_json(&["dataplane", "endpoints"]).unwrap();
     assert!(!rows.iter().any(|r| r["IP"] == "10.0.1.12"), "{rows:?}");
     // The other tasks are unaffected.
-    assert!(ping(&topology, t1a, "10.0.1.13", &[]));
+    assert!(ping(t1a, "10.0.1.13", &[]));
 }
 
 #[test]
@@ -281,7 +242,7 @@ fn established_flows_survive_daemon_restarts() {
         assert!(rows.iter().any(|r| r["Location"] == "local"), "{rows:?}");
     }
     assert!(
-        ping(&topology, task(&tasks, "t1a"), "10.0.1.13", &[]),
+        ping(task(&tasks, "t1a"), "10.0.1.13", &[]),
         "new flows after restart"
     );
 

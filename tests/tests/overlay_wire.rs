@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use swarm_tests::{Topology, TopologyOptions, in_netns, run, spawn_in_netns};
+use swarm_tests::{Topology, TopologyOptions, in_netns, ping, spawn_in_netns};
 
 const VNI: &str = "4096";
 
@@ -103,42 +103,10 @@ fn a_kernel_vxlan_device_and_swarm_talk_both_ways() {
         .unwrap();
 
     // swarm -> kernel: the task resolves 10.0.1.50 through the ARP responder.
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &task,
-            "ping",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "10.0.1.50",
-        ],
-    )
-    .expect("swarm task -> kernel VXLAN");
+    ping(&task, "10.0.1.50", &[]).expect("swarm task -> kernel VXLAN");
     // kernel -> swarm: the kernel ARPs for the task over the tunnel; swarm answers.
     let h2_name = topology.hosts[1].netns.name().to_owned();
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &h2_name,
-            "ping",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "10.0.1.11",
-        ],
-    )
-    .expect("kernel VXLAN -> swarm task");
+    ping(&h2_name, "10.0.1.11", &[]).expect("kernel VXLAN -> swarm task");
 
     // TCP from the kernel side to a server in the swarm task, and back.
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -223,23 +191,7 @@ fn tshark_decodes_the_underlay_as_vxlan_with_the_networks_vni() {
         .expect("tshark (installed by `cargo xtask setup`)");
     // tshark needs a moment before it captures.
     std::thread::sleep(Duration::from_secs(2));
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &t1,
-            "ping",
-            "-c",
-            "4",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "10.0.1.12",
-        ],
-    )
-    .expect("cross-node ping");
+    ping(&t1, "10.0.1.12", &[]).expect("cross-node ping");
     let output = capture.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     let frames: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
