@@ -250,3 +250,166 @@ fn established_flows_survive_daemon_restarts() {
     client.join().unwrap().unwrap();
     server.join().unwrap().unwrap();
 }
+
+#[test]
+fn bad_overlay_input_is_refused_with_a_clear_message_and_changes_nothing() {
+    let mut topology = Topology::new(&TopologyOptions::new("swt", 1)).unwrap();
+    topology.start_daemons().unwrap();
+    let task = topology.add_netns("t1").unwrap().name().to_owned();
+    let daemon = topology.daemon(0);
+    let fails = |args: &[&str], message: &str| {
+        let output = daemon.swarm(args).unwrap();
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(message),
+            "{args:?}: expected {message:?} in {stderr}"
+        );
+    };
+    fails(
+        &[
+            "dataplane",
+            "network",
+            "create",
+            "--vni",
+            "4096",
+            "--subnet",
+            "10.0.1.0",
+        ],
+        "write it like 10.0.1.0/24",
+    );
+    fails(
+        &[
+            "dataplane",
+            "network",
+            "create",
+            "--vni",
+            "0",
+            "--subnet",
+            "10.0.1.0/24",
+        ],
+        "--vni",
+    );
+    fails(
+        &[
+            "dataplane",
+            "endpoint",
+            "attach",
+            "--vni",
+            "4096",
+            "--netns",
+            &task,
+            "--ip",
+            "10.0.1.5",
+        ],
+        "no overlay network with VNI 4096",
+    );
+    daemon
+        .swarm_ok(&[
+            "dataplane",
+            "network",
+            "create",
+            "--vni",
+            "4096",
+            "--subnet",
+            "10.0.1.0/24",
+        ])
+        .unwrap();
+    fails(
+        &[
+            "dataplane",
+            "endpoint",
+            "attach",
+            "--vni",
+            "4096",
+            "--netns",
+            &task,
+            "--ip",
+            "10.0.2.5",
+        ],
+        "not in network 4096's subnet",
+    );
+    fails(
+        &[
+            "dataplane",
+            "endpoint",
+            "attach",
+            "--vni",
+            "4096",
+            "--netns",
+            "no-such-ns",
+            "--ip",
+            "10.0.1.5",
+        ],
+        "cannot open the task's network namespace",
+    );
+    daemon
+        .swarm_ok(&[
+            "dataplane",
+            "endpoint",
+            "attach",
+            "--vni",
+            "4096",
+            "--netns",
+            &task,
+            "--ip",
+            "10.0.1.5",
+        ])
+        .unwrap();
+    fails(
+        &[
+            "dataplane",
+            "endpoint",
+            "add-remote",
+            "--vni",
+            "4096",
+            "--ip",
+            "10.0.1.5",
+            "--mac",
+            "02:42:0a:00:01:05",
+            "--node",
+            "198.18.0.9",
+        ],
+        "10.0.1.5 is already in use on network 4096",
+    );
+    fails(
+        &[
+            "dataplane",
+            "endpoint",
+            "add-remote",
+            "--vni",
+            "4096",
+            "--ip",
+            "10.0.1.6",
+            "--mac",
+            "02:42:zz",
+            "--node",
+            "198.18.0.9",
+        ],
+        "is not a MAC address",
+    );
+    fails(
+        &["dataplane", "network", "rm", "4096"],
+        "still has local endpoints",
+    );
+    fails(
+        &["dataplane", "endpoint", "detach", "nope"],
+        "no local endpoint \"nope\"",
+    );
+    fails(
+        &[
+            "dataplane",
+            "endpoint",
+            "rm-remote",
+            "--vni",
+            "4096",
+            "--ip",
+            "10.0.1.5",
+        ],
+        "no remote endpoint 10.0.1.5",
+    );
+    // None of that disturbed the endpoint that was attached.
+    let rows = daemon.swarm_json(&["dataplane", "endpoints"]).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["IP"], "10.0.1.5");
+}
