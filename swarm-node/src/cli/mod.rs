@@ -44,7 +44,7 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Show this node's daemon: identity, underlay, data plane.
     Info(FormatArgs),
-    /// Inspect what the kernel data plane holds and counts.
+    /// Inspect (and, low-level, program) what the kernel data plane holds and counts.
     #[command(subcommand)]
     Dataplane(DataplaneCommand),
 }
@@ -108,18 +108,23 @@ pub enum NetworkCommand {
         mtu: Option<u32>,
     },
     /// Stop serving network VNI (its local endpoints must be detached first).
-    Rm { vni: u32 },
+    Rm {
+        /// The network's VXLAN network identifier.
+        vni: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum EndpointCommand {
     /// Give the network namespace NETNS an eth0 on network VNI with address IP.
     Attach {
+        /// The network's VXLAN network identifier.
         #[arg(long)]
         vni: u32,
         /// A name under /run/netns (as `ip netns` lists them) or a path.
         #[arg(long)]
         netns: String,
+        /// The task's address, inside the network's subnet.
         #[arg(long, value_name = "IP")]
         ip: Ipv4Addr,
         /// Name of the endpoint on this node [default: the namespace's name].
@@ -127,11 +132,16 @@ pub enum EndpointCommand {
         id: Option<String>,
     },
     /// Remove a local endpoint: its traffic stops and its veth pair goes.
-    Detach { id: String },
+    Detach {
+        /// The endpoint's name (`--id` at attach; by default the namespace's name).
+        id: String,
+    },
     /// Record that IP on network VNI lives on the node with underlay address NODE.
     AddRemote {
+        /// The network's VXLAN network identifier.
         #[arg(long)]
         vni: u32,
+        /// The remote endpoint's overlay address.
         #[arg(long, value_name = "IP")]
         ip: Ipv4Addr,
         /// The endpoint's MAC, aa:bb:cc:dd:ee:ff.
@@ -143,8 +153,10 @@ pub enum EndpointCommand {
     },
     /// Forget a remote endpoint.
     RmRemote {
+        /// The network's VXLAN network identifier.
         #[arg(long)]
         vni: u32,
+        /// The remote endpoint's overlay address.
         #[arg(long, value_name = "IP")]
         ip: Ipv4Addr,
     },

@@ -67,7 +67,7 @@ pub enum DataplaneError {
         "{0} already has an XDP program attached: another swarm daemon on this host, or another tool (see `ip link show {0}`; `ip link set {0} xdp off` removes a stale one)"
     )]
     XdpBusy(String),
-    #[error("attaching XDP to {iface} failed in native and generic mode: {source}")]
+    #[error("attaching XDP to {iface} failed: {source}")]
     Attach {
         iface: String,
         #[source]
