@@ -17,7 +17,7 @@ use swarm_common::{
 use crate::{
     arp,
     packet::{ptr_at, ptr_at_mut},
-    parse::{ETH_HLEN, EthHdr, Ipv4Hdr},
+    parse::{self, ETH_HLEN, EthHdr, Frame, Ipv4Hdr},
     stats,
 };
 
@@ -124,4 +124,11 @@ pub fn answer_arp(
         .map_err(|reason| drop(reason, bytes))?;
     stats::count(PacketKind::OverlayArpReplied, bytes);
     Ok(())
+}
+
+/// The frame's headers, checked; a malformed frame is counted as an overlay
+/// drop with its reason and `Err` holds the verdict.
+#[inline(always)]
+pub fn classify(ctx: &TcContext, bytes: usize) -> Result<Frame, i32> {
+    parse::classify(ctx).map_err(|reason| drop(reason, bytes))
 }

@@ -5,11 +5,7 @@
 use aya_ebpf::{helpers::bpf_redirect, macros::classifier, programs::TcContext};
 use swarm_common::stats::{DropReason, PacketKind};
 
-use crate::{
-    overlay, packet,
-    parse::{self, L3},
-    stats,
-};
+use crate::{overlay, packet, parse::L3, stats};
 
 #[classifier]
 pub fn sw_from_task(ctx: TcContext) -> i32 {
@@ -28,9 +24,9 @@ fn try_task_ingress(ctx: &TcContext) -> i32 {
         return overlay::drop(DropReason::UnknownPort, bytes);
     };
 
-    let frame = match parse::classify(ctx) {
+    let frame = match overlay::classify(ctx, bytes) {
         Ok(frame) => frame,
-        Err(reason) => return overlay::drop(reason, bytes),
+        Err(verdict) => return verdict,
     };
     match frame.l3 {
         L3::Arp => {

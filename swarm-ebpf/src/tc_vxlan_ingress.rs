@@ -9,10 +9,7 @@ use aya_ebpf::{
 };
 use swarm_common::stats::{DropReason, PacketKind};
 
-use crate::{
-    overlay, packet,
-    parse::{self, L3},
-};
+use crate::{overlay, packet, parse::L3};
 
 #[classifier]
 pub fn sw_from_tunnel(ctx: TcContext) -> i32 {
@@ -43,9 +40,9 @@ fn try_vxlan_ingress(ctx: &TcContext) -> i32 {
         return overlay::drop(DropReason::UnknownVni, bytes);
     };
 
-    let frame = match parse::classify(ctx) {
+    let frame = match overlay::classify(ctx, bytes) {
         Ok(frame) => frame,
-        Err(reason) => return overlay::drop(reason, bytes),
+        Err(verdict) => return verdict,
     };
     match frame.l3 {
         L3::Arp => {

@@ -11,6 +11,8 @@ use crate::run;
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    /// Whether dropping this handle deletes the namespace.
+    owned: bool,
 }
 
 impl Netns {
@@ -18,16 +20,18 @@ impl Netns {
         run("ip", &["netns", "add", name])?;
         let ns = Self {
             name: name.to_owned(),
+            owned: true,
         };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
 
     /// A handle on a namespace someone else owns: dropping it deletes nothing.
-    pub fn existing(name: &str) -> Borrowed {
-        Borrowed(Self {
+    pub fn existing(name: &str) -> Self {
+        Self {
             name: name.to_owned(),
-        })
+            owned: false,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -68,31 +72,11 @@ impl Netns {
     }
 }
 
-/// A [`Netns`] that is not deleted on drop.
-#[derive(Debug)]
-pub struct Borrowed(Netns);
-
-impl std::ops::Deref for Borrowed {
-    type Target = Netns;
-    fn deref(&self) -> &Netns {
-        &self.0
-    }
-}
-
-impl Drop for Borrowed {
-    fn drop(&mut self) {
-        // Skip Netns's drop: the owner deletes the namespace.
-        let name = std::mem::take(&mut self.0.name);
-        drop(name);
-    }
-}
-
 impl Drop for Netns {
     fn drop(&mut self) {
-        if self.name.is_empty() {
-            return;
+        if self.owned {
+            delete(&self.name);
         }
-        delete(&self.name);
     }
 }
 

@@ -13,51 +13,21 @@ use swarm_tests::{Topology, TopologyOptions, in_netns, ping, spawn_in_netns};
 
 const VNI: &str = "4096";
 
-/// Host 1 runs swarm with a task at 10.0.1.11 on VNI 4096. Returns the task's
-/// namespace and its MAC.
-fn swarm_side(topology: &mut Topology, host: usize, ip: &str, role: &str) -> (String, String) {
+/// Starts swarm on `host` with one task at `ip` on VNI 4096 (10.0.1.0/24).
+/// Returns the task's namespace and its MAC.
+fn swarm_side(topology: &mut Topology, host: usize, ip: Ipv4Addr, role: &str) -> (String, String) {
     topology.start_daemon(host).unwrap();
-    let daemon = topology.daemon(host);
-    daemon
-        .swarm_ok(&[
-            "dataplane",
-            "network",
-            "create",
-            "--vni",
-            VNI,
-            "--subnet",
-            "10.0.1.0/24",
-        ])
-        .unwrap();
-    let task = topology.add_netns(role).unwrap().name().to_owned();
-    let daemon = topology.daemon(host);
-    daemon
-        .swarm_ok(&[
-            "dataplane",
-            "endpoint",
-            "attach",
-            "--vni",
-            VNI,
-            "--netns",
-            &task,
-            "--ip",
-            ip,
-        ])
-        .unwrap();
-    let rows = daemon.swarm_json(&["dataplane", "endpoints"]).unwrap();
-    let mac = rows
-        .iter()
-        .find(|r| r["IP"] == ip)
-        .and_then(|r| r["MAC"].as_str())
+    let task = topology
+        .overlay(4096, "10.0.1.0/24", &[(host, role, ip)])
         .unwrap()
-        .to_owned();
-    (task, mac)
+        .remove(0);
+    (task.netns, task.mac)
 }
 
 #[test]
 fn a_kernel_vxlan_device_and_swarm_talk_both_ways() {
     let mut topology = Topology::new(&TopologyOptions::new("swt", 2)).unwrap();
-    let (task, _) = swarm_side(&mut topology, 0, "10.0.1.11", "t1");
+    let (task, _) = swarm_side(&mut topology, 0, Ipv4Addr::new(10, 0, 1, 11), "t1");
 
     // Host 2: no swarm, just Linux's own VXLAN device on the same VNI and port.
     let h2 = &topology.hosts[1].netns;
@@ -222,7 +192,7 @@ fn foreign_vnis_and_malformed_inner_frames_are_dropped_and_counted() {
     use swarm_tests::packets::*;
 
     let mut topology = Topology::new(&TopologyOptions::new("swt", 1)).unwrap();
-    let (task, task_mac) = swarm_side(&mut topology, 0, "10.0.1.11", "t1");
+    let (task, task_mac) = swarm_side(&mut topology, 0, Ipv4Addr::new(10, 0, 1, 11), "t1");
     let mac: Vec<u8> = task_mac
         .split(':')
         .map(|b| u8::from_str_radix(b, 16).unwrap())

@@ -31,7 +31,7 @@ const OVERLAY_VNI: &str = "4096";
 const OVERLAY_MTU: &str = "1450";
 
 /// Where traffic goes from and to: a client namespace and a server address.
-struct Path2 {
+struct BenchPath {
     key: &'static str,
     label: &'static str,
     client: String,
@@ -77,42 +77,42 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
     let tc_args = ["--underlay-hook".to_owned(), "tc".to_owned()];
     let swarm_tc = SwarmOverlay::build(&mut topology, 4, 5, &tc_args)?;
     let paths = [
-        Path2 {
+        BenchPath {
             key: "underlay",
             label: "underlay (host -> host)",
             client: topology.hosts[0].netns.name().to_owned(),
             server: topology.hosts[1].netns.name().to_owned(),
             server_addr: topology.hosts[1].addr,
         },
-        Path2 {
+        BenchPath {
             key: "kernel_vxlan",
             label: "kernel vxlan + bridge (Docker-style)",
             client: overlay.containers[0].name().to_owned(),
             server: overlay.containers[1].name().to_owned(),
             server_addr: overlay.addrs[1],
         },
-        Path2 {
+        BenchPath {
             key: "ebpf_vxlan",
             label: "swarm eBPF overlay (task -> task)",
             client: swarm.tasks[0].clone(),
             server: swarm.tasks[1].clone(),
             server_addr: swarm.addrs[1],
         },
-        Path2 {
+        BenchPath {
             key: "ebpf_vxlan_tc_underlay",
             label: "swarm eBPF overlay, underlay hook on TC",
             client: swarm_tc.tasks[0].clone(),
             server: swarm_tc.tasks[1].clone(),
             server_addr: swarm_tc.addrs[1],
         },
-        Path2 {
+        BenchPath {
             key: "underlay_xdp",
             label: "underlay with swarm's XDP (generic) attached",
             client: topology.hosts[2].netns.name().to_owned(),
             server: topology.hosts[3].netns.name().to_owned(),
             server_addr: topology.hosts[3].addr,
         },
-        Path2 {
+        BenchPath {
             key: "underlay_tc",
             label: "underlay with swarm's program on TC",
             client: topology.hosts[4].netns.name().to_owned(),
@@ -194,7 +194,7 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
     Ok(())
 }
 
-fn print_table(paths: &[Path2], results: &[Figures], metrics: &Map<String, Value>) {
+fn print_table(paths: &[BenchPath], results: &[Figures], metrics: &Map<String, Value>) {
     println!(
         "\nswarm data-plane bench: kernel {}, {} CPUs ({}), {}, median of {} rounds",
         metrics["kernel"].as_str().unwrap_or("?"),
@@ -227,7 +227,7 @@ fn print_table(paths: &[Path2], results: &[Figures], metrics: &Map<String, Value
     println!();
 }
 
-fn measure(path: &Path2, seconds: u32) -> anyhow::Result<Figures> {
+fn measure(path: &BenchPath, seconds: u32) -> anyhow::Result<Figures> {
     let server_ns = Netns::existing(&path.server);
     let client_ns = Netns::existing(&path.client);
     let _iperf = KillOnDrop(
@@ -287,7 +287,7 @@ fn measure(path: &Path2, seconds: u32) -> anyhow::Result<Figures> {
 }
 
 /// One-byte TCP ping-pong on one connection; per-round-trip latency percentiles.
-fn request_response(path: &Path2) -> anyhow::Result<(f64, f64)> {
+fn request_response(path: &BenchPath) -> anyhow::Result<(f64, f64)> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let server = spawn_in_netns(&path.server, move || {
         let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, RR_PORT))?;
@@ -326,7 +326,7 @@ fn request_response(path: &Path2) -> anyhow::Result<(f64, f64)> {
 
 /// New TCP connections per second, each opened and closed by the client after
 /// the server accepted and closed it.
-fn connections_per_second(path: &Path2, seconds: u32) -> anyhow::Result<f64> {
+fn connections_per_second(path: &BenchPath, seconds: u32) -> anyhow::Result<f64> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let server_stop = stop.clone();

@@ -3,15 +3,13 @@
 
 use std::{
     net::{Ipv4Addr, UdpSocket},
-    path::Path,
     time::Duration,
 };
 
 use swarm_tests::{Host, Topology, TopologyOptions, in_netns, packets::*, send_raw_frames};
 
-pub fn run(swarm: &Path) -> anyhow::Result<()> {
-    // SAFETY: single-threaded here; the harness reads it when starting daemons.
-    unsafe { std::env::set_var("SWARM_BIN", swarm) };
+/// Runs the demo with the `swarm` binary `SWARM_BIN` names.
+pub fn run() -> anyhow::Result<()> {
     let mut topology = Topology::new(&TopologyOptions::new("swdemo", 3))?;
     let namespaces = topology.netns_names();
     println!(

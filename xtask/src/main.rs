@@ -56,8 +56,8 @@ fn main() -> anyhow::Result<()> {
         Task::Run { release, args } => run_daemon(release, &args),
         Task::Demo => {
             setup::run()?;
-            let swarm = build_swarm(false)?;
-            demo::run(&swarm)
+            build_swarm(false)?;
+            demo::run()
         }
         Task::Bench {
             json,
@@ -65,9 +65,7 @@ fn main() -> anyhow::Result<()> {
             rounds,
         } => {
             setup::run()?;
-            let swarm = build_swarm(true)?;
-            // SAFETY: single-threaded here; the harness reads it when starting daemons.
-            unsafe { std::env::set_var("SWARM_BIN", &swarm) };
+            build_swarm(true)?;
             bench::run(json.as_deref(), seconds, rounds)
         }
     }
@@ -106,9 +104,7 @@ fn test() -> anyhow::Result<()> {
         ],
     )
     .context("clippy on the eBPF programs")?;
-    let swarm = build_swarm(false)?;
-    // SAFETY: single-threaded at this point; children inherit it.
-    unsafe { std::env::set_var("SWARM_BIN", &swarm) };
+    build_swarm(false)?;
     let (passed, failed) =
         process::cargo_test(&["test", "--workspace", "--exclude", "swarm-ebpf"])?;
     // One closing line for the whole run: cargo's own last line is a doc-test
@@ -119,7 +115,8 @@ fn test() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the `swarm` binary and returns its path.
+/// Builds the `swarm` binary, points the harness (and child processes) at it
+/// through `SWARM_BIN`, and returns its path.
 fn build_swarm(release: bool) -> anyhow::Result<std::path::PathBuf> {
     let mut args = vec!["build", "--package", "swarm-node", "--bin", "swarm"];
     if release {
@@ -127,7 +124,10 @@ fn build_swarm(release: bool) -> anyhow::Result<std::path::PathBuf> {
     }
     cargo(&args)?;
     let profile = if release { "release" } else { "debug" };
-    Ok(workspace_root().join("target").join(profile).join("swarm"))
+    let swarm = workspace_root().join("target").join(profile).join("swarm");
+    // SAFETY: xtask is single-threaded whenever it builds.
+    unsafe { std::env::set_var("SWARM_BIN", &swarm) };
+    Ok(swarm)
 }
 
 fn run_daemon(release: bool, args: &[String]) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    control::{self, Client, DEFAULT_CONTROL_SOCKET, Request, Response},
+    control::{self, Client, DEFAULT_CONTROL_SOCKET, DEFAULT_HOST, Request, Response},
     daemon::{self, DaemonConfig},
     dataplane::{
         LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec, UnderlayHookChoice,
@@ -30,7 +30,7 @@ pub struct Cli {
         short = 'H',
         global = true,
         env = "SWARM_HOST",
-        default_value = concat!("unix://", "/run/swarm/swarm.sock")
+        default_value = DEFAULT_HOST
     )]
     pub host: String,
 

@@ -99,6 +99,10 @@ mod tests {
             parse_host("/tmp/s.sock").unwrap(),
             PathBuf::from("/tmp/s.sock")
         );
+        assert_eq!(
+            parse_host(super::super::DEFAULT_HOST).unwrap(),
+            PathBuf::from(super::super::DEFAULT_CONTROL_SOCKET)
+        );
         let err = parse_host("tcp://1.2.3.4:2375").unwrap_err().to_string();
         assert!(err.contains("unix:///"), "{err}");
     }

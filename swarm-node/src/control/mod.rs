@@ -16,6 +16,8 @@ pub use server::{ControlServer, Handler, ServerError};
 
 /// The daemon's default control socket, like Docker's /var/run/docker.sock.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/swarm/swarm.sock";
+/// The CLI's default `--host`: the default control socket.
+pub const DEFAULT_HOST: &str = "unix:///run/swarm/swarm.sock";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {

@@ -125,10 +125,9 @@ pub enum DataplaneError {
     },
 }
 
-/// Whether `iface` is a veth (by its driver, as sysfs names it).
+/// Whether `iface` is a veth, by its driver as ethtool reports it. Not read
+/// from /sys/class/net: that shows the netns of the mount, not of this process.
 fn is_veth(iface: &str) -> bool {
-    // Read through ethtool's view of the driver: /sys/class/net reflects the
-    // mount namespace's netns, so ask the kernel over the interface's ioctl.
     driver_name(iface).is_some_and(|d| d == "veth")
 }
 
@@ -251,7 +250,6 @@ impl DataplaneConfig {
 pub struct Dataplane {
     ebpf: Ebpf,
     pin_dir: PathBuf,
-    underlay: Option<(String, UnderlayHook)>,
     tunnel: Option<Tunnel>,
     networks: HashMap<u32, OverlayNetwork>,
     local: HashMap<String, LocalEndpoint>,
@@ -287,7 +285,6 @@ impl Dataplane {
         let mut dataplane = Self {
             ebpf,
             pin_dir: config.pin_dir.clone(),
-            underlay: None,
             tunnel: None,
             networks: HashMap::new(),
             local: HashMap::new(),
@@ -391,7 +388,6 @@ impl Dataplane {
             UnderlayHookChoice::Auto => self.attach_xdp(iface, !is_veth(iface))?,
         };
         info!(iface, hook = hook.label(), "underlay program attached");
-        self.underlay = Some((iface.to_owned(), hook));
         Ok(hook)
     }
 
@@ -420,13 +416,6 @@ impl Dataplane {
             .attach(iface, XdpFlags::SKB_MODE)
             .map_err(attach_err)?;
         Ok(UnderlayHook::XdpGeneric)
-    }
-
-    /// The interface and hook the underlay program is attached with, if any.
-    pub fn underlay(&self) -> Option<(&str, UnderlayHook)> {
-        self.underlay
-            .as_ref()
-            .map(|(iface, hook)| (iface.as_str(), *hook))
     }
 
     pub fn pin_dir(&self) -> &Path {

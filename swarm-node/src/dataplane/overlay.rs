@@ -1,12 +1,7 @@
 //! The overlay's user-space half: the VXLAN device, task veths, and the maps
 //! that tell the programs where every overlay address lives.
 
-use std::{
-    collections::HashMap,
-    fs::File,
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-};
+use std::{collections::HashMap, fs::File, net::Ipv4Addr, path::PathBuf};
 
 use aya::{
     maps::{Array, MapData},
@@ -149,7 +144,7 @@ impl Dataplane {
         kept: PersistedOverlay,
     ) -> Result<(), DataplaneError> {
         for network in kept.networks {
-            self.create_network(network)?;
+            self.serve_network(network)?;
         }
         for endpoint in kept.endpoints {
             let key = EndpointKey {
@@ -281,6 +276,12 @@ impl Dataplane {
 
     /// Serves overlay network `network` on this node.
     pub fn create_network(&mut self, network: OverlayNetwork) -> Result<(), DataplaneError> {
+        self.serve_network(network)?;
+        self.save_state()
+    }
+
+    /// Checks `network` and puts it in the map, without recording the state.
+    fn serve_network(&mut self, network: OverlayNetwork) -> Result<(), DataplaneError> {
         if self.tunnel.is_none() {
             return Err(DataplaneError::OverlayNotStarted);
         }
@@ -319,7 +320,7 @@ impl Dataplane {
             .map_err(|source| DataplaneError::MapWrite { name, source })?;
         info!(vni = network.vni, subnet = %network.subnet, prefix_len = network.prefix_len, "network created");
         self.networks.insert(network.vni, network);
-        self.save_state()
+        Ok(())
     }
 
     /// Stops serving network `vni`: its remote endpoints go too.
@@ -399,7 +400,7 @@ impl Dataplane {
         }
         let key = self.check_address(spec.vni, spec.ip)?;
         let network = self.network(spec.vni)?.clone();
-        let netns = open_netns(&spec.netns).map_err(|source| DataplaneError::OpenNetns {
+        let netns = File::open(&spec.netns).map_err(|source| DataplaneError::OpenNetns {
             path: spec.netns.clone(),
             source,
         })?;
@@ -600,10 +601,6 @@ pub fn veth_names(id: &str) -> (String, String) {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
     (format!("swh{hash:08x}"), format!("swp{hash:08x}"))
-}
-
-pub fn open_netns(path: &Path) -> std::io::Result<File> {
-    File::open(path)
 }
 
 #[cfg(test)]
