@@ -54,8 +54,17 @@ pub struct Network {
 pub struct NodeConfig {
     /// The collect-metadata VXLAN device the programs hand remote traffic to.
     pub vxlan_ifindex: u32,
-    pub _pad: u32,
+    /// How frames reach a local task: [`LOCAL_DELIVERY_PEER`] or
+    /// [`LOCAL_DELIVERY_REDIRECT`].
+    pub local_delivery: u32,
 }
+
+/// `bpf_redirect_peer`: straight into the task's namespace, no second pass
+/// through the host side of the veth.
+pub const LOCAL_DELIVERY_PEER: u32 = 0;
+/// `bpf_redirect` to the host-side veth's egress: the veth hands the frame
+/// to its peer through the per-CPU backlog, as a bridge port would.
+pub const LOCAL_DELIVERY_REDIRECT: u32 = 1;
 
 const _: () = {
     assert!(core::mem::size_of::<EndpointKey>() == 8);

@@ -9,7 +9,8 @@ use aya_ebpf::{
 };
 use swarm_common::{
     overlay::{
-        Endpoint, EndpointKey, MAX_ENDPOINTS, MAX_NETWORKS, MAX_PORTS, Network, NodeConfig, Port,
+        Endpoint, EndpointKey, LOCAL_DELIVERY_REDIRECT, MAX_ENDPOINTS, MAX_NETWORKS, MAX_PORTS,
+        Network, NodeConfig, Port,
     },
     stats::{DropReason, PacketKind},
 };
@@ -101,11 +102,19 @@ pub fn ipv4_destination(ctx: &TcContext, vni: u32, bytes: usize) -> Result<Endpo
     Ok(endpoint)
 }
 
-/// Straight into the namespace of the task behind host-side veth `ifindex`,
-/// without a trip through the host stack; counted as `kind`.
+/// Into the namespace of the task behind host-side veth `ifindex`, counted as
+/// `kind`: by default straight there with `bpf_redirect_peer`; the node can be
+/// told to use a plain egress redirect instead, to measure the difference.
 #[inline(always)]
 pub fn deliver_local(ifindex: u32, kind: PacketKind, bytes: usize) -> i32 {
     stats::count(kind, bytes);
+    let by_redirect = NODE_CONFIG
+        .get(0)
+        .is_some_and(|config| config.local_delivery == LOCAL_DELIVERY_REDIRECT);
+    if by_redirect {
+        // SAFETY: plain helper call.
+        return unsafe { bpf_redirect(ifindex, 0) as i32 };
+    }
     // SAFETY: plain helper call.
     unsafe { bpf_redirect_peer(ifindex, 0) as i32 }
 }

@@ -13,7 +13,10 @@ use tracing::{info, warn};
 
 use crate::{
     control::{ControlServer, DaemonInfo, Handler, Request, Response, ServerError},
-    dataplane::{self, Dataplane, DataplaneConfig, DataplaneError, Shutdown, UnderlayHookChoice},
+    dataplane::{
+        self, Dataplane, DataplaneConfig, DataplaneError, LocalDelivery, Shutdown,
+        UnderlayHookChoice,
+    },
     identity::{IdentityError, NodeIdentity},
 };
 
@@ -28,6 +31,7 @@ pub struct DaemonConfig {
     pub underlay_iface: Option<String>,
     pub data_path_port: u16,
     pub underlay_hook: UnderlayHookChoice,
+    pub local_delivery: LocalDelivery,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,11 +84,12 @@ pub async fn run(
         let iface = underlay_iface.clone();
         let port = config.data_path_port;
         let choice = config.underlay_hook;
+        let delivery = config.local_delivery;
         let dataplane_config = dataplane_config.clone();
         tokio::task::spawn_blocking(move || -> Result<_, DataplaneError> {
             let mut dataplane = Dataplane::load(&dataplane_config)?;
             let hook = dataplane.attach_underlay(&iface, choice)?;
-            dataplane.start_overlay(port)?;
+            dataplane.start_overlay(port, delivery)?;
             Ok((dataplane, hook))
         })
         .await
@@ -97,6 +102,7 @@ pub async fn run(
         advertise_addr: config.advertise_addr.to_string(),
         underlay_iface: underlay_iface.clone(),
         underlay_hook,
+        local_delivery: config.local_delivery,
         data_path_port: config.data_path_port,
         data_dir: display(&config.data_dir),
         pin_dir: display(dataplane.pin_dir()),

@@ -413,3 +413,34 @@ fn bad_overlay_input_is_refused_with_a_clear_message_and_changes_nothing() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["IP"], "10.0.1.5");
 }
+
+#[test]
+fn delivery_by_plain_redirect_reaches_tasks_on_one_node_and_across_nodes() {
+    let mut topology = Topology::new(&TopologyOptions::new("swt", 2)).unwrap();
+    let redirect = ["--local-delivery".to_owned(), "redirect".to_owned()];
+    topology.start_daemon_with(0, &redirect).unwrap();
+    topology.start_daemon_with(1, &redirect).unwrap();
+    let ip = |host: u8| Ipv4Addr::new(10, 0, 1, host);
+    let tasks = topology
+        .overlay(
+            NET_A,
+            "10.0.1.0/24",
+            &[(0, "r1", ip(11)), (0, "r1b", ip(21)), (1, "r2", ip(12))],
+        )
+        .unwrap();
+    let info = topology.daemon(0).swarm_json(&["info"]).unwrap();
+    assert_eq!(info[0]["LocalDelivery"], "redirect");
+    let (r1, r1b, r2) = (&tasks[0], &tasks[1], &tasks[2]);
+    assert!(ping(r1, "10.0.1.21", &[]), "same node");
+    assert!(ping(r1, "10.0.1.12", &[]), "across nodes");
+    assert!(ping(r2, "10.0.1.21", &[]), "across nodes, back");
+    assert!(
+        ping(r1b, "10.0.1.12", &["-s", "1422", "-M", "do"]),
+        "full size"
+    );
+    let decapped = topology
+        .daemon(1)
+        .counter("packet", "overlay-decap")
+        .unwrap();
+    assert!(decapped > 0, "node 2 delivered nothing it decapsulated");
+}

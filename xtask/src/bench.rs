@@ -49,6 +49,20 @@ struct Figures {
 }
 
 impl Figures {
+    /// (name, ours, baseline's) for every figure a ratio is reported for.
+    fn ratio_inputs(&self, base: &Figures) -> [(&'static str, f64, f64); 4] {
+        [
+            ("tcp", self.tcp_gbps, base.tcp_gbps),
+            (
+                "tcp_4streams",
+                self.tcp_4streams_gbps,
+                base.tcp_4streams_gbps,
+            ),
+            ("rr_p50", self.rr_p50_us, base.rr_p50_us),
+            ("cps", self.tcp_cps, base.tcp_cps),
+        ]
+    }
+
     /// Each field's median over `rounds`.
     fn median(rounds: &[Figures]) -> Figures {
         let median = |field: fn(&Figures) -> f64| {
@@ -67,15 +81,30 @@ impl Figures {
 }
 
 pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Result<()> {
-    // Hosts 1-2 carry the underlay and kernel baselines; hosts 3-4 run swarm
+    // Hosts 1-2 carry the underlay and kernel baselines; the others run swarm
     // daemons (their VXLAN device and the kernel baseline's cannot share UDP
-    // 4789 in one namespace). All four share the one underlay bridge.
-    // Hosts 5-6 run swarm with the underlay program on TC instead of XDP.
-    let mut topology = Topology::new(&TopologyOptions::new("swbench", 6))?;
+    // 4789 in one namespace), all on the one underlay bridge: hosts 3-4 with
+    // the default underlay hook, 5-6 with it on TC, 7-8 with it on TC and
+    // local delivery by plain `bpf_redirect` instead of `bpf_redirect_peer`.
+    let mut topology = Topology::new(&TopologyOptions::new("swbench", 8))?;
     let overlay = KernelOverlay::build(&topology, 0, 1)?;
-    let swarm = SwarmOverlay::build(&mut topology, 2, 3, &[])?;
-    let tc_args = ["--underlay-hook".to_owned(), "tc".to_owned()];
-    let swarm_tc = SwarmOverlay::build(&mut topology, 4, 5, &tc_args)?;
+    let tc_hook = args(&["--underlay-hook", "tc"]);
+    let tc_redirect = args(&["--underlay-hook", "tc", "--local-delivery", "redirect"]);
+    for (hosts, daemon_args) in [
+        ([2, 3], &args(&[])),
+        ([4, 5], &tc_hook),
+        ([6, 7], &tc_redirect),
+    ] {
+        for host in hosts {
+            topology.start_daemon_with(host, daemon_args)?;
+        }
+    }
+    let swarm = SwarmOverlay::build(&mut topology, 4096, [2, 3])?;
+    let swarm_tc = SwarmOverlay::build(&mut topology, 4096, [4, 5])?;
+    let swarm_redirect = SwarmOverlay::build(&mut topology, 4096, [6, 7])?;
+    // Two tasks on one node: the same-node path, with each delivery helper.
+    let local_peer = SwarmOverlay::build(&mut topology, 4097, [4, 4])?;
+    let local_redirect = SwarmOverlay::build(&mut topology, 4097, [6, 6])?;
     let paths = [
         BenchPath {
             key: "underlay",
@@ -91,20 +120,15 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
             server: overlay.containers[1].name().to_owned(),
             server_addr: overlay.addrs[1],
         },
-        BenchPath {
-            key: "ebpf_vxlan",
-            label: "swarm eBPF overlay (task -> task)",
-            client: swarm.tasks[0].clone(),
-            server: swarm.tasks[1].clone(),
-            server_addr: swarm.addrs[1],
-        },
-        BenchPath {
-            key: "ebpf_vxlan_tc_underlay",
-            label: "swarm eBPF overlay, underlay hook on TC",
-            client: swarm_tc.tasks[0].clone(),
-            server: swarm_tc.tasks[1].clone(),
-            server_addr: swarm_tc.addrs[1],
-        },
+        swarm.path("ebpf_vxlan", "swarm eBPF overlay (task -> task)"),
+        swarm_tc.path(
+            "ebpf_vxlan_tc_underlay",
+            "swarm eBPF overlay, underlay hook on TC",
+        ),
+        swarm_redirect.path(
+            "ebpf_vxlan_tc_redirect",
+            "  same, delivered by bpf_redirect, not _peer",
+        ),
         BenchPath {
             key: "underlay_xdp",
             label: "underlay with swarm's XDP (generic) attached",
@@ -119,6 +143,14 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
             server: topology.hosts[5].netns.name().to_owned(),
             server_addr: topology.hosts[5].addr,
         },
+        local_peer.path(
+            "ebpf_same_node_peer",
+            "swarm same-node task -> task, bpf_redirect_peer",
+        ),
+        local_redirect.path(
+            "ebpf_same_node_redirect",
+            "swarm same-node task -> task, bpf_redirect",
+        ),
     ];
 
     // Paths take turns, round after round, and each figure is the median over
@@ -132,8 +164,6 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
         }
     }
     let results: Vec<Figures> = rounds_by_path.iter().map(|r| Figures::median(r)).collect();
-    drop(swarm_tc);
-    drop(swarm);
     drop(overlay);
     drop(topology);
 
@@ -168,22 +198,24 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
         metrics.insert(format!("{k}_rr_p99_us"), json!(round(figures.rr_p99_us, 1)));
         metrics.insert(format!("{k}_tcp_cps"), json!(figures.tcp_cps.round()));
     }
+    // Ratios of each path to the two baselines: throughput and connection
+    // rate as path / baseline (above 1 is better), latency likewise (below 1
+    // is better).
     let (underlay, kernel) = (&results[0], &results[1]);
-    metrics.insert(
-        "kernel_vxlan_vs_underlay_tcp".into(),
-        json!(round(kernel.tcp_gbps / underlay.tcp_gbps, 3)),
-    );
-    metrics.insert(
-        "kernel_vxlan_vs_underlay_tcp_4streams".into(),
-        json!(round(
-            kernel.tcp_4streams_gbps / underlay.tcp_4streams_gbps,
-            3
-        )),
-    );
-    metrics.insert(
-        "kernel_vxlan_vs_underlay_cps".into(),
-        json!(round(kernel.tcp_cps / underlay.tcp_cps, 3)),
-    );
+    for (i, (path, figures)) in paths.iter().zip(&results).enumerate().skip(1) {
+        let mut baselines = vec![("underlay", underlay)];
+        if i > 1 {
+            baselines.push(("kernel_vxlan", kernel));
+        }
+        for (base_key, base) in baselines {
+            for (figure, ours, theirs) in figures.ratio_inputs(base) {
+                metrics.insert(
+                    format!("{}_vs_{base_key}_{figure}", path.key),
+                    json!(round(ours / theirs, 3)),
+                );
+            }
+        }
+    }
 
     print_table(&paths, &results, &metrics);
     if let Some(path) = json_path {
@@ -204,24 +236,42 @@ fn print_table(paths: &[BenchPath], results: &[Figures], metrics: &Map<String, V
         metrics["rounds"],
     );
     println!(
-        "| {:<46} | {:>8} | {:>11} | {:>8} | {:>8} | {:>8} | {:>11} |",
-        "path", "TCP Gb/s", "4x TCP Gb/s", "RR p50us", "RR p99us", "conn/s", "TCP vs und."
+        "| {:<48} | {:>8} | {:>8} | {:>8} | {:>8} | {:>7} | {:>8} | {:>9} | {:>9} |",
+        "path",
+        "TCP Gb/s",
+        "4x Gb/s",
+        "RR p50us",
+        "RR p99us",
+        "conn/s",
+        "TCP/und.",
+        "TCP/kern.",
+        "cps/kern."
     );
     println!(
-        "|{:-<48}|{:->10}|{:->13}|{:->10}|{:->10}|{:->10}|{:->13}|",
-        "", "", "", "", "", "", ""
+        "|{:-<50}|{:->10}|{:->10}|{:->10}|{:->10}|{:->9}|{:->10}|{:->11}|{:->11}|",
+        "", "", "", "", "", "", "", "", ""
     );
-    let base = &results[0];
-    for (path, f) in paths.iter().zip(results) {
+    let (underlay, kernel) = (&results[0], &results[1]);
+    for (i, (path, f)) in paths.iter().zip(results).enumerate() {
+        let (tcp_vs_kernel, cps_vs_kernel) = if i > 1 {
+            (
+                format!("{:.3}", f.tcp_gbps / kernel.tcp_gbps),
+                format!("{:.3}", f.tcp_cps / kernel.tcp_cps),
+            )
+        } else {
+            ("-".to_owned(), "-".to_owned())
+        };
         println!(
-            "| {:<46} | {:>8.2} | {:>11.2} | {:>8.1} | {:>8.1} | {:>8.0} | {:>11.3} |",
+            "| {:<48} | {:>8.2} | {:>8.2} | {:>8.1} | {:>8.1} | {:>7.0} | {:>8.3} | {:>9} | {:>9} |",
             path.label,
             f.tcp_gbps,
             f.tcp_4streams_gbps,
             f.rr_p50_us,
             f.rr_p99_us,
             f.tcp_cps,
-            f.tcp_gbps / base.tcp_gbps
+            f.tcp_gbps / underlay.tcp_gbps,
+            tcp_vs_kernel,
+            cps_vs_kernel,
         );
     }
     println!();
@@ -478,31 +528,33 @@ impl KernelOverlay {
     }
 }
 
-/// swarm's overlay between two hosts, programmed through the CLI as a user
-/// (or, later, the control plane) would: a network on both daemons, a task
-/// namespace attached on each, each node told where the other's task is.
+/// Two tasks on swarm's overlay, programmed through the CLI as a user (or,
+/// later, the control plane) would: a network on the daemons of `hosts`, a
+/// task namespace attached on each, each node told where the other's task is.
+/// Both on one host gives the same-node path.
 struct SwarmOverlay {
     tasks: Vec<String>,
     addrs: Vec<Ipv4Addr>,
 }
 
 impl SwarmOverlay {
-    fn build(
-        topology: &mut Topology,
-        a: usize,
-        b: usize,
-        daemon_args: &[String],
-    ) -> anyhow::Result<Self> {
-        for host in [a, b] {
-            topology.start_daemon_with(host, daemon_args)?;
-        }
-        let (role_a, role_b) = (format!("s{}", a + 1), format!("s{}", b + 1));
+    fn build(topology: &mut Topology, vni: u32, hosts: [usize; 2]) -> anyhow::Result<Self> {
+        let third_octet = (vni - 4096 + 9) as u8;
+        let roles = hosts.map(|h| format!("n{vni}h{}", h + 1));
         let tasks = topology.overlay(
-            4096,
-            "10.0.9.0/24",
+            vni,
+            &format!("10.0.{third_octet}.0/24"),
             &[
-                (a, &role_a, Ipv4Addr::new(10, 0, 9, 2)),
-                (b, &role_b, Ipv4Addr::new(10, 0, 9, 3)),
+                (
+                    hosts[0],
+                    &format!("{}a", roles[0]),
+                    Ipv4Addr::new(10, 0, third_octet, 2),
+                ),
+                (
+                    hosts[1],
+                    &format!("{}b", roles[1]),
+                    Ipv4Addr::new(10, 0, third_octet, 3),
+                ),
             ],
         )?;
         Ok(Self {
@@ -510,4 +562,19 @@ impl SwarmOverlay {
             addrs: tasks.iter().map(|t| t.ip).collect(),
         })
     }
+
+    /// From the first task to the second.
+    fn path(&self, key: &'static str, label: &'static str) -> BenchPath {
+        BenchPath {
+            key,
+            label,
+            client: self.tasks[0].clone(),
+            server: self.tasks[1].clone(),
+            server_addr: self.addrs[1],
+        }
+    }
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|a| (*a).to_owned()).collect()
 }

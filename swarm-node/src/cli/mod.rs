@@ -11,7 +11,7 @@ use crate::{
     control::{self, Client, DEFAULT_CONTROL_SOCKET, DEFAULT_HOST, Request, Response},
     daemon::{self, DaemonConfig},
     dataplane::{
-        LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec, UnderlayHookChoice,
+        LocalDelivery, LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec, UnderlayHookChoice,
         overlay::VXLAN_OVERHEAD,
     },
 };
@@ -74,6 +74,10 @@ pub struct DaemonArgs {
     /// (where native XDP strips the peer's segmentation offload), generic there.
     #[arg(long, value_enum, default_value_t = UnderlayHookChoice::Auto)]
     pub underlay_hook: UnderlayHookChoice,
+    /// How overlay frames reach a task on this node; `redirect` exists to
+    /// measure `peer` against (see docs/dataplane.md).
+    #[arg(long, value_enum, default_value_t = LocalDelivery::Peer)]
+    pub local_delivery: LocalDelivery,
 }
 
 #[derive(Debug, Subcommand)]
@@ -290,6 +294,7 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         underlay_iface: args.underlay_iface,
         data_path_port: args.data_path_port,
         underlay_hook: args.underlay_hook,
+        local_delivery: args.local_delivery,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -91,6 +91,7 @@ pub fn print_info(info: &DaemonInfo, format: Format) -> anyhow::Result<()> {
                 ("Advertise address", info.advertise_addr.clone()),
                 ("Underlay interface", info.underlay_iface.clone()),
                 ("Underlay hook", info.underlay_hook.label().to_owned()),
+                ("Local delivery", info.local_delivery.label().to_owned()),
                 ("Data path port", info.data_path_port.to_string()),
                 ("Data dir", info.data_dir.clone()),
                 ("BPF pins", info.pin_dir.clone()),

@@ -7,8 +7,8 @@ mod server;
 use serde::{Deserialize, Serialize};
 
 use crate::dataplane::{
-    DataplaneStats, EndpointRow, LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec,
-    UnderlayHook,
+    DataplaneStats, EndpointRow, LocalDelivery, LocalEndpointSpec, OverlayNetwork,
+    RemoteEndpointSpec, UnderlayHook,
 };
 
 pub use client::{Client, ClientError, parse_host};
@@ -65,6 +65,7 @@ pub struct DaemonInfo {
     #[serde(rename = "UnderlayInterface")]
     pub underlay_iface: String,
     pub underlay_hook: UnderlayHook,
+    pub local_delivery: LocalDelivery,
     pub data_path_port: u16,
     pub data_dir: String,
     pub pin_dir: String,

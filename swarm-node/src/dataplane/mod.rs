@@ -191,6 +191,44 @@ pub enum UnderlayHookChoice {
     Tc,
 }
 
+/// How the overlay programs hand a frame to a task on this node.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum LocalDelivery {
+    /// `bpf_redirect_peer`: straight into the task's namespace (fastest).
+    #[default]
+    Peer,
+    /// `bpf_redirect` to the host-side veth, which passes the frame to the
+    /// task through the kernel's backlog queue: for comparison only.
+    Redirect,
+}
+
+impl LocalDelivery {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Peer => "bpf_redirect_peer",
+            Self::Redirect => "bpf_redirect",
+        }
+    }
+
+    fn map_value(self) -> u32 {
+        match self {
+            Self::Peer => swarm_common::overlay::LOCAL_DELIVERY_PEER,
+            Self::Redirect => swarm_common::overlay::LOCAL_DELIVERY_REDIRECT,
+        }
+    }
+}
+
 /// What a clean shutdown left behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shutdown {

@@ -15,7 +15,7 @@ use swarm_common::{
 };
 use tracing::{info, warn};
 
-use super::{Dataplane, DataplaneError, LocalEndpoint, Tunnel, netlink};
+use super::{Dataplane, DataplaneError, LocalDelivery, LocalEndpoint, Tunnel, netlink};
 
 /// VXLAN overhead: outer Ethernet, IPv4, UDP and VXLAN headers.
 pub const VXLAN_OVERHEAD: u32 = 50;
@@ -94,9 +94,14 @@ pub struct PersistedEndpoint {
 
 impl Dataplane {
     /// Creates the node's collect-metadata VXLAN device on `data_path_port`
-    /// and attaches the decapsulation-side program to it. A device a crashed
-    /// daemon left behind is replaced.
-    pub fn start_overlay(&mut self, data_path_port: u16) -> Result<(), DataplaneError> {
+    /// and attaches the decapsulation-side program to it; frames for local
+    /// tasks are handed over as `delivery` says. A device a crashed daemon
+    /// left behind is replaced.
+    pub fn start_overlay(
+        &mut self,
+        data_path_port: u16,
+        delivery: LocalDelivery,
+    ) -> Result<(), DataplaneError> {
         let netlink = netlink::Netlink::open()?;
         let kept = self.read_state()?;
         let ifindex = match netlink.link_index(TUNNEL_IFACE)? {
@@ -121,7 +126,7 @@ impl Dataplane {
                 0,
                 NodeConfig {
                     vxlan_ifindex: ifindex,
-                    _pad: 0,
+                    local_delivery: delivery.map_value(),
                 },
                 0,
             )
@@ -131,6 +136,7 @@ impl Dataplane {
             device = TUNNEL_IFACE,
             ifindex,
             port = data_path_port,
+            ?delivery,
             "overlay started"
         );
         self.adopt(&netlink, kept)
