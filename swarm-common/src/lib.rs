@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod overlay;
+pub mod service;
 pub mod stats;
 
 /// Map names as the kernel sees them (at most 15 bytes) and as they are pinned.
@@ -21,6 +22,17 @@ pub mod map_names {
     pub const NETWORKS: &str = "sw_networks";
     /// One-slot array of [`crate::overlay::NodeConfig`].
     pub const NODE_CONFIG: &str = "sw_node_config";
+    /// Hash of [`crate::service::VipKey`] to [`crate::service::Frontend`].
+    pub const VIPS: &str = "sw_vips";
+    /// Hash of [`crate::service::PublishedKey`] to [`crate::service::Frontend`].
+    pub const PUBLISHED: &str = "sw_published";
+    /// Hash of [`crate::service::BackendKey`] to a backend's overlay IPv4
+    /// address (network byte order).
+    pub const BACKENDS: &str = "sw_backends";
+    /// Array, by backend set: the round-robin turn (its next slot modulo the set's size).
+    pub const ROUND_ROBIN: &str = "sw_rr";
+    /// LRU hash of [`crate::service::CtKey`] to [`crate::service::CtEntry`].
+    pub const CONNTRACK: &str = "sw_conntrack";
 }
 
 /// Program names as the kernel sees them (at most 15 bytes).
@@ -33,6 +45,8 @@ pub mod program_names {
     pub const TASK_INGRESS: &str = "sw_from_task";
     /// TC ingress on the VXLAN device: what arrives decapsulated from other nodes.
     pub const VXLAN_INGRESS: &str = "sw_from_tunnel";
+    /// TC ingress on the underlay beside the XDP hook: the routing mesh.
+    pub const MESH_TC: &str = "sw_mesh_tc";
 }
 
 /// Load-time globals the eBPF programs read (`EbpfLoader::set_global`).
@@ -51,8 +65,14 @@ const _: () = {
     assert!(program_names::UNDERLAY_TC.len() <= 15);
     assert!(program_names::TASK_INGRESS.len() <= 15);
     assert!(program_names::VXLAN_INGRESS.len() <= 15);
+    assert!(program_names::MESH_TC.len() <= 15);
     assert!(map_names::ENDPOINTS.len() <= 15);
     assert!(map_names::PORTS.len() <= 15);
     assert!(map_names::NETWORKS.len() <= 15);
     assert!(map_names::NODE_CONFIG.len() <= 15);
+    assert!(map_names::VIPS.len() <= 15);
+    assert!(map_names::PUBLISHED.len() <= 15);
+    assert!(map_names::BACKENDS.len() <= 15);
+    assert!(map_names::ROUND_ROBIN.len() <= 15);
+    assert!(map_names::CONNTRACK.len() <= 15);
 };

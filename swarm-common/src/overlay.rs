@@ -45,8 +45,15 @@ pub struct Network {
     /// Network byte order.
     pub gateway_ip: u32,
     pub gateway_mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// `NETWORK_*` flags.
+    pub flags: u8,
+    pub _pad: u8,
 }
+
+/// [`Network::flags`]: a network published ports reach backends on (Docker's
+/// `ingress`): decapsulated requests from outside clients are remembered so
+/// replies go back through the node that took them.
+pub const NETWORK_INGRESS: u8 = 1;
 
 /// Value of the one-slot [`crate::map_names::NODE_CONFIG`] array.
 #[repr(C)]
@@ -57,6 +64,11 @@ pub struct NodeConfig {
     /// How frames reach a local task: [`LOCAL_DELIVERY_PEER`] or
     /// [`LOCAL_DELIVERY_REDIRECT`].
     pub local_delivery: u32,
+    /// This node's underlay address (network byte order): published ports
+    /// answer on it.
+    pub node_ip: u32,
+    /// The underlay interface: routing-mesh replies leave through it.
+    pub underlay_ifindex: u32,
 }
 
 /// `bpf_redirect_peer`: straight into the task's namespace, no second pass
@@ -71,7 +83,7 @@ const _: () = {
     assert!(core::mem::size_of::<Endpoint>() == 16);
     assert!(core::mem::size_of::<Port>() == 16);
     assert!(core::mem::size_of::<Network>() == 12);
-    assert!(core::mem::size_of::<NodeConfig>() == 8);
+    assert!(core::mem::size_of::<NodeConfig>() == 16);
 };
 
 #[cfg(feature = "user")]

@@ -84,6 +84,22 @@ counter_index! {
         OverlayArpReplied = 18 => "overlay-arp-replied",
         /// Overlay: frames dropped by the overlay programs (reasons in the drop counters).
         OverlayDropped = 19 => "overlay-dropped",
+        /// Services: a new connection to a VIP given a backend.
+        ServiceNewFlow = 20 => "service-new-flow",
+        /// Services: packets to a VIP rewritten to their flow's backend.
+        ServiceDnat = 21 => "service-dnat",
+        /// Services: backend replies rewritten back to the VIP or published port.
+        ServiceReverseNat = 22 => "service-reverse-nat",
+        /// Routing mesh: a new connection to a published port given a backend.
+        MeshNewFlow = 23 => "mesh-new-flow",
+        /// Routing mesh: packets to a published port sent on to their backend.
+        MeshIn = 24 => "mesh-in",
+        /// Routing mesh: backend replies sent back out to the client.
+        MeshOut = 25 => "mesh-out",
+        /// Routing mesh: backend replies tunnelled back to the node the client dialled.
+        MeshReturn = 26 => "mesh-return",
+        /// Services and mesh: TCP resets sent for flows that cannot be served.
+        ResetSent = 27 => "reset-sent",
     }
 }
 
@@ -138,5 +154,18 @@ counter_index! {
         HelperFailed = 22 => "helper-failed",
         /// Overlay: a decapsulated frame whose destination is not on this node.
         NotLocal = 23 => "not-local",
+        /// Services: a UDP datagram to a VIP or published port with no backend.
+        NoBackend = 24 => "no-backend",
+        /// Services: a protocol a VIP does not balance (only TCP and UDP are).
+        ServiceProtocol = 25 => "service-protocol",
+        /// Services: an IPv4 header with options, which the NAT does not rewrite.
+        ServiceIpOptions = 26 => "service-ip-options",
+        /// Services: a flow whose state was lost (its backend removed, its entry
+        /// evicted); TCP gets a reset, this counts the packet that triggered it.
+        FlowLost = 27 => "flow-lost",
+        /// Services: the connection table refused a new entry.
+        ConntrackFull = 28 => "conntrack-full",
+        /// Routing mesh: a backend slot pointing at an address no node has.
+        BackendUnknown = 29 => "backend-unknown",
     }
 }

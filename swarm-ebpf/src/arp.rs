@@ -1,10 +1,10 @@
 //! The ARP responder: tasks never see an ARP request leave their veth; the
-//! data plane answers for the gateway and for every endpoint it knows.
+//! data plane answers for the gateway, service VIPs and every endpoint it knows.
 
 use swarm_common::stats::DropReason;
 
 use crate::{
-    overlay,
+    lb, overlay,
     packet::{Packet, ptr_at_mut},
     parse::{ETH_HLEN, EthHdr},
 };
@@ -50,7 +50,9 @@ pub fn answer_in_place<P: Packet>(
             return Err(DropReason::ArpNotRequest);
         }
         let target = u32::from_ne_bytes((*arp).tpa);
-        let mac = if target == gateway_ip {
+        // A VIP is answered like the gateway: frames to it are steered by
+        // the task-side program, whatever their MAC.
+        let mac = if target == gateway_ip || lb::vip(vni, target).is_some() {
             gateway_mac
         } else {
             match overlay::endpoint(vni, target) {

@@ -3,9 +3,15 @@
 #![no_main]
 
 mod arp;
+mod conntrack;
+mod lb;
+mod mesh;
+mod nat;
 mod overlay;
 mod packet;
 mod parse;
+mod reset;
+mod service;
 mod stats;
 mod tc_task_ingress;
 mod tc_underlay_ingress;

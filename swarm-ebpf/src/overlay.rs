@@ -43,6 +43,12 @@ pub fn endpoint(vni: u32, ip: u32) -> Option<&'static Endpoint> {
     unsafe { ENDPOINTS.get(&EndpointKey { vni, ip }) }
 }
 
+/// This node's settings, once the daemon has written them.
+#[inline(always)]
+pub fn node_config() -> Option<NodeConfig> {
+    NODE_CONFIG.get(0).copied()
+}
+
 /// Counts an overlay drop and returns the verdict for it.
 #[inline(always)]
 pub fn drop(reason: DropReason, bytes: usize) -> i32 {
@@ -83,23 +89,24 @@ pub fn send_to_node(ctx: &TcContext, vni: u32, node_ip: u32, bytes: usize) -> i3
 }
 
 /// The endpoint an IPv4 frame on network `vni` is for, with the frame's
-/// destination MAC set to it. `Err` holds the verdict for a frame to drop.
+/// destination MAC set to it; `None` when no endpoint has its address. `Err`
+/// holds the verdict for a frame to drop.
 #[inline(always)]
-pub fn ipv4_destination(ctx: &TcContext, vni: u32, bytes: usize) -> Result<Endpoint, i32> {
+pub fn ipv4_destination(ctx: &TcContext, vni: u32, bytes: usize) -> Result<Option<Endpoint>, i32> {
     let Some(ip) = ptr_at::<_, Ipv4Hdr>(ctx, ETH_HLEN) else {
         return Err(drop(DropReason::Ipv4Truncated, bytes));
     };
     // SAFETY: bounds-checked by ptr_at.
     let daddr = unsafe { (*ip).daddr };
     let Some(endpoint) = endpoint(vni, daddr).copied() else {
-        return Err(drop(DropReason::UnknownDestination, bytes));
+        return Ok(None);
     };
     let Some(eth) = ptr_at_mut::<_, EthHdr>(ctx, 0) else {
         return Err(TC_ACT_SHOT);
     };
     // SAFETY: bounds-checked by ptr_at_mut.
     unsafe { (*eth).dst = endpoint.mac };
-    Ok(endpoint)
+    Ok(Some(endpoint))
 }
 
 /// Into the namespace of the task behind host-side veth `ifindex`, counted as

@@ -1,11 +1,18 @@
 //! TC ingress on a task's host-side veth: everything the task sends. ARP is
-//! answered here; IPv4 goes straight into a local task's namespace or into the
-//! VXLAN tunnel towards the node that has the destination.
+//! answered here; IPv4 to a VIP gets its backend; IPv4 goes straight into a
+//! local task's namespace (replies from a backend rewritten back to the VIP)
+//! or into the VXLAN tunnel towards the node that has the destination; a
+//! backend's reply to a routing-mesh client goes back the way it came.
 
 use aya_ebpf::{helpers::bpf_redirect, macros::classifier, programs::TcContext};
 use swarm_common::stats::{DropReason, PacketKind};
 
-use crate::{overlay, packet, parse::L3, stats};
+use crate::{
+    overlay, packet,
+    parse::L3,
+    service::{self, Outcome},
+    stats,
+};
 
 #[classifier]
 pub fn sw_from_task(ctx: TcContext) -> i32 {
@@ -39,13 +46,24 @@ fn try_task_ingress(ctx: &TcContext) -> i32 {
             // SAFETY: plain helper call.
             unsafe { bpf_redirect(ifindex, 0) as i32 }
         }
-        L3::Ipv4 => match overlay::ipv4_destination(ctx, port.vni, bytes) {
-            Err(verdict) => verdict,
-            Ok(endpoint) if endpoint.ifindex != 0 => {
-                overlay::deliver_local(endpoint.ifindex, PacketKind::OverlayLocal, bytes)
+        L3::Ipv4 => {
+            if let Outcome::Done(verdict) = service::from_task_to_vip(ctx, port.vni, ifindex, bytes)
+            {
+                return verdict;
             }
-            Ok(endpoint) => overlay::send_to_node(ctx, port.vni, endpoint.node_ip, bytes),
-        },
+            match overlay::ipv4_destination(ctx, port.vni, bytes) {
+                Err(verdict) => verdict,
+                Ok(Some(endpoint)) if endpoint.ifindex != 0 => {
+                    if let Err(verdict) = service::reverse_nat_to_task(ctx, bytes) {
+                        return verdict;
+                    }
+                    overlay::deliver_local(endpoint.ifindex, PacketKind::OverlayLocal, bytes)
+                }
+                Ok(Some(endpoint)) => overlay::send_to_node(ctx, port.vni, endpoint.node_ip, bytes),
+                Ok(None) => service::to_outside(ctx, bytes)
+                    .unwrap_or_else(|| overlay::drop(DropReason::UnknownDestination, bytes)),
+            }
+        }
         L3::Ipv6 | L3::Other => overlay::drop(DropReason::UnsupportedL3, bytes),
     }
 }

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use swarm_common::stats::{DropReason, PacketKind};
 
-use crate::{overlay, packet, parse::L3};
+use crate::{overlay, packet, parse::L3, service};
 
 #[classifier]
 pub fn sw_from_tunnel(ctx: TcContext) -> i32 {
@@ -59,10 +59,20 @@ fn try_vxlan_ingress(ctx: &TcContext) -> i32 {
         }
         L3::Ipv4 => match overlay::ipv4_destination(ctx, vni, bytes) {
             Err(verdict) => verdict,
-            Ok(endpoint) if endpoint.ifindex == 0 => overlay::drop(DropReason::NotLocal, bytes),
-            Ok(endpoint) => {
+            Ok(Some(endpoint)) if endpoint.ifindex == 0 => {
+                overlay::drop(DropReason::NotLocal, bytes)
+            }
+            Ok(Some(endpoint)) => {
+                // SAFETY: union read of the IPv4 member the kernel filled for an IPv4 tunnel.
+                let remote = unsafe { key.__bindgen_anon_1.remote_ipv4 };
+                service::remember_return(ctx, &network, vni, remote.to_be());
+                if let Err(verdict) = service::reverse_nat_to_task(ctx, bytes) {
+                    return verdict;
+                }
                 overlay::deliver_local(endpoint.ifindex, PacketKind::OverlayDecap, bytes)
             }
+            Ok(None) => service::to_outside(ctx, bytes)
+                .unwrap_or_else(|| overlay::drop(DropReason::UnknownDestination, bytes)),
         },
         L3::Ipv6 | L3::Other => overlay::drop(DropReason::UnsupportedL3, bytes),
     }

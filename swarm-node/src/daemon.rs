@@ -6,6 +6,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use tokio::sync::watch;
@@ -32,6 +33,8 @@ pub struct DaemonConfig {
     pub data_path_port: u16,
     pub underlay_hook: UnderlayHookChoice,
     pub local_delivery: LocalDelivery,
+    /// How long a balanced flow may idle (established TCP excepted).
+    pub conntrack_idle_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,11 +88,12 @@ pub async fn run(
         let port = config.data_path_port;
         let choice = config.underlay_hook;
         let delivery = config.local_delivery;
+        let advertise_addr = config.advertise_addr;
         let dataplane_config = dataplane_config.clone();
         tokio::task::spawn_blocking(move || -> Result<_, DataplaneError> {
             let mut dataplane = Dataplane::load(&dataplane_config)?;
             let hook = dataplane.attach_underlay(&iface, choice)?;
-            dataplane.start_overlay(port, delivery)?;
+            dataplane.start_overlay(port, delivery, advertise_addr)?;
             Ok((dataplane, hook))
         })
         .await
@@ -123,6 +127,11 @@ pub async fn run(
         dataplane: Mutex::new(dataplane),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let expiry = tokio::spawn(expire_flows(
+        state.clone(),
+        config.conntrack_idle_timeout,
+        stop_rx.clone(),
+    ));
     tokio::select! {
         () = server.serve(state.clone(), stop_rx) => {}
         () = shutdown => {
@@ -131,6 +140,8 @@ pub async fn run(
         }
     }
     drop(server);
+    let _ = stop_tx.send(true);
+    let _ = expiry.await;
 
     // Handler tasks may still hold the state for a moment; the guard unpins regardless.
     if let Ok(state) = Arc::try_unwrap(state) {
@@ -188,8 +199,43 @@ impl Handler for DaemonState {
             Request::RemoteRemove { vni, ip } => dataplane
                 .remove_remote_endpoint(vni, ip)
                 .map(|()| Response::Done),
+            Request::Services => dataplane.services().map(Response::Services),
+            Request::ServiceCreate(spec) => dataplane.create_service(spec).map(|()| Response::Done),
+            Request::ServiceUpdate { name, add, remove } => dataplane
+                .update_service_backends(&name, &add, &remove)
+                .map(|()| Response::Done),
+            Request::ServiceRemove { name } => {
+                dataplane.remove_service(&name).map(|()| Response::Done)
+            }
         };
         result.unwrap_or_else(|err| Response::Error(err.to_string()))
+    }
+}
+
+/// Sweeps idle flows out of the connection table, and writes pending state,
+/// until `stop` turns true.
+async fn expire_flows(state: Arc<DaemonState>, idle: Duration, mut stop: watch::Receiver<bool>) {
+    // Often enough that a flow goes within a second or so of its timeout,
+    // and that state changes left pending reach the disk within a second.
+    let period = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.changed() => return,
+        }
+        let state = state.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            let mut dataplane = state.dataplane.lock().unwrap_or_else(|p| p.into_inner());
+            dataplane.flush_state()?;
+            dataplane.expire_flows(idle)
+        })
+        .await;
+        match swept {
+            Ok(Ok(0)) => {}
+            Ok(Ok(count)) => tracing::debug!(count, "idle flows expired"),
+            Ok(Err(err)) => warn!(error = %err, "expiring idle flows failed"),
+            Err(err) => warn!(error = %err, "flow expiry panicked"),
+        }
     }
 }
 

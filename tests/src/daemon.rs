@@ -149,6 +149,28 @@ impl Daemon {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Sends raw control-protocol requests (JSON, one per line) over one
+    /// connection, as the CLI would one by one; fails on the first error
+    /// answer. For programming thousands of objects in a test quickly.
+    pub fn requests(&self, requests: &[serde_json::Value]) -> anyhow::Result<()> {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let stream = std::os::unix::net::UnixStream::connect(&self.socket)?;
+        let mut writer = std::io::BufWriter::new(stream.try_clone()?);
+        let mut reader = BufReader::new(stream);
+        let mut answer = String::new();
+        for request in requests {
+            writeln!(writer, "{request}")?;
+            writer.flush()?;
+            answer.clear();
+            reader.read_line(&mut answer)?;
+            let response: serde_json::Value = serde_json::from_str(&answer)?;
+            if let Some(message) = response.get("Error") {
+                anyhow::bail!("{request} failed on {}: {message}", self.host);
+            }
+        }
+        Ok(())
+    }
+
     /// `swarm ... --format json`, one JSON object per line.
     pub fn swarm_json(&self, args: &[&str]) -> anyhow::Result<Vec<serde_json::Value>> {
         let mut full = args.to_vec();

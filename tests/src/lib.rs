@@ -11,6 +11,7 @@ mod netns;
 mod overlay;
 pub mod packets;
 mod raw;
+pub mod servers;
 mod topology;
 
 pub use daemon::{Daemon, swarm_bin};

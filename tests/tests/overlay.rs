@@ -388,10 +388,7 @@ fn bad_overlay_input_is_refused_with_a_clear_message_and_changes_nothing() {
         ],
         "is not a MAC address",
     );
-    fails(
-        &["dataplane", "network", "rm", "4096"],
-        "still has local endpoints",
-    );
+    fails(&["dataplane", "network", "rm", "4096"], "is still in use");
     fails(
         &["dataplane", "endpoint", "detach", "nope"],
         "no local endpoint \"nope\"",

@@ -11,8 +11,8 @@ use crate::{
     control::{self, Client, DEFAULT_CONTROL_SOCKET, DEFAULT_HOST, Request, Response},
     daemon::{self, DaemonConfig},
     dataplane::{
-        LocalDelivery, LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec, UnderlayHookChoice,
-        overlay::VXLAN_OVERHEAD,
+        LocalDelivery, LocalEndpointSpec, OverlayNetwork, PublishedPort, RemoteEndpointSpec,
+        ServiceSpec, UnderlayHookChoice, overlay::VXLAN_OVERHEAD,
     },
 };
 
@@ -78,6 +78,11 @@ pub struct DaemonArgs {
     /// measure `peer` against (see docs/dataplane.md).
     #[arg(long, value_enum, default_value_t = LocalDelivery::Peer)]
     pub local_delivery: LocalDelivery,
+    /// Seconds a balanced flow may idle before it is forgotten. Established
+    /// TCP connections are exempt: they stay however long they idle.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub conntrack_idle_timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +97,52 @@ pub enum DataplaneCommand {
     /// Low-level: connect tasks' namespaces, or teach where remote ones are.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
+    /// Services the load balancer holds: VIP, published ports, backends
+    /// (local ones too) and the connections it tracks.
+    Services(FormatArgs),
+    /// Low-level: install services (VIPs, published ports, backends) by hand.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Balance a VIP and/or published ports over backends on network VNI.
+    Create {
+        /// The service's name on this node.
+        name: String,
+        /// The overlay network the VIP and the backends are on.
+        #[arg(long)]
+        vni: u32,
+        /// Virtual IP in the network's subnet: any TCP/UDP port sent to it
+        /// from a task on the network is balanced (as Docker's VIPs are).
+        #[arg(long, value_name = "IP")]
+        vip: Option<Ipv4Addr>,
+        /// A backend's address on the network (repeat for each).
+        #[arg(long = "backend", value_name = "IP")]
+        backends: Vec<Ipv4Addr>,
+        /// Publish a port on every node (routing mesh), as Docker writes it:
+        /// PUBLISHED:TARGET[/udp], or published=P,target=T[,protocol=udp][,mode=host]
+        /// (host mode: only nodes running a backend answer, with their own).
+        #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+        published: Vec<PublishedPort>,
+    },
+    /// Add or remove backends; a removed backend's connections get a reset.
+    Update {
+        /// The service's name.
+        name: String,
+        /// Add this backend (repeat for each).
+        #[arg(long = "backend-add", value_name = "IP")]
+        add: Vec<Ipv4Addr>,
+        /// Remove this backend (repeat for each).
+        #[arg(long = "backend-rm", value_name = "IP")]
+        remove: Vec<Ipv4Addr>,
+    },
+    /// Remove a service: its VIP and ports stop answering, its flows are forgotten.
+    Rm {
+        /// The service's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +293,40 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             call(&cli.host, &request)?;
             Ok(())
         }
+        Command::Dataplane(DataplaneCommand::Services(args)) => {
+            let Response::Services(rows) = call(&cli.host, &Request::Services)? else {
+                anyhow::bail!("the daemon answered `dataplane services` with something else");
+            };
+            output::print_services(&rows, args.format)
+        }
+        Command::Dataplane(DataplaneCommand::Service(command)) => {
+            let request = match command {
+                ServiceCommand::Create {
+                    name,
+                    vni,
+                    vip,
+                    backends,
+                    published,
+                } => Request::ServiceCreate(ServiceSpec {
+                    name,
+                    vni,
+                    vip,
+                    backends,
+                    published,
+                }),
+                ServiceCommand::Update { name, add, remove } => {
+                    if add.is_empty() && remove.is_empty() {
+                        anyhow::bail!(
+                            "nothing to update: give --backend-add IP or --backend-rm IP"
+                        );
+                    }
+                    Request::ServiceUpdate { name, add, remove }
+                }
+                ServiceCommand::Rm { name } => Request::ServiceRemove { name },
+            };
+            call(&cli.host, &request)?;
+            Ok(())
+        }
         Command::Dataplane(DataplaneCommand::Endpoint(command)) => {
             let request = match command {
                 EndpointCommand::Attach { vni, netns, ip, id } => {
@@ -295,6 +380,7 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         data_path_port: args.data_path_port,
         underlay_hook: args.underlay_hook,
         local_delivery: args.local_delivery,
+        conntrack_idle_timeout: std::time::Duration::from_secs(args.conntrack_idle_timeout),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::Format;
 use crate::{
     control::DaemonInfo,
-    dataplane::{DataplaneStats, EndpointRow},
+    dataplane::{DataplaneStats, EndpointRow, ServiceRow},
 };
 
 pub fn print_stats(stats: &DataplaneStats, format: Format) -> anyhow::Result<()> {
@@ -75,6 +75,57 @@ pub fn print_endpoints(rows: &[EndpointRow], format: Format) -> anyhow::Result<(
                 })
                 .collect();
             write_table(&mut out, ["VNI", "IP", "MAC", "LOCATION", "VIA"], &table)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn print_services(rows: &[ServiceRow], format: Format) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    let join = |ips: &[std::net::Ipv4Addr]| {
+        ips.iter()
+            .map(|ip| ip.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match format {
+        Format::Json => {
+            for row in rows {
+                writeln!(out, "{}", serde_json::to_string(row)?)?;
+            }
+        }
+        Format::Table => {
+            let table: Vec<[String; 7]> = rows
+                .iter()
+                .map(|row| {
+                    [
+                        row.name.clone(),
+                        row.vni.to_string(),
+                        row.vip.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+                        if row.published.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            row.published.join(",")
+                        },
+                        join(&row.backends),
+                        join(&row.local_backends),
+                        row.connections.to_string(),
+                    ]
+                })
+                .collect();
+            write_table(
+                &mut out,
+                [
+                    "NAME",
+                    "VNI",
+                    "VIP",
+                    "PUBLISHED",
+                    "BACKENDS",
+                    "LOCAL",
+                    "CONNECTIONS",
+                ],
+                &table,
+            )?;
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataplane::{
     DataplaneStats, EndpointRow, LocalDelivery, LocalEndpointSpec, OverlayNetwork,
-    RemoteEndpointSpec, UnderlayHook,
+    RemoteEndpointSpec, ServiceRow, ServiceSpec, UnderlayHook,
 };
 
 pub use client::{Client, ClientError, parse_host};
@@ -40,6 +40,16 @@ pub enum Request {
         vni: u32,
         ip: std::net::Ipv4Addr,
     },
+    Services,
+    ServiceCreate(ServiceSpec),
+    ServiceUpdate {
+        name: String,
+        add: Vec<std::net::Ipv4Addr>,
+        remove: Vec<std::net::Ipv4Addr>,
+    },
+    ServiceRemove {
+        name: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -48,6 +58,7 @@ pub enum Response {
     DataplaneStats(DataplaneStats),
     Endpoints(Vec<EndpointRow>),
     Endpoint(EndpointRow),
+    Services(Vec<ServiceRow>),
     /// Done; nothing to report.
     Done,
     /// The request failed; the message says why and what to do.

@@ -5,6 +5,7 @@
 mod bpffs;
 mod netlink;
 pub mod overlay;
+mod services;
 mod stats;
 pub mod test_run;
 
@@ -32,6 +33,7 @@ pub use bpffs::{BPFFS_ROOT, BpffsError, SWARM_PIN_ROOT, remove_pin_dir};
 pub use netlink::NetlinkError;
 pub use overlay::{EndpointRow, LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec};
 
+pub use services::{Protocol, PublishMode, PublishedPort, ServiceRow, ServiceSpec};
 pub use stats::{CounterRow, DataplaneStats};
 
 /// The compiled eBPF object, built by build.rs (empty with SWARM_SKIP_EBPF=1).
@@ -85,9 +87,13 @@ pub enum DataplaneError {
     OverlayNotStarted,
     #[error("invalid network: {0}")]
     InvalidNetwork(String),
+    #[error("invalid service: {0}")]
+    InvalidService(String),
+    #[error("no service named {0:?} on this node (see `swarm dataplane services`)")]
+    NoSuchService(String),
     #[error("no overlay network with VNI {0} on this node; create it first")]
     NoSuchNetwork(u32),
-    #[error("network {vni} still has local endpoints ({ids}); detach them first")]
+    #[error("network {vni} is still in use ({ids}); detach or remove those first")]
     NetworkInUse { vni: u32, ids: String },
     #[error("{ip} is not in network {vni}'s subnet {subnet}/{prefix_len}")]
     OutsideSubnet {
@@ -291,7 +297,11 @@ pub struct Dataplane {
     tunnel: Option<Tunnel>,
     networks: HashMap<u32, OverlayNetwork>,
     local: HashMap<String, LocalEndpoint>,
+    services: services::Services,
+    underlay_ifindex: u32,
     state_file: Option<PathBuf>,
+    state_saved_at: Option<std::time::Instant>,
+    state_pending: bool,
 }
 
 struct Tunnel {
@@ -326,7 +336,11 @@ impl Dataplane {
             tunnel: None,
             networks: HashMap::new(),
             local: HashMap::new(),
+            services: services::Services::default(),
+            underlay_ifindex: 0,
             state_file: config.state_file.clone(),
+            state_saved_at: None,
+            state_pending: false,
         };
         dataplane
             .underlay_program()?
@@ -337,6 +351,7 @@ impl Dataplane {
             })?;
         for name in [
             program_names::UNDERLAY_TC,
+            program_names::MESH_TC,
             program_names::TASK_INGRESS,
             program_names::VXLAN_INGRESS,
         ] {
@@ -425,6 +440,12 @@ impl Dataplane {
             UnderlayHookChoice::XdpNative => self.attach_xdp(iface, true)?,
             UnderlayHookChoice::Auto => self.attach_xdp(iface, !is_veth(iface))?,
         };
+        if hook != UnderlayHook::Tc {
+            // The routing mesh rewrites and redirects skbs: TC, beside the XDP hook.
+            self.attach_tc(program_names::MESH_TC, iface)?;
+        }
+        self.underlay_ifindex = nix::net::if_::if_nametoindex(iface)
+            .map_err(|_| DataplaneError::NoSuchInterface(iface.to_owned()))?;
         info!(iface, hook = hook.label(), "underlay program attached");
         Ok(hook)
     }

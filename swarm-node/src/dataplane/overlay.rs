@@ -15,7 +15,9 @@ use swarm_common::{
 };
 use tracing::{info, warn};
 
-use super::{Dataplane, DataplaneError, LocalDelivery, LocalEndpoint, Tunnel, netlink};
+use super::{
+    Dataplane, DataplaneError, LocalDelivery, LocalEndpoint, ServiceSpec, Tunnel, netlink,
+};
 
 /// VXLAN overhead: outer Ethernet, IPv4, UDP and VXLAN headers.
 pub const VXLAN_OVERHEAD: u32 = 50;
@@ -82,6 +84,8 @@ pub struct EndpointRow {
 pub struct PersistedOverlay {
     pub networks: Vec<OverlayNetwork>,
     pub endpoints: Vec<PersistedEndpoint>,
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,6 +105,7 @@ impl Dataplane {
         &mut self,
         data_path_port: u16,
         delivery: LocalDelivery,
+        node_ip: Ipv4Addr,
     ) -> Result<(), DataplaneError> {
         let netlink = netlink::Netlink::open()?;
         let kept = self.read_state()?;
@@ -127,6 +132,8 @@ impl Dataplane {
                 NodeConfig {
                     vxlan_ifindex: ifindex,
                     local_delivery: delivery.map_value(),
+                    node_ip: u32::from_ne_bytes(node_ip.octets()),
+                    underlay_ifindex: self.underlay_ifindex,
                 },
                 0,
             )
@@ -181,6 +188,7 @@ impl Dataplane {
                 },
             );
         }
+        self.restore_services(kept.services)?;
         self.save_state()
     }
 
@@ -256,6 +264,7 @@ impl Dataplane {
         let state = PersistedOverlay {
             networks,
             endpoints,
+            services: self.services.specs(),
         };
         let bytes = serde_json::to_vec_pretty(&state).expect("plain data serializes");
         let tmp = path.with_extension("tmp");
@@ -318,7 +327,8 @@ impl Dataplane {
         let value = Network {
             gateway_ip: u32::from_ne_bytes(network.gateway.octets()),
             gateway_mac: gateway_mac(network.vni),
-            _pad: [0; 2],
+            flags: 0,
+            _pad: 0,
         };
         let name = map_names::NETWORKS;
         self.hash_map::<u32, Network>(name)?
@@ -331,6 +341,12 @@ impl Dataplane {
 
     /// Stops serving network `vni`: its remote endpoints go too.
     pub fn remove_network(&mut self, vni: u32) -> Result<(), DataplaneError> {
+        if let Some(service) = self.services.specs().iter().find(|s| s.vni == vni) {
+            return Err(DataplaneError::NetworkInUse {
+                vni,
+                ids: format!("service {}", service.name),
+            });
+        }
         if !self.networks.contains_key(&vni) {
             return Err(DataplaneError::NoSuchNetwork(vni));
         }
@@ -364,7 +380,7 @@ impl Dataplane {
         self.save_state()
     }
 
-    fn network(&self, vni: u32) -> Result<&OverlayNetwork, DataplaneError> {
+    pub(super) fn network(&self, vni: u32) -> Result<&OverlayNetwork, DataplaneError> {
         self.networks
             .get(&vni)
             .ok_or(DataplaneError::NoSuchNetwork(vni))
@@ -461,6 +477,7 @@ impl Dataplane {
                 link,
             },
         );
+        self.refresh_local_backends()?;
         self.save_state()?;
         Ok(EndpointRow {
             vni: spec.vni,
@@ -496,6 +513,7 @@ impl Dataplane {
             netlink.delete_link(index)?;
         }
         info!(id, vni = endpoint.vni, ip = %endpoint.ip, "endpoint detached");
+        self.refresh_local_backends()?;
         self.save_state()
     }
 

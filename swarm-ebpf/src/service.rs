@@ -1,0 +1,215 @@
+//! Service VIPs (DESIGN.md packet path 3) and the way back for balanced
+//! flows: a task's connection to a VIP gets a backend in turn, is DNATed and
+//! tracked; replies are rewritten back to the VIP (or, for the routing mesh,
+//! to the published port) before they are delivered.
+
+use aya_ebpf::{helpers::bpf_redirect, programs::TcContext};
+use swarm_common::{
+    overlay::Network,
+    service::{CT_FLAG_MESH, CT_FORWARD, CT_REPLY, CT_RETURN, CtEntry, Frontend},
+    stats::{DropReason, PacketKind},
+};
+
+use crate::{
+    conntrack, lb,
+    nat::{self, Flow, IP_DADDR_OFF, IP_SADDR_OFF, L4_SPORT_OFF},
+    overlay,
+    packet::ptr_at_mut,
+    parse::EthHdr,
+    reset, stats,
+};
+
+/// What became of a packet the service code looked at.
+pub enum Outcome {
+    /// Not a service's business, or rewritten: forward it as usual.
+    Forward,
+    /// Handled: return this verdict.
+    Done(i32),
+}
+
+/// A packet from the task behind `ifindex` on network `vni`: if it is for a
+/// VIP, it gets its flow's backend as destination (a new flow its backend
+/// first). TCP that cannot be served is answered with a reset into the task.
+#[inline(always)]
+pub fn from_task_to_vip(ctx: &TcContext, vni: u32, ifindex: u32, bytes: usize) -> Outcome {
+    let Some(daddr) = nat::ipv4_daddr(ctx) else {
+        return Outcome::Forward;
+    };
+    let Some(frontend) = lb::vip(vni, daddr) else {
+        return Outcome::Forward;
+    };
+    let flow = match nat::flow(ctx) {
+        Ok(flow) => flow,
+        Err(reason) => return Outcome::Done(overlay::drop(reason, bytes)),
+    };
+    let backend = match forward_entry(&flow, &frontend, vni, None) {
+        Ok(backend) => backend,
+        Err(reason) => return Outcome::Done(refuse(ctx, &flow, reason, ifindex, bytes)),
+    };
+    if let Err(reason) = nat::rewrite_addr(ctx, flow.protocol, IP_DADDR_OFF, daddr, backend) {
+        return Outcome::Done(overlay::drop(reason, bytes));
+    }
+    stats::count(PacketKind::ServiceDnat, bytes);
+    Outcome::Forward
+}
+
+/// Routing-mesh specifics of a new flow's reply entry: the client is
+/// outside, answered on interface `ifindex` with these MACs.
+pub struct MeshOrigin {
+    pub ifindex: u32,
+    pub client_mac: [u8; 6],
+    pub node_mac: [u8; 6],
+}
+
+/// The backend of `flow` through `frontend`: its tracked one, or for a new
+/// flow the next in turn, tracked in both directions. The destination port
+/// becomes the frontend's target port when it has one.
+#[inline(always)]
+pub fn forward_entry(
+    flow: &Flow,
+    frontend: &Frontend,
+    vni: u32,
+    mesh: Option<MeshOrigin>,
+) -> Result<u32, DropReason> {
+    let key = conntrack::key(flow, CT_FORWARD);
+    if let Some(entry) = conntrack::lookup(&key, flow) {
+        return Ok(entry.nat_ip);
+    }
+    if !flow.opens() {
+        // Mid-flow with no state: its backend was removed (or the entry
+        // evicted). A new backend would not know the connection either.
+        return Err(DropReason::FlowLost);
+    }
+    let backend = lb::pick(frontend).ok_or(DropReason::NoBackend)?;
+    let target_port = if frontend.target_port != 0 {
+        frontend.target_port
+    } else {
+        flow.dport
+    };
+    let forward = CtEntry {
+        nat_ip: backend,
+        nat_port: target_port,
+        flags: conntrack::next_flags(0, flow),
+        backend_set: frontend.backend_set,
+        vni,
+        ..CtEntry::default()
+    };
+    let mut reply = CtEntry {
+        nat_ip: flow.daddr,
+        nat_port: flow.dport,
+        backend_set: frontend.backend_set,
+        vni,
+        ..CtEntry::default()
+    };
+    if let Some(origin) = mesh {
+        reply.flags = CT_FLAG_MESH;
+        reply.ifindex = origin.ifindex;
+        reply.client_mac = origin.client_mac;
+        reply.node_mac = origin.node_mac;
+    }
+    conntrack::insert(&key, forward).map_err(|_| DropReason::ConntrackFull)?;
+    let reply_key = conntrack::reply_key(flow, backend, target_port, CT_REPLY);
+    conntrack::insert(&reply_key, reply).map_err(|_| DropReason::ConntrackFull)?;
+    stats::count(
+        if frontend.target_port != 0 {
+            PacketKind::MeshNewFlow
+        } else {
+            PacketKind::ServiceNewFlow
+        },
+        0,
+    );
+    Ok(backend)
+}
+
+/// A TCP packet that cannot be served becomes a reset sent back out of
+/// `ifindex`, the interface it came from (a task's veth: into the task; the
+/// underlay: to the client); anything else is dropped with `reason`.
+#[inline(always)]
+pub fn refuse(ctx: &TcContext, flow: &Flow, reason: DropReason, ifindex: u32, bytes: usize) -> i32 {
+    let verdict = overlay::drop(reason, bytes);
+    if !flow.is_tcp() || reset::reply_in_place(ctx).is_err() {
+        return verdict;
+    }
+    stats::count(PacketKind::ResetSent, bytes);
+    // SAFETY: plain helper call.
+    unsafe { bpf_redirect(ifindex, 0) as i32 }
+}
+
+/// A backend's reply about to be delivered to a local task: its source goes
+/// back to the VIP the task dialled. Other packets pass unchanged.
+#[inline(always)]
+pub fn reverse_nat_to_task(ctx: &TcContext, bytes: usize) -> Result<(), i32> {
+    let Ok(flow) = nat::flow(ctx) else {
+        return Ok(());
+    };
+    let Some(entry) = conntrack::lookup(&conntrack::key(&flow, CT_REPLY), &flow) else {
+        return Ok(());
+    };
+    if entry.flags & CT_FLAG_MESH != 0 {
+        return Ok(());
+    }
+    unreverse(ctx, &flow, &entry).map_err(|reason| overlay::drop(reason, bytes))?;
+    stats::count(PacketKind::ServiceReverseNat, bytes);
+    Ok(())
+}
+
+#[inline(always)]
+fn unreverse(ctx: &TcContext, flow: &Flow, entry: &CtEntry) -> Result<(), DropReason> {
+    nat::rewrite_addr(ctx, flow.protocol, IP_SADDR_OFF, flow.saddr, entry.nat_ip)?;
+    nat::rewrite_port(ctx, flow.protocol, L4_SPORT_OFF, flow.sport, entry.nat_port)
+}
+
+/// A packet on network `vni` for an address that is no endpoint: a
+/// backend's reply to a routing-mesh client. Sent out to the client when
+/// this node took the connection, or back through the tunnel to the node
+/// that did. `None` when it is neither.
+#[inline(always)]
+pub fn to_outside(ctx: &TcContext, bytes: usize) -> Option<i32> {
+    let flow = nat::flow(ctx).ok()?;
+    if let Some(entry) = conntrack::lookup(&conntrack::key(&flow, CT_REPLY), &flow) {
+        if entry.flags & CT_FLAG_MESH == 0 {
+            return None;
+        }
+        if let Err(reason) = unreverse(ctx, &flow, &entry) {
+            return Some(overlay::drop(reason, bytes));
+        }
+        let eth: *mut EthHdr = ptr_at_mut(ctx, 0)?;
+        // SAFETY: bounds-checked by ptr_at_mut.
+        unsafe {
+            (*eth).dst = entry.client_mac;
+            (*eth).src = entry.node_mac;
+        }
+        stats::count(PacketKind::MeshOut, bytes);
+        // SAFETY: plain helper call.
+        return Some(unsafe { bpf_redirect(entry.ifindex, 0) as i32 });
+    }
+    let entry = conntrack::lookup(&conntrack::key(&flow, CT_RETURN), &flow)?;
+    stats::count(PacketKind::MeshReturn, bytes);
+    Some(overlay::send_to_node(ctx, entry.vni, entry.nat_ip, bytes))
+}
+
+/// A decapsulated request from an outside client to a local backend on an
+/// ingress network: remember which node took it, for the reply.
+#[inline(always)]
+pub fn remember_return(ctx: &TcContext, network: &Network, vni: u32, node_ip: u32) {
+    if network.flags & swarm_common::overlay::NETWORK_INGRESS == 0 {
+        return;
+    }
+    let Ok(flow) = nat::flow(ctx) else {
+        return;
+    };
+    if overlay::endpoint(vni, flow.saddr).is_some() {
+        return;
+    }
+    let key = conntrack::reply_key(&flow, flow.daddr, flow.dport, CT_RETURN);
+    if conntrack::lookup(&key, &flow).is_some() {
+        return;
+    }
+    let entry = CtEntry {
+        nat_ip: node_ip,
+        vni,
+        ..CtEntry::default()
+    };
+    // A full table only costs this flow its replies; counted as such later.
+    let _ = conntrack::insert(&key, entry);
+}

@@ -1,0 +1,767 @@
+//! The load balancer's user-space half: services (a VIP and backends on an
+//! overlay network, published ports) written into the frontend and backend
+//! maps, host-mode ports kept to local backends, and the connection table's
+//! clean-up (idle flows, flows of removed backends).
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fmt,
+    net::Ipv4Addr,
+    str::FromStr,
+    time::Duration,
+};
+
+use aya::maps::{Array, MapData};
+use serde::{Deserialize, Serialize};
+use swarm_common::{
+    map_names,
+    overlay::{Endpoint, EndpointKey, NETWORK_INGRESS, Network},
+    service::{
+        BackendKey, CT_FLAG_CLOSING, CT_FLAG_ESTABLISHED, CT_FORWARD, CtEntry, CtKey,
+        FRONTEND_HOST_MODE, Frontend, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKEND_SETS, PublishedKey,
+        VipKey,
+    },
+};
+use tracing::info;
+
+use super::{Dataplane, DataplaneError};
+
+/// Flows that saw a FIN or RST go after this long idle (or the idle
+/// timeout, when shorter).
+const CLOSING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Service changes closer together than this share one write of the state file.
+const STATE_SAVE_INTERVAL: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => IPPROTO_TCP,
+            Protocol::Udp => IPPROTO_UDP,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// Docker's publish modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    /// The routing mesh: every node answers and balances over all backends.
+    Ingress,
+    /// Only nodes running a backend answer, with their own backends.
+    Host,
+}
+
+/// A published port, written as Docker's `--publish` takes it:
+/// `8080:80`, `8080:80/udp`, or `published=8080,target=80,protocol=udp,mode=host`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    pub protocol: Protocol,
+    pub published: u16,
+    pub target: u16,
+    pub mode: PublishMode,
+}
+
+impl fmt::Display for PublishedPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}/{}", self.published, self.target, self.protocol)?;
+        if self.mode == PublishMode::Host {
+            f.write_str(" (host)")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for PublishedPort {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let port = |value: &str, what: &str| -> Result<u16, String> {
+            match value.parse::<u16>() {
+                Ok(port) if port != 0 => Ok(port),
+                _ => Err(format!(
+                    "{what} port {value:?} is not a port number (1-65535)"
+                )),
+            }
+        };
+        let protocol = |value: &str| match value {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            other => Err(format!("protocol {other:?} is not tcp or udp")),
+        };
+        if text.contains('=') {
+            let (mut published, mut target) = (None, None);
+            let (mut proto, mut mode) = (Protocol::Tcp, PublishMode::Ingress);
+            for field in text.split(',') {
+                let (key, value) = field
+                    .split_once('=')
+                    .ok_or_else(|| format!("{field:?} is not key=value"))?;
+                match key {
+                    "published" => published = Some(port(value, "published")?),
+                    "target" => target = Some(port(value, "target")?),
+                    "protocol" => proto = protocol(value)?,
+                    "mode" => {
+                        mode = match value {
+                            "ingress" => PublishMode::Ingress,
+                            "host" => PublishMode::Host,
+                            other => return Err(format!("mode {other:?} is not ingress or host")),
+                        }
+                    }
+                    other => {
+                        return Err(format!(
+                            "unknown field {other:?} (use published, target, protocol, mode)"
+                        ));
+                    }
+                }
+            }
+            let target = target.ok_or("target=PORT is required")?;
+            return Ok(PublishedPort {
+                protocol: proto,
+                published: published.ok_or("published=PORT is required")?,
+                target,
+                mode,
+            });
+        }
+        let (ports, proto) = match text.split_once('/') {
+            Some((ports, proto)) => (ports, protocol(proto)?),
+            None => (text, Protocol::Tcp),
+        };
+        let (published, target) = ports
+            .split_once(':')
+            .ok_or_else(|| format!("{text:?} is not PUBLISHED:TARGET[/PROTOCOL]"))?;
+        Ok(PublishedPort {
+            protocol: proto,
+            published: port(published, "published")?,
+            target: port(target, "target")?,
+            mode: PublishMode::Ingress,
+        })
+    }
+}
+
+/// A service as the data plane needs it: on network `vni`, reachable at
+/// `vip` from tasks on that network and on its published ports from outside,
+/// balanced over `backends` (task addresses on the same network).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub vni: u32,
+    pub vip: Option<Ipv4Addr>,
+    pub backends: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub published: Vec<PublishedPort>,
+}
+
+/// One row of `swarm dataplane services`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceRow {
+    pub name: String,
+    #[serde(rename = "VNI")]
+    pub vni: u32,
+    #[serde(rename = "VIP")]
+    pub vip: Option<Ipv4Addr>,
+    pub published: Vec<String>,
+    pub backends: Vec<Ipv4Addr>,
+    /// Backends whose task runs on this node.
+    pub local_backends: Vec<Ipv4Addr>,
+    /// Flows this node balanced and still tracks.
+    pub connections: u64,
+}
+
+/// Services installed on this node.
+#[derive(Default)]
+pub struct Services {
+    installed: BTreeMap<String, Installed>,
+    free_sets: Vec<u32>,
+    next_set: u32,
+}
+
+struct Installed {
+    spec: ServiceSpec,
+    /// Every backend: for the VIP and ingress-mode ports.
+    all_set: u32,
+    /// This node's backends: for host-mode ports.
+    local_set: u32,
+    local_backends: Vec<Ipv4Addr>,
+}
+
+impl Services {
+    fn allocate_set(&mut self) -> Result<u32, DataplaneError> {
+        if let Some(set) = self.free_sets.pop() {
+            return Ok(set);
+        }
+        if self.next_set >= MAX_BACKEND_SETS {
+            return Err(DataplaneError::InvalidService(format!(
+                "this node holds the most services it can ({})",
+                MAX_BACKEND_SETS / 2
+            )));
+        }
+        self.next_set += 1;
+        Ok(self.next_set - 1)
+    }
+
+    pub fn specs(&self) -> Vec<ServiceSpec> {
+        self.installed.values().map(|s| s.spec.clone()).collect()
+    }
+}
+
+fn be(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+
+fn published_key(port: &PublishedPort) -> PublishedKey {
+    PublishedKey {
+        port: port.published.to_be(),
+        protocol: port.protocol.number(),
+        _pad: 0,
+    }
+}
+
+impl Dataplane {
+    /// Installs a service: its VIP, backends and published ports.
+    pub fn create_service(&mut self, spec: ServiceSpec) -> Result<(), DataplaneError> {
+        self.check_service(&spec)?;
+        let all_set = self.services.allocate_set()?;
+        let local_set = match self.services.allocate_set() {
+            Ok(set) => set,
+            Err(err) => {
+                self.services.free_sets.push(all_set);
+                return Err(err);
+            }
+        };
+        for set in [all_set, local_set] {
+            self.reset_turns(set)?;
+        }
+        let name = spec.name.clone();
+        self.services.installed.insert(
+            name.clone(),
+            Installed {
+                spec,
+                all_set,
+                local_set,
+                local_backends: Vec::new(),
+            },
+        );
+        let written = self.write_service(&name, 0);
+        if let Err(err) = written {
+            let _ = self.remove_service(&name);
+            return Err(err);
+        }
+        self.mark_ingress_networks()?;
+        let spec = &self.services.installed[&name].spec;
+        info!(
+            service = %name,
+            vni = spec.vni,
+            vip = ?spec.vip,
+            backends = spec.backends.len(),
+            published = spec.published.len(),
+            "service created"
+        );
+        self.save_state_soon()
+    }
+
+    /// Adds and removes backends. New connections never pick a removed
+    /// backend; its tracked flows are forgotten, so their next packet is
+    /// answered with a reset.
+    pub fn update_service_backends(
+        &mut self,
+        name: &str,
+        add: &[Ipv4Addr],
+        remove: &[Ipv4Addr],
+    ) -> Result<(), DataplaneError> {
+        let service = self
+            .services
+            .installed
+            .get(name)
+            .ok_or_else(|| DataplaneError::NoSuchService(name.to_owned()))?;
+        let mut backends = service.spec.backends.clone();
+        let old_len = backends.len() as u32;
+        for ip in remove {
+            if !backends.contains(ip) {
+                return Err(DataplaneError::InvalidService(format!(
+                    "{ip} is not a backend of {name}"
+                )));
+            }
+        }
+        backends.retain(|ip| !remove.contains(ip));
+        for ip in add {
+            if backends.contains(ip) {
+                return Err(DataplaneError::InvalidService(format!(
+                    "{ip} is already a backend of {name}"
+                )));
+            }
+            backends.push(*ip);
+        }
+        let mut candidate = service.spec.clone();
+        candidate.backends = backends;
+        self.check_backends(&candidate)?;
+        let sets = [service.all_set, service.local_set];
+        self.services
+            .installed
+            .get_mut(name)
+            .expect("checked above")
+            .spec = candidate;
+        self.write_service(name, old_len)?;
+        let gone: BTreeSet<u32> = remove.iter().map(|ip| be(*ip)).collect();
+        self.forget_flows(|key, entry| {
+            sets.contains(&entry.backend_set)
+                && if key.kind == CT_FORWARD {
+                    gone.contains(&entry.nat_ip)
+                } else {
+                    gone.contains(&key.saddr)
+                }
+        })?;
+        info!(service = %name, added = add.len(), removed = remove.len(), "service backends updated");
+        self.save_state_soon()
+    }
+
+    /// Removes a service and forgets its flows.
+    pub fn remove_service(&mut self, name: &str) -> Result<(), DataplaneError> {
+        let service = self
+            .services
+            .installed
+            .remove(name)
+            .ok_or_else(|| DataplaneError::NoSuchService(name.to_owned()))?;
+        if let Some(vip) = service.spec.vip {
+            let _ = self
+                .hash_map::<VipKey, Frontend>(map_names::VIPS)?
+                .remove(&VipKey {
+                    vni: service.spec.vni,
+                    vip: be(vip),
+                });
+        }
+        let mut published = self.hash_map::<PublishedKey, Frontend>(map_names::PUBLISHED)?;
+        for port in &service.spec.published {
+            let _ = published.remove(&published_key(port));
+        }
+        let slots = [
+            (service.all_set, service.spec.backends.len()),
+            (service.local_set, service.local_backends.len()),
+        ];
+        let mut backends = self.hash_map::<BackendKey, u32>(map_names::BACKENDS)?;
+        for (set, len) in slots {
+            for slot in 0..len as u32 {
+                let _ = backends.remove(&BackendKey {
+                    backend_set: set,
+                    slot,
+                });
+            }
+        }
+        let sets = [service.all_set, service.local_set];
+        self.forget_flows(|_, entry| sets.contains(&entry.backend_set))?;
+        self.services.free_sets.extend(sets);
+        self.mark_ingress_networks()?;
+        info!(service = %name, "service removed");
+        self.save_state_soon()
+    }
+
+    /// Every installed service, with what the maps hold for it.
+    pub fn services(&mut self) -> Result<Vec<ServiceRow>, DataplaneError> {
+        let mut flows: HashMap<u32, u64> = HashMap::new();
+        let conntrack = self.hash_map::<CtKey, CtEntry>(map_names::CONNTRACK)?;
+        for (key, entry) in conntrack.iter().filter_map(Result::ok) {
+            if key.kind == CT_FORWARD {
+                *flows.entry(entry.backend_set).or_default() += 1;
+            }
+        }
+        Ok(self
+            .services
+            .installed
+            .iter()
+            .map(|(name, s)| ServiceRow {
+                name: name.clone(),
+                vni: s.spec.vni,
+                vip: s.spec.vip,
+                published: s.spec.published.iter().map(|p| p.to_string()).collect(),
+                backends: s.spec.backends.clone(),
+                local_backends: s.local_backends.clone(),
+                connections: flows.get(&s.all_set).copied().unwrap_or(0)
+                    + flows.get(&s.local_set).copied().unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// Host-mode ports follow the tasks on this node: called whenever a
+    /// local endpoint comes or goes.
+    pub(super) fn refresh_local_backends(&mut self) -> Result<(), DataplaneError> {
+        let names: Vec<String> = self.services.installed.keys().cloned().collect();
+        for name in names {
+            let len = self.services.installed[&name].spec.backends.len() as u32;
+            self.write_service(&name, len)?;
+        }
+        Ok(())
+    }
+
+    /// Removes tracked flows idle for longer than `idle`, except established
+    /// TCP flows, which stay however long they idle (IPVS drops them after
+    /// 900 s; we do not). Closing flows go after 10 s at most. Returns how
+    /// many entries went.
+    pub fn expire_flows(&mut self, idle: Duration) -> Result<usize, DataplaneError> {
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| Duration::from(t).as_nanos() as u64)
+            .unwrap_or(0);
+        let closing = idle.min(CLOSING_TIMEOUT).as_nanos() as u64;
+        let idle = idle.as_nanos() as u64;
+        self.forget_flows(|key, entry| {
+            let idle_for = now.saturating_sub(entry.last_seen_ns);
+            if entry.flags & CT_FLAG_CLOSING != 0 {
+                idle_for > closing
+            } else if key.protocol == IPPROTO_TCP && entry.flags & CT_FLAG_ESTABLISHED != 0 {
+                false
+            } else {
+                idle_for > idle
+            }
+        })
+    }
+
+    fn forget_flows(
+        &mut self,
+        doomed: impl Fn(&CtKey, &CtEntry) -> bool,
+    ) -> Result<usize, DataplaneError> {
+        let mut conntrack = self.hash_map::<CtKey, CtEntry>(map_names::CONNTRACK)?;
+        let keys: Vec<CtKey> = conntrack
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, entry)| doomed(key, entry))
+            .map(|(key, _)| key)
+            .collect();
+        for key in &keys {
+            let _ = conntrack.remove(key);
+        }
+        Ok(keys.len())
+    }
+
+    fn check_service(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError> {
+        let invalid = |message: String| Err(DataplaneError::InvalidService(message));
+        if spec.name.is_empty() || spec.name.len() > 63 {
+            return invalid("a service name is 1 to 63 characters".into());
+        }
+        if self.services.installed.contains_key(&spec.name) {
+            return invalid(format!(
+                "service {:?} exists; remove it first or pick another name",
+                spec.name
+            ));
+        }
+        if spec.vip.is_none() && spec.published.is_empty() {
+            return invalid("give the service a --vip, a --publish, or both".into());
+        }
+        let network = self.network(spec.vni)?.clone();
+        if let Some(vip) = spec.vip {
+            if !network.contains(vip) || vip == network.gateway {
+                return invalid(format!(
+                    "VIP {vip} must be an address of network {}'s subnet {}/{} other than its gateway",
+                    spec.vni, network.subnet, network.prefix_len
+                ));
+            }
+            let key = EndpointKey {
+                vni: spec.vni,
+                ip: be(vip),
+            };
+            if self
+                .hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?
+                .get(&key, 0)
+                .is_ok()
+            {
+                return invalid(format!(
+                    "VIP {vip} is a task's address on network {}",
+                    spec.vni
+                ));
+            }
+            let taken = self
+                .services
+                .installed
+                .values()
+                .any(|s| s.spec.vni == spec.vni && s.spec.vip == Some(vip));
+            if taken {
+                return invalid(format!("VIP {vip} belongs to another service"));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for port in &spec.published {
+            if !seen.insert((port.protocol, port.published)) {
+                return invalid(format!(
+                    "port {}/{} is published twice",
+                    port.published, port.protocol
+                ));
+            }
+            let owner = self.services.installed.values().find(|s| {
+                s.spec
+                    .published
+                    .iter()
+                    .any(|p| p.protocol == port.protocol && p.published == port.published)
+            });
+            if let Some(owner) = owner {
+                return invalid(format!(
+                    "port {}/{} is already published by service {:?}",
+                    port.published, port.protocol, owner.spec.name
+                ));
+            }
+        }
+        self.check_backends(spec)
+    }
+
+    fn check_backends(&self, spec: &ServiceSpec) -> Result<(), DataplaneError> {
+        let network = self.network(spec.vni)?;
+        let mut seen = BTreeSet::new();
+        for ip in &spec.backends {
+            if !network.contains(*ip) {
+                return Err(DataplaneError::InvalidService(format!(
+                    "backend {ip} is not in network {}'s subnet {}/{}",
+                    spec.vni, network.subnet, network.prefix_len
+                )));
+            }
+            if !seen.insert(*ip) {
+                return Err(DataplaneError::InvalidService(format!(
+                    "backend {ip} is listed twice"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a service's backend slots and frontends. `old_len` is how many
+    /// slots its full set had, so surplus ones are removed after the
+    /// frontends stop counting them.
+    fn write_service(&mut self, name: &str, old_len: u32) -> Result<(), DataplaneError> {
+        let local: BTreeSet<u32> = {
+            let endpoints = self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?;
+            endpoints
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(_, e)| e.ifindex != 0)
+                .map(|(k, _)| k.ip)
+                .collect()
+        };
+        let service = self.services.installed.get_mut(name).expect("installed");
+        let spec = service.spec.clone();
+        let local_backends: Vec<Ipv4Addr> = spec
+            .backends
+            .iter()
+            .copied()
+            .filter(|ip| local.contains(&be(*ip)))
+            .collect();
+        let old_local_len = service.local_backends.len() as u32;
+        service.local_backends = local_backends.clone();
+        let (all_set, local_set) = (service.all_set, service.local_set);
+
+        let mut backends = self.hash_map::<BackendKey, u32>(map_names::BACKENDS)?;
+        for (set, list) in [(all_set, &spec.backends), (local_set, &local_backends)] {
+            for (slot, ip) in list.iter().enumerate() {
+                let key = BackendKey {
+                    backend_set: set,
+                    slot: slot as u32,
+                };
+                backends
+                    .insert(key, be(*ip), 0)
+                    .map_err(|source| DataplaneError::MapWrite {
+                        name: map_names::BACKENDS,
+                        source,
+                    })?;
+            }
+        }
+
+        let frontend = |set: u32, count: usize, target: u16, flags: u8| Frontend {
+            backend_set: set,
+            backend_count: count as u32,
+            vni: spec.vni,
+            target_port: target.to_be(),
+            flags,
+            _pad: 0,
+        };
+        if let Some(vip) = spec.vip {
+            let key = VipKey {
+                vni: spec.vni,
+                vip: be(vip),
+            };
+            self.hash_map::<VipKey, Frontend>(map_names::VIPS)?
+                .insert(key, frontend(all_set, spec.backends.len(), 0, 0), 0)
+                .map_err(|source| DataplaneError::MapWrite {
+                    name: map_names::VIPS,
+                    source,
+                })?;
+        }
+        let mut published = self.hash_map::<PublishedKey, Frontend>(map_names::PUBLISHED)?;
+        for port in &spec.published {
+            let key = published_key(port);
+            let value = match port.mode {
+                PublishMode::Ingress => frontend(all_set, spec.backends.len(), port.target, 0),
+                // No local task: the port is not ours to answer on this node.
+                PublishMode::Host if local_backends.is_empty() => {
+                    let _ = published.remove(&key);
+                    continue;
+                }
+                PublishMode::Host => frontend(
+                    local_set,
+                    local_backends.len(),
+                    port.target,
+                    FRONTEND_HOST_MODE,
+                ),
+            };
+            published
+                .insert(key, value, 0)
+                .map_err(|source| DataplaneError::MapWrite {
+                    name: map_names::PUBLISHED,
+                    source,
+                })?;
+        }
+
+        let mut backends = self.hash_map::<BackendKey, u32>(map_names::BACKENDS)?;
+        for (set, from, to) in [
+            (all_set, spec.backends.len() as u32, old_len),
+            (local_set, local_backends.len() as u32, old_local_len),
+        ] {
+            for slot in from..to {
+                let _ = backends.remove(&BackendKey {
+                    backend_set: set,
+                    slot,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a backend set's round robin at its first slot.
+    fn reset_turns(&mut self, set: u32) -> Result<(), DataplaneError> {
+        let name = map_names::ROUND_ROBIN;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::Missing { kind: "map", name })?;
+        let mut turns: Array<&mut MapData, u32> =
+            Array::try_from(map).map_err(|source| DataplaneError::Map { name, source })?;
+        turns
+            .set(set, 0, 0)
+            .map_err(|source| DataplaneError::MapWrite { name, source })
+    }
+
+    /// Networks published ports balance onto are flagged, so the nodes with
+    /// their backends remember which node took each outside connection.
+    fn mark_ingress_networks(&mut self) -> Result<(), DataplaneError> {
+        let ingress: BTreeSet<u32> = self
+            .services
+            .installed
+            .values()
+            .filter(|s| !s.spec.published.is_empty())
+            .map(|s| s.spec.vni)
+            .collect();
+        let mut networks = self.hash_map::<u32, Network>(map_names::NETWORKS)?;
+        let current: Vec<(u32, Network)> = networks.iter().filter_map(Result::ok).collect();
+        for (vni, mut network) in current {
+            let flags = if ingress.contains(&vni) {
+                network.flags | NETWORK_INGRESS
+            } else {
+                network.flags & !NETWORK_INGRESS
+            };
+            if flags != network.flags {
+                network.flags = flags;
+                networks
+                    .insert(vni, network, 0)
+                    .map_err(|source| DataplaneError::MapWrite {
+                        name: map_names::NETWORKS,
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the state now, or within [`STATE_SAVE_INTERVAL`] when it was
+    /// just written: installing thousands of services one by one must not
+    /// rewrite the whole file thousands of times. [`Dataplane::flush_state`]
+    /// writes what is pending.
+    fn save_state_soon(&mut self) -> Result<(), DataplaneError> {
+        if self
+            .state_saved_at
+            .is_some_and(|at| at.elapsed() < STATE_SAVE_INTERVAL)
+        {
+            self.state_pending = true;
+            return Ok(());
+        }
+        self.save_state()?;
+        self.state_saved_at = Some(std::time::Instant::now());
+        self.state_pending = false;
+        Ok(())
+    }
+
+    /// Writes state a recent change left pending.
+    pub fn flush_state(&mut self) -> Result<(), DataplaneError> {
+        if !self.state_pending {
+            return Ok(());
+        }
+        self.state_saved_at = None;
+        self.save_state_soon()
+    }
+
+    /// Re-installs the services a previous run recorded.
+    pub(super) fn restore_services(
+        &mut self,
+        specs: Vec<ServiceSpec>,
+    ) -> Result<(), DataplaneError> {
+        for spec in specs {
+            let name = spec.name.clone();
+            if let Err(err) = self.create_service(spec) {
+                tracing::warn!(service = %name, error = %err, "recorded service not restored");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_specs_parse_like_docker() {
+        let short: PublishedPort = "8080:80".parse().unwrap();
+        assert_eq!(
+            short,
+            PublishedPort {
+                protocol: Protocol::Tcp,
+                published: 8080,
+                target: 80,
+                mode: PublishMode::Ingress
+            }
+        );
+        let udp: PublishedPort = "5353:53/udp".parse().unwrap();
+        assert_eq!(udp.protocol, Protocol::Udp);
+        let long: PublishedPort = "mode=host,published=9000,target=90,protocol=udp"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            long,
+            PublishedPort {
+                protocol: Protocol::Udp,
+                published: 9000,
+                target: 90,
+                mode: PublishMode::Host
+            }
+        );
+        for bad in [
+            "8080",
+            "0:80",
+            "8080:80/sctp",
+            "published=1",
+            "mode=x,published=1,target=2",
+            "a:b",
+        ] {
+            assert!(bad.parse::<PublishedPort>().is_err(), "{bad} parsed");
+        }
+    }
+}
