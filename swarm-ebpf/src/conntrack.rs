@@ -69,6 +69,12 @@ pub fn insert(key: &CtKey, mut entry: CtEntry) -> Result<(), ()> {
     CONNTRACK.insert(key, &entry, 0).map_err(|_| ())
 }
 
+/// Forgets `key`'s entry, if there is one.
+#[inline(always)]
+pub fn remove(key: &CtKey) {
+    let _ = CONNTRACK.remove(key);
+}
+
 /// Flag transitions: an ACK without FIN/RST establishes a TCP flow (the
 /// SYN-ACK does for the reply direction), FIN or RST starts its close.
 #[inline(always)]

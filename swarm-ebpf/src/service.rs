@@ -6,7 +6,7 @@
 use aya_ebpf::{helpers::bpf_redirect, programs::TcContext};
 use swarm_common::{
     overlay::Network,
-    service::{CT_FLAG_MESH, CT_FORWARD, CT_REPLY, CT_RETURN, CtEntry, Frontend},
+    service::{CT_FLAG_CLOSING, CT_FLAG_MESH, CT_FORWARD, CT_REPLY, CT_RETURN, CtEntry, Frontend},
     stats::{DropReason, PacketKind},
 };
 
@@ -73,7 +73,11 @@ pub fn forward_entry(
 ) -> Result<u32, DropReason> {
     let key = conntrack::key(flow, CT_FORWARD);
     if let Some(entry) = conntrack::lookup(&key, flow) {
-        return Ok(entry.nat_ip);
+        // A SYN on a closing flow is a new connection from a reused port:
+        // it gets a backend (and reply entries) of its own.
+        if !(flow.opens() && flow.is_tcp() && entry.flags & CT_FLAG_CLOSING != 0) {
+            return Ok(entry.nat_ip);
+        }
     }
     if !flow.opens() {
         // Mid-flow with no state: its backend was removed (or the entry
@@ -189,7 +193,9 @@ pub fn to_outside(ctx: &TcContext, bytes: usize) -> Option<i32> {
 }
 
 /// A decapsulated request from an outside client to a local backend on an
-/// ingress network: remember which node took it, for the reply.
+/// ingress network: remember which node took it, for the reply. The flow
+/// belongs to that node from now on, even if this node answered an earlier
+/// flow with the same addresses and ports itself (a reused client port).
 #[inline(always)]
 pub fn remember_return(ctx: &TcContext, network: &Network, vni: u32, node_ip: u32) {
     if network.flags & swarm_common::overlay::NETWORK_INGRESS == 0 {
@@ -202,14 +208,17 @@ pub fn remember_return(ctx: &TcContext, network: &Network, vni: u32, node_ip: u3
         return;
     }
     let key = conntrack::reply_key(&flow, flow.daddr, flow.dport, CT_RETURN);
-    if conntrack::lookup(&key, &flow).is_some() {
+    if conntrack::lookup(&key, &flow).is_some_and(|entry| entry.nat_ip == node_ip) {
         return;
     }
+    conntrack::remove(&conntrack::reply_key(
+        &flow, flow.daddr, flow.dport, CT_REPLY,
+    ));
     let entry = CtEntry {
         nat_ip: node_ip,
         vni,
         ..CtEntry::default()
     };
-    // A full table only costs this flow its replies; counted as such later.
+    // A full table only costs this flow its replies.
     let _ = conntrack::insert(&key, entry);
 }

@@ -76,7 +76,9 @@ fn serve_tcp(
         match listener.accept() {
             Ok((conn, peer)) => {
                 let (stop, name) = (stop.clone(), name.to_owned());
-                connections.push(thread::spawn(move || answer_lines(conn, peer, &name, &stop)));
+                connections.push(thread::spawn(move || {
+                    answer_lines(conn, peer, &name, &stop)
+                }));
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(POLL),
             Err(e) => return Err(e.into()),

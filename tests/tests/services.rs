@@ -61,9 +61,24 @@ impl Cluster {
             _servers: servers,
         };
         cluster.on_every_node(&[
-            "dataplane", "service", "create", "web", "--vni", "4096", "--vip", "10.0.1.100",
-            "--backend", "10.0.1.11", "--backend", "10.0.1.12", "--backend", "10.0.1.13",
-            "-p", "8080:80", "-p", "8080:80/udp",
+            "dataplane",
+            "service",
+            "create",
+            "web",
+            "--vni",
+            "4096",
+            "--vip",
+            "10.0.1.100",
+            "--backend",
+            "10.0.1.11",
+            "--backend",
+            "10.0.1.12",
+            "--backend",
+            "10.0.1.13",
+            "-p",
+            "8080:80",
+            "-p",
+            "8080:80/udp",
         ]);
         cluster
     }
@@ -235,7 +250,12 @@ fn a_removed_backend_gets_no_new_connections_and_its_open_ones_are_reset() {
         mesh = Conversation::open(cluster.client(), cluster.node(2, PUBLISHED)).unwrap();
     }
     cluster.on_every_node(&[
-        "dataplane", "service", "update", "web", "--backend-rm", &doomed_ip,
+        "dataplane",
+        "service",
+        "update",
+        "web",
+        "--backend-rm",
+        &doomed_ip,
     ]);
 
     for (name, conversation) in [("VIP", &mut conversation), ("mesh", &mut mesh)] {
@@ -254,22 +274,48 @@ fn a_removed_backend_gets_no_new_connections_and_its_open_ones_are_reset() {
     }
     let backends = &cluster.services(0)["web"]["Backends"];
     assert_eq!(backends.as_array().unwrap().len(), 2, "{backends}");
-    assert!(cluster.topology.daemon(0).counter("packet", "reset-sent").unwrap() >= 1);
+    assert!(
+        cluster
+            .topology
+            .daemon(0)
+            .counter("packet", "reset-sent")
+            .unwrap()
+            >= 1
+    );
 }
 
 #[test]
 fn a_service_without_backends_refuses_at_once() {
     let cluster = Cluster::new(&[]);
     cluster.on_every_node(&[
-        "dataplane", "service", "create", "empty", "--vni", "4096", "--vip", "10.0.1.101",
-        "-p", "8181:80",
+        "dataplane",
+        "service",
+        "create",
+        "empty",
+        "--vni",
+        "4096",
+        "--vip",
+        "10.0.1.101",
+        "-p",
+        "8181:80",
     ]);
     let started = std::time::Instant::now();
-    let from_task = tcp_ask(cluster.netns("c1"), SocketAddr::from(([10, 0, 1, 101], PORT)))
-        .unwrap_err();
-    assert_eq!(from_task.kind(), ErrorKind::ConnectionRefused, "{from_task}");
+    let from_task = tcp_ask(
+        cluster.netns("c1"),
+        SocketAddr::from(([10, 0, 1, 101], PORT)),
+    )
+    .unwrap_err();
+    assert_eq!(
+        from_task.kind(),
+        ErrorKind::ConnectionRefused,
+        "{from_task}"
+    );
     let from_outside = tcp_ask(cluster.client(), cluster.node(1, 8181)).unwrap_err();
-    assert_eq!(from_outside.kind(), ErrorKind::ConnectionRefused, "{from_outside}");
+    assert_eq!(
+        from_outside.kind(),
+        ErrorKind::ConnectionRefused,
+        "{from_outside}"
+    );
     // Refused, not timed out (the connect timeout is 2 s each).
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(
@@ -286,8 +332,16 @@ fn a_service_without_backends_refuses_at_once() {
 fn host_mode_ports_answer_only_where_a_task_runs() {
     let cluster = Cluster::new(&[]);
     cluster.on_every_node(&[
-        "dataplane", "service", "create", "direct", "--vni", "4096", "--backend", "10.0.1.12",
-        "-p", "mode=host,published=9090,target=80",
+        "dataplane",
+        "service",
+        "create",
+        "direct",
+        "--vni",
+        "4096",
+        "--backend",
+        "10.0.1.12",
+        "-p",
+        "mode=host,published=9090,target=80",
     ]);
     for _ in 0..3 {
         let answer = tcp_ask(cluster.client(), cluster.node(1, 9090)).unwrap();
@@ -296,7 +350,12 @@ fn host_mode_ports_answer_only_where_a_task_runs() {
     }
     for host in [0, 2] {
         let err = tcp_ask(cluster.client(), cluster.node(host, 9090)).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "node {}", host + 1);
+        assert_eq!(
+            err.kind(),
+            ErrorKind::ConnectionRefused,
+            "node {}",
+            host + 1
+        );
     }
     assert_eq!(
         cluster.services(1)["direct"]["LocalBackends"],
@@ -345,4 +404,62 @@ fn ten_thousand_services_are_programmed_and_the_first_and_last_still_answer() {
         assert_eq!(answer.server, "backend");
         assert_eq!(answer.peer.ip(), tasks[1].ip);
     }
+}
+
+#[test]
+fn malformed_packets_to_a_published_port_are_dropped_and_counted() {
+    use swarm_tests::{Host, in_netns, packets::*, send_raw_frames};
+
+    let cluster = Cluster::new(&[]);
+    let host = &cluster.topology.hosts[0];
+    let (host_mac, client_mac) = (host.mac().unwrap(), cluster.topology.client.mac().unwrap());
+    let addressed = |mut frame: Vec<u8>| {
+        frame[..6].copy_from_slice(&host_mac);
+        frame[6..12].copy_from_slice(&client_mac);
+        frame
+    };
+    let syn = addressed(ipv4_frame(PROTO_TCP, &tcp(40000, PUBLISHED, b"")));
+    let mut bad_offset = syn.clone();
+    bad_offset[L4_OFFSET + 12] = 2 << 4;
+    // The IP header says 28 bytes: 8 of TCP, cut short.
+    let mut truncated = syn[..L4_OFFSET + 8].to_vec();
+    truncated[L3_OFFSET + 2..L3_OFFSET + 4].copy_from_slice(&28u16.to_be_bytes());
+    fix_ipv4_checksum(&mut truncated, L3_OFFSET);
+    let mut bad_udp = addressed(ipv4_frame(PROTO_UDP, &udp(40000, PUBLISHED, b"hello")));
+    bad_udp[L4_OFFSET + 4..L4_OFFSET + 6].copy_from_slice(&400u16.to_be_bytes());
+    let frames: Vec<Vec<u8>> = std::iter::repeat_n(bad_offset, 3)
+        .chain(std::iter::repeat_n(truncated, 2))
+        .chain(std::iter::repeat_n(bad_udp, 4))
+        .collect();
+    in_netns(cluster.client(), move || {
+        send_raw_frames(Host::UNDERLAY_IFACE, &frames)?;
+        Ok(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let daemon = cluster.topology.daemon(0);
+    assert_eq!(daemon.counter("drop", "tcp-bad-header-length").unwrap(), 3);
+    assert_eq!(daemon.counter("drop", "tcp-truncated").unwrap(), 2);
+    assert_eq!(daemon.counter("drop", "udp-bad-length").unwrap(), 4);
+    assert_eq!(daemon.counter("packet", "mesh-new-flow").unwrap(), 0);
+    assert_eq!(cluster.services(0)["web"]["Connections"], 0);
+    // The port still serves well-formed requests.
+    let answer = tcp_ask(cluster.client(), cluster.node(0, PUBLISHED)).unwrap();
+    assert_eq!(answer.peer.ip(), cluster.client_ip());
+}
+
+#[test]
+fn services_and_their_flows_survive_a_daemon_crash() {
+    let mut cluster = Cluster::new(&[]);
+    let mut conversation = Conversation::open(cluster.netns("c1"), vip(PORT)).unwrap();
+    let before = conversation.ask().unwrap();
+    cluster.topology.daemon_mut(0).kill().unwrap();
+    cluster.topology.start_daemon(0).unwrap();
+    assert_eq!(conversation.ask().unwrap(), before);
+    let web = &cluster.services(0)["web"];
+    assert_eq!(web["VIP"], "10.0.1.100");
+    assert_eq!(web["Backends"].as_array().unwrap().len(), 3);
+    let answer = tcp_ask(cluster.client(), cluster.node(0, PUBLISHED)).unwrap();
+    assert_eq!(answer.peer.ip(), cluster.client_ip());
 }

@@ -21,9 +21,11 @@ use swarm_tests::{Netns, Topology, TopologyOptions, in_netns, spawn_in_netns};
 
 use crate::process::output;
 
-const IPERF_PORT: &str = "5201";
+const IPERF_PORT: u16 = 5201;
 const RR_PORT: u16 = 5300;
 const CPS_PORT: u16 = 5301;
+/// Published port = server port + this, for the routing-mesh paths.
+const MESH_PORT_SHIFT: u16 = 10_000;
 const RR_WARMUP: usize = 2_000;
 const RR_SAMPLES: usize = 20_000;
 /// Docker's overlay: VNI from 4096, MTU 1450 inside containers.
@@ -37,6 +39,27 @@ struct BenchPath {
     client: String,
     server: String,
     server_addr: Ipv4Addr,
+    /// Added to every port the client dials (the servers listen on the
+    /// plain ones): the routing mesh publishes them shifted, so the hosts'
+    /// own ports stay theirs.
+    port_shift: u16,
+}
+
+#[derive(Clone, Copy)]
+enum Figure {
+    Tcp,
+    RrP50,
+    Cps,
+}
+
+impl Figure {
+    fn of(self, figures: &Figures) -> f64 {
+        match self {
+            Figure::Tcp => figures.tcp_gbps,
+            Figure::RrP50 => figures.rr_p50_us,
+            Figure::Cps => figures.tcp_cps,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -84,16 +107,20 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
     // Hosts 1-2 carry the underlay and kernel baselines; the others run swarm
     // daemons (their VXLAN device and the kernel baseline's cannot share UDP
     // 4789 in one namespace), all on the one underlay bridge: hosts 3-4 with
-    // the default underlay hook, 5-6 with it on TC, 7-8 with it on TC and
-    // local delivery by plain `bpf_redirect` instead of `bpf_redirect_peer`.
-    let mut topology = Topology::new(&TopologyOptions::new("swbench", 8))?;
+    // the default underlay hook, 5-6 with it on TC (and a service with a VIP
+    // and published ports in front of the task on host 6), 7-8 with it on TC
+    // and local delivery by plain `bpf_redirect` instead of
+    // `bpf_redirect_peer`, 9-10 on TC with the same service among 10,000.
+    let mut topology = Topology::new(&TopologyOptions::new("swbench", 10))?;
     let overlay = KernelOverlay::build(&topology, 0, 1)?;
+    overlay.add_dnat_vip()?;
     let tc_hook = args(&["--underlay-hook", "tc"]);
     let tc_redirect = args(&["--underlay-hook", "tc", "--local-delivery", "redirect"]);
     for (hosts, daemon_args) in [
         ([2, 3], &args(&[])),
         ([4, 5], &tc_hook),
         ([6, 7], &tc_redirect),
+        ([8, 9], &tc_hook),
     ] {
         for host in hosts {
             topology.start_daemon_with(host, daemon_args)?;
@@ -105,6 +132,9 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
     // Two tasks on one node: the same-node path, with each delivery helper.
     let local_peer = SwarmOverlay::build(&mut topology, 4097, [4, 4])?;
     let local_redirect = SwarmOverlay::build(&mut topology, 4097, [6, 6])?;
+    let crowded = SwarmOverlay::build(&mut topology, 4098, [8, 9])?;
+    swarm_tc.add_service(&topology, [4, 5], 0)?;
+    crowded.add_service(&topology, [8, 9], 9_999)?;
     let paths = [
         BenchPath {
             key: "underlay",
@@ -112,6 +142,7 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
             client: topology.hosts[0].netns.name().to_owned(),
             server: topology.hosts[1].netns.name().to_owned(),
             server_addr: topology.hosts[1].addr,
+            port_shift: 0,
         },
         BenchPath {
             key: "kernel_vxlan",
@@ -119,6 +150,7 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
             client: overlay.containers[0].name().to_owned(),
             server: overlay.containers[1].name().to_owned(),
             server_addr: overlay.addrs[1],
+            port_shift: 0,
         },
         swarm.path("ebpf_vxlan", "swarm eBPF overlay (task -> task)"),
         swarm_tc.path(
@@ -135,6 +167,7 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
             client: topology.hosts[2].netns.name().to_owned(),
             server: topology.hosts[3].netns.name().to_owned(),
             server_addr: topology.hosts[3].addr,
+            port_shift: 0,
         },
         BenchPath {
             key: "underlay_tc",
@@ -142,6 +175,7 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
             client: topology.hosts[4].netns.name().to_owned(),
             server: topology.hosts[5].netns.name().to_owned(),
             server_addr: topology.hosts[5].addr,
+            port_shift: 0,
         },
         local_peer.path(
             "ebpf_same_node_peer",
@@ -151,6 +185,34 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
             "ebpf_same_node_redirect",
             "swarm same-node task -> task, bpf_redirect",
         ),
+        BenchPath {
+            key: "kernel_dnat",
+            label: "kernel vxlan + nftables DNAT to a VIP",
+            client: overlay.containers[2].name().to_owned(),
+            server: overlay.containers[1].name().to_owned(),
+            server_addr: KernelOverlay::DNAT_VIP,
+            port_shift: 0,
+        },
+        swarm_tc.vip_path("ebpf_vip", "swarm VIP (1 service) -> remote task"),
+        crowded.vip_path("ebpf_vip_10k", "swarm VIP among 10,000 services"),
+        BenchPath {
+            key: "mesh_local",
+            label: "routing mesh via the task's node",
+            client: topology.client.netns.name().to_owned(),
+            server: swarm_tc.tasks[1].clone(),
+            server_addr: topology.hosts[5].addr,
+            port_shift: MESH_PORT_SHIFT,
+        },
+        BenchPath {
+            key: "mesh_remote",
+            label: "routing mesh via a node without the task",
+            // Another outside client: one reusing its ports against two
+            // nodes in front of one backend meets its own TIME_WAITs there.
+            client: topology.hosts[0].netns.name().to_owned(),
+            server: swarm_tc.tasks[1].clone(),
+            server_addr: topology.hosts[4].addr,
+            port_shift: MESH_PORT_SHIFT,
+        },
     ];
 
     // Paths take turns, round after round, and each figure is the median over
@@ -217,7 +279,67 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
         }
     }
 
+    let figures_of = |key: &str| {
+        paths
+            .iter()
+            .position(|p| p.key == key)
+            .map(|i| &results[i])
+            .expect("bench path exists")
+    };
+    let service_ratios = [
+        (
+            "ebpf_vip_vs_direct_cps",
+            "ebpf_vip",
+            "ebpf_vxlan_tc_underlay",
+            Figure::Cps,
+        ),
+        (
+            "ebpf_vip_vs_direct_rr_p50",
+            "ebpf_vip",
+            "ebpf_vxlan_tc_underlay",
+            Figure::RrP50,
+        ),
+        (
+            "ebpf_vip_10k_vs_1_cps",
+            "ebpf_vip_10k",
+            "ebpf_vip",
+            Figure::Cps,
+        ),
+        (
+            "ebpf_vip_vs_kernel_dnat_cps",
+            "ebpf_vip",
+            "kernel_dnat",
+            Figure::Cps,
+        ),
+        (
+            "kernel_dnat_vs_direct_cps",
+            "kernel_dnat",
+            "kernel_vxlan",
+            Figure::Cps,
+        ),
+        (
+            "mesh_remote_vs_local_tcp",
+            "mesh_remote",
+            "mesh_local",
+            Figure::Tcp,
+        ),
+        (
+            "mesh_remote_vs_local_cps",
+            "mesh_remote",
+            "mesh_local",
+            Figure::Cps,
+        ),
+    ];
+    for (name, ours, base, figure) in service_ratios {
+        let ratio = figure.of(figures_of(ours)) / figure.of(figures_of(base));
+        metrics.insert(name.into(), json!(round(ratio, 3)));
+    }
+
     print_table(&paths, &results, &metrics);
+    println!("service ratios:");
+    for (name, ..) in service_ratios {
+        println!("  {name:<32} {}", metrics[name]);
+    }
     if let Some(path) = json_path {
         let text = serde_json::to_string_pretty(&Value::Object(metrics))?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
@@ -283,7 +405,7 @@ fn measure(path: &BenchPath, seconds: u32) -> anyhow::Result<Figures> {
     let _iperf = KillOnDrop(
         server_ns
             .command("iperf3")?
-            .args(["-s", "-p", IPERF_PORT])
+            .args(["-s", "-p", &IPERF_PORT.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -300,7 +422,7 @@ fn measure(path: &BenchPath, seconds: u32) -> anyhow::Result<Figures> {
                     "-c",
                     &addr,
                     "-p",
-                    IPERF_PORT,
+                    &(IPERF_PORT + path.port_shift).to_string(),
                     "-t",
                     &seconds.to_string(),
                     "-P",
@@ -351,10 +473,12 @@ fn request_response(path: &BenchPath) -> anyhow::Result<(f64, f64)> {
         Ok(())
     });
     ready_rx.recv_timeout(Duration::from_secs(5))?;
-    let target = SocketAddr::from((path.server_addr, RR_PORT));
+    let target = SocketAddr::from((path.server_addr, RR_PORT + path.port_shift));
     let mut samples = in_netns(&path.client, move || {
         let mut conn = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
         conn.set_nodelay(true)?;
+        // A path that stops carrying data fails the bench instead of hanging it.
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut byte = [1u8; 1];
         let mut samples = Vec::with_capacity(RR_SAMPLES);
         for i in 0..RR_WARMUP + RR_SAMPLES {
@@ -380,19 +504,24 @@ fn connections_per_second(path: &BenchPath, seconds: u32) -> anyhow::Result<f64>
     let (ready_tx, ready_rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     let server_stop = stop.clone();
+    let (done_tx, server_done) = mpsc::channel();
     let server = spawn_in_netns(&path.server, move || {
-        let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, CPS_PORT))?;
-        ready_tx.send(())?;
-        loop {
-            let (conn, _) = listener.accept()?;
-            drop(conn);
-            if server_stop.load(Ordering::Relaxed) {
-                return Ok(());
+        let outcome = (|| -> anyhow::Result<()> {
+            let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, CPS_PORT))?;
+            ready_tx.send(())?;
+            loop {
+                let (conn, _) = listener.accept()?;
+                drop(conn);
+                if server_stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
             }
-        }
+        })();
+        let _ = done_tx.send(outcome);
+        Ok(())
     });
     ready_rx.recv_timeout(Duration::from_secs(5))?;
-    let target = SocketAddr::from((path.server_addr, CPS_PORT));
+    let target = SocketAddr::from((path.server_addr, CPS_PORT + path.port_shift));
     let client_stop = stop.clone();
     let result = in_netns(&path.client, move || {
         let deadline = Instant::now() + Duration::from_secs(seconds.into());
@@ -401,6 +530,7 @@ fn connections_per_second(path: &BenchPath, seconds: u32) -> anyhow::Result<f64>
         let mut byte = [0u8; 1];
         while Instant::now() < deadline {
             let mut conn = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+            conn.set_read_timeout(Some(Duration::from_secs(5)))?;
             // Wait for the server's FIN so the server side holds TIME_WAIT.
             let _ = conn.read(&mut byte);
             connections += 1;
@@ -418,9 +548,16 @@ fn connections_per_second(path: &BenchPath, seconds: u32) -> anyhow::Result<f64>
             Ok(TcpStream::connect_timeout(&target, Duration::from_secs(2)).map(drop)?)
         });
     }
-    server
-        .join()
-        .map_err(|_| anyhow::anyhow!("CPS server panicked"))??;
+    // A server still blocked in accept (its wake-up connection lost) must
+    // not hang the bench: it is left behind and ends with the process.
+    match server_done.recv_timeout(Duration::from_secs(5)) {
+        Ok(outcome) => outcome?,
+        Err(_) => eprintln!(
+            "bench: {}: CPS server did not stop; left behind",
+            path.label
+        ),
+    }
+    drop(server);
     result
 }
 
@@ -500,39 +637,74 @@ impl KernelOverlay {
                     &peer.addr.to_string(),
                 ],
             )?;
-            let container = Netns::create(&format!("{}-c{}", topology.prefix, i + 1))?;
-            ns.ip(&[
-                "link",
-                "add",
-                "veth-c",
-                "mtu",
-                OVERLAY_MTU,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "mtu",
-                OVERLAY_MTU,
-                "netns",
-                container.name(),
-            ])?;
-            ns.ip(&["link", "set", "veth-c", "master", "br-ov", "up"])?;
-            let addr = Ipv4Addr::new(10, 0, 0, (i + 2) as u8);
-            container.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
-            container.ip(&["link", "set", "eth0", "up"])?;
-            containers.push(container);
-            addrs.push(addr);
+            // Host a gets a third container: the DNAT path's client (a client
+            // of its own, so its reused ports never meet the direct path's
+            // TIME_WAITs at the server).
+            let count = if i == 0 { 2 } else { 1 };
+            for extra in 0..count {
+                let n = containers.len() + 1;
+                let container = Netns::create(&format!("{}-c{n}", topology.prefix))?;
+                let host_side = format!("veth-c{extra}");
+                ns.ip(&[
+                    "link",
+                    "add",
+                    &host_side,
+                    "mtu",
+                    OVERLAY_MTU,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "mtu",
+                    OVERLAY_MTU,
+                    "netns",
+                    container.name(),
+                ])?;
+                ns.ip(&["link", "set", &host_side, "master", "br-ov", "up"])?;
+                let addr = if extra == 0 {
+                    Ipv4Addr::new(10, 0, 0, (i + 2) as u8)
+                } else {
+                    Ipv4Addr::new(10, 0, 0, 4)
+                };
+                container.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+                container.ip(&["link", "set", "eth0", "up"])?;
+                containers.push(container);
+                addrs.push(addr);
+            }
         }
+        // Containers in order: host a's, its DNAT client, host b's.
+        containers.swap(1, 2);
+        addrs.swap(1, 2);
         Ok(Self { containers, addrs })
+    }
+
+    /// A VIP the third container reaches the second through, as Docker
+    /// builds one where IPVS is missing: an nftables DNAT rule with
+    /// conntrack in the client's namespace.
+    const DNAT_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+
+    fn add_dnat_vip(&self) -> anyhow::Result<()> {
+        let rules = format!(
+            "table ip vip {{ chain out {{ type nat hook output priority -100; \
+             ip daddr {} dnat to {}; }}; }}",
+            Self::DNAT_VIP,
+            self.addrs[1]
+        );
+        self.containers[2]
+            .exec("nft", &[&rules])
+            .context("nft (is nftables installed? `cargo xtask setup`)")?;
+        Ok(())
     }
 }
 
-/// Two tasks on swarm's overlay, programmed through the CLI as a user (or,
+/// Tasks on swarm's overlay, programmed through the CLI as a user (or,
 /// later, the control plane) would: a network on the daemons of `hosts`, a
-/// task namespace attached on each, each node told where the other's task is.
-/// Both on one host gives the same-node path.
+/// client and a server task on them (both on one host gives the same-node
+/// path) and a second client beside the first for the VIP path, each node
+/// told where the others' tasks are.
 struct SwarmOverlay {
+    vni: u32,
     tasks: Vec<String>,
     addrs: Vec<Ipv4Addr>,
 }
@@ -555,12 +727,94 @@ impl SwarmOverlay {
                     &format!("{}b", roles[1]),
                     Ipv4Addr::new(10, 0, third_octet, 3),
                 ),
+                // The VIP path's client: see KernelOverlay's third container.
+                (
+                    hosts[0],
+                    &format!("{}v", roles[0]),
+                    Ipv4Addr::new(10, 0, third_octet, 4),
+                ),
             ],
         )?;
         Ok(Self {
+            vni,
             tasks: tasks.iter().map(|t| t.netns.clone()).collect(),
             addrs: tasks.iter().map(|t| t.ip).collect(),
         })
+    }
+
+    /// The first task's VIP path: the second task behind a VIP.
+    fn vip_path(&self, key: &'static str, label: &'static str) -> BenchPath {
+        BenchPath {
+            client: self.tasks[2].clone(),
+            server_addr: self.vip(),
+            ..self.path(key, label)
+        }
+    }
+
+    fn vip(&self) -> Ipv4Addr {
+        let octets = self.addrs[1].octets();
+        Ipv4Addr::new(octets[0], octets[1], octets[2], 100)
+    }
+
+    /// On the daemons of `hosts`: a service with a VIP and the bench's ports
+    /// published, backed by the second task; `others` more services (VIP and
+    /// one backend each, on a network of their own) in the maps beside it.
+    fn add_service(
+        &self,
+        topology: &Topology,
+        hosts: [usize; 2],
+        others: u32,
+    ) -> anyhow::Result<()> {
+        let vni = self.vni.to_string();
+        let (vip, backend) = (self.vip().to_string(), self.addrs[1].to_string());
+        for host in hosts {
+            let daemon = topology.daemon(host);
+            let mut create = vec![
+                "dataplane",
+                "service",
+                "create",
+                "bench",
+                "--vni",
+                &vni,
+                "--vip",
+                &vip,
+                "--backend",
+                &backend,
+            ];
+            let published: Vec<String> = [IPERF_PORT, RR_PORT, CPS_PORT]
+                .iter()
+                .map(|port| format!("{}:{port}", port + MESH_PORT_SHIFT))
+                .collect();
+            for port in &published {
+                create.extend(["-p", port.as_str()]);
+            }
+            daemon.swarm_ok(&create)?;
+            if others == 0 {
+                continue;
+            }
+            daemon.swarm_ok(&[
+                "dataplane",
+                "network",
+                "create",
+                "--vni",
+                "4200",
+                "--subnet",
+                "10.200.0.0/16",
+            ])?;
+            let requests: Vec<Value> = (0..others)
+                .map(|i| {
+                    let vip = Ipv4Addr::new(10, 200, (i / 250 + 1) as u8, (i % 250 + 2) as u8);
+                    json!({"ServiceCreate": {
+                        "name": format!("other{i}"),
+                        "vni": 4200,
+                        "vip": vip,
+                        "backends": ["10.200.0.2"],
+                    }})
+                })
+                .collect();
+            daemon.requests(&requests)?;
+        }
+        Ok(())
     }
 
     /// From the first task to the second.
@@ -571,6 +825,7 @@ impl SwarmOverlay {
             client: self.tasks[0].clone(),
             server: self.tasks[1].clone(),
             server_addr: self.addrs[1],
+            port_shift: 0,
         }
     }
 }

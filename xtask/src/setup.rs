@@ -20,6 +20,7 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "ethtool",
     "tshark",
+    "nftables",
 ];
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 const BPF_LINKER_VERSION: &str = "0.13.0";

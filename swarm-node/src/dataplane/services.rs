@@ -224,7 +224,6 @@ fn be(ip: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(ip.octets())
 }
 
-
 fn published_key(port: &PublishedPort) -> PublishedKey {
     PublishedKey {
         port: port.published.to_be(),
