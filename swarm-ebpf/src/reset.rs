@@ -68,9 +68,7 @@ pub fn reply_in_place(ctx: &TcContext) -> Result<(), DropReason> {
     let tcp: *mut TcpHdr = ptr_at_mut(ctx, L4_OFF).ok_or(DropReason::TcpTruncated)?;
     // SAFETY: all three bounds-checked by ptr_at_mut after the resize.
     unsafe {
-        let mac = (*eth).dst;
-        (*eth).dst = (*eth).src;
-        (*eth).src = mac;
+        core::mem::swap(&mut (*eth).dst, &mut (*eth).src);
 
         let (saddr, daddr) = ((*ip).daddr, (*ip).saddr);
         (*ip).version_ihl = 0x45;
