@@ -104,6 +104,9 @@ pub const CT_FLAG_ESTABLISHED: u8 = 1;
 pub const CT_FLAG_CLOSING: u8 = 2;
 /// Reply entry of a routing-mesh flow: the client is outside the overlay.
 pub const CT_FLAG_MESH: u8 = 4;
+/// Reply entry of a task's flow to a VIP that picked the task itself: its
+/// source was rewritten to the gateway, and replies go back to the task.
+pub const CT_FLAG_HAIRPIN: u8 = 8;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;

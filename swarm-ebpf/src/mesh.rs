@@ -12,7 +12,7 @@ use crate::{
     overlay,
     packet::{ptr_at, ptr_at_mut},
     parse::EthHdr,
-    service::{self, MeshOrigin},
+    service::{self, MeshOrigin, Origin},
     stats,
 };
 
@@ -48,7 +48,7 @@ pub fn ingress(ctx: &TcContext, ifindex: u32, bytes: usize) -> i32 {
         }
     };
     let vni = frontend.vni;
-    let backend = match service::forward_entry(&flow, &frontend, vni, Some(origin)) {
+    let backend = match service::forward_entry(&flow, &frontend, vni, Origin::Mesh(origin)) {
         Ok(backend) => backend,
         Err(reason) => return service::refuse(ctx, &flow, reason, ifindex, bytes),
     };

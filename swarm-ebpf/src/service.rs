@@ -6,7 +6,10 @@
 use aya_ebpf::{helpers::bpf_redirect, programs::TcContext};
 use swarm_common::{
     overlay::Network,
-    service::{CT_FLAG_CLOSING, CT_FLAG_MESH, CT_FORWARD, CT_REPLY, CT_RETURN, CtEntry, Frontend},
+    service::{
+        CT_FLAG_CLOSING, CT_FLAG_HAIRPIN, CT_FLAG_MESH, CT_FORWARD, CT_REPLY, CT_RETURN, CtEntry,
+        Frontend,
+    },
     stats::{DropReason, PacketKind},
 };
 
@@ -30,8 +33,17 @@ pub enum Outcome {
 /// A packet from the task behind `ifindex` on network `vni`: if it is for a
 /// VIP, it gets its flow's backend as destination (a new flow its backend
 /// first). TCP that cannot be served is answered with a reset into the task.
+/// A task given itself as backend (hairpin) also gets `gateway_ip` as source,
+/// or its own kernel would take the packet for a martian and its replies
+/// would never pass through here to be rewritten back.
 #[inline(always)]
-pub fn from_task_to_vip(ctx: &TcContext, vni: u32, ifindex: u32, bytes: usize) -> Outcome {
+pub fn from_task_to_vip(
+    ctx: &TcContext,
+    vni: u32,
+    gateway_ip: u32,
+    ifindex: u32,
+    bytes: usize,
+) -> Outcome {
     let Some(daddr) = nat::ipv4_daddr(ctx) else {
         return Outcome::Forward;
     };
@@ -42,15 +54,29 @@ pub fn from_task_to_vip(ctx: &TcContext, vni: u32, ifindex: u32, bytes: usize) -
         Ok(flow) => flow,
         Err(reason) => return Outcome::Done(overlay::drop(reason, bytes)),
     };
-    let backend = match forward_entry(&flow, &frontend, vni, None) {
+    let origin = Origin::Task { gateway_ip };
+    let backend = match forward_entry(&flow, &frontend, vni, origin) {
         Ok(backend) => backend,
         Err(reason) => return Outcome::Done(refuse(ctx, &flow, reason, ifindex, bytes)),
     };
-    if let Err(reason) = nat::rewrite_addr(ctx, flow.protocol, IP_DADDR_OFF, daddr, backend) {
+    let mut rewritten = nat::rewrite_addr(ctx, flow.protocol, IP_DADDR_OFF, daddr, backend);
+    if backend == flow.saddr && rewritten.is_ok() {
+        rewritten = nat::rewrite_addr(ctx, flow.protocol, IP_SADDR_OFF, flow.saddr, gateway_ip);
+    }
+    if let Err(reason) = rewritten {
         return Outcome::Done(overlay::drop(reason, bytes));
     }
     stats::count(PacketKind::ServiceDnat, bytes);
     Outcome::Forward
+}
+
+/// Where a new flow came from, for its reply entry.
+pub enum Origin {
+    /// A task on network `vni`; `gateway_ip` stands in for it as source when
+    /// it is its own backend.
+    Task { gateway_ip: u32 },
+    /// An outside client through the routing mesh.
+    Mesh(MeshOrigin),
 }
 
 /// Routing-mesh specifics of a new flow's reply entry: the client is
@@ -69,7 +95,7 @@ pub fn forward_entry(
     flow: &Flow,
     frontend: &Frontend,
     vni: u32,
-    mesh: Option<MeshOrigin>,
+    origin: Origin,
 ) -> Result<u32, DropReason> {
     let key = conntrack::key(flow, CT_FORWARD);
     if let Some(entry) = conntrack::lookup(&key, flow) {
@@ -105,14 +131,21 @@ pub fn forward_entry(
         vni,
         ..CtEntry::default()
     };
-    if let Some(origin) = mesh {
-        reply.flags = CT_FLAG_MESH;
-        reply.ifindex = origin.ifindex;
-        reply.client_mac = origin.client_mac;
-        reply.node_mac = origin.node_mac;
+    let mut reply_key = conntrack::reply_key(flow, backend, target_port, CT_REPLY);
+    match origin {
+        Origin::Mesh(origin) => {
+            reply.flags = CT_FLAG_MESH;
+            reply.ifindex = origin.ifindex;
+            reply.client_mac = origin.client_mac;
+            reply.node_mac = origin.node_mac;
+        }
+        Origin::Task { gateway_ip } if backend == flow.saddr => {
+            reply.flags = CT_FLAG_HAIRPIN;
+            reply_key.daddr = gateway_ip;
+        }
+        Origin::Task { .. } => {}
     }
     conntrack::insert(&key, forward).map_err(|_| DropReason::ConntrackFull)?;
-    let reply_key = conntrack::reply_key(flow, backend, target_port, CT_REPLY);
     conntrack::insert(&reply_key, reply).map_err(|_| DropReason::ConntrackFull)?;
     stats::count(
         if frontend.target_port != 0 {
@@ -171,6 +204,9 @@ fn unreverse(ctx: &TcContext, flow: &Flow, entry: &CtEntry) -> Result<(), DropRe
 pub fn to_outside(ctx: &TcContext, bytes: usize) -> Option<i32> {
     let flow = nat::flow(ctx).ok()?;
     if let Some(entry) = conntrack::lookup(&conntrack::key(&flow, CT_REPLY), &flow) {
+        if entry.flags & CT_FLAG_HAIRPIN != 0 {
+            return Some(hairpin_reply(ctx, &flow, &entry, bytes));
+        }
         if entry.flags & CT_FLAG_MESH == 0 {
             return None;
         }
@@ -190,6 +226,27 @@ pub fn to_outside(ctx: &TcContext, bytes: usize) -> Option<i32> {
     let entry = conntrack::lookup(&conntrack::key(&flow, CT_RETURN), &flow)?;
     stats::count(PacketKind::MeshReturn, bytes);
     Some(overlay::send_to_node(ctx, entry.vni, entry.nat_ip, bytes))
+}
+
+/// A task's reply to itself through a VIP: from the VIP, back to the task.
+#[inline(always)]
+fn hairpin_reply(ctx: &TcContext, flow: &Flow, entry: &CtEntry, bytes: usize) -> i32 {
+    let task = flow.saddr;
+    let rewritten = unreverse(ctx, flow, entry)
+        .and_then(|()| nat::rewrite_addr(ctx, flow.protocol, IP_DADDR_OFF, flow.daddr, task));
+    if let Err(reason) = rewritten {
+        return overlay::drop(reason, bytes);
+    }
+    let Some(endpoint) = overlay::endpoint(entry.vni, task).copied() else {
+        return overlay::drop(DropReason::UnknownDestination, bytes);
+    };
+    let Some(eth) = ptr_at_mut::<_, EthHdr>(ctx, 0) else {
+        return overlay::drop(DropReason::EthTruncated, bytes);
+    };
+    // SAFETY: bounds-checked by ptr_at_mut.
+    unsafe { (*eth).dst = endpoint.mac };
+    stats::count(PacketKind::ServiceReverseNat, bytes);
+    overlay::deliver_local(endpoint.ifindex, PacketKind::OverlayLocal, bytes)
 }
 
 /// A decapsulated request from an outside client to a local backend on an

@@ -47,7 +47,8 @@ fn try_task_ingress(ctx: &TcContext) -> i32 {
             unsafe { bpf_redirect(ifindex, 0) as i32 }
         }
         L3::Ipv4 => {
-            if let Outcome::Done(verdict) = service::from_task_to_vip(ctx, port.vni, ifindex, bytes)
+            if let Outcome::Done(verdict) =
+                service::from_task_to_vip(ctx, port.vni, port.gateway_ip, ifindex, bytes)
             {
                 return verdict;
             }

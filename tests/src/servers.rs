@@ -90,7 +90,9 @@ fn serve_tcp(
     Ok(())
 }
 
-/// Answers every line with `<name> <peer>` until the peer closes or `stop`.
+/// Answers every line with `<name> <peer>` until the peer closes or `stop`;
+/// an HTTP GET gets the same as a 200 response (its request lines pile up in
+/// `line` until the blank line that ends them).
 fn answer_lines(conn: TcpStream, peer: SocketAddr, name: &str, stop: &AtomicBool) {
     let _ = conn.set_nonblocking(false);
     let _ = conn.set_read_timeout(Some(POLL));
@@ -102,6 +104,18 @@ fn answer_lines(conn: TcpStream, peer: SocketAddr, name: &str, stop: &AtomicBool
     while !stop.load(Ordering::Relaxed) {
         match reader.read_line(&mut line) {
             Ok(0) => return,
+            Ok(_) if line.starts_with("GET ") && line.ends_with('\n') => {
+                // An HTTP client (curl, a browser): answer once, then close.
+                if line.ends_with("\r\n\r\n") || line.ends_with("\n\n") {
+                    let body = format!("{name} {peer}\n");
+                    let _ = write!(
+                        writer,
+                        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    return;
+                }
+            }
             Ok(_) if line.ends_with('\n') => {
                 if writeln!(writer, "{name} {peer}").is_err() {
                     return;
@@ -202,6 +216,25 @@ impl Conversation {
             }
         }
     }
+}
+
+/// An HTTP/1.0 GET of `/` from `netns` to `target`: the status line and body.
+pub fn http_get(netns: &str, target: SocketAddr) -> anyhow::Result<String> {
+    in_netns(netns, move || {
+        let mut conn = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+        conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+        write!(conn, "GET / HTTP/1.0\r\nHost: {target}\r\n\r\n")?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response)?;
+        let status = response.lines().next().unwrap_or_default().to_owned();
+        let body = response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        Ok(format!("{status} | {body}"))
+    })
 }
 
 /// One TCP request on a fresh connection from `netns` to `target`.

@@ -163,6 +163,21 @@ fn vip_connections_take_turns_over_three_backends_on_three_hosts_and_keep_the_cl
     }
     assert_eq!(tally(udp.into_iter().map(|a| a.server)), even(2));
 
+    // A backend dialling its own service reaches itself in its turn too
+    // (hairpin): it then sees the gateway as the caller.
+    let from_backend: Vec<_> = (0..3)
+        .map(|_| tcp_ask(cluster.netns("b1"), vip(PORT)).unwrap())
+        .collect();
+    for answer in &from_backend {
+        let expected = if answer.server == "b1" {
+            "10.0.1.1"
+        } else {
+            "10.0.1.11"
+        };
+        assert_eq!(answer.peer.ip().to_string(), expected, "{answer:?}");
+    }
+    assert_eq!(tally(from_backend.into_iter().map(|a| a.server)), even(1));
+
     // Any port of the VIP is balanced, as Docker's VIPs do: nothing listens
     // on 81, so the backend's own kernel refuses.
     let refused = tcp_ask(cluster.netns("c1"), vip(81)).unwrap_err();
@@ -241,14 +256,20 @@ fn idle_connections_outlive_the_idle_timeout_while_idle_udp_flows_are_forgotten(
 #[test]
 fn a_removed_backend_gets_no_new_connections_and_its_open_ones_are_reset() {
     let cluster = Cluster::new(&[]);
-    let mut conversation = Conversation::open(cluster.netns("c1"), vip(PORT)).unwrap();
-    let doomed = conversation.ask().unwrap().server;
+    let mut talking = Conversation::open(cluster.netns("c1"), vip(PORT)).unwrap();
+    let doomed = talking.ask().unwrap().server;
     let doomed_ip = format!("10.0.1.1{}", &doomed[1..]);
-    let mut mesh = Conversation::open(cluster.client(), cluster.node(2, PUBLISHED)).unwrap();
-    // Find a mesh connection on the same backend.
-    while mesh.ask().unwrap().server != doomed {
-        mesh = Conversation::open(cluster.client(), cluster.node(2, PUBLISHED)).unwrap();
-    }
+    // More connections on the same backend: through the VIP, and through
+    // the routing mesh via another node.
+    let on_doomed = |netns: &str, target: SocketAddr| loop {
+        let mut conversation = Conversation::open(netns, target).unwrap();
+        if conversation.ask().unwrap().server == doomed {
+            return conversation;
+        }
+    };
+    let mut waiting = on_doomed(cluster.netns("c1"), vip(PORT));
+    let mut mesh_talking = on_doomed(cluster.client(), cluster.node(2, PUBLISHED));
+    let mut mesh_waiting = on_doomed(cluster.client(), cluster.node(2, PUBLISHED));
     cluster.on_every_node(&[
         "dataplane",
         "service",
@@ -258,12 +279,22 @@ fn a_removed_backend_gets_no_new_connections_and_its_open_ones_are_reset() {
         &doomed_ip,
     ]);
 
-    for (name, conversation) in [("VIP", &mut conversation), ("mesh", &mut mesh)] {
+    // Clients that send get a reset at once; clients only waiting to read
+    // are reset too, instead of hanging.
+    for (name, conversation) in [("VIP", &mut talking), ("mesh", &mut mesh_talking)] {
         let err = conversation.ask().unwrap_err();
         assert_eq!(
             err.kind(),
             ErrorKind::ConnectionReset,
-            "{name} connection to the removed backend: {err}"
+            "{name}, sending: {err}"
+        );
+    }
+    for (name, conversation) in [("VIP", &mut waiting), ("mesh", &mut mesh_waiting)] {
+        let err = conversation.wait_end();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::ConnectionReset,
+            "{name}, reading: {err}"
         );
     }
     for _ in 0..6 {
@@ -280,7 +311,7 @@ fn a_removed_backend_gets_no_new_connections_and_its_open_ones_are_reset() {
             .daemon(0)
             .counter("packet", "reset-sent")
             .unwrap()
-            >= 1
+            >= 2
     );
 }
 

@@ -1,12 +1,18 @@
-//! `cargo xtask demo`: the main job, end to end, on this machine. Grows with
-//! every feature until it shows the whole mission.
+//! `cargo xtask demo`: the main job, end to end, on this machine: three
+//! hosts, their daemons, the overlay, and a service served through the
+//! routing mesh. Grows with every feature until it shows the whole mission.
 
 use std::{
-    net::{Ipv4Addr, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
     time::Duration,
 };
 
-use swarm_tests::{Host, Topology, TopologyOptions, in_netns, packets::*, send_raw_frames};
+use swarm_tests::{
+    Host, Topology, TopologyOptions, in_netns,
+    packets::*,
+    send_raw_frames,
+    servers::{WhoAmI, http_get},
+};
 
 /// Runs the demo with the `swarm` binary `SWARM_BIN` names.
 pub fn run() -> anyhow::Result<()> {
@@ -179,6 +185,59 @@ pub fn run() -> anyhow::Result<()> {
             get("overlay-dropped"),
         );
     }
+
+    println!(
+        "\n== a service through the routing mesh: `web`, VIP 10.0.1.100, -p 8080:80, one HTTP server per task"
+    );
+    let servers = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, task)| WhoAmI::start(&task.netns, &format!("task{}", i + 1), 80))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for i in 0..topology.hosts.len() {
+        topology.daemon(i).swarm_ok(&[
+            "dataplane",
+            "service",
+            "create",
+            "web",
+            "--vni",
+            "4096",
+            "--vip",
+            "10.0.1.100",
+            "--backend",
+            "10.0.1.11",
+            "--backend",
+            "10.0.1.12",
+            "--backend",
+            "10.0.1.13",
+            "-p",
+            "8080:80",
+        ])?;
+    }
+    println!(
+        "client {} -> each node's port 8080 (the backend answers with the address it saw):",
+        topology.client.addr
+    );
+    for host in &topology.hosts {
+        for _ in 0..3 {
+            let reply = http_get(
+                topology.client.netns.name(),
+                SocketAddr::from((host.addr, 8080)),
+            )?;
+            println!("  GET http://{}:8080/ -> {reply}", host.addr);
+        }
+    }
+    println!("task1 -> VIP 10.0.1.100:80 from inside the overlay:");
+    for _ in 0..3 {
+        let reply = http_get(&tasks[0].netns, SocketAddr::from(([10, 0, 1, 100], 80)))?;
+        println!("  GET http://10.0.1.100/ -> {reply}");
+    }
+    println!("\n== `swarm dataplane services` on h1");
+    print!(
+        "{}",
+        topology.daemon(0).swarm_ok(&["dataplane", "services"])?
+    );
+    drop(servers);
 
     let pin_dirs: Vec<_> = (0..topology.hosts.len())
         .map(|i| topology.daemon(i).pin_dir())

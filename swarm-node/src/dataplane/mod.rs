@@ -5,6 +5,7 @@
 mod bpffs;
 mod netlink;
 pub mod overlay;
+mod probe;
 mod services;
 mod stats;
 pub mod test_run;

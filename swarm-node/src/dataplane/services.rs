@@ -17,14 +17,18 @@ use swarm_common::{
     map_names,
     overlay::{Endpoint, EndpointKey, NETWORK_INGRESS, Network},
     service::{
-        BackendKey, CT_FLAG_CLOSING, CT_FLAG_ESTABLISHED, CT_FORWARD, CtEntry, CtKey,
-        FRONTEND_HOST_MODE, Frontend, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKEND_SETS, PublishedKey,
-        VipKey,
+        BackendKey, CT_FLAG_CLOSING, CT_FLAG_ESTABLISHED, CT_FLAG_MESH, CT_FORWARD, CT_REPLY,
+        CtEntry, CtKey, FRONTEND_HOST_MODE, Frontend, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKEND_SETS,
+        PublishedKey, VipKey,
     },
 };
 use tracing::info;
 
-use super::{Dataplane, DataplaneError};
+use super::{
+    Dataplane, DataplaneError,
+    overlay::gateway_mac,
+    probe::{self, Nudge},
+};
 
 /// Flows that saw a FIN or RST go after this long idle (or the idle
 /// timeout, when shorter).
@@ -318,14 +322,17 @@ impl Dataplane {
             .spec = candidate;
         self.write_service(name, old_len)?;
         let gone: BTreeSet<u32> = remove.iter().map(|ip| be(*ip)).collect();
-        self.forget_flows(|key, entry| {
+        let doomed = |key: &CtKey, entry: &CtEntry| {
             sets.contains(&entry.backend_set)
                 && if key.kind == CT_FORWARD {
                     gone.contains(&entry.nat_ip)
                 } else {
                     gone.contains(&key.saddr)
                 }
-        })?;
+        };
+        let nudges = self.nudges_for(&doomed)?;
+        self.forget_flows(doomed)?;
+        self.nudge(&nudges);
         info!(service = %name, added = add.len(), removed = remove.len(), "service backends updated");
         self.save_state_soon()
     }
@@ -363,7 +370,10 @@ impl Dataplane {
             }
         }
         let sets = [service.all_set, service.local_set];
-        self.forget_flows(|_, entry| sets.contains(&entry.backend_set))?;
+        let doomed = |_: &CtKey, entry: &CtEntry| sets.contains(&entry.backend_set);
+        let nudges = self.nudges_for(&doomed)?;
+        self.forget_flows(doomed)?;
+        self.nudge(&nudges);
         self.services.free_sets.extend(sets);
         self.mark_ingress_networks()?;
         info!(service = %name, "service removed");
@@ -444,6 +454,66 @@ impl Dataplane {
             let _ = conntrack.remove(key);
         }
         Ok(keys.len())
+    }
+
+    /// For every TCP connection this node answers for that `doomed` ends:
+    /// the out-of-window ACK that gets its client reset (see [`probe`]).
+    fn nudges_for(
+        &mut self,
+        doomed: &impl Fn(&CtKey, &CtEntry) -> bool,
+    ) -> Result<Vec<Nudge>, DataplaneError> {
+        let replies: Vec<(CtKey, CtEntry)> = self
+            .hash_map::<CtKey, CtEntry>(map_names::CONNTRACK)?
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, entry)| {
+                key.kind == CT_REPLY && key.protocol == IPPROTO_TCP && doomed(key, entry)
+            })
+            .collect();
+        let endpoints = self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?;
+        let mut nudges = Vec::new();
+        for (key, entry) in replies {
+            let client = (
+                Ipv4Addr::from(key.daddr.to_ne_bytes()),
+                u16::from_be(key.dport),
+            );
+            let dialled = (
+                Ipv4Addr::from(entry.nat_ip.to_ne_bytes()),
+                u16::from_be(entry.nat_port),
+            );
+            if entry.flags & CT_FLAG_MESH != 0 {
+                nudges.push(Nudge {
+                    ifindex: entry.ifindex,
+                    dst_mac: entry.client_mac,
+                    src_mac: entry.node_mac,
+                    client,
+                    dialled,
+                });
+                continue;
+            }
+            let task = EndpointKey {
+                vni: entry.vni,
+                ip: key.daddr,
+            };
+            if let Ok(task) = endpoints.get(&task, 0)
+                && task.ifindex != 0
+            {
+                nudges.push(Nudge {
+                    ifindex: task.ifindex,
+                    dst_mac: task.mac,
+                    src_mac: gateway_mac(entry.vni),
+                    client,
+                    dialled,
+                });
+            }
+        }
+        Ok(nudges)
+    }
+
+    fn nudge(&self, nudges: &[Nudge]) {
+        if let Err(err) = probe::send(nudges) {
+            tracing::warn!(error = %err, count = nudges.len(), "could not nudge clients of removed backends; they get their reset at their next packet");
+        }
     }
 
     fn check_service(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError> {
