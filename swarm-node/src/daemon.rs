@@ -13,6 +13,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::{
+    cluster::{
+        ClusterError,
+        node::{LocalNode, Membership},
+    },
     control::{ControlServer, DaemonInfo, Handler, Request, Response, ServerError},
     dataplane::{
         self, Dataplane, DataplaneConfig, DataplaneError, LocalDelivery, Shutdown,
@@ -55,6 +59,8 @@ pub enum DaemonError {
     Dataplane(#[from] DataplaneError),
     #[error(transparent)]
     Control(#[from] ServerError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// Runs the daemon until `shutdown` completes, then cleans up: the XDP program
@@ -112,6 +118,7 @@ pub async fn run(
         pin_dir: display(dataplane.pin_dir()),
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        swarm: Default::default(),
     };
     info!(
         node_id = %info.node_id,
@@ -122,9 +129,16 @@ pub async fn run(
         "swarm daemon ready"
     );
 
+    let membership = Membership::load(LocalNode {
+        data_dir: config.data_dir.clone(),
+        node_id: identity.node_id.clone(),
+        hostname: config.hostname.clone(),
+        advertise_addr: config.advertise_addr,
+    })?;
     let state = Arc::new(DaemonState {
         info,
         dataplane: Mutex::new(dataplane),
+        membership,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let expiry = tokio::spawn(expire_flows(
@@ -169,16 +183,36 @@ pub async fn run(
 struct DaemonState {
     info: DaemonInfo,
     dataplane: Mutex<Dataplane>,
+    membership: Membership,
 }
 
 impl Handler for DaemonState {
     fn handle(&self, request: Request) -> Response {
-        if let Request::Info = request {
-            return Response::Info(self.info.clone());
-        }
+        let membership = &self.membership;
+        let cluster_result = match request {
+            Request::Info => Ok(Response::Info(Box::new(DaemonInfo {
+                swarm: membership.info(),
+                ..self.info.clone()
+            }))),
+            Request::SwarmInit(init) => membership.init(init),
+            Request::JoinToken { role, rotate } => membership.join_token(role, rotate),
+            Request::NodeList => membership.nodes(),
+            Request::SwarmLeave { force } => membership.leave(force),
+            dataplane_request => return self.handle_dataplane(dataplane_request),
+        };
+        cluster_result.unwrap_or_else(|err| Response::Error(err.to_string()))
+    }
+}
+
+impl DaemonState {
+    fn handle_dataplane(&self, request: Request) -> Response {
         let mut dataplane = self.dataplane.lock().unwrap_or_else(|p| p.into_inner());
         let result = match request {
-            Request::Info => unreachable!("answered above"),
+            Request::Info
+            | Request::SwarmInit(_)
+            | Request::JoinToken { .. }
+            | Request::NodeList
+            | Request::SwarmLeave { .. } => unreachable!("answered by the membership"),
             Request::DataplaneStats => dataplane.stats().map(Response::DataplaneStats),
             Request::Endpoints => dataplane.endpoints().map(Response::Endpoints),
             Request::NetworkCreate(network) => {

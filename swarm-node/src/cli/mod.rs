@@ -8,7 +8,10 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    control::{self, Client, DEFAULT_CONTROL_SOCKET, DEFAULT_HOST, Request, Response},
+    cluster::Role,
+    control::{
+        self, Client, DEFAULT_CONTROL_SOCKET, DEFAULT_HOST, Request, Response, SwarmInitRequest,
+    },
     daemon::{self, DaemonConfig},
     dataplane::{
         LocalDelivery, LocalEndpointSpec, OverlayNetwork, PublishedPort, RemoteEndpointSpec,
@@ -47,6 +50,72 @@ pub enum Command {
     /// Inspect (and, low-level, program) what the kernel data plane holds and counts.
     #[command(subcommand)]
     Dataplane(DataplaneCommand),
+    /// Create a swarm with this node as its first manager.
+    Init(InitArgs),
+    /// Show (or rotate) the token that admits workers or managers.
+    JoinToken(JoinTokenArgs),
+    /// Leave the swarm.
+    Leave(LeaveArgs),
+    /// Manage the swarm's nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Address other nodes reach this manager at [default: the daemon's --advertise-addr].
+    #[arg(long, value_name = "IP")]
+    pub advertise_addr: Option<Ipv4Addr>,
+    /// Control-plane listen address and port, ADDR:PORT or :PORT [default: 0.0.0.0:2377].
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen_addr)]
+    pub listen_addr: Option<u16>,
+    /// How long node certificates last, e.g. 2160h or 90d [default: 90 days].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub cert_expiry: Option<std::time::Duration>,
+    /// How often agents report to managers, e.g. 1s or 500ms [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub dispatcher_heartbeat: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinTokenArgs {
+    /// Which token: worker or manager.
+    #[arg(value_enum)]
+    pub role: RoleArg,
+    /// Print only the token.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Replace the token: the old one stops admitting nodes at once.
+    #[arg(long)]
+    pub rotate: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Worker,
+    Manager,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Role {
+        match role {
+            RoleArg::Worker => Role::Worker,
+            RoleArg::Manager => Role::Manager,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LeaveArgs {
+    /// Leave even as the last manager, which erases the swarm.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List the swarm's nodes.
+    Ls(FormatArgs),
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +286,49 @@ pub enum EndpointCommand {
     },
 }
 
+/// `ADDR:PORT` or `:PORT`; only the port is used for now (the daemon
+/// listens on all addresses).
+fn parse_listen_addr(text: &str) -> Result<u16, String> {
+    let port = text.rsplit_once(':').map_or(text, |(_, port)| port);
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{text:?} has no port; write it like 0.0.0.0:2377 or :2377"))
+}
+
+/// Go-style durations as Docker takes them: 90s, 1m30s, 2160h, 500ms, and
+/// days as 90d.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a duration; write it like 2160h, 90d, 5s or 500ms");
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let value: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let secs = |s: u64| std::time::Duration::from_secs(value.saturating_mul(s));
+        total += match &rest[..unit_len] {
+            "ms" => std::time::Duration::from_millis(value),
+            "s" => secs(1),
+            "m" => secs(60),
+            "h" => secs(3600),
+            "d" => secs(86_400),
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+    }
+    if total.is_zero() {
+        return Err(format!("{text:?}: the duration must be above zero"));
+    }
+    Ok(total)
+}
+
 fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
     let (ip, len) = text
         .split_once('/')
@@ -292,6 +404,63 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             call(&cli.host, &request)?;
             Ok(())
+        }
+        Command::Init(args) => {
+            let request = Request::SwarmInit(SwarmInitRequest {
+                advertise_addr: args.advertise_addr,
+                listen_port: args.listen_addr,
+                cert_expiry_secs: args.cert_expiry.map(|d| d.as_secs().max(1)),
+                heartbeat_millis: args
+                    .dispatcher_heartbeat
+                    .map(|d| d.as_millis().max(1) as u64),
+            });
+            let Response::SwarmInitialized {
+                node_id,
+                worker_token,
+                manager_addr,
+            } = call(&cli.host, &request)?
+            else {
+                anyhow::bail!("the daemon answered `init` with something else");
+            };
+            println!("Swarm initialized: current node ({node_id}) is now a manager.\n");
+            output::print_join_command("worker", &worker_token, &manager_addr)?;
+            println!(
+                "To add a manager to this swarm, run 'swarm join-token manager' and follow the instructions.\n"
+            );
+            Ok(())
+        }
+        Command::JoinToken(args) => {
+            let request = Request::JoinToken {
+                role: args.role.into(),
+                rotate: args.rotate,
+            };
+            let Response::JoinToken {
+                role,
+                token,
+                manager_addr,
+            } = call(&cli.host, &request)?
+            else {
+                anyhow::bail!("the daemon answered `join-token` with something else");
+            };
+            if args.quiet {
+                println!("{token}");
+                return Ok(());
+            }
+            if args.rotate {
+                println!("Successfully rotated {role} join token.\n");
+            }
+            output::print_join_command(&role.to_string(), &token, &manager_addr)
+        }
+        Command::Leave(args) => {
+            call(&cli.host, &Request::SwarmLeave { force: args.force })?;
+            println!("Node left the swarm.");
+            Ok(())
+        }
+        Command::Node(NodeCommand::Ls(args)) => {
+            let Response::Nodes(rows) = call(&cli.host, &Request::NodeList)? else {
+                anyhow::bail!("the daemon answered `node ls` with something else");
+            };
+            output::print_nodes(&rows, args.format)
         }
         Command::Dataplane(DataplaneCommand::Services(args)) => {
             let Response::Services(rows) = call(&cli.host, &Request::Services)? else {
@@ -406,5 +575,34 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{parse_duration, parse_listen_addr};
+
+    #[test]
+    fn durations_read_like_go_and_docker() {
+        assert_eq!(
+            parse_duration("2160h"),
+            Ok(Duration::from_secs(2160 * 3600))
+        );
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        for bad in ["", "5", "5x", "h", "0s", "-1s", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn listen_addresses_give_their_port() {
+        assert_eq!(parse_listen_addr("0.0.0.0:2377"), Ok(2377));
+        assert_eq!(parse_listen_addr(":4242"), Ok(4242));
+        assert!(parse_listen_addr("0.0.0.0").is_err());
+        assert!(parse_listen_addr(":0").is_err());
     }
 }

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::Format;
 use crate::{
-    control::DaemonInfo,
+    control::{DaemonInfo, NodeRow},
     dataplane::{DataplaneStats, EndpointRow, ServiceRow},
 };
 
@@ -148,13 +148,73 @@ pub fn print_info(info: &DaemonInfo, format: Format) -> anyhow::Result<()> {
                 ("BPF pins", info.pin_dir.clone()),
                 ("Daemon PID", info.pid.to_string()),
                 ("Version", info.version.clone()),
-                ("Swarm", "inactive".to_owned()),
+                ("Swarm", info.swarm.local_node_state.clone()),
             ];
             for (name, value) in fields {
                 writeln!(out, "{name}: {value}")?;
             }
+            let swarm = &info.swarm;
+            if swarm.local_node_state == "active" {
+                let fields = [
+                    ("NodeID", swarm.node_id.clone()),
+                    ("Is Manager", swarm.control_available.to_string()),
+                    ("ClusterID", swarm.cluster_id.clone()),
+                    ("Managers", swarm.managers.to_string()),
+                    ("Nodes", swarm.nodes.to_string()),
+                    ("Node Address", swarm.node_addr.clone()),
+                ];
+                for (name, value) in fields {
+                    writeln!(out, " {name}: {value}")?;
+                }
+            }
         }
     }
+    Ok(())
+}
+
+pub fn print_nodes(rows: &[NodeRow], format: Format) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match format {
+        Format::Json => {
+            for row in rows {
+                writeln!(out, "{}", serde_json::to_string(row)?)?;
+            }
+        }
+        Format::Table => {
+            let table: Vec<[String; 5]> = rows
+                .iter()
+                .map(|row| {
+                    let id = if row.is_self {
+                        format!("{} *", row.id)
+                    } else {
+                        row.id.clone()
+                    };
+                    [
+                        id,
+                        row.hostname.clone(),
+                        row.status.clone(),
+                        row.availability.clone(),
+                        row.manager_status.clone(),
+                    ]
+                })
+                .collect();
+            write_table(
+                &mut out,
+                ["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"],
+                &table,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Docker's join instructions.
+pub fn print_join_command(role: &str, token: &str, manager_addr: &str) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "To add a {role} to this swarm, run the following command:\n\n    swarm join --token {token} {manager_addr}\n"
+    )?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ mod server;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::Role;
 use crate::dataplane::{
     DataplaneStats, EndpointRow, LocalDelivery, LocalEndpointSpec, OverlayNetwork,
     RemoteEndpointSpec, ServiceRow, ServiceSpec, UnderlayHook,
@@ -50,15 +51,85 @@ pub enum Request {
     ServiceRemove {
         name: String,
     },
+    /// `swarm init`.
+    SwarmInit(SwarmInitRequest),
+    /// `swarm join-token`.
+    JoinToken {
+        role: Role,
+        rotate: bool,
+    },
+    /// `swarm node ls`.
+    NodeList,
+    /// `swarm leave`.
+    SwarmLeave {
+        force: bool,
+    },
+}
+
+/// `swarm init`'s flags; unset ones take the daemon's defaults.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SwarmInitRequest {
+    pub advertise_addr: Option<std::net::Ipv4Addr>,
+    pub listen_port: Option<u16>,
+    pub cert_expiry_secs: Option<u64>,
+    pub heartbeat_millis: Option<u64>,
+}
+
+/// This node's part in a swarm, with Docker's `docker info` keys.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SwarmInfo {
+    /// `inactive` or `active`.
+    pub local_node_state: String,
+    #[serde(rename = "NodeID")]
+    pub node_id: String,
+    pub node_addr: String,
+    /// Whether this node is a manager.
+    pub control_available: bool,
+    #[serde(rename = "ClusterID")]
+    pub cluster_id: String,
+    pub managers: usize,
+    pub nodes: usize,
+}
+
+/// One row of `swarm node ls`, with Docker's keys.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeRow {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub hostname: String,
+    /// `Ready` or `Down`.
+    pub status: String,
+    /// `Active`, `Pause` or `Drain`.
+    pub availability: String,
+    /// `Leader`, `Reachable`, `Unreachable`, or empty for a worker.
+    pub manager_status: String,
+    /// Whether this row is the node answering.
+    #[serde(rename = "Self")]
+    pub is_self: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
-    Info(DaemonInfo),
+    Info(Box<DaemonInfo>),
     DataplaneStats(DataplaneStats),
     Endpoints(Vec<EndpointRow>),
     Endpoint(EndpointRow),
     Services(Vec<ServiceRow>),
+    /// A join token and the manager address to join through.
+    JoinToken {
+        role: Role,
+        token: String,
+        manager_addr: String,
+    },
+    /// `swarm init` succeeded: this node's ID, and the worker join token.
+    SwarmInitialized {
+        node_id: String,
+        worker_token: String,
+        manager_addr: String,
+    },
+    Nodes(Vec<NodeRow>),
     /// Done; nothing to report.
     Done,
     /// The request failed; the message says why and what to do.
@@ -82,4 +153,7 @@ pub struct DaemonInfo {
     pub pin_dir: String,
     pub pid: u32,
     pub version: String,
+    /// Filled in when asked: membership changes while the daemon runs.
+    #[serde(default)]
+    pub swarm: SwarmInfo,
 }

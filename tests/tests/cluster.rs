@@ -1,0 +1,138 @@
+//! The first manager of a swarm: `swarm init`, join tokens, `node ls`,
+//! `leave`, and the cluster kept across a daemon crash.
+
+use swarm_tests::{Topology, TopologyOptions};
+
+fn swarm_info(topology: &Topology) -> serde_json::Value {
+    topology.daemon(0).swarm_json(&["info"]).unwrap()[0]["Swarm"].clone()
+}
+
+fn stderr_of(topology: &Topology, args: &[&str]) -> String {
+    let output = topology.daemon(0).swarm(args).unwrap();
+    assert!(
+        !output.status.success(),
+        "`swarm {}` succeeded",
+        args.join(" ")
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn init_makes_a_one_manager_swarm_with_docker_style_tokens_kept_across_a_crash() {
+    let mut topology = Topology::new(&TopologyOptions::new("swt", 1)).unwrap();
+    topology.start_daemon(0).unwrap();
+    let daemon = topology.daemon(0);
+
+    // Idle until init.
+    assert_eq!(swarm_info(&topology)["LocalNodeState"], "inactive");
+    assert!(stderr_of(&topology, &["node", "ls"]).contains("not part of a swarm"));
+
+    let out = daemon.swarm_ok(&["init"]).unwrap();
+    let node_id = daemon.node_id().unwrap();
+    assert!(
+        out.contains(&format!(
+            "Swarm initialized: current node ({node_id}) is now a manager."
+        )),
+        "{out}"
+    );
+    let worker_token = out
+        .split_whitespace()
+        .find(|w| w.starts_with("SWMTKN-1-"))
+        .unwrap()
+        .to_owned();
+    assert_eq!(worker_token.len(), 85, "{worker_token}");
+    assert!(out.contains(&format!(
+        "swarm join --token {worker_token} 198.18.0.1:2377"
+    )));
+
+    let info = swarm_info(&topology);
+    assert_eq!(info["LocalNodeState"], "active");
+    assert_eq!(info["NodeID"], node_id.as_str());
+    assert_eq!(info["ControlAvailable"], true);
+    assert_eq!(info["Managers"], 1);
+    assert_eq!(info["Nodes"], 1);
+    let cluster_id = info["ClusterID"].as_str().unwrap().to_owned();
+
+    let quiet = |role: &str| {
+        daemon
+            .swarm_ok(&["join-token", "-q", role])
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(quiet("worker"), worker_token);
+    let manager_token = quiet("manager");
+    assert_ne!(manager_token, worker_token);
+    // The CA digest part is the same; the secret is not.
+    assert_eq!(manager_token[..60], worker_token[..60]);
+
+    let rotated = daemon
+        .swarm_ok(&["join-token", "--rotate", "worker"])
+        .unwrap();
+    assert!(
+        rotated.contains("Successfully rotated worker join token."),
+        "{rotated}"
+    );
+    let new_worker_token = quiet("worker");
+    assert_ne!(new_worker_token, worker_token);
+    assert_eq!(quiet("manager"), manager_token);
+
+    let rows = daemon.swarm_json(&["node", "ls"]).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["ID"], node_id.as_str());
+    assert_eq!(rows[0]["Hostname"], "h1");
+    assert_eq!(rows[0]["Status"], "Ready");
+    assert_eq!(rows[0]["Availability"], "Active");
+    assert_eq!(rows[0]["ManagerStatus"], "Leader");
+    let table = daemon.swarm_ok(&["node", "ls"]).unwrap();
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains(&format!("{node_id} *")), "{table}");
+
+    assert!(stderr_of(&topology, &["init"]).contains("already part of a swarm"));
+
+    // A crash loses nothing.
+    topology.daemon_mut(0).kill().unwrap();
+    topology.start_daemon(0).unwrap();
+    let daemon = topology.daemon(0);
+    let info = swarm_info(&topology);
+    assert_eq!(info["LocalNodeState"], "active");
+    assert_eq!(info["ClusterID"], cluster_id.as_str());
+    assert_eq!(
+        daemon
+            .swarm_ok(&["join-token", "-q", "worker"])
+            .unwrap()
+            .trim(),
+        new_worker_token
+    );
+
+    // The last manager leaves only with --force.
+    assert!(stderr_of(&topology, &["leave"]).contains("--force"));
+    assert_eq!(swarm_info(&topology)["LocalNodeState"], "active");
+    topology.daemon(0).swarm_ok(&["leave", "--force"]).unwrap();
+    assert_eq!(swarm_info(&topology)["LocalNodeState"], "inactive");
+}
+
+#[test]
+fn bad_init_flags_name_the_flag_and_the_fix() {
+    let mut topology = Topology::new(&TopologyOptions::new("swt", 1)).unwrap();
+    topology.start_daemon(0).unwrap();
+    let err = stderr_of(&topology, &["init", "--cert-expiry", "5x"]);
+    assert!(
+        err.contains("--cert-expiry") && err.contains("2160h"),
+        "{err}"
+    );
+    let err = stderr_of(&topology, &["init", "--listen-addr", "0.0.0.0"]);
+    assert!(
+        err.contains("--listen-addr") && err.contains(":2377"),
+        "{err}"
+    );
+    let err = stderr_of(&topology, &["join-token", "admin"]);
+    assert!(err.contains("worker") && err.contains("manager"), "{err}");
+    assert_eq!(swarm_info(&topology)["LocalNodeState"], "inactive");
+
+    let out = topology
+        .daemon(0)
+        .swarm_ok(&["init", "--listen-addr", ":4242", "--cert-expiry", "720h"])
+        .unwrap();
+    assert!(out.contains("198.18.0.1:4242"), "{out}");
+}
