@@ -1,5 +1,6 @@
 //! Builds the eBPF programs (`swarm-ebpf`) with aya-build and leaves the object
-//! in OUT_DIR for `include_bytes_aligned!`.
+//! in OUT_DIR for `include_bytes_aligned!`; generates the gRPC code of
+//! `proto/cluster.proto`.
 //!
 //! `SWARM_SKIP_EBPF=1` is the explicit switch for checking or linting user space
 //! on a machine without bpf-linker: an empty object is embedded instead, and the
@@ -14,6 +15,9 @@ const EBPF_PACKAGE: &str = "swarm-ebpf";
 const EBPF_BINARY: &str = "swarm-dataplane";
 
 fn main() -> anyhow::Result<()> {
+    // The managers' gRPC API (needs protoc: `cargo xtask setup` installs it).
+    tonic_build::compile_protos("proto/cluster.proto")
+        .context("compiling proto/cluster.proto (is protoc installed? `cargo xtask setup`)")?;
     println!("cargo:rerun-if-env-changed=SWARM_SKIP_EBPF");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or(anyhow!("OUT_DIR not set"))?);
 

@@ -156,6 +156,7 @@ pub async fn run(
     drop(server);
     let _ = stop_tx.send(true);
     let _ = expiry.await;
+    state.membership.stop_api().await;
 
     // Handler tasks may still hold the state for a moment; the guard unpins regardless.
     if let Ok(state) = Arc::try_unwrap(state) {
@@ -183,7 +184,7 @@ pub async fn run(
 struct DaemonState {
     info: DaemonInfo,
     dataplane: Mutex<Dataplane>,
-    membership: Membership,
+    membership: Arc<Membership>,
 }
 
 impl Handler for DaemonState {
@@ -195,11 +196,14 @@ impl Handler for DaemonState {
                 ..self.info.clone()
             }))),
             Request::SwarmInit(init) => membership.init(init),
+            Request::SwarmJoin { token, manager } => membership.join(&token, manager),
             Request::JoinToken { role, rotate } => membership.join_token(role, rotate),
             Request::NodeList => membership.nodes(),
             Request::SwarmLeave { force } => membership.leave(force),
             dataplane_request => return self.handle_dataplane(dataplane_request),
         };
+        // Becoming a manager starts the API; leaving stops it.
+        membership.sync_api();
         cluster_result.unwrap_or_else(|err| Response::Error(err.to_string()))
     }
 }
@@ -210,6 +214,7 @@ impl DaemonState {
         let result = match request {
             Request::Info
             | Request::SwarmInit(_)
+            | Request::SwarmJoin { .. }
             | Request::JoinToken { .. }
             | Request::NodeList
             | Request::SwarmLeave { .. } => unreachable!("answered by the membership"),

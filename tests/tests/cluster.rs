@@ -136,3 +136,76 @@ fn bad_init_flags_name_the_flag_and_the_fix() {
         .unwrap();
     assert!(out.contains("198.18.0.1:4242"), "{out}");
 }
+
+#[test]
+fn workers_join_over_tls_with_a_pinned_ca_and_bad_tokens_are_refused() {
+    let mut topology = Topology::new(&TopologyOptions::new("swt", 4)).unwrap();
+    topology.start_daemons().unwrap();
+    let manager = "198.18.0.1:2377";
+    topology.daemon(0).swarm_ok(&["init"]).unwrap();
+    let token = |host: usize, role: &str| {
+        topology
+            .daemon(host)
+            .swarm_ok(&["join-token", "-q", role])
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let worker_token = token(0, "worker");
+
+    let out = topology
+        .daemon(1)
+        .swarm_ok(&["join", "--token", &worker_token, manager])
+        .unwrap();
+    assert!(out.contains("This node joined a swarm as a worker."), "{out}");
+    let info = topology.daemon(1).swarm_json(&["info"]).unwrap()[0]["Swarm"].clone();
+    assert_eq!(info["LocalNodeState"], "active");
+    assert_eq!(info["ControlAvailable"], false);
+    let rows = topology.daemon(0).swarm_json(&["node", "ls"]).unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let worker = rows.iter().find(|r| r["Hostname"] == "h2").unwrap();
+    assert_eq!(worker["ID"], topology.daemon(1).node_id().unwrap().as_str());
+    assert_eq!(worker["ManagerStatus"], "");
+    // A worker cannot read or change cluster state.
+    for args in [&["node", "ls"][..], &["join-token", "worker"]] {
+        let output = topology.daemon(1).swarm(args).unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(err.contains("This node is not a swarm manager."), "{args:?}: {err}");
+    }
+
+    // A foreign swarm's token: its CA digest does not match h1's CA.
+    topology.daemon(2).swarm_ok(&["init"]).unwrap();
+    let foreign = token(2, "worker");
+    let rotated_away = worker_token.clone();
+    topology
+        .daemon(0)
+        .swarm_ok(&["join-token", "--rotate", "worker"])
+        .unwrap();
+    let cases = [
+        ("SWMTKN-1-nonsense", "invalid join token"),
+        (&foreign[..], "does not match the join token"),
+        (&rotated_away[..], "rotated"),
+        (&token(0, "manager")[..], "join with the worker token"),
+    ];
+    for (bad, expected) in cases {
+        let output = topology
+            .daemon(3)
+            .swarm(&["join", "--token", bad, manager])
+            .unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && err.contains(expected), "{bad}: {err}");
+    }
+    let output = topology
+        .daemon(3)
+        .swarm(&["join", "--token", &token(0, "worker"), "198.18.0.4:2377"])
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach a manager"));
+    let info = topology.daemon(3).swarm_json(&["info"]).unwrap()[0]["Swarm"].clone();
+    assert_eq!(info["LocalNodeState"], "inactive", "refused joins change nothing");
+
+    topology
+        .daemon(3)
+        .swarm_ok(&["join", "--token", &token(0, "worker"), manager])
+        .unwrap();
+    assert_eq!(topology.daemon(0).swarm_json(&["node", "ls"]).unwrap().len(), 3);
+}

@@ -21,6 +21,7 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "tshark",
     "nftables",
+    "protobuf-compiler",
 ];
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 const BPF_LINKER_VERSION: &str = "0.13.0";

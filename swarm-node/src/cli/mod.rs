@@ -52,6 +52,8 @@ pub enum Command {
     Dataplane(DataplaneCommand),
     /// Create a swarm with this node as its first manager.
     Init(InitArgs),
+    /// Join a swarm as a worker, through one of its managers.
+    Join(JoinArgs),
     /// Show (or rotate) the token that admits workers or managers.
     JoinToken(JoinTokenArgs),
     /// Leave the swarm.
@@ -75,6 +77,16 @@ pub struct InitArgs {
     /// How often agents report to managers, e.g. 1s or 500ms [default: 1s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub dispatcher_heartbeat: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The join token, from `swarm join-token worker` on a manager.
+    #[arg(long)]
+    pub token: String,
+    /// A manager's control-plane address, HOST[:PORT] (port 2377 by default).
+    #[arg(value_name = "HOST:PORT", value_parser = parse_manager_addr)]
+    pub manager: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -286,6 +298,15 @@ pub enum EndpointCommand {
     },
 }
 
+fn parse_manager_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.parse::<Ipv4Addr>()
+        .map(|ip| std::net::SocketAddr::from((ip, 2377)))
+        .map_err(|_| format!("{text:?} is not a manager address; write it like 198.18.0.1:2377"))
+}
+
 /// `ADDR:PORT` or `:PORT`; only the port is used for now (the daemon
 /// listens on all addresses).
 fn parse_listen_addr(text: &str) -> Result<u16, String> {
@@ -427,6 +448,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "To add a manager to this swarm, run 'swarm join-token manager' and follow the instructions.\n"
             );
+            Ok(())
+        }
+        Command::Join(args) => {
+            let request = Request::SwarmJoin {
+                token: args.token,
+                manager: args.manager,
+            };
+            let Response::Joined { role } = call(&cli.host, &request)? else {
+                anyhow::bail!("the daemon answered `join` with something else");
+            };
+            println!("This node joined a swarm as a {role}.");
             Ok(())
         }
         Command::JoinToken(args) => {

@@ -2,6 +2,8 @@
 //! manager keeps. Raft replication between managers, the join protocol and
 //! node liveness build on these.
 
+pub mod api;
+mod join;
 pub mod node;
 pub mod pki;
 pub mod state;

@@ -3,15 +3,20 @@
 //! cluster state this node keeps, which it loads again after a restart.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
+use tokio::sync::watch;
+
 use super::{
-    Availability, Cluster, ClusterError, InitOptions, Role,
-    pki::DEFAULT_CERT_EXPIRY,
+    Availability, Cluster, ClusterError, ClusterState, InitOptions, NodeRecord, Role,
+    api::{self, ServerCredentials, proto},
+    join::{self, Joiner},
+    pki::{DEFAULT_CERT_EXPIRY, JoinToken},
     state::{DEFAULT_HEARTBEAT, DEFAULT_LISTEN_PORT},
 };
 use crate::control::{NodeRow, Response, SwarmInfo, SwarmInitRequest};
@@ -24,20 +29,163 @@ pub struct LocalNode {
     pub advertise_addr: Ipv4Addr,
 }
 
-/// This node's membership, if any, behind a lock.
+/// This node's membership, if any, behind a lock; and, on a manager, the
+/// control-plane API it serves.
 pub struct Membership {
     node: LocalNode,
     cluster: Mutex<Option<Cluster>>,
+    runtime: tokio::runtime::Handle,
+    api: Mutex<Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>>,
 }
 
 impl Membership {
-    /// Picks up the cluster this node was in before a restart.
-    pub fn load(node: LocalNode) -> Result<Self, ClusterError> {
+    /// Picks up the cluster this node was in before a restart. Call from
+    /// inside the daemon's runtime.
+    pub fn load(node: LocalNode) -> Result<Arc<Self>, ClusterError> {
         let cluster = Cluster::load(&node.data_dir, &node.node_id)?;
-        Ok(Self {
+        let membership = Arc::new(Self {
             node,
             cluster: Mutex::new(cluster),
+            runtime: tokio::runtime::Handle::current(),
+            api: Mutex::new(None),
+        });
+        membership.sync_api();
+        Ok(membership)
+    }
+
+    /// Serves the control-plane API while this node is a manager, and only then.
+    pub fn sync_api(self: &Arc<Self>) {
+        let serving = {
+            let cluster = self.lock();
+            cluster
+                .as_ref()
+                .filter(|c| c.role == Role::Manager)
+                .and_then(|c| {
+                    Some((
+                        ServerCredentials {
+                            cert_pem: c.certificate.cert_pem.clone(),
+                            key_pem: c.certificate.key_pem.clone(),
+                            ca_pem: c.ca_pem().to_owned(),
+                        },
+                        c.manager_addr()?.port(),
+                    ))
+                })
+        };
+        let mut api = self.api.lock().unwrap_or_else(|p| p.into_inner());
+        match (serving, api.is_some()) {
+            (Some((credentials, port)), false) => {
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+                let membership = self.clone();
+                let task = self.runtime.spawn(async move {
+                    if let Err(err) = api::serve(membership, credentials, addr, stop_rx).await {
+                        tracing::error!(%addr, error = %err, "control-plane API stopped");
+                    }
+                });
+                *api = Some((stop_tx, task));
+            }
+            (None, true) => {
+                if let Some((stop, _task)) = api.take() {
+                    let _ = stop.send(true);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Stops the API (daemon shutdown).
+    pub async fn stop_api(&self) {
+        let running = self.api.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((stop, task)) = running {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+    }
+
+    /// A manager's answer to a joining node.
+    pub fn admit(&self, request: &proto::JoinRequest) -> Result<proto::JoinResponse, ClusterError> {
+        let mut slot = self.lock();
+        let cluster = slot.as_mut().ok_or(ClusterError::NotInSwarm)?;
+        cluster.require_manager()?;
+        let addr: IpAddr = request.advertise_addr.parse().map_err(|_| {
+            ClusterError::Join(format!(
+                "invalid advertise address {:?}",
+                request.advertise_addr
+            ))
+        })?;
+        let token: Option<JoinToken> = request.token.parse().ok();
+        if token.is_some_and(|t| cluster.admits(&t) == Some(Role::Manager)) {
+            return Err(ClusterError::Join(
+                "joining as a manager needs Raft between managers, which this version does not have yet; join with the worker token".into(),
+            ));
+        }
+        let (role, cert_pem) = cluster.admit(
+            &request.token,
+            &request.node_id,
+            &request.hostname,
+            addr,
+            &request.csr_pem,
+        )?;
+        Ok(proto::JoinResponse {
+            cluster_id: cluster.state.cluster_id.clone(),
+            role: role.to_string(),
+            cert_pem,
+            ca_pem: cluster.ca_pem().to_owned(),
+            managers: cluster
+                .state
+                .managers
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
         })
+    }
+
+    /// `swarm join`: becomes a member through the manager at `manager`.
+    pub fn join(&self, token: &str, manager: SocketAddr) -> Result<Response, ClusterError> {
+        let mut slot = self.lock();
+        if slot.is_some() {
+            return Err(ClusterError::AlreadyInSwarm);
+        }
+        let joiner = Joiner {
+            node_id: &self.node.node_id,
+            hostname: &self.node.hostname,
+            advertise_addr: IpAddr::V4(self.node.advertise_addr),
+        };
+        let joined = self.runtime.block_on(join::join(token, manager, joiner))?;
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            self.node.node_id.clone(),
+            NodeRecord {
+                id: self.node.node_id.clone(),
+                hostname: self.node.hostname.clone(),
+                addr: SocketAddr::from((self.node.advertise_addr, DEFAULT_LISTEN_PORT)),
+                role: joined.role,
+                availability: Availability::Active,
+                labels: BTreeMap::new(),
+            },
+        );
+        let state = ClusterState {
+            cluster_id: joined.cluster_id,
+            created_at: 0,
+            worker_token: String::new(),
+            manager_token: String::new(),
+            cert_expiry_secs: 0,
+            heartbeat_millis: DEFAULT_HEARTBEAT.as_millis() as u64,
+            nodes,
+            managers: joined.managers,
+        };
+        let cluster = Cluster::joined(
+            &self.node.data_dir,
+            &self.node.node_id,
+            joined.role,
+            joined.ca_pem,
+            joined.certificate,
+            state,
+        )?;
+        tracing::info!(role = %cluster.role, %manager, "joined a swarm");
+        let role = cluster.role;
+        *slot = Some(cluster);
+        Ok(Response::Joined { role })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Cluster>> {
@@ -53,14 +201,20 @@ impl Membership {
             };
         };
         let me = cluster.state.nodes.get(&cluster.node_id);
+        let manager = cluster.role == Role::Manager;
         SwarmInfo {
             local_node_state: "active".into(),
             node_id: cluster.node_id.clone(),
             node_addr: me.map(|n| n.addr.ip().to_string()).unwrap_or_default(),
-            control_available: me.is_some_and(|n| n.role == Role::Manager),
+            control_available: manager,
             cluster_id: cluster.state.cluster_id.clone(),
-            managers: cluster.managers(),
-            nodes: cluster.state.nodes.len(),
+            // A worker does not see the cluster's node list.
+            managers: if manager { cluster.managers() } else { 0 },
+            nodes: if manager {
+                cluster.state.nodes.len()
+            } else {
+                0
+            },
         }
     }
 
@@ -117,6 +271,7 @@ impl Membership {
     pub fn nodes(&self) -> Result<Response, ClusterError> {
         let slot = self.lock();
         let cluster = slot.as_ref().ok_or(ClusterError::NotInSwarm)?;
+        cluster.require_manager()?;
         let rows = cluster
             .state
             .nodes

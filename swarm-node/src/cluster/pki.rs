@@ -127,7 +127,8 @@ impl RootCa {
     }
 
     /// A certificate for node `node_id` in role `role`, valid for `expiry`,
-    /// usable as TLS server and client, with `addrs` as IP SANs.
+    /// usable as TLS server and client, with `addrs` as IP SANs; its key is
+    /// made here (for this node's own certificate).
     pub fn issue(
         &self,
         cluster_id: &str,
@@ -136,27 +137,7 @@ impl RootCa {
         addrs: &[IpAddr],
         expiry: Duration,
     ) -> Result<NodeCertificate, PkiError> {
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, node_id);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationalUnitName, role.organizational_unit());
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, cluster_id);
-        params.subject_alt_names = addrs.iter().map(|ip| SanType::IpAddress(*ip)).collect();
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - BACKDATE;
-        params.not_after = now + expiry;
+        let params = node_params(cluster_id, node_id, role, addrs, expiry);
         let key = KeyPair::generate()?;
         let certificate = params.signed_by(&key, &self.certificate, &self.key)?;
         Ok(NodeCertificate {
@@ -164,6 +145,62 @@ impl RootCa {
             key_pem: key.serialize_pem(),
         })
     }
+
+    /// Signs a joining node's request: only its public key is taken from
+    /// it; name, role and validity are the CA's to decide.
+    pub fn sign_request(
+        &self,
+        csr_pem: &str,
+        cluster_id: &str,
+        node_id: &str,
+        role: Role,
+        addrs: &[IpAddr],
+        expiry: Duration,
+    ) -> Result<String, PkiError> {
+        let mut request = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::BadCertificate(format!("certificate request: {e}")))?;
+        request.params = node_params(cluster_id, node_id, role, addrs, expiry);
+        Ok(request.signed_by(&self.certificate, &self.key)?.pem())
+    }
+}
+
+/// A key and a certificate request for it, made by a joining node: the key
+/// never leaves the node.
+pub fn key_and_request() -> Result<(KeyPair, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let request = CertificateParams::default().serialize_request(&key)?;
+    Ok((key, request.pem()?))
+}
+
+fn node_params(
+    cluster_id: &str,
+    node_id: &str,
+    role: Role,
+    addrs: &[IpAddr],
+    expiry: Duration,
+) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, node_id);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationalUnitName, role.organizational_unit());
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, cluster_id);
+    params.subject_alt_names = addrs.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - BACKDATE;
+    params.not_after = now + expiry;
+    params
 }
 
 /// A node's certificate and private key, PEM.

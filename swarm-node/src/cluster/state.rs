@@ -30,9 +30,15 @@ pub enum ClusterError {
     )]
     AlreadyInSwarm,
     #[error(
-        "This node is not part of a swarm: run `swarm init` to create one (joining an existing swarm is not built yet)"
+        "This node is not part of a swarm: run `swarm init` to create one, or `swarm join --token TOKEN MANAGER:2377` to join one"
     )]
     NotInSwarm,
+    #[error(
+        "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager."
+    )]
+    NotManager,
+    #[error("{0}")]
+    Join(String),
     #[error(
         "You are attempting to leave the swarm on a node that is participating as a manager. Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message."
     )]
@@ -76,15 +82,20 @@ pub struct ClusterState {
     /// How often agents report to the managers.
     pub heartbeat_millis: u64,
     pub nodes: BTreeMap<String, NodeRecord>,
+    /// Where the managers are reached (what a worker keeps of the cluster).
+    #[serde(default)]
+    pub managers: Vec<SocketAddr>,
 }
 
-/// This node's membership: the cluster store (on managers), its CA and its
-/// own certificate.
+/// This node's membership: the cluster store (on managers), the CA and this
+/// node's own certificate. Only managers hold the CA's key.
 pub struct Cluster {
     dir: PathBuf,
     pub state: ClusterState,
     pub node_id: String,
-    ca: RootCa,
+    pub role: Role,
+    ca_pem: String,
+    ca: Option<RootCa>,
     pub certificate: NodeCertificate,
 }
 
@@ -112,18 +123,49 @@ impl Cluster {
             let path = dir.join(name);
             fs::read_to_string(&path).map_err(|e| store_err(&path, e))
         };
-        let ca = RootCa::from_pem(&read(CA_CERT_FILE)?, &read(CA_KEY_FILE)?)?;
+        let ca_pem = read(CA_CERT_FILE)?;
+        let ca = if dir.join(CA_KEY_FILE).exists() {
+            Some(RootCa::from_pem(&ca_pem, &read(CA_KEY_FILE)?)?)
+        } else {
+            None
+        };
         let certificate = NodeCertificate {
             cert_pem: read(NODE_CERT_FILE)?,
             key_pem: read(NODE_KEY_FILE)?,
         };
+        let role = pki::CertificateSubject::from_pem(&certificate.cert_pem)?.role;
         Ok(Some(Self {
             dir,
             state,
             node_id: node_id.to_owned(),
+            role,
+            ca_pem,
             ca,
             certificate,
         }))
+    }
+
+    /// A node that joined: its certificate (for `role`), the CA, and what
+    /// it was told of the cluster.
+    pub fn joined(
+        data_dir: &Path,
+        node_id: &str,
+        role: Role,
+        ca_pem: String,
+        certificate: NodeCertificate,
+        state: ClusterState,
+    ) -> Result<Self, ClusterError> {
+        let cluster = Self {
+            dir: cluster_dir(data_dir),
+            state,
+            node_id: node_id.to_owned(),
+            role,
+            ca_pem,
+            ca: None,
+            certificate,
+        };
+        cluster.save_all()?;
+        Ok(cluster)
     }
 
     /// `swarm init`: a new cluster with this node as its only manager.
@@ -165,12 +207,15 @@ impl Cluster {
             cert_expiry_secs: options.cert_expiry.as_secs(),
             heartbeat_millis: options.heartbeat.as_millis() as u64,
             nodes,
+            managers: vec![options.advertise],
         };
         let cluster = Self {
             dir,
             state,
             node_id: node_id.to_owned(),
-            ca,
+            role: Role::Manager,
+            ca_pem: ca.cert_pem().to_owned(),
+            ca: Some(ca),
             certificate,
         };
         cluster.save_all()?;
@@ -180,8 +225,9 @@ impl Cluster {
     /// The join token for `role`, made anew first when `rotate`: the old
     /// one stops admitting nodes at once.
     pub fn join_token(&mut self, role: Role, rotate: bool) -> Result<String, ClusterError> {
+        let digest = self.manager_ca()?.digest();
         if rotate {
-            let token = JoinToken::generate(self.ca.digest()).to_string();
+            let token = JoinToken::generate(digest).to_string();
             match role {
                 Role::Worker => self.state.worker_token = token,
                 Role::Manager => self.state.manager_token = token,
@@ -207,6 +253,66 @@ impl Cluster {
         }
     }
 
+    /// A manager admitting a joining node: the role its token admits, and a
+    /// certificate for the key in its request. The node is recorded.
+    pub fn admit(
+        &mut self,
+        token: &str,
+        node_id: &str,
+        hostname: &str,
+        addr: std::net::IpAddr,
+        csr_pem: &str,
+    ) -> Result<(Role, String), ClusterError> {
+        let token: JoinToken = token
+            .parse()
+            .map_err(|e: pki::TokenError| ClusterError::Join(e.to_string()))?;
+        let role = self.admits(&token).ok_or_else(|| {
+            ClusterError::Join(
+                "invalid join token: it was rotated, or it belongs to another swarm; get the current one with `swarm join-token worker` (or manager) on a manager".into(),
+            )
+        })?;
+        let valid_id = !node_id.is_empty()
+            && node_id.len() <= 64
+            && node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !valid_id {
+            return Err(ClusterError::Join(format!("invalid node ID {node_id:?}")));
+        }
+        if node_id == self.node_id {
+            return Err(ClusterError::Join(
+                "a node cannot join the swarm it manages".into(),
+            ));
+        }
+        let expiry = Duration::from_secs(self.state.cert_expiry_secs);
+        let cert = self.manager_ca()?.sign_request(
+            csr_pem,
+            &self.state.cluster_id,
+            node_id,
+            role,
+            &[addr],
+            expiry,
+        )?;
+        let availability = self
+            .state
+            .nodes
+            .get(node_id)
+            .map_or(Availability::Active, |n| n.availability);
+        self.state.nodes.insert(
+            node_id.to_owned(),
+            NodeRecord {
+                id: node_id.to_owned(),
+                hostname: hostname.to_owned(),
+                addr: SocketAddr::new(addr, DEFAULT_LISTEN_PORT),
+                role,
+                availability,
+                labels: BTreeMap::new(),
+            },
+        );
+        self.save_state()?;
+        Ok((role, cert))
+    }
+
     /// Where this manager is reached: the address join commands name.
     pub fn manager_addr(&self) -> Option<SocketAddr> {
         self.state.nodes.get(&self.node_id).map(|n| n.addr)
@@ -221,13 +327,23 @@ impl Cluster {
     }
 
     pub fn ca_pem(&self) -> &str {
-        self.ca.cert_pem()
+        &self.ca_pem
+    }
+
+    /// The CA with its key: only on managers.
+    pub fn manager_ca(&self) -> Result<&RootCa, ClusterError> {
+        self.ca.as_ref().ok_or(ClusterError::NotManager)
+    }
+
+    /// Fails as Docker does on a worker.
+    pub fn require_manager(&self) -> Result<(), ClusterError> {
+        self.manager_ca().map(|_| ())
     }
 
     /// `swarm leave`: forget the cluster. The last manager needs `force`,
     /// because its leaving erases the cluster.
     pub fn leave(self, force: bool) -> Result<(), ClusterError> {
-        if self.managers() <= 1 && !force {
+        if self.role == Role::Manager && self.managers() <= 1 && !force {
             return Err(ClusterError::LastManager);
         }
         fs::remove_dir_all(&self.dir).map_err(|e| store_err(&self.dir, e))
@@ -237,8 +353,10 @@ impl Cluster {
         fs::create_dir_all(&self.dir).map_err(|e| store_err(&self.dir, e))?;
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| store_err(&self.dir, e))?;
-        self.write(CA_CERT_FILE, self.ca.cert_pem())?;
-        self.write(CA_KEY_FILE, &self.ca.key_pem())?;
+        self.write(CA_CERT_FILE, &self.ca_pem)?;
+        if let Some(ca) = &self.ca {
+            self.write(CA_KEY_FILE, &ca.key_pem())?;
+        }
         self.write(NODE_CERT_FILE, &self.certificate.cert_pem)?;
         self.write(NODE_KEY_FILE, &self.certificate.key_pem)?;
         self.save_state()

@@ -53,6 +53,11 @@ pub enum Request {
     },
     /// `swarm init`.
     SwarmInit(SwarmInitRequest),
+    /// `swarm join`.
+    SwarmJoin {
+        token: String,
+        manager: std::net::SocketAddr,
+    },
     /// `swarm join-token`.
     JoinToken {
         role: Role,
@@ -130,6 +135,10 @@ pub enum Response {
         manager_addr: String,
     },
     Nodes(Vec<NodeRow>),
+    /// `swarm join` succeeded in this role.
+    Joined {
+        role: Role,
+    },
     /// Done; nothing to report.
     Done,
     /// The request failed; the message says why and what to do.
