@@ -157,7 +157,10 @@ fn workers_join_over_tls_with_a_pinned_ca_and_bad_tokens_are_refused() {
         .daemon(1)
         .swarm_ok(&["join", "--token", &worker_token, manager])
         .unwrap();
-    assert!(out.contains("This node joined a swarm as a worker."), "{out}");
+    assert!(
+        out.contains("This node joined a swarm as a worker."),
+        "{out}"
+    );
     let info = topology.daemon(1).swarm_json(&["info"]).unwrap()[0]["Swarm"].clone();
     assert_eq!(info["LocalNodeState"], "active");
     assert_eq!(info["ControlAvailable"], false);
@@ -170,7 +173,10 @@ fn workers_join_over_tls_with_a_pinned_ca_and_bad_tokens_are_refused() {
     for args in [&["node", "ls"][..], &["join-token", "worker"]] {
         let output = topology.daemon(1).swarm(args).unwrap();
         let err = String::from_utf8_lossy(&output.stderr);
-        assert!(err.contains("This node is not a swarm manager."), "{args:?}: {err}");
+        assert!(
+            err.contains("This node is not a swarm manager."),
+            "{args:?}: {err}"
+        );
     }
 
     // A foreign swarm's token: its CA digest does not match h1's CA.
@@ -193,7 +199,10 @@ fn workers_join_over_tls_with_a_pinned_ca_and_bad_tokens_are_refused() {
             .swarm(&["join", "--token", bad, manager])
             .unwrap();
         let err = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success() && err.contains(expected), "{bad}: {err}");
+        assert!(
+            !output.status.success() && err.contains(expected),
+            "{bad}: {err}"
+        );
     }
     let output = topology
         .daemon(3)
@@ -201,11 +210,64 @@ fn workers_join_over_tls_with_a_pinned_ca_and_bad_tokens_are_refused() {
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot reach a manager"));
     let info = topology.daemon(3).swarm_json(&["info"]).unwrap()[0]["Swarm"].clone();
-    assert_eq!(info["LocalNodeState"], "inactive", "refused joins change nothing");
+    assert_eq!(
+        info["LocalNodeState"], "inactive",
+        "refused joins change nothing"
+    );
 
     topology
         .daemon(3)
         .swarm_ok(&["join", "--token", &token(0, "worker"), manager])
         .unwrap();
-    assert_eq!(topology.daemon(0).swarm_json(&["node", "ls"]).unwrap().len(), 3);
+    assert_eq!(
+        topology
+            .daemon(0)
+            .swarm_json(&["node", "ls"])
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+/// Polls `node ls` on the manager until `hostname` shows `status`.
+fn wait_for_status(topology: &Topology, hostname: &str, status: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let rows = topology.daemon(0).swarm_json(&["node", "ls"]).unwrap();
+        let row = rows.iter().find(|r| r["Hostname"] == hostname).unwrap();
+        if row["Status"] == status {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{hostname} never became {status}: {row}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn workers_heartbeat_with_their_certificate_and_a_stopped_one_goes_down() {
+    let mut topology = Topology::new(&TopologyOptions::new("swt", 2)).unwrap();
+    topology.start_daemons().unwrap();
+    topology
+        .daemon(0)
+        .swarm_ok(&["init", "--dispatcher-heartbeat", "500ms"])
+        .unwrap();
+    let token = topology
+        .daemon(0)
+        .swarm_ok(&["join-token", "-q", "worker"])
+        .unwrap();
+    topology
+        .daemon(1)
+        .swarm_ok(&["join", "--token", token.trim(), "198.18.0.1:2377"])
+        .unwrap();
+    wait_for_status(&topology, "h2", "Ready");
+
+    topology.daemon_mut(1).kill().unwrap();
+    wait_for_status(&topology, "h2", "Down");
+
+    // Restarted, it is still a member and reports again.
+    topology.start_daemon(1).unwrap();
+    wait_for_status(&topology, "h2", "Ready");
 }

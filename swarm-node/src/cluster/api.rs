@@ -1,5 +1,6 @@
 //! The managers' gRPC API on the control-plane port, over TLS with the
-//! node's certificate: `Join` admits nodes that present a join token. Client
+//! node's certificate: `Join` admits nodes that present a join token;
+//! `Heartbeat` takes agents' reports, naming them by their certificate. Client
 //! certificates are checked when presented (the CA is the only root) and not
 //! required, since a joining node has none yet.
 
@@ -18,9 +19,42 @@ pub mod proto {
 }
 
 use proto::{
-    JoinRequest, JoinResponse,
+    HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse,
+    dispatcher_server::{Dispatcher, DispatcherServer},
     node_ca_server::{NodeCa, NodeCaServer},
 };
+
+use super::pki::CertificateSubject;
+
+struct DispatcherService {
+    membership: Arc<Membership>,
+}
+
+#[tonic::async_trait]
+impl Dispatcher for DispatcherService {
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        // TLS has checked the certificate against the CA; its subject says
+        // which node is calling.
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
+        let subject = CertificateSubject::from_der(leaf.as_ref())
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let period = self
+            .membership
+            .heartbeat(&subject)
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
+        Ok(Response::new(HeartbeatResponse {
+            period_millis: period.as_millis() as u64,
+        }))
+    }
+}
 
 struct NodeCaService {
     membership: Arc<Membership>,
@@ -74,7 +108,10 @@ pub async fn serve(
     tracing::info!(%addr, "control-plane API listening");
     Server::builder()
         .tls_config(tls)?
-        .add_service(NodeCaServer::new(NodeCaService { membership }))
+        .add_service(NodeCaServer::new(NodeCaService {
+            membership: membership.clone(),
+        }))
+        .add_service(DispatcherServer::new(DispatcherService { membership }))
         .serve_with_shutdown(addr, async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })

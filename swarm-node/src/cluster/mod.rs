@@ -2,6 +2,7 @@
 //! manager keeps. Raft replication between managers, the join protocol and
 //! node liveness build on these.
 
+mod agent;
 pub mod api;
 mod join;
 pub mod node;

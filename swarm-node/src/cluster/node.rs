@@ -3,11 +3,11 @@
 //! cluster state this node keeps, which it loads again after a restart.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::watch;
@@ -16,7 +16,7 @@ use super::{
     Availability, Cluster, ClusterError, ClusterState, InitOptions, NodeRecord, Role,
     api::{self, ServerCredentials, proto},
     join::{self, Joiner},
-    pki::{DEFAULT_CERT_EXPIRY, JoinToken},
+    pki::{CertificateSubject, DEFAULT_CERT_EXPIRY, JoinToken},
     state::{DEFAULT_HEARTBEAT, DEFAULT_LISTEN_PORT},
 };
 use crate::control::{NodeRow, Response, SwarmInfo, SwarmInitRequest};
@@ -35,8 +35,18 @@ pub struct Membership {
     node: LocalNode,
     cluster: Mutex<Option<Cluster>>,
     runtime: tokio::runtime::Handle,
-    api: Mutex<Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>>,
+    api: Mutex<Option<Background>>,
+    /// On a worker: the heartbeat task.
+    agent: Mutex<Option<Background>>,
+    /// On a manager: when each node was last heard from.
+    liveness: Mutex<HashMap<String, Instant>>,
 }
+
+/// A task and the switch that stops it.
+type Background = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
+
+/// A node missing this many heartbeats in a row is Down.
+const MISSED_BEATS: u32 = 3;
 
 impl Membership {
     /// Picks up the cluster this node was in before a restart. Call from
@@ -48,13 +58,17 @@ impl Membership {
             cluster: Mutex::new(cluster),
             runtime: tokio::runtime::Handle::current(),
             api: Mutex::new(None),
+            agent: Mutex::new(None),
+            liveness: Mutex::new(HashMap::new()),
         });
         membership.sync_api();
         Ok(membership)
     }
 
-    /// Serves the control-plane API while this node is a manager, and only then.
+    /// Serves the control-plane API while this node is a manager, and runs
+    /// the heartbeat agent while it is a worker; each only then.
     pub fn sync_api(self: &Arc<Self>) {
+        self.sync_agent();
         let serving = {
             let cluster = self.lock();
             cluster
@@ -93,13 +107,72 @@ impl Membership {
         }
     }
 
-    /// Stops the API (daemon shutdown).
+    fn sync_agent(&self) {
+        let reporting = {
+            let cluster = self.lock();
+            cluster
+                .as_ref()
+                .filter(|c| c.role == Role::Worker)
+                .and_then(|c| {
+                    Some((
+                        *c.state.managers.first()?,
+                        c.certificate.clone(),
+                        c.ca_pem().to_owned(),
+                        Duration::from_millis(c.state.heartbeat_millis.max(1)),
+                    ))
+                })
+        };
+        let mut agent = self.agent.lock().unwrap_or_else(|p| p.into_inner());
+        match (reporting, agent.is_some()) {
+            (Some((manager, certificate, ca_pem, period)), false) => {
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let task = self.runtime.spawn(super::agent::run(
+                    manager,
+                    certificate,
+                    ca_pem,
+                    period,
+                    stop_rx,
+                ));
+                *agent = Some((stop_tx, task));
+            }
+            (None, true) => {
+                if let Some((stop, _task)) = agent.take() {
+                    let _ = stop.send(true);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Stops the API and the agent (daemon shutdown).
     pub async fn stop_api(&self) {
-        let running = self.api.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some((stop, task)) = running {
+        let api = self.api.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let agent = self.agent.lock().unwrap_or_else(|p| p.into_inner()).take();
+        for (stop, task) in api.into_iter().chain(agent) {
             let _ = stop.send(true);
             let _ = task.await;
         }
+    }
+
+    /// A manager hearing from a node: records it alive; says how often to
+    /// call again.
+    pub fn heartbeat(&self, subject: &CertificateSubject) -> Result<Duration, ClusterError> {
+        let slot = self.lock();
+        let cluster = slot.as_ref().ok_or(ClusterError::NotInSwarm)?;
+        cluster.require_manager()?;
+        if subject.cluster_id != cluster.state.cluster_id
+            || !cluster.state.nodes.contains_key(&subject.node_id)
+        {
+            return Err(ClusterError::Join(format!(
+                "node {} is not a member of this swarm",
+                subject.node_id
+            )));
+        }
+        self.liveness
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(subject.node_id.clone(), Instant::now());
+        Ok(Duration::from_millis(cluster.state.heartbeat_millis.max(1)))
     }
 
     /// A manager's answer to a joining node.
@@ -272,6 +345,13 @@ impl Membership {
         let slot = self.lock();
         let cluster = slot.as_ref().ok_or(ClusterError::NotInSwarm)?;
         cluster.require_manager()?;
+        let period = Duration::from_millis(cluster.state.heartbeat_millis.max(1));
+        let liveness = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        let alive = |id: &str| {
+            liveness
+                .get(id)
+                .is_some_and(|seen| seen.elapsed() <= period * MISSED_BEATS)
+        };
         let rows = cluster
             .state
             .nodes
@@ -281,9 +361,12 @@ impl Membership {
                 NodeRow {
                     id: node.id.clone(),
                     hostname: node.hostname.clone(),
-                    // The only node this state knows alive is the one answering;
-                    // liveness of others comes with agent heartbeats.
-                    status: if is_self { "Ready" } else { "Unknown" }.into(),
+                    status: if is_self || alive(&node.id) {
+                        "Ready"
+                    } else {
+                        "Down"
+                    }
+                    .into(),
                     availability: match node.availability {
                         Availability::Active => "Active",
                         Availability::Pause => "Pause",
