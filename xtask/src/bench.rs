@@ -335,17 +335,74 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
         metrics.insert(name.into(), json!(round(ratio, 3)));
     }
 
+    let down = node_down_detection(rounds)?;
+    metrics.insert("node_down_detection_s".into(), json!(round(down, 2)));
+    metrics.insert(
+        "node_down_detection_vs_swarmkit".into(),
+        json!(round(down / SWARMKIT_DOWN_DETECTION_S, 3)),
+    );
+
     print_table(&paths, &results, &metrics);
     println!("service ratios:");
     for (name, ..) in service_ratios {
         println!("  {name:<32} {}", metrics[name]);
     }
+    println!(
+        "control plane:\n  node_down_detection_s            {down:.2} (swarmkit: about {SWARMKIT_DOWN_DETECTION_S} s)"
+    );
     if let Some(path) = json_path {
         let text = serde_json::to_string_pretty(&Value::Object(metrics))?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
         println!("bench: wrote {}", path.display());
     }
     Ok(())
+}
+
+/// swarmkit's dispatcher: a 5 s heartbeat, a node Down after 3 missed.
+const SWARMKIT_DOWN_DETECTION_S: f64 = 15.0;
+
+/// Seconds from kill -9 of a worker's daemon to the manager's `node ls`
+/// saying Down (default heartbeat), median over `rounds`.
+fn node_down_detection(rounds: u32) -> anyhow::Result<f64> {
+    let mut topology = Topology::new(&TopologyOptions::new("swbenchcp", 2))?;
+    topology.start_daemons()?;
+    topology.daemon(0).swarm_ok(&["init"])?;
+    let token = topology
+        .daemon(0)
+        .swarm_ok(&["join-token", "-q", "worker"])?;
+    topology
+        .daemon(1)
+        .swarm_ok(&["join", "--token", token.trim(), "198.18.0.1:2377"])?;
+    let status = |topology: &Topology| -> anyhow::Result<String> {
+        let rows = topology.daemon(0).swarm_json(&["node", "ls"])?;
+        Ok(rows
+            .iter()
+            .find(|r| r["Hostname"] == "h2")
+            .and_then(|r| r["Status"].as_str())
+            .unwrap_or_default()
+            .to_owned())
+    };
+    let wait_for = |topology: &Topology, wanted: &str| -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        while status(topology)? != wanted {
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(60),
+                "h2 never became {wanted}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(start.elapsed())
+    };
+    let mut samples = Vec::new();
+    for round in 1..=rounds {
+        println!("bench: round {round}/{rounds}: node down detection");
+        wait_for(&topology, "Ready")?;
+        topology.daemon_mut(1).kill()?;
+        samples.push(wait_for(&topology, "Down")?.as_secs_f64());
+        topology.start_daemon(1)?;
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[samples.len() / 2])
 }
 
 fn print_table(paths: &[BenchPath], results: &[Figures], metrics: &Map<String, Value>) {

@@ -45,7 +45,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the node daemon (one per host; needs root).
     Daemon(DaemonArgs),
-    /// Show this node's daemon: identity, underlay, data plane.
+    /// Show this node's daemon and swarm: identity, underlay, data plane, membership.
     Info(FormatArgs),
     /// Inspect (and, low-level, program) what the kernel data plane holds and counts.
     #[command(subcommand)]
@@ -74,7 +74,7 @@ pub struct InitArgs {
     /// How long node certificates last, e.g. 2160h or 90d [default: 90 days].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub cert_expiry: Option<std::time::Duration>,
-    /// How often agents report to managers, e.g. 1s or 500ms [default: 1s].
+    /// How often agents report to managers, e.g. 1s or 500ms [default: 500ms]; a node is Down after three missed.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub dispatcher_heartbeat: Option<std::time::Duration>,
 }
