@@ -199,6 +199,9 @@ impl Handler for DaemonState {
             Request::SwarmJoin { token, manager } => membership.join(&token, manager),
             Request::JoinToken { role, rotate } => membership.join_token(role, rotate),
             Request::NodeList => membership.nodes(),
+            Request::NodeInspect { node } => membership.inspect(&node),
+            Request::NodeUpdate(update) => membership.update(update),
+            Request::NodeRemove { node, force } => membership.remove(&node, force),
             Request::SwarmLeave { force } => membership.leave(force),
             dataplane_request => return self.handle_dataplane(dataplane_request),
         };
@@ -217,6 +220,9 @@ impl DaemonState {
             | Request::SwarmJoin { .. }
             | Request::JoinToken { .. }
             | Request::NodeList
+            | Request::NodeInspect { .. }
+            | Request::NodeUpdate(_)
+            | Request::NodeRemove { .. }
             | Request::SwarmLeave { .. } => unreachable!("answered by the membership"),
             Request::DataplaneStats => dataplane.stats().map(Response::DataplaneStats),
             Request::Endpoints => dataplane.endpoints().map(Response::Endpoints),

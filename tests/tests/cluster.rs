@@ -271,3 +271,82 @@ fn workers_heartbeat_with_their_certificate_and_a_stopped_one_goes_down() {
     topology.start_daemon(1).unwrap();
     wait_for_status(&topology, "h2", "Ready");
 }
+
+#[test]
+fn nodes_are_updated_inspected_and_removed_once_down() {
+    let mut topology = Topology::new(&TopologyOptions::new("swt", 2)).unwrap();
+    topology.start_daemons().unwrap();
+    let manager = topology.daemon(0);
+    manager.swarm_ok(&["init"]).unwrap();
+    let token = manager.swarm_ok(&["join-token", "-q", "worker"]).unwrap();
+    topology
+        .daemon(1)
+        .swarm_ok(&["join", "--token", token.trim(), "198.18.0.1:2377"])
+        .unwrap();
+    wait_for_status(&topology, "h2", "Ready");
+    let manager = topology.daemon(0);
+    let worker_id = topology.daemon(1).node_id().unwrap();
+
+    // By hostname and by ID prefix, as Docker resolves them.
+    manager
+        .swarm_ok(&[
+            "node",
+            "update",
+            "--availability",
+            "drain",
+            "--label-add",
+            "zone=east",
+            "h2",
+        ])
+        .unwrap();
+    manager
+        .swarm_ok(&["node", "update", "--label-add", "disk=ssd", &worker_id[..6]])
+        .unwrap();
+    manager
+        .swarm_ok(&["node", "update", "--label-rm", "disk", "h2"])
+        .unwrap();
+    let rows = manager.swarm_json(&["node", "ls"]).unwrap();
+    let row = rows.iter().find(|r| r["Hostname"] == "h2").unwrap();
+    assert_eq!(row["Availability"], "Drain");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&manager.swarm_ok(&["node", "inspect", "h2"]).unwrap()).unwrap();
+    let node = &inspect[0];
+    assert_eq!(node["ID"], worker_id.as_str());
+    assert_eq!(node["Spec"]["Role"], "worker");
+    assert_eq!(node["Spec"]["Availability"], "drain");
+    assert_eq!(node["Spec"]["Labels"], serde_json::json!({"zone": "east"}));
+    assert_eq!(node["Status"]["State"], "ready");
+    assert_eq!(node["Status"]["Addr"], "198.18.0.2");
+    let me: serde_json::Value =
+        serde_json::from_str(&manager.swarm_ok(&["node", "inspect", "h1"]).unwrap()).unwrap();
+    assert_eq!(me[0]["ManagerStatus"]["Leader"], true);
+
+    let refused = |args: &[&str], expected: &str| {
+        let output = topology.daemon(0).swarm(args).unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && err.contains(expected),
+            "{args:?}: {err}"
+        );
+    };
+    refused(
+        &["node", "update", "--label-rm", "nope", "h2"],
+        "doesn't exist",
+    );
+    refused(&["node", "update", "h2"], "nothing to update");
+    refused(&["node", "inspect", "h9"], "not found");
+    refused(&["node", "rm", "h2"], "not down");
+    refused(&["node", "rm", "h1"], "demoted");
+
+    topology.daemon_mut(1).kill().unwrap();
+    wait_for_status(&topology, "h2", "Down");
+    topology.daemon(0).swarm_ok(&["node", "rm", "h2"]).unwrap();
+    assert_eq!(
+        topology
+            .daemon(0)
+            .swarm_json(&["node", "ls"])
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -8,9 +8,10 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    cluster::Role,
+    cluster::{Availability, Role},
     control::{
-        self, Client, DEFAULT_CONTROL_SOCKET, DEFAULT_HOST, Request, Response, SwarmInitRequest,
+        self, Client, DEFAULT_CONTROL_SOCKET, DEFAULT_HOST, NodeUpdateRequest, Request, Response,
+        SwarmInitRequest,
     },
     daemon::{self, DaemonConfig},
     dataplane::{
@@ -128,6 +129,42 @@ pub struct LeaveArgs {
 pub enum NodeCommand {
     /// List the swarm's nodes.
     Ls(FormatArgs),
+    /// Show one node as JSON, shaped like Docker's.
+    Inspect {
+        /// ID, unique ID prefix, or hostname.
+        node: String,
+    },
+    /// Change a node's availability or labels.
+    Update {
+        /// active: takes tasks; pause: keeps its tasks, takes no new ones;
+        /// drain: its tasks move elsewhere.
+        #[arg(long, value_enum)]
+        availability: Option<Availability>,
+        /// Add or change a label, KEY=VALUE (repeat for each).
+        #[arg(long = "label-add", value_name = "KEY=VALUE", value_parser = parse_label)]
+        label_add: Vec<(String, String)>,
+        /// Remove a label by key (repeat for each).
+        #[arg(long = "label-rm", value_name = "KEY")]
+        label_rm: Vec<String>,
+        /// ID, unique ID prefix, or hostname.
+        node: String,
+    },
+    /// Remove a worker that is down (or, with --force, one that is not).
+    Rm {
+        /// Remove it even though it is still reporting.
+        #[arg(short, long)]
+        force: bool,
+        /// ID, unique ID prefix, or hostname.
+        node: String,
+    },
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').unwrap_or((text, ""));
+    if key.is_empty() {
+        return Err(format!("{text:?} has no key; write it like zone=east"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 #[derive(Debug, Args)]
@@ -486,6 +523,46 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Leave(args) => {
             call(&cli.host, &Request::SwarmLeave { force: args.force })?;
             println!("Node left the swarm.");
+            Ok(())
+        }
+        Command::Node(NodeCommand::Inspect { node }) => {
+            let Response::NodeInspect(value) = call(&cli.host, &Request::NodeInspect { node })?
+            else {
+                anyhow::bail!("the daemon answered `node inspect` with something else");
+            };
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(())
+        }
+        Command::Node(NodeCommand::Update {
+            availability,
+            label_add,
+            label_rm,
+            node,
+        }) => {
+            if availability.is_none() && label_add.is_empty() && label_rm.is_empty() {
+                anyhow::bail!(
+                    "nothing to update: give --availability, --label-add KEY=VALUE or --label-rm KEY"
+                );
+            }
+            let request = Request::NodeUpdate(NodeUpdateRequest {
+                node: node.clone(),
+                availability,
+                label_add,
+                label_rm,
+            });
+            call(&cli.host, &request)?;
+            println!("{node}");
+            Ok(())
+        }
+        Command::Node(NodeCommand::Rm { force, node }) => {
+            call(
+                &cli.host,
+                &Request::NodeRemove {
+                    node: node.clone(),
+                    force,
+                },
+            )?;
+            println!("{node}");
             Ok(())
         }
         Command::Node(NodeCommand::Ls(args)) => {

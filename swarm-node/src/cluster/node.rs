@@ -19,7 +19,15 @@ use super::{
     pki::{CertificateSubject, DEFAULT_CERT_EXPIRY, JoinToken},
     state::{DEFAULT_HEARTBEAT, DEFAULT_LISTEN_PORT},
 };
-use crate::control::{NodeRow, Response, SwarmInfo, SwarmInitRequest};
+use crate::control::{NodeRow, NodeUpdateRequest, Response, SwarmInfo, SwarmInitRequest};
+
+fn availability_word(availability: Availability) -> &'static str {
+    match availability {
+        Availability::Active => "Active",
+        Availability::Pause => "Pause",
+        Availability::Drain => "Drain",
+    }
+}
 
 /// Who this node is, for cluster requests.
 pub struct LocalNode {
@@ -345,13 +353,6 @@ impl Membership {
         let slot = self.lock();
         let cluster = slot.as_ref().ok_or(ClusterError::NotInSwarm)?;
         cluster.require_manager()?;
-        let period = Duration::from_millis(cluster.state.heartbeat_millis.max(1));
-        let liveness = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
-        let alive = |id: &str| {
-            liveness
-                .get(id)
-                .is_some_and(|seen| seen.elapsed() <= period * MISSED_BEATS)
-        };
         let rows = cluster
             .state
             .nodes
@@ -361,18 +362,13 @@ impl Membership {
                 NodeRow {
                     id: node.id.clone(),
                     hostname: node.hostname.clone(),
-                    status: if is_self || alive(&node.id) {
+                    status: if is_self || self.alive(cluster, &node.id) {
                         "Ready"
                     } else {
                         "Down"
                     }
                     .into(),
-                    availability: match node.availability {
-                        Availability::Active => "Active",
-                        Availability::Pause => "Pause",
-                        Availability::Drain => "Drain",
-                    }
-                    .into(),
+                    availability: availability_word(node.availability).into(),
                     manager_status: match node.role {
                         Role::Manager if is_self => "Leader".into(),
                         Role::Manager => "Unreachable".into(),
@@ -383,6 +379,97 @@ impl Membership {
             })
             .collect();
         Ok(Response::Nodes(rows))
+    }
+
+    pub fn inspect(&self, reference: &str) -> Result<Response, ClusterError> {
+        let slot = self.lock();
+        let cluster = slot.as_ref().ok_or(ClusterError::NotInSwarm)?;
+        cluster.require_manager()?;
+        let id = cluster.resolve(reference)?;
+        let node = &cluster.state.nodes[&id];
+        let is_self = id == cluster.node_id;
+        let ready = is_self || self.alive(cluster, &id);
+        let mut value = serde_json::json!({
+            "ID": node.id,
+            "Spec": {
+                "Labels": node.labels,
+                "Role": node.role.to_string(),
+                "Availability": availability_word(node.availability).to_lowercase(),
+            },
+            "Description": { "Hostname": node.hostname },
+            "Status": {
+                "State": if ready { "ready" } else { "down" },
+                "Addr": node.addr.ip().to_string(),
+            },
+        });
+        if node.role == Role::Manager {
+            value["ManagerStatus"] = serde_json::json!({
+                "Leader": is_self,
+                "Reachability": if ready { "reachable" } else { "unreachable" },
+                "Addr": node.addr.to_string(),
+            });
+        }
+        Ok(Response::NodeInspect(serde_json::Value::Array(vec![value])))
+    }
+
+    pub fn update(&self, request: NodeUpdateRequest) -> Result<Response, ClusterError> {
+        let mut slot = self.lock();
+        let cluster = slot.as_mut().ok_or(ClusterError::NotInSwarm)?;
+        cluster.require_manager()?;
+        let id = cluster.resolve(&request.node)?;
+        let node = cluster.state.nodes.get_mut(&id).expect("resolved");
+        if let Some(availability) = request.availability {
+            node.availability = availability;
+        }
+        for (key, value) in request.label_add {
+            node.labels.insert(key, value);
+        }
+        for key in &request.label_rm {
+            if node.labels.remove(key).is_none() {
+                return Err(ClusterError::Refused(format!(
+                    "key {key} doesn't exist in node's labels"
+                )));
+            }
+        }
+        cluster.save_state()?;
+        tracing::info!(node = %id, "node updated");
+        Ok(Response::Done)
+    }
+
+    pub fn remove(&self, reference: &str, force: bool) -> Result<Response, ClusterError> {
+        let mut slot = self.lock();
+        let cluster = slot.as_mut().ok_or(ClusterError::NotInSwarm)?;
+        cluster.require_manager()?;
+        let id = cluster.resolve(reference)?;
+        let node = &cluster.state.nodes[&id];
+        if node.role == Role::Manager {
+            return Err(ClusterError::Refused(format!(
+                "rm {reference}: node {id} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal"
+            )));
+        }
+        if self.alive(cluster, &id) && !force {
+            return Err(ClusterError::Refused(format!(
+                "rm {reference}: node {id} is not down and can't be removed; stop it first (`swarm leave` there) or use --force"
+            )));
+        }
+        cluster.state.nodes.remove(&id);
+        cluster.save_state()?;
+        self.liveness
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        tracing::info!(node = %id, "node removed");
+        Ok(Response::Done)
+    }
+
+    /// Whether the manager heard from node `id` within three heartbeats.
+    fn alive(&self, cluster: &Cluster, id: &str) -> bool {
+        let period = Duration::from_millis(cluster.state.heartbeat_millis.max(1));
+        self.liveness
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .is_some_and(|seen| seen.elapsed() <= period * MISSED_BEATS)
     }
 
     pub fn leave(&self, force: bool) -> Result<Response, ClusterError> {

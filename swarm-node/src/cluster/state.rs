@@ -40,6 +40,12 @@ pub enum ClusterError {
     NotManager,
     #[error("{0}")]
     Join(String),
+    #[error("node {0} not found (see `swarm node ls`)")]
+    NoSuchNode(String),
+    #[error("node reference {0:?} matches more than one node; use a longer ID prefix")]
+    AmbiguousNode(String),
+    #[error("{0}")]
+    Refused(String),
     #[error(
         "You are attempting to leave the swarm on a node that is participating as a manager. Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message."
     )]
@@ -50,7 +56,7 @@ pub enum ClusterError {
     Store { path: PathBuf, message: String },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Availability {
     Active,
@@ -312,6 +318,25 @@ impl Cluster {
         );
         self.save_state()?;
         Ok((role, cert))
+    }
+
+    /// The node `reference` names: its ID, a unique prefix of it, or its
+    /// hostname (as Docker resolves node references).
+    pub fn resolve(&self, reference: &str) -> Result<String, ClusterError> {
+        if self.state.nodes.contains_key(reference) {
+            return Ok(reference.to_owned());
+        }
+        let matches: Vec<&NodeRecord> = self
+            .state
+            .nodes
+            .values()
+            .filter(|n| n.hostname == reference || n.id.starts_with(reference))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.id.clone()),
+            [] => Err(ClusterError::NoSuchNode(reference.to_owned())),
+            _ => Err(ClusterError::AmbiguousNode(reference.to_owned())),
+        }
     }
 
     /// Where this manager is reached: the address join commands name.

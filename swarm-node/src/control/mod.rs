@@ -65,10 +65,31 @@ pub enum Request {
     },
     /// `swarm node ls`.
     NodeList,
+    /// `swarm node inspect`.
+    NodeInspect {
+        node: String,
+    },
+    /// `swarm node update`.
+    NodeUpdate(NodeUpdateRequest),
+    /// `swarm node rm`.
+    NodeRemove {
+        node: String,
+        force: bool,
+    },
     /// `swarm leave`.
     SwarmLeave {
         force: bool,
     },
+}
+
+/// `swarm node update`'s changes to one node.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct NodeUpdateRequest {
+    /// ID, unique ID prefix, or hostname.
+    pub node: String,
+    pub availability: Option<crate::cluster::Availability>,
+    pub label_add: Vec<(String, String)>,
+    pub label_rm: Vec<String>,
 }
 
 /// `swarm init`'s flags; unset ones take the daemon's defaults.
@@ -135,6 +156,8 @@ pub enum Response {
         manager_addr: String,
     },
     Nodes(Vec<NodeRow>),
+    /// `swarm node inspect`: Docker's shape, as JSON.
+    NodeInspect(serde_json::Value),
     /// `swarm join` succeeded in this role.
     Joined {
         role: Role,
