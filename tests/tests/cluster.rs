@@ -350,3 +350,45 @@ fn nodes_are_updated_inspected_and_removed_once_down() {
         1
     );
 }
+
+#[test]
+fn certificates_renew_before_they_expire_without_the_node_going_down() {
+    let mut topology = Topology::new(&TopologyOptions::new("swt", 2)).unwrap();
+    topology.start_daemons().unwrap();
+    topology
+        .daemon(0)
+        .swarm_ok(&[
+            "init",
+            "--cert-expiry",
+            "6s",
+            "--dispatcher-heartbeat",
+            "500ms",
+        ])
+        .unwrap();
+    let token = topology
+        .daemon(0)
+        .swarm_ok(&["join-token", "-q", "worker"])
+        .unwrap();
+    topology
+        .daemon(1)
+        .swarm_ok(&["join", "--token", token.trim(), "198.18.0.1:2377"])
+        .unwrap();
+    wait_for_status(&topology, "h2", "Ready");
+    let cert_of = |host: usize| {
+        std::fs::read_to_string(topology.daemon(host).data_dir.join("cluster/node.pem")).unwrap()
+    };
+    let (manager_cert, worker_cert) = (cert_of(0), cert_of(1));
+
+    // Twice the certificates' lifetime: without renewal both would have
+    // lapsed and every heartbeat's TLS handshake would fail.
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    assert_ne!(cert_of(0), manager_cert, "the manager renewed its own");
+    assert_ne!(cert_of(1), worker_cert, "the worker got a new one");
+    let rows = topology.daemon(0).swarm_json(&["node", "ls"]).unwrap();
+    for row in &rows {
+        assert_eq!(row["Status"], "Ready", "{row}");
+    }
+    // The worker is still a member, with its renewed certificate.
+    let info = topology.daemon(1).swarm_json(&["info"]).unwrap()[0]["Swarm"].clone();
+    assert_eq!(info["LocalNodeState"], "active");
+}

@@ -19,12 +19,25 @@ pub mod proto {
 }
 
 use proto::{
-    HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse,
+    HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, RenewRequest, RenewResponse,
     dispatcher_server::{Dispatcher, DispatcherServer},
     node_ca_server::{NodeCa, NodeCaServer},
 };
 
 use super::pki::CertificateSubject;
+
+/// Who is calling: the subject of the client certificate TLS has already
+/// checked against the CA.
+#[allow(clippy::result_large_err)] // tonic's Status is what handlers return.
+fn caller<T>(request: &Request<T>) -> Result<CertificateSubject, Status> {
+    let certs = request
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
+    CertificateSubject::from_der(leaf.as_ref()).map_err(|e| Status::unauthenticated(e.to_string()))
+}
 
 struct DispatcherService {
     membership: Arc<Membership>,
@@ -38,14 +51,7 @@ impl Dispatcher for DispatcherService {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         // TLS has checked the certificate against the CA; its subject says
         // which node is calling.
-        let certs = request
-            .peer_certs()
-            .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
-        let subject = CertificateSubject::from_der(leaf.as_ref())
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let subject = caller(&request)?;
         let period = self
             .membership
             .heartbeat(&subject)
@@ -79,6 +85,22 @@ impl NodeCa for NodeCaService {
                 Err(Status::permission_denied(err.to_string()))
             }
         }
+    }
+
+    async fn renew(
+        &self,
+        request: Request<RenewRequest>,
+    ) -> Result<Response<RenewResponse>, Status> {
+        let subject = caller(&request)?;
+        let csr_pem = request.into_inner().csr_pem;
+        let membership = self.membership.clone();
+        let node = subject.node_id.clone();
+        let cert_pem = tokio::task::spawn_blocking(move || membership.renew(&subject, &csr_pem))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
+        tracing::info!(%node, "certificate renewed");
+        Ok(Response::new(RenewResponse { cert_pem }))
     }
 }
 

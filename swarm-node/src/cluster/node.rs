@@ -16,7 +16,7 @@ use super::{
     Availability, Cluster, ClusterError, ClusterState, InitOptions, NodeRecord, Role,
     api::{self, ServerCredentials, proto},
     join::{self, Joiner},
-    pki::{CertificateSubject, DEFAULT_CERT_EXPIRY, JoinToken},
+    pki::{CertificateSubject, DEFAULT_CERT_EXPIRY, JoinToken, NodeCertificate},
     state::{DEFAULT_HEARTBEAT, DEFAULT_LISTEN_PORT},
 };
 use crate::control::{NodeRow, NodeUpdateRequest, Response, SwarmInfo, SwarmInitRequest};
@@ -70,6 +70,17 @@ impl Membership {
             liveness: Mutex::new(HashMap::new()),
         });
         membership.sync_api();
+        let ticking = Arc::downgrade(&membership);
+        membership.runtime.spawn(async move {
+            // Certificates are checked once a second; the task ends with the membership.
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(membership) = ticking.upgrade() else {
+                    return;
+                };
+                let _ = tokio::task::spawn_blocking(move || membership.renew_own_if_due()).await;
+            }
+        });
         Ok(membership)
     }
 
@@ -115,7 +126,7 @@ impl Membership {
         }
     }
 
-    fn sync_agent(&self) {
+    fn sync_agent(self: &Arc<Self>) {
         let reporting = {
             let cluster = self.lock();
             cluster
@@ -124,7 +135,6 @@ impl Membership {
                 .and_then(|c| {
                     Some((
                         *c.state.managers.first()?,
-                        c.certificate.clone(),
                         c.ca_pem().to_owned(),
                         Duration::from_millis(c.state.heartbeat_millis.max(1)),
                     ))
@@ -132,11 +142,11 @@ impl Membership {
         };
         let mut agent = self.agent.lock().unwrap_or_else(|p| p.into_inner());
         match (reporting, agent.is_some()) {
-            (Some((manager, certificate, ca_pem, period)), false) => {
+            (Some((manager, ca_pem, period)), false) => {
                 let (stop_tx, stop_rx) = watch::channel(false);
                 let task = self.runtime.spawn(super::agent::run(
+                    Arc::downgrade(self),
                     manager,
-                    certificate,
                     ca_pem,
                     period,
                     stop_rx,
@@ -160,6 +170,95 @@ impl Membership {
             let _ = stop.send(true);
             let _ = task.await;
         }
+    }
+
+    /// A manager renewing a member's certificate: same node, same role as
+    /// recorded, for the key in `csr_pem`.
+    pub fn renew(
+        &self,
+        subject: &CertificateSubject,
+        csr_pem: &str,
+    ) -> Result<String, ClusterError> {
+        let slot = self.lock();
+        let cluster = slot.as_ref().ok_or(ClusterError::NotInSwarm)?;
+        let ca = cluster.manager_ca()?;
+        let node = cluster
+            .state
+            .nodes
+            .get(&subject.node_id)
+            .filter(|_| subject.cluster_id == cluster.state.cluster_id)
+            .ok_or_else(|| ClusterError::NoSuchNode(subject.node_id.clone()))?;
+        Ok(ca.sign_request(
+            csr_pem,
+            &cluster.state.cluster_id,
+            &node.id,
+            node.role,
+            &[node.addr.ip()],
+            Duration::from_secs(cluster.state.cert_expiry_secs),
+        )?)
+    }
+
+    /// This node's current certificate.
+    pub fn certificate(&self) -> Option<NodeCertificate> {
+        self.lock().as_ref().map(|c| c.certificate.clone())
+    }
+
+    /// Keeps a renewed certificate (an agent's, from a manager).
+    pub fn store_certificate(&self, certificate: NodeCertificate) -> Result<(), ClusterError> {
+        let mut slot = self.lock();
+        let cluster = slot.as_mut().ok_or(ClusterError::NotInSwarm)?;
+        cluster.replace_certificate(certificate)
+    }
+
+    /// A manager signs its own new certificate when half the old one's life
+    /// has passed, then serves the API with it.
+    fn renew_own_if_due(self: &Arc<Self>) {
+        let renewed = {
+            let mut slot = self.lock();
+            let Some(cluster) = slot.as_mut() else {
+                return;
+            };
+            let Ok(ca) = cluster.manager_ca() else {
+                return;
+            };
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let due = CertificateSubject::from_pem(&cluster.certificate.cert_pem)
+                .map_or(true, |subject| subject.renewal_due(now));
+            if !due {
+                return;
+            }
+            let Some(me) = cluster.state.nodes.get(&cluster.node_id) else {
+                return;
+            };
+            let issued = ca.issue(
+                &cluster.state.cluster_id,
+                &cluster.node_id,
+                Role::Manager,
+                &[me.addr.ip()],
+                Duration::from_secs(cluster.state.cert_expiry_secs),
+            );
+            match issued
+                .map_err(ClusterError::from)
+                .and_then(|cert| cluster.replace_certificate(cert))
+            {
+                Ok(()) => true,
+                Err(err) => {
+                    tracing::warn!(error = %err, "renewing this manager's certificate failed");
+                    false
+                }
+            }
+        };
+        if renewed {
+            tracing::info!("manager certificate renewed; serving with it");
+            self.restart_api();
+        }
+    }
+
+    fn restart_api(self: &Arc<Self>) {
+        if let Some((stop, _task)) = self.api.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = stop.send(true);
+        }
+        self.sync_api();
     }
 
     /// A manager hearing from a node: records it alive; says how often to

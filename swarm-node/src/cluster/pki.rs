@@ -217,6 +217,8 @@ pub struct CertificateSubject {
     pub role: Role,
     pub cluster_id: String,
     /// Seconds since the Unix epoch.
+    pub not_before: i64,
+    /// Seconds since the Unix epoch.
     pub not_after: i64,
 }
 
@@ -254,12 +256,22 @@ impl CertificateSubject {
             node_id,
             role,
             cluster_id,
+            not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
         })
     }
 
     pub fn from_pem(pem_text: &str) -> Result<Self, PkiError> {
         Self::from_der(&pem_der(pem_text)?)
+    }
+
+    /// Whether half of the certificate's lifetime has passed at `now`
+    /// (seconds since the epoch): time to get a new one, long before it
+    /// lapses, so renewing never interrupts anything.
+    pub fn renewal_due(&self, now: i64) -> bool {
+        let issued = self.not_before + BACKDATE.as_secs() as i64;
+        let lifetime = (self.not_after - issued).max(1);
+        now >= issued + lifetime / 2
     }
 }
 

@@ -388,6 +388,17 @@ impl Cluster {
         self.save_state()
     }
 
+    /// Replaces this node's certificate, on disk too.
+    pub fn replace_certificate(
+        &mut self,
+        certificate: NodeCertificate,
+    ) -> Result<(), ClusterError> {
+        self.write(NODE_KEY_FILE, &certificate.key_pem)?;
+        self.write(NODE_CERT_FILE, &certificate.cert_pem)?;
+        self.certificate = certificate;
+        Ok(())
+    }
+
     pub fn save_state(&self) -> Result<(), ClusterError> {
         let text = serde_json::to_string_pretty(&self.state).expect("plain data serializes");
         self.write(STATE_FILE, &text)
