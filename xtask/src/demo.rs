@@ -43,6 +43,25 @@ pub fn run() -> anyhow::Result<()> {
     }
 
     println!(
+        "\n== a swarm: `swarm init` on h1, `swarm join` on h2 and h3 (TLS, CA pinned by the token)"
+    );
+    print!("{}", topology.daemon(0).swarm_ok(&["init"])?);
+    let token = topology
+        .daemon(0)
+        .swarm_ok(&["join-token", "-q", "worker"])?;
+    for i in 1..topology.hosts.len() {
+        let out =
+            topology
+                .daemon(i)
+                .swarm_ok(&["join", "--token", token.trim(), "198.18.0.1:2377"])?;
+        print!("h{}: {out}", i + 1);
+    }
+    // Give the new workers a heartbeat to report Ready.
+    std::thread::sleep(Duration::from_millis(800));
+    println!("\n== `swarm node ls` on h1");
+    print!("{}", topology.daemon(0).swarm_ok(&["node", "ls"])?);
+
+    println!(
         "\n== the client sends traffic: ping, UDP and TCP to each host, and some malformed frames to h1"
     );
     for host in &topology.hosts {
