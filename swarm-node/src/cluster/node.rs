@@ -78,7 +78,11 @@ impl Membership {
                 let Some(membership) = ticking.upgrade() else {
                     return;
                 };
-                let _ = tokio::task::spawn_blocking(move || membership.renew_own_if_due()).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    membership.renew_own_if_due();
+                    membership.sync_api();
+                })
+                .await;
             }
         });
         Ok(membership)
@@ -105,6 +109,10 @@ impl Membership {
                 })
         };
         let mut api = self.api.lock().unwrap_or_else(|p| p.into_inner());
+        // A server that stopped on its own (its port was taken) is started again.
+        if api.as_ref().is_some_and(|(_, task)| task.is_finished()) {
+            *api = None;
+        }
         match (serving, api.is_some()) {
             (Some((credentials, port)), false) => {
                 let (stop_tx, stop_rx) = watch::channel(false);
@@ -254,9 +262,13 @@ impl Membership {
         }
     }
 
+    /// Stops the API, waits until its port is free, and serves again (with
+    /// the current certificate). Call from a blocking thread.
     fn restart_api(self: &Arc<Self>) {
-        if let Some((stop, _task)) = self.api.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let running = self.api.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((stop, task)) = running {
             let _ = stop.send(true);
+            let _ = self.runtime.block_on(task);
         }
         self.sync_api();
     }
