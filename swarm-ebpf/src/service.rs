@@ -172,20 +172,18 @@ pub fn refuse(ctx: &TcContext, flow: &Flow, reason: DropReason, ifindex: u32, by
     unsafe { bpf_redirect(ifindex, 0) as i32 }
 }
 
-/// A backend's reply about to be delivered to a local task: its source goes
-/// back to the VIP the task dialled. Other packets pass unchanged.
+/// A backend's reply (`flow`, the packet's own) about to be delivered to a
+/// local task: its source goes back to the VIP the task dialled. Other
+/// packets pass unchanged.
 #[inline(always)]
-pub fn reverse_nat_to_task(ctx: &TcContext, bytes: usize) -> Result<(), i32> {
-    let Ok(flow) = nat::flow(ctx) else {
-        return Ok(());
-    };
-    let Some(entry) = conntrack::lookup(&conntrack::key(&flow, CT_REPLY), &flow) else {
+pub fn reverse_nat_to_task(ctx: &TcContext, flow: &Flow, bytes: usize) -> Result<(), i32> {
+    let Some(entry) = conntrack::lookup(&conntrack::key(flow, CT_REPLY), flow) else {
         return Ok(());
     };
     if entry.flags & CT_FLAG_MESH != 0 {
         return Ok(());
     }
-    unreverse(ctx, &flow, &entry).map_err(|reason| overlay::drop(reason, bytes))?;
+    unreverse(ctx, flow, &entry).map_err(|reason| overlay::drop(reason, bytes))?;
     stats::count(PacketKind::ServiceReverseNat, bytes);
     Ok(())
 }
@@ -254,22 +252,19 @@ fn hairpin_reply(ctx: &TcContext, flow: &Flow, entry: &CtEntry, bytes: usize) ->
 /// belongs to that node from now on, even if this node answered an earlier
 /// flow with the same addresses and ports itself (a reused client port).
 #[inline(always)]
-pub fn remember_return(ctx: &TcContext, network: &Network, vni: u32, node_ip: u32) {
+pub fn remember_return(flow: &Flow, network: &Network, vni: u32, node_ip: u32) {
     if network.flags & swarm_common::overlay::NETWORK_INGRESS == 0 {
         return;
     }
-    let Ok(flow) = nat::flow(ctx) else {
-        return;
-    };
     if overlay::endpoint(vni, flow.saddr).is_some() {
         return;
     }
-    let key = conntrack::reply_key(&flow, flow.daddr, flow.dport, CT_RETURN);
-    if conntrack::lookup(&key, &flow).is_some_and(|entry| entry.nat_ip == node_ip) {
+    let key = conntrack::reply_key(flow, flow.daddr, flow.dport, CT_RETURN);
+    if conntrack::lookup(&key, flow).is_some_and(|entry| entry.nat_ip == node_ip) {
         return;
     }
     conntrack::remove(&conntrack::reply_key(
-        &flow, flow.daddr, flow.dport, CT_REPLY,
+        flow, flow.daddr, flow.dport, CT_REPLY,
     ));
     let entry = CtEntry {
         nat_ip: node_ip,

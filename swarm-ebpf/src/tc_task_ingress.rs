@@ -8,7 +8,7 @@ use aya_ebpf::{helpers::bpf_redirect, macros::classifier, programs::TcContext};
 use swarm_common::stats::{DropReason, PacketKind};
 
 use crate::{
-    overlay, packet,
+    nat, overlay, packet,
     parse::L3,
     service::{self, Outcome},
     stats,
@@ -55,7 +55,9 @@ fn try_task_ingress(ctx: &TcContext) -> i32 {
             match overlay::ipv4_destination(ctx, port.vni, bytes) {
                 Err(verdict) => verdict,
                 Ok(Some(endpoint)) if endpoint.ifindex != 0 => {
-                    if let Err(verdict) = service::reverse_nat_to_task(ctx, bytes) {
+                    if let Ok(flow) = nat::flow(ctx)
+                        && let Err(verdict) = service::reverse_nat_to_task(ctx, &flow, bytes)
+                    {
                         return verdict;
                     }
                     overlay::deliver_local(endpoint.ifindex, PacketKind::OverlayLocal, bytes)

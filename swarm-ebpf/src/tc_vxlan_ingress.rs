@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use swarm_common::stats::{DropReason, PacketKind};
 
-use crate::{overlay, packet, parse::L3, service};
+use crate::{nat, overlay, packet, parse::L3, service};
 
 #[classifier]
 pub fn sw_from_tunnel(ctx: TcContext) -> i32 {
@@ -63,11 +63,14 @@ fn try_vxlan_ingress(ctx: &TcContext) -> i32 {
                 overlay::drop(DropReason::NotLocal, bytes)
             }
             Ok(Some(endpoint)) => {
-                // SAFETY: union read of the IPv4 member the kernel filled for an IPv4 tunnel.
-                let remote = unsafe { key.__bindgen_anon_1.remote_ipv4 };
-                service::remember_return(ctx, &network, vni, remote.to_be());
-                if let Err(verdict) = service::reverse_nat_to_task(ctx, bytes) {
-                    return verdict;
+                // TCP and UDP only; parsed once for both service steps.
+                if let Ok(flow) = nat::flow(ctx) {
+                    // SAFETY: union read of the IPv4 member the kernel filled for an IPv4 tunnel.
+                    let remote = unsafe { key.__bindgen_anon_1.remote_ipv4 };
+                    service::remember_return(&flow, &network, vni, remote.to_be());
+                    if let Err(verdict) = service::reverse_nat_to_task(ctx, &flow, bytes) {
+                        return verdict;
+                    }
                 }
                 overlay::deliver_local(endpoint.ifindex, PacketKind::OverlayDecap, bytes)
             }

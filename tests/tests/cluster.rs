@@ -229,6 +229,26 @@ fn workers_join_over_tls_with_a_pinned_ca_and_bad_tokens_are_refused() {
     );
 }
 
+/// Two hosts: h1 runs `swarm init` with `init_flags`, h2 joins as a worker
+/// and reports Ready.
+fn swarm_of_two(init_flags: &[&str]) -> Topology {
+    let mut topology = Topology::new(&TopologyOptions::new("swt", 2)).unwrap();
+    topology.start_daemons().unwrap();
+    let mut init = vec!["init"];
+    init.extend_from_slice(init_flags);
+    topology.daemon(0).swarm_ok(&init).unwrap();
+    let token = topology
+        .daemon(0)
+        .swarm_ok(&["join-token", "-q", "worker"])
+        .unwrap();
+    topology
+        .daemon(1)
+        .swarm_ok(&["join", "--token", token.trim(), "198.18.0.1:2377"])
+        .unwrap();
+    wait_for_status(&topology, "h2", "Ready");
+    topology
+}
+
 /// Polls `node ls` on the manager until `hostname` shows `status`.
 fn wait_for_status(topology: &Topology, hostname: &str, status: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
@@ -248,21 +268,7 @@ fn wait_for_status(topology: &Topology, hostname: &str, status: &str) {
 
 #[test]
 fn workers_heartbeat_with_their_certificate_and_a_stopped_one_goes_down() {
-    let mut topology = Topology::new(&TopologyOptions::new("swt", 2)).unwrap();
-    topology.start_daemons().unwrap();
-    topology
-        .daemon(0)
-        .swarm_ok(&["init", "--dispatcher-heartbeat", "500ms"])
-        .unwrap();
-    let token = topology
-        .daemon(0)
-        .swarm_ok(&["join-token", "-q", "worker"])
-        .unwrap();
-    topology
-        .daemon(1)
-        .swarm_ok(&["join", "--token", token.trim(), "198.18.0.1:2377"])
-        .unwrap();
-    wait_for_status(&topology, "h2", "Ready");
+    let mut topology = swarm_of_two(&["--dispatcher-heartbeat", "500ms"]);
 
     topology.daemon_mut(1).kill().unwrap();
     wait_for_status(&topology, "h2", "Down");
@@ -274,16 +280,7 @@ fn workers_heartbeat_with_their_certificate_and_a_stopped_one_goes_down() {
 
 #[test]
 fn nodes_are_updated_inspected_and_removed_once_down() {
-    let mut topology = Topology::new(&TopologyOptions::new("swt", 2)).unwrap();
-    topology.start_daemons().unwrap();
-    let manager = topology.daemon(0);
-    manager.swarm_ok(&["init"]).unwrap();
-    let token = manager.swarm_ok(&["join-token", "-q", "worker"]).unwrap();
-    topology
-        .daemon(1)
-        .swarm_ok(&["join", "--token", token.trim(), "198.18.0.1:2377"])
-        .unwrap();
-    wait_for_status(&topology, "h2", "Ready");
+    let mut topology = swarm_of_two(&[]);
     let manager = topology.daemon(0);
     let worker_id = topology.daemon(1).node_id().unwrap();
 
@@ -353,27 +350,7 @@ fn nodes_are_updated_inspected_and_removed_once_down() {
 
 #[test]
 fn certificates_renew_before_they_expire_without_the_node_going_down() {
-    let mut topology = Topology::new(&TopologyOptions::new("swt", 2)).unwrap();
-    topology.start_daemons().unwrap();
-    topology
-        .daemon(0)
-        .swarm_ok(&[
-            "init",
-            "--cert-expiry",
-            "6s",
-            "--dispatcher-heartbeat",
-            "500ms",
-        ])
-        .unwrap();
-    let token = topology
-        .daemon(0)
-        .swarm_ok(&["join-token", "-q", "worker"])
-        .unwrap();
-    topology
-        .daemon(1)
-        .swarm_ok(&["join", "--token", token.trim(), "198.18.0.1:2377"])
-        .unwrap();
-    wait_for_status(&topology, "h2", "Ready");
+    let topology = swarm_of_two(&["--cert-expiry", "6s", "--dispatcher-heartbeat", "500ms"]);
     let cert_of = |host: usize| {
         std::fs::read_to_string(topology.daemon(host).data_dir.join("cluster/node.pem")).unwrap()
     };
