@@ -382,7 +382,11 @@ impl Dataplane {
             })
     }
 
-    fn classifier(&mut self, name: &'static str) -> Result<&mut SchedClassifier, DataplaneError> {
+    /// A loaded TC program, e.g. to run it with BPF_PROG_TEST_RUN.
+    pub fn classifier(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut SchedClassifier, DataplaneError> {
         let program = self.ebpf.program_mut(name).ok_or(DataplaneError::Missing {
             kind: "program",
             name,
