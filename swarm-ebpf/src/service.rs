@@ -172,11 +172,29 @@ pub fn refuse(ctx: &TcContext, flow: &Flow, reason: DropReason, ifindex: u32, by
     unsafe { bpf_redirect(ifindex, 0) as i32 }
 }
 
+/// Into the local task behind `ifindex`, a backend's reply first rewritten
+/// back to the VIP it answers for; counted as `kind`.
+#[inline(always)]
+pub fn deliver_to_task(
+    ctx: &TcContext,
+    flow: Option<&Flow>,
+    ifindex: u32,
+    kind: PacketKind,
+    bytes: usize,
+) -> i32 {
+    if let Some(flow) = flow
+        && let Err(verdict) = reverse_nat_to_task(ctx, flow, bytes)
+    {
+        return verdict;
+    }
+    overlay::deliver_local(ifindex, kind, bytes)
+}
+
 /// A backend's reply (`flow`, the packet's own) about to be delivered to a
 /// local task: its source goes back to the VIP the task dialled. Other
 /// packets pass unchanged.
 #[inline(always)]
-pub fn reverse_nat_to_task(ctx: &TcContext, flow: &Flow, bytes: usize) -> Result<(), i32> {
+fn reverse_nat_to_task(ctx: &TcContext, flow: &Flow, bytes: usize) -> Result<(), i32> {
     let Some(entry) = conntrack::lookup(&conntrack::key(flow, CT_REPLY), flow) else {
         return Ok(());
     };
@@ -194,12 +212,20 @@ fn unreverse(ctx: &TcContext, flow: &Flow, entry: &CtEntry) -> Result<(), DropRe
     nat::rewrite_port(ctx, flow.protocol, L4_SPORT_OFF, flow.sport, entry.nat_port)
 }
 
-/// A packet on network `vni` for an address that is no endpoint: a
-/// backend's reply to a routing-mesh client. Sent out to the client when
-/// this node took the connection, or back through the tunnel to the node
-/// that did. `None` when it is neither.
+/// A packet for an address that is no endpoint on its network: a backend's
+/// reply to a routing-mesh client (or a task's hairpin reply to itself);
+/// anything else is dropped as an unknown destination.
 #[inline(always)]
-pub fn to_outside(ctx: &TcContext, bytes: usize) -> Option<i32> {
+pub fn to_outside(ctx: &TcContext, bytes: usize) -> i32 {
+    outside_reply(ctx, bytes)
+        .unwrap_or_else(|| overlay::drop(DropReason::UnknownDestination, bytes))
+}
+
+/// A mesh reply is sent out to the client when this node took the
+/// connection, or back through the tunnel to the node that did. `None` when
+/// the packet is no reply this node knows.
+#[inline(always)]
+fn outside_reply(ctx: &TcContext, bytes: usize) -> Option<i32> {
     let flow = nat::flow(ctx).ok()?;
     if let Some(entry) = conntrack::lookup(&conntrack::key(&flow, CT_REPLY), &flow) {
         if entry.flags & CT_FLAG_HAIRPIN != 0 {

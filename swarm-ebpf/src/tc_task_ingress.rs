@@ -54,17 +54,15 @@ fn try_task_ingress(ctx: &TcContext) -> i32 {
             }
             match overlay::ipv4_destination(ctx, port.vni, bytes) {
                 Err(verdict) => verdict,
-                Ok(Some(endpoint)) if endpoint.ifindex != 0 => {
-                    if let Ok(flow) = nat::flow(ctx)
-                        && let Err(verdict) = service::reverse_nat_to_task(ctx, &flow, bytes)
-                    {
-                        return verdict;
-                    }
-                    overlay::deliver_local(endpoint.ifindex, PacketKind::OverlayLocal, bytes)
-                }
+                Ok(Some(endpoint)) if endpoint.ifindex != 0 => service::deliver_to_task(
+                    ctx,
+                    nat::flow(ctx).ok().as_ref(),
+                    endpoint.ifindex,
+                    PacketKind::OverlayLocal,
+                    bytes,
+                ),
                 Ok(Some(endpoint)) => overlay::send_to_node(ctx, port.vni, endpoint.node_ip, bytes),
-                Ok(None) => service::to_outside(ctx, bytes)
-                    .unwrap_or_else(|| overlay::drop(DropReason::UnknownDestination, bytes)),
+                Ok(None) => service::to_outside(ctx, bytes),
             }
         }
         L3::Ipv6 | L3::Other => overlay::drop(DropReason::UnsupportedL3, bytes),

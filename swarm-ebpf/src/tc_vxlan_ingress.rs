@@ -64,18 +64,21 @@ fn try_vxlan_ingress(ctx: &TcContext) -> i32 {
             }
             Ok(Some(endpoint)) => {
                 // TCP and UDP only; parsed once for both service steps.
-                if let Ok(flow) = nat::flow(ctx) {
+                let flow = nat::flow(ctx).ok();
+                if let Some(flow) = &flow {
                     // SAFETY: union read of the IPv4 member the kernel filled for an IPv4 tunnel.
                     let remote = unsafe { key.__bindgen_anon_1.remote_ipv4 };
-                    service::remember_return(&flow, &network, vni, remote.to_be());
-                    if let Err(verdict) = service::reverse_nat_to_task(ctx, &flow, bytes) {
-                        return verdict;
-                    }
+                    service::remember_return(flow, &network, vni, remote.to_be());
                 }
-                overlay::deliver_local(endpoint.ifindex, PacketKind::OverlayDecap, bytes)
+                service::deliver_to_task(
+                    ctx,
+                    flow.as_ref(),
+                    endpoint.ifindex,
+                    PacketKind::OverlayDecap,
+                    bytes,
+                )
             }
-            Ok(None) => service::to_outside(ctx, bytes)
-                .unwrap_or_else(|| overlay::drop(DropReason::UnknownDestination, bytes)),
+            Ok(None) => service::to_outside(ctx, bytes),
         },
         L3::Ipv6 | L3::Other => overlay::drop(DropReason::UnsupportedL3, bytes),
     }

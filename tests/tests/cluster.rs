@@ -219,14 +219,7 @@ fn workers_join_over_tls_with_a_pinned_ca_and_bad_tokens_are_refused() {
         .daemon(3)
         .swarm_ok(&["join", "--token", &token(0, "worker"), manager])
         .unwrap();
-    assert_eq!(
-        topology
-            .daemon(0)
-            .swarm_json(&["node", "ls"])
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(node_count(&topology), 3);
 }
 
 /// Two hosts: h1 runs `swarm init` with `init_flags`, h2 joins as a worker
@@ -247,6 +240,15 @@ fn swarm_of_two(init_flags: &[&str]) -> Topology {
         .unwrap();
     wait_for_status(&topology, "h2", "Ready");
     topology
+}
+
+/// How many nodes the manager (h1) lists.
+fn node_count(topology: &Topology) -> usize {
+    topology
+        .daemon(0)
+        .swarm_json(&["node", "ls"])
+        .unwrap()
+        .len()
 }
 
 /// Polls `node ls` on the manager until `hostname` shows `status`.
@@ -338,14 +340,7 @@ fn nodes_are_updated_inspected_and_removed_once_down() {
     topology.daemon_mut(1).kill().unwrap();
     wait_for_status(&topology, "h2", "Down");
     topology.daemon(0).swarm_ok(&["node", "rm", "h2"]).unwrap();
-    assert_eq!(
-        topology
-            .daemon(0)
-            .swarm_json(&["node", "ls"])
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(node_count(&topology), 1);
 }
 
 #[test]

@@ -24,6 +24,24 @@ use crate::process::output;
 const IPERF_PORT: u16 = 5201;
 const RR_PORT: u16 = 5300;
 const CPS_PORT: u16 = 5301;
+/// From host `from`'s namespace to host `to`'s address, over the underlay.
+fn host_path(
+    topology: &Topology,
+    key: &'static str,
+    label: &'static str,
+    from: usize,
+    to: usize,
+) -> BenchPath {
+    BenchPath {
+        key,
+        label,
+        client: topology.hosts[from].netns.name().to_owned(),
+        server: topology.hosts[to].netns.name().to_owned(),
+        server_addr: topology.hosts[to].addr,
+        port_shift: 0,
+    }
+}
+
 /// Published port = server port + this, for the routing-mesh paths.
 const MESH_PORT_SHIFT: u16 = 10_000;
 const RR_WARMUP: usize = 2_000;
@@ -136,14 +154,7 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
     swarm_tc.add_service(&topology, [4, 5], 0)?;
     crowded.add_service(&topology, [8, 9], 9_999)?;
     let paths = [
-        BenchPath {
-            key: "underlay",
-            label: "underlay (host -> host)",
-            client: topology.hosts[0].netns.name().to_owned(),
-            server: topology.hosts[1].netns.name().to_owned(),
-            server_addr: topology.hosts[1].addr,
-            port_shift: 0,
-        },
+        host_path(&topology, "underlay", "underlay (host -> host)", 0, 1),
         BenchPath {
             key: "kernel_vxlan",
             label: "kernel vxlan + bridge (Docker-style)",
@@ -161,22 +172,20 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
             "ebpf_vxlan_tc_redirect",
             "  same, delivered by bpf_redirect, not _peer",
         ),
-        BenchPath {
-            key: "underlay_xdp",
-            label: "underlay with swarm's XDP (generic) attached",
-            client: topology.hosts[2].netns.name().to_owned(),
-            server: topology.hosts[3].netns.name().to_owned(),
-            server_addr: topology.hosts[3].addr,
-            port_shift: 0,
-        },
-        BenchPath {
-            key: "underlay_tc",
-            label: "underlay with swarm's program on TC",
-            client: topology.hosts[4].netns.name().to_owned(),
-            server: topology.hosts[5].netns.name().to_owned(),
-            server_addr: topology.hosts[5].addr,
-            port_shift: 0,
-        },
+        host_path(
+            &topology,
+            "underlay_xdp",
+            "underlay with swarm's XDP (generic) attached",
+            2,
+            3,
+        ),
+        host_path(
+            &topology,
+            "underlay_tc",
+            "underlay with swarm's program on TC",
+            4,
+            5,
+        ),
         local_peer.path(
             "ebpf_same_node_peer",
             "swarm same-node task -> task, bpf_redirect_peer",

@@ -261,7 +261,9 @@ impl Dataplane {
                 local_backends: Vec::new(),
             },
         );
-        let written = self.write_service(&name, 0);
+        let written = self
+            .local_addresses()
+            .and_then(|local| self.write_service(&name, 0, &local));
         if let Err(err) = written {
             let _ = self.remove_service(&name);
             return Err(err);
@@ -320,7 +322,8 @@ impl Dataplane {
             .get_mut(name)
             .expect("checked above")
             .spec = candidate;
-        self.write_service(name, old_len)?;
+        let local = self.local_addresses()?;
+        self.write_service(name, old_len, &local)?;
         let gone: BTreeSet<u32> = remove.iter().map(|ip| be(*ip)).collect();
         let doomed = |key: &CtKey, entry: &CtEntry| {
             sets.contains(&entry.backend_set)
@@ -330,9 +333,7 @@ impl Dataplane {
                     gone.contains(&key.saddr)
                 }
         };
-        let nudges = self.nudges_for(&doomed)?;
-        self.forget_flows(doomed)?;
-        self.nudge(&nudges);
+        self.end_flows(doomed)?;
         info!(service = %name, added = add.len(), removed = remove.len(), "service backends updated");
         self.save_state_soon()
     }
@@ -371,9 +372,7 @@ impl Dataplane {
         }
         let sets = [service.all_set, service.local_set];
         let doomed = |_: &CtKey, entry: &CtEntry| sets.contains(&entry.backend_set);
-        let nudges = self.nudges_for(&doomed)?;
-        self.forget_flows(doomed)?;
-        self.nudge(&nudges);
+        self.end_flows(doomed)?;
         self.services.free_sets.extend(sets);
         self.mark_ingress_networks()?;
         info!(service = %name, "service removed");
@@ -409,12 +408,25 @@ impl Dataplane {
     /// Host-mode ports follow the tasks on this node: called whenever a
     /// local endpoint comes or goes.
     pub(super) fn refresh_local_backends(&mut self) -> Result<(), DataplaneError> {
+        let local = self.local_addresses()?;
         let names: Vec<String> = self.services.installed.keys().cloned().collect();
         for name in names {
             let len = self.services.installed[&name].spec.backends.len() as u32;
-            self.write_service(&name, len)?;
+            self.write_service(&name, len, &local)?;
         }
         Ok(())
+    }
+
+    /// Addresses of the endpoints on this node (read once per change, not
+    /// once per service).
+    fn local_addresses(&mut self) -> Result<BTreeSet<u32>, DataplaneError> {
+        let endpoints = self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?;
+        Ok(endpoints
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, e)| e.ifindex != 0)
+            .map(|(k, _)| k.ip)
+            .collect())
     }
 
     /// Removes tracked flows idle for longer than `idle`, except established
@@ -437,42 +449,50 @@ impl Dataplane {
                 idle_for > idle
             }
         })
+        .map(|gone| gone.len())
     }
 
+    /// Removes the tracked flows `doomed` picks; returns them.
     fn forget_flows(
         &mut self,
         doomed: impl Fn(&CtKey, &CtEntry) -> bool,
-    ) -> Result<usize, DataplaneError> {
+    ) -> Result<Vec<(CtKey, CtEntry)>, DataplaneError> {
         let mut conntrack = self.hash_map::<CtKey, CtEntry>(map_names::CONNTRACK)?;
-        let keys: Vec<CtKey> = conntrack
+        let gone: Vec<(CtKey, CtEntry)> = conntrack
             .iter()
             .filter_map(Result::ok)
             .filter(|(key, entry)| doomed(key, entry))
-            .map(|(key, _)| key)
             .collect();
-        for key in &keys {
+        for (key, _) in &gone {
             let _ = conntrack.remove(key);
         }
-        Ok(keys.len())
+        Ok(gone)
     }
 
-    /// For every TCP connection this node answers for that `doomed` ends:
-    /// the out-of-window ACK that gets its client reset (see [`probe`]).
-    fn nudges_for(
+    /// Forgets the flows `doomed` picks, then gets the clients of the TCP
+    /// connections among them reset at once (see [`probe`]): their next
+    /// packet finds no flow, and the nudge makes them send one.
+    fn end_flows(
         &mut self,
-        doomed: &impl Fn(&CtKey, &CtEntry) -> bool,
-    ) -> Result<Vec<Nudge>, DataplaneError> {
-        let replies: Vec<(CtKey, CtEntry)> = self
-            .hash_map::<CtKey, CtEntry>(map_names::CONNTRACK)?
+        doomed: impl Fn(&CtKey, &CtEntry) -> bool,
+    ) -> Result<(), DataplaneError> {
+        let gone = self.forget_flows(doomed)?;
+        let nudges = self.nudges_for(&gone)?;
+        if let Err(err) = probe::send(&nudges) {
+            tracing::warn!(error = %err, count = nudges.len(), "could not nudge clients of removed backends; they get their reset at their next packet");
+        }
+        Ok(())
+    }
+
+    /// The out-of-window ACK for the client of every TCP connection among
+    /// the forgotten flows `gone` (one per reply entry).
+    fn nudges_for(&mut self, gone: &[(CtKey, CtEntry)]) -> Result<Vec<Nudge>, DataplaneError> {
+        let replies = gone
             .iter()
-            .filter_map(Result::ok)
-            .filter(|(key, entry)| {
-                key.kind == CT_REPLY && key.protocol == IPPROTO_TCP && doomed(key, entry)
-            })
-            .collect();
+            .filter(|(key, _)| key.kind == CT_REPLY && key.protocol == IPPROTO_TCP);
         let endpoints = self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?;
         let mut nudges = Vec::new();
-        for (key, entry) in replies {
+        for &(key, entry) in replies {
             let client = (
                 Ipv4Addr::from(key.daddr.to_ne_bytes()),
                 u16::from_be(key.dport),
@@ -508,12 +528,6 @@ impl Dataplane {
             }
         }
         Ok(nudges)
-    }
-
-    fn nudge(&self, nudges: &[Nudge]) {
-        if let Err(err) = probe::send(nudges) {
-            tracing::warn!(error = %err, count = nudges.len(), "could not nudge clients of removed backends; they get their reset at their next packet");
-        }
     }
 
     fn check_service(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError> {
@@ -607,16 +621,12 @@ impl Dataplane {
     /// Writes a service's backend slots and frontends. `old_len` is how many
     /// slots its full set had, so surplus ones are removed after the
     /// frontends stop counting them.
-    fn write_service(&mut self, name: &str, old_len: u32) -> Result<(), DataplaneError> {
-        let local: BTreeSet<u32> = {
-            let endpoints = self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?;
-            endpoints
-                .iter()
-                .filter_map(Result::ok)
-                .filter(|(_, e)| e.ifindex != 0)
-                .map(|(k, _)| k.ip)
-                .collect()
-        };
+    fn write_service(
+        &mut self,
+        name: &str,
+        old_len: u32,
+        local: &BTreeSet<u32>,
+    ) -> Result<(), DataplaneError> {
         let service = self.services.installed.get_mut(name).expect("installed");
         let spec = service.spec.clone();
         let local_backends: Vec<Ipv4Addr> = spec
