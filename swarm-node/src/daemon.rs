@@ -134,7 +134,8 @@ pub async fn run(
         node_id: identity.node_id.clone(),
         hostname: config.hostname.clone(),
         advertise_addr: config.advertise_addr,
-    })?;
+    })
+    .await?;
     let state = Arc::new(DaemonState {
         info,
         dataplane: Mutex::new(dataplane),
@@ -156,7 +157,7 @@ pub async fn run(
     drop(server);
     let _ = stop_tx.send(true);
     let _ = expiry.await;
-    state.membership.stop_api().await;
+    state.membership.stop().await;
 
     // Handler tasks may still hold the state for a moment; the guard unpins regardless.
     if let Ok(state) = Arc::try_unwrap(state) {
@@ -197,11 +198,13 @@ impl Handler for DaemonState {
             }))),
             Request::SwarmInit(init) => membership.init(init),
             Request::SwarmJoin { token, manager } => membership.join(&token, manager),
-            Request::JoinToken { role, rotate } => membership.join_token(role, rotate),
-            Request::NodeList => membership.nodes(),
-            Request::NodeInspect { node } => membership.inspect(&node),
-            Request::NodeUpdate(update) => membership.update(update),
-            Request::NodeRemove { node, force } => membership.remove(&node, force),
+            request @ (Request::JoinToken { .. }
+            | Request::NodeList
+            | Request::NodeInspect { .. }
+            | Request::NodeUpdate(_)
+            | Request::NodeRemove { .. }
+            | Request::NodePromote { .. }
+            | Request::NodeDemote { .. }) => membership.manager_request(request),
             Request::SwarmLeave { force } => membership.leave(force),
             dataplane_request => return self.handle_dataplane(dataplane_request),
         };
@@ -223,6 +226,8 @@ impl DaemonState {
             | Request::NodeInspect { .. }
             | Request::NodeUpdate(_)
             | Request::NodeRemove { .. }
+            | Request::NodePromote { .. }
+            | Request::NodeDemote { .. }
             | Request::SwarmLeave { .. } => unreachable!("answered by the membership"),
             Request::DataplaneStats => dataplane.stats().map(Response::DataplaneStats),
             Request::Endpoints => dataplane.endpoints().map(Response::Endpoints),

@@ -9,12 +9,16 @@ use std::{
 use clap::Parser as _;
 use swarm_node::cli::{self, Cli};
 
+/// openraft reports every vote and membership step at info; its warnings
+/// and errors are what an operator needs (RUST_LOG overrides this).
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_ansi(io::stderr().is_terminal())
         .with_writer(io::stderr)

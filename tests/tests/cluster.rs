@@ -183,15 +183,20 @@ fn workers_join_over_tls_with_a_pinned_ca_and_bad_tokens_are_refused() {
     topology.daemon(2).swarm_ok(&["init"]).unwrap();
     let foreign = token(2, "worker");
     let rotated_away = worker_token.clone();
-    topology
-        .daemon(0)
-        .swarm_ok(&["join-token", "--rotate", "worker"])
-        .unwrap();
+    let rotated_manager = token(0, "manager");
+    for role in ["worker", "manager"] {
+        topology
+            .daemon(0)
+            .swarm_ok(&["join-token", "--rotate", role])
+            .unwrap();
+    }
+    let digest_only = format!("{}-", &worker_token[..60]);
     let cases = [
         ("SWMTKN-1-nonsense", "invalid join token"),
+        (&digest_only[..], "invalid join token"),
         (&foreign[..], "does not match the join token"),
         (&rotated_away[..], "rotated"),
-        (&token(0, "manager")[..], "join with the worker token"),
+        (&rotated_manager[..], "rotated"),
     ];
     for (bad, expected) in cases {
         let output = topology

@@ -19,7 +19,10 @@ use anyhow::Context as _;
 use serde_json::{Map, Value, json};
 use swarm_tests::{Netns, Topology, TopologyOptions, in_netns, spawn_in_netns};
 
-use crate::process::output;
+use crate::{
+    control_bench::{self, SWARMKIT_DOWN_DETECTION_S, SWARMKIT_FAILOVER_S},
+    process::output,
+};
 
 const IPERF_PORT: u16 = 5201;
 const RR_PORT: u16 = 5300;
@@ -344,21 +347,14 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
         metrics.insert(name.into(), json!(round(ratio, 3)));
     }
 
-    let down = node_down_detection(rounds)?;
-    metrics.insert("node_down_detection_s".into(), json!(round(down, 2)));
-    metrics.insert(
-        "node_down_detection_vs_swarmkit".into(),
-        json!(round(down / SWARMKIT_DOWN_DETECTION_S, 3)),
-    );
+    let control = control_plane_rows(&mut metrics, rounds, seconds)?;
 
     print_table(&paths, &results, &metrics);
     println!("service ratios:");
     for (name, ..) in service_ratios {
         println!("  {name:<32} {}", metrics[name]);
     }
-    println!(
-        "control plane:\n  node_down_detection_s            {down:.2} (swarmkit: about {SWARMKIT_DOWN_DETECTION_S} s)"
-    );
+    print_control_plane(&control);
     if let Some(path) = json_path {
         let text = serde_json::to_string_pretty(&Value::Object(metrics))?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
@@ -367,51 +363,64 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
     Ok(())
 }
 
-/// swarmkit's dispatcher: a 5 s heartbeat, a node Down after 3 missed.
-const SWARMKIT_DOWN_DETECTION_S: f64 = 15.0;
-
-/// Seconds from kill -9 of a worker's daemon to the manager's `node ls`
-/// saying Down (default heartbeat), median over `rounds`.
-fn node_down_detection(rounds: u32) -> anyhow::Result<f64> {
-    let mut topology = Topology::new(&TopologyOptions::new("swbenchcp", 2))?;
-    topology.start_daemons()?;
-    topology.daemon(0).swarm_ok(&["init"])?;
-    let token = topology
-        .daemon(0)
-        .swarm_ok(&["join-token", "-q", "worker"])?;
-    topology
-        .daemon(1)
-        .swarm_ok(&["join", "--token", token.trim(), "198.18.0.1:2377"])?;
-    let status = |topology: &Topology| -> anyhow::Result<String> {
-        let rows = topology.daemon(0).swarm_json(&["node", "ls"])?;
-        Ok(rows
-            .iter()
-            .find(|r| r["Hostname"] == "h2")
-            .and_then(|r| r["Status"].as_str())
-            .unwrap_or_default()
-            .to_owned())
-    };
-    let wait_for = |topology: &Topology, wanted: &str| -> anyhow::Result<Duration> {
-        let start = Instant::now();
-        while status(topology)? != wanted {
-            anyhow::ensure!(
-                start.elapsed() < Duration::from_secs(60),
-                "h2 never became {wanted}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(start.elapsed())
-    };
-    let mut samples = Vec::new();
-    for round in 1..=rounds {
-        println!("bench: round {round}/{rounds}: node down detection");
-        wait_for(&topology, "Ready")?;
-        topology.daemon_mut(1).kill()?;
-        samples.push(wait_for(&topology, "Down")?.as_secs_f64());
-        topology.start_daemon(1)?;
+/// Only the control plane's rows.
+pub fn run_control_plane(
+    json_path: Option<&Path>,
+    seconds: u32,
+    rounds: u32,
+) -> anyhow::Result<()> {
+    let mut metrics = Map::new();
+    let date = output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default();
+    metrics.insert("date".into(), json!(date.trim()));
+    metrics.insert("rounds".into(), json!(rounds));
+    let control = control_plane_rows(&mut metrics, rounds, seconds)?;
+    print_control_plane(&control);
+    if let Some(path) = json_path {
+        let text = serde_json::to_string_pretty(&Value::Object(metrics))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        println!("bench: wrote {}", path.display());
     }
-    samples.sort_by(f64::total_cmp);
-    Ok(samples[samples.len() / 2])
+    Ok(())
+}
+
+/// Runs the control-plane bench and adds its rows to `metrics`.
+fn control_plane_rows(
+    metrics: &mut Map<String, Value>,
+    rounds: u32,
+    seconds: u32,
+) -> anyhow::Result<control_bench::ControlFigures> {
+    let control = control_bench::run(rounds, seconds)?;
+    let control_rows = [
+        ("node_down_detection_s", round(control.node_down_s, 2)),
+        (
+            "node_down_detection_vs_swarmkit",
+            round(control.node_down_s / SWARMKIT_DOWN_DETECTION_S, 3),
+        ),
+        ("leader_failover_s", round(control.failover_s, 3)),
+        (
+            "leader_failover_vs_swarmkit",
+            round(control.failover_s / SWARMKIT_FAILOVER_S, 3),
+        ),
+        (
+            "raft_writes_per_s_1_client",
+            round(control.writes_per_s_1, 0),
+        ),
+        (
+            "raft_writes_per_s_64_clients",
+            round(control.writes_per_s_64, 0),
+        ),
+    ];
+    for (name, value) in control_rows {
+        metrics.insert(name.into(), json!(value));
+    }
+    Ok(control)
+}
+
+fn print_control_plane(control: &control_bench::ControlFigures) {
+    println!(
+        "control plane (3 managers, 1 worker):\n  node_down_detection_s            {:.2} (swarmkit: about {SWARMKIT_DOWN_DETECTION_S} s)\n  leader_failover_s                {:.3} (swarmkit: {SWARMKIT_FAILOVER_S} s or more)\n  raft_writes_per_s_1_client       {:.0}\n  raft_writes_per_s_64_clients     {:.0}",
+        control.node_down_s, control.failover_s, control.writes_per_s_1, control.writes_per_s_64
+    );
 }
 
 fn print_table(paths: &[BenchPath], results: &[Figures], metrics: &Map<String, Value>) {

@@ -43,23 +43,27 @@ pub fn run() -> anyhow::Result<()> {
     }
 
     println!(
-        "\n== a swarm: `swarm init` on h1, `swarm join` on h2 and h3 (TLS, CA pinned by the token)"
+        "\n== a swarm: `swarm init` on h1; h2 joins as a manager (Raft), h3 as a worker (TLS, CA pinned by the token)"
     );
     print!("{}", topology.daemon(0).swarm_ok(&["init"])?);
-    let token = topology
-        .daemon(0)
-        .swarm_ok(&["join-token", "-q", "worker"])?;
-    for i in 1..topology.hosts.len() {
+    let token = |role: &str| -> anyhow::Result<String> {
+        Ok(topology
+            .daemon(0)
+            .swarm_ok(&["join-token", "-q", role])?
+            .trim()
+            .to_owned())
+    };
+    for (i, role) in [(1, "manager"), (2, "worker")] {
         let out =
             topology
                 .daemon(i)
-                .swarm_ok(&["join", "--token", token.trim(), "198.18.0.1:2377"])?;
+                .swarm_ok(&["join", "--token", &token(role)?, "198.18.0.1:2377"])?;
         print!("h{}: {out}", i + 1);
     }
-    // Give the new workers a heartbeat to report Ready.
+    // Give the new nodes a heartbeat to report Ready.
     std::thread::sleep(Duration::from_millis(800));
-    println!("\n== `swarm node ls` on h1");
-    print!("{}", topology.daemon(0).swarm_ok(&["node", "ls"])?);
+    println!("\n== `swarm node ls` on h2 (a follower: it asks the leader)");
+    print!("{}", topology.daemon(1).swarm_ok(&["node", "ls"])?);
 
     println!(
         "\n== the client sends traffic: ping, UDP and TCP to each host, and some malformed frames to h1"

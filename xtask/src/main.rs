@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, tests, the demo, the daemon and the benchmarks.
 
 mod bench;
+mod control_bench;
 mod demo;
 mod process;
 mod setup;
@@ -34,8 +35,13 @@ enum Task {
     },
     /// Three hosts in namespaces, three daemons, client traffic, counters; then clean up.
     Demo,
-    /// Data-plane baselines side by side: underlay vs Docker-style kernel VXLAN.
+    /// Data-plane paths side by side with their baselines (underlay, kernel
+    /// VXLAN, nftables DNAT), then the control plane's rows.
     Bench {
+        /// Only the control plane's rows (node down detection, leader
+        /// failover, committed writes per second): about a minute.
+        #[arg(long)]
+        control_plane_only: bool,
         /// Also write the results as one flat JSON object here.
         #[arg(long, value_name = "PATH")]
         json: Option<std::path::PathBuf>,
@@ -60,13 +66,18 @@ fn main() -> anyhow::Result<()> {
             demo::run()
         }
         Task::Bench {
+            control_plane_only,
             json,
             seconds,
             rounds,
         } => {
             setup::run()?;
             build_swarm(true)?;
-            bench::run(json.as_deref(), seconds, rounds)
+            if control_plane_only {
+                bench::run_control_plane(json.as_deref(), seconds, rounds)
+            } else {
+                bench::run(json.as_deref(), seconds, rounds)
+            }
         }
     }
 }

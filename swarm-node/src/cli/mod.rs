@@ -53,7 +53,7 @@ pub enum Command {
     Dataplane(DataplaneCommand),
     /// Create a swarm with this node as its first manager.
     Init(InitArgs),
-    /// Join a swarm as a worker, through one of its managers.
+    /// Join a swarm through one of its managers, as a worker or a manager (the token says which).
     Join(JoinArgs),
     /// Show (or rotate) the token that admits workers or managers.
     JoinToken(JoinTokenArgs),
@@ -134,8 +134,11 @@ pub enum NodeCommand {
         /// ID, unique ID prefix, or hostname.
         node: String,
     },
-    /// Change a node's availability or labels.
+    /// Change a node's availability, labels or role.
     Update {
+        /// manager or worker: the same as `node promote` or `node demote`.
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
         /// active: takes tasks; pause: keeps its tasks, takes no new ones;
         /// drain: its tasks move elsewhere.
         #[arg(long, value_enum)]
@@ -149,6 +152,18 @@ pub enum NodeCommand {
         /// ID, unique ID prefix, or hostname.
         node: String,
     },
+    /// Make workers managers (they join the Raft voters).
+    Promote {
+        /// IDs, unique ID prefixes, or hostnames.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Make managers workers (they leave the Raft voters).
+    Demote {
+        /// IDs, unique ID prefixes, or hostnames.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
     /// Remove a worker that is down (or, with --force, one that is not).
     Rm {
         /// Remove it even though it is still reporting.
@@ -157,6 +172,16 @@ pub enum NodeCommand {
         /// ID, unique ID prefix, or hostname.
         node: String,
     },
+}
+
+fn print_notes(response: Response) -> anyhow::Result<()> {
+    let Response::Notes(notes) = response else {
+        anyhow::bail!("the daemon answered with something else");
+    };
+    for note in notes {
+        println!("{note}");
+    }
+    Ok(())
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -534,14 +559,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Node(NodeCommand::Update {
+            role,
             availability,
             label_add,
             label_rm,
             node,
         }) => {
-            if availability.is_none() && label_add.is_empty() && label_rm.is_empty() {
+            if role.is_none()
+                && availability.is_none()
+                && label_add.is_empty()
+                && label_rm.is_empty()
+            {
                 anyhow::bail!(
-                    "nothing to update: give --availability, --label-add KEY=VALUE or --label-rm KEY"
+                    "nothing to update: give --availability, --label-add KEY=VALUE, --label-rm KEY or --role"
                 );
             }
             let request = Request::NodeUpdate(NodeUpdateRequest {
@@ -549,10 +579,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 availability,
                 label_add,
                 label_rm,
+                role: role.map(Into::into),
             });
             call(&cli.host, &request)?;
             println!("{node}");
             Ok(())
+        }
+        Command::Node(NodeCommand::Promote { nodes }) => {
+            print_notes(call(&cli.host, &Request::NodePromote { nodes })?)
+        }
+        Command::Node(NodeCommand::Demote { nodes }) => {
+            print_notes(call(&cli.host, &Request::NodeDemote { nodes })?)
         }
         Command::Node(NodeCommand::Rm { force, node }) => {
             call(

@@ -160,11 +160,25 @@ pub fn print_info(info: &DaemonInfo, format: Format) -> anyhow::Result<()> {
                     ("Is Manager", swarm.control_available.to_string()),
                     ("ClusterID", swarm.cluster_id.clone()),
                     ("Managers", swarm.managers.to_string()),
+                    ("Is Leader", swarm.is_leader.to_string()),
+                    ("Leader Address", swarm.leader_addr.clone()),
                     ("Nodes", swarm.nodes.to_string()),
                     ("Node Address", swarm.node_addr.clone()),
                 ];
                 for (name, value) in fields {
                     writeln!(out, " {name}: {value}")?;
+                }
+                if let Some(raft) = &swarm.raft {
+                    writeln!(
+                        out,
+                        " Raft:\n  Term: {}\n  Voters: {}\n  Last Applied: {}\n  Last Log Index: {}\n  Snapshot Index: {}\n  Purged Index: {}",
+                        raft.term,
+                        raft.voters,
+                        raft.last_applied,
+                        raft.last_log_index,
+                        raft.snapshot_index,
+                        raft.purged_index
+                    )?;
                 }
             }
         }

@@ -1,12 +1,13 @@
 //! The agent's link to the managers: a heartbeat over mutual TLS with the
-//! node's certificate, every period the manager asks for (a manager that
-//! stops hearing from a node marks it Down after three missed beats), and
-//! the certificate's renewal once half its life has passed.
+//! node's certificate to the leader (a manager that does not lead names the
+//! one that does), every period the leader asks for; the leader marks a node
+//! Down after three missed beats. The certificate is renewed once half its
+//! life has passed, or at once when the cluster gives the node another role
+//! (promotion, demotion).
 
-use std::{net::SocketAddr, sync::Weak, time::Duration};
+use std::{net::SocketAddr, sync::Arc, sync::Weak, time::Duration};
 
 use tokio::sync::watch;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use super::{
     api::proto::{
@@ -15,43 +16,62 @@ use super::{
     },
     node::Membership,
     pki::{self, CertificateSubject, NodeCertificate},
+    raft::{Credentials, network::channel},
 };
 
-/// How long to wait before trying a manager again after a failure.
-const RETRY: Duration = Duration::from_millis(500);
+/// How long to wait before trying the next manager after a failure.
+const RETRY: Duration = Duration::from_millis(250);
+/// A heartbeat not answered in this long counts as failed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Sends heartbeats to `manager` until `stop` turns true.
+/// Reports to the managers until `stop` turns true.
 pub async fn run(
     membership: Weak<Membership>,
-    manager: SocketAddr,
-    ca_pem: String,
+    managers: Vec<SocketAddr>,
     period: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut managers: Vec<String> = managers.iter().map(ToString::to_string).collect();
+    let mut next = 0;
+    let mut leader: Option<String> = None;
     let mut period = period;
     loop {
         // The certificate may have been renewed since the last connection.
-        let Some(certificate) = membership.upgrade().and_then(|m| m.certificate()) else {
+        let Some(credentials) = membership.upgrade().and_then(|m| m.credentials()) else {
             return;
         };
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&ca_pem))
-            .identity(Identity::from_pem(
-                &certificate.cert_pem,
-                &certificate.key_pem,
-            ))
-            .domain_name(manager.ip().to_string());
+        let target = match leader.take() {
+            Some(leader) => leader,
+            None if managers.is_empty() => return,
+            None => {
+                next = (next + 1) % managers.len();
+                managers[next].clone()
+            }
+        };
+        let mut link = Link {
+            target: &target,
+            credentials: &credentials,
+            membership: &membership,
+            period: &mut period,
+            managers: &mut managers,
+        };
         let ended = tokio::select! {
-            ended = beat_until_failure(manager, &tls, &certificate, &membership, &mut period) => ended,
+            ended = link.beat_until_failure() => ended,
             _ = stop.wait_for(|s| *s) => return,
         };
         match ended {
+            Ended::Redirected(to) => {
+                tracing::debug!(from = %target, to = %to, "reporting to the leader");
+                leader = Some(to);
+                continue;
+            }
             Ended::Renewed => {
-                tracing::info!(%manager, "certificate renewed; reconnecting with it");
+                tracing::info!(manager = %target, "certificate renewed; reconnecting with it");
+                leader = Some(target);
                 continue;
             }
             Ended::Failed(err) => {
-                tracing::warn!(%manager, error = %err, "heartbeat failed; retrying")
+                tracing::warn!(manager = %target, error = %err, "heartbeat failed; trying the next manager")
             }
         }
         tokio::select! {
@@ -61,80 +81,105 @@ pub async fn run(
     }
 }
 
-/// Why a connection to the manager ended.
+/// Why a connection to a manager ended.
 enum Ended {
+    /// That manager does not lead; this one does.
+    Redirected(String),
     /// The certificate was renewed: reconnect with the new one.
     Renewed,
     Failed(String),
 }
 
-/// Connects and beats every `period` (as the manager last asked) until
-/// something fails or the certificate was renewed.
-async fn beat_until_failure(
-    manager: SocketAddr,
-    tls: &ClientTlsConfig,
-    certificate: &NodeCertificate,
-    membership: &Weak<Membership>,
-    period: &mut Duration,
-) -> Ended {
-    let channel = match Channel::from_shared(format!("https://{manager}"))
-        .map_err(|e| e.to_string())
-        .and_then(|endpoint| endpoint.tls_config(tls.clone()).map_err(|e| e.to_string()))
-    {
-        Ok(endpoint) => endpoint,
-        Err(err) => return Ended::Failed(err),
-    };
-    let channel = match channel
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(2))
-        .connect()
-        .await
-    {
-        Ok(channel) => channel,
-        Err(err) => return Ended::Failed(err.to_string()),
-    };
-    let mut ca = NodeCaClient::new(channel.clone());
-    let mut client = DispatcherClient::new(channel);
-    loop {
-        if renewal_due(certificate) {
-            match renew(&mut ca).await {
-                Ok(renewed) => {
-                    let Some(membership) = membership.upgrade() else {
-                        return Ended::Failed("shutting down".into());
-                    };
-                    return match membership.store_certificate(renewed) {
-                        Ok(()) => Ended::Renewed,
-                        Err(err) => Ended::Failed(err.to_string()),
-                    };
-                }
-                Err(err) => tracing::warn!(error = %err, "certificate renewal failed; retrying"),
-            }
-        }
-        match client.heartbeat(HeartbeatRequest {}).await {
-            Ok(answer) => {
-                let asked = Duration::from_millis(answer.into_inner().period_millis);
-                if !asked.is_zero() {
-                    *period = asked;
+struct Link<'a> {
+    target: &'a str,
+    credentials: &'a Credentials,
+    membership: &'a Weak<Membership>,
+    period: &'a mut Duration,
+    managers: &'a mut Vec<String>,
+}
+
+impl Link<'_> {
+    /// Beats every period (as the leader last asked) until something fails,
+    /// the manager names another leader, or the certificate was renewed.
+    async fn beat_until_failure(&mut self) -> Ended {
+        let channel = match channel(self.target, self.credentials) {
+            Ok(channel) => channel,
+            Err(err) => return Ended::Failed(err),
+        };
+        let mut ca = NodeCaClient::new(channel.clone());
+        let mut client = DispatcherClient::new(channel);
+        let held_role = CertificateSubject::from_pem(&self.credentials.cert_pem)
+            .map(|s| s.role)
+            .ok();
+        let mut role_changed = false;
+        loop {
+            if role_changed || renewal_due(&self.credentials.cert_pem) {
+                match renew(&mut ca).await {
+                    Ok(renewed) => return self.keep(renewed, role_changed),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "certificate renewal failed; retrying")
+                    }
                 }
             }
-            Err(status) => return Ended::Failed(status.message().to_owned()),
+            let answer =
+                tokio::time::timeout(CALL_TIMEOUT, client.heartbeat(HeartbeatRequest {})).await;
+            let answer = match answer {
+                Err(_) => return Ended::Failed(format!("no answer within {CALL_TIMEOUT:?}")),
+                Ok(Err(status)) => return Ended::Failed(status.message().to_owned()),
+                Ok(Ok(answer)) => answer.into_inner(),
+            };
+            if answer.period_millis > 0 {
+                *self.period = Duration::from_millis(answer.period_millis);
+            }
+            if !answer.managers.is_empty() && *self.managers != answer.managers {
+                *self.managers = answer.managers.clone();
+                if let Some(membership) = self.membership.upgrade() {
+                    let parsed = answer.managers.iter().filter_map(|m| m.parse().ok());
+                    membership.note_managers(parsed.collect(), answer.period_millis);
+                }
+            }
+            if !answer.leader.is_empty() && answer.leader != self.target {
+                return Ended::Redirected(answer.leader);
+            }
+            role_changed = held_role.is_some_and(|held| held.to_string() != answer.role);
+            if !role_changed {
+                tokio::time::sleep(*self.period).await;
+            }
         }
-        tokio::time::sleep(*period).await;
+    }
+
+    /// Keeps a renewed certificate; with a new role, the node starts or
+    /// stops being a manager.
+    fn keep(&self, renewed: NodeCertificate, role_changed: bool) -> Ended {
+        let Some(membership) = self.membership.upgrade() else {
+            return Ended::Failed("shutting down".into());
+        };
+        if let Err(err) = membership.store_certificate(renewed) {
+            return Ended::Failed(err.to_string());
+        }
+        if role_changed {
+            tracing::info!("the cluster gave this node another role");
+            let membership: Arc<Membership> = membership;
+            tokio::task::spawn_blocking(move || membership.sync_role());
+        }
+        Ended::Renewed
     }
 }
 
-fn renewal_due(certificate: &NodeCertificate) -> bool {
+fn renewal_due(cert_pem: &str) -> bool {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    CertificateSubject::from_pem(&certificate.cert_pem).map_or(true, |s| s.renewal_due(now))
+    CertificateSubject::from_pem(cert_pem).map_or(true, |s| s.renewal_due(now))
 }
 
 /// A new key and a certificate for it, over the current connection (which
 /// the current certificate authenticates).
-async fn renew(ca: &mut NodeCaClient<Channel>) -> Result<NodeCertificate, String> {
+async fn renew(
+    ca: &mut NodeCaClient<tonic::transport::Channel>,
+) -> Result<NodeCertificate, String> {
     let (key, csr_pem) = pki::key_and_request().map_err(|e| e.to_string())?;
-    let response = ca
-        .renew(RenewRequest { csr_pem })
+    let response = tokio::time::timeout(CALL_TIMEOUT, ca.renew(RenewRequest { csr_pem }))
         .await
+        .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))?
         .map_err(|status| status.message().to_owned())?;
     Ok(NodeCertificate {
         cert_pem: response.into_inner().cert_pem,

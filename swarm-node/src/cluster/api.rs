@@ -1,8 +1,10 @@
 //! The managers' gRPC API on the control-plane port, over TLS with the
 //! node's certificate: `Join` admits nodes that present a join token;
-//! `Heartbeat` takes agents' reports, naming them by their certificate. Client
-//! certificates are checked when presented (the CA is the only root) and not
-//! required, since a joining node has none yet.
+//! `Heartbeat` takes agents' reports, naming them by their certificate;
+//! `Raft` carries Raft between managers and `Manager` passes work to the
+//! leader, both for manager certificates only. Client certificates are
+//! checked when presented (the CA is the only root) and not required, since
+//! a joining node has none yet; each call that needs one says so.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -19,17 +21,20 @@ pub mod proto {
 }
 
 use proto::{
-    HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, RenewRequest, RenewResponse,
+    ForwardRequest, ForwardResponse, HeartbeatRequest, HeartbeatResponse, JoinRequest,
+    JoinResponse, RenewRequest, RenewResponse,
     dispatcher_server::{Dispatcher, DispatcherServer},
+    manager_server::{Manager, ManagerServer},
     node_ca_server::{NodeCa, NodeCaServer},
+    raft_server::RaftServer,
 };
 
-use super::pki::CertificateSubject;
+use super::{ClusterError, node::Forwarded, pki::CertificateSubject, raft::server::RaftService};
 
 /// Who is calling: the subject of the client certificate TLS has already
 /// checked against the CA.
 #[allow(clippy::result_large_err)] // tonic's Status is what handlers return.
-fn caller<T>(request: &Request<T>) -> Result<CertificateSubject, Status> {
+pub fn caller<T>(request: &Request<T>) -> Result<CertificateSubject, Status> {
     let certs = request
         .peer_certs()
         .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
@@ -52,13 +57,57 @@ impl Dispatcher for DispatcherService {
         // TLS has checked the certificate against the CA; its subject says
         // which node is calling.
         let subject = caller(&request)?;
-        let period = self
-            .membership
+        self.membership
             .heartbeat(&subject)
+            .map(Response::new)
+            .map_err(status)
+    }
+}
+
+/// A cluster error as a gRPC status; the codes callers retry on are
+/// `Unavailable` and `FailedPrecondition`.
+fn status(err: ClusterError) -> Status {
+    match err {
+        ClusterError::NotLeader => Status::failed_precondition(err.to_string()),
+        ClusterError::Unavailable(_) | ClusterError::NotManager => {
+            Status::unavailable(err.to_string())
+        }
+        _ => Status::permission_denied(err.to_string()),
+    }
+}
+
+struct ManagerService {
+    membership: Arc<Membership>,
+}
+
+#[tonic::async_trait]
+impl Manager for ManagerService {
+    async fn forward(
+        &self,
+        request: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardResponse>, Status> {
+        let subject = caller(&request)?;
+        self.membership
+            .authorize_manager(&subject)
             .map_err(|e| Status::permission_denied(e.to_string()))?;
-        Ok(Response::new(HeartbeatResponse {
-            period_millis: period.as_millis() as u64,
-        }))
+        let ForwardRequest { request_json, hops } = request.into_inner();
+        let work: Forwarded = serde_json::from_slice(&request_json)
+            .map_err(|e| Status::invalid_argument(format!("malformed forwarded work: {e}")))?;
+        let membership = self.membership.clone();
+        let answer = tokio::task::spawn_blocking(move || membership.lead(work, hops.max(1)))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let response = match answer {
+            Ok(response) => response,
+            // Retried by the caller: no leader here, or none reachable.
+            Err(err @ (ClusterError::NotLeader | ClusterError::Unavailable(_))) => {
+                return Err(status(err));
+            }
+            Err(err) => crate::control::Response::Error(err.to_string()),
+        };
+        serde_json::to_vec(&response)
+            .map(|response_json| Response::new(ForwardResponse { response_json }))
+            .map_err(|e| Status::internal(e.to_string()))
     }
 }
 
@@ -133,7 +182,13 @@ pub async fn serve(
         .add_service(NodeCaServer::new(NodeCaService {
             membership: membership.clone(),
         }))
-        .add_service(DispatcherServer::new(DispatcherService { membership }))
+        .add_service(DispatcherServer::new(DispatcherService {
+            membership: membership.clone(),
+        }))
+        .add_service(ManagerServer::new(ManagerService {
+            membership: membership.clone(),
+        }))
+        .add_service(RaftServer::new(RaftService { membership }))
         .serve_with_shutdown(addr, async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })

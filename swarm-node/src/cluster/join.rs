@@ -29,7 +29,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a node that joined keeps.
 pub struct Joined {
-    pub role: Role,
     pub cluster_id: String,
     pub certificate: NodeCertificate,
     pub ca_pem: String,
@@ -103,7 +102,6 @@ pub async fn join(
         ));
     }
     Ok(Joined {
-        role,
         cluster_id: response.cluster_id,
         certificate: NodeCertificate {
             cert_pem: response.cert_pem,

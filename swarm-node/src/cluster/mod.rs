@@ -1,13 +1,18 @@
-//! The cluster control plane: PKI and join tokens, and the cluster state a
-//! manager keeps. Raft replication between managers, the join protocol and
-//! node liveness build on these.
+//! The cluster control plane: PKI and join tokens, the cluster store that
+//! Raft replicates between managers, what each node keeps of its own
+//! membership, the managers' API, and the agent that reports to them.
 
 mod agent;
 pub mod api;
+mod error;
 mod join;
+mod local;
 pub mod node;
 pub mod pki;
+pub mod raft;
 pub mod state;
 
+pub use error::ClusterError;
+pub use local::{Cluster, LocalState};
 pub use pki::Role;
-pub use state::{Availability, Cluster, ClusterError, ClusterState, InitOptions, NodeRecord};
+pub use state::{Availability, ClusterState, Command, CommandResult, NodeChange, NodeRecord};

@@ -20,7 +20,7 @@ pub const DEFAULT_CONTROL_SOCKET: &str = "/run/swarm/swarm.sock";
 /// The CLI's default `--host`: the default control socket.
 pub const DEFAULT_HOST: &str = "unix:///run/swarm/swarm.sock";
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Request {
     /// The daemon's identity and what it has attached.
     Info,
@@ -76,6 +76,14 @@ pub enum Request {
         node: String,
         force: bool,
     },
+    /// `swarm node promote`.
+    NodePromote {
+        nodes: Vec<String>,
+    },
+    /// `swarm node demote`.
+    NodeDemote {
+        nodes: Vec<String>,
+    },
     /// `swarm leave`.
     SwarmLeave {
         force: bool,
@@ -83,17 +91,20 @@ pub enum Request {
 }
 
 /// `swarm node update`'s changes to one node.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NodeUpdateRequest {
     /// ID, unique ID prefix, or hostname.
     pub node: String,
     pub availability: Option<crate::cluster::Availability>,
     pub label_add: Vec<(String, String)>,
     pub label_rm: Vec<String>,
+    /// `--role`: promote or demote.
+    #[serde(default)]
+    pub role: Option<Role>,
 }
 
 /// `swarm init`'s flags; unset ones take the daemon's defaults.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SwarmInitRequest {
     pub advertise_addr: Option<std::net::Ipv4Addr>,
     pub listen_port: Option<u16>,
@@ -116,6 +127,32 @@ pub struct SwarmInfo {
     pub cluster_id: String,
     pub managers: usize,
     pub nodes: usize,
+    /// Whether this manager leads the Raft cluster.
+    #[serde(default)]
+    pub is_leader: bool,
+    /// The leader's control-plane address, as this manager knows it.
+    #[serde(default)]
+    pub leader_addr: String,
+    /// This manager's Raft, when it is one.
+    #[serde(default)]
+    pub raft: Option<RaftInfo>,
+}
+
+/// Where this manager's Raft stands.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RaftInfo {
+    pub term: u64,
+    /// Index of the last log entry applied to this manager's store.
+    pub last_applied: u64,
+    /// Index of the last entry in this manager's log.
+    pub last_log_index: u64,
+    /// Index of the last entry in the latest snapshot.
+    pub snapshot_index: u64,
+    /// Entries up to this index are deleted from the log (they are in the
+    /// snapshot).
+    pub purged_index: u64,
+    pub voters: usize,
 }
 
 /// One row of `swarm node ls`, with Docker's keys.
@@ -162,6 +199,8 @@ pub enum Response {
     Joined {
         role: Role,
     },
+    /// Done; one line to print per thing done.
+    Notes(Vec<String>),
     /// Done; nothing to report.
     Done,
     /// The request failed; the message says why and what to do.

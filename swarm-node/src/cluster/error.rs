@@ -1,0 +1,52 @@
+//! What cluster requests fail with; messages follow Docker's where Docker
+//! has one.
+
+use std::path::PathBuf;
+
+use super::{pki, raft::RaftStoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(
+        "This node is already part of a swarm. Use \"swarm leave\" to leave this swarm and join another one."
+    )]
+    AlreadyInSwarm,
+    #[error(
+        "This node is not part of a swarm: run `swarm init` to create one, or `swarm join --token TOKEN MANAGER:2377` to join one"
+    )]
+    NotInSwarm,
+    #[error(
+        "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager."
+    )]
+    NotManager,
+    #[error("{0}")]
+    Join(String),
+    #[error("node {0} not found (see `swarm node ls`)")]
+    NoSuchNode(String),
+    #[error("node reference {0:?} matches more than one node; use a longer ID prefix")]
+    AmbiguousNode(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error(
+        "You are attempting to leave the swarm on a node that is participating as a manager. Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message."
+    )]
+    LastManager,
+    #[error(
+        "You are attempting to leave the swarm on a node that is participating as a manager. Demote it first (`swarm node demote` on another manager), or use `--force`, which leaves the other managers one fewer for their quorum."
+    )]
+    ManagerLeaving,
+    /// This manager is not (or no longer) the leader; the work goes to the
+    /// one that is.
+    #[error("this manager is not the leader")]
+    NotLeader,
+    /// No leader could be reached, or it could not commit: a majority of
+    /// managers is unreachable, or an election is under way.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Pki(#[from] pki::PkiError),
+    #[error("{0}")]
+    Raft(#[from] RaftStoreError),
+    #[error("cluster state in {path}: {message}")]
+    Store { path: PathBuf, message: String },
+}

@@ -1,0 +1,213 @@
+//! What a node keeps of its own membership, in `<data dir>/cluster/`:
+//! `state.json` (cluster ID, this node's address, where the managers are),
+//! the CA certificate (`ca.pem`) and this node's certificate (`node.pem`,
+//! `node-key.pem`). A manager's Raft store is in `raft/` beside them. Files
+//! are written whole to a temporary name and renamed, so a crash leaves the
+//! old or the new content.
+
+use std::{
+    fs,
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ClusterError, ClusterState,
+    pki::{CertificateSubject, NodeCertificate, Role},
+    raft::{Credentials, RaftNode},
+};
+
+/// `state.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalState {
+    pub cluster_id: String,
+    /// This node's control-plane address (a manager's API listens there).
+    pub addr: SocketAddr,
+    /// Where the managers are reached, as last heard.
+    pub managers: Vec<SocketAddr>,
+    /// How often this node's agent reports, as last heard.
+    pub heartbeat_millis: u64,
+}
+
+/// This node's membership. On a manager, `raft` runs and holds the
+/// replicated store.
+pub struct Cluster {
+    dir: PathBuf,
+    pub node_id: String,
+    pub role: Role,
+    pub local: LocalState,
+    ca_pem: String,
+    pub certificate: NodeCertificate,
+    /// What Raft and the agent dial other nodes with; updated on renewal.
+    pub credentials: Arc<RwLock<Credentials>>,
+    pub raft: Option<RaftNode>,
+}
+
+impl Cluster {
+    /// The cluster this node belonged to when it last ran, if any. Raft is
+    /// not started here.
+    pub fn load(data_dir: &Path, node_id: &str) -> Result<Option<Self>, ClusterError> {
+        let dir = cluster_dir(data_dir);
+        let state_path = dir.join(STATE_FILE);
+        let local: LocalState = match fs::read(&state_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| store_err(&state_path, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(store_err(&state_path, e)),
+        };
+        let read = |name: &str| {
+            let path = dir.join(name);
+            fs::read_to_string(&path).map_err(|e| store_err(&path, e))
+        };
+        let certificate = NodeCertificate {
+            cert_pem: read(NODE_CERT_FILE)?,
+            key_pem: read(NODE_KEY_FILE)?,
+        };
+        let ca_pem = read(CA_CERT_FILE)?;
+        Ok(Some(Self::new(dir, node_id, local, ca_pem, certificate)?))
+    }
+
+    /// A new membership (`swarm init`, `swarm join`), written to disk.
+    pub fn create(
+        data_dir: &Path,
+        node_id: &str,
+        local: LocalState,
+        ca_pem: String,
+        certificate: NodeCertificate,
+    ) -> Result<Self, ClusterError> {
+        let dir = cluster_dir(data_dir);
+        if dir.join(STATE_FILE).exists() {
+            return Err(ClusterError::AlreadyInSwarm);
+        }
+        // What a node that left behind may still hold goes first.
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).map_err(|e| store_err(&dir, e))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| store_err(&dir, e))?;
+        let cluster = Self::new(dir, node_id, local, ca_pem, certificate)?;
+        cluster.write(CA_CERT_FILE, &cluster.ca_pem)?;
+        cluster.write(NODE_KEY_FILE, &cluster.certificate.key_pem)?;
+        cluster.write(NODE_CERT_FILE, &cluster.certificate.cert_pem)?;
+        // Last: its presence is what says this node is a member.
+        cluster.save_local()?;
+        Ok(cluster)
+    }
+
+    fn new(
+        dir: PathBuf,
+        node_id: &str,
+        local: LocalState,
+        ca_pem: String,
+        certificate: NodeCertificate,
+    ) -> Result<Self, ClusterError> {
+        let role = CertificateSubject::from_pem(&certificate.cert_pem)?.role;
+        let credentials = Credentials {
+            cert_pem: certificate.cert_pem.clone(),
+            key_pem: certificate.key_pem.clone(),
+            ca_pem: ca_pem.clone(),
+        };
+        Ok(Self {
+            dir,
+            node_id: node_id.to_owned(),
+            role,
+            local,
+            ca_pem,
+            certificate,
+            credentials: Arc::new(RwLock::new(credentials)),
+            raft: None,
+        })
+    }
+
+    pub fn raft_dir(&self) -> PathBuf {
+        self.dir.join("raft")
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Reads the replicated store; only managers have one.
+    pub fn with_store<T>(&self, read: impl FnOnce(&ClusterState) -> T) -> Result<T, ClusterError> {
+        let raft = self.raft.as_ref().ok_or(ClusterError::NotManager)?;
+        let store = raft.store.read().unwrap_or_else(|p| p.into_inner());
+        let state = store.as_ref().ok_or_else(|| {
+            ClusterError::Unavailable(
+                "this manager has not received the cluster store from the leader yet; try again"
+                    .into(),
+            )
+        })?;
+        Ok(read(state))
+    }
+
+    /// Fails as Docker does on a worker.
+    pub fn require_manager(&self) -> Result<&RaftNode, ClusterError> {
+        self.raft.as_ref().ok_or(ClusterError::NotManager)
+    }
+
+    /// Replaces this node's certificate (its role may change with it), on
+    /// disk too.
+    pub fn replace_certificate(
+        &mut self,
+        certificate: NodeCertificate,
+    ) -> Result<(), ClusterError> {
+        let role = CertificateSubject::from_pem(&certificate.cert_pem)?.role;
+        self.write(NODE_KEY_FILE, &certificate.key_pem)?;
+        self.write(NODE_CERT_FILE, &certificate.cert_pem)?;
+        {
+            let mut credentials = self.credentials.write().unwrap_or_else(|p| p.into_inner());
+            credentials.cert_pem = certificate.cert_pem.clone();
+            credentials.key_pem = certificate.key_pem.clone();
+        }
+        self.certificate = certificate;
+        self.role = role;
+        Ok(())
+    }
+
+    pub fn save_local(&self) -> Result<(), ClusterError> {
+        let text = serde_json::to_string_pretty(&self.local).expect("plain data serializes");
+        self.write(STATE_FILE, &text)
+    }
+
+    /// Forgets the cluster: removes everything this node kept of it. Raft
+    /// must have been shut down.
+    pub fn remove(self) -> Result<(), ClusterError> {
+        fs::remove_dir_all(&self.dir).map_err(|e| store_err(&self.dir, e))
+    }
+
+    /// Removes the Raft store (a demoted manager's).
+    pub fn remove_raft_store(&self) -> Result<(), ClusterError> {
+        let dir = self.raft_dir();
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(store_err(&dir, e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn write(&self, name: &str, text: &str) -> Result<(), ClusterError> {
+        let path = self.dir.join(name);
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, text)
+            .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)))
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|e| store_err(&path, e))
+    }
+}
+
+const STATE_FILE: &str = "state.json";
+const CA_CERT_FILE: &str = "ca.pem";
+const NODE_CERT_FILE: &str = "node.pem";
+const NODE_KEY_FILE: &str = "node-key.pem";
+
+fn cluster_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("cluster")
+}
+
+fn store_err(path: &Path, err: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Store {
+        path: path.to_owned(),
+        message: err.to_string(),
+    }
+}

@@ -1,0 +1,210 @@
+//! Raft between managers, with openraft: the type configuration, and how a
+//! manager's Raft is started over its on-disk store. The log store, the
+//! state machine, the network client and the network server each have a
+//! file of their own.
+
+mod log_store;
+pub mod network;
+pub mod server;
+mod state_machine;
+
+use std::{
+    collections::BTreeMap,
+    io::Cursor,
+    path::Path,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use openraft::{Config, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::state::{ClusterState, Command, CommandResult};
+
+pub use log_store::LogStore;
+pub use network::{Credentials, Network};
+pub use state_machine::StateMachine;
+
+/// A manager as Raft knows it: its swarm node ID and where its API listens.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub node_id: String,
+    /// HOST:PORT of the member's control-plane API.
+    pub addr: String,
+}
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = u64,
+        Node = Member,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type RaftMetrics = openraft::RaftMetrics<u64, Member>;
+
+/// The replicated store as applied on this manager; `None` until the entry
+/// that creates the cluster is applied.
+pub type SharedStore = Arc<RwLock<Option<ClusterState>>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RaftStoreError {
+    #[error("opening the Raft store {path}: {message}")]
+    Open {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("starting Raft: {0}")]
+    Start(String),
+}
+
+/// Raft's ID for a swarm node: stable, derived from its node ID.
+pub fn raft_id(node_id: &str) -> u64 {
+    let digest = Sha256::digest(node_id.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// Raft timing. Swarmkit ticks once a second and elects after 10 ticks. A
+/// leader here beats every 50 ms. openraft lets a follower stand for election
+/// once the leader's lease (the maximum election timeout, 300 ms) and then
+/// its own random election timeout (150-300 ms) have passed without a beat:
+/// 450-600 ms after a leader dies, so a new one commits in under a second.
+pub const HEARTBEAT: Duration = Duration::from_millis(50);
+const ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(150);
+const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(300);
+/// A snapshot is taken every this many entries, and older entries are
+/// dropped, so the log stays bounded on disk.
+pub const SNAPSHOT_EVERY: u64 = 1000;
+/// Entries kept behind a snapshot, so that a follower a little behind is
+/// sent entries rather than the whole snapshot.
+const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 200;
+
+fn config() -> Result<Arc<Config>, RaftStoreError> {
+    let config = Config {
+        cluster_name: "swarm".into(),
+        heartbeat_interval: HEARTBEAT.as_millis() as u64,
+        election_timeout_min: ELECTION_TIMEOUT_MIN.as_millis() as u64,
+        election_timeout_max: ELECTION_TIMEOUT_MAX.as_millis() as u64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
+        max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map(Arc::new)
+        .map_err(|e| RaftStoreError::Start(e.to_string()))
+}
+
+/// A manager's Raft and the store it applies to.
+#[derive(Clone)]
+pub struct RaftNode {
+    pub id: u64,
+    pub raft: Raft,
+    pub store: SharedStore,
+}
+
+impl RaftNode {
+    /// Starts Raft over the store in `dir` (created when missing): a
+    /// restarted manager comes back with its vote, log and snapshot.
+    pub async fn start(
+        dir: &Path,
+        node_id: &str,
+        credentials: Arc<RwLock<Credentials>>,
+    ) -> Result<Self, RaftStoreError> {
+        let id = raft_id(node_id);
+        std::fs::create_dir_all(dir).map_err(|e| RaftStoreError::Open {
+            path: dir.to_owned(),
+            message: e.to_string(),
+        })?;
+        let db_path = dir.join("raft.redb");
+        let db = redb::Database::create(&db_path).map_err(|e| RaftStoreError::Open {
+            path: db_path.clone(),
+            message: e.to_string(),
+        })?;
+        let db = Arc::new(db);
+        let open_err = |e: openraft::StorageError<u64>| RaftStoreError::Open {
+            path: db_path.clone(),
+            message: e.to_string(),
+        };
+        let log_store = LogStore::open(db.clone()).map_err(open_err)?;
+        let state_machine = StateMachine::open(db).map_err(open_err)?;
+        let store = state_machine.store();
+        let raft = Raft::new(
+            id,
+            config()?,
+            Network::new(credentials),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| RaftStoreError::Start(e.to_string()))?;
+        Ok(Self { id, raft, store })
+    }
+
+    /// Makes this node the one voter of a new cluster.
+    pub async fn bootstrap(&self, me: Member) -> Result<(), RaftStoreError> {
+        let members = BTreeMap::from([(self.id, me)]);
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| RaftStoreError::Start(e.to_string()))
+    }
+
+    pub fn metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Whether this manager is the leader right now.
+    pub fn is_leader(&self) -> bool {
+        self.metrics().current_leader == Some(self.id)
+    }
+
+    /// The leader's address, if one is known.
+    pub fn leader(&self) -> Option<Member> {
+        let metrics = self.metrics();
+        let leader = metrics.current_leader?;
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{StorageError, testing::StoreBuilder};
+
+    use super::*;
+
+    /// A log store and state machine over a fresh redb file; the directory
+    /// lives as long as the stores.
+    struct RedbStores;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RedbStores {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let db = Arc::new(redb::Database::create(dir.path().join("raft.redb")).expect("redb"));
+            let log = LogStore::open(db.clone())?;
+            let machine = StateMachine::open(db)?;
+            Ok((dir, log, machine))
+        }
+    }
+
+    /// openraft's conformance suite for storage implementations.
+    #[test]
+    fn the_redb_store_passes_openraft_storage_conformance() {
+        openraft::testing::Suite::test_all(RedbStores).unwrap();
+    }
+
+    #[test]
+    fn raft_ids_are_stable_and_distinct() {
+        assert_eq!(raft_id("abc"), raft_id("abc"));
+        assert_ne!(raft_id("abc"), raft_id("abd"));
+    }
+}

@@ -1,0 +1,215 @@
+//! The state machine: the cluster store, applied in memory, and its
+//! snapshots, kept in redb beside the log. A restarted manager loads the
+//! last snapshot and applies the committed entries after it again.
+
+// openraft's StorageError and RPCError are large; they are what its traits return.
+#![allow(clippy::result_large_err)]
+
+use std::{io::Cursor, sync::Arc};
+
+use openraft::{
+    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership, storage::RaftStateMachine,
+};
+use redb::{Database, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::{Member, SharedStore, TypeConfig};
+use crate::cluster::state::{ClusterState, CommandResult};
+
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
+const CURRENT: &str = "current";
+
+type Result<T> = std::result::Result<T, StorageError<u64>>;
+
+/// A snapshot as stored: its metadata and the store, JSON.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<u64, Member>,
+    data: Vec<u8>,
+}
+
+pub struct StateMachine {
+    db: Arc<Database>,
+    store: SharedStore,
+    last_applied: Option<LogId<u64>>,
+    last_membership: StoredMembership<u64, Member>,
+    /// Makes snapshot IDs unique between snapshots of the same log position.
+    snapshots_built: u64,
+}
+
+impl StateMachine {
+    pub fn open(db: Arc<Database>) -> Result<Self> {
+        let txn = db.begin_write().map_err(|e| StorageIOError::write(&e))?;
+        txn.open_table(SNAPSHOT)
+            .map_err(|e| StorageIOError::write(&e))?;
+        txn.commit().map_err(|e| StorageIOError::write(&e))?;
+        let mut machine = Self {
+            db,
+            store: SharedStore::default(),
+            last_applied: None,
+            last_membership: StoredMembership::default(),
+            snapshots_built: 0,
+        };
+        if let Some(snapshot) = machine.read_snapshot()? {
+            machine.load(&snapshot)?;
+        }
+        Ok(machine)
+    }
+
+    /// The store this machine applies to, shared with readers.
+    pub fn store(&self) -> SharedStore {
+        self.store.clone()
+    }
+
+    fn read_snapshot(&self) -> Result<Option<StoredSnapshot>> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let table = txn
+            .open_table(SNAPSHOT)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let Some(value) = table
+            .get(CURRENT)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(value.value())
+            .map(Some)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
+    }
+
+    /// Replaces the store with a snapshot's.
+    fn load(&mut self, snapshot: &StoredSnapshot) -> Result<()> {
+        let state: Option<ClusterState> = serde_json::from_slice(&snapshot.data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(snapshot.meta.signature()), &e))?;
+        *self.store.write().unwrap_or_else(|p| p.into_inner()) = state;
+        self.last_applied = snapshot.meta.last_log_id;
+        self.last_membership = snapshot.meta.last_membership.clone();
+        Ok(())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotView;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, Member>)> {
+        Ok((self.last_applied, self.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut results = Vec::new();
+        let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
+        for entry in entries {
+            self.last_applied = Some(entry.log_id);
+            results.push(match entry.payload {
+                EntryPayload::Blank => CommandResult::Done,
+                EntryPayload::Normal(command) => ClusterState::apply(&mut store, command),
+                EntryPayload::Membership(membership) => {
+                    self.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                    CommandResult::Done
+                }
+            });
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshots_built += 1;
+        // A copy taken now: entries applied while it is written do not leak in.
+        let store = self.store.read().unwrap_or_else(|p| p.into_inner()).clone();
+        SnapshotView {
+            db: self.db.clone(),
+            store,
+            last_applied: self.last_applied,
+            last_membership: self.last_membership.clone(),
+            id: self.snapshots_built,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<()> {
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: snapshot.into_inner(),
+        };
+        self.load(&stored)?;
+        write_snapshot(&self.db, &stored)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
+        Ok(self.read_snapshot()?.map(|stored| Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        }))
+    }
+}
+
+/// The store as it was when a snapshot was asked for.
+pub struct SnapshotView {
+    db: Arc<Database>,
+    store: Option<ClusterState>,
+    last_applied: Option<LogId<u64>>,
+    last_membership: StoredMembership<u64, Member>,
+    id: u64,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotView {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
+        let data =
+            serde_json::to_vec(&self.store).map_err(|e| StorageIOError::read_state_machine(&e))?;
+        let snapshot_id = match self.last_applied {
+            Some(last) => format!("{}-{}-{}", last.leader_id, last.index, self.id),
+            None => format!("--{}", self.id),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.last_membership.clone(),
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        write_snapshot(&self.db, &stored)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}
+
+/// Keeps `snapshot` as the current one, durably.
+fn write_snapshot(db: &Database, snapshot: &StoredSnapshot) -> Result<()> {
+    let signature = Some(snapshot.meta.signature());
+    let bytes = serde_json::to_vec(snapshot)
+        .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+    let txn = db
+        .begin_write()
+        .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+    {
+        let mut table = txn
+            .open_table(SNAPSHOT)
+            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        table
+            .insert(CURRENT, bytes.as_slice())
+            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+    }
+    tokio::task::block_in_place(|| txn.commit())
+        .map_err(|e| StorageIOError::write_snapshot(signature, &e).into())
+}

@@ -1,0 +1,424 @@
+//! Three managers replicating the cluster store with Raft, and two workers:
+//! forming the cluster, losing the leader to kill -9, a cut-off minority,
+//! promotion and demotion.
+
+use std::time::{Duration, Instant};
+
+use swarm_tests::{Topology, TopologyOptions};
+
+const MANAGERS: [usize; 3] = [0, 1, 2];
+const WORKERS: [usize; 2] = [3, 4];
+/// What every wait here allows: elections take under a second, heartbeats
+/// are 500 ms, and a busy 2-core VM is slower than that.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn addr(host: usize) -> String {
+    format!("198.18.0.{}:2377", host + 1)
+}
+
+fn swarm_info(topology: &Topology, host: usize) -> serde_json::Value {
+    topology.daemon(host).swarm_json(&["info"]).unwrap()[0]["Swarm"].clone()
+}
+
+/// Polls until `check` passes, or fails the test saying what it waited for.
+fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(last) if Instant::now() >= deadline => panic!("never {what}: {last}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// h1 runs `swarm init`; h2 and h3 join as managers, h4 and h5 as workers.
+fn five_node_swarm() -> Topology {
+    let mut topology = Topology::new(&TopologyOptions::new("swt", 5)).unwrap();
+    topology.start_daemons().unwrap();
+    topology.daemon(0).swarm_ok(&["init"]).unwrap();
+    let token = |role: &str| {
+        topology
+            .daemon(0)
+            .swarm_ok(&["join-token", "-q", role])
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let (manager_token, worker_token) = (token("manager"), token("worker"));
+    // h3 joins through h2, a follower: its admission is forwarded to the
+    // leader, and so is its request to become a voter.
+    for (host, through) in [(1, 0), (2, 1)] {
+        let out = topology
+            .daemon(host)
+            .swarm_ok(&["join", "--token", &manager_token, &addr(through)])
+            .unwrap();
+        assert!(out.contains("joined a swarm as a manager"), "{out}");
+    }
+    for host in WORKERS {
+        topology
+            .daemon(host)
+            .swarm_ok(&["join", "--token", &worker_token, &addr(0)])
+            .unwrap();
+    }
+    wait_for_rows(&topology, 0, |rows| {
+        let ready = rows.iter().filter(|r| r["Status"] == "Ready").count();
+        (ready == 5)
+            .then_some(())
+            .ok_or(format!("{ready} of 5 Ready"))
+    });
+    topology
+}
+
+/// Polls `node ls` on `host` until `check` accepts its rows.
+fn wait_for_rows(
+    topology: &Topology,
+    host: usize,
+    check: impl Fn(&[serde_json::Value]) -> Result<(), String>,
+) {
+    wait_until("saw the expected node list", || {
+        let rows = topology
+            .daemon(host)
+            .swarm_json(&["node", "ls"])
+            .map_err(|e| e.to_string())?;
+        check(&rows).map_err(|e| format!("{e}: {rows:?}"))
+    });
+}
+
+/// The manager that leads, as the managers in `among` agree.
+fn leader(topology: &Topology, among: &[usize]) -> usize {
+    let mut found = None;
+    wait_until("agreed on a leader", || {
+        let leaders: Vec<usize> = among
+            .iter()
+            .copied()
+            .filter(|&h| swarm_info(topology, h)["IsLeader"] == true)
+            .collect();
+        let [one] = leaders[..] else {
+            return Err(format!("leaders: {leaders:?}"));
+        };
+        for &h in among {
+            let seen = swarm_info(topology, h)["LeaderAddr"].clone();
+            if seen != addr(one).as_str() {
+                return Err(format!("h{} sees leader {seen}", h + 1));
+            }
+        }
+        found = Some(one);
+        Ok(())
+    });
+    found.unwrap()
+}
+
+fn label(topology: &Topology, via: usize, key: &str) {
+    topology
+        .daemon(via)
+        .swarm_ok(&["node", "update", "--label-add", &format!("{key}=yes"), "h4"])
+        .unwrap();
+}
+
+fn labels(topology: &Topology, via: usize) -> serde_json::Value {
+    let text = topology
+        .daemon(via)
+        .swarm_ok(&["node", "inspect", "h4"])
+        .unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()[0]["Spec"]["Labels"].clone()
+}
+
+fn last_applied(topology: &Topology, host: usize) -> u64 {
+    swarm_info(topology, host)["Raft"]["LastApplied"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn three_managers_replicate_and_survive_losing_the_leader_to_kill_9() {
+    let mut topology = five_node_swarm();
+
+    // Every manager sees the same cluster; the workers are not managers.
+    for host in MANAGERS {
+        let info = swarm_info(&topology, host);
+        assert_eq!(info["ControlAvailable"], true, "h{}", host + 1);
+        assert_eq!(info["Managers"], 3);
+        assert_eq!(info["Nodes"], 5);
+        assert_eq!(info["Raft"]["Voters"], 3);
+    }
+    let first = leader(&topology, &MANAGERS);
+    assert_eq!(first, 0, "the initial manager leads");
+    wait_for_rows(&topology, 1, |rows| {
+        let status = |h: &str| {
+            let row = rows.iter().find(|r| r["Hostname"] == h).unwrap();
+            row["ManagerStatus"].as_str().unwrap().to_owned()
+        };
+        let seen = [status("h1"), status("h2"), status("h3"), status("h4")];
+        (seen == ["Leader", "Reachable", "Reachable", ""])
+            .then_some(())
+            .ok_or(format!("{seen:?}"))
+    });
+    let rows = topology.daemon(1).swarm_json(&["node", "ls"]).unwrap();
+    let me = rows.iter().find(|r| r["Self"] == true).unwrap();
+    assert_eq!(
+        me["Hostname"], "h2",
+        "Self is the node asked, not the leader"
+    );
+
+    // A write through a follower is forwarded to the leader and committed.
+    label(&topology, 1, "before");
+    label(&topology, 2, "through-h3");
+    assert_eq!(
+        labels(&topology, 2),
+        serde_json::json!({"before": "yes", "through-h3": "yes"})
+    );
+
+    // kill -9 the leader: the other two elect one and it serves writes.
+    topology.daemon_mut(first).kill().unwrap();
+    let survivors = [1, 2];
+    let second = leader(&topology, &survivors);
+    label(&topology, second, "after-failover");
+    let other = survivors.into_iter().find(|&h| h != second).unwrap();
+    label(&topology, other, "after-failover-via-follower");
+    let expected = serde_json::json!({
+        "before": "yes",
+        "through-h3": "yes",
+        "after-failover": "yes",
+        "after-failover-via-follower": "yes",
+    });
+    assert_eq!(labels(&topology, other), expected);
+    wait_for_rows(&topology, second, |rows| {
+        let h1 = rows.iter().find(|r| r["Hostname"] == "h1").unwrap();
+        (h1["ManagerStatus"] == "Unreachable" && h1["Status"] == "Down")
+            .then_some(())
+            .ok_or("h1 still counted up".into())
+    });
+
+    // The workers report to the new leader: still Ready once the grace a
+    // new leader gives them (three heartbeats) is over; a stopped one is Down.
+    std::thread::sleep(Duration::from_secs(2));
+    wait_for_rows(&topology, other, |rows| {
+        let status = |h: &str| rows.iter().find(|r| r["Hostname"] == h).unwrap()["Status"].clone();
+        (status("h4") == "Ready" && status("h5") == "Ready")
+            .then_some(())
+            .ok_or("a worker is not Ready".into())
+    });
+    topology.daemon_mut(4).kill().unwrap();
+    wait_for_rows(&topology, other, |rows| {
+        let h5 = rows.iter().find(|r| r["Hostname"] == "h5").unwrap();
+        (h5["Status"] == "Down")
+            .then_some(())
+            .ok_or("h5 not Down".into())
+    });
+
+    // The old leader restarts as a follower and catches up.
+    topology.start_daemon(first).unwrap();
+    assert_eq!(leader(&topology, &MANAGERS), second, "leadership stays");
+    wait_until("h1 caught up", || {
+        let (mine, theirs) = (
+            last_applied(&topology, first),
+            last_applied(&topology, second),
+        );
+        (mine >= theirs)
+            .then_some(())
+            .ok_or(format!("h1 applied {mine}, leader {theirs}"))
+    });
+    assert_eq!(labels(&topology, first), expected);
+
+    // Lose the second leader too: what the restarted h1 holds is enough
+    // for the remaining two to go on, with nothing committed lost.
+    topology.daemon_mut(second).kill().unwrap();
+    let remaining = [first, other];
+    let third = leader(&topology, &remaining);
+    label(&topology, third, "third-leader");
+    let mut expected = expected;
+    expected["third-leader"] = "yes".into();
+    for host in remaining {
+        assert_eq!(labels(&topology, host), expected);
+    }
+}
+
+#[test]
+fn a_cut_off_leader_cannot_commit_and_rejoins_cleanly() {
+    let topology = five_node_swarm();
+    let cut = leader(&topology, &MANAGERS);
+    label(&topology, cut, "before");
+    let link = |state: &str| {
+        topology.hosts[cut]
+            .netns
+            .ip(&["link", "set", "eth0", state])
+            .unwrap();
+    };
+    link("down");
+
+    // The cut-off leader cannot reach a majority: its write fails, clearly.
+    let output = topology
+        .daemon(cut)
+        .swarm(&["node", "update", "--label-add", "lost=yes", "h4"])
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a minority committed a write");
+    assert!(err.contains("majority of managers"), "{err}");
+
+    // The majority elects a leader among themselves and goes on.
+    let majority: Vec<usize> = MANAGERS.into_iter().filter(|&h| h != cut).collect();
+    let new_leader = leader(&topology, &majority);
+    label(&topology, new_leader, "during-cut");
+
+    // Reconnected, the old leader follows the new one and catches up; the
+    // write it could not commit is not there.
+    link("up");
+    assert_eq!(leader(&topology, &MANAGERS), new_leader);
+    wait_until("the cut-off manager caught up", || {
+        let (mine, theirs) = (
+            last_applied(&topology, cut),
+            last_applied(&topology, new_leader),
+        );
+        (mine >= theirs)
+            .then_some(())
+            .ok_or(format!("applied {mine}, leader {theirs}"))
+    });
+    label(&topology, cut, "after-cut");
+    assert_eq!(
+        labels(&topology, cut),
+        serde_json::json!({"before": "yes", "during-cut": "yes", "after-cut": "yes"})
+    );
+}
+
+#[test]
+fn a_worker_is_promoted_to_manager_and_demoted_back() {
+    let topology = five_node_swarm();
+    let out = topology
+        .daemon(0)
+        .swarm_ok(&["node", "promote", "h4"])
+        .unwrap();
+    assert!(
+        out.contains("Node h4 promoted to a manager in the swarm."),
+        "{out}"
+    );
+    // h4 renews its certificate as a manager, starts Raft and becomes a voter.
+    wait_until("h4 became a manager", || {
+        let info = swarm_info(&topology, 3);
+        (info["ControlAvailable"] == true && info["Raft"]["Voters"] == 4)
+            .then_some(())
+            .ok_or(format!("{info}"))
+    });
+    wait_for_rows(&topology, 3, |rows| {
+        let h4 = rows.iter().find(|r| r["Hostname"] == "h4").unwrap();
+        (h4["ManagerStatus"] == "Reachable")
+            .then_some(())
+            .ok_or("h4 not Reachable".into())
+    });
+    let out = topology
+        .daemon(0)
+        .swarm_ok(&["node", "promote", "h4"])
+        .unwrap();
+    assert!(out.contains("Node h4 is already a manager."), "{out}");
+
+    let out = topology
+        .daemon(3)
+        .swarm_ok(&["node", "demote", "h4"])
+        .unwrap();
+    assert!(out.contains("Manager h4 demoted in the swarm."), "{out}");
+    wait_until("h4 became a worker again", || {
+        let info = swarm_info(&topology, 3);
+        (info["ControlAvailable"] == false)
+            .then_some(())
+            .ok_or(format!("{info}"))
+    });
+    let output = topology.daemon(3).swarm(&["node", "ls"]).unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("This node is not a swarm manager."));
+    for host in MANAGERS {
+        let info = swarm_info(&topology, host);
+        assert_eq!(info["Managers"], 3);
+        assert_eq!(info["Raft"]["Voters"], 3, "h{}", host + 1);
+    }
+    assert!(
+        !topology.daemon(3).data_dir.join("cluster/raft").exists(),
+        "a demoted manager's Raft store is removed"
+    );
+    // The swarm still commits with its three managers.
+    label(&topology, 1, "after-demote");
+}
+
+#[test]
+fn snapshots_bound_the_log_and_bring_a_new_manager_up_to_date() {
+    let topology = five_node_swarm();
+    // 1,500 committed writes: past the snapshot interval (1,000 entries).
+    let writes: Vec<serde_json::Value> = (0..1500)
+        .map(|i| {
+            serde_json::json!({"NodeUpdate": {
+                "node": "h5",
+                "label_add": [[format!("k{}", i % 50), i.to_string()]],
+                "label_rm": [],
+            }})
+        })
+        .collect();
+    topology.daemon(0).requests(&writes).unwrap();
+    for host in MANAGERS {
+        wait_until(
+            "every manager took a snapshot and dropped old entries",
+            || {
+                let raft = swarm_info(&topology, host)["Raft"].clone();
+                let (snapshot, purged, last) = (
+                    raft["SnapshotIndex"].as_u64().unwrap(),
+                    raft["PurgedIndex"].as_u64().unwrap(),
+                    raft["LastLogIndex"].as_u64().unwrap(),
+                );
+                (snapshot >= 999 && purged > 0 && last - purged <= 1300)
+                    .then_some(())
+                    .ok_or(format!("h{}: {raft}", host + 1))
+            },
+        );
+    }
+
+    // A manager added now starts from the snapshot: the early entries are gone.
+    topology
+        .daemon(0)
+        .swarm_ok(&["node", "promote", "h4"])
+        .unwrap();
+    wait_until("h4 caught up from the snapshot", || {
+        let info = swarm_info(&topology, 3);
+        let raft = &info["Raft"];
+        (info["Nodes"] == 5 && raft["SnapshotIndex"].as_u64() >= Some(999))
+            .then_some(())
+            .ok_or(format!("{info}"))
+    });
+    let text = topology
+        .daemon(3)
+        .swarm_ok(&["node", "inspect", "h5"])
+        .unwrap();
+    let inspect: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(inspect[0]["Spec"]["Labels"]["k49"], "1499");
+}
+
+#[test]
+fn the_leader_can_demote_itself_and_leadership_moves() {
+    let topology = five_node_swarm();
+    let first = leader(&topology, &MANAGERS);
+    let name = format!("h{}", first + 1);
+    let out = topology
+        .daemon(first)
+        .swarm_ok(&["node", "demote", &name])
+        .unwrap();
+    assert!(out.contains("demoted in the swarm"), "{out}");
+    let rest: Vec<usize> = MANAGERS.into_iter().filter(|&h| h != first).collect();
+    let next = leader(&topology, &rest);
+    wait_until("the old leader became a worker", || {
+        let info = swarm_info(&topology, first);
+        (info["ControlAvailable"] == false)
+            .then_some(())
+            .ok_or(format!("{info}"))
+    });
+    for host in rest {
+        let info = swarm_info(&topology, host);
+        assert_eq!(info["Managers"], 2);
+        assert_eq!(info["Raft"]["Voters"], 2);
+    }
+    label(&topology, next, "after-leader-demoted");
+    wait_for_rows(&topology, next, |rows| {
+        let old = rows
+            .iter()
+            .find(|r| r["Hostname"] == name.as_str())
+            .unwrap();
+        (old["ManagerStatus"] == "" && old["Status"] == "Ready")
+            .then_some(())
+            .ok_or("the old leader is not a Ready worker".into())
+    });
+}
