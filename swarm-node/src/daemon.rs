@@ -197,7 +197,7 @@ impl Handler for DaemonState {
                 ..self.info.clone()
             }))),
             Request::SwarmInit(init) => membership.init(init),
-            Request::SwarmJoin { token, manager } => membership.join(&token, manager),
+            Request::SwarmJoin(join) => membership.join(join),
             request @ (Request::JoinToken { .. }
             | Request::NodeList
             | Request::NodeInspect { .. }
@@ -220,7 +220,7 @@ impl DaemonState {
         let result = match request {
             Request::Info
             | Request::SwarmInit(_)
-            | Request::SwarmJoin { .. }
+            | Request::SwarmJoin(_)
             | Request::JoinToken { .. }
             | Request::NodeList
             | Request::NodeInspect { .. }

@@ -422,3 +422,94 @@ fn the_leader_can_demote_itself_and_leadership_moves() {
             .ok_or("the old leader is not a Ready worker".into())
     });
 }
+
+#[test]
+fn managers_listen_where_init_and_join_say() {
+    let mut topology = Topology::new(&TopologyOptions::new("swt", 2)).unwrap();
+    topology.start_daemons().unwrap();
+    topology
+        .daemon(0)
+        .swarm_ok(&["init", "--listen-addr", ":4242"])
+        .unwrap();
+    let token = topology
+        .daemon(0)
+        .swarm_ok(&["join-token", "-q", "manager"])
+        .unwrap();
+    topology
+        .daemon(1)
+        .swarm_ok(&[
+            "join",
+            "--token",
+            token.trim(),
+            "--listen-addr",
+            "0.0.0.0:4343",
+            "198.18.0.1:4242",
+        ])
+        .unwrap();
+    let info = swarm_info(&topology, 1);
+    assert_eq!(info["Raft"]["Voters"], 2, "{info}");
+    assert_eq!(info["LeaderAddr"], "198.18.0.1:4242");
+    let text = topology
+        .daemon(0)
+        .swarm_ok(&["node", "inspect", "h2"])
+        .unwrap();
+    let inspect: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(inspect[0]["ManagerStatus"]["Addr"], "198.18.0.2:4343");
+    // Both are needed for a majority of two: a write commits through h2.
+    topology
+        .daemon(1)
+        .swarm_ok(&["node", "update", "--label-add", "port=4343", "h2"])
+        .unwrap();
+}
+
+#[test]
+fn certificates_renew_on_every_manager_and_raft_keeps_committing() {
+    let mut topology = Topology::new(&TopologyOptions::new("swt", 4)).unwrap();
+    topology.start_daemons().unwrap();
+    topology
+        .daemon(0)
+        .swarm_ok(&["init", "--cert-expiry", "6s"])
+        .unwrap();
+    let token = |role: &str| {
+        topology
+            .daemon(0)
+            .swarm_ok(&["join-token", "-q", role])
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let (manager, worker) = (token("manager"), token("worker"));
+    for host in [1, 2] {
+        topology
+            .daemon(host)
+            .swarm_ok(&["join", "--token", &manager, &addr(0)])
+            .unwrap();
+    }
+    topology
+        .daemon(3)
+        .swarm_ok(&["join", "--token", &worker, &addr(0)])
+        .unwrap();
+    let cert_of = |host: usize| {
+        std::fs::read_to_string(topology.daemon(host).data_dir.join("cluster/node.pem")).unwrap()
+    };
+    let before: Vec<String> = (0..4).map(cert_of).collect();
+    // Twice the certificates' lifetime: without renewal every new TLS
+    // connection (Raft's, the agents') would fail by now.
+    std::thread::sleep(Duration::from_secs(12));
+    for (host, old) in before.iter().enumerate() {
+        assert_ne!(&cert_of(host), old, "h{} renewed", host + 1);
+    }
+    let first = leader(&topology, &MANAGERS);
+    wait_for_rows(&topology, first, |rows| {
+        let ready = rows.iter().filter(|r| r["Status"] == "Ready").count();
+        (ready == 4)
+            .then_some(())
+            .ok_or(format!("{ready} of 4 Ready"))
+    });
+    label(&topology, 1, "renewed");
+    // A new election now needs fresh connections between the managers.
+    topology.daemon_mut(first).kill().unwrap();
+    let rest: Vec<usize> = MANAGERS.into_iter().filter(|&h| h != first).collect();
+    let next = leader(&topology, &rest);
+    label(&topology, next, "after-renewal-failover");
+}

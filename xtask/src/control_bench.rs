@@ -98,6 +98,27 @@ fn leader(topology: &Topology) -> anyhow::Result<usize> {
     }
 }
 
+/// Waits until every manager has applied the same entries, then a second.
+fn caught_up(topology: &Topology) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let mut applied = Vec::new();
+        for host in MANAGERS {
+            let info = &topology.daemon(host).swarm_json(&["info"])?[0]["Swarm"];
+            applied.push(info["Raft"]["LastApplied"].as_u64().unwrap_or_default());
+        }
+        if applied.iter().all(|&a| a == applied[0]) {
+            std::thread::sleep(Duration::from_secs(1));
+            return Ok(());
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "the managers never caught up: {applied:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn worker_status(topology: &Topology, via: usize) -> anyhow::Result<String> {
     let rows = topology.daemon(via).swarm_json(&["node", "ls"])?;
     Ok(rows
@@ -140,7 +161,10 @@ fn leader_failover(topology: &mut Topology, rounds: u32) -> anyhow::Result<f64> 
     let mut samples = Vec::new();
     for round in 1..=rounds {
         println!("bench: round {round}/{rounds}: leader failover");
+        // A healthy swarm: the manager restarted last round has caught up
+        // (a manager behind would lose an election and delay the next).
         let old = leader(topology)?;
+        caught_up(topology)?;
         let survivor = MANAGERS
             .into_iter()
             .find(|&h| h != old)

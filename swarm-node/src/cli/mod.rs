@@ -11,7 +11,7 @@ use crate::{
     cluster::{Availability, Role},
     control::{
         self, Client, DEFAULT_CONTROL_SOCKET, DEFAULT_HOST, NodeUpdateRequest, Request, Response,
-        SwarmInitRequest,
+        SwarmInitRequest, SwarmJoinRequest,
     },
     daemon::{self, DaemonConfig},
     dataplane::{
@@ -82,9 +82,15 @@ pub struct InitArgs {
 
 #[derive(Debug, Args)]
 pub struct JoinArgs {
-    /// The join token, from `swarm join-token worker` on a manager.
+    /// The join token, from `swarm join-token worker` (or manager) on a manager.
     #[arg(long)]
     pub token: String,
+    /// Address other nodes reach this node at [default: the daemon's --advertise-addr].
+    #[arg(long, value_name = "IP")]
+    pub advertise_addr: Option<Ipv4Addr>,
+    /// Where this node's control-plane API listens if it is or becomes a manager, ADDR:PORT or :PORT [default: 0.0.0.0:2377].
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen_addr)]
+    pub listen_addr: Option<u16>,
     /// A manager's control-plane address, HOST[:PORT] (port 2377 by default).
     #[arg(value_name = "HOST:PORT", value_parser = parse_manager_addr)]
     pub manager: std::net::SocketAddr,
@@ -120,7 +126,7 @@ impl From<RoleArg> for Role {
 
 #[derive(Debug, Args)]
 pub struct LeaveArgs {
-    /// Leave even as the last manager, which erases the swarm.
+    /// Leave even as a manager: the last one erases the swarm; any other leaves its peers one voter short until it is demoted.
     #[arg(short, long)]
     pub force: bool,
 }
@@ -513,10 +519,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Join(args) => {
-            let request = Request::SwarmJoin {
+            let request = Request::SwarmJoin(SwarmJoinRequest {
                 token: args.token,
                 manager: args.manager,
-            };
+                advertise_addr: args.advertise_addr,
+                listen_port: args.listen_addr,
+            });
             let Response::Joined { role } = call(&cli.host, &request)? else {
                 anyhow::bail!("the daemon answered `join` with something else");
             };

@@ -21,6 +21,8 @@ use super::{
 
 /// How long to wait before trying the next manager after a failure.
 const RETRY: Duration = Duration::from_millis(250);
+/// A pause before following a manager's pointer to the leader.
+const REDIRECT_PAUSE: Duration = Duration::from_millis(20);
 /// A heartbeat not answered in this long counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -63,6 +65,8 @@ pub async fn run(
             Ended::Redirected(to) => {
                 tracing::debug!(from = %target, to = %to, "reporting to the leader");
                 leader = Some(to);
+                // Two managers with stale views could point at each other.
+                tokio::time::sleep(REDIRECT_PAUSE).await;
                 continue;
             }
             Ended::Renewed => {

@@ -40,6 +40,7 @@ pub struct Joiner<'a> {
     pub node_id: &'a str,
     pub hostname: &'a str,
     pub advertise_addr: IpAddr,
+    pub listen_port: u16,
 }
 
 pub async fn join(
@@ -81,6 +82,7 @@ pub async fn join(
             node_id: joiner.node_id.to_owned(),
             hostname: joiner.hostname.to_owned(),
             advertise_addr: joiner.advertise_addr.to_string(),
+            listen_port: joiner.listen_port.into(),
             csr_pem,
         })
         .await

@@ -30,6 +30,7 @@ use super::{
 };
 use crate::control::{
     NodeRow, NodeUpdateRequest, RaftInfo, Request, Response, SwarmInfo, SwarmInitRequest,
+    SwarmJoinRequest,
 };
 
 fn availability_word(availability: Availability) -> &'static str {
@@ -81,6 +82,8 @@ pub struct Membership {
     transition: Mutex<()>,
     runtime: tokio::runtime::Handle,
     api: Mutex<Option<Background>>,
+    /// The certificate the running API serves.
+    served_certificate: Mutex<String>,
     agent: Mutex<Option<Background>>,
     liveness: Mutex<Liveness>,
 }
@@ -121,6 +124,7 @@ impl Membership {
             transition: Mutex::new(()),
             runtime: tokio::runtime::Handle::current(),
             api: Mutex::new(None),
+            served_certificate: Mutex::new(String::new()),
             agent: Mutex::new(None),
             liveness: Mutex::new(Liveness::default()),
         });
@@ -222,6 +226,10 @@ impl Membership {
             (Some((credentials, port)), false) => {
                 let (stop_tx, stop_rx) = watch::channel(false);
                 let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+                *self
+                    .served_certificate
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = credentials.cert_pem.clone();
                 let membership = self.clone();
                 let task = self.runtime.spawn(async move {
                     if let Err(err) = api::serve(membership, credentials, addr, stop_rx).await {
@@ -788,6 +796,9 @@ impl Membership {
     /// node's agent sees it in its next heartbeat and renews its certificate.
     /// A demoted manager leaves the Raft voters here.
     fn change_roles(&self, references: &[String], role: Role) -> Result<Response, ClusterError> {
+        // Held so that this node's agent, seeing its own demotion, does not
+        // stop Raft before the leader (this node) has removed itself.
+        let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
         let mut notes = Vec::new();
         for reference in references {
             let (id, current, managers) = self.read_store(|s| {
@@ -925,6 +936,11 @@ impl Membership {
             .token
             .parse()
             .map_err(|e: super::pki::TokenError| ClusterError::Join(e.to_string()))?;
+        let listen_port = match request.listen_port {
+            0 => DEFAULT_LISTEN_PORT,
+            port => u16::try_from(port)
+                .map_err(|_| ClusterError::Join(format!("invalid listen port {port}")))?,
+        };
         let node_id = &request.node_id;
         let valid_id = !node_id.is_empty()
             && node_id.len() <= 64
@@ -960,7 +976,7 @@ impl Membership {
         self.write(Command::AddNode(NodeRecord {
             id: node_id.clone(),
             hostname: request.hostname.clone(),
-            addr: SocketAddr::new(addr, DEFAULT_LISTEN_PORT),
+            addr: SocketAddr::new(addr, listen_port),
             role,
             availability: Availability::Active,
             labels: BTreeMap::new(),
@@ -1001,24 +1017,28 @@ impl Membership {
 
     /// `swarm join`: becomes a member through the manager at `manager`. A
     /// new manager starts Raft and is made a voter before this returns.
-    pub fn join(
-        self: &Arc<Self>,
-        token: &str,
-        manager: SocketAddr,
-    ) -> Result<Response, ClusterError> {
+    pub fn join(self: &Arc<Self>, request: SwarmJoinRequest) -> Result<Response, ClusterError> {
         let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
         if self.lock().is_some() {
             return Err(ClusterError::AlreadyInSwarm);
         }
+        let manager = request.manager;
+        let addr = SocketAddr::from((
+            request.advertise_addr.unwrap_or(self.node.advertise_addr),
+            request.listen_port.unwrap_or(DEFAULT_LISTEN_PORT),
+        ));
         let joiner = Joiner {
             node_id: &self.node.node_id,
             hostname: &self.node.hostname,
-            advertise_addr: IpAddr::V4(self.node.advertise_addr),
+            advertise_addr: addr.ip(),
+            listen_port: addr.port(),
         };
-        let joined = self.runtime.block_on(join::join(token, manager, joiner))?;
+        let joined = self
+            .runtime
+            .block_on(join::join(&request.token, manager, joiner))?;
         let local = LocalState {
             cluster_id: joined.cluster_id,
-            addr: SocketAddr::from((self.node.advertise_addr, DEFAULT_LISTEN_PORT)),
+            addr,
             managers: if joined.managers.is_empty() {
                 vec![manager]
             } else {
@@ -1168,48 +1188,63 @@ impl Membership {
         }
     }
 
+    /// Signs this manager's new certificate once half the old one's life
+    /// has passed; says whether it did.
+    fn renew_own_certificate(&self) -> bool {
+        let mut slot = self.lock();
+        let Some(cluster) = slot.as_mut().filter(|c| c.raft.is_some()) else {
+            return false;
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let due = CertificateSubject::from_pem(&cluster.certificate.cert_pem)
+            .map_or(true, |subject| subject.renewal_due(now));
+        if !due {
+            return false;
+        }
+        let node_id = cluster.node_id.clone();
+        let issued = cluster.with_store(|s| {
+            let me = s
+                .nodes
+                .get(&node_id)
+                .ok_or_else(|| ClusterError::NoSuchNode(node_id.clone()))?;
+            let ca = RootCa::from_pem(&s.ca_cert_pem, &s.ca_key_pem)?;
+            Ok::<_, ClusterError>(ca.issue(
+                &s.cluster_id,
+                &node_id,
+                me.role,
+                &[me.addr.ip()],
+                Duration::from_secs(s.cert_expiry_secs),
+            )?)
+        });
+        match issued
+            .and_then(|issued| issued)
+            .and_then(|cert| cluster.replace_certificate(cert))
+        {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(error = %err, "renewing this manager's certificate failed");
+                false
+            }
+        }
+    }
+
     /// A manager signs its own new certificate when half the old one's life
     /// has passed, then serves the API with it.
     fn renew_own_if_due(self: &Arc<Self>) {
-        let renewed = {
-            let mut slot = self.lock();
-            let Some(cluster) = slot.as_mut().filter(|c| c.raft.is_some()) else {
-                return;
-            };
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let due = CertificateSubject::from_pem(&cluster.certificate.cert_pem)
-                .map_or(true, |subject| subject.renewal_due(now));
-            if !due {
-                return;
-            }
-            let node_id = cluster.node_id.clone();
-            let issued = cluster.with_store(|s| {
-                let me = s
-                    .nodes
-                    .get(&node_id)
-                    .ok_or_else(|| ClusterError::NoSuchNode(node_id.clone()))?;
-                let ca = RootCa::from_pem(&s.ca_cert_pem, &s.ca_key_pem)?;
-                Ok::<_, ClusterError>(ca.issue(
-                    &s.cluster_id,
-                    &node_id,
-                    me.role,
-                    &[me.addr.ip()],
-                    Duration::from_secs(s.cert_expiry_secs),
-                )?)
-            });
-            match issued
-                .and_then(|issued| issued)
-                .and_then(|cert| cluster.replace_certificate(cert))
-            {
-                Ok(()) => true,
-                Err(err) => {
-                    tracing::warn!(error = %err, "renewing this manager's certificate failed");
-                    false
-                }
-            }
-        };
+        let renewed = self.renew_own_certificate();
         if renewed {
-            tracing::info!("manager certificate renewed; serving with it");
+            tracing::info!("manager certificate renewed");
+        }
+        // Renewed here, or by the agent through another manager: serve it.
+        let current = self.certificate().map(|c| c.cert_pem);
+        let served = self
+            .served_certificate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let serving = self.api.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        if serving && current.is_some_and(|current| current != served) {
+            tracing::info!("serving the API with the renewed certificate");
             self.restart_api();
         }
     }

@@ -54,10 +54,7 @@ pub enum Request {
     /// `swarm init`.
     SwarmInit(SwarmInitRequest),
     /// `swarm join`.
-    SwarmJoin {
-        token: String,
-        manager: std::net::SocketAddr,
-    },
+    SwarmJoin(SwarmJoinRequest),
     /// `swarm join-token`.
     JoinToken {
         role: Role,
@@ -101,6 +98,18 @@ pub struct NodeUpdateRequest {
     /// `--role`: promote or demote.
     #[serde(default)]
     pub role: Option<Role>,
+}
+
+/// `swarm join`'s arguments; unset ones take the daemon's defaults.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwarmJoinRequest {
+    pub token: String,
+    pub manager: std::net::SocketAddr,
+    #[serde(default)]
+    pub advertise_addr: Option<std::net::Ipv4Addr>,
+    /// Where this node's API listens if it is (or becomes) a manager.
+    #[serde(default)]
+    pub listen_port: Option<u16>,
 }
 
 /// `swarm init`'s flags; unset ones take the daemon's defaults.
