@@ -34,9 +34,25 @@ fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), String>) {
 
 /// h1 runs `swarm init`; h2 and h3 join as managers, h4 and h5 as workers.
 fn five_node_swarm() -> Topology {
-    let mut topology = Topology::new(&TopologyOptions::new("swt", 5)).unwrap();
+    // h3 joins through h2, a follower: its admission is forwarded to the
+    // leader, and so is its request to become a voter.
+    swarm(5, &[], &[(1, 0), (2, 1)], &WORKERS)
+}
+
+/// `hosts` hosts; h1 runs `swarm init INIT_FLAGS`, each (host, through) in
+/// `managers` joins as a manager through that host, each of `workers` as a
+/// worker through h1; returns once every node is Ready.
+fn swarm(
+    hosts: usize,
+    init_flags: &[&str],
+    managers: &[(usize, usize)],
+    workers: &[usize],
+) -> Topology {
+    let mut topology = Topology::new(&TopologyOptions::new("swt", hosts)).unwrap();
     topology.start_daemons().unwrap();
-    topology.daemon(0).swarm_ok(&["init"]).unwrap();
+    let mut init = vec!["init"];
+    init.extend_from_slice(init_flags);
+    topology.daemon(0).swarm_ok(&init).unwrap();
     let token = |role: &str| {
         topology
             .daemon(0)
@@ -46,26 +62,25 @@ fn five_node_swarm() -> Topology {
             .to_owned()
     };
     let (manager_token, worker_token) = (token("manager"), token("worker"));
-    // h3 joins through h2, a follower: its admission is forwarded to the
-    // leader, and so is its request to become a voter.
-    for (host, through) in [(1, 0), (2, 1)] {
+    for &(host, through) in managers {
         let out = topology
             .daemon(host)
             .swarm_ok(&["join", "--token", &manager_token, &addr(through)])
             .unwrap();
         assert!(out.contains("joined a swarm as a manager"), "{out}");
     }
-    for host in WORKERS {
+    for &host in workers {
         topology
             .daemon(host)
             .swarm_ok(&["join", "--token", &worker_token, &addr(0)])
             .unwrap();
     }
+    let nodes = 1 + managers.len() + workers.len();
     wait_for_rows(&topology, 0, |rows| {
         let ready = rows.iter().filter(|r| r["Status"] == "Ready").count();
-        (ready == 5)
+        (ready == nodes)
             .then_some(())
-            .ok_or(format!("{ready} of 5 Ready"))
+            .ok_or(format!("{ready} of {nodes} Ready"))
     });
     topology
 }
@@ -464,31 +479,7 @@ fn managers_listen_where_init_and_join_say() {
 
 #[test]
 fn certificates_renew_on_every_manager_and_raft_keeps_committing() {
-    let mut topology = Topology::new(&TopologyOptions::new("swt", 4)).unwrap();
-    topology.start_daemons().unwrap();
-    topology
-        .daemon(0)
-        .swarm_ok(&["init", "--cert-expiry", "6s"])
-        .unwrap();
-    let token = |role: &str| {
-        topology
-            .daemon(0)
-            .swarm_ok(&["join-token", "-q", role])
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
-    let (manager, worker) = (token("manager"), token("worker"));
-    for host in [1, 2] {
-        topology
-            .daemon(host)
-            .swarm_ok(&["join", "--token", &manager, &addr(0)])
-            .unwrap();
-    }
-    topology
-        .daemon(3)
-        .swarm_ok(&["join", "--token", &worker, &addr(0)])
-        .unwrap();
+    let mut topology = swarm(4, &["--cert-expiry", "6s"], &[(1, 0), (2, 0)], &[3]);
     let cert_of = |host: usize| {
         std::fs::read_to_string(topology.daemon(host).data_dir.join("cluster/node.pem")).unwrap()
     };

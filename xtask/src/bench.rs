@@ -355,7 +355,12 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
         println!("  {name:<32} {}", metrics[name]);
     }
     print_control_plane(&control);
-    if let Some(path) = json_path {
+    write_json(json_path, metrics)
+}
+
+/// Writes `metrics` as one JSON object to `path`, when given.
+fn write_json(path: Option<&Path>, metrics: Map<String, Value>) -> anyhow::Result<()> {
+    if let Some(path) = path {
         let text = serde_json::to_string_pretty(&Value::Object(metrics))?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
         println!("bench: wrote {}", path.display());
@@ -375,12 +380,7 @@ pub fn run_control_plane(
     metrics.insert("rounds".into(), json!(rounds));
     let control = control_plane_rows(&mut metrics, rounds, seconds)?;
     print_control_plane(&control);
-    if let Some(path) = json_path {
-        let text = serde_json::to_string_pretty(&Value::Object(metrics))?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-        println!("bench: wrote {}", path.display());
-    }
-    Ok(())
+    write_json(json_path, metrics)
 }
 
 /// Runs the control-plane bench and adds its rows to `metrics`.

@@ -52,51 +52,42 @@ impl LogStore {
 
     fn write_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<()> {
         let bytes = serde_json::to_vec(value).map_err(|e| StorageIOError::write(&e))?;
+        self.write(|txn| {
+            txn.open_table(META)?.insert(key, bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Deletes the entries at `from..to` (and, when given, records the last
+    /// purged ID in the same transaction).
+    fn delete(&self, from: u64, to: u64, purged: Option<&LogId<u64>>) -> Result<()> {
+        let purged = purged
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| StorageIOError::write(&e))?;
+        self.write(|txn| {
+            txn.open_table(LOG)?.retain_in(from..to, |_, _| false)?;
+            if let Some(purged) = &purged {
+                txn.open_table(META)?
+                    .insert(LAST_PURGED, purged.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One write transaction: `fill` writes, then it commits durably. redb's
+    /// commit fsyncs; the runtime is told this thread blocks for it.
+    fn write(
+        &self,
+        fill: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<(), redb::Error>,
+    ) -> Result<()> {
         let txn = self
             .db
             .begin_write()
             .map_err(|e| StorageIOError::write(&e))?;
-        {
-            let mut table = txn
-                .open_table(META)
-                .map_err(|e| StorageIOError::write(&e))?;
-            table
-                .insert(key, bytes.as_slice())
-                .map_err(|e| StorageIOError::write(&e))?;
-        }
-        commit(txn)
+        fill(&txn).map_err(|e| StorageIOError::write(&e))?;
+        tokio::task::block_in_place(|| txn.commit()).map_err(|e| StorageIOError::write(&e).into())
     }
-
-    /// Deletes the entries at `range` (and, when given, records the last
-    /// purged ID in the same transaction).
-    fn delete(&self, from: u64, to: u64, purged: Option<&LogId<u64>>) -> Result<()> {
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        {
-            let mut log = txn
-                .open_table(LOG)
-                .map_err(|e| StorageIOError::write_logs(&e))?;
-            log.retain_in(from..to, |_, _| false)
-                .map_err(|e| StorageIOError::write_logs(&e))?;
-            if let Some(purged) = purged {
-                let bytes = serde_json::to_vec(purged).map_err(|e| StorageIOError::write(&e))?;
-                let mut meta = txn
-                    .open_table(META)
-                    .map_err(|e| StorageIOError::write(&e))?;
-                meta.insert(LAST_PURGED, bytes.as_slice())
-                    .map_err(|e| StorageIOError::write(&e))?;
-            }
-        }
-        commit(txn)
-    }
-}
-
-/// Commits durably. redb's commit fsyncs; the runtime is told this thread
-/// blocks for it.
-fn commit(txn: redb::WriteTransaction) -> Result<()> {
-    tokio::task::block_in_place(|| txn.commit()).map_err(|e| StorageIOError::write(&e).into())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -178,22 +169,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let txn = self
-            .db
-            .begin_write()
+        let rows = entries
+            .into_iter()
+            .map(|entry| Ok((entry.log_id.index, serde_json::to_vec(&entry)?)))
+            .collect::<std::result::Result<Vec<_>, serde_json::Error>>()
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        {
-            let mut log = txn
-                .open_table(LOG)
-                .map_err(|e| StorageIOError::write_logs(&e))?;
-            for entry in entries {
-                let bytes =
-                    serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
-                log.insert(entry.log_id.index, bytes.as_slice())
-                    .map_err(|e| StorageIOError::write_logs(&e))?;
+        let committed = self.write(|txn| {
+            let mut log = txn.open_table(LOG)?;
+            for (index, bytes) in &rows {
+                log.insert(*index, bytes.as_slice())?;
             }
-        }
-        let committed = commit(txn);
+            Ok(())
+        });
         callback.log_io_completed(
             committed
                 .as_ref()
