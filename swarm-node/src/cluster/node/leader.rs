@@ -1,0 +1,241 @@
+//! Running work on the leader: here when this manager leads, else
+//! forwarded to it over the managers' API; committing commands through
+//! Raft; adding and removing voters.
+
+use super::*;
+
+/// Work a manager hands to the leader.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Forwarded {
+    /// A control-socket request, from the node `origin` (which `node ls`
+    /// marks as self).
+    Request {
+        request: Request,
+        origin: String,
+    },
+    Command(Command),
+    /// Make this manager a Raft voter.
+    AddVoter {
+        node_id: String,
+    },
+}
+
+/// How long a request may wait for a leader (an election, say) and for its
+/// write to commit before it fails.
+pub(super) const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// How long making a new manager a voter may take (it catches up first).
+pub(super) const ADD_VOTER_WAIT: Duration = Duration::from_secs(20);
+/// A forwarded request is forwarded once more at most.
+pub const MAX_HOPS: u32 = 2;
+
+impl Membership {
+    /// Runs `work` on the leader: here if this manager leads, else forwarded
+    /// to it. Waits out an election (up to LEADER_WAIT).
+    pub fn lead(&self, work: Forwarded, hops: u32) -> Result<Response, ClusterError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut last_error = None;
+        loop {
+            let raft = self.require_raft()?;
+            let leader = raft.metrics().current_leader;
+            if leader == Some(raft.id) {
+                match self.run_here(&work) {
+                    Err(ClusterError::NotLeader) => {}
+                    other => return other,
+                }
+            } else if let (Some(leader), true) = (raft.leader(), hops < MAX_HOPS) {
+                match self.forward(&leader.addr, &work, hops + 1) {
+                    Ok(response) => return Ok(response),
+                    Err(ForwardError::Final(message)) => {
+                        return Err(ClusterError::Refused(message));
+                    }
+                    Err(ForwardError::Retry(message)) => last_error = Some(message),
+                }
+            }
+            if Instant::now() >= deadline {
+                let why = last_error.map_or_else(String::new, |e| format!(" (last error: {e})"));
+                return Err(ClusterError::Unavailable(format!(
+                    "no leader could be reached within {LEADER_WAIT:?}: a majority of managers is unreachable, or an election has not ended{why}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `work` to the manager at `addr`.
+    pub(super) fn forward(
+        &self,
+        addr: &str,
+        work: &Forwarded,
+        hops: u32,
+    ) -> Result<Response, ForwardError> {
+        let credentials = self
+            .credentials()
+            .ok_or_else(|| ForwardError::Final("this node left the swarm".into()))?;
+        let json = serde_json::to_vec(work).map_err(|e| ForwardError::Final(e.to_string()))?;
+        let channel = raft::network::channel(addr, &credentials).map_err(ForwardError::Final)?;
+        let answer = self.runtime.block_on(async {
+            let mut client = proto::manager_client::ManagerClient::new(channel);
+            tokio::time::timeout(
+                LEADER_WAIT + ADD_VOTER_WAIT,
+                client.forward(proto::ForwardRequest {
+                    request_json: json,
+                    hops,
+                }),
+            )
+            .await
+        });
+        match answer {
+            Err(_) => Err(ForwardError::Retry(format!("{addr} did not answer"))),
+            Ok(Err(status)) => match status.code() {
+                tonic::Code::Unavailable
+                | tonic::Code::FailedPrecondition
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled => {
+                    Err(ForwardError::Retry(format!("{addr}: {}", status.message())))
+                }
+                _ => Err(ForwardError::Final(status.message().to_owned())),
+            },
+            Ok(Ok(answer)) => serde_json::from_slice(&answer.into_inner().response_json)
+                .map_err(|e| ForwardError::Final(format!("malformed answer from {addr}: {e}"))),
+        }
+    }
+
+    /// Runs `work` on this manager, which must be the leader.
+    pub(super) fn run_here(&self, work: &Forwarded) -> Result<Response, ClusterError> {
+        match work {
+            Forwarded::Request { request, origin } => self.serve_request(request, origin),
+            Forwarded::Command(command) => {
+                self.commit_here(command.clone()).map(|()| Response::Done)
+            }
+            Forwarded::AddVoter { node_id } => {
+                self.add_voter_here(node_id).map(|()| Response::Done)
+            }
+        }
+    }
+
+    pub(super) fn serve_request(
+        &self,
+        request: &Request,
+        origin: &str,
+    ) -> Result<Response, ClusterError> {
+        match request {
+            Request::NodeList => self.nodes(origin),
+            Request::NodeInspect { node } => self.inspect(node),
+            Request::NodeUpdate(update) => self.update(update),
+            Request::NodeRemove { node, force } => self.remove(node, *force),
+            Request::NodePromote { nodes } => self.change_roles(nodes, Role::Manager),
+            Request::NodeDemote { nodes } => self.change_roles(nodes, Role::Worker),
+            Request::JoinToken { role, rotate } => self.join_token_here(*role, *rotate),
+            other => Err(ClusterError::Refused(format!(
+                "{other:?} is not a request the leader runs"
+            ))),
+        }
+    }
+
+    /// Commits `command` through this manager's Raft, which must lead.
+    pub(super) fn commit_here(&self, command: Command) -> Result<(), ClusterError> {
+        let raft = self.require_raft()?;
+        if !raft.is_leader() {
+            return Err(ClusterError::NotLeader);
+        }
+        let written = self.runtime.block_on(tokio::time::timeout(
+            LEADER_WAIT,
+            raft.raft.client_write(command),
+        ));
+        match written {
+            Err(_) => Err(ClusterError::Unavailable(format!(
+                "the write was not committed within {LEADER_WAIT:?}: a majority of managers is unreachable"
+            ))),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(ClusterError::NotLeader)
+            }
+            Ok(Err(err)) => Err(ClusterError::Unavailable(err.to_string())),
+            Ok(Ok(written)) => match written.data {
+                CommandResult::Done => Ok(()),
+                CommandResult::Refused(message) => Err(ClusterError::Refused(message)),
+            },
+        }
+    }
+
+    /// Commits `command` on the leader, wherever it is.
+    pub(super) fn write(&self, command: Command) -> Result<(), ClusterError> {
+        match self.lead(Forwarded::Command(command), 0)? {
+            Response::Error(message) => Err(ClusterError::Refused(message)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The leader makes manager `node_id` a Raft voter: a learner first,
+    /// until it has caught up, then a voter.
+    pub(super) fn add_voter_here(&self, node_id: &str) -> Result<(), ClusterError> {
+        let raft = self.require_raft()?;
+        if !raft.is_leader() {
+            return Err(ClusterError::NotLeader);
+        }
+        let node = self.read_store(|s| s.nodes.get(node_id).cloned())?;
+        let node = node
+            .filter(|n| n.role == Role::Manager)
+            .ok_or_else(|| ClusterError::Refused(format!("node {node_id} is not a manager")))?;
+        let id = raft::raft_id(node_id);
+        let voters: BTreeSet<u64> = raft
+            .metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        if voters.contains(&id) {
+            return Ok(());
+        }
+        let member = Member {
+            node_id: node_id.to_owned(),
+            addr: node.addr.to_string(),
+        };
+        let added = self
+            .runtime
+            .block_on(tokio::time::timeout(ADD_VOTER_WAIT, async {
+                raft.raft.add_learner(id, member, true).await?;
+                raft.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                    .await
+            }));
+        match added {
+            Err(_) => Err(ClusterError::Unavailable(format!(
+                "manager {node_id} did not catch up with the log within {ADD_VOTER_WAIT:?}"
+            ))),
+            Ok(Err(err)) => Err(ClusterError::Unavailable(err.to_string())),
+            Ok(Ok(_)) => {
+                tracing::info!(node = %node_id, "manager added to the Raft voters");
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn remove_voter_here(&self, node_id: &str) -> Result<(), ClusterError> {
+        let raft = self.require_raft()?;
+        let id = raft::raft_id(node_id);
+        let membership = raft.metrics().membership_config.membership().clone();
+        if !membership.voter_ids().any(|v| v == id) && membership.get_node(&id).is_none() {
+            return Ok(());
+        }
+        // `retain: false`: not kept as a learner either.
+        let removed = self.runtime.block_on(tokio::time::timeout(
+            LEADER_WAIT,
+            raft.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false),
+        ));
+        match removed {
+            Err(_) => Err(ClusterError::Unavailable(format!(
+                "removing {node_id} from the Raft voters was not committed within {LEADER_WAIT:?}"
+            ))),
+            Ok(Err(err)) => Err(ClusterError::Unavailable(err.to_string())),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+}
+
+/// Why forwarding failed.
+pub(super) enum ForwardError {
+    /// Worth trying again (no answer, not the leader any more).
+    Retry(String),
+    Final(String),
+}

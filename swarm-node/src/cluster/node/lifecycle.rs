@@ -1,0 +1,307 @@
+//! Becoming a member (`init`, `join`), changing role (promotion and
+//! demotion as this node's certificate says), and leaving.
+
+use super::{
+    leader::{ADD_VOTER_WAIT, ForwardError},
+    *,
+};
+
+impl Membership {
+    pub fn init(self: &Arc<Self>, request: SwarmInitRequest) -> Result<Response, ClusterError> {
+        let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+        if self.lock().is_some() {
+            return Err(ClusterError::AlreadyInSwarm);
+        }
+        let ip = request.advertise_addr.unwrap_or(self.node.advertise_addr);
+        let port = request.listen_port.unwrap_or(DEFAULT_LISTEN_PORT);
+        let advertise = SocketAddr::from((ip, port));
+        let cert_expiry = request
+            .cert_expiry_secs
+            .map_or(DEFAULT_CERT_EXPIRY, Duration::from_secs);
+        let heartbeat = request
+            .heartbeat_millis
+            .map_or(DEFAULT_HEARTBEAT, Duration::from_millis);
+        let cluster_id = random_id();
+        let ca = RootCa::generate(&cluster_id)?;
+        let certificate = ca.issue(
+            &cluster_id,
+            &self.node.node_id,
+            Role::Manager,
+            &[advertise.ip()],
+            cert_expiry,
+        )?;
+        let me = NodeRecord {
+            id: self.node.node_id.clone(),
+            hostname: self.node.hostname.clone(),
+            addr: advertise,
+            role: Role::Manager,
+            availability: Availability::Active,
+            labels: BTreeMap::new(),
+        };
+        let state = ClusterState {
+            cluster_id: cluster_id.clone(),
+            created_at: now_secs(),
+            worker_token: JoinToken::generate(ca.digest()).to_string(),
+            manager_token: JoinToken::generate(ca.digest()).to_string(),
+            cert_expiry_secs: cert_expiry.as_secs(),
+            heartbeat_millis: heartbeat.as_millis() as u64,
+            ca_cert_pem: ca.cert_pem().to_owned(),
+            ca_key_pem: ca.key_pem(),
+            nodes: BTreeMap::from([(me.id.clone(), me)]),
+        };
+        let local = LocalState {
+            cluster_id: cluster_id.clone(),
+            addr: advertise,
+            managers: vec![advertise],
+            heartbeat_millis: state.heartbeat_millis,
+        };
+        let mut cluster = Cluster::create(
+            &self.node.data_dir,
+            &self.node.node_id,
+            local,
+            ca.cert_pem().to_owned(),
+            certificate,
+        )?;
+        let started = self.runtime.block_on(async {
+            let raft = RaftNode::start(
+                &cluster.raft_dir(),
+                &self.node.node_id,
+                cluster.credentials.clone(),
+            )
+            .await?;
+            raft.bootstrap(Member {
+                node_id: self.node.node_id.clone(),
+                addr: advertise.to_string(),
+            })
+            .await?;
+            Ok::<_, ClusterError>(raft)
+        });
+        let raft = match started {
+            Ok(raft) => raft,
+            Err(err) => {
+                let _ = cluster.remove();
+                return Err(err);
+            }
+        };
+        cluster.raft = Some(raft.clone());
+        *self.lock() = Some(cluster);
+        self.watch_leadership(&raft);
+        let worker_token = state.worker_token.clone();
+        if let Err(err) = self.write(Command::Create(Box::new(state))) {
+            self.abandon();
+            return Err(err);
+        }
+        self.sync_api();
+        tracing::info!(
+            %cluster_id,
+            node_id = %self.node.node_id,
+            addr = %advertise,
+            "swarm initialized; this node is its manager"
+        );
+        Ok(Response::SwarmInitialized {
+            node_id: self.node.node_id.clone(),
+            worker_token,
+            manager_addr: advertise.to_string(),
+        })
+    }
+
+    /// Undoes a membership that could not be completed.
+    pub(super) fn abandon(self: &Arc<Self>) {
+        let Some(mut cluster) = self.lock().take() else {
+            return;
+        };
+        if let Some(raft) = cluster.raft.take() {
+            let _ = self.runtime.block_on(raft.raft.shutdown());
+        }
+        self.sync_api();
+        let _ = cluster.remove();
+    }
+
+    /// `swarm join`: becomes a member through the manager at `manager`. A
+    /// new manager starts Raft and is made a voter before this returns.
+    pub fn join(self: &Arc<Self>, request: SwarmJoinRequest) -> Result<Response, ClusterError> {
+        let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+        if self.lock().is_some() {
+            return Err(ClusterError::AlreadyInSwarm);
+        }
+        let manager = request.manager;
+        let addr = SocketAddr::from((
+            request.advertise_addr.unwrap_or(self.node.advertise_addr),
+            request.listen_port.unwrap_or(DEFAULT_LISTEN_PORT),
+        ));
+        let joiner = Joiner {
+            node_id: &self.node.node_id,
+            hostname: &self.node.hostname,
+            advertise_addr: addr.ip(),
+            listen_port: addr.port(),
+        };
+        let joined = self
+            .runtime
+            .block_on(join::join(&request.token, manager, joiner))?;
+        let local = LocalState {
+            cluster_id: joined.cluster_id,
+            addr,
+            managers: if joined.managers.is_empty() {
+                vec![manager]
+            } else {
+                joined.managers
+            },
+            heartbeat_millis: DEFAULT_HEARTBEAT.as_millis() as u64,
+        };
+        let cluster = Cluster::create(
+            &self.node.data_dir,
+            &self.node.node_id,
+            local,
+            joined.ca_pem,
+            joined.certificate,
+        )?;
+        let role = cluster.role;
+        *self.lock() = Some(cluster);
+        if role == Role::Manager
+            && let Err(err) = self.become_manager(&[manager])
+        {
+            self.abandon();
+            return Err(err);
+        }
+        self.sync_api();
+        tracing::info!(%role, %manager, "joined a swarm");
+        Ok(Response::Joined { role })
+    }
+
+    /// Starts Raft and the API on a node whose certificate now says manager,
+    /// and asks the managers at `through` to make it a voter.
+    pub(super) fn become_manager(
+        self: &Arc<Self>,
+        through: &[SocketAddr],
+    ) -> Result<(), ClusterError> {
+        let (dir, credentials) = {
+            let slot = self.lock();
+            let cluster = slot.as_ref().ok_or(ClusterError::NotInSwarm)?;
+            if cluster.raft.is_some() {
+                return Ok(());
+            }
+            (cluster.raft_dir(), cluster.credentials.clone())
+        };
+        let raft = self
+            .runtime
+            .block_on(RaftNode::start(&dir, &self.node.node_id, credentials))?;
+        if let Some(cluster) = self.lock().as_mut() {
+            cluster.raft = Some(raft.clone());
+        }
+        self.watch_leadership(&raft);
+        // The leader must reach this node's API to replicate to it.
+        self.sync_api();
+        let work = Forwarded::AddVoter {
+            node_id: self.node.node_id.clone(),
+        };
+        let mut last_error = String::from("no manager to ask");
+        let deadline = Instant::now() + ADD_VOTER_WAIT;
+        while Instant::now() < deadline {
+            for addr in through {
+                match self.forward(&addr.to_string(), &work, 1) {
+                    Ok(Response::Error(message)) => last_error = message,
+                    Ok(_) => {
+                        tracing::info!("this node is a Raft voter");
+                        return Ok(());
+                    }
+                    Err(ForwardError::Final(message)) => {
+                        return Err(ClusterError::Join(message));
+                    }
+                    Err(ForwardError::Retry(message)) => last_error = message,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(ClusterError::Unavailable(format!(
+            "could not become a Raft voter: {last_error}"
+        )))
+    }
+
+    /// Stops Raft and the API on a node whose certificate now says worker.
+    pub(super) fn become_worker(self: &Arc<Self>) -> Result<(), ClusterError> {
+        let raft = self.lock().as_mut().and_then(|c| c.raft.take());
+        if let Some(raft) = raft {
+            let _ = self.runtime.block_on(raft.raft.shutdown());
+            tracing::info!("demoted: Raft stopped and its store removed");
+        }
+        self.sync_api();
+        if let Some(cluster) = self.lock().as_ref() {
+            cluster.remove_raft_store()?;
+        }
+        Ok(())
+    }
+
+    /// Brings Raft in line with this node's certificate: started when it
+    /// says manager, stopped when it says worker.
+    pub fn sync_role(self: &Arc<Self>) {
+        let Ok(_transition) = self.transition.try_lock() else {
+            return;
+        };
+        let wanted = {
+            let slot = self.lock();
+            match slot.as_ref() {
+                Some(c) if c.role == Role::Manager && c.raft.is_none() => {
+                    Some((Role::Manager, c.local.managers.clone()))
+                }
+                Some(c) if c.role == Role::Worker && c.raft.is_some() => {
+                    Some((Role::Worker, Vec::new()))
+                }
+                _ => None,
+            }
+        };
+        let outcome = match wanted {
+            Some((Role::Manager, managers)) => self.become_manager(&managers),
+            Some((Role::Worker, _)) => self.become_worker(),
+            None => Ok(()),
+        };
+        if let Err(err) = outcome {
+            tracing::warn!(error = %err, "changing this node's role failed; retrying");
+            if let Some(raft) = self.lock().as_mut().and_then(|c| c.raft.take()) {
+                let _ = self.runtime.block_on(raft.raft.shutdown());
+            }
+        }
+    }
+
+    pub fn leave(self: &Arc<Self>, force: bool) -> Result<Response, ClusterError> {
+        let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let slot = self.lock();
+            let cluster = slot.as_ref().ok_or(ClusterError::NotInSwarm)?;
+            if cluster.raft.is_some() && !force {
+                let managers = cluster.with_store(|s| s.managers().count()).unwrap_or(1);
+                return Err(if managers <= 1 {
+                    ClusterError::LastManager
+                } else {
+                    ClusterError::ManagerLeaving
+                });
+            }
+        }
+        let Some(mut cluster) = self.lock().take() else {
+            return Err(ClusterError::NotInSwarm);
+        };
+        if let Some(raft) = cluster.raft.take() {
+            let _ = self.runtime.block_on(raft.raft.shutdown());
+        }
+        self.sync_api();
+        cluster.remove()?;
+        *self.liveness() = Liveness::default();
+        tracing::info!("left the swarm");
+        Ok(Response::Done)
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// 25 lowercase alphanumerics, like Docker's object IDs.
+fn random_id() -> String {
+    use rand::Rng as _;
+    const CHARS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::thread_rng();
+    (0..25)
+        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .collect()
+}
