@@ -39,6 +39,8 @@ pub struct DaemonConfig {
     pub local_delivery: LocalDelivery,
     /// How long a balanced flow may idle (established TCP excepted).
     pub conntrack_idle_timeout: Duration,
+    /// Where a manager's control-plane API listens (its default port too).
+    pub listen_addr: std::net::SocketAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +136,7 @@ pub async fn run(
         node_id: identity.node_id.clone(),
         hostname: config.hostname.clone(),
         advertise_addr: config.advertise_addr,
+        listen_addr: config.listen_addr,
     })
     .await?;
     let state = Arc::new(DaemonState {

@@ -439,9 +439,14 @@ fn the_leader_can_demote_itself_and_leadership_moves() {
 }
 
 #[test]
-fn managers_listen_where_init_and_join_say() {
-    let mut topology = Topology::new(&TopologyOptions::new("swt", 2)).unwrap();
-    topology.start_daemons().unwrap();
+fn managers_listen_where_init_join_and_the_daemon_say() {
+    let mut topology = Topology::new(&TopologyOptions::new("swt", 3)).unwrap();
+    topology.start_daemon(0).unwrap();
+    topology.start_daemon(1).unwrap();
+    // h3's daemon names its own listen address; its join does not.
+    topology
+        .start_daemon_with(2, &["--listen-addr".into(), "198.18.0.3:4545".into()])
+        .unwrap();
     topology
         .daemon(0)
         .swarm_ok(&["init", "--listen-addr", ":4242"])
@@ -470,10 +475,21 @@ fn managers_listen_where_init_and_join_say() {
         .unwrap();
     let inspect: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(inspect[0]["ManagerStatus"]["Addr"], "198.18.0.2:4343");
-    // Both are needed for a majority of two: a write commits through h2.
     topology
+        .daemon(2)
+        .swarm_ok(&["join", "--token", token.trim(), "198.18.0.2:4343"])
+        .unwrap();
+    let text = topology
         .daemon(1)
-        .swarm_ok(&["node", "update", "--label-add", "port=4343", "h2"])
+        .swarm_ok(&["node", "inspect", "h3"])
+        .unwrap();
+    let inspect: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(inspect[0]["ManagerStatus"]["Addr"], "198.18.0.3:4545");
+    assert_eq!(swarm_info(&topology, 2)["Raft"]["Voters"], 3);
+    // A write through h3 commits, replicated to managers on three ports.
+    topology
+        .daemon(2)
+        .swarm_ok(&["node", "update", "--label-add", "port=4545", "h3"])
         .unwrap();
 }
 

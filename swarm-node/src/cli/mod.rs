@@ -69,7 +69,7 @@ pub struct InitArgs {
     /// Address other nodes reach this manager at [default: the daemon's --advertise-addr].
     #[arg(long, value_name = "IP")]
     pub advertise_addr: Option<Ipv4Addr>,
-    /// Control-plane listen address and port, ADDR:PORT or :PORT [default: 0.0.0.0:2377].
+    /// Control-plane listen port, ADDR:PORT or :PORT (the daemon's --listen-addr chooses the address) [default: the daemon's --listen-addr port, 2377].
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen_addr)]
     pub listen_addr: Option<u16>,
     /// How long node certificates last, e.g. 2160h or 90d [default: 90 days].
@@ -88,7 +88,7 @@ pub struct JoinArgs {
     /// Address other nodes reach this node at [default: the daemon's --advertise-addr].
     #[arg(long, value_name = "IP")]
     pub advertise_addr: Option<Ipv4Addr>,
-    /// Where this node's control-plane API listens if it is or becomes a manager, ADDR:PORT or :PORT [default: 0.0.0.0:2377].
+    /// Where this node's control-plane API listens if it is or becomes a manager, ADDR:PORT or :PORT (the port is used) [default: the daemon's --listen-addr port, 2377].
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen_addr)]
     pub listen_addr: Option<u16>,
     /// A manager's control-plane address, HOST[:PORT] (port 2377 by default).
@@ -232,6 +232,12 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub conntrack_idle_timeout: u64,
+    /// Where a manager's control-plane API (Raft, joins, heartbeats)
+    /// listens, ADDR:PORT or :PORT; `init --listen-addr` and
+    /// `join --listen-addr` choose another port for one swarm.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:2377",
+          value_parser = parse_bind_addr)]
+    pub listen_addr: std::net::SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -383,6 +389,23 @@ fn parse_listen_addr(text: &str) -> Result<u16, String> {
         .ok()
         .filter(|p| *p != 0)
         .ok_or_else(|| format!("{text:?} has no port; write it like 0.0.0.0:2377 or :2377"))
+}
+
+/// `ADDR:PORT` or `:PORT` (all addresses) to bind to.
+fn parse_bind_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    let bad = || format!("{text:?} is not a listen address; write it like 0.0.0.0:2377 or :2377");
+    let (ip, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let ip = if ip.is_empty() {
+        Ipv4Addr::UNSPECIFIED
+    } else {
+        ip.parse().map_err(|_| bad())?
+    };
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(bad)?;
+    Ok(std::net::SocketAddr::from((ip, port)))
 }
 
 /// Go-style durations as Docker takes them: 90s, 1m30s, 2160h, 500ms, and
@@ -704,6 +727,7 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         underlay_hook: args.underlay_hook,
         local_delivery: args.local_delivery,
         conntrack_idle_timeout: std::time::Duration::from_secs(args.conntrack_idle_timeout),
+        listen_addr: args.listen_addr,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -750,6 +774,20 @@ mod tests {
         for bad in ["", "5", "5x", "h", "0s", "-1s", "1.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn bind_addresses_take_an_optional_ip() {
+        assert_eq!(
+            super::parse_bind_addr(":2377"),
+            Ok("0.0.0.0:2377".parse().unwrap())
+        );
+        assert_eq!(
+            super::parse_bind_addr("198.18.0.1:4242"),
+            Ok("198.18.0.1:4242".parse().unwrap())
+        );
+        assert!(super::parse_bind_addr("2377").is_err());
+        assert!(super::parse_bind_addr("host:2377").is_err());
     }
 
     #[test]

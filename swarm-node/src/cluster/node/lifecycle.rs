@@ -13,7 +13,7 @@ impl Membership {
             return Err(ClusterError::AlreadyInSwarm);
         }
         let ip = request.advertise_addr.unwrap_or(self.node.advertise_addr);
-        let port = request.listen_port.unwrap_or(DEFAULT_LISTEN_PORT);
+        let port = request.listen_port.unwrap_or(self.node.listen_addr.port());
         let advertise = SocketAddr::from((ip, port));
         let cert_expiry = request
             .cert_expiry_secs
@@ -127,7 +127,7 @@ impl Membership {
         let manager = request.manager;
         let addr = SocketAddr::from((
             request.advertise_addr.unwrap_or(self.node.advertise_addr),
-            request.listen_port.unwrap_or(DEFAULT_LISTEN_PORT),
+            request.listen_port.unwrap_or(self.node.listen_addr.port()),
         ));
         let joiner = Joiner {
             node_id: &self.node.node_id,

@@ -52,6 +52,9 @@ pub struct LocalNode {
     pub node_id: String,
     pub hostname: String,
     pub advertise_addr: Ipv4Addr,
+    /// The daemon's `--listen-addr`: the address the API binds to, and the
+    /// port a swarm's API uses unless `init`/`join` name another.
+    pub listen_addr: SocketAddr,
 }
 
 /// This node's membership, if any; and, on a manager, the control-plane API
@@ -206,7 +209,7 @@ impl Membership {
         match (serving, api.is_some()) {
             (Some((credentials, port)), false) => {
                 let (stop_tx, stop_rx) = watch::channel(false);
-                let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+                let addr = SocketAddr::new(self.node.listen_addr.ip(), port);
                 *self
                     .served_certificate
                     .lock()
