@@ -520,3 +520,44 @@ fn certificates_renew_on_every_manager_and_raft_keeps_committing() {
     let next = leader(&topology, &rest);
     label(&topology, next, "after-renewal-failover");
 }
+
+#[test]
+fn a_cut_off_follower_cannot_commit_and_rejoins_cleanly() {
+    let topology = five_node_swarm();
+    let first = leader(&topology, &MANAGERS);
+    let cut = MANAGERS.into_iter().find(|&h| h != first).unwrap();
+    let link = |state: &str| {
+        topology.hosts[cut]
+            .netns
+            .ip(&["link", "set", "eth0", state])
+            .unwrap();
+    };
+    link("down");
+    // Alone, it reaches no leader: its write fails, saying why.
+    let output = topology
+        .daemon(cut)
+        .swarm(&["node", "update", "--label-add", "lost=yes", "h4"])
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a minority committed a write");
+    assert!(err.contains("majority of managers"), "{err}");
+    // The other two still commit.
+    label(&topology, first, "during-cut");
+
+    link("up");
+    let rejoined = leader(&topology, &MANAGERS);
+    wait_until("the cut-off follower caught up", || {
+        let (mine, theirs) = (
+            last_applied(&topology, cut),
+            last_applied(&topology, rejoined),
+        );
+        (mine >= theirs)
+            .then_some(())
+            .ok_or(format!("applied {mine}, leader {theirs}"))
+    });
+    label(&topology, cut, "after-cut");
+    assert_eq!(
+        labels(&topology, cut),
+        serde_json::json!({"during-cut": "yes", "after-cut": "yes"})
+    );
+}
