@@ -207,7 +207,11 @@ impl Handler for DaemonState {
             | Request::NodeUpdate(_)
             | Request::NodeRemove { .. }
             | Request::NodePromote { .. }
-            | Request::NodeDemote { .. }) => membership.manager_request(request),
+            | Request::NodeDemote { .. }
+            | Request::SwarmNetworkCreate(_)
+            | Request::SwarmNetworkList
+            | Request::SwarmNetworkInspect { .. }
+            | Request::SwarmNetworkRemove { .. }) => membership.manager_request(request),
             Request::SwarmLeave { force } => membership.leave(force),
             dataplane_request => return self.handle_dataplane(dataplane_request),
         };
@@ -231,6 +235,10 @@ impl DaemonState {
             | Request::NodeRemove { .. }
             | Request::NodePromote { .. }
             | Request::NodeDemote { .. }
+            | Request::SwarmNetworkCreate(_)
+            | Request::SwarmNetworkList
+            | Request::SwarmNetworkInspect { .. }
+            | Request::SwarmNetworkRemove { .. }
             | Request::SwarmLeave { .. } => unreachable!("answered by the membership"),
             Request::DataplaneStats => dataplane.stats().map(Response::DataplaneStats),
             Request::Endpoints => dataplane.endpoints().map(Response::Endpoints),

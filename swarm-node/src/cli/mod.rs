@@ -11,7 +11,7 @@ use crate::{
     cluster::{Availability, Role},
     control::{
         self, Client, DEFAULT_CONTROL_SOCKET, DEFAULT_HOST, NodeUpdateRequest, Request, Response,
-        SwarmInitRequest, SwarmJoinRequest,
+        SwarmInitRequest, SwarmJoinRequest, SwarmNetworkCreateRequest,
     },
     daemon::{self, DaemonConfig},
     dataplane::{
@@ -62,6 +62,57 @@ pub enum Command {
     /// Manage the swarm's nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Manage the swarm's overlay networks.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create an overlay network; prints its ID.
+    Create {
+        /// Driver: only overlay networks span a swarm.
+        #[arg(short, long, default_value = "overlay", value_parser = parse_driver)]
+        driver: String,
+        /// The network's subnet, e.g. 10.0.9.0/24 [default: the next free /24 of 10.0.0.0/8].
+        #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+        subnet: Option<(Ipv4Addr, u8)>,
+        /// Gateway address [default: the subnet's first address].
+        #[arg(long, value_name = "IP")]
+        gateway: Option<Ipv4Addr>,
+        /// Let tasks started outside services attach to it.
+        #[arg(long)]
+        attachable: bool,
+        /// Driver option, KEY=VALUE: mtu=N sets the MTU inside the tasks (default 1450).
+        #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE", value_parser = parse_label)]
+        opt: Vec<(String, String)>,
+        /// Add a label, KEY=VALUE (repeat for each).
+        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+        label: Vec<(String, String)>,
+        name: String,
+    },
+    /// List the swarm's networks.
+    Ls(FormatArgs),
+    /// Show networks as JSON, shaped like Docker's.
+    Inspect {
+        /// ID, unique ID prefix, or name.
+        network: String,
+    },
+    /// Remove networks.
+    Rm {
+        /// IDs, unique ID prefixes, or names.
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+}
+
+fn parse_driver(text: &str) -> Result<String, String> {
+    match text {
+        "overlay" => Ok(text.to_owned()),
+        other => Err(format!(
+            "driver {other:?} is not available in a swarm; use -d overlay"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +231,69 @@ pub enum NodeCommand {
     },
 }
 
+fn network_command(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
+    match command {
+        NetworkCommand::Create {
+            driver: _,
+            subnet,
+            gateway,
+            attachable,
+            opt,
+            label,
+            name,
+        } => {
+            let mut mtu = None;
+            for (key, value) in opt {
+                match key.as_str() {
+                    "mtu" => {
+                        let parsed = value
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|m| (576..=9000).contains(m));
+                        mtu = Some(parsed.ok_or_else(|| {
+                            anyhow::anyhow!("-o mtu={value}: give a number from 576 to 9000")
+                        })?);
+                    }
+                    other => {
+                        anyhow::bail!("-o {other}: unknown option; the overlay driver takes mtu=N")
+                    }
+                }
+            }
+            let subnet = subnet.map(|(ip, prefix)| {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                (Ipv4Addr::from(u32::from(ip) & mask), prefix)
+            });
+            let request = Request::SwarmNetworkCreate(SwarmNetworkCreateRequest {
+                name,
+                subnet,
+                gateway,
+                mtu,
+                attachable,
+                labels: label,
+            });
+            print_notes(call(host, &request)?)
+        }
+        NetworkCommand::Ls(args) => {
+            let Response::Networks(rows) = call(host, &Request::SwarmNetworkList)? else {
+                anyhow::bail!("the daemon answered `network ls` with something else");
+            };
+            output::print_networks(&rows, args.format)
+        }
+        NetworkCommand::Inspect { network } => {
+            let Response::NetworkInspect(value) =
+                call(host, &Request::SwarmNetworkInspect { network })?
+            else {
+                anyhow::bail!("the daemon answered `network inspect` with something else");
+            };
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(())
+        }
+        NetworkCommand::Rm { networks } => {
+            print_notes(call(host, &Request::SwarmNetworkRemove { networks })?)
+        }
+    }
+}
+
 fn print_notes(response: Response) -> anyhow::Result<()> {
     let Response::Notes(notes) = response else {
         anyhow::bail!("the daemon answered with something else");
@@ -248,7 +362,7 @@ pub enum DataplaneCommand {
     Endpoints(FormatArgs),
     /// Low-level: serve an overlay network on this node by hand.
     #[command(subcommand)]
-    Network(NetworkCommand),
+    Network(DataplaneNetworkCommand),
     /// Low-level: connect tasks' namespaces, or teach where remote ones are.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
@@ -301,7 +415,7 @@ pub enum ServiceCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum NetworkCommand {
+pub enum DataplaneNetworkCommand {
     /// Serve network VNI with SUBNET on this node.
     Create {
         /// VXLAN network identifier (Docker's start at 4096).
@@ -496,7 +610,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dataplane(DataplaneCommand::Network(command)) => {
             let request = match command {
-                NetworkCommand::Create {
+                DataplaneNetworkCommand::Create {
                     vni,
                     subnet: (subnet, prefix_len),
                     gateway,
@@ -512,7 +626,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         mtu: mtu.unwrap_or(1500 - VXLAN_OVERHEAD),
                     })
                 }
-                NetworkCommand::Rm { vni } => Request::NetworkRemove { vni },
+                DataplaneNetworkCommand::Rm { vni } => Request::NetworkRemove { vni },
             };
             call(&cli.host, &request)?;
             Ok(())
@@ -616,6 +730,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{node}");
             Ok(())
         }
+        Command::Network(command) => network_command(&cli.host, command),
         Command::Node(NodeCommand::Promote { nodes }) => {
             print_notes(call(&cli.host, &Request::NodePromote { nodes })?)
         }

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::Format;
 use crate::{
-    control::{DaemonInfo, NodeRow},
+    control::{DaemonInfo, NetworkRow, NodeRow},
     dataplane::{DataplaneStats, EndpointRow, ServiceRow},
 };
 
@@ -217,6 +217,33 @@ pub fn print_nodes(rows: &[NodeRow], format: Format) -> anyhow::Result<()> {
                 ["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"],
                 &table,
             )?;
+        }
+    }
+    Ok(())
+}
+
+/// `network ls`: Docker's columns, the ID cut to 12 characters as Docker does.
+pub fn print_networks(rows: &[NetworkRow], format: Format) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match format {
+        Format::Json => {
+            for row in rows {
+                writeln!(out, "{}", serde_json::to_string(row)?)?;
+            }
+        }
+        Format::Table => {
+            let table: Vec<[String; 4]> = rows
+                .iter()
+                .map(|row| {
+                    [
+                        row.id.chars().take(12).collect(),
+                        row.name.clone(),
+                        row.driver.clone(),
+                        row.scope.clone(),
+                    ]
+                })
+                .collect();
+            write_table(&mut out, ["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &table)?;
         }
     }
     Ok(())

@@ -15,4 +15,7 @@ pub mod state;
 pub use error::ClusterError;
 pub use local::{Cluster, LocalState};
 pub use pki::Role;
-pub use state::{Availability, ClusterState, Command, CommandResult, NodeChange, NodeRecord};
+pub use state::{
+    Availability, ClusterState, Command, CommandResult, NetworkRecord, NetworkRequest, NodeChange,
+    NodeRecord,
+};

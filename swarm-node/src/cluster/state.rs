@@ -3,7 +3,11 @@
 //! that change it. Applying a command is deterministic, so every manager
 //! that applies the same log holds the same store.
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddr},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +58,51 @@ pub struct ClusterState {
     pub ca_cert_pem: String,
     pub ca_key_pem: String,
     pub nodes: BTreeMap<String, NodeRecord>,
+    /// Overlay networks by ID.
+    #[serde(default)]
+    pub networks: BTreeMap<String, NetworkRecord>,
 }
+
+/// An overlay network, as `swarm network create` (or `init`, for
+/// `ingress`) made it, with what the allocator gave it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub id: String,
+    pub name: String,
+    /// Network address and prefix length.
+    pub subnet: (Ipv4Addr, u8),
+    pub gateway: Ipv4Addr,
+    pub vni: u32,
+    /// MTU inside the tasks.
+    pub mtu: u32,
+    pub attachable: bool,
+    /// The routing mesh's network.
+    pub ingress: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// What `swarm network create` asks for; the allocator fills in the rest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRequest {
+    pub id: String,
+    pub name: String,
+    pub subnet: Option<(Ipv4Addr, u8)>,
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: Option<u32>,
+    pub attachable: bool,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: u64,
+}
+
+/// Docker's default address pool, carved into /24s, and its first VXLAN ID.
+const POOL: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 0, 0, 0), 8);
+const POOL_PREFIX: u8 = 24;
+pub const FIRST_VNI: u32 = 4096;
+/// Underlay MTU 1500 less the 50 bytes of VXLAN encapsulation.
+pub const DEFAULT_OVERLAY_MTU: u32 = 1450;
 
 /// A change to one node's spec; unset fields stay as they are.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +131,13 @@ pub enum Command {
     SetToken {
         role: Role,
         token: String,
+    },
+    /// Allocated when applied (lowest free VNI from 4096, lowest free /24
+    /// of 10.0.0.0/8 unless a subnet is asked for), so every manager
+    /// allocates the same.
+    CreateNetwork(NetworkRequest),
+    RemoveNetwork {
+        id: String,
     },
 }
 
@@ -150,8 +205,100 @@ impl ClusterState {
                 Role::Worker => state.worker_token = token,
                 Role::Manager => state.manager_token = token,
             },
+            Command::CreateNetwork(request) => match state.allocate_network(request) {
+                Ok(network) => {
+                    state.networks.insert(network.id.clone(), network);
+                }
+                Err(message) => return refused(message),
+            },
+            Command::RemoveNetwork { id } => {
+                if state.networks.remove(&id).is_none() {
+                    return refused(format!("network {id} not found"));
+                }
+            }
         }
         CommandResult::Done
+    }
+
+    /// A network for `request`, or why there is none: its name taken, its
+    /// subnet overlapping another's, or the pool exhausted.
+    fn allocate_network(&self, request: NetworkRequest) -> Result<NetworkRecord, String> {
+        if self.networks.values().any(|n| n.name == request.name) {
+            return Err(format!("network with name {} already exists", request.name));
+        }
+        let subnet = match request.subnet {
+            Some(subnet) => {
+                if let Some(other) = self.networks.values().find(|n| overlaps(n.subnet, subnet)) {
+                    return Err(format!(
+                        "invalid pool request: the subnet {}/{} overlaps with network {}'s {}/{}",
+                        subnet.0, subnet.1, other.name, other.subnet.0, other.subnet.1
+                    ));
+                }
+                subnet
+            }
+            None => {
+                let base = u32::from(POOL.0);
+                let count = 1u32 << (POOL_PREFIX - POOL.1);
+                (0..count)
+                    .map(|i| {
+                        (
+                            Ipv4Addr::from(base + (i << (32 - POOL_PREFIX))),
+                            POOL_PREFIX,
+                        )
+                    })
+                    .find(|candidate| {
+                        !self
+                            .networks
+                            .values()
+                            .any(|n| overlaps(n.subnet, *candidate))
+                    })
+                    .ok_or("the address pool 10.0.0.0/8 is exhausted")?
+            }
+        };
+        let vni = (FIRST_VNI..)
+            .find(|vni| !self.networks.values().any(|n| n.vni == *vni))
+            .expect("fewer networks than VNIs");
+        let gateway = request
+            .gateway
+            .unwrap_or_else(|| Ipv4Addr::from(u32::from(subnet.0) + 1));
+        if !contains(subnet, gateway) {
+            return Err(format!(
+                "the gateway {gateway} is outside the subnet {}/{}",
+                subnet.0, subnet.1
+            ));
+        }
+        Ok(NetworkRecord {
+            id: request.id,
+            name: request.name,
+            subnet,
+            gateway,
+            vni,
+            mtu: request.mtu.unwrap_or(DEFAULT_OVERLAY_MTU),
+            attachable: request.attachable,
+            ingress: false,
+            labels: request.labels,
+            created_at: request.created_at,
+        })
+    }
+
+    /// The network `reference` names: its ID, a unique ID prefix, or its name.
+    pub fn resolve_network(&self, reference: &str) -> Result<&NetworkRecord, String> {
+        if let Some(network) = self.networks.get(reference) {
+            return Ok(network);
+        }
+        let matches: Vec<&NetworkRecord> = self
+            .networks
+            .values()
+            .filter(|n| n.name == reference || n.id.starts_with(reference))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one),
+            [] => Err(format!("network {reference} not found")),
+            _ => Err(format!(
+                "network {reference} is ambiguous ({} matches)",
+                matches.len()
+            )),
+        }
     }
 
     /// The role a presented token admits, if it is one of this cluster's
@@ -197,6 +344,33 @@ impl ClusterState {
     }
 }
 
+/// Whether two subnets share an address.
+fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
+    contains(a, b.0) || contains(b, a.0)
+}
+
+fn contains((net, prefix): (Ipv4Addr, u8), ip: Ipv4Addr) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    u32::from(net) & mask == u32::from(ip) & mask
+}
+
+/// Docker's `ingress` network, made by `init`: the first /24 of the pool,
+/// the first VNI.
+pub fn ingress_network(id: String, created_at: u64) -> NetworkRecord {
+    NetworkRecord {
+        id,
+        name: "ingress".into(),
+        subnet: (POOL.0, POOL_PREFIX),
+        gateway: Ipv4Addr::new(10, 0, 0, 1),
+        vni: FIRST_VNI,
+        mtu: DEFAULT_OVERLAY_MTU,
+        attachable: false,
+        ingress: true,
+        labels: BTreeMap::new(),
+        created_at,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +398,7 @@ mod tests {
             ca_cert_pem: String::new(),
             ca_key_pem: String::new(),
             nodes: BTreeMap::from([("m1".into(), node("m1", Role::Manager))]),
+            networks: BTreeMap::from([("i".into(), ingress_network("i".into(), 0))]),
         };
         assert_eq!(
             ClusterState::apply(&mut store, Command::Create(Box::new(state))),
@@ -292,5 +467,60 @@ mod tests {
         assert_eq!(state.admits(&rotated), Some(Role::Worker));
         assert_eq!(state.admits(&manager), Some(Role::Manager));
         assert_eq!(state.admits(&JoinToken::generate([1; 32])), None);
+    }
+
+    fn network(id: &str, name: &str, subnet: Option<(Ipv4Addr, u8)>) -> Command {
+        Command::CreateNetwork(NetworkRequest {
+            id: id.into(),
+            name: name.into(),
+            subnet,
+            gateway: None,
+            mtu: None,
+            attachable: false,
+            labels: BTreeMap::new(),
+            created_at: 0,
+        })
+    }
+
+    #[test]
+    fn networks_get_the_lowest_free_subnet_and_vni_and_conflicts_are_refused() {
+        let mut store = created();
+        let apply = |store: &mut Option<ClusterState>, command| ClusterState::apply(store, command);
+        assert_eq!(
+            apply(&mut store, network("a", "front", None)),
+            CommandResult::Done
+        );
+        let taken = (Ipv4Addr::new(10, 0, 2, 0), 24);
+        assert_eq!(
+            apply(&mut store, network("b", "mine", Some(taken))),
+            CommandResult::Done
+        );
+        assert_eq!(
+            apply(&mut store, network("c", "back", None)),
+            CommandResult::Done
+        );
+        let state = store.as_ref().unwrap();
+        let of = |id: &str| (state.networks[id].subnet, state.networks[id].vni);
+        // ingress has 10.0.0.0/24 and VNI 4096.
+        assert_eq!(of("a"), ((Ipv4Addr::new(10, 0, 1, 0), 24), 4097));
+        assert_eq!(of("b"), (taken, 4098));
+        assert_eq!(of("c"), ((Ipv4Addr::new(10, 0, 3, 0), 24), 4099));
+        assert_eq!(state.networks["c"].gateway, Ipv4Addr::new(10, 0, 3, 1));
+        assert_eq!(state.resolve_network("back").unwrap().id, "c");
+
+        let before = store.clone();
+        for bad in [
+            network("d", "front", None),
+            network("e", "overlapping", Some((Ipv4Addr::new(10, 0, 0, 0), 16))),
+        ] {
+            assert!(matches!(apply(&mut store, bad), CommandResult::Refused(_)));
+        }
+        assert_eq!(store, before);
+        // A freed subnet and VNI are given out again.
+        apply(&mut store, Command::RemoveNetwork { id: "a".into() });
+        apply(&mut store, network("f", "again", None));
+        let state = store.as_ref().unwrap();
+        assert_eq!(state.networks["f"].subnet, (Ipv4Addr::new(10, 0, 1, 0), 24));
+        assert_eq!(state.networks["f"].vni, 4097);
     }
 }

@@ -73,6 +73,18 @@ pub enum Request {
         node: String,
         force: bool,
     },
+    /// `swarm network create`.
+    SwarmNetworkCreate(SwarmNetworkCreateRequest),
+    /// `swarm network ls`.
+    SwarmNetworkList,
+    /// `swarm network inspect`.
+    SwarmNetworkInspect {
+        network: String,
+    },
+    /// `swarm network rm`.
+    SwarmNetworkRemove {
+        networks: Vec<String>,
+    },
     /// `swarm node promote`.
     NodePromote {
         nodes: Vec<String>,
@@ -110,6 +122,30 @@ pub struct SwarmJoinRequest {
     /// Where this node's API listens if it is (or becomes) a manager.
     #[serde(default)]
     pub listen_port: Option<u16>,
+}
+
+/// `swarm network create`'s flags.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SwarmNetworkCreateRequest {
+    pub name: String,
+    /// Network address and prefix length [default: the next free /24 of 10.0.0.0/8].
+    pub subnet: Option<(std::net::Ipv4Addr, u8)>,
+    pub gateway: Option<std::net::Ipv4Addr>,
+    /// MTU inside the tasks (`-o mtu=N`).
+    pub mtu: Option<u32>,
+    pub attachable: bool,
+    pub labels: Vec<(String, String)>,
+}
+
+/// One row of `swarm network ls`, with Docker's keys.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkRow {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub scope: String,
 }
 
 /// `swarm init`'s flags; unset ones take the daemon's defaults.
@@ -202,6 +238,9 @@ pub enum Response {
         manager_addr: String,
     },
     Nodes(Vec<NodeRow>),
+    Networks(Vec<NetworkRow>),
+    /// `swarm network inspect`: Docker's shape, as JSON.
+    NetworkInspect(serde_json::Value),
     /// `swarm node inspect`: Docker's shape, as JSON.
     NodeInspect(serde_json::Value),
     /// `swarm join` succeeded in this role.

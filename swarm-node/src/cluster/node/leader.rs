@@ -126,6 +126,10 @@ impl Membership {
             Request::NodePromote { nodes } => self.change_roles(nodes, Role::Manager),
             Request::NodeDemote { nodes } => self.change_roles(nodes, Role::Worker),
             Request::JoinToken { role, rotate } => self.join_token_here(*role, *rotate),
+            Request::SwarmNetworkCreate(network) => self.create_network(network),
+            Request::SwarmNetworkList => self.networks(),
+            Request::SwarmNetworkInspect { network } => self.inspect_network(network),
+            Request::SwarmNetworkRemove { networks } => self.remove_networks(networks),
             other => Err(ClusterError::Refused(format!(
                 "{other:?} is not a request the leader runs"
             ))),

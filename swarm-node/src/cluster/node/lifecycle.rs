@@ -48,6 +48,10 @@ impl Membership {
             ca_cert_pem: ca.cert_pem().to_owned(),
             ca_key_pem: ca.key_pem(),
             nodes: BTreeMap::from([(me.id.clone(), me)]),
+            networks: {
+                let ingress = crate::cluster::state::ingress_network(random_id(), now_secs());
+                BTreeMap::from([(ingress.id.clone(), ingress)])
+            },
         };
         let local = LocalState {
             cluster_id: cluster_id.clone(),
@@ -290,14 +294,14 @@ impl Membership {
     }
 }
 
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
 /// 25 lowercase alphanumerics, like Docker's object IDs.
-fn random_id() -> String {
+pub(super) fn random_id() -> String {
     use rand::Rng as _;
     const CHARS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut rng = rand::thread_rng();

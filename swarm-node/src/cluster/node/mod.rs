@@ -13,6 +13,7 @@
 mod dispatcher;
 mod leader;
 mod lifecycle;
+mod networks;
 mod requests;
 
 pub use leader::Forwarded;
@@ -34,7 +35,7 @@ use tokio::sync::watch;
 
 use super::{
     Availability, Cluster, ClusterError, ClusterState, Command, CommandResult, LocalState,
-    NodeChange, NodeRecord, Role,
+    NetworkRequest, NodeChange, NodeRecord, Role,
     api::{self, ServerCredentials, proto},
     join::{self, Joiner},
     pki::{CertificateSubject, DEFAULT_CERT_EXPIRY, JoinToken, NodeCertificate, RootCa},

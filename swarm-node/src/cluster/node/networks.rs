@@ -1,0 +1,90 @@
+//! `swarm network create|ls|inspect|rm`, as the leader answers them: the
+//! networks live in the replicated store, where the allocator gives each a
+//! subnet and a VNI when its creation is applied.
+
+use super::{lifecycle::random_id, *};
+use crate::control::{NetworkRow, SwarmNetworkCreateRequest};
+
+impl Membership {
+    pub(super) fn create_network(
+        &self,
+        request: &SwarmNetworkCreateRequest,
+    ) -> Result<Response, ClusterError> {
+        let id = random_id();
+        self.commit_here(Command::CreateNetwork(NetworkRequest {
+            id: id.clone(),
+            name: request.name.clone(),
+            subnet: request.subnet,
+            gateway: request.gateway,
+            mtu: request.mtu,
+            attachable: request.attachable,
+            labels: request.labels.iter().cloned().collect(),
+            created_at: lifecycle::now_secs(),
+        }))?;
+        tracing::info!(network = %request.name, %id, "network created");
+        Ok(Response::Notes(vec![id]))
+    }
+
+    pub(super) fn networks(&self) -> Result<Response, ClusterError> {
+        let rows = self.read_store(|s| {
+            s.networks
+                .values()
+                .map(|n| NetworkRow {
+                    id: n.id.clone(),
+                    name: n.name.clone(),
+                    driver: "overlay".into(),
+                    scope: "swarm".into(),
+                })
+                .collect()
+        })?;
+        Ok(Response::Networks(rows))
+    }
+
+    pub(super) fn inspect_network(&self, reference: &str) -> Result<Response, ClusterError> {
+        let network = self
+            .read_store(|s| s.resolve_network(reference).cloned())?
+            .map_err(ClusterError::Refused)?;
+        let created = time::OffsetDateTime::from_unix_timestamp(network.created_at as i64)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        let (net, prefix) = network.subnet;
+        Ok(Response::NetworkInspect(serde_json::json!([{
+            "Name": network.name,
+            "Id": network.id,
+            "Created": created,
+            "Scope": "swarm",
+            "Driver": "overlay",
+            "EnableIPv6": false,
+            "IPAM": {
+                "Driver": "default",
+                "Options": null,
+                "Config": [{ "Subnet": format!("{net}/{prefix}"), "Gateway": network.gateway.to_string() }],
+            },
+            "Internal": false,
+            "Attachable": network.attachable,
+            "Ingress": network.ingress,
+            "Options": {
+                "com.docker.network.driver.overlay.vxlanid_list": network.vni.to_string(),
+                "com.docker.network.driver.mtu": network.mtu.to_string(),
+            },
+            "Labels": network.labels,
+        }])))
+    }
+
+    pub(super) fn remove_networks(&self, references: &[String]) -> Result<Response, ClusterError> {
+        let mut removed = Vec::new();
+        for reference in references {
+            let id = self
+                .read_store(|s| s.resolve_network(reference).map(|n| n.id.clone()))?
+                .map_err(ClusterError::Refused)?;
+            self.commit_here(Command::RemoveNetwork { id: id.clone() })?;
+            tracing::info!(network = %reference, %id, "network removed");
+            removed.push(reference.clone());
+        }
+        Ok(Response::Notes(removed))
+    }
+}
