@@ -125,9 +125,13 @@ fn leader(topology: &Topology, among: &[usize]) -> usize {
 }
 
 fn label(topology: &Topology, via: usize, key: &str) {
+    label_node(topology, via, "h4", key);
+}
+
+fn label_node(topology: &Topology, via: usize, node: &str, key: &str) {
     topology
         .daemon(via)
-        .swarm_ok(&["node", "update", "--label-add", &format!("{key}=yes"), "h4"])
+        .swarm_ok(&["node", "update", "--label-add", &format!("{key}=yes"), node])
         .unwrap();
 }
 
@@ -560,4 +564,48 @@ fn a_cut_off_follower_cannot_commit_and_rejoins_cleanly() {
         labels(&topology, cut),
         serde_json::json!({"during-cut": "yes", "after-cut": "yes"})
     );
+}
+
+#[test]
+fn a_manager_that_left_is_demoted_and_joins_again() {
+    let topology = swarm(3, &[], &[(1, 0), (2, 0)], &[]);
+    let refused = |args: &[&str], expected: &str| {
+        let output = topology.daemon(2).swarm(args).unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && err.contains(expected),
+            "{args:?}: {err}"
+        );
+    };
+    refused(&["leave"], "--force");
+    topology.daemon(2).swarm_ok(&["leave", "--force"]).unwrap();
+    assert_eq!(swarm_info(&topology, 2)["LocalNodeState"], "inactive");
+    wait_for_rows(&topology, 0, |rows| {
+        let h3 = rows.iter().find(|r| r["Hostname"] == "h3").unwrap();
+        (h3["ManagerStatus"] == "Unreachable")
+            .then_some(())
+            .ok_or("h3 still reachable".into())
+    });
+    // Still a voter of the swarm: it must be demoted before it joins again.
+    let token = topology
+        .daemon(0)
+        .swarm_ok(&["join-token", "-q", "manager"])
+        .unwrap();
+    let join = ["join", "--token", token.trim(), "198.18.0.1:2377"];
+    refused(&join, "swarm node demote");
+    topology
+        .daemon(0)
+        .swarm_ok(&["node", "demote", "h3"])
+        .unwrap();
+    assert_eq!(swarm_info(&topology, 0)["Raft"]["Voters"], 2);
+    topology.daemon(2).swarm_ok(&join).unwrap();
+    for host in MANAGERS {
+        wait_until("three voters again", || {
+            let info = swarm_info(&topology, host);
+            (info["Raft"]["Voters"] == 3)
+                .then_some(())
+                .ok_or(format!("h{}: {info}", host + 1))
+        });
+    }
+    label_node(&topology, 2, "h3", "back");
 }

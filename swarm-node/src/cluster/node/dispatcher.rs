@@ -80,7 +80,7 @@ impl Membership {
             })?;
             if s.nodes.get(node_id).is_some_and(|n| n.role == Role::Manager) {
                 return Err(ClusterError::Join(format!(
-                    "node {node_id} is a manager of this swarm already"
+                    "node {node_id} is still a manager of this swarm (it left with --force): demote it first with `swarm node demote {node_id}` on a manager, then join again"
                 )));
             }
             let ca = RootCa::from_pem(&s.ca_cert_pem, &s.ca_key_pem)?;
