@@ -201,17 +201,7 @@ impl Handler for DaemonState {
             }))),
             Request::SwarmInit(init) => membership.init(init),
             Request::SwarmJoin(join) => membership.join(join),
-            request @ (Request::JoinToken { .. }
-            | Request::NodeList
-            | Request::NodeInspect { .. }
-            | Request::NodeUpdate(_)
-            | Request::NodeRemove { .. }
-            | Request::NodePromote { .. }
-            | Request::NodeDemote { .. }
-            | Request::SwarmNetworkCreate(_)
-            | Request::SwarmNetworkList
-            | Request::SwarmNetworkInspect { .. }
-            | Request::SwarmNetworkRemove { .. }) => membership.manager_request(request),
+            request if request.is_for_managers() => membership.manager_request(request),
             Request::SwarmLeave { force } => membership.leave(force),
             dataplane_request => return self.handle_dataplane(dataplane_request),
         };
@@ -225,21 +215,6 @@ impl DaemonState {
     fn handle_dataplane(&self, request: Request) -> Response {
         let mut dataplane = self.dataplane.lock().unwrap_or_else(|p| p.into_inner());
         let result = match request {
-            Request::Info
-            | Request::SwarmInit(_)
-            | Request::SwarmJoin(_)
-            | Request::JoinToken { .. }
-            | Request::NodeList
-            | Request::NodeInspect { .. }
-            | Request::NodeUpdate(_)
-            | Request::NodeRemove { .. }
-            | Request::NodePromote { .. }
-            | Request::NodeDemote { .. }
-            | Request::SwarmNetworkCreate(_)
-            | Request::SwarmNetworkList
-            | Request::SwarmNetworkInspect { .. }
-            | Request::SwarmNetworkRemove { .. }
-            | Request::SwarmLeave { .. } => unreachable!("answered by the membership"),
             Request::DataplaneStats => dataplane.stats().map(Response::DataplaneStats),
             Request::Endpoints => dataplane.endpoints().map(Response::Endpoints),
             Request::NetworkCreate(network) => {
@@ -268,6 +243,8 @@ impl DaemonState {
             Request::ServiceRemove { name } => {
                 dataplane.remove_service(&name).map(|()| Response::Done)
             }
+            // The rest are answered by the membership before this is called.
+            cluster => unreachable!("{cluster:?} is answered by the membership"),
         };
         result.unwrap_or_else(|err| Response::Error(err.to_string()))
     }

@@ -143,6 +143,25 @@ fn labels(topology: &Topology, via: usize) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&text).unwrap()[0]["Spec"]["Labels"].clone()
 }
 
+/// Takes host `host`'s underlay link down or up.
+fn set_link(topology: &Topology, host: usize, state: &str) {
+    topology.hosts[host]
+        .netns
+        .ip(&["link", "set", "eth0", state])
+        .unwrap();
+}
+
+/// A write through `host` fails, saying a majority is out of reach.
+fn assert_cannot_commit(topology: &Topology, host: usize) {
+    let output = topology
+        .daemon(host)
+        .swarm(&["node", "update", "--label-add", "lost=yes", "h4"])
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a minority committed a write");
+    assert!(err.contains("majority of managers"), "{err}");
+}
+
 fn last_applied(topology: &Topology, host: usize) -> u64 {
     swarm_info(topology, host)["Raft"]["LastApplied"]
         .as_u64()
@@ -258,22 +277,9 @@ fn a_cut_off_leader_cannot_commit_and_rejoins_cleanly() {
     let topology = five_node_swarm();
     let cut = leader(&topology, &MANAGERS);
     label(&topology, cut, "before");
-    let link = |state: &str| {
-        topology.hosts[cut]
-            .netns
-            .ip(&["link", "set", "eth0", state])
-            .unwrap();
-    };
-    link("down");
-
+    set_link(&topology, cut, "down");
     // The cut-off leader cannot reach a majority: its write fails, clearly.
-    let output = topology
-        .daemon(cut)
-        .swarm(&["node", "update", "--label-add", "lost=yes", "h4"])
-        .unwrap();
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "a minority committed a write");
-    assert!(err.contains("majority of managers"), "{err}");
+    assert_cannot_commit(&topology, cut);
 
     // The majority elects a leader among themselves and goes on.
     let majority: Vec<usize> = MANAGERS.into_iter().filter(|&h| h != cut).collect();
@@ -282,7 +288,7 @@ fn a_cut_off_leader_cannot_commit_and_rejoins_cleanly() {
 
     // Reconnected, the old leader follows the new one and catches up; the
     // write it could not commit is not there.
-    link("up");
+    set_link(&topology, cut, "up");
     assert_eq!(leader(&topology, &MANAGERS), new_leader);
     wait_until("the cut-off manager caught up", || {
         let (mine, theirs) = (
@@ -530,25 +536,13 @@ fn a_cut_off_follower_cannot_commit_and_rejoins_cleanly() {
     let topology = five_node_swarm();
     let first = leader(&topology, &MANAGERS);
     let cut = MANAGERS.into_iter().find(|&h| h != first).unwrap();
-    let link = |state: &str| {
-        topology.hosts[cut]
-            .netns
-            .ip(&["link", "set", "eth0", state])
-            .unwrap();
-    };
-    link("down");
+    set_link(&topology, cut, "down");
     // Alone, it reaches no leader: its write fails, saying why.
-    let output = topology
-        .daemon(cut)
-        .swarm(&["node", "update", "--label-add", "lost=yes", "h4"])
-        .unwrap();
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "a minority committed a write");
-    assert!(err.contains("majority of managers"), "{err}");
+    assert_cannot_commit(&topology, cut);
     // The other two still commit.
     label(&topology, first, "during-cut");
 
-    link("up");
+    set_link(&topology, cut, "up");
     let rejoined = leader(&topology, &MANAGERS);
     wait_until("the cut-off follower caught up", || {
         let (mine, theirs) = (

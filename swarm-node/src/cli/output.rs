@@ -186,7 +186,13 @@ pub fn print_info(info: &DaemonInfo, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn print_nodes(rows: &[NodeRow], format: Format) -> anyhow::Result<()> {
+/// Rows as one JSON object per line, or as a table with these headers.
+fn print_rows<R: serde::Serialize, const N: usize>(
+    rows: &[R],
+    format: Format,
+    headers: [&str; N],
+    cells: impl Fn(&R) -> [String; N],
+) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     match format {
         Format::Json => {
@@ -195,58 +201,50 @@ pub fn print_nodes(rows: &[NodeRow], format: Format) -> anyhow::Result<()> {
             }
         }
         Format::Table => {
-            let table: Vec<[String; 5]> = rows
-                .iter()
-                .map(|row| {
-                    let id = if row.is_self {
-                        format!("{} *", row.id)
-                    } else {
-                        row.id.clone()
-                    };
-                    [
-                        id,
-                        row.hostname.clone(),
-                        row.status.clone(),
-                        row.availability.clone(),
-                        row.manager_status.clone(),
-                    ]
-                })
-                .collect();
-            write_table(
-                &mut out,
-                ["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"],
-                &table,
-            )?;
+            let table: Vec<[String; N]> = rows.iter().map(cells).collect();
+            write_table(&mut out, headers, &table)?;
         }
     }
     Ok(())
 }
 
+pub fn print_nodes(rows: &[NodeRow], format: Format) -> anyhow::Result<()> {
+    print_rows(
+        rows,
+        format,
+        ["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"],
+        |row| {
+            let id = if row.is_self {
+                format!("{} *", row.id)
+            } else {
+                row.id.clone()
+            };
+            [
+                id,
+                row.hostname.clone(),
+                row.status.clone(),
+                row.availability.clone(),
+                row.manager_status.clone(),
+            ]
+        },
+    )
+}
+
 /// `network ls`: Docker's columns, the ID cut to 12 characters as Docker does.
 pub fn print_networks(rows: &[NetworkRow], format: Format) -> anyhow::Result<()> {
-    let mut out = io::stdout().lock();
-    match format {
-        Format::Json => {
-            for row in rows {
-                writeln!(out, "{}", serde_json::to_string(row)?)?;
-            }
-        }
-        Format::Table => {
-            let table: Vec<[String; 4]> = rows
-                .iter()
-                .map(|row| {
-                    [
-                        row.id.chars().take(12).collect(),
-                        row.name.clone(),
-                        row.driver.clone(),
-                        row.scope.clone(),
-                    ]
-                })
-                .collect();
-            write_table(&mut out, ["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &table)?;
-        }
-    }
-    Ok(())
+    print_rows(
+        rows,
+        format,
+        ["NETWORK ID", "NAME", "DRIVER", "SCOPE"],
+        |row| {
+            [
+                row.id.chars().take(12).collect(),
+                row.name.clone(),
+                row.driver.clone(),
+                row.scope.clone(),
+            ]
+        },
+    )
 }
 
 /// Docker's join instructions.

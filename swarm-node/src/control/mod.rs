@@ -99,6 +99,27 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether the leader answers it (node, token and network commands): a
+    /// manager that does not lead forwards it.
+    pub fn is_for_managers(&self) -> bool {
+        matches!(
+            self,
+            Request::JoinToken { .. }
+                | Request::NodeList
+                | Request::NodeInspect { .. }
+                | Request::NodeUpdate(_)
+                | Request::NodeRemove { .. }
+                | Request::NodePromote { .. }
+                | Request::NodeDemote { .. }
+                | Request::SwarmNetworkCreate(_)
+                | Request::SwarmNetworkList
+                | Request::SwarmNetworkInspect { .. }
+                | Request::SwarmNetworkRemove { .. }
+        )
+    }
+}
+
 /// `swarm node update`'s changes to one node.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NodeUpdateRequest {
