@@ -79,14 +79,7 @@ fn worker_and_foreign_certificates_are_refused_by_manager_only_apis() {
     let mut topology = Topology::new(&TopologyOptions::new("swt", 3)).unwrap();
     topology.start_daemons().unwrap();
     topology.daemon(0).swarm_ok(&["init"]).unwrap();
-    let token = topology
-        .daemon(0)
-        .swarm_ok(&["join-token", "-q", "worker"])
-        .unwrap();
-    topology
-        .daemon(1)
-        .swarm_ok(&["join", "--token", token.trim(), MANAGER])
-        .unwrap();
+    topology.join(1, "worker", 0).unwrap();
     // h3 makes a swarm of its own: its certificates come from another CA.
     topology.daemon(2).swarm_ok(&["init"]).unwrap();
 

@@ -183,6 +183,25 @@ impl Topology {
             .unwrap_or_else(|| panic!("the daemon of host {} was not started", i + 1))
     }
 
+    /// The join token for `role` (`worker` or `manager`), as the manager on
+    /// host `manager` gives it.
+    pub fn join_token(&self, manager: usize, role: &str) -> anyhow::Result<String> {
+        Ok(self
+            .daemon(manager)
+            .swarm_ok(&["join-token", "-q", role])?
+            .trim()
+            .to_owned())
+    }
+
+    /// Host `host` joins the swarm as `role` through the manager on host
+    /// `through` (port 2377), with that manager's token; the CLI's output.
+    pub fn join(&self, host: usize, role: &str, through: usize) -> anyhow::Result<String> {
+        let token = self.join_token(through, role)?;
+        let manager = format!("{}:2377", self.hosts[through].addr);
+        self.daemon(host)
+            .swarm_ok(&["join", "--token", &token, &manager])
+    }
+
     /// A new namespace named `<prefix>-<role>`, deleted with the topology.
     pub fn add_netns(&mut self, role: &str) -> anyhow::Result<&Netns> {
         let netns = Netns::create(&format!("{}-{role}", self.prefix))?;

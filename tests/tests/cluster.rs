@@ -235,14 +235,7 @@ fn swarm_of_two(init_flags: &[&str]) -> Topology {
     let mut init = vec!["init"];
     init.extend_from_slice(init_flags);
     topology.daemon(0).swarm_ok(&init).unwrap();
-    let token = topology
-        .daemon(0)
-        .swarm_ok(&["join-token", "-q", "worker"])
-        .unwrap();
-    topology
-        .daemon(1)
-        .swarm_ok(&["join", "--token", token.trim(), "198.18.0.1:2377"])
-        .unwrap();
+    topology.join(1, "worker", 0).unwrap();
     wait_for_status(&topology, "h2", "Ready");
     topology
 }

@@ -53,27 +53,12 @@ fn swarm(
     let mut init = vec!["init"];
     init.extend_from_slice(init_flags);
     topology.daemon(0).swarm_ok(&init).unwrap();
-    let token = |role: &str| {
-        topology
-            .daemon(0)
-            .swarm_ok(&["join-token", "-q", role])
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
-    let (manager_token, worker_token) = (token("manager"), token("worker"));
     for &(host, through) in managers {
-        let out = topology
-            .daemon(host)
-            .swarm_ok(&["join", "--token", &manager_token, &addr(through)])
-            .unwrap();
+        let out = topology.join(host, "manager", through).unwrap();
         assert!(out.contains("joined a swarm as a manager"), "{out}");
     }
     for &host in workers {
-        topology
-            .daemon(host)
-            .swarm_ok(&["join", "--token", &worker_token, &addr(0)])
-            .unwrap();
+        topology.join(host, "worker", 0).unwrap();
     }
     let nodes = 1 + managers.len() + workers.len();
     wait_for_rows(&topology, 0, |rows| {
@@ -168,6 +153,16 @@ fn last_applied(topology: &Topology, host: usize) -> u64 {
         .unwrap()
 }
 
+/// Waits until manager `host` has applied all that manager `leader` has.
+fn wait_caught_up(topology: &Topology, host: usize, leader: usize) {
+    wait_until(&format!("h{} caught up", host + 1), || {
+        let (mine, theirs) = (last_applied(topology, host), last_applied(topology, leader));
+        (mine >= theirs)
+            .then_some(())
+            .ok_or(format!("applied {mine}, leader {theirs}"))
+    });
+}
+
 #[test]
 fn three_managers_replicate_and_survive_losing_the_leader_to_kill_9() {
     let mut topology = five_node_swarm();
@@ -248,15 +243,7 @@ fn three_managers_replicate_and_survive_losing_the_leader_to_kill_9() {
     // The old leader restarts as a follower and catches up.
     topology.start_daemon(first).unwrap();
     assert_eq!(leader(&topology, &MANAGERS), second, "leadership stays");
-    wait_until("h1 caught up", || {
-        let (mine, theirs) = (
-            last_applied(&topology, first),
-            last_applied(&topology, second),
-        );
-        (mine >= theirs)
-            .then_some(())
-            .ok_or(format!("h1 applied {mine}, leader {theirs}"))
-    });
+    wait_caught_up(&topology, first, second);
     assert_eq!(labels(&topology, first), expected);
 
     // Lose the second leader too: what the restarted h1 holds is enough
@@ -290,15 +277,7 @@ fn a_cut_off_leader_cannot_commit_and_rejoins_cleanly() {
     // write it could not commit is not there.
     set_link(&topology, cut, "up");
     assert_eq!(leader(&topology, &MANAGERS), new_leader);
-    wait_until("the cut-off manager caught up", || {
-        let (mine, theirs) = (
-            last_applied(&topology, cut),
-            last_applied(&topology, new_leader),
-        );
-        (mine >= theirs)
-            .then_some(())
-            .ok_or(format!("applied {mine}, leader {theirs}"))
-    });
+    wait_caught_up(&topology, cut, new_leader);
     label(&topology, cut, "after-cut");
     assert_eq!(
         labels(&topology, cut),
@@ -544,15 +523,7 @@ fn a_cut_off_follower_cannot_commit_and_rejoins_cleanly() {
 
     set_link(&topology, cut, "up");
     let rejoined = leader(&topology, &MANAGERS);
-    wait_until("the cut-off follower caught up", || {
-        let (mine, theirs) = (
-            last_applied(&topology, cut),
-            last_applied(&topology, rejoined),
-        );
-        (mine >= theirs)
-            .then_some(())
-            .ok_or(format!("applied {mine}, leader {theirs}"))
-    });
+    wait_caught_up(&topology, cut, rejoined);
     label(&topology, cut, "after-cut");
     assert_eq!(
         labels(&topology, cut),

@@ -26,23 +26,8 @@ fn networks_are_allocated_by_the_leader_and_seen_by_every_manager() {
     let mut topology = Topology::new(&TopologyOptions::new("swt", 3)).unwrap();
     topology.start_daemons().unwrap();
     topology.daemon(0).swarm_ok(&["init"]).unwrap();
-    let token = |role: &str| {
-        topology
-            .daemon(0)
-            .swarm_ok(&["join-token", "-q", role])
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
-    let (manager, worker) = (token("manager"), token("worker"));
-    topology
-        .daemon(1)
-        .swarm_ok(&["join", "--token", &manager, "198.18.0.1:2377"])
-        .unwrap();
-    topology
-        .daemon(2)
-        .swarm_ok(&["join", "--token", &worker, "198.18.0.1:2377"])
-        .unwrap();
+    topology.join(1, "manager", 0).unwrap();
+    topology.join(2, "worker", 0).unwrap();
 
     // `init` made Docker's ingress network.
     let ingress = inspect(&topology, 0, "ingress");

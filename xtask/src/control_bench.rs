@@ -50,29 +50,13 @@ pub fn run(rounds: u32, seconds: u32) -> anyhow::Result<ControlFigures> {
     })
 }
 
-fn manager_addr(host: usize) -> String {
-    format!("198.18.0.{}:2377", host + 1)
-}
-
 /// h1 inits; h2 and h3 join as managers, h4 as a worker.
 fn form(topology: &Topology) -> anyhow::Result<()> {
     topology.daemon(0).swarm_ok(&["init"])?;
-    let token = |role: &str| -> anyhow::Result<String> {
-        Ok(topology
-            .daemon(0)
-            .swarm_ok(&["join-token", "-q", role])?
-            .trim()
-            .to_owned())
-    };
-    let manager = token("manager")?;
     for host in [1, 2] {
-        topology
-            .daemon(host)
-            .swarm_ok(&["join", "--token", &manager, &manager_addr(0)])?;
+        topology.join(host, "manager", 0)?;
     }
-    topology
-        .daemon(WORKER)
-        .swarm_ok(&["join", "--token", &token("worker")?, &manager_addr(0)])?;
+    topology.join(WORKER, "worker", 0)?;
     Ok(())
 }
 

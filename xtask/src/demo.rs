@@ -46,19 +46,8 @@ pub fn run() -> anyhow::Result<()> {
         "\n== a swarm: `swarm init` on h1; h2 joins as a manager (Raft), h3 as a worker (TLS, CA pinned by the token)"
     );
     print!("{}", topology.daemon(0).swarm_ok(&["init"])?);
-    let token = |role: &str| -> anyhow::Result<String> {
-        Ok(topology
-            .daemon(0)
-            .swarm_ok(&["join-token", "-q", role])?
-            .trim()
-            .to_owned())
-    };
     for (i, role) in [(1, "manager"), (2, "worker")] {
-        let out =
-            topology
-                .daemon(i)
-                .swarm_ok(&["join", "--token", &token(role)?, "198.18.0.1:2377"])?;
-        print!("h{}: {out}", i + 1);
+        print!("h{}: {}", i + 1, topology.join(i, role, 0)?);
     }
     // Give the new nodes a heartbeat to report Ready.
     std::thread::sleep(Duration::from_millis(800));

@@ -75,6 +75,21 @@ impl LogStore {
         })
     }
 
+    /// Reads the log table in one read transaction.
+    fn read_log<T>(
+        &self,
+        read: impl FnOnce(&redb::ReadOnlyTable<u64, &[u8]>) -> std::result::Result<T, ReadError>,
+    ) -> Result<T> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| StorageIOError::read_logs(&e))?;
+        let log = txn
+            .open_table(LOG)
+            .map_err(|e| StorageIOError::read_logs(&e))?;
+        read(&log).map_err(|e| StorageIOError::read_logs(&e).into())
+    }
+
     /// One write transaction: `fill` writes, then it commits durably. redb's
     /// commit fsyncs; the runtime is told this thread blocks for it.
     fn write(
@@ -90,29 +105,29 @@ impl LogStore {
     }
 }
 
+/// Why reading the log failed: the store, or an entry that does not decode.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Store(#[from] redb::StorageError),
+    #[error("undecodable log entry: {0}")]
+    Entry(#[from] serde_json::Error),
+}
+
+fn decode_entry(bytes: &[u8]) -> std::result::Result<Entry<TypeConfig>, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| StorageIOError::read_logs(&e))?;
-        let log = txn
-            .open_table(LOG)
-            .map_err(|e| StorageIOError::read_logs(&e))?;
-        let mut entries = Vec::new();
-        for item in log
-            .range(range)
-            .map_err(|e| StorageIOError::read_logs(&e))?
-        {
-            let (_, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            entries.push(
-                serde_json::from_slice(value.value()).map_err(|e| StorageIOError::read_logs(&e))?,
-            );
-        }
-        Ok(entries)
+        self.read_log(|log| {
+            log.range(range)?
+                .map(|item| Ok(decode_entry(item?.1.value())?))
+                .collect()
+        })
     }
 }
 
@@ -121,21 +136,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
         let last_purged_log_id: Option<LogId<u64>> = self.read_meta(LAST_PURGED)?;
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| StorageIOError::read_logs(&e))?;
-        let log = txn
-            .open_table(LOG)
-            .map_err(|e| StorageIOError::read_logs(&e))?;
-        let last = match log.last().map_err(|e| StorageIOError::read_logs(&e))? {
-            Some((_, value)) => Some(
-                serde_json::from_slice::<Entry<TypeConfig>>(value.value())
-                    .map_err(|e| StorageIOError::read_logs(&e))?
-                    .log_id,
-            ),
-            None => None,
-        };
+        let last = self.read_log(|log| {
+            log.last()?
+                .map(|(_, value)| Ok(decode_entry(value.value())?.log_id))
+                .transpose()
+        })?;
         Ok(LogState {
             last_purged_log_id,
             last_log_id: last.or(last_purged_log_id),
