@@ -377,10 +377,19 @@ fn snapshots_bound_the_log_and_bring_a_new_manager_up_to_date() {
         .daemon(0)
         .swarm_ok(&["node", "promote", "h4"])
         .unwrap();
+    // Caught up means the snapshot and every entry after it: a read on h4
+    // right after the snapshot alone can miss the last 500 writes.
+    let committed = MANAGERS
+        .iter()
+        .map(|&h| swarm_info(&topology, h)["Raft"]["LastApplied"].as_u64().unwrap())
+        .max()
+        .unwrap();
     wait_until("h4 caught up from the snapshot", || {
         let info = swarm_info(&topology, 3);
         let raft = &info["Raft"];
-        (info["Nodes"] == 5 && raft["SnapshotIndex"].as_u64() >= Some(999))
+        (info["Nodes"] == 5
+            && raft["SnapshotIndex"].as_u64() >= Some(999)
+            && raft["LastApplied"].as_u64() >= Some(committed))
             .then_some(())
             .ok_or(format!("{info}"))
     });
