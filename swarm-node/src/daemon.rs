@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::{
     cluster::{
         ClusterError,
+        executor::ExecutorDeps,
         node::{LocalNode, Membership},
     },
     control::{ControlServer, DaemonInfo, Handler, Request, Response, ServerError},
@@ -23,6 +24,7 @@ use crate::{
         UnderlayHookChoice,
     },
     identity::{IdentityError, NodeIdentity},
+    runtime::{Runtime, RuntimeError, native::NativeRuntime},
 };
 
 /// Everything `swarm daemon` is started with.
@@ -63,6 +65,8 @@ pub enum DaemonError {
     Control(#[from] ServerError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
 }
 
 /// Runs the daemon until `shutdown` completes, then cleans up: the XDP program
@@ -139,9 +143,16 @@ pub async fn run(
         listen_addr: config.listen_addr,
     })
     .await?;
+    let dataplane = Arc::new(Mutex::new(dataplane));
+    let task_runtime: Arc<dyn Runtime> =
+        Arc::new(NativeRuntime::new(config.data_dir.join(TASKS_DIR))?);
+    membership.set_executor(ExecutorDeps {
+        runtime: task_runtime,
+        dataplane: dataplane.clone(),
+    });
     let state = Arc::new(DaemonState {
         info,
-        dataplane: Mutex::new(dataplane),
+        dataplane,
         membership,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -163,11 +174,11 @@ pub async fn run(
     state.membership.stop().await;
 
     // Handler tasks may still hold the state for a moment; the guard unpins regardless.
-    if let Ok(state) = Arc::try_unwrap(state) {
-        let dataplane = state
-            .dataplane
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner());
+    let dataplane = Arc::try_unwrap(state)
+        .ok()
+        .and_then(|state| Arc::try_unwrap(state.dataplane).ok());
+    if let Some(dataplane) = dataplane {
+        let dataplane = dataplane.into_inner().unwrap_or_else(|p| p.into_inner());
         let outcome = tokio::task::spawn_blocking(move || dataplane.shutdown())
             .await
             .expect("data-plane teardown panicked")?;
@@ -187,7 +198,7 @@ pub async fn run(
 
 struct DaemonState {
     info: DaemonInfo,
-    dataplane: Mutex<Dataplane>,
+    dataplane: Arc<Mutex<Dataplane>>,
     membership: Arc<Membership>,
 }
 
@@ -288,6 +299,9 @@ impl Drop for PinDirGuard {
         }
     }
 }
+
+/// Where the native runtime keeps each task's files and logs.
+const TASKS_DIR: &str = "tasks";
 
 /// Networks and task endpoints this node serves, for the next start to adopt.
 const OVERLAY_STATE_FILE: &str = "overlay.json";

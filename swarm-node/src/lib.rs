@@ -6,3 +6,4 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod identity;
+pub mod runtime;

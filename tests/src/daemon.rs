@@ -258,9 +258,48 @@ impl Daemon {
         if !self.remove_pins {
             return;
         }
+        self.remove_leftover_tasks();
         if let Ok(pin_dir) = self.pin_dir() {
             let _ = fs::remove_dir_all(&pin_dir);
             let _ = fs::remove_dir(PIN_ROOT);
+        }
+    }
+}
+
+impl Daemon {
+    /// Tasks a killed daemon left running (a clean stop removes its own):
+    /// their processes, network namespaces and cgroups.
+    fn remove_leftover_tasks(&self) {
+        let Ok(entries) = fs::read_dir(self.data_dir.join("tasks")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            crate::netns::delete(&format!("swarm-{id}"));
+            let cgroups = [
+                "",
+                "memory/",
+                "cpu,cpuacct/",
+                "cpu/",
+                "pids/",
+                "systemd/",
+                "unified/",
+            ];
+            for hierarchy in cgroups {
+                let dir = PathBuf::from(format!("/sys/fs/cgroup/{hierarchy}swarm/{id}"));
+                if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+                    for pid in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                }
+                for _ in 0..50 {
+                    if fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            let _ = fs::remove_dir_all(entry.path());
         }
     }
 }

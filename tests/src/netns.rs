@@ -85,7 +85,7 @@ fn netns_path(name: &str) -> std::path::PathBuf {
 }
 
 /// Kills every process in the namespace and deletes it.
-fn delete(name: &str) {
+pub(crate) fn delete(name: &str) {
     if let Ok(pids) = run("ip", &["netns", "pids", name]) {
         for pid in pids
             .split_whitespace()

@@ -381,7 +381,11 @@ fn snapshots_bound_the_log_and_bring_a_new_manager_up_to_date() {
     // right after the snapshot alone can miss the last 500 writes.
     let committed = MANAGERS
         .iter()
-        .map(|&h| swarm_info(&topology, h)["Raft"]["LastApplied"].as_u64().unwrap())
+        .map(|&h| {
+            swarm_info(&topology, h)["Raft"]["LastApplied"]
+                .as_u64()
+                .unwrap()
+        })
         .max()
         .unwrap();
     wait_until("h4 caught up from the snapshot", || {
@@ -390,8 +394,8 @@ fn snapshots_bound_the_log_and_bring_a_new_manager_up_to_date() {
         (info["Nodes"] == 5
             && raft["SnapshotIndex"].as_u64() >= Some(999)
             && raft["LastApplied"].as_u64() >= Some(committed))
-            .then_some(())
-            .ok_or(format!("{info}"))
+        .then_some(())
+        .ok_or(format!("{info}"))
     });
     let text = topology
         .daemon(3)

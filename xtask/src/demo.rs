@@ -8,10 +8,7 @@ use std::{
 };
 
 use swarm_tests::{
-    Host, Topology, TopologyOptions, in_netns,
-    packets::*,
-    send_raw_frames,
-    servers::{WhoAmI, http_get},
+    Host, Topology, TopologyOptions, in_netns, packets::*, send_raw_frames, servers::http_get,
 };
 
 /// Runs the demo with the `swarm` binary `SWARM_BIN` names.
@@ -135,14 +132,16 @@ pub fn run() -> anyhow::Result<()> {
     println!("\n== `swarm dataplane stats` on h1, as a user sees it");
     print!("{}", topology.daemon(0).swarm_ok(&["dataplane", "stats"])?);
 
-    println!("\n== overlay: network 4096 (10.0.1.0/24) on every node, one task per node");
+    println!(
+        "\n== the overlay by hand (`swarm dataplane`): network 4200 (10.0.200.0/24) on every node, one namespace per node"
+    );
     let tasks = topology.overlay(
-        4096,
-        "10.0.1.0/24",
+        4200,
+        "10.0.200.0/24",
         &[
-            (0, "task1", Ipv4Addr::new(10, 0, 1, 11)),
-            (1, "task2", Ipv4Addr::new(10, 0, 1, 12)),
-            (2, "task3", Ipv4Addr::new(10, 0, 1, 13)),
+            (0, "task1", Ipv4Addr::new(10, 0, 200, 11)),
+            (1, "task2", Ipv4Addr::new(10, 0, 200, 12)),
+            (2, "task3", Ipv4Addr::new(10, 0, 200, 13)),
         ],
     )?;
     for to in &tasks[1..] {
@@ -199,35 +198,34 @@ pub fn run() -> anyhow::Result<()> {
     }
 
     println!(
-        "\n== a service through the routing mesh: `web`, VIP 10.0.1.100, -p 8080:80, one HTTP server per task"
+        "\n== a real service: `swarm service create --name web --replicas 3 -p 8080:80 host sh -c '... busybox httpd'`"
     );
-    let servers = tasks
-        .iter()
-        .enumerate()
-        .map(|(i, task)| WhoAmI::start(&task.netns, &format!("task{}", i + 1), 80))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    for i in 0..topology.hosts.len() {
-        topology.daemon(i).swarm_ok(&[
-            "dataplane",
-            "service",
-            "create",
-            "web",
-            "--vni",
-            "4096",
-            "--vip",
-            "10.0.1.100",
-            "--backend",
-            "10.0.1.11",
-            "--backend",
-            "10.0.1.12",
-            "--backend",
-            "10.0.1.13",
-            "-p",
-            "8080:80",
-        ])?;
-    }
     println!(
-        "client {} -> each node's port 8080 (the backend answers with the address it saw):",
+        "   (native runtime: each task a process in its own namespaces and cgroup, answering with its hostname)"
+    );
+    let id = topology.daemon(0).swarm_ok(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "-p",
+        "8080:80",
+        "host",
+        "sh",
+        "-c",
+        "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 80 -h /tmp/www",
+    ])?;
+    println!("service ID {}", id.trim());
+    println!("\n== `swarm service ls` and `swarm service ps web`");
+    print!("{}", topology.daemon(0).swarm_ok(&["service", "ls"])?);
+    print!(
+        "{}",
+        topology.daemon(0).swarm_ok(&["service", "ps", "web"])?
+    );
+    println!(
+        "\n== client {} -> each node's port 8080 through the routing mesh (each task answers with its hostname):",
         topology.client.addr
     );
     for host in &topology.hosts {
@@ -239,17 +237,23 @@ pub fn run() -> anyhow::Result<()> {
             println!("  GET http://{}:8080/ -> {reply}", host.addr);
         }
     }
-    println!("task1 -> VIP 10.0.1.100:80 from inside the overlay:");
-    for _ in 0..3 {
-        let reply = http_get(&tasks[0].netns, SocketAddr::from(([10, 0, 1, 100], 80)))?;
-        println!("  GET http://10.0.1.100/ -> {reply}");
+    println!("\n== `swarm service scale web=5`, then through h3 again");
+    topology
+        .daemon(1)
+        .swarm_ok(&["service", "scale", "web=5"])?;
+    for _ in 0..5 {
+        let reply = http_get(
+            topology.client.netns.name(),
+            SocketAddr::from((topology.hosts[2].addr, 8080)),
+        )?;
+        println!("  GET http://{}:8080/ -> {reply}", topology.hosts[2].addr);
     }
-    println!("\n== `swarm dataplane services` on h1");
+    println!("\n== `swarm dataplane services` on h1 (what the agent programmed from the store)");
     print!(
         "{}",
         topology.daemon(0).swarm_ok(&["dataplane", "services"])?
     );
-    drop(servers);
+    topology.daemon(0).swarm_ok(&["service", "rm", "web"])?;
 
     let pin_dirs: Vec<_> = (0..topology.hosts.len())
         .map(|i| topology.daemon(i).pin_dir())

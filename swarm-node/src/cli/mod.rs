@@ -1,6 +1,7 @@
 //! The `swarm` command line: Docker's verbs, talking to the local daemon.
 
 mod output;
+mod service;
 
 use std::{net::Ipv4Addr, path::PathBuf};
 
@@ -62,6 +63,9 @@ pub enum Command {
     /// Manage the swarm's nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Manage services: tasks kept running across the swarm.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
     /// Manage the swarm's overlay networks.
     #[command(subcommand)]
     Network(NetworkCommand),
@@ -731,6 +735,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Network(command) => network_command(&cli.host, command),
+        Command::Service(command) => service::run(&cli.host, command),
         Command::Node(NodeCommand::Promote { nodes }) => {
             print_notes(call(&cli.host, &Request::NodePromote { nodes })?)
         }
@@ -803,6 +808,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         vni,
                         netns: path,
                         ip,
+                        iface: None,
+                        default_route: true,
                     })
                 }
                 EndpointCommand::Detach { id } => Request::EndpointDetach { id },

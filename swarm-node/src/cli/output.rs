@@ -306,3 +306,62 @@ mod tests {
         );
     }
 }
+
+/// JSON rows as one object per line, or as a table of `keys` under
+/// `headers`; `id_width` cuts the ID column as Docker does.
+pub fn print_json_rows(
+    rows: &[serde_json::Value],
+    format: Format,
+    headers: &[&str],
+    keys: &[&str],
+    id_width: Option<usize>,
+) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    if format == Format::Json {
+        for row in rows {
+            writeln!(out, "{}", serde_json::to_string(row)?)?;
+        }
+        return Ok(());
+    }
+    let cell = |row: &serde_json::Value, key: &str| match &row[key] {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            keys.iter()
+                .map(|key| {
+                    let text = cell(row, key);
+                    match (*key, id_width) {
+                        ("ID", Some(width)) => text.chars().take(width).collect(),
+                        _ => text,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &table {
+        for (width, text) in widths.iter_mut().zip(row) {
+            *width = (*width).max(text.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}   "));
+            }
+        }
+        text.trim_end().to_owned()
+    };
+    writeln!(out, "{}", line(headers.to_vec()))?;
+    for row in &table {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}

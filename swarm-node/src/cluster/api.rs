@@ -21,8 +21,9 @@ pub mod proto {
 }
 
 use proto::{
-    ForwardRequest, ForwardResponse, HeartbeatRequest, HeartbeatResponse, JoinRequest,
-    JoinResponse, RenewRequest, RenewResponse,
+    AssignmentsRequest, AssignmentsResponse, ForwardRequest, ForwardResponse, HeartbeatRequest,
+    HeartbeatResponse, JoinRequest, JoinResponse, RenewRequest, RenewResponse, TaskReport,
+    TaskReportResponse,
     dispatcher_server::{Dispatcher, DispatcherServer},
     manager_server::{Manager, ManagerServer},
     node_ca_server::{NodeCa, NodeCaServer},
@@ -61,6 +62,35 @@ impl Dispatcher for DispatcherService {
             .heartbeat(&subject)
             .map(Response::new)
             .map_err(status)
+    }
+
+    async fn assignments(
+        &self,
+        request: Request<AssignmentsRequest>,
+    ) -> Result<Response<AssignmentsResponse>, Status> {
+        let subject = caller(&request)?;
+        let view = self
+            .membership
+            .assignments(&subject, request.get_ref().known_version)
+            .await
+            .map_err(status)?;
+        let view_json = serde_json::to_vec(&view).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(AssignmentsResponse { view_json }))
+    }
+
+    async fn report_tasks(
+        &self,
+        request: Request<TaskReport>,
+    ) -> Result<Response<TaskReportResponse>, Status> {
+        let subject = caller(&request)?;
+        let statuses = serde_json::from_slice(&request.get_ref().statuses_json)
+            .map_err(|e| Status::invalid_argument(format!("malformed task report: {e}")))?;
+        let membership = self.membership.clone();
+        tokio::task::spawn_blocking(move || membership.report_tasks(&subject, statuses))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status)?;
+        Ok(Response::new(TaskReportResponse {}))
     }
 }
 

@@ -4,12 +4,16 @@
 
 mod agent;
 pub mod api;
+pub mod assignments;
 mod error;
+pub mod executor;
 mod join;
 mod local;
 pub mod node;
+pub mod orchestrator;
 pub mod pki;
 pub mod raft;
+pub mod services;
 pub mod state;
 
 pub use error::ClusterError;

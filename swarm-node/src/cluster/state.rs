@@ -11,7 +11,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::pki::{JoinToken, Role};
+use super::{
+    pki::{JoinToken, Role},
+    services::{ServiceCreate, ServiceRecord, ServiceSpec, TaskChange, TaskRecord, UpdateStatus},
+};
 
 /// Docker's default dispatcher heartbeat is 5 s (a dead node noticed after
 /// about 15 s); ours is 500 ms, so three missed beats take 1.5 s. One small
@@ -61,6 +64,12 @@ pub struct ClusterState {
     /// Overlay networks by ID.
     #[serde(default)]
     pub networks: BTreeMap<String, NetworkRecord>,
+    /// Services by ID.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceRecord>,
+    /// Tasks by ID, with the recent history of each slot.
+    #[serde(default)]
+    pub tasks: BTreeMap<String, TaskRecord>,
 }
 
 /// An overlay network, as `swarm network create` (or `init`, for
@@ -139,6 +148,26 @@ pub enum Command {
     RemoveNetwork {
         id: String,
     },
+    /// VIPs and published ports are allocated when applied.
+    CreateService(ServiceCreate),
+    UpdateService {
+        id: String,
+        spec: Box<ServiceSpec>,
+        /// The previous spec coming back (`service rollback`, or a failed
+        /// update's rollback).
+        rollback: bool,
+        at: u64,
+    },
+    /// The service goes; its tasks are to be removed.
+    RemoveService {
+        id: String,
+    },
+    SetUpdateStatus {
+        id: String,
+        status: UpdateStatus,
+    },
+    /// Task addresses are allocated when applied.
+    Tasks(Vec<TaskChange>),
 }
 
 /// What applying a command gave.
@@ -212,10 +241,46 @@ impl ClusterState {
                 Err(message) => return refused(message),
             },
             Command::RemoveNetwork { id } => {
+                if let Some(service) = state
+                    .services
+                    .values()
+                    .find(|s| s.spec.networks.contains(&id))
+                {
+                    return refused(format!(
+                        "network {id} is in use by service {}: remove the service first",
+                        service.spec.name
+                    ));
+                }
                 if state.networks.remove(&id).is_none() {
                     return refused(format!("network {id} not found"));
                 }
             }
+            Command::CreateService(create) => {
+                if let Err(message) = state.create_service(create) {
+                    return refused(message);
+                }
+            }
+            Command::UpdateService {
+                id,
+                spec,
+                rollback,
+                at,
+            } => {
+                if let Err(message) = state.update_service(&id, *spec, rollback, at) {
+                    return refused(message);
+                }
+            }
+            Command::RemoveService { id } => {
+                if let Err(message) = state.remove_service(&id) {
+                    return refused(message);
+                }
+            }
+            Command::SetUpdateStatus { id, status } => {
+                if let Err(message) = state.set_update_status(&id, status) {
+                    return refused(message);
+                }
+            }
+            Command::Tasks(changes) => state.change_tasks(changes),
         }
         CommandResult::Done
     }
@@ -399,6 +464,8 @@ mod tests {
             ca_key_pem: String::new(),
             nodes: BTreeMap::from([("m1".into(), node("m1", Role::Manager))]),
             networks: BTreeMap::from([("i".into(), ingress_network("i".into(), 0))]),
+            services: BTreeMap::new(),
+            tasks: BTreeMap::new(),
         };
         assert_eq!(
             ClusterState::apply(&mut store, Command::Create(Box::new(state))),

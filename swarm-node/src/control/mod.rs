@@ -97,6 +97,143 @@ pub enum Request {
     SwarmLeave {
         force: bool,
     },
+    /// `swarm service create`: network references are resolved by the leader.
+    SwarmServiceCreate(Box<crate::cluster::services::ServiceSpec>),
+    SwarmServiceList,
+    SwarmServiceInspect {
+        service: String,
+    },
+    /// `swarm service ps`.
+    SwarmServiceTasks {
+        services: Vec<String>,
+    },
+    SwarmServiceScale {
+        scales: Vec<(String, u64)>,
+    },
+    SwarmServiceUpdate(Box<ServiceUpdateRequest>),
+    SwarmServiceRollback {
+        service: String,
+    },
+    SwarmServiceRemove {
+        services: Vec<String>,
+    },
+}
+
+/// `swarm service update`: changes to a service's spec; unset ones keep it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ServiceUpdateRequest {
+    pub service: String,
+    pub image: Option<String>,
+    pub args: Option<Vec<String>>,
+    pub env_add: Vec<String>,
+    pub env_rm: Vec<String>,
+    pub replicas: Option<u64>,
+    pub publish_add: Vec<crate::cluster::services::PortConfig>,
+    /// Target ports to unpublish.
+    pub publish_rm: Vec<u16>,
+    pub network_add: Vec<String>,
+    pub network_rm: Vec<String>,
+    pub constraint_add: Vec<crate::cluster::services::Constraint>,
+    pub constraint_rm: Vec<String>,
+    pub label_add: Vec<(String, String)>,
+    pub label_rm: Vec<String>,
+    pub hostname: Option<String>,
+    pub limit_cpu: Option<u64>,
+    pub limit_memory: Option<u64>,
+    pub reserve_cpu: Option<u64>,
+    pub reserve_memory: Option<u64>,
+    pub restart_condition: Option<crate::cluster::services::RestartCondition>,
+    pub restart_delay_millis: Option<u64>,
+    pub restart_max_attempts: Option<u64>,
+    pub update_parallelism: Option<u64>,
+    pub update_delay_millis: Option<u64>,
+    pub update_failure_action: Option<crate::cluster::services::FailureAction>,
+    pub update_monitor_millis: Option<u64>,
+    pub update_order: Option<crate::cluster::services::UpdateOrder>,
+    pub stop_grace_millis: Option<u64>,
+    /// `--force`: replace the tasks although nothing else changed.
+    pub force: bool,
+}
+
+impl ServiceUpdateRequest {
+    /// Applies the changes to `spec`.
+    pub fn apply(&self, spec: &mut crate::cluster::services::ServiceSpec) -> Result<(), String> {
+        use crate::cluster::services::ServiceMode;
+        if let Some(image) = &self.image {
+            spec.image = image.clone();
+        }
+        if let Some(args) = &self.args {
+            spec.args = args.clone();
+        }
+        let env_key = |e: &str| e.split('=').next().unwrap_or(e).to_owned();
+        spec.env.retain(|e| !self.env_rm.contains(&env_key(e)));
+        for add in &self.env_add {
+            spec.env.retain(|e| env_key(e) != env_key(add));
+            spec.env.push(add.clone());
+        }
+        if let Some(replicas) = self.replicas {
+            match spec.mode {
+                ServiceMode::Replicated { .. } => spec.mode = ServiceMode::Replicated { replicas },
+                ServiceMode::Global => {
+                    return Err("--replicas can only be used with replicated mode".into());
+                }
+            }
+        }
+        spec.ports.retain(|p| !self.publish_rm.contains(&p.target));
+        spec.ports.extend(self.publish_add.iter().copied());
+        spec.networks.retain(|n| !self.network_rm.contains(n));
+        spec.networks.extend(self.network_add.iter().cloned());
+        spec.constraints
+            .retain(|c| !self.constraint_rm.contains(&c.to_string()));
+        spec.constraints.extend(self.constraint_add.iter().cloned());
+        for key in &self.label_rm {
+            spec.labels.remove(key);
+        }
+        spec.labels.extend(self.label_add.iter().cloned());
+        if let Some(hostname) = &self.hostname {
+            spec.hostname = Some(hostname.clone());
+        }
+        let set = |target: &mut Option<u64>, value: Option<u64>| {
+            if value.is_some() {
+                *target = value;
+            }
+        };
+        set(&mut spec.limits.nano_cpus, self.limit_cpu);
+        set(&mut spec.limits.memory_bytes, self.limit_memory);
+        set(&mut spec.reservations.nano_cpus, self.reserve_cpu);
+        set(&mut spec.reservations.memory_bytes, self.reserve_memory);
+        if let Some(condition) = self.restart_condition {
+            spec.restart.condition = condition;
+        }
+        if let Some(delay) = self.restart_delay_millis {
+            spec.restart.delay_millis = delay;
+        }
+        if let Some(attempts) = self.restart_max_attempts {
+            spec.restart.max_attempts = attempts;
+        }
+        if let Some(parallelism) = self.update_parallelism {
+            spec.update.parallelism = parallelism;
+        }
+        if let Some(delay) = self.update_delay_millis {
+            spec.update.delay_millis = delay;
+        }
+        if let Some(action) = self.update_failure_action {
+            spec.update.failure_action = action;
+        }
+        if let Some(monitor) = self.update_monitor_millis {
+            spec.update.monitor_millis = monitor;
+        }
+        if let Some(order) = self.update_order {
+            spec.update.order = order;
+        }
+        if let Some(grace) = self.stop_grace_millis {
+            spec.stop_grace_millis = grace;
+        }
+        if self.force {
+            spec.force_update += 1;
+        }
+        Ok(())
+    }
 }
 
 impl Request {
@@ -116,6 +253,14 @@ impl Request {
                 | Request::SwarmNetworkList
                 | Request::SwarmNetworkInspect { .. }
                 | Request::SwarmNetworkRemove { .. }
+                | Request::SwarmServiceCreate(_)
+                | Request::SwarmServiceList
+                | Request::SwarmServiceInspect { .. }
+                | Request::SwarmServiceTasks { .. }
+                | Request::SwarmServiceScale { .. }
+                | Request::SwarmServiceUpdate(_)
+                | Request::SwarmServiceRollback { .. }
+                | Request::SwarmServiceRemove { .. }
         )
     }
 }
@@ -268,6 +413,10 @@ pub enum Response {
     Joined {
         role: Role,
     },
+    /// Rows with Docker's keys, for a table or one JSON object per line.
+    Rows(Vec<serde_json::Value>),
+    /// An inspect's JSON, shaped like Docker's.
+    Json(serde_json::Value),
     /// Done; one line to print per thing done.
     Notes(Vec<String>),
     /// Done; nothing to report.

@@ -3,7 +3,7 @@
 //! programs only through this module.
 
 mod bpffs;
-mod netlink;
+pub mod netlink;
 pub mod overlay;
 mod probe;
 mod services;

@@ -55,6 +55,18 @@ pub struct LocalEndpointSpec {
     /// The task's network namespace, e.g. /run/netns/swarm-<task id>.
     pub netns: PathBuf,
     pub ip: Ipv4Addr,
+    /// The interface's name in the task (default `eth0`): a task on several
+    /// networks has one per network.
+    #[serde(default)]
+    pub iface: Option<String>,
+    /// Whether the task's default route goes through this network's
+    /// gateway (only one network can have it).
+    #[serde(default = "default_route")]
+    pub default_route: bool,
+}
+
+fn default_route() -> bool {
+    true
 }
 
 /// An endpoint on another node.
@@ -440,14 +452,19 @@ impl Dataplane {
             let peer_index = netlink.require_link(&peer_iface)?;
             netlink.move_to_netns(peer_index, &netns)?;
             let (ip, prefix, gateway) = (spec.ip, network.prefix_len, network.gateway);
+            let task_iface = spec.iface.clone().unwrap_or_else(|| TASK_IFACE.to_owned());
+            let with_route = spec.default_route;
             netlink::in_netns(&spec.netns, move |task| {
                 let index = task.require_link(&peer_iface)?;
-                task.rename_and_up(index, TASK_IFACE, mac)?;
+                task.rename_and_up(index, &task_iface, mac)?;
                 if let Some(lo) = task.link_index("lo")? {
                     task.set_up(lo)?;
                 }
                 task.add_address(index, ip, prefix)?;
-                task.add_default_route(gateway)
+                if with_route {
+                    task.add_default_route(gateway)?;
+                }
+                Ok(())
             })?;
             netlink.set_up(host_index)?;
             Ok((host_index, link))
@@ -551,6 +568,16 @@ impl Dataplane {
             }
             _ => Err(DataplaneError::NoSuchRemote { vni, ip }),
         }
+    }
+
+    /// The overlay networks this node serves.
+    pub fn networks(&self) -> Vec<OverlayNetwork> {
+        self.networks.values().cloned().collect()
+    }
+
+    /// The IDs of the task endpoints attached on this node.
+    pub fn local_endpoint_ids(&self) -> Vec<String> {
+        self.local.keys().cloned().collect()
     }
 
     /// Every endpoint the kernel programs know, sorted by network and address.

@@ -237,6 +237,11 @@ fn published_key(port: &PublishedPort) -> PublishedKey {
 }
 
 impl Dataplane {
+    /// The services installed on this node, as they were specified.
+    pub fn service_specs(&self) -> Vec<ServiceSpec> {
+        self.services.specs()
+    }
+
     /// Installs a service: its VIP, backends and published ports.
     pub fn create_service(&mut self, spec: ServiceSpec) -> Result<(), DataplaneError> {
         self.check_service(&spec)?;

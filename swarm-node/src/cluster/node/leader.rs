@@ -130,6 +130,14 @@ impl Membership {
             Request::SwarmNetworkList => self.networks(),
             Request::SwarmNetworkInspect { network } => self.inspect_network(network),
             Request::SwarmNetworkRemove { networks } => self.remove_networks(networks),
+            Request::SwarmServiceCreate(spec) => self.create_service(spec),
+            Request::SwarmServiceList => self.list_services(),
+            Request::SwarmServiceInspect { service } => self.inspect_service(service),
+            Request::SwarmServiceTasks { services } => self.service_tasks(services),
+            Request::SwarmServiceScale { scales } => self.scale_services(scales),
+            Request::SwarmServiceUpdate(update) => self.update_service(update),
+            Request::SwarmServiceRollback { service } => self.rollback_service(service),
+            Request::SwarmServiceRemove { services } => self.remove_services(services),
             other => Err(ClusterError::Refused(format!(
                 "{other:?} is not a request the leader runs"
             ))),

@@ -52,6 +52,8 @@ impl Membership {
                 let ingress = crate::cluster::state::ingress_network(random_id(), now_secs());
                 BTreeMap::from([(ingress.id.clone(), ingress)])
             },
+            services: BTreeMap::new(),
+            tasks: BTreeMap::new(),
         };
         let local = LocalState {
             cluster_id: cluster_id.clone(),

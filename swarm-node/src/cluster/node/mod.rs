@@ -15,6 +15,7 @@ mod leader;
 mod lifecycle;
 mod networks;
 mod requests;
+mod services;
 
 pub use leader::Forwarded;
 
@@ -71,6 +72,9 @@ pub struct Membership {
     served_certificate: Mutex<String>,
     agent: Mutex<Option<Background>>,
     liveness: Mutex<Liveness>,
+    /// What runs tasks here, once the daemon has set it.
+    executor_deps: Mutex<Option<super::executor::ExecutorDeps>>,
+    executor: Mutex<Option<Background>>,
 }
 
 /// On the leader: when each node was last heard from.
@@ -112,12 +116,15 @@ impl Membership {
             served_certificate: Mutex::new(String::new()),
             agent: Mutex::new(None),
             liveness: Mutex::new(Liveness::default()),
+            executor_deps: Mutex::new(None),
+            executor: Mutex::new(None),
         });
         if let Some(raft) = cluster.as_ref().and_then(|c| c.raft.clone()) {
             membership.watch_leadership(&raft);
         }
         *membership.lock() = cluster;
         membership.sync_api();
+        membership.start_orchestrator();
         let ticking = Arc::downgrade(&membership);
         membership.runtime.spawn(async move {
             // Certificates and roles are checked once a second; the task
@@ -232,7 +239,48 @@ impl Membership {
         }
     }
 
+    /// Gives the membership what runs tasks on this node; from then on the
+    /// executor runs while the node is in a swarm.
+    pub fn set_executor(self: &Arc<Self>, deps: super::executor::ExecutorDeps) {
+        *self.executor_deps.lock().unwrap_or_else(|p| p.into_inner()) = Some(deps);
+        self.sync_agent();
+    }
+
+    /// The managers' control-plane addresses this node knows.
+    pub fn manager_addrs(&self) -> Vec<String> {
+        self.lock()
+            .as_ref()
+            .map(|c| c.local.managers.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    fn sync_executor(self: &Arc<Self>) {
+        let in_swarm = self.lock().is_some();
+        let deps = self
+            .executor_deps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut executor = self.executor.lock().unwrap_or_else(|p| p.into_inner());
+        match (in_swarm, deps, executor.is_some()) {
+            (true, Some(deps), false) => {
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let task =
+                    self.runtime
+                        .spawn(super::executor::run(Arc::downgrade(self), deps, stop_rx));
+                *executor = Some((stop_tx, task));
+            }
+            (false, _, true) => {
+                if let Some((stop, _task)) = executor.take() {
+                    let _ = stop.send(true);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn sync_agent(self: &Arc<Self>) {
+        self.sync_executor();
         let reporting = {
             let cluster = self.lock();
             cluster.as_ref().map(|c| {
@@ -267,7 +315,12 @@ impl Membership {
     pub async fn stop(&self) {
         let api = self.api.lock().unwrap_or_else(|p| p.into_inner()).take();
         let agent = self.agent.lock().unwrap_or_else(|p| p.into_inner()).take();
-        for (stop, task) in api.into_iter().chain(agent) {
+        let executor = self
+            .executor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        for (stop, task) in api.into_iter().chain(agent).chain(executor) {
             let _ = stop.send(true);
             let _ = task.await;
         }

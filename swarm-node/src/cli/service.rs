@@ -1,0 +1,593 @@
+//! `swarm service ...`: Docker's flags, turned into service specs and
+//! updates for the leader.
+
+use std::{collections::BTreeMap, io::Write as _, time::Duration};
+
+use clap::{Args, Subcommand};
+
+use super::{FormatArgs, call, output, parse_label, print_notes};
+use crate::{
+    cluster::services::{
+        Constraint, EndpointMode, FailureAction, PortConfig, ResourceSpec, RestartCondition,
+        RestartPolicy, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
+    },
+    control::{Request, Response, ServiceUpdateRequest},
+};
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service; prints its ID once its tasks run (or at once with -d).
+    Create(Box<CreateArgs>),
+    /// List services.
+    Ls(FormatArgs),
+    /// List a service's tasks, with their history.
+    Ps {
+        #[command(flatten)]
+        format: FormatArgs,
+        /// Only the task IDs.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Service name or ID (one or more).
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Show services as JSON, shaped like Docker's.
+    Inspect {
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Set the replica count of replicated services: SERVICE=REPLICAS ...
+    Scale {
+        /// Return at once instead of waiting for the tasks.
+        #[arg(short, long)]
+        detach: bool,
+        #[arg(required = true, value_parser = parse_scale)]
+        scales: Vec<(String, u64)>,
+    },
+    /// Change a service; its tasks are replaced by a rolling update when
+    /// their spec changes.
+    Update(Box<UpdateArgs>),
+    /// Go back to the spec before the last update.
+    Rollback {
+        #[arg(short, long)]
+        detach: bool,
+        service: String,
+    },
+    /// Remove services and their tasks.
+    Rm {
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The service's name [default: a generated one].
+    #[arg(long)]
+    name: Option<String>,
+    /// replicated or global.
+    #[arg(long, default_value = "replicated", value_parser = ["replicated", "global"])]
+    mode: String,
+    /// Number of tasks (replicated mode) [default: 1].
+    #[arg(long)]
+    replicas: Option<u64>,
+    /// Publish a port: PUBLISHED:TARGET[/PROTO], TARGET, or
+    /// published=P,target=T,protocol=tcp|udp,mode=ingress|host.
+    #[arg(short, long, value_parser = parse_port)]
+    publish: Vec<PortConfig>,
+    /// Attach to a network (name or ID; repeat for more).
+    #[arg(long)]
+    network: Vec<String>,
+    #[arg(long, value_enum, default_value = "vip")]
+    endpoint_mode: EndpointMode,
+    /// Placement constraint, e.g. node.role==worker or node.labels.zone!=a.
+    #[arg(long, value_parser = parse_constraint)]
+    constraint: Vec<Constraint>,
+    /// Environment variable KEY=VALUE.
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// Service label KEY=VALUE.
+    #[arg(short, long, value_parser = parse_label)]
+    label: Vec<(String, String)>,
+    #[arg(long)]
+    hostname: Option<String>,
+    #[command(flatten)]
+    policies: PolicyArgs,
+    /// Return at once instead of waiting for the tasks to run.
+    #[arg(short, long)]
+    detach: bool,
+    /// `host` (the host's filesystem) or a root directory (native
+    /// runtime), or an image (Docker runtime).
+    image: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Flags `create` and `update` share.
+#[derive(Debug, Args, Default)]
+pub struct PolicyArgs {
+    /// any, on-failure or none [default: any].
+    #[arg(long, value_enum)]
+    restart_condition: Option<RestartCondition>,
+    /// Wait between restarts, e.g. 5s or 500ms [default: 5s].
+    #[arg(long, value_parser = parse_duration)]
+    restart_delay: Option<Duration>,
+    /// Give up after this many restarts (0: never) [default: 0].
+    #[arg(long)]
+    restart_max_attempts: Option<u64>,
+    /// Tasks updated at once (0: all) [default: 1].
+    #[arg(long)]
+    update_parallelism: Option<u64>,
+    /// Wait between update batches [default: 0s].
+    #[arg(long, value_parser = parse_duration)]
+    update_delay: Option<Duration>,
+    /// pause, continue or rollback [default: pause].
+    #[arg(long, value_enum)]
+    update_failure_action: Option<FailureAction>,
+    /// How long a new task must run to count as updated [default: 5s].
+    #[arg(long, value_parser = parse_duration)]
+    update_monitor: Option<Duration>,
+    /// stop-first or start-first [default: stop-first].
+    #[arg(long, value_enum)]
+    update_order: Option<UpdateOrder>,
+    /// CPUs the task may use, e.g. 0.5.
+    #[arg(long, value_parser = parse_cpus)]
+    limit_cpu: Option<u64>,
+    /// Memory the task may use, e.g. 64M or 1G.
+    #[arg(long, value_parser = parse_bytes)]
+    limit_memory: Option<u64>,
+    /// CPUs to reserve on the node.
+    #[arg(long, value_parser = parse_cpus)]
+    reserve_cpu: Option<u64>,
+    /// Memory to reserve on the node.
+    #[arg(long, value_parser = parse_bytes)]
+    reserve_memory: Option<u64>,
+    /// Time to wait after SIGTERM before killing [default: 10s].
+    #[arg(long, value_parser = parse_duration)]
+    stop_grace_period: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[arg(long)]
+    image: Option<String>,
+    /// Replace the command's arguments (one string, split on spaces).
+    #[arg(long)]
+    args: Option<String>,
+    #[arg(long)]
+    replicas: Option<u64>,
+    #[arg(long)]
+    env_add: Vec<String>,
+    #[arg(long)]
+    env_rm: Vec<String>,
+    #[arg(long, value_parser = parse_port)]
+    publish_add: Vec<PortConfig>,
+    /// Target port to unpublish.
+    #[arg(long)]
+    publish_rm: Vec<u16>,
+    #[arg(long)]
+    network_add: Vec<String>,
+    #[arg(long)]
+    network_rm: Vec<String>,
+    #[arg(long, value_parser = parse_constraint)]
+    constraint_add: Vec<Constraint>,
+    #[arg(long)]
+    constraint_rm: Vec<String>,
+    #[arg(long, value_parser = parse_label)]
+    label_add: Vec<(String, String)>,
+    #[arg(long)]
+    label_rm: Vec<String>,
+    #[arg(long)]
+    hostname: Option<String>,
+    #[command(flatten)]
+    policies: PolicyArgs,
+    /// Replace the tasks even if nothing changed.
+    #[arg(long)]
+    force: bool,
+    /// Roll back to the previous spec.
+    #[arg(long)]
+    rollback: bool,
+    #[arg(short, long)]
+    detach: bool,
+    service: String,
+}
+
+pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
+    match command {
+        ServiceCommand::Create(args) => create(host, *args),
+        ServiceCommand::Ls(args) => {
+            let rows = rows(call(host, &Request::SwarmServiceList)?)?;
+            output::print_json_rows(
+                &rows,
+                args.format,
+                &["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"],
+                &["ID", "Name", "Mode", "Replicas", "Image", "Ports"],
+                Some(12),
+            )
+        }
+        ServiceCommand::Ps {
+            format,
+            quiet,
+            services,
+        } => {
+            let rows = rows(call(host, &Request::SwarmServiceTasks { services })?)?;
+            if quiet {
+                for row in rows {
+                    println!("{}", row["ID"].as_str().unwrap_or_default());
+                }
+                return Ok(());
+            }
+            output::print_json_rows(
+                &rows,
+                format.format,
+                &[
+                    "ID",
+                    "NAME",
+                    "IMAGE",
+                    "NODE",
+                    "DESIRED STATE",
+                    "CURRENT STATE",
+                    "ERROR",
+                    "PORTS",
+                ],
+                &[
+                    "ID",
+                    "Name",
+                    "Image",
+                    "Node",
+                    "DesiredState",
+                    "CurrentState",
+                    "Error",
+                    "Ports",
+                ],
+                Some(12),
+            )
+        }
+        ServiceCommand::Inspect { services } => {
+            let mut all = Vec::new();
+            for service in services {
+                let Response::Json(serde_json::Value::Array(items)) =
+                    call(host, &Request::SwarmServiceInspect { service })?
+                else {
+                    anyhow::bail!("the daemon answered `service inspect` with something else");
+                };
+                all.extend(items);
+            }
+            println!("{}", serde_json::to_string_pretty(&all)?);
+            Ok(())
+        }
+        ServiceCommand::Scale { detach, scales } => {
+            print_notes(call(
+                host,
+                &Request::SwarmServiceScale {
+                    scales: scales.clone(),
+                },
+            )?)?;
+            if !detach {
+                for (service, _) in &scales {
+                    converge(host, service)?;
+                }
+            }
+            Ok(())
+        }
+        ServiceCommand::Update(args) => update(host, *args),
+        ServiceCommand::Rollback { detach, service } => {
+            print_notes(call(
+                host,
+                &Request::SwarmServiceRollback {
+                    service: service.clone(),
+                },
+            )?)?;
+            if !detach {
+                converge(host, &service)?;
+            }
+            Ok(())
+        }
+        ServiceCommand::Rm { services } => {
+            print_notes(call(host, &Request::SwarmServiceRemove { services })?)
+        }
+    }
+}
+
+fn rows(response: Response) -> anyhow::Result<Vec<serde_json::Value>> {
+    match response {
+        Response::Rows(rows) => Ok(rows),
+        _ => anyhow::bail!("the daemon answered with something else"),
+    }
+}
+
+fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
+    let mode = match (args.mode.as_str(), args.replicas) {
+        ("global", Some(_)) => {
+            anyhow::bail!("--replicas: replicas can only be used with replicated mode")
+        }
+        ("global", None) => ServiceMode::Global,
+        (_, replicas) => ServiceMode::Replicated {
+            replicas: replicas.unwrap_or(1),
+        },
+    };
+    let name = args.name.unwrap_or_else(generated_name);
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if !valid {
+        anyhow::bail!(
+            "--name {name:?}: a service name is 1-63 letters, digits, '-' or '_', starting with a letter or digit"
+        );
+    }
+    if args.endpoint_mode == EndpointMode::Dnsrr
+        && args
+            .publish
+            .iter()
+            .any(|p| p.mode == crate::dataplane::PublishMode::Ingress)
+    {
+        anyhow::bail!(
+            "--endpoint-mode dnsrr: ports published in ingress mode need a VIP; publish with mode=host or use --endpoint-mode vip"
+        );
+    }
+    for env in &args.env {
+        if !env.contains('=') || env.starts_with('=') {
+            anyhow::bail!("--env {env:?}: write it as KEY=VALUE");
+        }
+    }
+    let policies = &args.policies;
+    let mut spec = ServiceSpec {
+        name: name.clone(),
+        labels: args.label.into_iter().collect::<BTreeMap<_, _>>(),
+        image: args.image,
+        args: args.command,
+        env: args.env,
+        hostname: args.hostname,
+        mode,
+        networks: args.network,
+        endpoint_mode: args.endpoint_mode,
+        ports: args.publish,
+        constraints: args.constraint,
+        restart: RestartPolicy::default(),
+        update: UpdateConfig::default(),
+        rollback: UpdateConfig::default(),
+        limits: ResourceSpec::default(),
+        reservations: ResourceSpec::default(),
+        stop_grace_millis: 10_000,
+        force_update: 0,
+    };
+    policies
+        .to_update(String::new())
+        .apply(&mut spec)
+        .map_err(anyhow::Error::msg)?;
+    spec.rollback = spec.update.clone();
+    let Response::Notes(notes) = call(host, &Request::SwarmServiceCreate(Box::new(spec)))? else {
+        anyhow::bail!("the daemon answered `service create` with something else");
+    };
+    let id = notes.first().cloned().unwrap_or_default();
+    println!("{id}");
+    if !args.detach {
+        converge(host, &id)?;
+    }
+    Ok(())
+}
+
+fn update(host: &str, args: UpdateArgs) -> anyhow::Result<()> {
+    if args.rollback {
+        print_notes(call(
+            host,
+            &Request::SwarmServiceRollback {
+                service: args.service.clone(),
+            },
+        )?)?;
+    } else {
+        let mut request = args.policies.to_update(args.service.clone());
+        request.image = args.image;
+        request.args = args
+            .args
+            .map(|a| a.split_whitespace().map(str::to_owned).collect());
+        request.replicas = args.replicas;
+        request.env_add = args.env_add;
+        request.env_rm = args.env_rm;
+        request.publish_add = args.publish_add;
+        request.publish_rm = args.publish_rm;
+        request.network_add = args.network_add;
+        request.network_rm = args.network_rm;
+        request.constraint_add = args.constraint_add;
+        request.constraint_rm = args.constraint_rm;
+        request.label_add = args.label_add;
+        request.label_rm = args.label_rm;
+        request.hostname = args.hostname;
+        request.force = args.force;
+        print_notes(call(host, &Request::SwarmServiceUpdate(Box::new(request)))?)?;
+    }
+    if !args.detach {
+        converge(host, &args.service)?;
+    }
+    Ok(())
+}
+
+impl PolicyArgs {
+    fn to_update(&self, service: String) -> ServiceUpdateRequest {
+        let millis = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+        ServiceUpdateRequest {
+            service,
+            limit_cpu: self.limit_cpu,
+            limit_memory: self.limit_memory,
+            reserve_cpu: self.reserve_cpu,
+            reserve_memory: self.reserve_memory,
+            restart_condition: self.restart_condition,
+            restart_delay_millis: millis(self.restart_delay),
+            restart_max_attempts: self.restart_max_attempts,
+            update_parallelism: self.update_parallelism,
+            update_delay_millis: millis(self.update_delay),
+            update_failure_action: self.update_failure_action,
+            update_monitor_millis: millis(self.update_monitor),
+            update_order: self.update_order,
+            stop_grace_millis: millis(self.stop_grace_period),
+            ..ServiceUpdateRequest::default()
+        }
+    }
+}
+
+/// How long `create`, `scale` and `update` wait for the tasks to converge.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Waits until the service's tasks all run at its current spec (Docker's
+/// progress display, as lines on stderr).
+fn converge(host: &str, service: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    let mut stderr = std::io::stderr();
+    let mut last = String::new();
+    loop {
+        let services = rows(call(host, &Request::SwarmServiceList)?)?;
+        let row = services
+            .iter()
+            .find(|r| r["ID"] == service || r["Name"] == service)
+            .ok_or_else(|| anyhow::anyhow!("service {service} not found"))?;
+        let replicas = row["Replicas"].as_str().unwrap_or("0/0").to_owned();
+        let Response::Json(inspect) = call(
+            host,
+            &Request::SwarmServiceInspect {
+                service: service.to_owned(),
+            },
+        )?
+        else {
+            anyhow::bail!("the daemon answered `service inspect` with something else");
+        };
+        let update_state = inspect[0]["UpdateStatus"]["State"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let (running, wanted) = replicas.split_once('/').unwrap_or(("0", "0"));
+        let updating = matches!(update_state.as_str(), "updating" | "rollback_started");
+        let line = format!("overall progress: {running} out of {wanted} tasks");
+        if line != last {
+            writeln!(stderr, "{line}")?;
+            last = line;
+        }
+        if running == wanted && !updating {
+            writeln!(stderr, "verify: Service {service} converged")?;
+            return Ok(());
+        }
+        if matches!(update_state.as_str(), "paused" | "rollback_paused") {
+            let message = inspect[0]["UpdateStatus"]["Message"].as_str().unwrap_or("");
+            anyhow::bail!("update of {service} paused: {message}");
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "service {service} did not converge within {CONVERGE_TIMEOUT:?} ({running} of {wanted} tasks running): see `swarm service ps {service}`"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn generated_name() -> String {
+    use rand::Rng as _;
+    const ADJECTIVES: [&str; 8] = [
+        "brave", "calm", "eager", "happy", "jolly", "keen", "quick", "wise",
+    ];
+    const NAMES: [&str; 8] = [
+        "turing", "hopper", "lovelace", "knuth", "ritchie", "thompson", "liskov", "dijkstra",
+    ];
+    let mut rng = rand::thread_rng();
+    format!(
+        "{}_{}",
+        ADJECTIVES[rng.gen_range(0..ADJECTIVES.len())],
+        NAMES[rng.gen_range(0..NAMES.len())]
+    )
+}
+
+fn parse_port(text: &str) -> Result<PortConfig, String> {
+    text.parse()
+}
+
+fn parse_constraint(text: &str) -> Result<Constraint, String> {
+    text.parse()
+}
+
+fn parse_scale(text: &str) -> Result<(String, u64), String> {
+    let (service, replicas) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: write it as SERVICE=REPLICAS"))?;
+    let replicas = replicas
+        .parse()
+        .map_err(|_| format!("{text:?}: REPLICAS must be a whole number"))?;
+    Ok((service.to_owned(), replicas))
+}
+
+/// Docker's durations: `500ms`, `5s`, `1m30s`, `2h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration (e.g. 500ms, 5s, 1m30s)");
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (number, tail) = rest.split_at(digits);
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let seconds = match unit {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            "us" | "µs" => value / 1e6,
+            "ns" => value / 1e9,
+            _ => return Err(bad()),
+        };
+        total += Duration::from_secs_f64(seconds);
+        rest = tail;
+    }
+    Ok(total)
+}
+
+/// `0.5` CPUs as billionths.
+fn parse_cpus(text: &str) -> Result<u64, String> {
+    match text.parse::<f64>() {
+        Ok(cpus) if cpus > 0.0 && cpus <= 1024.0 => Ok((cpus * 1e9).round() as u64),
+        _ => Err(format!("{text:?} is not a number of CPUs (e.g. 0.5)")),
+    }
+}
+
+/// Docker's memory sizes: `64m`, `1g`, `512k`, `1048576`.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let lower = text.to_ascii_lowercase();
+    let trimmed = lower.trim_end_matches('b').trim_end_matches('i');
+    let (number, multiplier) = match trimmed.chars().last() {
+        Some('k') => (&trimmed[..trimmed.len() - 1], 1u64 << 10),
+        Some('m') => (&trimmed[..trimmed.len() - 1], 1 << 20),
+        Some('g') => (&trimmed[..trimmed.len() - 1], 1 << 30),
+        _ => (trimmed, 1),
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|n| *n > 0.0)
+        .map(|n| (n * multiplier as f64) as u64)
+        .ok_or_else(|| format!("{text:?} is not a size (e.g. 64M, 1G)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_sizes_and_cpus_parse_like_docker() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_bytes("64M"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
+        assert!(parse_bytes("lots").is_err());
+        assert_eq!(parse_cpus("0.5"), Ok(500_000_000));
+        assert!(parse_cpus("-1").is_err());
+    }
+}

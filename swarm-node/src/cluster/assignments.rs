@@ -1,0 +1,240 @@
+//! What a manager sends an agent: the tasks assigned to its node, and what
+//! the node's data plane needs to reach every other task (networks, remote
+//! endpoints, service VIPs, backends and published ports). Built from the
+//! store; the agent reconciles its node to it.
+
+use std::{collections::BTreeMap, net::IpAddr, net::Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    services::{EndpointMode, ServiceRecord, TaskState},
+    state::ClusterState,
+};
+use crate::{
+    dataplane::{self, OverlayNetwork, PublishedPort},
+    runtime::{Resources, TaskSpec},
+};
+
+/// One node's share of the store, at store version `version`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub version: u64,
+    pub tasks: Vec<AssignedTask>,
+    pub networks: Vec<OverlayNetwork>,
+    /// Addresses of tasks on other nodes.
+    pub remote_endpoints: Vec<RemoteEndpoint>,
+    pub services: Vec<dataplane::ServiceSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RemoteEndpoint {
+    pub vni: u32,
+    pub ip: Ipv4Addr,
+    pub node: Ipv4Addr,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AssignedTask {
+    pub id: String,
+    pub service_id: String,
+    /// `<service>.<slot>` (or `<service>.<node id>` for global services).
+    pub name: String,
+    pub desired: TaskState,
+    /// The state the managers last recorded.
+    pub state: TaskState,
+    pub spec: TaskSpec,
+    /// The task's address on each network: (VNI, address), the first one
+    /// carrying the default route.
+    pub addresses: Vec<(u32, Ipv4Addr)>,
+    pub stop_grace_millis: u64,
+}
+
+/// Dataplane service names the agent manages contain this; others (made
+/// by hand with `swarm dataplane service create`) are left alone.
+pub const SERVICE_NAME_MARK: char = '@';
+
+impl NodeView {
+    pub fn build(state: &ClusterState, node_id: &str, version: u64) -> NodeView {
+        let vni_of = |network: &str| state.networks.get(network).map(|n| n.vni);
+        let node_ip = |node: &str| {
+            state.nodes.get(node).and_then(|n| match n.addr.ip() {
+                IpAddr::V4(ip) => Some(ip),
+                IpAddr::V6(_) => None,
+            })
+        };
+        let mut tasks = Vec::new();
+        let mut remote_endpoints = Vec::new();
+        for task in state.tasks.values() {
+            let Some(node) = &task.node_id else { continue };
+            let ordered = ordered_addresses(state, task.service_id.as_str(), &task.addresses);
+            if node == node_id {
+                let service_name = state
+                    .services
+                    .get(&task.service_id)
+                    .map_or(task.spec.name.as_str(), |s| s.spec.name.as_str());
+                let name = if task.slot > 0 {
+                    format!("{service_name}.{}", task.slot)
+                } else {
+                    format!("{service_name}.{node}")
+                };
+                let spec = &task.spec;
+                tasks.push(AssignedTask {
+                    id: task.id.clone(),
+                    service_id: task.service_id.clone(),
+                    desired: task.desired,
+                    state: task.status.state,
+                    spec: TaskSpec {
+                        task_id: task.id.clone(),
+                        image: spec.image.clone(),
+                        args: spec.args.clone(),
+                        env: spec.env.clone(),
+                        hostname: spec
+                            .hostname
+                            .clone()
+                            .unwrap_or_else(|| task.id.chars().take(12).collect()),
+                        hosts: Vec::new(),
+                        resources: Resources {
+                            nano_cpus: spec.limits.nano_cpus,
+                            memory_bytes: spec.limits.memory_bytes,
+                        },
+                    },
+                    addresses: ordered
+                        .iter()
+                        .filter_map(|(network, ip)| Some((vni_of(network)?, **ip)))
+                        .collect(),
+                    stop_grace_millis: spec.stop_grace_millis,
+                    name,
+                });
+                continue;
+            }
+            if !task.holds_addresses() {
+                continue;
+            }
+            let Some(node_ip) = node_ip(node) else {
+                continue;
+            };
+            for (network, ip) in &task.addresses {
+                if let Some(vni) = vni_of(network) {
+                    remote_endpoints.push(RemoteEndpoint {
+                        vni,
+                        ip: *ip,
+                        node: node_ip,
+                    });
+                }
+            }
+        }
+        for task in &mut tasks {
+            task.spec.hosts = task
+                .addresses
+                .iter()
+                .map(|(_, ip)| (*ip, task.spec.hostname.clone()))
+                .collect();
+        }
+        let networks = state
+            .networks
+            .values()
+            .map(|n| OverlayNetwork {
+                vni: n.vni,
+                subnet: n.subnet.0,
+                prefix_len: n.subnet.1,
+                gateway: n.gateway,
+                mtu: n.mtu,
+            })
+            .collect();
+        let services = state
+            .services
+            .values()
+            .flat_map(|service| dataplane_services(state, service))
+            .collect();
+        remote_endpoints.sort();
+        NodeView {
+            version,
+            tasks,
+            networks,
+            remote_endpoints,
+            services,
+        }
+    }
+}
+
+/// A task's addresses with the ingress network's (which carries the
+/// default route, for replies to mesh clients) first.
+fn ordered_addresses<'a>(
+    state: &ClusterState,
+    service_id: &str,
+    addresses: &'a BTreeMap<String, Ipv4Addr>,
+) -> Vec<(&'a String, &'a Ipv4Addr)> {
+    let order = state
+        .services
+        .get(service_id)
+        .map(|s| s.task_networks(state))
+        .unwrap_or_default();
+    let mut ordered: Vec<_> = addresses.iter().collect();
+    ordered.sort_by_key(|(network, _)| {
+        order
+            .iter()
+            .position(|n| n == *network)
+            .unwrap_or(usize::MAX)
+    });
+    ordered
+}
+
+/// The data-plane services one swarm service needs: one per network it is
+/// on, balanced over its running tasks there; the ingress one carries the
+/// published ports.
+fn dataplane_services(
+    state: &ClusterState,
+    service: &ServiceRecord,
+) -> Vec<dataplane::ServiceSpec> {
+    let networks = service.task_networks(state);
+    networks
+        .iter()
+        .filter_map(|network_id| {
+            let network = state.networks.get(network_id)?;
+            let mut backends: Vec<Ipv4Addr> = state
+                .tasks
+                .values()
+                .filter(|t| {
+                    t.service_id == service.id
+                        && t.desired == TaskState::Running
+                        && t.status.state == TaskState::Running
+                })
+                .filter_map(|t| t.addresses.get(network_id).copied())
+                .collect();
+            backends.sort();
+            let published = if network.ingress {
+                service
+                    .ports
+                    .iter()
+                    .filter_map(|p| {
+                        Some(PublishedPort {
+                            protocol: p.protocol,
+                            published: p.published?,
+                            target: p.target,
+                            mode: p.mode,
+                        })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let vip = match service.spec.endpoint_mode {
+                EndpointMode::Vip => service.vips.get(network_id).copied(),
+                EndpointMode::Dnsrr => None,
+            };
+            // A network with neither a VIP nor published ports needs no
+            // balancing here (DNS round robin is issue 7's resolver).
+            if vip.is_none() && published.is_empty() {
+                return None;
+            }
+            Some(dataplane::ServiceSpec {
+                name: format!("{}{SERVICE_NAME_MARK}{}", service.spec.name, network.name),
+                vni: network.vni,
+                vip,
+                backends,
+                published,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,522 @@
+//! The agent's task executor: it asks the managers for this node's
+//! assignments (a long poll that answers when the store changes), runs and
+//! stops tasks through the runtime, wires each task's network namespace to
+//! its overlay networks, programs remote endpoints and service VIPs,
+//! backends and published ports into the data plane, and reports task
+//! states back.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
+
+use tokio::sync::watch;
+
+use super::{
+    api::proto::{AssignmentsRequest, TaskReport, dispatcher_client::DispatcherClient},
+    assignments::{AssignedTask, NodeView, RemoteEndpoint, SERVICE_NAME_MARK},
+    node::Membership,
+    raft::network::channel,
+    services::{TaskState, TaskStatus},
+};
+use crate::{
+    dataplane::{self, Dataplane, LocalEndpointSpec, RemoteEndpointSpec},
+    runtime::{Runtime, TaskState as RunState},
+};
+
+/// How often running tasks are checked between assignment changes.
+const MONITOR_PERIOD: Duration = Duration::from_millis(200);
+const RETRY: Duration = Duration::from_millis(250);
+/// How long tasks get to stop when the daemon stops.
+const STOP_GRACE_ON_EXIT: Duration = Duration::from_secs(2);
+/// Longer than the managers' long poll.
+const POLL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the executor needs from the daemon.
+#[derive(Clone)]
+pub struct ExecutorDeps {
+    pub runtime: Arc<dyn Runtime>,
+    pub dataplane: Arc<Mutex<Dataplane>>,
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(
+    membership: Weak<Membership>,
+    deps: ExecutorDeps,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (view_tx, mut view_rx) = watch::channel::<Option<NodeView>>(None);
+    let poller = tokio::spawn(poll(membership.clone(), view_tx, stop.clone()));
+    let executor = Arc::new(Mutex::new(Executor::new(deps)));
+    let mut unsent: Vec<(String, TaskStatus)> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(MONITOR_PERIOD) => {}
+            changed = view_rx.changed() => if changed.is_err() { break },
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        let Some(view) = view_rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let executor = executor.clone();
+        let reports = tokio::task::spawn_blocking(move || {
+            executor
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .reconcile(&view)
+        })
+        .await
+        .unwrap_or_default();
+        // Newer reports of a task replace older unsent ones.
+        unsent.retain(|(id, _)| !reports.iter().any(|(r, _)| r == id));
+        unsent.extend(reports);
+        if !unsent.is_empty() && report(&membership, &unsent).await.is_ok() {
+            unsent.clear();
+        }
+    }
+    poller.abort();
+    // Like dockerd without live-restore: a stopped daemon (or a node that
+    // left) leaves no task behind. A crashed one does; the next start
+    // adopts them.
+    let _ = tokio::task::spawn_blocking(move || {
+        executor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove_all()
+    })
+    .await;
+}
+
+/// Keeps `views` at the latest assignments from any manager.
+async fn poll(
+    membership: Weak<Membership>,
+    views: watch::Sender<Option<NodeView>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut known = 0;
+    let mut next = 0usize;
+    loop {
+        let Some((managers, credentials)) = membership
+            .upgrade()
+            .and_then(|m| Some((m.manager_addrs(), m.credentials()?)))
+        else {
+            return;
+        };
+        if managers.is_empty() {
+            return;
+        }
+        let target = managers[next % managers.len()].clone();
+        let answer = async {
+            let channel = channel(&target, &credentials)?;
+            let mut client = DispatcherClient::new(channel);
+            let response = tokio::time::timeout(
+                POLL_TIMEOUT,
+                client.assignments(AssignmentsRequest {
+                    known_version: known,
+                }),
+            )
+            .await
+            .map_err(|_| format!("no answer within {POLL_TIMEOUT:?}"))?
+            .map_err(|s| s.message().to_owned())?;
+            serde_json::from_slice::<NodeView>(&response.into_inner().view_json)
+                .map_err(|e| format!("malformed assignments: {e}"))
+        };
+        let outcome = tokio::select! {
+            outcome = answer => outcome,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match outcome {
+            Ok(view) => {
+                known = view.version;
+                let _ = views.send(Some(view));
+            }
+            Err(err) => {
+                tracing::debug!(manager = %target, error = %err, "assignments failed; trying the next manager");
+                next += 1;
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+async fn report(
+    membership: &Weak<Membership>,
+    statuses: &[(String, TaskStatus)],
+) -> Result<(), String> {
+    let Some((managers, credentials)) = membership
+        .upgrade()
+        .and_then(|m| Some((m.manager_addrs(), m.credentials()?)))
+    else {
+        return Err("not in a swarm".into());
+    };
+    let json = serde_json::to_vec(statuses).map_err(|e| e.to_string())?;
+    let mut last = String::from("no managers");
+    for target in managers {
+        let sent = async {
+            let mut client = DispatcherClient::new(channel(&target, &credentials)?);
+            tokio::time::timeout(
+                POLL_TIMEOUT,
+                client.report_tasks(TaskReport {
+                    statuses_json: json.clone(),
+                }),
+            )
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|s| s.message().to_owned())
+        };
+        match sent.await {
+            Ok(_) => return Ok(()),
+            Err(err) => last = err,
+        }
+    }
+    tracing::debug!(error = %last, "task report failed; retrying");
+    Err(last)
+}
+
+/// A task this node runs (or ran).
+struct LocalTask {
+    /// What this node last saw of it.
+    state: TaskState,
+    endpoints: Vec<String>,
+}
+
+struct Executor {
+    deps: ExecutorDeps,
+    tasks: HashMap<String, LocalTask>,
+    remotes: BTreeSet<RemoteEndpoint>,
+    adopted: bool,
+}
+
+impl Executor {
+    fn new(deps: ExecutorDeps) -> Self {
+        Self {
+            deps,
+            tasks: HashMap::new(),
+            remotes: BTreeSet::new(),
+            adopted: false,
+        }
+    }
+
+    fn dataplane(&self) -> std::sync::MutexGuard<'_, Dataplane> {
+        self.deps
+            .dataplane
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Brings this node to `view`; returns the task states to report.
+    fn reconcile(&mut self, view: &NodeView) -> Vec<(String, TaskStatus)> {
+        if !self.adopted {
+            self.adopt(view);
+        }
+        self.ensure_networks(view);
+        let mut reports = Vec::new();
+        for task in &view.tasks {
+            if let Some(status) = self.drive(task) {
+                reports.push((task.id.clone(), status));
+            }
+        }
+        // Tasks the store forgot: nothing of them stays.
+        let assigned: BTreeSet<&str> = view.tasks.iter().map(|t| t.id.as_str()).collect();
+        let gone: Vec<String> = self
+            .tasks
+            .keys()
+            .filter(|id| !assigned.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.finish(&id, Duration::ZERO);
+            if let Err(err) = self.deps.runtime.remove(&id) {
+                tracing::warn!(task = %id, error = %err, "removing a task failed");
+            }
+            self.tasks.remove(&id);
+        }
+        self.sync_remotes(view);
+        self.sync_services(view);
+        reports
+    }
+
+    /// After a restart: tasks the runtime still holds are picked up again
+    /// with their endpoints; the rest of what it holds is removed.
+    fn adopt(&mut self, view: &NodeView) {
+        self.adopted = true;
+        let held = self.deps.runtime.list().unwrap_or_default();
+        let endpoint_ids = self.dataplane().local_endpoint_ids();
+        for id in held {
+            let Some(task) = view.tasks.iter().find(|t| t.id == id) else {
+                let _ = self.deps.runtime.remove(&id);
+                continue;
+            };
+            let state = match self.deps.runtime.state(&id) {
+                Ok(RunState::Running) => TaskState::Running,
+                Ok(RunState::Exited { .. }) => TaskState::Running,
+                _ => task.state,
+            };
+            let endpoints = endpoint_ids
+                .iter()
+                .filter(|e| e.starts_with(&format!("{id}-")))
+                .cloned()
+                .collect();
+            tracing::info!(task = %id, "task adopted after a restart");
+            self.tasks.insert(id, LocalTask { state, endpoints });
+        }
+    }
+
+    fn remove_all(&mut self) {
+        let ids: Vec<String> = self.tasks.keys().cloned().collect();
+        for id in ids {
+            self.finish(&id, STOP_GRACE_ON_EXIT);
+            if let Err(err) = self.deps.runtime.remove(&id) {
+                tracing::warn!(task = %id, error = %err, "removing a task failed");
+            }
+            self.tasks.remove(&id);
+        }
+    }
+
+    fn ensure_networks(&mut self, view: &NodeView) {
+        let mut dataplane = self.dataplane();
+        let have: BTreeSet<u32> = dataplane.networks().iter().map(|n| n.vni).collect();
+        for network in &view.networks {
+            if !have.contains(&network.vni)
+                && let Err(err) = dataplane.create_network(network.clone())
+            {
+                tracing::warn!(vni = network.vni, error = %err, "creating a network failed");
+            }
+        }
+    }
+
+    /// Moves one assigned task toward its desired state; returns its new
+    /// state when it changed.
+    fn drive(&mut self, task: &AssignedTask) -> Option<TaskStatus> {
+        let local = self.tasks.get(&task.id).map(|t| t.state);
+        match (task.desired, local) {
+            (TaskState::Running, None) if task.state <= TaskState::Assigned => {
+                Some(self.start(task))
+            }
+            // The managers think it runs here, but this node does not hold
+            // it (its daemon stopped and removed it): it failed.
+            (TaskState::Running, None) if !task.state.is_terminal() => {
+                let lost = status(
+                    TaskState::Failed,
+                    "lost",
+                    "task: not running on its node (the node's daemon restarted without it)".into(),
+                    None,
+                );
+                self.tasks.insert(
+                    task.id.clone(),
+                    LocalTask {
+                        state: TaskState::Failed,
+                        endpoints: Vec::new(),
+                    },
+                );
+                Some(lost)
+            }
+            (TaskState::Running, Some(TaskState::Running)) => {
+                let code = match self.deps.runtime.state(&task.id) {
+                    Ok(RunState::Exited { code }) => code,
+                    Ok(RunState::Missing) => -1,
+                    _ => return self.resend(task),
+                };
+                self.finish(&task.id, Duration::ZERO);
+                let status = if code == 0 {
+                    status(TaskState::Complete, "finished", String::new(), Some(0))
+                } else {
+                    status(
+                        TaskState::Failed,
+                        "started",
+                        format!("task: non-zero exit ({code})"),
+                        Some(code),
+                    )
+                };
+                self.set_state(&task.id, status.state);
+                Some(status)
+            }
+            (desired, Some(state)) if desired > TaskState::Running && !state.is_terminal() => {
+                self.finish(&task.id, Duration::from_millis(task.stop_grace_millis));
+                self.set_state(&task.id, TaskState::Shutdown);
+                Some(status(TaskState::Shutdown, "shutdown", String::new(), None))
+            }
+            _ => self.resend(task),
+        }
+    }
+
+    /// The local state again when the managers have not recorded it yet
+    /// (a report lost on the way).
+    fn resend(&self, task: &AssignedTask) -> Option<TaskStatus> {
+        let local = self.tasks.get(&task.id)?.state;
+        (local > task.state).then(|| status(local, local.word(), String::new(), None))
+    }
+
+    fn set_state(&mut self, id: &str, state: TaskState) {
+        if let Some(task) = self.tasks.get_mut(id) {
+            task.state = state;
+        }
+    }
+
+    /// Prepares, wires and starts a task; on failure leaves nothing running.
+    fn start(&mut self, task: &AssignedTask) -> TaskStatus {
+        self.tasks.insert(
+            task.id.clone(),
+            LocalTask {
+                state: TaskState::Preparing,
+                endpoints: Vec::new(),
+            },
+        );
+        match self.try_start(task) {
+            Ok(()) => {
+                self.set_state(&task.id, TaskState::Running);
+                tracing::info!(task = %task.id, name = %task.name, "task running");
+                status(TaskState::Running, "started", String::new(), None)
+            }
+            Err(err) => {
+                tracing::warn!(task = %task.id, error = %err, "task failed to start");
+                self.finish(&task.id, Duration::ZERO);
+                self.set_state(&task.id, TaskState::Rejected);
+                status(TaskState::Rejected, "preparing", err, None)
+            }
+        }
+    }
+
+    fn try_start(&mut self, task: &AssignedTask) -> Result<(), String> {
+        let netns = self
+            .deps
+            .runtime
+            .prepare(&task.spec)
+            .map_err(|e| e.to_string())?;
+        for (index, (vni, ip)) in task.addresses.iter().enumerate() {
+            let id = format!("{}-{vni}", task.id);
+            let spec = LocalEndpointSpec {
+                id: id.clone(),
+                vni: *vni,
+                netns: netns.clone(),
+                ip: *ip,
+                iface: Some(format!("eth{index}")),
+                default_route: index == 0,
+            };
+            // A remote entry for this address (the task ran elsewhere
+            // before) gives way to the local one.
+            let mut dataplane = self.dataplane();
+            let _ = dataplane.remove_remote_endpoint(*vni, *ip);
+            dataplane
+                .attach_endpoint(&spec)
+                .map_err(|e| format!("attaching to network {vni}: {e}"))?;
+            drop(dataplane);
+            self.remotes.retain(|r| !(r.vni == *vni && r.ip == *ip));
+            if let Some(local) = self.tasks.get_mut(&task.id) {
+                local.endpoints.push(id);
+            }
+        }
+        self.deps
+            .runtime
+            .start(&task.spec)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Stops a task (after `grace`) and takes it off its networks; its
+    /// files and logs stay until the task is removed.
+    fn finish(&mut self, id: &str, grace: Duration) {
+        if let Err(err) = self.deps.runtime.stop(id, grace) {
+            tracing::warn!(task = %id, error = %err, "stopping a task failed");
+        }
+        let endpoints = self
+            .tasks
+            .get_mut(id)
+            .map(|t| std::mem::take(&mut t.endpoints))
+            .unwrap_or_default();
+        let mut dataplane = self.dataplane();
+        for endpoint in endpoints {
+            if let Err(err) = dataplane.detach_endpoint(&endpoint) {
+                tracing::warn!(task = %id, endpoint, error = %err, "detaching a task failed");
+            }
+        }
+    }
+
+    fn sync_remotes(&mut self, view: &NodeView) {
+        let wanted: BTreeSet<RemoteEndpoint> = view.remote_endpoints.iter().cloned().collect();
+        let mut dataplane = self
+            .deps
+            .dataplane
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for old in self.remotes.difference(&wanted) {
+            let _ = dataplane.remove_remote_endpoint(old.vni, old.ip);
+        }
+        for new in wanted.difference(&self.remotes) {
+            let spec = RemoteEndpointSpec {
+                vni: new.vni,
+                ip: new.ip,
+                mac: dataplane::overlay::task_mac(new.ip),
+                node: new.node,
+            };
+            // An entry left by a previous run (or pointing at the node the
+            // task ran on before) is replaced.
+            let _ = dataplane.remove_remote_endpoint(new.vni, new.ip);
+            if let Err(err) = dataplane.add_remote_endpoint(&spec) {
+                tracing::debug!(vni = new.vni, ip = %new.ip, error = %err, "remote endpoint not added");
+            }
+        }
+        self.remotes = wanted;
+    }
+
+    fn sync_services(&mut self, view: &NodeView) {
+        let mut dataplane = self.dataplane();
+        let installed: HashMap<String, dataplane::ServiceSpec> = dataplane
+            .service_specs()
+            .into_iter()
+            .filter(|s| s.name.contains(SERVICE_NAME_MARK))
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        for spec in &view.services {
+            let result = match installed.get(&spec.name) {
+                Some(current) if current == spec => Ok(()),
+                Some(current)
+                    if dataplane::ServiceSpec {
+                        backends: spec.backends.clone(),
+                        ..current.clone()
+                    } == *spec =>
+                {
+                    let add: Vec<_> = spec
+                        .backends
+                        .iter()
+                        .filter(|b| !current.backends.contains(b))
+                        .copied()
+                        .collect();
+                    let remove: Vec<_> = current
+                        .backends
+                        .iter()
+                        .filter(|b| !spec.backends.contains(b))
+                        .copied()
+                        .collect();
+                    dataplane.update_service_backends(&spec.name, &add, &remove)
+                }
+                Some(_) => dataplane
+                    .remove_service(&spec.name)
+                    .and_then(|()| dataplane.create_service(spec.clone())),
+                None => dataplane.create_service(spec.clone()),
+            };
+            if let Err(err) = result {
+                tracing::warn!(service = %spec.name, error = %err, "programming a service failed");
+            }
+        }
+        for name in installed.keys() {
+            if !view.services.iter().any(|s| &s.name == name)
+                && let Err(err) = dataplane.remove_service(name)
+            {
+                tracing::warn!(service = %name, error = %err, "removing a service failed");
+            }
+        }
+    }
+}
+
+fn status(state: TaskState, message: &str, err: String, exit_code: Option<i32>) -> TaskStatus {
+    TaskStatus {
+        state,
+        timestamp_millis: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        message: message.to_owned(),
+        err,
+        exit_code,
+    }
+}

@@ -1,0 +1,487 @@
+//! Services on the managers: `swarm service ...` as the leader answers it,
+//! the leader's reconciliation loop (orchestrator and scheduler), and what
+//! agents call: their assignments and their task reports.
+
+use super::{lifecycle::random_id, *};
+use crate::cluster::{
+    assignments::NodeView,
+    orchestrator,
+    services::{
+        ServiceCreate, ServiceMode, ServiceRecord, ServiceSpec, TaskChange, TaskRecord, TaskState,
+        TaskStatus,
+    },
+};
+use crate::control::ServiceUpdateRequest;
+
+/// How often the leader reconciles when nothing wakes it sooner.
+const RECONCILE_PERIOD: Duration = Duration::from_millis(100);
+/// How long an agent's request for assignments waits for a change.
+const ASSIGNMENTS_WAIT: Duration = Duration::from_secs(5);
+
+impl Membership {
+    pub(super) fn create_service(&self, spec: &ServiceSpec) -> Result<Response, ClusterError> {
+        let mut spec = spec.clone();
+        spec.networks = self.resolve_networks(&spec.networks)?;
+        let id = random_id();
+        self.commit_here(Command::CreateService(ServiceCreate {
+            id: id.clone(),
+            spec,
+            at: lifecycle::now_secs(),
+        }))?;
+        tracing::info!(service = %id, "service created");
+        Ok(Response::Notes(vec![id]))
+    }
+
+    fn resolve_networks(&self, references: &[String]) -> Result<Vec<String>, ClusterError> {
+        self.read_store(|s| {
+            references
+                .iter()
+                .map(|r| s.resolve_network(r).map(|n| n.id.clone()))
+                .collect::<Result<Vec<_>, _>>()
+        })?
+        .map_err(ClusterError::Refused)
+    }
+
+    fn resolve_service(&self, reference: &str) -> Result<ServiceRecord, ClusterError> {
+        self.read_store(|s| resolve_service(s, reference).cloned())?
+    }
+
+    pub(super) fn list_services(&self) -> Result<Response, ClusterError> {
+        let rows = self.read_store(|s| {
+            s.services
+                .values()
+                .map(|service| {
+                    let running = s
+                        .tasks
+                        .values()
+                        .filter(|t| {
+                            t.service_id == service.id
+                                && t.desired == TaskState::Running
+                                && t.status.state == TaskState::Running
+                        })
+                        .count();
+                    let (mode, wanted) = match service.spec.mode {
+                        ServiceMode::Replicated { replicas } => ("replicated", replicas as usize),
+                        ServiceMode::Global => (
+                            "global",
+                            s.tasks
+                                .values()
+                                .filter(|t| {
+                                    t.service_id == service.id && t.desired == TaskState::Running
+                                })
+                                .count(),
+                        ),
+                    };
+                    serde_json::json!({
+                        "ID": service.id,
+                        "Name": service.spec.name,
+                        "Mode": mode,
+                        "Replicas": format!("{running}/{wanted}"),
+                        "Image": service.spec.image,
+                        "Ports": ports_text(service),
+                    })
+                })
+                .collect()
+        })?;
+        Ok(Response::Rows(rows))
+    }
+
+    pub(super) fn inspect_service(&self, reference: &str) -> Result<Response, ClusterError> {
+        let service = self.resolve_service(reference)?;
+        let prefixes = self.read_store(|s| {
+            s.networks
+                .values()
+                .map(|n| (n.id.clone(), n.subnet.1))
+                .collect::<BTreeMap<String, u8>>()
+        })?;
+        Ok(Response::Json(inspect_json(&service, &prefixes)))
+    }
+
+    pub(super) fn service_tasks(&self, references: &[String]) -> Result<Response, ClusterError> {
+        let rows = self.read_store(|s| {
+            let mut rows = Vec::new();
+            for reference in references {
+                let service = resolve_service(s, reference)?;
+                let mut tasks: Vec<&TaskRecord> = s
+                    .tasks
+                    .values()
+                    .filter(|t| t.service_id == service.id)
+                    .collect();
+                // Docker's order: by slot (or node), the newest first.
+                tasks.sort_by(|a, b| {
+                    (a.slot, &a.node_id)
+                        .cmp(&(b.slot, &b.node_id))
+                        .then(b.created_at_millis.cmp(&a.created_at_millis))
+                });
+                let mut previous: Option<(u64, Option<String>)> = None;
+                for task in tasks {
+                    let key = (
+                        task.slot,
+                        if task.slot == 0 {
+                            task.node_id.clone()
+                        } else {
+                            None
+                        },
+                    );
+                    let history = previous.as_ref() == Some(&key);
+                    previous = Some(key);
+                    let name = if task.slot > 0 {
+                        format!("{}.{}", service.spec.name, task.slot)
+                    } else {
+                        format!(
+                            "{}.{}",
+                            service.spec.name,
+                            task.node_id.clone().unwrap_or_default()
+                        )
+                    };
+                    let node = task
+                        .node_id
+                        .as_ref()
+                        .and_then(|n| s.nodes.get(n))
+                        .map(|n| n.hostname.clone())
+                        .unwrap_or_default();
+                    rows.push(serde_json::json!({
+                        "ID": task.id,
+                        "Name": if history { format!(" \\_ {name}") } else { name },
+                        "Image": task.spec.image,
+                        "Node": node,
+                        "DesiredState": task.desired.word(),
+                        "CurrentState": format!(
+                            "{} {}",
+                            task.status.state.word(),
+                            ago(task.status.timestamp_millis)
+                        ),
+                        "Error": task.status.err,
+                        "Ports": "",
+                        "Slot": task.slot,
+                        "NodeID": task.node_id,
+                        "Addresses": task.addresses,
+                    }));
+                }
+            }
+            Ok::<_, ClusterError>(rows)
+        })??;
+        Ok(Response::Rows(rows))
+    }
+
+    pub(super) fn scale_services(
+        &self,
+        scales: &[(String, u64)],
+    ) -> Result<Response, ClusterError> {
+        let mut notes = Vec::new();
+        for (reference, replicas) in scales {
+            let service = self.resolve_service(reference)?;
+            if service.spec.mode == ServiceMode::Global {
+                return Err(ClusterError::Refused(format!(
+                    "{reference}: scale can only be used with replicated mode"
+                )));
+            }
+            let mut spec = service.spec.clone();
+            spec.mode = ServiceMode::Replicated {
+                replicas: *replicas,
+            };
+            self.commit_here(Command::UpdateService {
+                id: service.id.clone(),
+                spec: Box::new(spec),
+                rollback: false,
+                at: lifecycle::now_secs(),
+            })?;
+            notes.push(format!("{reference} scaled to {replicas}"));
+        }
+        Ok(Response::Notes(notes))
+    }
+
+    pub(super) fn update_service(
+        &self,
+        request: &ServiceUpdateRequest,
+    ) -> Result<Response, ClusterError> {
+        let service = self.resolve_service(&request.service)?;
+        let mut spec = service.spec.clone();
+        request.apply(&mut spec).map_err(ClusterError::Refused)?;
+        spec.networks = self.resolve_networks(&spec.networks)?;
+        self.commit_here(Command::UpdateService {
+            id: service.id.clone(),
+            spec: Box::new(spec),
+            rollback: false,
+            at: lifecycle::now_secs(),
+        })?;
+        Ok(Response::Notes(vec![request.service.clone()]))
+    }
+
+    pub(super) fn rollback_service(&self, reference: &str) -> Result<Response, ClusterError> {
+        let service = self.resolve_service(reference)?;
+        let previous = service.previous_spec.clone().ok_or_else(|| {
+            ClusterError::Refused(format!(
+                "service {reference} has no previous spec to roll back to (it was never updated, or was rolled back already)"
+            ))
+        })?;
+        self.commit_here(Command::UpdateService {
+            id: service.id,
+            spec: Box::new(previous),
+            rollback: true,
+            at: lifecycle::now_secs(),
+        })?;
+        Ok(Response::Notes(vec![reference.to_owned()]))
+    }
+
+    pub(super) fn remove_services(&self, references: &[String]) -> Result<Response, ClusterError> {
+        let mut removed = Vec::new();
+        for reference in references {
+            let service = self.resolve_service(reference)?;
+            self.commit_here(Command::RemoveService { id: service.id })?;
+            removed.push(reference.clone());
+        }
+        Ok(Response::Notes(removed))
+    }
+
+    /// The leader's loop: reconcile services and tasks, commit the changes.
+    pub(super) fn start_orchestrator(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(RECONCILE_PERIOD).await;
+                let Some(membership) = weak.upgrade() else {
+                    return;
+                };
+                let pass = tokio::task::spawn_blocking(move || membership.reconcile_once()).await;
+                if let Ok(Err(err)) = pass {
+                    tracing::debug!(error = %err, "reconciliation pass failed");
+                }
+            }
+        });
+    }
+
+    fn reconcile_once(&self) -> Result<(), ClusterError> {
+        let Ok(raft) = self.require_raft() else {
+            return Ok(());
+        };
+        if !raft.is_leader() {
+            return Ok(());
+        }
+        let now = now_millis();
+        let plan = self.read_store(|s| {
+            let period = Duration::from_millis(s.heartbeat_millis.max(1));
+            let ready: BTreeSet<String> = s
+                .nodes
+                .keys()
+                .filter(|id| **id == self.node.node_id || self.alive(id, period))
+                .cloned()
+                .collect();
+            orchestrator::reconcile(s, &ready, now, &mut random_id)
+        })?;
+        if plan.is_empty() {
+            return Ok(());
+        }
+        for (id, spec) in plan.rollbacks {
+            tracing::warn!(service = %id, "update failed; rolling back");
+            self.commit_here(Command::UpdateService {
+                id,
+                spec: Box::new(spec),
+                rollback: true,
+                at: now / 1000,
+            })?;
+        }
+        for (id, status) in plan.update_statuses {
+            tracing::info!(service = %id, state = ?status.state, "update status");
+            self.commit_here(Command::SetUpdateStatus { id, status })?;
+        }
+        if !plan.tasks.is_empty() {
+            self.commit_here(Command::Tasks(plan.tasks))?;
+        }
+        Ok(())
+    }
+
+    /// An agent's assignments, once the store is past `known` (or after a
+    /// few seconds without change).
+    pub async fn assignments(
+        &self,
+        subject: &CertificateSubject,
+        known: u64,
+    ) -> Result<NodeView, ClusterError> {
+        self.authorize_member(subject)?;
+        let raft = self.require_raft()?;
+        let mut metrics = raft.raft.metrics();
+        let applied =
+            |m: &openraft::RaftMetrics<u64, Member>| m.last_applied.map_or(0, |l| l.index);
+        let _ =
+            tokio::time::timeout(ASSIGNMENTS_WAIT, metrics.wait_for(|m| applied(m) != known)).await;
+        let version = applied(&metrics.borrow());
+        self.read_store(|s| NodeView::build(s, &subject.node_id, version))
+    }
+
+    /// Task states an agent observed, for its own tasks only.
+    pub fn report_tasks(
+        &self,
+        subject: &CertificateSubject,
+        statuses: Vec<(String, TaskStatus)>,
+    ) -> Result<(), ClusterError> {
+        self.authorize_member(subject)?;
+        let changes: Vec<TaskChange> = self.read_store(|s| {
+            statuses
+                .into_iter()
+                .filter(|(id, _)| {
+                    s.tasks
+                        .get(id)
+                        .is_some_and(|t| t.node_id.as_deref() == Some(&subject.node_id))
+                })
+                .map(|(id, status)| TaskChange::Status { id, status })
+                .collect()
+        })?;
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.write(Command::Tasks(changes))
+    }
+}
+
+fn resolve_service<'a>(
+    state: &'a ClusterState,
+    reference: &str,
+) -> Result<&'a ServiceRecord, ClusterError> {
+    if let Some(service) = state.services.get(reference) {
+        return Ok(service);
+    }
+    let matches: Vec<&ServiceRecord> = state
+        .services
+        .values()
+        .filter(|s| s.spec.name == reference || s.id.starts_with(reference))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(ClusterError::Refused(format!(
+            "service {reference} not found"
+        ))),
+        _ => Err(ClusterError::Refused(format!(
+            "service {reference} is ambiguous ({} matches)",
+            matches.len()
+        ))),
+    }
+}
+
+pub(super) fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Docker's `CurrentState` suffix: "2 seconds ago".
+fn ago(millis: u64) -> String {
+    let secs = now_millis().saturating_sub(millis) / 1000;
+    match secs {
+        0 => "less than a second ago".into(),
+        1 => "1 second ago".into(),
+        s if s < 60 => format!("{s} seconds ago"),
+        s if s < 120 => "about a minute ago".into(),
+        s if s < 3600 => format!("{} minutes ago", s / 60),
+        s => format!("{} hours ago", s / 3600),
+    }
+}
+
+/// `service ls`'s PORTS: `*:8080->80/tcp`.
+fn ports_text(service: &ServiceRecord) -> String {
+    service
+        .ports
+        .iter()
+        .map(|p| {
+            format!(
+                "*:{}->{}/{}",
+                p.published.unwrap_or(0),
+                p.target,
+                p.protocol
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn rfc3339(secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// `service inspect`, shaped like Docker's.
+fn inspect_json(service: &ServiceRecord, prefixes: &BTreeMap<String, u8>) -> serde_json::Value {
+    let spec = &service.spec;
+    let mode = match spec.mode {
+        ServiceMode::Replicated { replicas } => {
+            serde_json::json!({"Replicated": {"Replicas": replicas}})
+        }
+        ServiceMode::Global => serde_json::json!({"Global": {}}),
+    };
+    let ports: Vec<serde_json::Value> = service
+        .ports
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "Protocol": p.protocol.to_string(),
+                "TargetPort": p.target,
+                "PublishedPort": p.published,
+                "PublishMode": match p.mode {
+                    crate::dataplane::PublishMode::Ingress => "ingress",
+                    crate::dataplane::PublishMode::Host => "host",
+                },
+            })
+        })
+        .collect();
+    let update_config = |u: &crate::cluster::services::UpdateConfig| {
+        serde_json::json!({
+            "Parallelism": u.parallelism,
+            "Delay": u.delay_millis * 1_000_000,
+            "FailureAction": u.failure_action,
+            "Monitor": u.monitor_millis * 1_000_000,
+            "Order": u.order,
+        })
+    };
+    serde_json::json!([{
+        "ID": service.id,
+        "Version": {"Index": service.version},
+        "CreatedAt": rfc3339(service.created_at),
+        "UpdatedAt": rfc3339(service.updated_at),
+        "Spec": {
+            "Name": spec.name,
+            "Labels": spec.labels,
+            "TaskTemplate": {
+                "ContainerSpec": {
+                    "Image": spec.image,
+                    "Args": spec.args,
+                    "Env": spec.env,
+                    "Hostname": spec.hostname,
+                    "StopGracePeriod": spec.stop_grace_millis * 1_000_000,
+                },
+                "Resources": {
+                    "Limits": {"NanoCPUs": spec.limits.nano_cpus, "MemoryBytes": spec.limits.memory_bytes},
+                    "Reservations": {"NanoCPUs": spec.reservations.nano_cpus, "MemoryBytes": spec.reservations.memory_bytes},
+                },
+                "RestartPolicy": {
+                    "Condition": spec.restart.condition,
+                    "Delay": spec.restart.delay_millis * 1_000_000,
+                    "MaxAttempts": spec.restart.max_attempts,
+                },
+                "Placement": {"Constraints": spec.constraints.iter().map(ToString::to_string).collect::<Vec<_>>()},
+                "Networks": spec.networks.iter().map(|n| serde_json::json!({"Target": n})).collect::<Vec<_>>(),
+                "ForceUpdate": spec.force_update,
+            },
+            "Mode": mode,
+            "UpdateConfig": update_config(&spec.update),
+            "RollbackConfig": update_config(&spec.rollback),
+            "EndpointSpec": {"Mode": spec.endpoint_mode, "Ports": ports},
+        },
+        "PreviousSpec": service.previous_spec.as_ref().map(|p| serde_json::json!({"Name": p.name, "Image": p.image})),
+        "Endpoint": {
+            "Spec": {"Mode": spec.endpoint_mode, "Ports": ports},
+            "Ports": ports,
+            "VirtualIPs": service.vips.iter().map(|(network, ip)| serde_json::json!({"NetworkID": network, "Addr": format!("{ip}/{}", prefixes.get(network).copied().unwrap_or(24))})).collect::<Vec<_>>(),
+        },
+        "UpdateStatus": service.update_status.as_ref().map(|u| serde_json::json!({
+            "State": u.state,
+            "StartedAt": rfc3339(u.started_at),
+            "CompletedAt": u.completed_at.map(rfc3339),
+            "Message": u.message,
+        })),
+    }])
+}

@@ -1,0 +1,534 @@
+//! The leader's reconciliation: from the store and which nodes are alive,
+//! the task changes that bring every service to its declared state. It
+//! makes tasks for empty slots (replicated) and eligible nodes (global),
+//! applies restart policies, replaces tasks on dead or drained nodes, rolls
+//! updates out batch by batch, schedules new tasks and trims history. It is
+//! a pure function of its inputs, so it is tested without a cluster; the
+//! leader commits what it returns.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{
+    Availability, NodeRecord, Role,
+    services::{
+        Constraint, FailureAction, RestartCondition, ServiceMode, ServiceRecord, ServiceSpec,
+        TASK_HISTORY, TaskChange, TaskRecord, TaskState, TaskStatus, UpdateOrder, UpdateState,
+        UpdateStatus,
+    },
+    state::ClusterState,
+};
+
+/// What the leader commits after one pass.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    pub tasks: Vec<TaskChange>,
+    pub update_statuses: Vec<(String, UpdateStatus)>,
+    /// Services whose failed update rolls back to their previous spec.
+    pub rollbacks: Vec<(String, ServiceSpec)>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty() && self.update_statuses.is_empty() && self.rollbacks.is_empty()
+    }
+}
+
+/// One reconciliation pass. `ready` holds the nodes the leader hears from;
+/// `new_id` names new tasks.
+pub fn reconcile(
+    state: &ClusterState,
+    ready: &BTreeSet<String>,
+    now_millis: u64,
+    new_id: &mut dyn FnMut() -> String,
+) -> Plan {
+    let mut plan = Plan::default();
+    let mut created = Vec::new();
+    let mut desired: BTreeMap<String, TaskState> = BTreeMap::new();
+
+    // Tasks whose service is gone, or that are to be removed.
+    for task in state.tasks.values() {
+        let orphan = !state.services.contains_key(&task.service_id);
+        if orphan || task.desired == TaskState::Remove {
+            let node_ready = task.node_id.as_ref().is_some_and(|n| ready.contains(n));
+            if task.status.state.is_terminal() || !node_ready {
+                plan.tasks.push(TaskChange::Delete {
+                    id: task.id.clone(),
+                });
+            } else if task.desired != TaskState::Remove {
+                desired.insert(task.id.clone(), TaskState::Remove);
+            }
+        }
+    }
+
+    for service in state.services.values() {
+        let tasks: Vec<&TaskRecord> = state
+            .tasks
+            .values()
+            .filter(|t| t.service_id == service.id && t.desired != TaskState::Remove)
+            .collect();
+        let eligible_node = |node: &NodeRecord| {
+            ready.contains(&node.id)
+                && node.availability != Availability::Drain
+                && satisfies(node, &service.spec.constraints)
+        };
+        // Slots: 1..=replicas, or one per eligible node for global services.
+        let mut slots: BTreeMap<SlotKey, Vec<&TaskRecord>> = BTreeMap::new();
+        let wanted: BTreeSet<SlotKey> = match service.spec.mode {
+            ServiceMode::Replicated { replicas } => (1..=replicas).map(SlotKey::Slot).collect(),
+            ServiceMode::Global => state
+                .nodes
+                .values()
+                .filter(|n| eligible_node(n))
+                .map(|n| SlotKey::Node(n.id.clone()))
+                .collect(),
+        };
+        for task in &tasks {
+            let key = match &service.spec.mode {
+                ServiceMode::Replicated { .. } => SlotKey::Slot(task.slot),
+                ServiceMode::Global => SlotKey::Node(task.node_id.clone().unwrap_or_default()),
+            };
+            slots.entry(key).or_default().push(task);
+        }
+        for list in slots.values_mut() {
+            list.sort_by_key(|t| (t.created_at_millis, t.id.clone()));
+        }
+
+        // Live tasks that have to go: on a dead, drained or (global) no
+        // longer eligible node; ended; or beyond the replica count.
+        for (key, list) in &slots {
+            for task in list.iter().filter(|t| t.desired == TaskState::Running) {
+                let node = task.node_id.as_ref().and_then(|n| state.nodes.get(n));
+                let lost = match (&task.node_id, node) {
+                    (None, _) => false,
+                    (Some(_), None) => true,
+                    (Some(id), Some(node)) => {
+                        !ready.contains(id) || node.availability == Availability::Drain
+                    }
+                };
+                if !wanted.contains(key) {
+                    desired.insert(task.id.clone(), TaskState::Remove);
+                } else if lost || task.status.state.is_terminal() {
+                    desired.insert(task.id.clone(), TaskState::Shutdown);
+                } else if matches!(key, SlotKey::Node(_))
+                    && node.is_some_and(|n| !satisfies(n, &service.spec.constraints))
+                {
+                    desired.insert(task.id.clone(), TaskState::Shutdown);
+                }
+            }
+        }
+
+        let update = rolling_update(service, &slots, &desired, now_millis, &mut plan);
+        for key in &wanted {
+            let list = slots.get(key).map(Vec::as_slice).unwrap_or_default();
+            let live: Vec<&&TaskRecord> = list
+                .iter()
+                .filter(|t| {
+                    t.desired == TaskState::Running
+                        && desired.get(&t.id).is_none_or(|d| *d == TaskState::Running)
+                })
+                .collect();
+            let current = live.iter().any(|t| t.spec_version == service.version);
+            let outdated: Vec<&&&TaskRecord> = live
+                .iter()
+                .filter(|t| t.spec_version != service.version)
+                .collect();
+            if live.is_empty() {
+                if restart_due(service, list, now_millis) {
+                    created.push(new_task(service, key, new_id(), now_millis));
+                }
+                continue;
+            }
+            if outdated.is_empty() || !update.proceed {
+                continue;
+            }
+            if current {
+                // start-first: the new task is up; the old one goes.
+                let new_running = live.iter().any(|t| {
+                    t.spec_version == service.version && t.status.state == TaskState::Running
+                });
+                if new_running {
+                    for old in &outdated {
+                        desired.insert(old.id.clone(), TaskState::Shutdown);
+                    }
+                }
+                continue;
+            }
+            if update.budget.get() == 0 {
+                continue;
+            }
+            update.budget.set(update.budget.get() - 1);
+            if update.order == UpdateOrder::StopFirst {
+                for old in &outdated {
+                    desired.insert(old.id.clone(), TaskState::Shutdown);
+                }
+            }
+            created.push(new_task(service, key, new_id(), now_millis));
+        }
+
+        // History: the latest few ended tasks of each slot stay for `ps`.
+        for list in slots.values() {
+            let ended: Vec<&&TaskRecord> = list
+                .iter()
+                .filter(|t| t.desired != TaskState::Running && t.status.state.is_terminal())
+                .collect();
+            for task in ended.iter().take(ended.len().saturating_sub(TASK_HISTORY)) {
+                plan.tasks.push(TaskChange::Delete {
+                    id: task.id.clone(),
+                });
+            }
+        }
+    }
+
+    for (id, state) in desired {
+        plan.tasks
+            .push(TaskChange::SetDesired { id, desired: state });
+    }
+    schedule(state, ready, &mut created, &mut plan, now_millis);
+    plan
+}
+
+/// A slot of a replicated service, or the node of a global one.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum SlotKey {
+    Slot(u64),
+    Node(String),
+}
+
+struct UpdatePass {
+    /// Whether outdated tasks are replaced in this pass.
+    proceed: bool,
+    /// How many more slots this pass may start replacing.
+    budget: std::cell::Cell<u64>,
+    order: UpdateOrder,
+}
+
+/// Decides how far a rolling update moves in this pass, and records its
+/// completion, pause or rollback in `plan`.
+fn rolling_update(
+    service: &ServiceRecord,
+    slots: &BTreeMap<SlotKey, Vec<&TaskRecord>>,
+    desired: &BTreeMap<String, TaskState>,
+    now_millis: u64,
+    plan: &mut Plan,
+) -> UpdatePass {
+    let rollback = matches!(
+        service.update_status.as_ref().map(|s| s.state),
+        Some(UpdateState::RollbackStarted)
+    );
+    let config = if rollback {
+        &service.spec.rollback
+    } else {
+        &service.spec.update
+    };
+    let idle = UpdatePass {
+        proceed: false,
+        budget: std::cell::Cell::new(0),
+        order: config.order,
+    };
+    let Some(status) = &service.update_status else {
+        // Never updated: outdated tasks cannot exist.
+        return idle;
+    };
+    if !matches!(
+        status.state,
+        UpdateState::Updating | UpdateState::RollbackStarted
+    ) {
+        return idle;
+    }
+    let tasks = || slots.values().flatten();
+    let new_tasks: Vec<&&TaskRecord> = tasks()
+        .filter(|t| t.spec_version == service.version)
+        .collect();
+    // A new task that failed (rather than being stopped) fails the update.
+    let failed = new_tasks.iter().find(|t| {
+        matches!(t.status.state, TaskState::Failed | TaskState::Rejected)
+            && t.status.timestamp_millis >= status.started_at * 1000
+    });
+    if let Some(task) = failed
+        && config.failure_action != FailureAction::Continue
+    {
+        let message = format!(
+            "update paused due to failure or early termination of task {}: {}",
+            task.id, task.status.err
+        );
+        if config.failure_action == FailureAction::Rollback
+            && !rollback
+            && let Some(previous) = &service.previous_spec
+        {
+            plan.rollbacks.push((service.id.clone(), previous.clone()));
+        } else {
+            plan.update_statuses.push((
+                service.id.clone(),
+                UpdateStatus {
+                    state: if rollback {
+                        UpdateState::RollbackPaused
+                    } else {
+                        UpdateState::Paused
+                    },
+                    started_at: status.started_at,
+                    completed_at: None,
+                    message,
+                },
+            ));
+        }
+        return idle;
+    }
+    let live = |t: &&&TaskRecord| {
+        t.desired == TaskState::Running
+            && desired.get(&t.id).is_none_or(|d| *d == TaskState::Running)
+    };
+    let outdated = tasks()
+        .filter(live)
+        .any(|t| t.spec_version != service.version);
+    // A new task counts as updated once it has run for the monitor period.
+    let starting = new_tasks
+        .iter()
+        .filter(|t| {
+            live(t)
+                && (t.status.state < TaskState::Running
+                    || now_millis < t.status.timestamp_millis + config.monitor_millis)
+        })
+        .count() as u64;
+    if !outdated && starting == 0 {
+        plan.update_statuses.push((
+            service.id.clone(),
+            UpdateStatus {
+                state: if rollback {
+                    UpdateState::RollbackCompleted
+                } else {
+                    UpdateState::Completed
+                },
+                started_at: status.started_at,
+                completed_at: Some(now_millis / 1000),
+                message: if rollback {
+                    "rollback completed".into()
+                } else {
+                    "update completed".into()
+                },
+            },
+        ));
+        return idle;
+    }
+    // The next batch waits for the last one to run, then for the delay.
+    let last_batch = new_tasks
+        .iter()
+        .map(|t| t.created_at_millis)
+        .max()
+        .unwrap_or(0);
+    if starting > 0 || now_millis < last_batch + config.delay_millis {
+        return UpdatePass {
+            proceed: true,
+            budget: std::cell::Cell::new(0),
+            order: config.order,
+        };
+    }
+    let parallelism = if config.parallelism == 0 {
+        u64::MAX
+    } else {
+        config.parallelism
+    };
+    UpdatePass {
+        proceed: true,
+        budget: std::cell::Cell::new(parallelism),
+        order: config.order,
+    }
+}
+
+/// Whether a slot whose tasks have all ended gets a new one now, per the
+/// restart policy (condition, delay, attempts).
+fn restart_due(service: &ServiceRecord, history: &[&TaskRecord], now_millis: u64) -> bool {
+    let Some(last) = history.last() else {
+        return true;
+    };
+    // Replaced rather than ended (node lost, drained, scaled, updated):
+    // always comes back, at once.
+    if !last.status.state.is_terminal() || last.status.state == TaskState::Shutdown {
+        return true;
+    }
+    let policy = &service.spec.restart;
+    let failed = last.status.state != TaskState::Complete;
+    let allowed = match policy.condition {
+        RestartCondition::Any => true,
+        RestartCondition::OnFailure => failed,
+        RestartCondition::None => false,
+    };
+    if !allowed {
+        return false;
+    }
+    if policy.max_attempts > 0 {
+        let attempts = history
+            .iter()
+            .filter(|t| t.spec_version == service.version && t.status.state.is_terminal())
+            .count() as u64;
+        // The first run is not a restart.
+        if attempts > policy.max_attempts {
+            return false;
+        }
+    }
+    now_millis >= last.status.timestamp_millis + policy.delay_millis
+}
+
+fn new_task(service: &ServiceRecord, key: &SlotKey, id: String, now_millis: u64) -> TaskRecord {
+    let (slot, node_id) = match key {
+        SlotKey::Slot(slot) => (*slot, None),
+        SlotKey::Node(node) => (0, Some(node.clone())),
+    };
+    TaskRecord {
+        id,
+        service_id: service.id.clone(),
+        slot,
+        node_id,
+        spec_version: service.version,
+        spec: service.spec.clone(),
+        desired: TaskState::Running,
+        status: TaskStatus {
+            state: TaskState::New,
+            timestamp_millis: now_millis,
+            message: "created".into(),
+            err: String::new(),
+            exit_code: None,
+        },
+        addresses: BTreeMap::new(),
+        created_at_millis: now_millis,
+    }
+}
+
+/// Places new tasks: available nodes that satisfy the constraints, then the
+/// one with the fewest tasks of the service, then the fewest tasks in all.
+/// A global task is assigned to its own node.
+fn schedule(
+    state: &ClusterState,
+    ready: &BTreeSet<String>,
+    created: &mut Vec<TaskRecord>,
+    plan: &mut Plan,
+    now_millis: u64,
+) {
+    let mut per_service: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut per_node: BTreeMap<&str, u64> = BTreeMap::new();
+    for task in state.tasks.values() {
+        if task.desired == TaskState::Running
+            && !task.status.state.is_terminal()
+            && let Some(node) = &task.node_id
+        {
+            *per_service.entry((&task.service_id, node)).or_default() += 1;
+            *per_node.entry(node).or_default() += 1;
+        }
+    }
+    let mut assigned: Vec<(String, String)> = Vec::new();
+    let mut waiting: Vec<&TaskRecord> = state
+        .tasks
+        .values()
+        .filter(|t| t.desired == TaskState::Running && t.status.state <= TaskState::Pending)
+        .collect();
+    waiting.sort_by_key(|t| (t.created_at_millis, t.slot, t.id.clone()));
+    let fresh: Vec<TaskRecord> = std::mem::take(created);
+    let candidates: Vec<&TaskRecord> = waiting.into_iter().chain(fresh.iter()).collect();
+    let mut counts: BTreeMap<(String, String), u64> = per_service
+        .into_iter()
+        .map(|((s, n), c)| ((s.to_owned(), n.to_owned()), c))
+        .collect();
+    let mut totals: BTreeMap<String, u64> = per_node
+        .into_iter()
+        .map(|(n, c)| (n.to_owned(), c))
+        .collect();
+    for task in candidates {
+        if let Some(node) = &task.node_id {
+            assigned.push((task.id.clone(), node.clone()));
+            continue;
+        }
+        let mut not_available = 0;
+        let mut not_matching = 0;
+        let mut best: Option<(&NodeRecord, (u64, u64))> = None;
+        for node in state.nodes.values() {
+            if !ready.contains(&node.id) || node.availability != Availability::Active {
+                not_available += 1;
+                continue;
+            }
+            if !satisfies(node, &task.spec.constraints) {
+                not_matching += 1;
+                continue;
+            }
+            let load = (
+                counts
+                    .get(&(task.service_id.clone(), node.id.clone()))
+                    .copied()
+                    .unwrap_or(0),
+                totals.get(&node.id).copied().unwrap_or(0),
+            );
+            if best.is_none_or(|(_, best_load)| load < best_load) {
+                best = Some((node, load));
+            }
+        }
+        match best {
+            Some((node, _)) => {
+                *counts
+                    .entry((task.service_id.clone(), node.id.clone()))
+                    .or_default() += 1;
+                *totals.entry(node.id.clone()).or_default() += 1;
+                assigned.push((task.id.clone(), node.id.clone()));
+            }
+            None => {
+                let mut reasons = Vec::new();
+                if not_available > 0 {
+                    reasons.push(format!("{not_available} not available for new tasks"));
+                }
+                if not_matching > 0 {
+                    reasons.push(format!(
+                        "scheduling constraints not satisfied on {not_matching}"
+                    ));
+                }
+                if reasons.is_empty() {
+                    reasons.push("no nodes in the swarm".into());
+                }
+                let reason = format!("no suitable node ({})", reasons.join("; "));
+                if task.status.err != reason || task.status.state != TaskState::Pending {
+                    plan.tasks.push(TaskChange::Unplaceable {
+                        id: task.id.clone(),
+                        reason,
+                        at_millis: now_millis,
+                    });
+                }
+            }
+        }
+    }
+    let fresh_changes: Vec<TaskChange> = fresh
+        .into_iter()
+        .map(|t| TaskChange::Create(Box::new(t)))
+        .collect();
+    // Created before assigned or marked pending, in the same batch.
+    let rest = std::mem::take(&mut plan.tasks);
+    plan.tasks = fresh_changes;
+    plan.tasks.extend(rest);
+    plan.tasks.extend(
+        assigned
+            .into_iter()
+            .map(|(id, node_id)| TaskChange::Assign { id, node_id }),
+    );
+}
+
+/// Whether `node` meets every constraint.
+pub fn satisfies(node: &NodeRecord, constraints: &[Constraint]) -> bool {
+    constraints.iter().all(|c| {
+        let actual = match c.key.as_str() {
+            "node.id" => Some(node.id.clone()),
+            "node.hostname" => Some(node.hostname.clone()),
+            "node.role" => Some(
+                match node.role {
+                    Role::Manager => "manager",
+                    Role::Worker => "worker",
+                }
+                .to_owned(),
+            ),
+            "node.platform.os" => Some(std::env::consts::OS.to_owned()),
+            "node.platform.arch" => Some(std::env::consts::ARCH.to_owned()),
+            key => key
+                .strip_prefix("node.labels.")
+                .and_then(|label| node.labels.get(label).cloned()),
+        };
+        // A missing label equals nothing, as in swarmkit.
+        match actual {
+            Some(actual) => (actual == c.value) == c.equal,
+            None => !c.equal,
+        }
+    })
+}

@@ -1,0 +1,107 @@
+//! Task runtimes: what runs a task's process on this node. The agent asks a
+//! runtime to prepare a task (its network namespace, visible to `ip netns`
+//! as `swarm-<task id>`), wires that namespace to the overlay, then starts
+//! the task, watches its state, stops it and removes what it left.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+pub mod native;
+
+/// Where task network namespaces are bound, as `ip netns add` does.
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// The name `ip netns` shows for a task's network namespace.
+pub fn netns_name(task_id: &str) -> String {
+    format!("swarm-{task_id}")
+}
+
+pub fn netns_path(task_id: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(netns_name(task_id))
+}
+
+/// What a runtime needs to run one task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub task_id: String,
+    /// Native: `host` (the host's filesystem) or an absolute path to a root
+    /// directory to chroot into. Docker: an image reference.
+    pub image: String,
+    /// The program and its arguments. Empty: the image's default (Docker
+    /// only; the native runtime refuses it).
+    pub args: Vec<String>,
+    /// `KEY=VALUE` pairs.
+    pub env: Vec<String>,
+    pub hostname: String,
+    /// Lines for the task's own /etc/hosts besides localhost: its addresses
+    /// with its hostname.
+    pub hosts: Vec<(Ipv4Addr, String)>,
+    pub resources: Resources,
+}
+
+/// Limits enforced through the task's cgroup (Docker's `--limit-*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPUs in billionths (`--limit-cpu 0.5` is 500_000_000).
+    pub nano_cpus: Option<u64>,
+    pub memory_bytes: Option<u64>,
+}
+
+/// Where a task stands, as its runtime sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Prepared, not started.
+    Created,
+    Running,
+    /// Its main process ended with this code (128 + N for signal N).
+    Exited {
+        code: i32,
+    },
+    /// The runtime knows nothing of it.
+    Missing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("task {task}: {what}: {source}")]
+    Io {
+        task: String,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("task {task}: {message}")]
+    Invalid { task: String, message: String },
+    #[error("the Docker engine: {0}")]
+    Docker(String),
+    #[error("no task {0} in this runtime")]
+    NoSuchTask(String),
+}
+
+/// A way to run tasks. Calls block; the agent makes them off its async
+/// runtime. Every method is idempotent where it can be: preparing a task
+/// twice, or stopping or removing one that is gone, is not an error.
+pub trait Runtime: Send + Sync {
+    /// `native` or `docker`.
+    fn name(&self) -> &'static str;
+    /// Makes what the task needs before its network is wired: at least its
+    /// network namespace at [`netns_path`], with `lo` up. Returns that path.
+    fn prepare(&self, spec: &TaskSpec) -> Result<PathBuf, RuntimeError>;
+    /// Starts the task's process in the namespace `prepare` made.
+    fn start(&self, spec: &TaskSpec) -> Result<(), RuntimeError>;
+    fn state(&self, task_id: &str) -> Result<TaskState, RuntimeError>;
+    /// Asks the task to stop (SIGTERM), and kills it after `grace`.
+    fn stop(&self, task_id: &str, grace: Duration) -> Result<(), RuntimeError>;
+    /// Removes all the task left: processes, cgroup, namespace, files, logs.
+    fn remove(&self, task_id: &str) -> Result<(), RuntimeError>;
+    /// What the task wrote to stdout and stderr, interleaved, in order.
+    fn logs(&self, task_id: &str) -> Result<Vec<u8>, RuntimeError>;
+    /// The tasks this runtime holds on this node, running or not (after a
+    /// daemon restart: what to adopt or remove).
+    fn list(&self) -> Result<Vec<String>, RuntimeError>;
+}

@@ -1,0 +1,775 @@
+//! The native runtime: a task is a process tree in network, mount, UTS and
+//! PID namespaces and a cgroup of its own, on the host's filesystem (image
+//! `host`) or chrooted into a directory (image `/abs/path`).
+//!
+//! What a task is lives in files under `<state dir>/<task id>/` (log, exit
+//! code, init's PID, hosts, resolv.conf, hostname), its cgroup and its
+//! namespace, never only in the daemon's memory: a daemon killed and started
+//! again on the same state dir finds its running tasks with `list` and
+//! `state`, and can stop and remove them.
+
+mod cgroup;
+mod launch;
+mod netns;
+
+use std::{
+    ffi::CString,
+    fs::{self, File, OpenOptions},
+    io,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use libc::c_ulong;
+use nix::{
+    errno::Errno,
+    sys::{
+        signal::{Signal, kill},
+        wait::waitpid,
+    },
+    unistd::Pid,
+};
+use tracing::{debug, info, warn};
+
+use self::{
+    cgroup::CgroupLayout,
+    launch::{LaunchError, Plan, Step},
+};
+use super::{Runtime, RuntimeError, TaskSpec, TaskState, netns_path};
+
+const LOG_FILE: &str = "log";
+/// Written by the task's shim when its init exits; present means exited.
+const EXIT_FILE: &str = "exit";
+/// Init's PID as the host sees it; present means started.
+const INIT_PID_FILE: &str = "init.pid";
+const HOSTS_FILE: &str = "hosts";
+const RESOLV_CONF_FILE: &str = "resolv.conf";
+const HOSTNAME_FILE: &str = "hostname";
+
+/// The image that runs a task on the host's own filesystem.
+pub const HOST_IMAGE: &str = "host";
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The exit code recorded when a task ended and nothing recorded how (its
+/// shim was killed, or the host rebooted), as Docker reports such a case.
+const EXIT_UNKNOWN: i32 = 255;
+/// How long the shim may take to record the code once the cgroup is empty.
+const SHIM_RECORD_WAIT: Duration = Duration::from_secs(2);
+/// How long SIGKILLed processes may take to leave the cgroup.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// The longest hostname the kernel takes.
+const HOSTNAME_MAX: usize = 64;
+/// What `RuntimeError` names as the task when an error concerns no task.
+const NO_TASK: &str = "*";
+
+/// Runs tasks as namespaced, cgrouped process trees on this host.
+pub struct NativeRuntime {
+    state_dir: PathBuf,
+    cgroups: CgroupLayout,
+    /// Held while a task starts, so that two starts cannot race.
+    starting: Mutex<()>,
+}
+
+/// Where a task's filesystem comes from.
+enum Image {
+    Host,
+    Root(PathBuf),
+}
+
+impl NativeRuntime {
+    /// A runtime keeping its tasks under `state_dir` (e.g. `<data dir>/tasks`),
+    /// which it creates; the tasks already there are its own.
+    pub fn new(state_dir: PathBuf) -> Result<Self, RuntimeError> {
+        fs::create_dir_all(&state_dir).map_err(io_error(
+            NO_TASK,
+            format!("creating the state dir {}", state_dir.display()),
+        ))?;
+        let cgroups =
+            CgroupLayout::detect().map_err(io_error(NO_TASK, "finding the cgroup hierarchies"))?;
+        debug!(state_dir = %state_dir.display(), ?cgroups, "native runtime ready");
+        Ok(Self {
+            state_dir,
+            cgroups,
+            starting: Mutex::new(()),
+        })
+    }
+
+    /// The task's cgroup directories (one per hierarchy in use, on cgroup v1).
+    pub fn cgroup_dirs(&self, task_id: &str) -> Vec<PathBuf> {
+        self.cgroups.task_dirs(task_id)
+    }
+
+    fn task_dir(&self, task_id: &str) -> PathBuf {
+        self.state_dir.join(task_id)
+    }
+
+    /// Builds what the task's children need, before the fork.
+    fn plan(
+        &self,
+        spec: &TaskSpec,
+        image: &Image,
+        cgroup_procs: &[PathBuf],
+    ) -> Result<Plan, RuntimeError> {
+        let task = spec.task_id.as_str();
+        let dir = self.task_dir(task);
+        let open =
+            |path: &Path, options: &OpenOptions, what: &str| -> Result<OwnedFd, RuntimeError> {
+                let file = options
+                    .open(path)
+                    .map_err(io_error(task, format!("opening {what} {}", path.display())))?;
+                launch::above_stdio(file.into()).map_err(io_error(task, "moving an fd above stdio"))
+            };
+        let read = OpenOptions::new().read(true).clone();
+        let write = OpenOptions::new().write(true).clone();
+        let append = OpenOptions::new().append(true).create(true).clone();
+
+        let mut steps = Vec::new();
+        for procs in cgroup_procs {
+            steps.push(Step::JoinCgroup {
+                procs: open(procs, &write, "the cgroup's process list")?,
+                label: procs.parent().unwrap_or(procs).display().to_string(),
+            });
+        }
+        steps.push(Step::EnterNetns(open(
+            &netns_path(task),
+            &read,
+            "the network namespace",
+        )?));
+        steps.push(Step::Unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS));
+        // Before any mount: nothing the task mounts may reach the host.
+        steps.push(mount_step(
+            task,
+            None,
+            "/",
+            None,
+            libc::MS_REC | libc::MS_PRIVATE,
+            None,
+        )?);
+        steps.push(Step::SetHostname(c_string(
+            task,
+            hostname(spec),
+            "the hostname",
+        )?));
+        // Other tasks' namespaces are none of this one's business.
+        steps.push(Step::Detach(c_string(task, super::NETNS_DIR, "a path")?));
+
+        let root = match image {
+            Image::Host => PathBuf::from("/"),
+            Image::Root(root) => {
+                prepare_rootfs(task, root)?;
+                // A mount point of its own, as a container root is.
+                steps.push(bind_step(task, root, root, libc::MS_REC, false)?);
+                root.clone()
+            }
+        };
+        let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+        steps.push(mount_step(
+            task,
+            Some("proc"),
+            root.join("proc"),
+            Some("proc"),
+            nosuid_nodev | libc::MS_NOEXEC,
+            None,
+        )?);
+        steps.push(mount_step(
+            task,
+            Some("tmpfs"),
+            root.join("tmp"),
+            Some("tmpfs"),
+            nosuid_nodev,
+            Some("mode=1777"),
+        )?);
+        if matches!(image, Image::Root(_)) && root.join("dev").is_dir() {
+            dev_steps(task, &root.join("dev"), &mut steps)?;
+        }
+        let etc = root.join("etc");
+        if etc.is_dir() {
+            for name in [HOSTS_FILE, RESOLV_CONF_FILE, HOSTNAME_FILE] {
+                if matches!(image, Image::Root(_)) && !ensure_bind_target(task, &etc.join(name))? {
+                    continue;
+                }
+                // Optional: a host without /etc/hostname keeps none.
+                steps.push(bind_step(task, &dir.join(name), &etc.join(name), 0, true)?);
+            }
+        }
+        if matches!(image, Image::Root(_)) {
+            steps.push(Step::Chroot(c_string(
+                task,
+                root.as_os_str().as_encoded_bytes(),
+                "the root",
+            )?));
+        }
+        steps.push(Step::Chdir(c_string(task, "/", "a path")?));
+
+        let env = task_env(spec);
+        let program = &spec.args[0];
+        let program_paths = if program.contains('/') {
+            vec![program.clone()]
+        } else {
+            let path = env
+                .iter()
+                .find_map(|var| var.strip_prefix("PATH="))
+                .unwrap_or(DEFAULT_PATH);
+            path.split(':')
+                .filter(|dir| !dir.is_empty())
+                .map(|dir| format!("{}/{program}", dir.trim_end_matches('/')))
+                .collect()
+        };
+        let c_strings = |strings: &[String], what: &str| -> Result<Vec<CString>, RuntimeError> {
+            strings
+                .iter()
+                .map(|s| c_string(task, s.as_str(), what))
+                .collect()
+        };
+        Ok(Plan {
+            program_paths: c_strings(&program_paths, "the program")?,
+            argv: c_strings(&spec.args, "an argument")?,
+            env: c_strings(&env, "an environment variable")?,
+            steps,
+            log: open(&dir.join(LOG_FILE), &append, "the log")?,
+            stdin: open(Path::new("/dev/null"), &read, "stdin")?,
+            task_dir: open(&dir, &read, "the task dir")?,
+        })
+    }
+
+    /// Undoes a start that failed half-way: nothing of it keeps running and
+    /// the task is back to created.
+    fn clean_failed_start(&self, task_id: &str, error: &LaunchError) {
+        if !self.cgroups.kill_all(task_id, KILL_WAIT) {
+            warn!(
+                task = task_id,
+                "processes of a failed start survive SIGKILL"
+            );
+        }
+        if let Some(shim) = error.shim() {
+            if matches!(error, LaunchError::Timeout { .. }) {
+                let _ = kill(shim, Signal::SIGKILL);
+            }
+            reap(shim);
+        }
+        let dir = self.task_dir(task_id);
+        for name in [EXIT_FILE, INIT_PID_FILE] {
+            let _ = fs::remove_file(dir.join(name));
+        }
+    }
+
+    /// Waits up to `timeout` for the shim to record the exit code.
+    fn wait_for_exit_code(&self, task_id: &str, timeout: Duration) -> Option<i32> {
+        let dir = self.task_dir(task_id);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(code) = read_exit_code(&dir) {
+                return Some(code);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    fn wait_until_empty(&self, task_id: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.cgroups.is_empty(task_id) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
+
+impl Runtime for NativeRuntime {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    fn prepare(&self, spec: &TaskSpec) -> Result<PathBuf, RuntimeError> {
+        let task = spec.task_id.as_str();
+        check_task_id(task)?;
+        check_spec(spec)?;
+        let dir = self.task_dir(task);
+        fs::create_dir_all(&dir).map_err(io_error(task, format!("creating {}", dir.display())))?;
+        let resolv_conf = match fs::read("/etc/resolv.conf") {
+            Ok(contents) => contents,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(io_error(task, "reading /etc/resolv.conf")(source)),
+        };
+        for (name, contents) in [
+            (HOSTS_FILE, hosts_file(spec).into_bytes()),
+            (RESOLV_CONF_FILE, resolv_conf),
+            (HOSTNAME_FILE, format!("{}\n", hostname(spec)).into_bytes()),
+        ] {
+            let path = dir.join(name);
+            fs::write(&path, contents)
+                .map_err(io_error(task, format!("writing {}", path.display())))?;
+        }
+        let netns = netns_path(task);
+        if !netns::is_bound(&netns) {
+            netns::create(&netns).map_err(|(what, source)| RuntimeError::Io {
+                task: task.to_owned(),
+                what,
+                source,
+            })?;
+        }
+        info!(task, netns = %netns.display(), "task prepared");
+        Ok(netns)
+    }
+
+    fn start(&self, spec: &TaskSpec) -> Result<(), RuntimeError> {
+        let task = spec.task_id.as_str();
+        check_task_id(task)?;
+        let image = check_spec(spec)?;
+        let _one_start = self
+            .starting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match self.state(task)? {
+            TaskState::Missing => return Err(RuntimeError::NoSuchTask(task.to_owned())),
+            TaskState::Running => return Ok(()),
+            // Started again, as `docker start` does: the log goes on.
+            TaskState::Exited { .. } => {
+                for name in [EXIT_FILE, INIT_PID_FILE] {
+                    let path = self.task_dir(task).join(name);
+                    fs::remove_file(&path)
+                        .map_err(io_error(task, format!("removing {}", path.display())))?;
+                }
+            }
+            TaskState::Created => {}
+        }
+        if !netns::is_bound(&netns_path(task)) {
+            return Err(RuntimeError::Invalid {
+                task: task.to_owned(),
+                message: format!(
+                    "no network namespace at {}: prepare the task first",
+                    netns_path(task).display()
+                ),
+            });
+        }
+        let cgroup_procs = self.cgroups.create(task, &spec.resources)?;
+        let plan = self.plan(spec, &image, &cgroup_procs)?;
+        let launched = match launch::launch(&plan) {
+            Ok(launched) => launched,
+            Err(error) => {
+                self.clean_failed_start(task, &error);
+                let (what, source) = match error {
+                    LaunchError::Daemon { what, source } => (what.to_owned(), source),
+                    LaunchError::Child { what, errno, .. } => (what, io::Error::from(errno)),
+                    timeout @ LaunchError::Timeout { .. } => (
+                        "starting the task".to_owned(),
+                        io::Error::new(io::ErrorKind::TimedOut, timeout.to_string()),
+                    ),
+                };
+                return Err(RuntimeError::Io {
+                    task: task.to_owned(),
+                    what,
+                    source,
+                });
+            }
+        };
+        reap_in_background(launched.shim);
+        let init_pid_file = self.task_dir(task).join(INIT_PID_FILE);
+        write_atomically(&init_pid_file, format!("{}\n", launched.init).as_bytes()).map_err(
+            io_error(task, format!("writing {}", init_pid_file.display())),
+        )?;
+        info!(task, init = %launched.init, shim = %launched.shim, program = %spec.args[0], "task started");
+        Ok(())
+    }
+
+    fn state(&self, task_id: &str) -> Result<TaskState, RuntimeError> {
+        check_task_id(task_id)?;
+        let dir = self.task_dir(task_id);
+        if !dir.is_dir() {
+            return Ok(TaskState::Missing);
+        }
+        if let Some(code) = read_exit_code(&dir) {
+            return Ok(TaskState::Exited { code });
+        }
+        if !dir.join(INIT_PID_FILE).exists() {
+            return Ok(TaskState::Created);
+        }
+        if !self.cgroups.is_empty(task_id) {
+            return Ok(TaskState::Running);
+        }
+        // Init is gone: its shim is about to record the code, unless it was
+        // killed too (or the host rebooted); then nobody will.
+        if let Some(code) = self.wait_for_exit_code(task_id, SHIM_RECORD_WAIT) {
+            return Ok(TaskState::Exited { code });
+        }
+        warn!(
+            task = task_id,
+            code = EXIT_UNKNOWN,
+            "the task ended and nothing recorded its exit code"
+        );
+        let exit_file = dir.join(EXIT_FILE);
+        write_atomically(&exit_file, format!("{EXIT_UNKNOWN}\n").as_bytes()).map_err(io_error(
+            task_id,
+            format!("writing {}", exit_file.display()),
+        ))?;
+        Ok(TaskState::Exited { code: EXIT_UNKNOWN })
+    }
+
+    fn stop(&self, task_id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        if self.state(task_id)? != TaskState::Running {
+            return Ok(());
+        }
+        if !grace.is_zero() {
+            let init = fs::read_to_string(self.task_dir(task_id).join(INIT_PID_FILE))
+                .ok()
+                .and_then(|pid| pid.trim().parse().ok())
+                .map(Pid::from_raw);
+            // Init forwards SIGTERM to the program. Only a PID still in the
+            // cgroup is signalled: a recorded one may have been reused.
+            match init.filter(|pid| self.cgroups.pids(task_id).contains(pid)) {
+                Some(init) => {
+                    if let Err(err) = kill(init, Signal::SIGTERM) {
+                        debug!(task = task_id, %init, %err, "cannot SIGTERM the task's init");
+                    }
+                }
+                None => self.cgroups.signal_all(task_id, Signal::SIGTERM),
+            }
+        }
+        if !self.wait_until_empty(task_id, grace) {
+            info!(
+                task = task_id,
+                ?grace,
+                "task still running after its grace period: killing it"
+            );
+            if !self.cgroups.kill_all(task_id, KILL_WAIT) {
+                return Err(RuntimeError::Io {
+                    task: task_id.to_owned(),
+                    what: "killing the task's processes".into(),
+                    source: io::Error::other(format!("some survive SIGKILL for {KILL_WAIT:?}")),
+                });
+            }
+        }
+        // So that `state` right after says how it ended.
+        let code = self.wait_for_exit_code(task_id, SHIM_RECORD_WAIT);
+        info!(task = task_id, ?code, "task stopped");
+        Ok(())
+    }
+
+    fn remove(&self, task_id: &str) -> Result<(), RuntimeError> {
+        check_task_id(task_id)?;
+        self.stop(task_id, Duration::ZERO)?;
+        // Whatever a crashed start may have left in the cgroup.
+        if !self.cgroups.kill_all(task_id, KILL_WAIT) {
+            warn!(
+                task = task_id,
+                "processes survive SIGKILL; the cgroup may stay"
+            );
+        }
+        self.cgroups.remove(task_id)?;
+        let netns = netns_path(task_id);
+        netns::remove(&netns)
+            .map_err(io_error(task_id, format!("deleting {}", netns.display())))?;
+        let dir = self.task_dir(task_id);
+        match fs::remove_dir_all(&dir) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                return Err(io_error(task_id, format!("deleting {}", dir.display()))(
+                    err,
+                ));
+            }
+            _ => {}
+        }
+        info!(task = task_id, "task removed");
+        Ok(())
+    }
+
+    fn logs(&self, task_id: &str) -> Result<Vec<u8>, RuntimeError> {
+        check_task_id(task_id)?;
+        let dir = self.task_dir(task_id);
+        if !dir.is_dir() {
+            return Err(RuntimeError::NoSuchTask(task_id.to_owned()));
+        }
+        match fs::read(dir.join(LOG_FILE)) {
+            Ok(log) => Ok(log),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(io_error(task_id, "reading the log")(source)),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<String>, RuntimeError> {
+        let entries = fs::read_dir(&self.state_dir).map_err(io_error(
+            NO_TASK,
+            format!("listing {}", self.state_dir.display()),
+        ))?;
+        let mut tasks = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_error(
+                NO_TASK,
+                format!("listing {}", self.state_dir.display()),
+            ))?;
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                if let Some(name) = entry.file_name().to_str() {
+                    tasks.push(name.to_owned());
+                }
+            }
+        }
+        tasks.sort();
+        Ok(tasks)
+    }
+}
+
+fn io_error(task: &str, what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
+    let task = task.to_owned();
+    let what = what.into();
+    move |source| RuntimeError::Io { task, what, source }
+}
+
+fn invalid(task: &str, message: impl Into<String>) -> RuntimeError {
+    RuntimeError::Invalid {
+        task: task.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Task IDs name directories, a cgroup and a namespace: no path tricks.
+fn check_task_id(task_id: &str) -> Result<(), RuntimeError> {
+    let fine = !task_id.is_empty()
+        && task_id.len() <= 128
+        && !task_id.starts_with('.')
+        && task_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if fine {
+        Ok(())
+    } else {
+        Err(invalid(
+            task_id,
+            "a task ID is 1 to 128 ASCII letters, digits, '-', '_' or '.', not starting with '.'",
+        ))
+    }
+}
+
+/// What the native runtime refuses before doing anything.
+fn check_spec(spec: &TaskSpec) -> Result<Image, RuntimeError> {
+    let task = spec.task_id.as_str();
+    if spec.args.is_empty() {
+        return Err(invalid(
+            task,
+            "the native runtime needs a command: give it after the image",
+        ));
+    }
+    if hostname(spec).len() > HOSTNAME_MAX {
+        return Err(invalid(
+            task,
+            format!(
+                "hostname {:?} is longer than {HOSTNAME_MAX} bytes",
+                spec.hostname
+            ),
+        ));
+    }
+    if spec.image == HOST_IMAGE {
+        return Ok(Image::Host);
+    }
+    let root = Path::new(&spec.image);
+    if root.is_absolute() && root.is_dir() {
+        // Symlinks resolved now: the children chroot where this points.
+        let root = root
+            .canonicalize()
+            .map_err(io_error(task, format!("resolving {}", root.display())))?;
+        return Ok(Image::Root(root));
+    }
+    Err(invalid(
+        task,
+        format!(
+            "image {:?} is neither `{HOST_IMAGE}` nor an existing absolute directory: the native runtime runs `{HOST_IMAGE}` (the host's filesystem) or chroots into a root directory given by its absolute path",
+            spec.image
+        ),
+    ))
+}
+
+/// The task's hostname: its own, or the first 12 characters of its ID, as
+/// Docker names containers.
+fn hostname(spec: &TaskSpec) -> &str {
+    if spec.hostname.is_empty() {
+        &spec.task_id[..spec.task_id.len().min(12)]
+    } else {
+        &spec.hostname
+    }
+}
+
+fn hosts_file(spec: &TaskSpec) -> String {
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for (address, name) in &spec.hosts {
+        hosts.push_str(&format!("{address}\t{name}\n"));
+    }
+    hosts
+}
+
+/// The task's environment: its own, with PATH and HOSTNAME when it lacks them.
+fn task_env(spec: &TaskSpec) -> Vec<String> {
+    let mut env = spec.env.clone();
+    let has = |env: &[String], name: &str| {
+        env.iter()
+            .any(|var| var.split_once('=').is_some_and(|(key, _)| key == name))
+    };
+    if !has(&env, "PATH") {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if !has(&env, "HOSTNAME") {
+        env.push(format!("HOSTNAME={}", hostname(spec)));
+    }
+    env
+}
+
+fn c_string(task: &str, bytes: impl Into<Vec<u8>>, what: &str) -> Result<CString, RuntimeError> {
+    CString::new(bytes).map_err(|_| invalid(task, format!("{what} holds a NUL byte")))
+}
+
+fn path_c_string(task: &str, path: impl AsRef<Path>) -> Result<CString, RuntimeError> {
+    c_string(task, path.as_ref().as_os_str().as_encoded_bytes(), "a path")
+}
+
+fn mount_step(
+    task: &str,
+    source: Option<&str>,
+    target: impl AsRef<Path>,
+    fstype: Option<&str>,
+    flags: c_ulong,
+    data: Option<&str>,
+) -> Result<Step, RuntimeError> {
+    let optional_c = |s: Option<&str>| s.map(|s| c_string(task, s, "a mount option")).transpose();
+    Ok(Step::Mount {
+        source: optional_c(source)?,
+        target: path_c_string(task, target)?,
+        fstype: optional_c(fstype)?,
+        flags,
+        data: optional_c(data)?,
+        optional: false,
+    })
+}
+
+fn bind_step(
+    task: &str,
+    source: &Path,
+    target: &Path,
+    flags: c_ulong,
+    optional: bool,
+) -> Result<Step, RuntimeError> {
+    Ok(Step::Mount {
+        source: Some(path_c_string(task, source)?),
+        target: path_c_string(task, target)?,
+        fstype: None,
+        flags: libc::MS_BIND | flags,
+        data: None,
+        optional,
+    })
+}
+
+/// Gives a root directory the mount points a task needs (made once, kept).
+fn prepare_rootfs(task: &str, root: &Path) -> Result<(), RuntimeError> {
+    for (name, mode) in [("proc", 0o555), ("tmp", 0o1777)] {
+        let dir = root.join(name);
+        if dir.is_dir() {
+            continue;
+        }
+        fs::create_dir(&dir).map_err(io_error(task, format!("creating {}", dir.display())))?;
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(io_error(
+            task,
+            format!("setting the mode of {}", dir.display()),
+        ))?;
+    }
+    Ok(())
+}
+
+/// Whether a file of the task may be bound on `target` in a root directory:
+/// made empty if missing; not through a symlink, which would resolve
+/// against the host's root before the chroot.
+fn ensure_bind_target(task: &str, target: &Path) -> Result<bool, RuntimeError> {
+    match fs::symlink_metadata(target) {
+        Ok(meta) => Ok(meta.is_file()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            File::create(target)
+                .map_err(io_error(task, format!("creating {}", target.display())))?;
+            Ok(true)
+        }
+        Err(source) => Err(io_error(task, format!("inspecting {}", target.display()))(
+            source,
+        )),
+    }
+}
+
+/// A minimal /dev in a root directory: a tmpfs with the usual devices.
+fn dev_steps(task: &str, dev: &Path, steps: &mut Vec<Step>) -> Result<(), RuntimeError> {
+    steps.push(mount_step(
+        task,
+        Some("tmpfs"),
+        dev,
+        Some("tmpfs"),
+        libc::MS_NOSUID,
+        Some("mode=755"),
+    )?);
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        steps.push(Step::Mknod {
+            path: path_c_string(task, dev.join(name))?,
+            major,
+            minor,
+        });
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        steps.push(Step::Symlink {
+            target: c_string(task, target, "a path")?,
+            link: path_c_string(task, dev.join(name))?,
+        });
+    }
+    Ok(())
+}
+
+fn read_exit_code(task_dir: &Path) -> Option<i32> {
+    let recorded = fs::read_to_string(task_dir.join(EXIT_FILE)).ok()?;
+    Some(recorded.trim().parse().unwrap_or_else(|_| {
+        warn!(dir = %task_dir.display(), recorded, "unreadable exit code");
+        EXIT_UNKNOWN
+    }))
+}
+
+/// Written under a temporary name and renamed: readers see all or nothing.
+fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let temporary = path.with_extension("tmp");
+    fs::write(&temporary, contents)?;
+    fs::rename(&temporary, path)
+}
+
+/// Waits for the shim, the daemon's child, to exit.
+fn reap(shim: Pid) {
+    loop {
+        match waitpid(shim, None) {
+            Err(Errno::EINTR) => continue,
+            Ok(_) | Err(_) => return,
+        }
+    }
+}
+
+/// A thread that reaps the shim when the task ends, so no zombie stays.
+/// Small: it only waits.
+fn reap_in_background(shim: Pid) {
+    let spawned = thread::Builder::new()
+        .name(format!("reap-{shim}"))
+        .stack_size(64 * 1024)
+        .spawn(move || reap(shim));
+    if let Err(err) = spawned {
+        warn!(%shim, %err, "cannot start a thread to reap the task's shim; it stays a zombie once the task ends");
+    }
+}

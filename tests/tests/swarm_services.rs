@@ -1,0 +1,517 @@
+//! Services on a swarm of 3 managers and 2 workers, with the native
+//! runtime: placement, scaling, restarts, failures, drain, constraints,
+//! global services, rolling updates and rollbacks, and traffic through the
+//! routing mesh and VIPs to the tasks.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use swarm_tests::{Topology, TopologyOptions, servers::http_get};
+
+const WORKERS: [usize; 2] = [3, 4];
+/// What every wait here allows: a busy 2-core VM.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A task that answers HTTP on port 80 with its hostname (its task ID
+/// prefix unless --hostname is given).
+const WEB: &[&str] = &[
+    "host",
+    "sh",
+    "-c",
+    "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 80 -h /tmp/www",
+];
+
+fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(last) if Instant::now() >= deadline => panic!("never {what}: {last}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// h1 inits, h2 and h3 join as managers, h4 and h5 as workers.
+fn five_node_swarm(tag: &str) -> Topology {
+    let mut topology = Topology::new(&TopologyOptions::new(tag, 5)).unwrap();
+    topology.start_daemons().unwrap();
+    topology.daemon(0).swarm_ok(&["init"]).unwrap();
+    for host in [1, 2] {
+        topology.join(host, "manager", 0).unwrap();
+    }
+    for host in WORKERS {
+        topology.join(host, "worker", 0).unwrap();
+    }
+    wait_until("all 5 nodes Ready", || {
+        let rows = topology
+            .daemon(0)
+            .swarm_json(&["node", "ls"])
+            .map_err(|e| e.to_string())?;
+        let ready = rows.iter().filter(|r| r["Status"] == "Ready").count();
+        (ready == 5).then_some(()).ok_or(format!("{rows:?}"))
+    });
+    topology
+}
+
+fn hostname_of(host: usize) -> String {
+    format!("h{}", host + 1)
+}
+
+/// `service ps` rows whose desired state is Running.
+fn live_tasks(topology: &Topology, service: &str) -> Vec<serde_json::Value> {
+    topology
+        .daemon(0)
+        .swarm_json(&["service", "ps", service])
+        .unwrap()
+        .into_iter()
+        .filter(|r| r["DesiredState"] == "Running")
+        .collect()
+}
+
+/// Waits until `count` tasks of `service` run; returns tasks per node.
+fn wait_running(topology: &Topology, service: &str, count: usize) -> BTreeMap<String, usize> {
+    let mut per_node = BTreeMap::new();
+    wait_until(&format!("{count} tasks of {service} running"), || {
+        let rows = live_tasks(topology, service);
+        let running: Vec<&serde_json::Value> = rows
+            .iter()
+            .filter(|r| {
+                r["CurrentState"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("Running")
+            })
+            .collect();
+        if running.len() != count || rows.len() != count {
+            return Err(format!("{rows:#?}"));
+        }
+        per_node.clear();
+        for row in running {
+            *per_node
+                .entry(row["Node"].as_str().unwrap().to_owned())
+                .or_insert(0) += 1;
+        }
+        Ok(())
+    });
+    per_node
+}
+
+/// The hostnames answering on `port` of node `via`, over `tries` requests
+/// from the client namespace.
+fn answers_through(topology: &Topology, via: usize, port: u16, tries: usize) -> BTreeSet<String> {
+    let client = topology.client.netns.name();
+    let target = SocketAddr::new(topology.hosts[via].addr.into(), port);
+    (0..tries)
+        .filter_map(|_| http_get(client, target).ok())
+        .map(|answer| {
+            answer
+                .rsplit(" | ")
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
+fn create(topology: &Topology, args: &[&str]) -> String {
+    let mut full = vec!["service", "create"];
+    full.extend_from_slice(args);
+    topology
+        .daemon(0)
+        .swarm_ok(&full)
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn six_replicas_spread_evenly_scale_and_answer_through_every_node() {
+    let topology = five_node_swarm("svs");
+    let mut args = vec!["--name", "web", "--replicas", "6", "-p", "8080:80"];
+    args.extend_from_slice(WEB);
+    create(&topology, &args);
+    let per_node = wait_running(&topology, "web", 6);
+    let counts: Vec<usize> = (0..5)
+        .map(|h| per_node.get(&hostname_of(h)).copied().unwrap_or(0))
+        .collect();
+    let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    assert!(max - min <= 1, "uneven spread: {counts:?}");
+
+    // Every node's published port reaches every replica.
+    let replicas: BTreeSet<String> = live_tasks(&topology, "web")
+        .iter()
+        .map(|r| r["ID"].as_str().unwrap()[..12].to_owned())
+        .collect();
+    for via in 0..5 {
+        wait_until(&format!("all replicas answer through h{}", via + 1), || {
+            let seen = answers_through(&topology, via, 8080, 18);
+            (seen == replicas)
+                .then_some(())
+                .ok_or(format!("saw {seen:?}, want {replicas:?}"))
+        });
+    }
+
+    topology
+        .daemon(1)
+        .swarm_ok(&["service", "scale", "web=9"])
+        .unwrap();
+    wait_running(&topology, "web", 9);
+    topology
+        .daemon(0)
+        .swarm_ok(&["service", "scale", "web=2"])
+        .unwrap();
+    wait_running(&topology, "web", 2);
+    let remaining: BTreeSet<String> = live_tasks(&topology, "web")
+        .iter()
+        .map(|r| r["ID"].as_str().unwrap()[..12].to_owned())
+        .collect();
+    wait_until("only the 2 remaining replicas answer", || {
+        let seen = answers_through(&topology, 3, 8080, 8);
+        (seen == remaining)
+            .then_some(())
+            .ok_or(format!("saw {seen:?}, want {remaining:?}"))
+    });
+
+    topology
+        .daemon(0)
+        .swarm_ok(&["service", "rm", "web"])
+        .unwrap();
+    wait_until("the service's tasks are gone everywhere", || {
+        let left: Vec<String> = swarm_tests::run("ip", &["netns", "list"])
+            .map_err(|e| e.to_string())?
+            .lines()
+            .filter(|l| l.starts_with("swarm-"))
+            .map(str::to_owned)
+            .collect();
+        left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+    });
+}
+
+/// The task IDs of `service`'s live tasks, by node hostname.
+fn task_nodes(topology: &Topology, service: &str) -> Vec<(String, String)> {
+    live_tasks(topology, service)
+        .iter()
+        .map(|r| {
+            (
+                r["ID"].as_str().unwrap().to_owned(),
+                r["Node"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn exited_tasks_restart_and_a_dead_workers_tasks_come_back_elsewhere() {
+    let mut topology = five_node_swarm("svr");
+    // Exits with 3 after a moment: restarted per policy, attempts counted.
+    create(
+        &topology,
+        &[
+            "--name",
+            "flaky",
+            "--replicas",
+            "1",
+            "--restart-delay",
+            "100ms",
+            "--restart-max-attempts",
+            "2",
+            "--constraint",
+            "node.role==manager",
+            "host",
+            "sh",
+            "-c",
+            "sleep 0.3; exit 3",
+        ],
+    );
+    wait_until("flaky ran 3 times and gave up", || {
+        let rows = topology
+            .daemon(0)
+            .swarm_json(&["service", "ps", "flaky"])
+            .map_err(|e| e.to_string())?;
+        let failed = rows
+            .iter()
+            .filter(|r| {
+                r["CurrentState"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("Failed")
+            })
+            .count();
+        let errors_ok = rows
+            .iter()
+            .filter(|r| {
+                r["CurrentState"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("Failed")
+            })
+            .all(|r| r["Error"] == "task: non-zero exit (3)");
+        (failed == 3 && rows.len() == 3 && errors_ok)
+            .then_some(())
+            .ok_or(format!("{rows:#?}"))
+    });
+    // And stays given up.
+    std::thread::sleep(Duration::from_millis(800));
+    let rows = topology
+        .daemon(0)
+        .swarm_json(&["service", "ps", "flaky"])
+        .unwrap();
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+
+    let mut args = vec![
+        "--name",
+        "web",
+        "--replicas",
+        "4",
+        "-p",
+        "8081:80",
+        "--constraint",
+        "node.role==worker",
+    ];
+    args.extend_from_slice(WEB);
+    create(&topology, &args);
+    let per_node = wait_running(&topology, "web", 4);
+    assert_eq!(per_node.get("h4"), Some(&2), "{per_node:?}");
+    assert_eq!(per_node.get("h5"), Some(&2), "{per_node:?}");
+    topology.daemon_mut(4).kill().unwrap();
+    wait_until("h5's tasks run on h4", || {
+        let placed = task_nodes(&topology, "web");
+        let running = live_tasks(&topology, "web")
+            .iter()
+            .filter(|r| {
+                r["CurrentState"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("Running")
+            })
+            .count();
+        (placed.iter().all(|(_, node)| node == "h4") && placed.len() == 4 && running == 4)
+            .then_some(())
+            .ok_or(format!("{placed:?}"))
+    });
+    let replicas: BTreeSet<String> = live_tasks(&topology, "web")
+        .iter()
+        .map(|r| r["ID"].as_str().unwrap()[..12].to_owned())
+        .collect();
+    wait_until("the mesh reaches the moved replicas", || {
+        let seen = answers_through(&topology, 1, 8081, 16);
+        (seen == replicas)
+            .then_some(())
+            .ok_or(format!("saw {seen:?}, want {replicas:?}"))
+    });
+}
+
+#[test]
+fn drain_labels_global_services_and_a_late_joiner() {
+    let mut topology = Topology::new(&TopologyOptions::new("svg", 5)).unwrap();
+    topology.start_daemons().unwrap();
+    topology.daemon(0).swarm_ok(&["init"]).unwrap();
+    for host in [1, 2] {
+        topology.join(host, "manager", 0).unwrap();
+    }
+    topology.join(3, "worker", 0).unwrap();
+    let d0 = topology.daemon(0);
+    d0.swarm_ok(&["node", "update", "--label-add", "zone=a", "h4"])
+        .unwrap();
+    let mut args = vec![
+        "--name",
+        "zoned",
+        "--replicas",
+        "3",
+        "--constraint",
+        "node.labels.zone==a",
+    ];
+    args.extend_from_slice(WEB);
+    create(&topology, &args);
+    assert_eq!(wait_running(&topology, "zoned", 3).get("h4"), Some(&3));
+
+    // Nowhere to go: pending, with the reason.
+    let mut args = vec![
+        "--name",
+        "nowhere",
+        "-d",
+        "--constraint",
+        "node.labels.zone==b",
+    ];
+    args.extend_from_slice(WEB);
+    create(&topology, &args);
+    wait_until("the unplaceable task is pending with its reason", || {
+        let rows = live_tasks(&topology, "nowhere");
+        let ok = rows.len() == 1
+            && rows[0]["CurrentState"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("Pending")
+            && rows[0]["Error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("scheduling constraints not satisfied on 4");
+        ok.then_some(()).ok_or(format!("{rows:#?}"))
+    });
+
+    let mut args = vec!["--name", "agent", "--mode", "global"];
+    args.extend_from_slice(WEB);
+    create(&topology, &args);
+    let per_node = wait_running(&topology, "agent", 4);
+    assert!(per_node.values().all(|&n| n == 1), "{per_node:?}");
+    // A node that joins later gets one too.
+    topology.join(4, "worker", 0).unwrap();
+    let per_node = wait_running(&topology, "agent", 5);
+    assert_eq!(per_node.get("h5"), Some(&1), "{per_node:?}");
+
+    // Draining h4 moves the zoned tasks nowhere (constraint) and the
+    // global task off it.
+    topology
+        .daemon(0)
+        .swarm_ok(&["node", "update", "--availability", "drain", "h4"])
+        .unwrap();
+    let per_node = wait_running(&topology, "agent", 4);
+    assert_eq!(per_node.get("h4"), None, "{per_node:?}");
+    wait_until("zoned's tasks left h4 and wait", || {
+        let rows = live_tasks(&topology, "zoned");
+        let pending = rows
+            .iter()
+            .filter(|r| {
+                r["CurrentState"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("Pending")
+            })
+            .count();
+        (pending == 3).then_some(()).ok_or(format!("{rows:#?}"))
+    });
+}
+
+#[test]
+fn rolling_update_start_first_a_failed_update_rolls_back_and_tasks_reach_vips() {
+    let topology = five_node_swarm("svu");
+    topology
+        .daemon(0)
+        .swarm_ok(&["network", "create", "-d", "overlay", "backnet"])
+        .unwrap();
+    let mut args = vec![
+        "--name",
+        "api",
+        "--replicas",
+        "4",
+        "--network",
+        "backnet",
+        "--update-parallelism",
+        "2",
+        "--update-order",
+        "start-first",
+        "--update-monitor",
+        "300ms",
+        "--update-failure-action",
+        "rollback",
+    ];
+    args.extend_from_slice(WEB);
+    create(&topology, &args);
+    let before: BTreeSet<String> = task_nodes(&topology, "api")
+        .into_iter()
+        .map(|t| t.0)
+        .collect();
+    wait_running(&topology, "api", 4);
+
+    // start-first with parallelism 2: never fewer than 4 running.
+    let updating = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut fewest = usize::MAX;
+            let deadline = Instant::now() + Duration::from_secs(8);
+            while Instant::now() < deadline {
+                let running = live_tasks(&topology, "api")
+                    .iter()
+                    .filter(|r| {
+                        r["CurrentState"]
+                            .as_str()
+                            .unwrap_or("")
+                            .starts_with("Running")
+                    })
+                    .count();
+                fewest = fewest.min(running);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            fewest
+        });
+        topology
+            .daemon(1)
+            .swarm_ok(&["service", "update", "--env-add", "VERSION=2", "api"])
+            .unwrap();
+        watcher.join().unwrap()
+    });
+    assert!(
+        updating >= 4,
+        "start-first dropped to {updating} running tasks"
+    );
+    let after: BTreeSet<String> = task_nodes(&topology, "api")
+        .into_iter()
+        .map(|t| t.0)
+        .collect();
+    assert!(before.is_disjoint(&after), "every task replaced");
+    let text = topology
+        .daemon(0)
+        .swarm_ok(&["service", "inspect", "api"])
+        .unwrap();
+    let inspect: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(inspect[0]["UpdateStatus"]["State"], "completed");
+    assert!(
+        inspect[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("VERSION=2"))
+    );
+
+    // A task of another service reaches api through its VIP on backnet.
+    let vip = inspect[0]["Endpoint"]["VirtualIPs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|v| v["Addr"].as_str())
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut args = vec!["--name", "client", "--network", "backnet"];
+    args.extend_from_slice(WEB);
+    create(&topology, &args);
+    wait_running(&topology, "client", 1);
+    let client_task = task_nodes(&topology, "client")[0].0.clone();
+    let replicas: BTreeSet<String> = after.iter().map(|id| id[..12].to_owned()).collect();
+    wait_until("the client task reaches every api replica by VIP", || {
+        let netns = format!("swarm-{client_task}");
+        let target = SocketAddr::new(vip.parse().unwrap(), 80);
+        let seen: BTreeSet<String> = (0..16)
+            .filter_map(|_| http_get(&netns, target).ok())
+            .map(|a| a.rsplit(" | ").next().unwrap_or_default().trim().to_owned())
+            .collect();
+        (seen == replicas)
+            .then_some(())
+            .ok_or(format!("saw {seen:?}, want {replicas:?}"))
+    });
+
+    // An update whose tasks fail rolls back to the working spec.
+    // `false` exits 1 at once; the CLI waits for the rollback to end.
+    let _ = topology
+        .daemon(0)
+        .swarm(&["service", "update", "--args", "false", "api"])
+        .unwrap();
+    wait_until("the failed update rolled back", || {
+        let text = topology
+            .daemon(0)
+            .swarm_ok(&["service", "inspect", "api"])
+            .map_err(|e| e.to_string())?;
+        let inspect: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let state = inspect[0]["UpdateStatus"]["State"].clone();
+        let args = inspect[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Args"].clone();
+        (state == "rollback_completed" && args.to_string().contains("httpd"))
+            .then_some(())
+            .ok_or(format!("{state} {args}"))
+    });
+    wait_running(&topology, "api", 4);
+}
