@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use crate::process::{self, output, run_with_env};
 
 /// Debian packages: LLVM 22 and the libraries bpf-linker links against, and
-/// the tools the tests, demo and benchmarks drive.
+/// the tools the tests, demo and benchmarks drive (busybox-static: the
+/// tasks' HTTP server and the root directory the chroot test builds).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -22,6 +23,7 @@ const APT_PACKAGES: &[&str] = &[
     "tshark",
     "nftables",
     "protobuf-compiler",
+    "busybox-static",
 ];
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 const BPF_LINKER_VERSION: &str = "0.13.0";

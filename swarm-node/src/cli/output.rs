@@ -287,26 +287,6 @@ fn write_table<const N: usize>(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_columns_align() {
-        let mut out = Vec::new();
-        write_table(
-            &mut out,
-            ["A", "LONGER"],
-            &[["xyz".into(), "1".into()], ["q".into(), "22".into()]],
-        )
-        .unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "A     LONGER\nxyz   1\nq     22\n"
-        );
-    }
-}
-
 /// JSON rows as one object per line, or as a table of `keys` under
 /// `headers`; `id_width` cuts the ID column as Docker does.
 pub fn print_json_rows(
@@ -364,4 +344,24 @@ pub fn print_json_rows(
         writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_columns_align() {
+        let mut out = Vec::new();
+        write_table(
+            &mut out,
+            ["A", "LONGER"],
+            &[["xyz".into(), "1".into()], ["q".into(), "22".into()]],
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "A     LONGER\nxyz   1\nq     22\n"
+        );
+    }
 }

@@ -107,10 +107,10 @@ pub fn reconcile(
                 };
                 if !wanted.contains(key) {
                     desired.insert(task.id.clone(), TaskState::Remove);
-                } else if lost || task.status.state.is_terminal() {
-                    desired.insert(task.id.clone(), TaskState::Shutdown);
-                } else if matches!(key, SlotKey::Node(_))
-                    && node.is_some_and(|n| !satisfies(n, &service.spec.constraints))
+                } else if lost
+                    || task.status.state.is_terminal()
+                    || (matches!(key, SlotKey::Node(_))
+                        && node.is_some_and(|n| !satisfies(n, &service.spec.constraints)))
                 {
                     desired.insert(task.id.clone(), TaskState::Shutdown);
                 }
@@ -531,4 +531,209 @@ pub fn satisfies(node: &NodeRecord, constraints: &[Constraint]) -> bool {
             None => !c.equal,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::cluster::{
+        pki::JoinToken,
+        services::{
+            EndpointMode, ResourceSpec, RestartPolicy, ServiceCreate, ServiceSpec, UpdateConfig,
+        },
+        state::ingress_network,
+    };
+
+    fn node(id: &str, role: Role) -> NodeRecord {
+        NodeRecord {
+            id: id.into(),
+            hostname: id.into(),
+            addr: "198.18.0.1:2377".parse().unwrap(),
+            role,
+            availability: Availability::Active,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn store(nodes: &[(&str, Role)]) -> ClusterState {
+        ClusterState {
+            cluster_id: "c".into(),
+            created_at: 0,
+            worker_token: JoinToken::generate([7; 32]).to_string(),
+            manager_token: JoinToken::generate([7; 32]).to_string(),
+            cert_expiry_secs: 3600,
+            heartbeat_millis: 500,
+            ca_cert_pem: String::new(),
+            ca_key_pem: String::new(),
+            nodes: nodes
+                .iter()
+                .map(|(id, role)| (id.to_string(), node(id, *role)))
+                .collect(),
+            networks: BTreeMap::from([("i".into(), ingress_network("i".into(), 0))]),
+            services: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+        }
+    }
+
+    fn spec(name: &str, mode: ServiceMode) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            labels: BTreeMap::new(),
+            image: "host".into(),
+            args: vec!["sleep".into(), "1000".into()],
+            env: Vec::new(),
+            hostname: None,
+            mode,
+            networks: Vec::new(),
+            endpoint_mode: EndpointMode::Vip,
+            ports: vec!["8080:80".parse().unwrap()],
+            constraints: Vec::new(),
+            restart: RestartPolicy::default(),
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::default(),
+            limits: ResourceSpec::default(),
+            reservations: ResourceSpec::default(),
+            stop_grace_millis: 0,
+            force_update: 0,
+        }
+    }
+
+    /// Runs passes (committing each) until nothing changes; agents report
+    /// every assigned task Running.
+    fn settle(state: &mut ClusterState, ready: &BTreeSet<String>) {
+        let mut next = 0;
+        for _ in 0..20 {
+            let plan = reconcile(state, ready, 1_000_000, &mut || {
+                next += 1;
+                format!("t{next:03}")
+            });
+            if plan.is_empty() {
+                return;
+            }
+            state.change_tasks(plan.tasks);
+            let running: Vec<TaskChange> = state
+                .tasks
+                .values()
+                .filter(|t| t.status.state == TaskState::Assigned)
+                .map(|t| TaskChange::Status {
+                    id: t.id.clone(),
+                    status: TaskStatus {
+                        state: TaskState::Running,
+                        timestamp_millis: 0,
+                        message: String::new(),
+                        err: String::new(),
+                        exit_code: None,
+                    },
+                })
+                .collect();
+            state.change_tasks(running);
+        }
+        panic!("never settled");
+    }
+
+    fn per_node(state: &ClusterState) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for task in state
+            .tasks
+            .values()
+            .filter(|t| t.desired == TaskState::Running)
+        {
+            *counts.entry(task.node_id.clone().unwrap()).or_default() += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn replicas_spread_evenly_get_addresses_and_follow_dead_nodes() {
+        let mut state = store(&[
+            ("m1", Role::Manager),
+            ("w1", Role::Worker),
+            ("w2", Role::Worker),
+        ]);
+        state
+            .create_service(ServiceCreate {
+                id: "s".into(),
+                spec: spec("web", ServiceMode::Replicated { replicas: 7 }),
+                at: 0,
+            })
+            .unwrap();
+        let all: BTreeSet<String> = state.nodes.keys().cloned().collect();
+        settle(&mut state, &all);
+        let counts = per_node(&state);
+        assert_eq!(counts.values().sum::<usize>(), 7);
+        assert!(counts.values().max().unwrap() - counts.values().min().unwrap() <= 1);
+        let addresses: BTreeSet<Ipv4Addr> =
+            state.tasks.values().map(|t| t.addresses["i"]).collect();
+        assert_eq!(addresses.len(), 7, "every task its own address");
+        assert!(!addresses.contains(&state.services["s"].vips["i"]));
+
+        // w2 dies: its tasks are replaced on the others.
+        let alive: BTreeSet<String> = ["m1", "w1"].map(String::from).into();
+        settle(&mut state, &alive);
+        let counts = per_node(&state);
+        assert_eq!(counts.get("w2"), None, "{counts:?}");
+        assert_eq!(counts.values().sum::<usize>(), 7);
+    }
+
+    #[test]
+    fn constraints_and_global_services_place_where_they_may() {
+        let mut state = store(&[
+            ("m1", Role::Manager),
+            ("w1", Role::Worker),
+            ("w2", Role::Worker),
+        ]);
+        let mut workers = spec("work", ServiceMode::Replicated { replicas: 4 });
+        workers.constraints = vec!["node.role==worker".parse().unwrap()];
+        workers.ports.clear();
+        state
+            .create_service(ServiceCreate {
+                id: "a".into(),
+                spec: workers,
+                at: 0,
+            })
+            .unwrap();
+        let mut global = spec("agent", ServiceMode::Global);
+        global.ports = vec!["9000:90".parse().unwrap()];
+        state
+            .create_service(ServiceCreate {
+                id: "g".into(),
+                spec: global,
+                at: 0,
+            })
+            .unwrap();
+        let all: BTreeSet<String> = state.nodes.keys().cloned().collect();
+        settle(&mut state, &all);
+        let of = |service: &str| {
+            let mut nodes: Vec<String> = state
+                .tasks
+                .values()
+                .filter(|t| t.service_id == service && t.desired == TaskState::Running)
+                .map(|t| t.node_id.clone().unwrap())
+                .collect();
+            nodes.sort();
+            nodes
+        };
+        assert_eq!(of("a"), ["w1", "w1", "w2", "w2"]);
+        assert_eq!(of("g"), ["m1", "w1", "w2"]);
+        // An unsatisfiable constraint leaves the task pending with why.
+        let mut nowhere = spec("nowhere", ServiceMode::Replicated { replicas: 1 });
+        nowhere.constraints = vec!["node.labels.zone==b".parse().unwrap()];
+        nowhere.ports.clear();
+        state
+            .create_service(ServiceCreate {
+                id: "n".into(),
+                spec: nowhere,
+                at: 0,
+            })
+            .unwrap();
+        settle(&mut state, &all);
+        let pending = state.tasks.values().find(|t| t.service_id == "n").unwrap();
+        assert_eq!(pending.status.state, TaskState::Pending);
+        assert_eq!(
+            pending.status.err,
+            "no suitable node (scheduling constraints not satisfied on 3)"
+        );
+    }
 }

@@ -149,7 +149,7 @@ pub enum Command {
         id: String,
     },
     /// VIPs and published ports are allocated when applied.
-    CreateService(ServiceCreate),
+    CreateService(Box<ServiceCreate>),
     UpdateService {
         id: String,
         spec: Box<ServiceSpec>,
@@ -256,7 +256,7 @@ impl ClusterState {
                 }
             }
             Command::CreateService(create) => {
-                if let Err(message) = state.create_service(create) {
+                if let Err(message) = state.create_service(*create) {
                     return refused(message);
                 }
             }

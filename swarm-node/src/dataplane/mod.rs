@@ -3,7 +3,7 @@
 //! programs only through this module.
 
 mod bpffs;
-pub mod netlink;
+pub(crate) mod netlink;
 pub mod overlay;
 mod probe;
 mod services;

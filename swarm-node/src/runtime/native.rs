@@ -161,10 +161,25 @@ impl NativeRuntime {
             Image::Root(root) => {
                 prepare_rootfs(task, root)?;
                 // A mount point of its own, as a container root is.
-                steps.push(bind_step(task, root, root, libc::MS_REC, false)?);
+                steps.push(bind_step(task, root, root, libc::MS_REC)?);
                 root.clone()
             }
         };
+        // Before the tmpfs on /tmp, which could hide the task dir.
+        let etc = root.join("etc");
+        if etc.is_dir() {
+            for name in [HOSTS_FILE, RESOLV_CONF_FILE, HOSTNAME_FILE] {
+                let target = etc.join(name);
+                let bindable = match image {
+                    // A host without /etc/hostname keeps none.
+                    Image::Host => target.exists(),
+                    Image::Root(_) => ensure_bind_target(task, &target)?,
+                };
+                if bindable {
+                    steps.push(bind_step(task, &dir.join(name), &target, 0)?);
+                }
+            }
+        }
         let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
         steps.push(mount_step(
             task,
@@ -185,22 +200,8 @@ impl NativeRuntime {
         if matches!(image, Image::Root(_)) && root.join("dev").is_dir() {
             dev_steps(task, &root.join("dev"), &mut steps)?;
         }
-        let etc = root.join("etc");
-        if etc.is_dir() {
-            for name in [HOSTS_FILE, RESOLV_CONF_FILE, HOSTNAME_FILE] {
-                if matches!(image, Image::Root(_)) && !ensure_bind_target(task, &etc.join(name))? {
-                    continue;
-                }
-                // Optional: a host without /etc/hostname keeps none.
-                steps.push(bind_step(task, &dir.join(name), &etc.join(name), 0, true)?);
-            }
-        }
         if matches!(image, Image::Root(_)) {
-            steps.push(Step::Chroot(c_string(
-                task,
-                root.as_os_str().as_encoded_bytes(),
-                "the root",
-            )?));
+            steps.push(Step::Chroot(path_c_string(task, &root)?));
         }
         steps.push(Step::Chdir(c_string(task, "/", "a path")?));
 
@@ -506,10 +507,10 @@ impl Runtime for NativeRuntime {
                 NO_TASK,
                 format!("listing {}", self.state_dir.display()),
             ))?;
-            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
-                if let Some(name) = entry.file_name().to_str() {
-                    tasks.push(name.to_owned());
-                }
+            if entry.file_type().is_ok_and(|kind| kind.is_dir())
+                && let Some(name) = entry.file_name().to_str()
+            {
+                tasks.push(name.to_owned());
             }
         }
         tasks.sort();
@@ -644,7 +645,6 @@ fn mount_step(
         fstype: optional_c(fstype)?,
         flags,
         data: optional_c(data)?,
-        optional: false,
     })
 }
 
@@ -653,7 +653,6 @@ fn bind_step(
     source: &Path,
     target: &Path,
     flags: c_ulong,
-    optional: bool,
 ) -> Result<Step, RuntimeError> {
     Ok(Step::Mount {
         source: Some(path_c_string(task, source)?),
@@ -661,7 +660,6 @@ fn bind_step(
         fstype: None,
         flags: libc::MS_BIND | flags,
         data: None,
-        optional,
     })
 }
 

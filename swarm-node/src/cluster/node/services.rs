@@ -23,11 +23,11 @@ impl Membership {
         let mut spec = spec.clone();
         spec.networks = self.resolve_networks(&spec.networks)?;
         let id = random_id();
-        self.commit_here(Command::CreateService(ServiceCreate {
+        self.commit_here(Command::CreateService(Box::new(ServiceCreate {
             id: id.clone(),
             spec,
             at: lifecycle::now_secs(),
-        }))?;
+        })))?;
         tracing::info!(service = %id, "service created");
         Ok(Response::Notes(vec![id]))
     }

@@ -115,12 +115,40 @@ impl CgroupLayout {
         let limits: Vec<(PathBuf, String)> = match self {
             Self::V2 { root } => {
                 let dir = root.join(PARENT).join(task_id);
-                let memory = memory_bytes.map_or("max".to_owned(), |b| b.to_string());
-                let cpu = match quota {
-                    Some(quota) => format!("{quota} {CPU_PERIOD_US}"),
-                    None => format!("max {CPU_PERIOD_US}"),
-                };
-                vec![(dir.join("memory.max"), memory), (dir.join("cpu.max"), cpu)]
+                let mut limits = Vec::new();
+                for (file, controller, limit, unlimited) in [
+                    (
+                        "memory.max",
+                        "memory",
+                        memory_bytes.map(|b| b.to_string()),
+                        "max".to_owned(),
+                    ),
+                    (
+                        "cpu.max",
+                        "cpu",
+                        quota.map(|q| format!("{q} {CPU_PERIOD_US}")),
+                        format!("max {CPU_PERIOD_US}"),
+                    ),
+                ] {
+                    // The file exists only where the controller is enabled.
+                    let file = dir.join(file);
+                    match limit {
+                        Some(_) if !file.exists() => {
+                            return Err(RuntimeError::Invalid {
+                                task: task_id.to_owned(),
+                                message: format!(
+                                    "a {controller} limit needs the cgroup v2 {controller} controller, which {} does not offer; enable it in {}/cgroup.subtree_control or drop the limit",
+                                    dir.display(),
+                                    root.display()
+                                ),
+                            });
+                        }
+                        Some(value) => limits.push((file, value)),
+                        None if file.exists() => limits.push((file, unlimited)),
+                        None => {}
+                    }
+                }
+                limits
             }
             Self::V1 { memory, cpu, .. } => {
                 let controller_dir = |root: &Option<PathBuf>, name: &str, wanted: bool| match root {

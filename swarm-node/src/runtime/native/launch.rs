@@ -12,7 +12,10 @@
 //! exits with the program's code.
 //!
 //! Why a raw fork and not `Command::pre_exec`: the shim and init never exec,
-//! and `Command::spawn` blocks until its child execs or exits.
+//! and `Command::spawn` blocks until its child execs or exits. The cost:
+//! they keep a copy-on-write image of the daemon's memory, so pages the
+//! daemon writes later are copied for them; a small helper binary exec'd as
+//! shim and init would not pin that memory.
 //!
 //! The daemon is multi-threaded, so after `fork` the children run only
 //! async-signal-safe code: raw syscalls on what [`Plan`] prepared before the
@@ -67,8 +70,6 @@ pub(super) enum Step {
         fstype: Option<CString>,
         flags: c_ulong,
         data: Option<CString>,
-        /// Skipped when the target or source does not exist.
-        optional: bool,
     },
     /// A lazy unmount whose failure is ignored (nothing mounted there).
     Detach(CString),
@@ -130,21 +131,13 @@ impl Step {
                     fstype,
                     flags,
                     data,
-                    optional,
-                } => {
-                    let mounted = libc::mount(
-                        opt_ptr(source),
-                        target.as_ptr(),
-                        opt_ptr(fstype),
-                        *flags,
-                        opt_ptr(data).cast(),
-                    );
-                    if *optional && mounted != 0 && Errno::last() == Errno::ENOENT {
-                        0
-                    } else {
-                        mounted
-                    }
-                }
+                } => libc::mount(
+                    opt_ptr(source),
+                    target.as_ptr(),
+                    opt_ptr(fstype),
+                    *flags,
+                    opt_ptr(data).cast(),
+                ),
                 Self::Detach(target) => {
                     libc::umount2(target.as_ptr(), libc::MNT_DETACH);
                     0
