@@ -320,6 +320,11 @@ impl Membership {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+        // The daemon takes its data plane back for a clean shutdown.
+        self.executor_deps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         for (stop, task) in api.into_iter().chain(agent).chain(executor) {
             let _ = stop.send(true);
             let _ = task.await;
