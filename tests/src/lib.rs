@@ -56,3 +56,20 @@ pub fn require_root() {
         "swarm's integration tests need root (network namespaces, eBPF); run them with `cargo xtask test`"
     );
 }
+
+/// Polls `check` until it passes, or panics after `patience` saying what it
+/// waited for and the last thing `check` reported.
+pub fn wait_until(
+    what: &str,
+    patience: std::time::Duration,
+    mut check: impl FnMut() -> Result<(), String>,
+) {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(last) if std::time::Instant::now() >= deadline => panic!("never {what}: {last}"),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! forming the cluster, losing the leader to kill -9, a cut-off minority,
 //! promotion and demotion.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use swarm_tests::{Topology, TopologyOptions};
 
@@ -21,15 +21,8 @@ fn swarm_info(topology: &Topology, host: usize) -> serde_json::Value {
 }
 
 /// Polls until `check` passes, or fails the test saying what it waited for.
-fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(last) if Instant::now() >= deadline => panic!("never {what}: {last}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
+fn wait_until(what: &str, check: impl FnMut() -> Result<(), String>) {
+    swarm_tests::wait_until(what, PATIENCE, check);
 }
 
 /// h1 runs `swarm init`; h2 and h3 join as managers, h4 and h5 as workers.

@@ -24,15 +24,8 @@ const WEB: &[&str] = &[
     "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 80 -h /tmp/www",
 ];
 
-fn wait_until(what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(last) if Instant::now() >= deadline => panic!("never {what}: {last}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
+fn wait_until(what: &str, check: impl FnMut() -> Result<(), String>) {
+    swarm_tests::wait_until(what, PATIENCE, check);
 }
 
 /// h1 inits, h2 and h3 join as managers, h4 and h5 as workers.

@@ -195,11 +195,7 @@ fn dataplane_services(
             let mut backends: Vec<Ipv4Addr> = state
                 .tasks
                 .values()
-                .filter(|t| {
-                    t.service_id == service.id
-                        && t.desired == TaskState::Running
-                        && t.status.state == TaskState::Running
-                })
+                .filter(|t| t.service_id == service.id && t.is_running())
                 .filter_map(|t| t.addresses.get(network_id).copied())
                 .collect();
             backends.sort();

@@ -14,7 +14,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::state::{ClusterState, NetworkRecord};
-use crate::dataplane::{Protocol, PublishMode};
+/// A port as `--publish` asks for it; the allocator picks `published`
+/// from [`DYNAMIC_PORTS`] when it is not given.
+pub use crate::dataplane::PortConfig;
+use crate::dataplane::Protocol;
 
 /// Docker's range for published ports it picks itself.
 pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
@@ -32,84 +35,6 @@ pub enum ServiceMode {
 pub enum EndpointMode {
     Vip,
     Dnsrr,
-}
-
-/// A port as `--publish` asks for it; `published` is picked from
-/// [`DYNAMIC_PORTS`] when not given.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortConfig {
-    pub protocol: Protocol,
-    pub target: u16,
-    pub published: Option<u16>,
-    pub mode: PublishMode,
-}
-
-impl FromStr for PortConfig {
-    type Err = String;
-
-    /// Docker's short (`8080:80[/udp]`, `80`) and long
-    /// (`published=8080,target=80,protocol=udp,mode=host`) syntaxes.
-    fn from_str(text: &str) -> Result<Self, String> {
-        let port = |value: &str, what: &str| match value.parse::<u16>() {
-            Ok(port) if port != 0 => Ok(port),
-            _ => Err(format!(
-                "{what} port {value:?} is not a port number (1-65535)"
-            )),
-        };
-        let protocol = |value: &str| match value {
-            "tcp" => Ok(Protocol::Tcp),
-            "udp" => Ok(Protocol::Udp),
-            other => Err(format!("protocol {other:?} is not tcp or udp")),
-        };
-        let mut config = PortConfig {
-            protocol: Protocol::Tcp,
-            target: 0,
-            published: None,
-            mode: PublishMode::Ingress,
-        };
-        if text.contains('=') {
-            let mut target = None;
-            for field in text.split(',') {
-                let (key, value) = field
-                    .split_once('=')
-                    .ok_or_else(|| format!("{field:?} is not key=value"))?;
-                match key {
-                    "published" => config.published = Some(port(value, "published")?),
-                    "target" => target = Some(port(value, "target")?),
-                    "protocol" => config.protocol = protocol(value)?,
-                    "mode" => {
-                        config.mode = match value {
-                            "ingress" => PublishMode::Ingress,
-                            "host" => PublishMode::Host,
-                            other => return Err(format!("mode {other:?} is not ingress or host")),
-                        }
-                    }
-                    other => {
-                        return Err(format!(
-                            "unknown field {other:?} (use published, target, protocol, mode)"
-                        ));
-                    }
-                }
-            }
-            config.target = target.ok_or("target=PORT is required")?;
-            return Ok(config);
-        }
-        let ports = match text.split_once('/') {
-            Some((ports, proto)) => {
-                config.protocol = protocol(proto)?;
-                ports
-            }
-            None => text,
-        };
-        match ports.split_once(':') {
-            Some((published, target)) => {
-                config.published = Some(port(published, "published")?);
-                config.target = port(target, "target")?;
-            }
-            None => config.target = port(ports, "target")?,
-        }
-        Ok(config)
-    }
 }
 
 /// `--restart-condition`.
@@ -407,6 +332,11 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// Whether it runs and is meant to: a backend, a replica in `service ls`.
+    pub fn is_running(&self) -> bool {
+        self.desired == TaskState::Running && self.status.state == TaskState::Running
+    }
+
     /// Whether its addresses are still its own: until it has ended.
     pub fn holds_addresses(&self) -> bool {
         !self.status.state.is_terminal()

@@ -34,7 +34,7 @@ pub use bpffs::{BPFFS_ROOT, BpffsError, SWARM_PIN_ROOT, remove_pin_dir};
 pub use netlink::NetlinkError;
 pub use overlay::{EndpointRow, LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec};
 
-pub use services::{Protocol, PublishMode, PublishedPort, ServiceRow, ServiceSpec};
+pub use services::{PortConfig, Protocol, PublishMode, PublishedPort, ServiceRow, ServiceSpec};
 pub use stats::{CounterRow, DataplaneStats};
 
 /// The compiled eBPF object, built by build.rs (empty with SWARM_SKIP_EBPF=1).

@@ -94,33 +94,70 @@ impl fmt::Display for PublishedPort {
 impl FromStr for PublishedPort {
     type Err = String;
 
+    /// Docker's `--publish` with both ports given.
     fn from_str(text: &str) -> Result<Self, String> {
-        let port = |value: &str, what: &str| -> Result<u16, String> {
-            match value.parse::<u16>() {
-                Ok(port) if port != 0 => Ok(port),
-                _ => Err(format!(
-                    "{what} port {value:?} is not a port number (1-65535)"
-                )),
+        let config: PortConfig = text.parse()?;
+        let published = config.published.ok_or_else(|| {
+            if text.contains('=') {
+                "published=PORT is required".to_owned()
+            } else {
+                format!("{text:?} is not PUBLISHED:TARGET[/PROTOCOL]")
             }
+        })?;
+        Ok(PublishedPort {
+            protocol: config.protocol,
+            published,
+            target: config.target,
+            mode: config.mode,
+        })
+    }
+}
+
+/// A port as `--publish` asks for it: the published port may be left to
+/// the allocator (`swarm service create -p 80`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortConfig {
+    pub protocol: Protocol,
+    pub target: u16,
+    pub published: Option<u16>,
+    pub mode: PublishMode,
+}
+
+impl FromStr for PortConfig {
+    type Err = String;
+
+    /// Docker's short (`8080:80[/udp]`, `80`) and long
+    /// (`published=8080,target=80,protocol=udp,mode=host`) syntaxes.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let port = |value: &str, what: &str| match value.parse::<u16>() {
+            Ok(port) if port != 0 => Ok(port),
+            _ => Err(format!(
+                "{what} port {value:?} is not a port number (1-65535)"
+            )),
         };
         let protocol = |value: &str| match value {
             "tcp" => Ok(Protocol::Tcp),
             "udp" => Ok(Protocol::Udp),
             other => Err(format!("protocol {other:?} is not tcp or udp")),
         };
+        let mut config = PortConfig {
+            protocol: Protocol::Tcp,
+            target: 0,
+            published: None,
+            mode: PublishMode::Ingress,
+        };
         if text.contains('=') {
-            let (mut published, mut target) = (None, None);
-            let (mut proto, mut mode) = (Protocol::Tcp, PublishMode::Ingress);
+            let mut target = None;
             for field in text.split(',') {
                 let (key, value) = field
                     .split_once('=')
                     .ok_or_else(|| format!("{field:?} is not key=value"))?;
                 match key {
-                    "published" => published = Some(port(value, "published")?),
+                    "published" => config.published = Some(port(value, "published")?),
                     "target" => target = Some(port(value, "target")?),
-                    "protocol" => proto = protocol(value)?,
+                    "protocol" => config.protocol = protocol(value)?,
                     "mode" => {
-                        mode = match value {
+                        config.mode = match value {
                             "ingress" => PublishMode::Ingress,
                             "host" => PublishMode::Host,
                             other => return Err(format!("mode {other:?} is not ingress or host")),
@@ -133,27 +170,24 @@ impl FromStr for PublishedPort {
                     }
                 }
             }
-            let target = target.ok_or("target=PORT is required")?;
-            return Ok(PublishedPort {
-                protocol: proto,
-                published: published.ok_or("published=PORT is required")?,
-                target,
-                mode,
-            });
+            config.target = target.ok_or("target=PORT is required")?;
+            return Ok(config);
         }
-        let (ports, proto) = match text.split_once('/') {
-            Some((ports, proto)) => (ports, protocol(proto)?),
-            None => (text, Protocol::Tcp),
+        let ports = match text.split_once('/') {
+            Some((ports, proto)) => {
+                config.protocol = protocol(proto)?;
+                ports
+            }
+            None => text,
         };
-        let (published, target) = ports
-            .split_once(':')
-            .ok_or_else(|| format!("{text:?} is not PUBLISHED:TARGET[/PROTOCOL]"))?;
-        Ok(PublishedPort {
-            protocol: proto,
-            published: port(published, "published")?,
-            target: port(target, "target")?,
-            mode: PublishMode::Ingress,
-        })
+        match ports.split_once(':') {
+            Some((published, target)) => {
+                config.published = Some(port(published, "published")?);
+                config.target = port(target, "target")?;
+            }
+            None => config.target = port(ports, "target")?,
+        }
+        Ok(config)
     }
 }
 

@@ -54,11 +54,7 @@ impl Membership {
                     let running = s
                         .tasks
                         .values()
-                        .filter(|t| {
-                            t.service_id == service.id
-                                && t.desired == TaskState::Running
-                                && t.status.state == TaskState::Running
-                        })
+                        .filter(|t| t.service_id == service.id && t.is_running())
                         .count();
                     let (mode, wanted) = match service.spec.mode {
                         ServiceMode::Replicated { replicas } => ("replicated", replicas as usize),
