@@ -24,7 +24,7 @@ use crate::{
         UnderlayHookChoice,
     },
     identity::{IdentityError, NodeIdentity},
-    runtime::{Runtime, RuntimeError, native::NativeRuntime},
+    runtime::{Runtime, RuntimeError, docker::DockerRuntime, native::NativeRuntime},
 };
 
 /// Everything `swarm daemon` is started with.
@@ -43,6 +43,17 @@ pub struct DaemonConfig {
     pub conntrack_idle_timeout: Duration,
     /// Where a manager's control-plane API listens (its default port too).
     pub listen_addr: std::net::SocketAddr,
+    /// What runs this node's tasks.
+    pub runtime: RuntimeChoice,
+}
+
+/// The task runtime a node uses (`swarm daemon --runtime`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuntimeChoice {
+    /// Processes in their own namespaces and cgroups; needs only the kernel.
+    Native,
+    /// Containers of the Docker engine at this address.
+    Docker { host: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,8 +155,19 @@ pub async fn run(
     })
     .await?;
     let dataplane = Arc::new(Mutex::new(dataplane));
-    let task_runtime: Arc<dyn Runtime> =
-        Arc::new(NativeRuntime::new(config.data_dir.join(TASKS_DIR))?);
+    let task_runtime: Arc<dyn Runtime> = match &config.runtime {
+        RuntimeChoice::Native => Arc::new(NativeRuntime::new(config.data_dir.join(TASKS_DIR))?),
+        RuntimeChoice::Docker { host } => {
+            let (host, node_id) = (host.clone(), identity.node_id.clone());
+            // It starts a runtime of its own: not from within this one.
+            Arc::new(
+                tokio::task::spawn_blocking(move || DockerRuntime::connect(&host, &node_id))
+                    .await
+                    .expect("connecting to Docker panicked")?,
+            )
+        }
+    };
+    info!(runtime = task_runtime.name(), "task runtime ready");
     membership.set_executor(ExecutorDeps {
         runtime: task_runtime,
         dataplane: dataplane.clone(),

@@ -7,6 +7,7 @@
 //! outright are swept by the next one.
 
 mod daemon;
+pub mod docker;
 mod netns;
 mod overlay;
 pub mod packets;

@@ -9,7 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use swarm_tests::{Topology, TopologyOptions, servers::http_get};
+use swarm_tests::{
+    Topology, TopologyOptions,
+    docker::{BUSYBOX_IMAGE, DockerEngine},
+    servers::http_get,
+};
 
 const WORKERS: [usize; 2] = [3, 4];
 /// What every wait here allows: a busy 2-core VM.
@@ -30,7 +34,14 @@ fn wait_until(what: &str, check: impl FnMut() -> Result<(), String>) {
 
 /// h1 inits, h2 and h3 join as managers, h4 and h5 as workers.
 fn five_node_swarm(tag: &str) -> Topology {
-    let mut topology = Topology::new(&TopologyOptions::new(tag, 5)).unwrap();
+    five_node_swarm_with(tag, &[])
+}
+
+/// The same, every daemon started with `daemon_args`.
+fn five_node_swarm_with(tag: &str, daemon_args: &[String]) -> Topology {
+    let mut options = TopologyOptions::new(tag, 5);
+    options.daemon_args = daemon_args.to_vec();
+    let mut topology = Topology::new(&options).unwrap();
     topology.start_daemons().unwrap();
     topology.daemon(0).swarm_ok(&["init"]).unwrap();
     for host in [1, 2] {
@@ -170,17 +181,162 @@ fn six_replicas_spread_evenly_scale_and_answer_through_every_node() {
             .ok_or(format!("saw {seen:?}, want {remaining:?}"))
     });
 
+    let every_task = all_task_ids(&topology, "web");
     topology
         .daemon(0)
         .swarm_ok(&["service", "rm", "web"])
         .unwrap();
+    wait_until_namespaces_gone(&every_task);
+}
+
+/// Every task ID `service ps` shows for `service`, history included.
+fn all_task_ids(topology: &Topology, service: &str) -> Vec<String> {
+    topology
+        .daemon(0)
+        .swarm_ok(&["service", "ps", "-q", service])
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits until none of `tasks` has a network namespace left.
+fn wait_until_namespaces_gone(tasks: &[String]) {
     wait_until("the service's tasks are gone everywhere", || {
-        let left: Vec<String> = swarm_tests::run("ip", &["netns", "list"])
-            .map_err(|e| e.to_string())?
+        let listed = swarm_tests::run("ip", &["netns", "list"]).map_err(|e| e.to_string())?;
+        let left: Vec<&str> = listed
             .lines()
-            .filter(|l| l.starts_with("swarm-"))
-            .map(str::to_owned)
+            .filter(|l| tasks.iter().any(|t| l.starts_with(&format!("swarm-{t}"))))
             .collect();
+        left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+    });
+}
+
+/// A task of the busybox image that says it started, then answers HTTP on
+/// port 80 with its hostname.
+const WEB_IN_BUSYBOX: &str = "echo serving as $(hostname) && mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
+
+#[test]
+fn the_same_scenario_on_the_docker_runtime() {
+    // Declared first, so it is dropped last: after the daemons removed
+    // their containers.
+    let engine = DockerEngine::start().unwrap();
+    let topology = five_node_swarm_with(
+        "svk",
+        &[
+            "--runtime".into(),
+            "docker".into(),
+            "--docker-host".into(),
+            engine.host(),
+        ],
+    );
+    create(
+        &topology,
+        &[
+            "--name",
+            "web",
+            "--replicas",
+            "6",
+            "-p",
+            "8080:80",
+            BUSYBOX_IMAGE,
+            "sh",
+            "-c",
+            WEB_IN_BUSYBOX,
+        ],
+    );
+    let per_node = wait_running(&topology, "web", 6);
+    let counts: Vec<usize> = (0..5)
+        .map(|h| per_node.get(&hostname_of(h)).copied().unwrap_or(0))
+        .collect();
+    let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    assert!(max - min <= 1, "uneven spread: {counts:?}");
+
+    // Real containers, one per task, each with its namespace in `ip netns`.
+    let tasks = task_nodes(&topology, "web");
+    assert_eq!(engine.task_containers().unwrap().len(), 6);
+    let namespaces = swarm_tests::run("ip", &["netns", "list"]).unwrap();
+    for (id, _) in &tasks {
+        assert!(
+            namespaces.contains(&format!("swarm-{id}")),
+            "no namespace for task {id}: {namespaces}"
+        );
+        let labels = engine
+            .docker(&[
+                "inspect",
+                "--format",
+                "{{.HostConfig.NetworkMode}}",
+                &format!("swarm-{id}"),
+            ])
+            .unwrap();
+        assert_eq!(labels.trim(), "none");
+    }
+
+    let replicas: BTreeSet<String> = tasks.iter().map(|(id, _)| id[..12].to_owned()).collect();
+    for via in 0..5 {
+        wait_until(&format!("all replicas answer through h{}", via + 1), || {
+            let seen = answers_through(&topology, via, 8080, 18);
+            (seen == replicas)
+                .then_some(())
+                .ok_or(format!("saw {seen:?}, want {replicas:?}"))
+        });
+    }
+
+    // `service logs` gathers each container's output from its node.
+    let logs = topology
+        .daemon(2)
+        .swarm_ok(&["service", "logs", "web"])
+        .unwrap();
+    for (id, node) in &tasks {
+        let line = format!("{}@{node}    | serving as {}", &id[..12], &id[..12]);
+        assert!(logs.contains(&line), "no `{line}` in:\n{logs}");
+    }
+
+    // A container killed from outside is a failed task, replaced.
+    let (victim, _) = &tasks[0];
+    engine
+        .docker(&["kill", &format!("swarm-{victim}")])
+        .unwrap();
+    wait_until("the killed container's task is replaced", || {
+        let rows = topology
+            .daemon(0)
+            .swarm_json(&["service", "ps", "web"])
+            .map_err(|e| e.to_string())?;
+        let failed = rows.iter().any(|r| {
+            r["ID"] == victim.as_str()
+                && r["CurrentState"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("Failed")
+        });
+        failed.then_some(()).ok_or(format!("{rows:#?}"))
+    });
+    wait_running(&topology, "web", 6);
+
+    topology
+        .daemon(0)
+        .swarm_ok(&["service", "scale", "web=2"])
+        .unwrap();
+    wait_running(&topology, "web", 2);
+    let remaining: BTreeSet<String> = live_tasks(&topology, "web")
+        .iter()
+        .map(|r| r["ID"].as_str().unwrap()[..12].to_owned())
+        .collect();
+    wait_until("only the 2 remaining replicas answer", || {
+        let seen = answers_through(&topology, 3, 8080, 8);
+        (seen == remaining)
+            .then_some(())
+            .ok_or(format!("saw {seen:?}, want {remaining:?}"))
+    });
+
+    let every_task = all_task_ids(&topology, "web");
+    topology
+        .daemon(0)
+        .swarm_ok(&["service", "rm", "web"])
+        .unwrap();
+    wait_until_namespaces_gone(&every_task);
+    wait_until("the service's containers are removed", || {
+        let left = engine.task_containers().map_err(|e| e.to_string())?;
         left.is_empty().then_some(()).ok_or(format!("{left:?}"))
     });
 }

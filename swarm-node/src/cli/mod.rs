@@ -14,7 +14,7 @@ use crate::{
         self, Client, DEFAULT_CONTROL_SOCKET, DEFAULT_HOST, NodeUpdateRequest, Request, Response,
         SwarmInitRequest, SwarmJoinRequest, SwarmNetworkCreateRequest,
     },
-    daemon::{self, DaemonConfig},
+    daemon::{self, DaemonConfig, RuntimeChoice},
     dataplane::{
         LocalDelivery, LocalEndpointSpec, OverlayNetwork, PublishedPort, RemoteEndpointSpec,
         ServiceSpec, UnderlayHookChoice, overlay::VXLAN_OVERHEAD,
@@ -356,6 +356,25 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:2377",
           value_parser = parse_bind_addr)]
     pub listen_addr: std::net::SocketAddr,
+    /// What runs this node's tasks: `native` (processes in their own
+    /// namespaces and cgroups; needs only the kernel) or `docker` (containers
+    /// of the Docker engine at --docker-host).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Native)]
+    pub runtime: RuntimeKind,
+    /// The Docker engine's socket, for --runtime docker.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock"
+    )]
+    pub docker_host: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    Native,
+    Docker,
 }
 
 #[derive(Debug, Subcommand)]
@@ -850,6 +869,12 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         local_delivery: args.local_delivery,
         conntrack_idle_timeout: std::time::Duration::from_secs(args.conntrack_idle_timeout),
         listen_addr: args.listen_addr,
+        runtime: match args.runtime {
+            RuntimeKind::Native => RuntimeChoice::Native,
+            RuntimeKind::Docker => RuntimeChoice::Docker {
+                host: args.docker_host,
+            },
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,7 +1,11 @@
 //! `swarm service ...`: Docker's flags, turned into service specs and
 //! updates for the leader.
 
-use std::{collections::BTreeMap, io::Write as _, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Write as _,
+    time::Duration,
+};
 
 use clap::{Args, Subcommand};
 
@@ -11,7 +15,7 @@ use crate::{
         Constraint, EndpointMode, FailureAction, PortConfig, ResourceSpec, RestartCondition,
         RestartPolicy, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
     },
-    control::{Request, Response, ServiceUpdateRequest},
+    control::{Request, Response, ServiceUpdateRequest, TaskOutput},
 };
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +62,46 @@ pub enum ServiceCommand {
         #[arg(required = true)]
         services: Vec<String>,
     },
+    /// Print the output (stdout and stderr) of a service's tasks, or of one
+    /// task, fetched from the nodes that ran them.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new output (asks the nodes again every second).
+    #[arg(short, long)]
+    follow: bool,
+    /// Only the last N lines of each task's output: a number or `all`.
+    #[arg(short = 'n', long, default_value = "all", value_parser = parse_tail)]
+    tail: Tail,
+    /// Leave the task ID out of each line's prefix.
+    #[arg(long)]
+    no_task_ids: bool,
+    /// Print whole task IDs.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Node IDs instead of host names in the prefix.
+    #[arg(long)]
+    no_resolve: bool,
+    /// The output alone, without a prefix.
+    #[arg(long)]
+    raw: bool,
+    /// Service name or ID, or a task ID.
+    service: String,
+}
+
+/// `--tail`: `all` or a line count.
+#[derive(Clone, Copy, Debug)]
+pub struct Tail(Option<u64>);
+
+fn parse_tail(text: &str) -> Result<Tail, String> {
+    if text == "all" {
+        return Ok(Tail(None));
+    }
+    text.parse().map(|n| Tail(Some(n))).map_err(|_| {
+        format!("--tail takes a number of lines or `all`, not `{text}`; for example --tail 20")
+    })
 }
 
 #[derive(Debug, Args)]
@@ -287,7 +331,79 @@ pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
         ServiceCommand::Rm { services } => {
             print_notes(call(host, &Request::SwarmServiceRemove { services })?)
         }
+        ServiceCommand::Logs(args) => logs(host, &args),
     }
+}
+
+/// How often `service logs --follow` asks the nodes again.
+const FOLLOW_PERIOD: Duration = Duration::from_secs(1);
+
+fn logs(host: &str, args: &LogsArgs) -> anyhow::Result<()> {
+    // Bytes of each task's output already printed (when following).
+    let mut printed: HashMap<String, usize> = HashMap::new();
+    let mut first = true;
+    loop {
+        let request = Request::SwarmServiceLogs {
+            reference: args.service.clone(),
+            // A follower needs whole outputs to see what is new.
+            tail: if args.follow { None } else { args.tail.0 },
+        };
+        let Response::Logs { tasks, unanswered } = call(host, &request)? else {
+            anyhow::bail!("the daemon answered `service logs` with something else");
+        };
+        if first && !unanswered.is_empty() {
+            eprintln!(
+                "warning: no answer from {}: the output of their tasks is missing",
+                unanswered.join(", ")
+            );
+        }
+        let prefixes: Vec<String> = tasks.iter().map(|t| log_prefix(t, args)).collect();
+        let width = prefixes.iter().map(String::len).max().unwrap_or(0);
+        let mut out = std::io::stdout().lock();
+        for (task, prefix) in tasks.iter().zip(&prefixes) {
+            let seen = printed.entry(task.task_id.clone()).or_insert(0);
+            // Output shorter than what was printed: the task was replaced
+            // under the same ID (never, in practice) or its log rotated.
+            let new = task.output.get(*seen..).unwrap_or(&task.output);
+            let new = if first && args.follow {
+                crate::cluster::logs::tail(new, args.tail.0)
+            } else {
+                new
+            };
+            *seen = task.output.len();
+            for line in new.lines() {
+                if args.raw {
+                    writeln!(out, "{line}")?;
+                } else {
+                    writeln!(out, "{prefix:width$}    | {line}")?;
+                }
+            }
+        }
+        out.flush()?;
+        if !args.follow {
+            return Ok(());
+        }
+        first = false;
+        std::thread::sleep(FOLLOW_PERIOD);
+    }
+}
+
+/// Docker's prefix: `<service>.<slot>.<task id>@<node>`.
+fn log_prefix(task: &TaskOutput, args: &LogsArgs) -> String {
+    let node = if args.no_resolve {
+        &task.node_id
+    } else {
+        &task.node
+    };
+    if args.no_task_ids {
+        return format!("{}@{node}", task.name);
+    }
+    let id: String = if args.no_trunc {
+        task.task_id.clone()
+    } else {
+        task.task_id.chars().take(12).collect()
+    };
+    format!("{}.{id}@{node}", task.name)
 }
 
 fn rows(response: Response) -> anyhow::Result<Vec<serde_json::Value>> {

@@ -22,8 +22,8 @@ pub mod proto {
 
 use proto::{
     AssignmentsRequest, AssignmentsResponse, ForwardRequest, ForwardResponse, HeartbeatRequest,
-    HeartbeatResponse, JoinRequest, JoinResponse, RenewRequest, RenewResponse, TaskReport,
-    TaskReportResponse,
+    HeartbeatResponse, JoinRequest, JoinResponse, LogReport, LogReportResponse, RenewRequest,
+    RenewResponse, TaskReport, TaskReportResponse,
     dispatcher_server::{Dispatcher, DispatcherServer},
     manager_server::{Manager, ManagerServer},
     node_ca_server::{NodeCa, NodeCaServer},
@@ -91,6 +91,19 @@ impl Dispatcher for DispatcherService {
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(status)?;
         Ok(Response::new(TaskReportResponse {}))
+    }
+
+    async fn report_logs(
+        &self,
+        request: Request<LogReport>,
+    ) -> Result<Response<LogReportResponse>, Status> {
+        let subject = caller(&request)?;
+        let report = request.into_inner();
+        let logs = serde_json::from_slice(&report.logs_json)
+            .map_err(|e| Status::invalid_argument(format!("malformed log report: {e}")))?;
+        self.membership
+            .deliver_logs(&report.request_id, &subject, logs);
+        Ok(Response::new(LogReportResponse {}))
     }
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     services::{EndpointMode, ServiceRecord, TaskState},
-    state::ClusterState,
+    state::{ClusterState, LogRequest},
 };
 use crate::{
     dataplane::{self, OverlayNetwork, PublishedPort},
@@ -25,6 +25,9 @@ pub struct NodeView {
     /// Addresses of tasks on other nodes.
     pub remote_endpoints: Vec<RemoteEndpoint>,
     pub services: Vec<dataplane::ServiceSpec>,
+    /// `service logs` requests for tasks of this node.
+    #[serde(default)]
+    pub log_requests: Vec<LogRequest>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -73,11 +76,7 @@ impl NodeView {
                     .services
                     .get(&task.service_id)
                     .map_or(task.spec.name.as_str(), |s| s.spec.name.as_str());
-                let name = if task.slot > 0 {
-                    format!("{service_name}.{}", task.slot)
-                } else {
-                    format!("{service_name}.{node}")
-                };
+                let name = task.name(service_name);
                 let spec = &task.spec;
                 tasks.push(AssignedTask {
                     id: task.id.clone(),
@@ -148,12 +147,29 @@ impl NodeView {
             .flat_map(|service| dataplane_services(state, service))
             .collect();
         remote_endpoints.sort();
+        let log_requests = state
+            .log_requests
+            .values()
+            .filter_map(|request| {
+                let mine: Vec<String> = request
+                    .tasks
+                    .iter()
+                    .filter(|id| tasks.iter().any(|t| &t.id == *id))
+                    .cloned()
+                    .collect();
+                (!mine.is_empty()).then(|| LogRequest {
+                    tasks: mine,
+                    ..request.clone()
+                })
+            })
+            .collect();
         NodeView {
             version,
             tasks,
             networks,
             remote_endpoints,
             services,
+            log_requests,
         }
     }
 }

@@ -14,11 +14,13 @@ use std::{
 use tokio::sync::watch;
 
 use super::{
-    api::proto::{AssignmentsRequest, TaskReport, dispatcher_client::DispatcherClient},
+    api::proto::{AssignmentsRequest, LogReport, TaskReport, dispatcher_client::DispatcherClient},
     assignments::{AssignedTask, NodeView, RemoteEndpoint, SERVICE_NAME_MARK},
+    logs::{self, TaskLog},
     node::Membership,
     raft::network::channel,
     services::{TaskState, TaskStatus},
+    state::LogRequest,
 };
 use crate::{
     dataplane::{self, Dataplane, LocalEndpointSpec, RemoteEndpointSpec},
@@ -48,8 +50,10 @@ pub async fn run(
 ) {
     let (view_tx, mut view_rx) = watch::channel::<Option<NodeView>>(None);
     let poller = tokio::spawn(poll(membership.clone(), view_tx, stop.clone()));
+    let runtime = deps.runtime.clone();
     let executor = Arc::new(Mutex::new(Executor::new(deps)));
     let mut unsent: Vec<(String, TaskStatus)> = Vec::new();
+    let mut answered_logs: BTreeSet<String> = BTreeSet::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(MONITOR_PERIOD) => {}
@@ -59,6 +63,16 @@ pub async fn run(
         let Some(view) = view_rx.borrow_and_update().clone() else {
             continue;
         };
+        answered_logs.retain(|id| view.log_requests.iter().any(|r| &r.id == id));
+        for request in &view.log_requests {
+            if answered_logs.insert(request.id.clone()) {
+                tokio::spawn(answer_logs(
+                    membership.clone(),
+                    runtime.clone(),
+                    request.clone(),
+                ));
+            }
+        }
         let executor = executor.clone();
         let reports = tokio::task::spawn_blocking(move || {
             executor
@@ -172,6 +186,50 @@ async fn report(
     }
     tracing::debug!(error = %last, "task report failed; retrying");
     Err(last)
+}
+
+/// Sends the output of this node's tasks that `request` asks for to the
+/// manager that asked.
+async fn answer_logs(membership: Weak<Membership>, runtime: Arc<dyn Runtime>, request: LogRequest) {
+    let Some(credentials) = membership.upgrade().and_then(|m| m.credentials()) else {
+        return;
+    };
+    let (tasks, tail) = (request.tasks.clone(), request.tail);
+    let logs = tokio::task::spawn_blocking(move || {
+        tasks
+            .into_iter()
+            .map(|task_id| {
+                // A task this node no longer holds has no output left.
+                let output = runtime.logs(&task_id).unwrap_or_default();
+                let output = String::from_utf8_lossy(&output);
+                TaskLog {
+                    output: logs::tail(&output, tail).to_owned(),
+                    task_id,
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    let Ok(logs_json) = serde_json::to_vec(&logs) else {
+        return;
+    };
+    let sent = async {
+        let mut client = DispatcherClient::new(channel(&request.reply_to, &credentials)?);
+        tokio::time::timeout(
+            POLL_TIMEOUT,
+            client.report_logs(LogReport {
+                request_id: request.id.clone(),
+                logs_json,
+            }),
+        )
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|s| s.message().to_owned())
+    };
+    if let Err(err) = sent.await {
+        tracing::warn!(manager = %request.reply_to, error = %err, "sending task logs failed");
+    }
 }
 
 /// A task this node runs (or ran).

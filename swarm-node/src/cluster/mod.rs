@@ -9,6 +9,7 @@ mod error;
 pub mod executor;
 mod join;
 mod local;
+pub mod logs;
 pub mod node;
 pub mod orchestrator;
 pub mod pki;

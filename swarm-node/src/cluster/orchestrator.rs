@@ -574,6 +574,7 @@ mod tests {
             networks: BTreeMap::from([("i".into(), ingress_network("i".into(), 0))]),
             services: BTreeMap::new(),
             tasks: BTreeMap::new(),
+            log_requests: BTreeMap::new(),
         }
     }
 

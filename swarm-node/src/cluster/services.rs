@@ -332,6 +332,14 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// `<service>.<slot>`, or `<service>.<node id>` for a global service's.
+    pub fn name(&self, service_name: &str) -> String {
+        match (&self.node_id, self.slot) {
+            (Some(node), 0) => format!("{service_name}.{node}"),
+            _ => format!("{service_name}.{}", self.slot),
+        }
+    }
+
     /// Whether it runs and is meant to: a backend, a replica in `service ls`.
     pub fn is_running(&self) -> bool {
         self.desired == TaskState::Running && self.status.state == TaskState::Running

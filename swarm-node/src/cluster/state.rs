@@ -70,7 +70,26 @@ pub struct ClusterState {
     /// Tasks by ID, with the recent history of each slot.
     #[serde(default)]
     pub tasks: BTreeMap<String, TaskRecord>,
+    /// Open `service logs` requests, by ID: each node holding one of the
+    /// tasks sends those tasks' output to the manager that asked.
+    #[serde(default)]
+    pub log_requests: BTreeMap<String, LogRequest>,
 }
+
+/// A manager asks the nodes for some tasks' output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRequest {
+    pub id: String,
+    pub tasks: Vec<String>,
+    /// Only the last lines of each task's output.
+    pub tail: Option<u64>,
+    /// The manager API address the nodes answer to.
+    pub reply_to: String,
+    pub at_millis: u64,
+}
+
+/// Log requests are answered within seconds; older ones are dropped.
+const LOG_REQUEST_TTL_MILLIS: u64 = 60_000;
 
 /// An overlay network, as `swarm network create` (or `init`, for
 /// `ingress`) made it, with what the allocator gave it.
@@ -168,6 +187,8 @@ pub enum Command {
     },
     /// Task addresses are allocated when applied.
     Tasks(Vec<TaskChange>),
+    /// Opens a log request; requests older than a minute go.
+    RequestLogs(LogRequest),
 }
 
 /// What applying a command gave.
@@ -281,6 +302,13 @@ impl ClusterState {
                 }
             }
             Command::Tasks(changes) => state.change_tasks(changes),
+            Command::RequestLogs(request) => {
+                let now = request.at_millis;
+                state
+                    .log_requests
+                    .retain(|_, r| r.at_millis + LOG_REQUEST_TTL_MILLIS > now);
+                state.log_requests.insert(request.id.clone(), request);
+            }
         }
         CommandResult::Done
     }
@@ -466,6 +494,7 @@ mod tests {
             networks: BTreeMap::from([("i".into(), ingress_network("i".into(), 0))]),
             services: BTreeMap::new(),
             tasks: BTreeMap::new(),
+            log_requests: BTreeMap::new(),
         };
         assert_eq!(
             ClusterState::apply(&mut store, Command::Create(Box::new(state))),

@@ -117,6 +117,11 @@ pub enum Request {
     SwarmServiceRemove {
         services: Vec<String>,
     },
+    /// `swarm service logs`: a service's tasks (or one task) output.
+    SwarmServiceLogs {
+        reference: String,
+        tail: Option<u64>,
+    },
 }
 
 /// `swarm service update`: changes to a service's spec; unset ones keep it.
@@ -261,6 +266,7 @@ impl Request {
                 | Request::SwarmServiceUpdate(_)
                 | Request::SwarmServiceRollback { .. }
                 | Request::SwarmServiceRemove { .. }
+                | Request::SwarmServiceLogs { .. }
         )
     }
 }
@@ -366,6 +372,17 @@ pub struct RaftInfo {
     pub voters: usize,
 }
 
+/// One task's output for `swarm service logs`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskOutput {
+    pub task_id: String,
+    /// `<service>.<slot>` (or `<service>.<node id>` for a global service).
+    pub name: String,
+    pub node_id: String,
+    pub node: String,
+    pub output: String,
+}
+
 /// One row of `swarm node ls`, with Docker's keys.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -419,6 +436,12 @@ pub enum Response {
     Json(serde_json::Value),
     /// Done; one line to print per thing done.
     Notes(Vec<String>),
+    /// `swarm service logs`: each task's output, in `service ps` order, and
+    /// the nodes that did not answer.
+    Logs {
+        tasks: Vec<TaskOutput>,
+        unanswered: Vec<String>,
+    },
     /// Done; nothing to report.
     Done,
     /// The request failed; the message says why and what to do.

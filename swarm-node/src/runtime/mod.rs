@@ -11,7 +11,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub mod docker;
 pub mod native;
+mod netns;
 
 /// Where task network namespaces are bound, as `ip netns add` does.
 pub const NETNS_DIR: &str = "/run/netns";

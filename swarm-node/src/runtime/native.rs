@@ -10,7 +10,6 @@
 
 mod cgroup;
 mod launch;
-mod netns;
 
 use std::{
     ffi::CString,
@@ -38,7 +37,7 @@ use self::{
     cgroup::CgroupLayout,
     launch::{LaunchError, Plan, Step},
 };
-use super::{Runtime, RuntimeError, TaskSpec, TaskState, netns_path};
+use super::{Runtime, RuntimeError, TaskSpec, TaskState, netns, netns_path};
 
 const LOG_FILE: &str = "log";
 /// Written by the task's shim when its init exits; present means exited.

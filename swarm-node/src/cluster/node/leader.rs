@@ -18,6 +18,10 @@ pub enum Forwarded {
     AddVoter {
         node_id: String,
     },
+    /// Take a demoted manager out of the Raft voters.
+    RemoveVoter {
+        node_id: String,
+    },
 }
 
 /// How long a request may wait for a leader (an election, say) and for its
@@ -110,6 +114,9 @@ impl Membership {
             Forwarded::AddVoter { node_id } => {
                 self.add_voter_here(node_id).map(|()| Response::Done)
             }
+            Forwarded::RemoveVoter { node_id } => {
+                self.remove_voter_here(node_id).map(|()| Response::Done)
+            }
         }
     }
 
@@ -138,6 +145,7 @@ impl Membership {
             Request::SwarmServiceUpdate(update) => self.update_service(update),
             Request::SwarmServiceRollback { service } => self.rollback_service(service),
             Request::SwarmServiceRemove { services } => self.remove_services(services),
+            Request::SwarmServiceLogs { reference, tail } => self.service_logs(reference, *tail),
             other => Err(ClusterError::Refused(format!(
                 "{other:?} is not a request the leader runs"
             ))),
@@ -239,6 +247,12 @@ impl Membership {
             Err(_) => Err(ClusterError::Unavailable(format!(
                 "removing {node_id} from the Raft voters was not committed within {LEADER_WAIT:?}"
             ))),
+            // Leadership moved mid-change (a leader removing itself can lose
+            // it between the joint and the final configuration): the caller
+            // retries on the new leader, which finishes the change.
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(ClusterError::NotLeader)
+            }
             Ok(Err(err)) => Err(ClusterError::Unavailable(err.to_string())),
             Ok(Ok(_)) => Ok(()),
         }

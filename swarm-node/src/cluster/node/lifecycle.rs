@@ -54,6 +54,7 @@ impl Membership {
             },
             services: BTreeMap::new(),
             tasks: BTreeMap::new(),
+            log_requests: BTreeMap::new(),
         };
         let local = LocalState {
             cluster_id: cluster_id.clone(),

@@ -75,6 +75,8 @@ pub struct Membership {
     /// What runs tasks here, once the daemon has set it.
     executor_deps: Mutex<Option<super::executor::ExecutorDeps>>,
     executor: Mutex<Option<Background>>,
+    /// `service logs` requests this manager waits on.
+    log_waiters: super::logs::LogWaiters,
 }
 
 /// On the leader: when each node was last heard from.
@@ -118,6 +120,7 @@ impl Membership {
             liveness: Mutex::new(Liveness::default()),
             executor_deps: Mutex::new(None),
             executor: Mutex::new(None),
+            log_waiters: Default::default(),
         });
         if let Some(raft) = cluster.as_ref().and_then(|c| c.raft.clone()) {
             membership.watch_leadership(&raft);

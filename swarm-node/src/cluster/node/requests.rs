@@ -215,7 +215,14 @@ impl Membership {
                 },
             })?;
             if role == Role::Worker {
-                self.remove_voter_here(&id)?;
+                // Through `lead`: if this leader loses leadership while it
+                // removes itself, the new leader finishes the removal.
+                self.lead(
+                    Forwarded::RemoveVoter {
+                        node_id: id.clone(),
+                    },
+                    0,
+                )?;
             }
             tracing::info!(node = %id, %role, "node role changed");
             notes.push(match role {

@@ -3,6 +3,7 @@
 //! agents call: their assignments and their task reports.
 
 use super::{lifecycle::random_id, *};
+use crate::cluster::state::LogRequest;
 use crate::cluster::{
     assignments::NodeView,
     orchestrator,
@@ -11,12 +12,14 @@ use crate::cluster::{
         TaskStatus,
     },
 };
-use crate::control::ServiceUpdateRequest;
+use crate::control::{ServiceUpdateRequest, TaskOutput};
 
 /// How often the leader reconciles when nothing wakes it sooner.
 const RECONCILE_PERIOD: Duration = Duration::from_millis(100);
 /// How long an agent's request for assignments waits for a change.
 const ASSIGNMENTS_WAIT: Duration = Duration::from_secs(5);
+/// How long `service logs` waits for the nodes to answer.
+const LOGS_WAIT: Duration = Duration::from_secs(5);
 
 impl Membership {
     pub(super) fn create_service(&self, spec: &ServiceSpec) -> Result<Response, ClusterError> {
@@ -40,6 +43,58 @@ impl Membership {
                 .collect::<Result<Vec<_>, _>>()
         })?
         .map_err(ClusterError::Refused)
+    }
+
+    /// Asks the nodes holding the tasks of service (or task) `reference`
+    /// for their output, and waits a few seconds for every one to answer.
+    pub(super) fn service_logs(
+        &self,
+        reference: &str,
+        tail: Option<u64>,
+    ) -> Result<Response, ClusterError> {
+        let mut tasks = self.read_store(|s| logged_tasks(s, reference))??;
+        let reply_to = self
+            .require_raft()?
+            .leader()
+            .map(|me| me.addr)
+            .ok_or(ClusterError::NotLeader)?;
+        let request_id = random_id();
+        let answers = self.log_waiters.open(&request_id);
+        let committed = self.commit_here(Command::RequestLogs(LogRequest {
+            id: request_id.clone(),
+            tasks: tasks.iter().map(|t| t.task_id.clone()).collect(),
+            tail,
+            reply_to,
+            at_millis: now_millis(),
+        }));
+        let mut waiting: BTreeSet<String> = tasks.iter().map(|t| t.node_id.clone()).collect();
+        let deadline = Instant::now() + LOGS_WAIT;
+        while committed.is_ok() && !waiting.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok((node_id, logs)) = answers.recv_timeout(left) else {
+                break;
+            };
+            waiting.remove(&node_id);
+            for log in logs {
+                // A node speaks only for its own tasks.
+                if let Some(task) = tasks
+                    .iter_mut()
+                    .find(|t| t.task_id == log.task_id && t.node_id == node_id)
+                {
+                    task.output = log.output;
+                }
+            }
+        }
+        self.log_waiters.close(&request_id);
+        committed?;
+        let unanswered = tasks
+            .iter()
+            .filter(|t| waiting.contains(&t.node_id))
+            .map(|t| t.node.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        Ok(Response::Logs { tasks, unanswered })
     }
 
     fn resolve_service(&self, reference: &str) -> Result<ServiceRecord, ClusterError> {
@@ -121,15 +176,7 @@ impl Membership {
                     );
                     let history = previous.as_ref() == Some(&key);
                     previous = Some(key);
-                    let name = if task.slot > 0 {
-                        format!("{}.{}", service.spec.name, task.slot)
-                    } else {
-                        format!(
-                            "{}.{}",
-                            service.spec.name,
-                            task.node_id.clone().unwrap_or_default()
-                        )
-                    };
+                    let name = task.name(&service.spec.name);
                     let node = task
                         .node_id
                         .as_ref()
@@ -306,6 +353,16 @@ impl Membership {
     }
 
     /// Task states an agent observed, for its own tasks only.
+    /// A node's answer to a `service logs` request this manager serves.
+    pub fn deliver_logs(
+        &self,
+        request_id: &str,
+        from: &CertificateSubject,
+        logs: Vec<crate::cluster::logs::TaskLog>,
+    ) {
+        self.log_waiters.deliver(request_id, &from.node_id, logs);
+    }
+
     pub fn report_tasks(
         &self,
         subject: &CertificateSubject,
@@ -352,6 +409,60 @@ fn resolve_service<'a>(
             matches.len()
         ))),
     }
+}
+
+/// The tasks `service logs REFERENCE` shows, in `service ps` order: a
+/// service's (those placed on a node), or the one task REFERENCE names.
+fn logged_tasks(state: &ClusterState, reference: &str) -> Result<Vec<TaskOutput>, ClusterError> {
+    let mut tasks: Vec<&TaskRecord> = match resolve_service(state, reference) {
+        Ok(service) => state
+            .tasks
+            .values()
+            .filter(|t| t.service_id == service.id)
+            .collect(),
+        Err(not_a_service) => {
+            let matches: Vec<&TaskRecord> = state
+                .tasks
+                .values()
+                .filter(|t| t.id.starts_with(reference))
+                .collect();
+            match matches[..] {
+                [one] => vec![one],
+                [] => return Err(not_a_service),
+                _ => {
+                    return Err(ClusterError::Refused(format!(
+                        "task {reference} is ambiguous ({} matches)",
+                        matches.len()
+                    )));
+                }
+            }
+        }
+    };
+    tasks.sort_by(|a, b| {
+        (a.slot, &a.node_id)
+            .cmp(&(b.slot, &b.node_id))
+            .then(a.created_at_millis.cmp(&b.created_at_millis))
+    });
+    Ok(tasks
+        .into_iter()
+        .filter_map(|task| {
+            let node_id = task.node_id.clone()?;
+            let service_name = state
+                .services
+                .get(&task.service_id)
+                .map_or(task.spec.name.as_str(), |s| s.spec.name.as_str());
+            Some(TaskOutput {
+                task_id: task.id.clone(),
+                name: task.name(service_name),
+                node: state
+                    .nodes
+                    .get(&node_id)
+                    .map_or_else(|| node_id.clone(), |n| n.hostname.clone()),
+                node_id,
+                output: String::new(),
+            })
+        })
+        .collect())
 }
 
 pub(super) fn now_millis() -> u64 {

@@ -12,16 +12,16 @@ use nix::{
 
 use crate::dataplane::netlink::Netlink;
 
-use super::super::NETNS_DIR;
+use super::NETNS_DIR;
 
 /// Whether a namespace is bound at `path` (not just the empty file).
-pub(super) fn is_bound(path: &Path) -> bool {
+pub(crate) fn is_bound(path: &Path) -> bool {
     statfs(path).is_ok_and(|fs| fs.filesystem_type() == NSFS_MAGIC)
 }
 
 /// Binds a new, empty network namespace at `path` with `lo` up. On failure
 /// nothing is left at `path`.
-pub(super) fn create(path: &Path) -> Result<(), (String, io::Error)> {
+pub(crate) fn create(path: &Path) -> Result<(), (String, io::Error)> {
     ensure_netns_dir().map_err(|e| (format!("making {NETNS_DIR} a shared mount point"), e))?;
     fs::OpenOptions::new()
         .write(true)
@@ -72,8 +72,39 @@ pub(super) fn create(path: &Path) -> Result<(), (String, io::Error)> {
     made
 }
 
+/// Binds the network namespace of process `pid` at `path` (`ip netns
+/// attach`), so it outlives the process's view of it and `ip netns` sees it.
+pub(crate) fn bind_process(pid: i32, path: &Path) -> Result<(), (String, io::Error)> {
+    ensure_netns_dir().map_err(|e| (format!("making {NETNS_DIR} a shared mount point"), e))?;
+    if is_bound(path) {
+        return Ok(());
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| (format!("creating {}", path.display()), e))?;
+    let source = format!("/proc/{pid}/ns/net");
+    let bound = mount(
+        Some(source.as_str()),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    );
+    if let Err(err) = bound {
+        let _ = fs::remove_file(path);
+        return Err((
+            format!("binding {source} at {}", path.display()),
+            err.into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Unbinds and deletes the namespace at `path`; gone already is fine.
-pub(super) fn remove(path: &Path) -> io::Result<()> {
+pub(crate) fn remove(path: &Path) -> io::Result<()> {
     match umount2(path, MntFlags::MNT_DETACH) {
         // EINVAL: the file is there but nothing is bound on it.
         Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}

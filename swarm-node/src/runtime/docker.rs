@@ -1,0 +1,300 @@
+//! The Docker runtime: each task is a container of a real dockerd, driven
+//! through its API (bollard). Containers start with no network (`none`);
+//! their network namespace is bound at `/run/netns/swarm-<task id>` and the
+//! agent wires it like a native task's. Several swarm nodes may share one
+//! engine (as in the test harness): each only sees containers labelled with
+//! its own node ID.
+
+use std::{collections::HashMap, path::PathBuf, time::Duration};
+
+use bollard::{
+    API_DEFAULT_VERSION, Docker,
+    errors::Error as DockerError,
+    models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig},
+    query_parameters::{
+        CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+        LogsOptionsBuilder, RemoveContainerOptionsBuilder, StartContainerOptions,
+        StopContainerOptionsBuilder,
+    },
+};
+use futures::TryStreamExt;
+
+use super::{Runtime, RuntimeError, TaskSpec, TaskState, netns, netns_path};
+
+/// Labels that mark a container as a swarm task.
+const TASK_LABEL: &str = "swarm.task.id";
+const NODE_LABEL: &str = "swarm.node.id";
+/// Longest any engine call may take; `stop` adds its grace period.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct DockerRuntime {
+    docker: Docker,
+    node_id: String,
+    /// bollard is async; the runtime trait blocks. Calls run here, off the
+    /// daemon's own runtime.
+    calls: tokio::runtime::Runtime,
+}
+
+impl DockerRuntime {
+    /// Connects to the engine at `host` (`unix:///path` or a socket path)
+    /// and checks that it answers.
+    pub fn connect(host: &str, node_id: &str) -> Result<Self, RuntimeError> {
+        let path = host.strip_prefix("unix://").unwrap_or(host);
+        if host.contains("://") && !host.starts_with("unix://") {
+            return Err(RuntimeError::Docker(format!(
+                "--docker-host {host}: only unix sockets are supported; write unix:///var/run/docker.sock"
+            )));
+        }
+        let calls = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("docker-calls")
+            .enable_all()
+            .build()
+            .map_err(|e| RuntimeError::Docker(format!("starting a runtime: {e}")))?;
+        let docker = calls.block_on(async {
+            let docker =
+                Docker::connect_with_unix(path, CALL_TIMEOUT.as_secs(), API_DEFAULT_VERSION)?
+                    .negotiate_version()
+                    .await?;
+            docker.ping().await?;
+            Ok::<_, DockerError>(docker)
+        });
+        let docker = docker.map_err(|e| {
+            RuntimeError::Docker(format!(
+                "no Docker engine answers at {host} ({e}); start dockerd or pass --docker-host"
+            ))
+        })?;
+        Ok(Self {
+            docker,
+            node_id: node_id.to_owned(),
+            calls,
+        })
+    }
+
+    fn container(task_id: &str) -> String {
+        format!("swarm-{task_id}")
+    }
+
+    fn engine_error(task_id: &str, what: &str, err: DockerError) -> RuntimeError {
+        RuntimeError::Invalid {
+            task: task_id.to_owned(),
+            message: format!("{what}: {}", describe(&err)),
+        }
+    }
+
+    /// The pid of the container's main process, if it runs.
+    fn running_pid(&self, task_id: &str) -> Result<Option<i64>, DockerError> {
+        let info = self.calls.block_on(
+            self.docker
+                .inspect_container(&Self::container(task_id), None::<InspectContainerOptions>),
+        )?;
+        let state = info.state.unwrap_or_default();
+        Ok(state
+            .running
+            .unwrap_or(false)
+            .then_some(state.pid)
+            .flatten()
+            .filter(|pid| *pid > 0))
+    }
+}
+
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    /// Creates and starts the container with no network, and binds its
+    /// network namespace where the agent wires it: a container has a
+    /// namespace only once it runs, so the task starts here, and its
+    /// interfaces appear moments later.
+    fn prepare(&self, spec: &TaskSpec) -> Result<PathBuf, RuntimeError> {
+        let task = spec.task_id.as_str();
+        let name = Self::container(task);
+        let path = netns_path(task);
+        if let Ok(Some(pid)) = self.running_pid(task) {
+            netns::bind_process(pid as i32, &path).map_err(|(what, source)| RuntimeError::Io {
+                task: task.to_owned(),
+                what,
+                source,
+            })?;
+            return Ok(path);
+        }
+        let labels = HashMap::from([
+            (TASK_LABEL.to_owned(), task.to_owned()),
+            (NODE_LABEL.to_owned(), self.node_id.clone()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
+            env: Some(spec.env.clone()),
+            hostname: Some(spec.hostname.clone()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                nano_cpus: spec.resources.nano_cpus.map(|n| n as i64),
+                memory: spec.resources.memory_bytes.map(|m| m as i64),
+                extra_hosts: Some(
+                    spec.hosts
+                        .iter()
+                        .map(|(ip, name)| format!("{name}:{ip}"))
+                        .collect(),
+                ),
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let started = self.calls.block_on(async {
+            match self.docker.create_container(Some(options), body).await {
+                Ok(_) => {}
+                // Made by an earlier attempt that failed later: start it.
+                Err(DockerError::DockerResponseServerError {
+                    status_code: 409, ..
+                }) => {}
+                Err(err) => return Err(("creating the container", err)),
+            }
+            self.docker
+                .start_container(&name, None::<StartContainerOptions>)
+                .await
+                .map_err(|err| ("starting the container", err))
+        });
+        if let Err((what, err)) = started {
+            return Err(Self::engine_error(task, what, err));
+        }
+        let pid = match self.running_pid(task) {
+            Ok(Some(pid)) => pid,
+            Ok(None) => {
+                return Err(RuntimeError::Invalid {
+                    task: task.to_owned(),
+                    message: "the container exited as soon as it started".into(),
+                });
+            }
+            Err(err) => return Err(Self::engine_error(task, "inspecting the container", err)),
+        };
+        netns::bind_process(pid as i32, &path).map_err(|(what, source)| RuntimeError::Io {
+            task: task.to_owned(),
+            what,
+            source,
+        })?;
+        Ok(path)
+    }
+
+    /// Already started by `prepare`.
+    fn start(&self, _spec: &TaskSpec) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    fn state(&self, task_id: &str) -> Result<TaskState, RuntimeError> {
+        let inspected = self.calls.block_on(
+            self.docker
+                .inspect_container(&Self::container(task_id), None::<InspectContainerOptions>),
+        );
+        let info = match inspected {
+            Ok(info) => info,
+            Err(err) if is_not_found(&err) => return Ok(TaskState::Missing),
+            Err(err) => return Err(Self::engine_error(task_id, "inspecting the container", err)),
+        };
+        let state = info.state.unwrap_or_default();
+        Ok(match state.status {
+            Some(ContainerStateStatusEnum::CREATED) => TaskState::Created,
+            Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => {
+                TaskState::Exited {
+                    code: state.exit_code.unwrap_or(-1) as i32,
+                }
+            }
+            _ => TaskState::Running,
+        })
+    }
+
+    fn stop(&self, task_id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let seconds = grace.as_secs_f64().ceil() as i32;
+        let options = StopContainerOptionsBuilder::default().t(seconds).build();
+        let stopped = self.calls.block_on(
+            self.docker
+                .stop_container(&Self::container(task_id), Some(options)),
+        );
+        match stopped {
+            Ok(()) => Ok(()),
+            Err(err) if is_not_found(&err) => Ok(()),
+            Err(err) => Err(Self::engine_error(task_id, "stopping the container", err)),
+        }
+    }
+
+    fn remove(&self, task_id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        let removed = self.calls.block_on(
+            self.docker
+                .remove_container(&Self::container(task_id), Some(options)),
+        );
+        match removed {
+            Ok(()) => {}
+            Err(err) if is_not_found(&err) => {}
+            Err(err) => return Err(Self::engine_error(task_id, "removing the container", err)),
+        }
+        netns::remove(&netns_path(task_id)).map_err(|source| RuntimeError::Io {
+            task: task_id.to_owned(),
+            what: "removing its network namespace".into(),
+            source,
+        })
+    }
+
+    fn logs(&self, task_id: &str) -> Result<Vec<u8>, RuntimeError> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let chunks = self.calls.block_on(
+            self.docker
+                .logs(&Self::container(task_id), Some(options))
+                .try_collect::<Vec<_>>(),
+        );
+        match chunks {
+            Ok(chunks) => Ok(chunks
+                .iter()
+                .flat_map(|chunk| chunk.as_ref().to_vec())
+                .collect()),
+            Err(err) if is_not_found(&err) => Err(RuntimeError::NoSuchTask(task_id.to_owned())),
+            Err(err) => Err(Self::engine_error(task_id, "reading its logs", err)),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<String>, RuntimeError> {
+        let filters = HashMap::from([("label", vec![format!("{NODE_LABEL}={}", self.node_id)])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .calls
+            .block_on(self.docker.list_containers(Some(options)))
+            .map_err(|e| RuntimeError::Docker(format!("listing containers: {}", describe(&e))))?;
+        let mut tasks: Vec<String> = containers
+            .into_iter()
+            .filter_map(|c| c.labels?.get(TASK_LABEL).cloned())
+            .collect();
+        tasks.sort();
+        Ok(tasks)
+    }
+}
+
+fn is_not_found(err: &DockerError) -> bool {
+    matches!(
+        err,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// The engine's own message when it gave one.
+fn describe(err: &DockerError) -> String {
+    match err {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
