@@ -22,6 +22,7 @@ use swarm_tests::{Netns, Topology, TopologyOptions, in_netns, spawn_in_netns};
 use crate::{
     control_bench::{self, SWARMKIT_DOWN_DETECTION_S, SWARMKIT_FAILOVER_S},
     process::output,
+    services_bench::{self, DOCKER_SWARM_CREATE_10_S, DOCKER_SWARM_SCALE_10_TO_50_S, Runtime},
 };
 
 const IPERF_PORT: u16 = 5201;
@@ -348,6 +349,7 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
     }
 
     let control = control_plane_rows(&mut metrics, rounds, seconds)?;
+    let services = services_rows(&mut metrics)?;
 
     print_table(&paths, &results, &metrics);
     println!("service ratios:");
@@ -355,7 +357,69 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
         println!("  {name:<32} {}", metrics[name]);
     }
     print_control_plane(&control);
+    print_services(&services);
     write_json(json_path, metrics)
+}
+
+/// Only the services rows.
+pub fn run_services(json_path: Option<&Path>) -> anyhow::Result<()> {
+    let mut metrics = Map::new();
+    let date = output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default();
+    metrics.insert("date".into(), json!(date.trim()));
+    let services = services_rows(&mut metrics)?;
+    print_services(&services);
+    write_json(json_path, metrics)
+}
+
+/// Runs the services bench with each runtime and adds its rows to
+/// `metrics`: one round each (a round is minutes with Docker).
+fn services_rows(
+    metrics: &mut Map<String, Value>,
+) -> anyhow::Result<Vec<services_bench::ServiceFigures>> {
+    let mut all = Vec::new();
+    for runtime in [Runtime::Native, Runtime::Docker] {
+        let figures = services_bench::run(runtime)?;
+        let name = runtime.name();
+        let rows = [
+            ("service_create_10_s", figures.create_10_s),
+            ("service_scale_10_to_50_s", figures.scale_10_to_50_s),
+            ("service_scale_10_to_100_s", figures.scale_10_to_100_s),
+            ("service_worker_killed_s", figures.worker_killed_s),
+            (
+                "service_create_10_vs_docker_swarm",
+                figures.create_10_s / DOCKER_SWARM_CREATE_10_S,
+            ),
+            (
+                "service_scale_10_to_50_vs_docker_swarm",
+                figures.scale_10_to_50_s / DOCKER_SWARM_SCALE_10_TO_50_S,
+            ),
+        ];
+        for (row, value) in rows {
+            metrics.insert(format!("{row}_{name}"), json!(round(value, 3)));
+        }
+        all.push(figures);
+    }
+    Ok(all)
+}
+
+fn print_services(services: &[services_bench::ServiceFigures]) {
+    println!(
+        "services (1 manager, 2 workers; Docker Swarm 20.10, one node, Docker runtime: create 10 {DOCKER_SWARM_CREATE_10_S} s, scale 10->50 {DOCKER_SWARM_SCALE_10_TO_50_S} s):"
+    );
+    println!(
+        "  {:<8} {:>12} {:>14} {:>15} {:>15}",
+        "runtime", "create 10 s", "scale 10->50 s", "scale 10->100 s", "worker killed s"
+    );
+    for f in services {
+        println!(
+            "  {:<8} {:>12.2} {:>14.2} {:>15.2} {:>15.2}",
+            f.runtime.name(),
+            f.create_10_s,
+            f.scale_10_to_50_s,
+            f.scale_10_to_100_s,
+            f.worker_killed_s
+        );
+    }
 }
 
 /// Writes `metrics` as one JSON object to `path`, when given.

@@ -4,6 +4,7 @@ mod bench;
 mod control_bench;
 mod demo;
 mod process;
+mod services_bench;
 mod setup;
 
 use anyhow::Context as _;
@@ -42,6 +43,10 @@ enum Task {
         /// failover, committed writes per second): about a minute.
         #[arg(long)]
         control_plane_only: bool,
+        /// Only the services rows (create, scale, a killed worker; native
+        /// and Docker runtimes): a few minutes.
+        #[arg(long, conflicts_with = "control_plane_only")]
+        services_only: bool,
         /// Also write the results as one flat JSON object here.
         #[arg(long, value_name = "PATH")]
         json: Option<std::path::PathBuf>,
@@ -67,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Bench {
             control_plane_only,
+            services_only,
             json,
             seconds,
             rounds,
@@ -75,6 +81,8 @@ fn main() -> anyhow::Result<()> {
             build_swarm(true)?;
             if control_plane_only {
                 bench::run_control_plane(json.as_deref(), seconds, rounds)
+            } else if services_only {
+                bench::run_services(json.as_deref())
             } else {
                 bench::run(json.as_deref(), seconds, rounds)
             }

@@ -1,0 +1,155 @@
+//! The services bench rows, on a swarm of one manager and two workers, once
+//! per runtime: `service create` of 10 replicas until all run, scale 10 ->
+//! 50 and 10 -> 100 until all run, and kill -9 of a worker's daemon until
+//! its tasks run elsewhere. Timed from the CLI call to the first `service
+//! ps` that shows every task Running.
+
+use std::time::{Duration, Instant};
+
+use swarm_tests::{
+    Topology, TopologyOptions,
+    docker::{BUSYBOX_IMAGE, DockerEngine},
+};
+
+/// Docker Swarm 20.10 on this VM, one node, Docker runtime (the issue's
+/// reference figures).
+pub const DOCKER_SWARM_CREATE_10_S: f64 = 6.6;
+pub const DOCKER_SWARM_SCALE_10_TO_50_S: f64 = 16.8;
+
+const WORKER_KILLED: usize = 2;
+const PATIENCE: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    Native,
+    Docker,
+}
+
+impl Runtime {
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Native => "native",
+            Runtime::Docker => "docker",
+        }
+    }
+}
+
+pub struct ServiceFigures {
+    pub runtime: Runtime,
+    pub create_10_s: f64,
+    pub scale_10_to_50_s: f64,
+    pub scale_10_to_100_s: f64,
+    /// From kill -9 of a worker's daemon until every task runs on the
+    /// other nodes (node-down detection included).
+    pub worker_killed_s: f64,
+}
+
+pub fn run(runtime: Runtime) -> anyhow::Result<ServiceFigures> {
+    // Dropped after the topology, whose daemons remove their containers.
+    let engine = match runtime {
+        Runtime::Docker => Some(DockerEngine::start()?),
+        Runtime::Native => None,
+    };
+    let mut options = TopologyOptions::new("swbenchsv", 3);
+    if let Some(engine) = &engine {
+        options.daemon_args = vec![
+            "--runtime".into(),
+            "docker".into(),
+            "--docker-host".into(),
+            engine.host(),
+        ];
+    }
+    let mut topology = Topology::new(&options)?;
+    topology.start_daemons()?;
+    topology.daemon(0).swarm_ok(&["init"])?;
+    topology.join(1, "worker", 0)?;
+    topology.join(2, "worker", 0)?;
+
+    // A small HTTP server per task: something that really runs.
+    let task: &[&str] = match runtime {
+        Runtime::Native => &["host", "busybox", "httpd", "-f", "-p", "80", "-h", "/tmp"],
+        Runtime::Docker => &[BUSYBOX_IMAGE, "httpd", "-f", "-p", "80", "-h", "/tmp"],
+    };
+    let name = runtime.name();
+    println!("bench: services ({name} runtime): create 10");
+    let started = Instant::now();
+    let mut create = vec![
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "bench",
+        "--replicas",
+        "10",
+    ];
+    create.extend_from_slice(task);
+    topology.daemon(0).swarm_ok(&create)?;
+    wait_running(&topology, 10, None)?;
+    let create_10_s = started.elapsed().as_secs_f64();
+
+    let scale_10_to_50_s = scale(&topology, 50)?;
+    println!("bench: services ({name} runtime): back to 10");
+    scale(&topology, 10)?;
+    let scale_10_to_100_s = scale(&topology, 100)?;
+
+    println!("bench: services ({name} runtime): kill -9 of a worker's daemon");
+    let killed = format!("h{}", WORKER_KILLED + 1);
+    let started = Instant::now();
+    topology.daemon_mut(WORKER_KILLED).kill()?;
+    wait_running(&topology, 100, Some(&killed))?;
+    let worker_killed_s = started.elapsed().as_secs_f64();
+
+    topology.daemon(0).swarm_ok(&["service", "rm", "bench"])?;
+    // The daemons stop and remove their tasks (the killed worker's
+    // containers go with the engine), then the engine stops.
+    drop(topology);
+    drop(engine);
+    Ok(ServiceFigures {
+        runtime,
+        create_10_s,
+        scale_10_to_50_s,
+        scale_10_to_100_s,
+        worker_killed_s,
+    })
+}
+
+/// Seconds from `service scale bench=N -d` to N tasks running.
+fn scale(topology: &Topology, replicas: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    topology
+        .daemon(0)
+        .swarm_ok(&["service", "scale", "-d", &format!("bench={replicas}")])?;
+    wait_running(topology, replicas, None)?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Polls `service ps` until exactly `count` tasks are meant to run and do,
+/// none of them on node `not_on`.
+fn wait_running(topology: &Topology, count: usize, not_on: Option<&str>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let rows = topology.daemon(0).swarm_json(&["service", "ps", "bench"])?;
+        let live: Vec<&serde_json::Value> = rows
+            .iter()
+            .filter(|r| r["DesiredState"] == "Running")
+            .collect();
+        let running = live
+            .iter()
+            .filter(|r| {
+                r["CurrentState"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("Running")
+                    && not_on.is_none_or(|node| r["Node"] != node)
+            })
+            .count();
+        if live.len() == count && running == count {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < PATIENCE,
+            "{running} of {count} tasks running after {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
