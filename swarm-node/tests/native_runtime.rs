@@ -55,6 +55,7 @@ impl Tasks {
             hostname: "task-host".into(),
             hosts: Vec::new(),
             resources: Resources::default(),
+            healthcheck: None,
         }
     }
 

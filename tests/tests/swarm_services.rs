@@ -212,6 +212,121 @@ fn wait_until_namespaces_gone(tasks: &[String]) {
     });
 }
 
+/// Marks the task whose hostname is `hostname` unhealthy for the health
+/// check below, until dropped.
+struct UnhealthyMark(std::path::PathBuf);
+
+impl UnhealthyMark {
+    fn set(hostname: &str) -> Self {
+        let path = std::path::PathBuf::from(format!("/run/swt-unhealthy-{hostname}"));
+        std::fs::write(&path, b"").unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for UnhealthyMark {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn health_checks_gate_running_and_replace_unhealthy_tasks_and_logs_are_gathered() {
+    let topology = five_node_swarm("svh");
+    // Ready a second after it starts; unhealthy once its mark exists (the
+    // task sees the host's /run, and its own /tmp).
+    let task = "echo starting as $(hostname) && (sleep 1 && touch /tmp/ready) & mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 80 -h /tmp/www";
+    let check = "test -e /tmp/ready && test ! -e /run/swt-unhealthy-$(hostname)";
+    create(
+        &topology,
+        &[
+            "--name",
+            "checked",
+            "--replicas",
+            "2",
+            "-d",
+            "-p",
+            "8090:80",
+            "--health-cmd",
+            check,
+            "--health-interval",
+            "200ms",
+            "--health-retries",
+            "2",
+            // Failures before /tmp/ready exists do not count.
+            "--health-start-period",
+            "10s",
+            "host",
+            "sh",
+            "-c",
+            task,
+        ],
+    );
+    wait_until("a task is Starting before its check passes", || {
+        let rows = live_tasks(&topology, "checked");
+        rows.iter()
+            .any(|r| {
+                r["CurrentState"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("Starting")
+            })
+            .then_some(())
+            .ok_or(format!("{rows:#?}"))
+    });
+    wait_running(&topology, "checked", 2);
+    let inspect = topology
+        .daemon(0)
+        .swarm_ok(&["service", "inspect", "checked"])
+        .unwrap();
+    assert!(inspect.contains("\"Healthcheck\""), "{inspect}");
+
+    // `service logs` from any manager: each task's line, with Docker's
+    // prefix; --tail and --raw.
+    let tasks = task_nodes(&topology, "checked");
+    let logs = topology
+        .daemon(1)
+        .swarm_ok(&["service", "logs", "checked"])
+        .unwrap();
+    for (id, node) in &tasks {
+        let line = format!("{}@{node}    | starting as {}", &id[..12], &id[..12]);
+        assert!(logs.contains(&line), "no `{line}` in:\n{logs}");
+    }
+    let raw = topology
+        .daemon(0)
+        .swarm_ok(&["service", "logs", "--raw", "--tail", "1", &tasks[0].0])
+        .unwrap();
+    assert_eq!(raw.trim(), format!("starting as {}", &tasks[0].0[..12]));
+
+    // One task turns unhealthy: it fails, and a healthy one replaces it.
+    let (sick, _) = &tasks[0];
+    let _mark = UnhealthyMark::set(&sick[..12]);
+    wait_until("the unhealthy task failed", || {
+        let rows = topology
+            .daemon(0)
+            .swarm_json(&["service", "ps", "checked"])
+            .map_err(|e| e.to_string())?;
+        rows.iter()
+            .any(|r| {
+                r["ID"] == sick.as_str() && r["Error"].as_str().unwrap_or("").contains("unhealthy")
+            })
+            .then_some(())
+            .ok_or(format!("{rows:#?}"))
+    });
+    wait_running(&topology, "checked", 2);
+    let healthy: BTreeSet<String> = live_tasks(&topology, "checked")
+        .iter()
+        .map(|r| r["ID"].as_str().unwrap()[..12].to_owned())
+        .collect();
+    assert!(!healthy.contains(&sick[..12]));
+    wait_until("the mesh reaches only the healthy tasks", || {
+        let seen = answers_through(&topology, 0, 8090, 8);
+        (seen == healthy)
+            .then_some(())
+            .ok_or(format!("saw {seen:?}, want {healthy:?}"))
+    });
+}
+
 /// A task of the busybox image that says it started, then answers HTTP on
 /// port 80 with its hostname.
 const WEB_IN_BUSYBOX: &str = "echo serving as $(hostname) && mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
@@ -239,6 +354,10 @@ fn the_same_scenario_on_the_docker_runtime() {
             "6",
             "-p",
             "8080:80",
+            "--health-cmd",
+            "test -s /www/index.html",
+            "--health-interval",
+            "300ms",
             BUSYBOX_IMAGE,
             "sh",
             "-c",
@@ -502,6 +621,29 @@ fn drain_labels_global_services_and_a_late_joiner() {
                 .contains("scheduling constraints not satisfied on 4");
         ok.then_some(()).ok_or(format!("{rows:#?}"))
     });
+
+    // More CPUs reserved than any node has: pending, with the reason.
+    let mut args = vec!["--name", "greedy", "-d", "--reserve-cpu", "64"];
+    args.extend_from_slice(WEB);
+    create(&topology, &args);
+    wait_until("the oversized task is pending with its reason", || {
+        let rows = live_tasks(&topology, "greedy");
+        let ok = rows.len() == 1
+            && rows[0]["Error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("insufficient resources on 4");
+        ok.then_some(()).ok_or(format!("{rows:#?}"))
+    });
+    let inspect = topology
+        .daemon(0)
+        .swarm_ok(&["node", "inspect", "h4"])
+        .unwrap();
+    let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let cpus = inspect[0]["Description"]["Resources"]["NanoCPUs"]
+        .as_u64()
+        .unwrap();
+    assert!(cpus >= 1_000_000_000, "{inspect}");
 
     let mut args = vec!["--name", "agent", "--mode", "global"];
     args.extend_from_slice(WEB);

@@ -190,6 +190,25 @@ pub struct PolicyArgs {
     /// Time to wait after SIGTERM before killing [default: 10s].
     #[arg(long, value_parser = parse_duration)]
     stop_grace_period: Option<Duration>,
+    /// Command run inside each task (with sh -c) to check its health; a
+    /// task is Running (and gets traffic) once it passes.
+    #[arg(long, value_name = "COMMAND")]
+    health_cmd: Option<String>,
+    /// Time between health checks [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    health_interval: Option<Duration>,
+    /// Longest a health check may run [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    health_timeout: Option<Duration>,
+    /// Failures in a row that make a task unhealthy [default: 3].
+    #[arg(long)]
+    health_retries: Option<u32>,
+    /// Time after start when failures do not count [default: 0s].
+    #[arg(long, value_parser = parse_duration)]
+    health_start_period: Option<Duration>,
+    /// No health check (drops one set before).
+    #[arg(long, conflicts_with = "health_cmd")]
+    no_healthcheck: bool,
 }
 
 #[derive(Debug, Args)]
@@ -468,6 +487,7 @@ fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
         rollback: UpdateConfig::default(),
         limits: ResourceSpec::default(),
         reservations: ResourceSpec::default(),
+        healthcheck: None,
         stop_grace_millis: 10_000,
         force_update: 0,
     };
@@ -540,6 +560,12 @@ impl PolicyArgs {
             update_monitor_millis: millis(self.update_monitor),
             update_order: self.update_order,
             stop_grace_millis: millis(self.stop_grace_period),
+            health_cmd: self.health_cmd.clone(),
+            health_interval_millis: millis(self.health_interval),
+            health_timeout_millis: millis(self.health_timeout),
+            health_retries: self.health_retries,
+            health_start_period_millis: millis(self.health_start_period),
+            no_healthcheck: self.no_healthcheck,
             ..ServiceUpdateRequest::default()
         }
     }

@@ -97,6 +97,7 @@ impl NodeView {
                             nano_cpus: spec.limits.nano_cpus,
                             memory_bytes: spec.limits.memory_bytes,
                         },
+                        healthcheck: spec.healthcheck.clone(),
                     },
                     addresses: ordered
                         .iter()

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     dataplane::{self, Dataplane, LocalEndpointSpec, RemoteEndpointSpec},
-    runtime::{Runtime, TaskState as RunState},
+    runtime::{Health, Runtime, TaskState as RunState},
 };
 
 /// How often running tasks are checked between assignment changes.
@@ -314,8 +314,14 @@ impl Executor {
                 continue;
             };
             let state = match self.deps.runtime.state(&id) {
-                Ok(RunState::Running) => TaskState::Running,
-                Ok(RunState::Exited { .. }) => TaskState::Running,
+                // An exit is seen, and reported, by the next pass.
+                Ok(RunState::Running | RunState::Exited { .. }) => {
+                    if task.state == TaskState::Starting {
+                        TaskState::Starting
+                    } else {
+                        TaskState::Running
+                    }
+                }
                 _ => task.state,
             };
             let endpoints = endpoint_ids
@@ -377,11 +383,11 @@ impl Executor {
                 );
                 Some(lost)
             }
-            (TaskState::Running, Some(TaskState::Running)) => {
+            (TaskState::Running, Some(local @ (TaskState::Starting | TaskState::Running))) => {
                 let code = match self.deps.runtime.state(&task.id) {
                     Ok(RunState::Exited { code }) => code,
                     Ok(RunState::Missing) => -1,
-                    _ => return self.resend(task),
+                    _ => return self.check_health(task, local),
                 };
                 self.finish(&task.id, Duration::ZERO);
                 let status = if code == 0 {
@@ -401,6 +407,38 @@ impl Executor {
                 self.finish(&task.id, Duration::from_millis(task.stop_grace_millis));
                 self.set_state(&task.id, TaskState::Shutdown);
                 Some(status(TaskState::Shutdown, "shutdown", String::new(), None))
+            }
+            _ => self.resend(task),
+        }
+    }
+
+    /// A running task with a health check: Starting until the check
+    /// passes, then Running (a backend); failed when it turns unhealthy.
+    fn check_health(&mut self, task: &AssignedTask, local: TaskState) -> Option<TaskStatus> {
+        let health = match self.deps.runtime.health(&task.spec) {
+            Ok(Some(health)) => health,
+            Ok(None) => return self.resend(task),
+            Err(err) => {
+                tracing::debug!(task = %task.id, error = %err, "reading a task's health failed");
+                return self.resend(task);
+            }
+        };
+        match (health, local) {
+            (Health::Healthy, TaskState::Starting) => {
+                self.set_state(&task.id, TaskState::Running);
+                tracing::info!(task = %task.id, name = %task.name, "task healthy: running");
+                Some(status(TaskState::Running, "started", String::new(), None))
+            }
+            (Health::Unhealthy, _) => {
+                self.finish(&task.id, Duration::ZERO);
+                self.set_state(&task.id, TaskState::Failed);
+                tracing::warn!(task = %task.id, name = %task.name, "task unhealthy: stopped");
+                Some(status(
+                    TaskState::Failed,
+                    "unhealthy",
+                    "task: unhealthy container (its health check failed)".into(),
+                    None,
+                ))
             }
             _ => self.resend(task),
         }
@@ -429,6 +467,12 @@ impl Executor {
             },
         );
         match self.try_start(task) {
+            // With a health check it is Starting until the check passes.
+            Ok(()) if task.spec.healthcheck.is_some() => {
+                self.set_state(&task.id, TaskState::Starting);
+                tracing::info!(task = %task.id, name = %task.name, "task started; waiting for its health check");
+                status(TaskState::Starting, "starting", String::new(), None)
+            }
             Ok(()) => {
                 self.set_state(&task.id, TaskState::Running);
                 tracing::info!(task = %task.id, name = %task.name, "task running");

@@ -20,7 +20,7 @@ use sha2::{Digest as _, Sha256};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use super::{
-    ClusterError, Role,
+    ClusterError, NodeResources, Role,
     api::proto::{JoinRequest, node_ca_client::NodeCaClient},
     pki::{self, JoinToken, NodeCertificate},
 };
@@ -76,6 +76,7 @@ pub async fn join(
         .connect()
         .await
         .map_err(|e| ClusterError::Join(format!("connecting to {manager} over TLS: {e}")))?;
+    let resources = NodeResources::of_this_host();
     let response = NodeCaClient::new(channel)
         .join(JoinRequest {
             token: token.trim().to_owned(),
@@ -84,6 +85,8 @@ pub async fn join(
             advertise_addr: joiner.advertise_addr.to_string(),
             listen_port: joiner.listen_port.into(),
             csr_pem,
+            nano_cpus: resources.nano_cpus,
+            memory_bytes: resources.memory_bytes,
         })
         .await
         .map_err(|status| ClusterError::Join(status.message().to_owned()))?

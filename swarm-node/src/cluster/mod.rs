@@ -22,5 +22,5 @@ pub use local::{Cluster, LocalState};
 pub use pki::Role;
 pub use state::{
     Availability, ClusterState, Command, CommandResult, NetworkRecord, NetworkRequest, NodeChange,
-    NodeRecord,
+    NodeRecord, NodeResources,
 };

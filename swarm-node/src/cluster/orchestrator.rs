@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    Availability, NodeRecord, Role,
+    Availability, NodeRecord, NodeResources, Role,
     services::{
         Constraint, FailureAction, RestartCondition, ServiceMode, ServiceRecord, ServiceSpec,
         TASK_HISTORY, TaskChange, TaskRecord, TaskState, TaskStatus, UpdateOrder, UpdateState,
@@ -405,6 +405,8 @@ fn schedule(
 ) {
     let mut per_service: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut per_node: BTreeMap<&str, u64> = BTreeMap::new();
+    // What the live tasks on each node reserve.
+    let mut reserved: BTreeMap<String, NodeResources> = BTreeMap::new();
     for task in state.tasks.values() {
         if task.desired == TaskState::Running
             && !task.status.state.is_terminal()
@@ -412,6 +414,7 @@ fn schedule(
         {
             *per_service.entry((&task.service_id, node)).or_default() += 1;
             *per_node.entry(node).or_default() += 1;
+            reserve(reserved.entry(node.clone()).or_default(), task);
         }
     }
     let mut assigned: Vec<(String, String)> = Vec::new();
@@ -438,6 +441,7 @@ fn schedule(
         }
         let mut not_available = 0;
         let mut not_matching = 0;
+        let mut short_of_resources = 0;
         let mut best: Option<(&NodeRecord, (u64, u64))> = None;
         for node in state.nodes.values() {
             if !ready.contains(&node.id) || node.availability != Availability::Active {
@@ -446,6 +450,10 @@ fn schedule(
             }
             if !satisfies(node, &task.spec.constraints) {
                 not_matching += 1;
+                continue;
+            }
+            if !fits(node, reserved.get(&node.id), task) {
+                short_of_resources += 1;
                 continue;
             }
             let load = (
@@ -465,6 +473,7 @@ fn schedule(
                     .entry((task.service_id.clone(), node.id.clone()))
                     .or_default() += 1;
                 *totals.entry(node.id.clone()).or_default() += 1;
+                reserve(reserved.entry(node.id.clone()).or_default(), task);
                 assigned.push((task.id.clone(), node.id.clone()));
             }
             None => {
@@ -476,6 +485,9 @@ fn schedule(
                     reasons.push(format!(
                         "scheduling constraints not satisfied on {not_matching}"
                     ));
+                }
+                if short_of_resources > 0 {
+                    reasons.push(format!("insufficient resources on {short_of_resources}"));
                 }
                 if reasons.is_empty() {
                     reasons.push("no nodes in the swarm".into());
@@ -504,6 +516,32 @@ fn schedule(
             .into_iter()
             .map(|(id, node_id)| TaskChange::Assign { id, node_id }),
     );
+}
+
+/// Adds what `task` reserves to `total`.
+fn reserve(total: &mut NodeResources, task: &TaskRecord) {
+    let wants = &task.spec.reservations;
+    total.nano_cpus += wants.nano_cpus.unwrap_or(0);
+    total.memory_bytes += wants.memory_bytes.unwrap_or(0);
+}
+
+/// Whether `task`'s reservations fit in what `node` offers beyond what its
+/// tasks reserve already. A node that reported nothing limits nothing.
+fn fits(node: &NodeRecord, reserved: Option<&NodeResources>, task: &TaskRecord) -> bool {
+    let reserved = reserved.copied().unwrap_or_default();
+    let wants = &task.spec.reservations;
+    let room = |offered: u64, taken: u64, wanted: Option<u64>| {
+        offered == 0 || wanted.is_none_or(|w| taken.saturating_add(w) <= offered)
+    };
+    room(
+        node.resources.nano_cpus,
+        reserved.nano_cpus,
+        wants.nano_cpus,
+    ) && room(
+        node.resources.memory_bytes,
+        reserved.memory_bytes,
+        wants.memory_bytes,
+    )
 }
 
 /// Whether `node` meets every constraint.
@@ -554,6 +592,7 @@ mod tests {
             role,
             availability: Availability::Active,
             labels: BTreeMap::new(),
+            resources: NodeResources::default(),
         }
     }
 
@@ -596,6 +635,7 @@ mod tests {
             rollback: UpdateConfig::default(),
             limits: ResourceSpec::default(),
             reservations: ResourceSpec::default(),
+            healthcheck: None,
             stop_grace_millis: 0,
             force_update: 0,
         }
@@ -676,6 +716,63 @@ mod tests {
         let counts = per_node(&state);
         assert_eq!(counts.get("w2"), None, "{counts:?}");
         assert_eq!(counts.values().sum::<usize>(), 7);
+    }
+
+    #[test]
+    fn reservations_place_only_where_they_fit() {
+        let mut state = store(&[("m1", Role::Manager), ("w1", Role::Worker)]);
+        for node in state.nodes.values_mut() {
+            node.resources = NodeResources {
+                nano_cpus: 2_000_000_000,
+                memory_bytes: 1 << 30,
+            };
+        }
+        let mut heavy = spec("heavy", ServiceMode::Replicated { replicas: 3 });
+        heavy.reservations.nano_cpus = Some(1_500_000_000);
+        state
+            .create_service(ServiceCreate {
+                id: "h".into(),
+                spec: heavy,
+                at: 0,
+            })
+            .unwrap();
+        let mut light = spec("light", ServiceMode::Replicated { replicas: 2 });
+        light.reservations.memory_bytes = Some(512 << 20);
+        light.ports.clear();
+        state
+            .create_service(ServiceCreate {
+                id: "l".into(),
+                spec: light,
+                at: 0,
+            })
+            .unwrap();
+        let all: BTreeSet<String> = state.nodes.keys().cloned().collect();
+        settle(&mut state, &all);
+        let placed = |service: &str| {
+            let mut nodes: Vec<String> = state
+                .tasks
+                .values()
+                .filter(|t| t.service_id == service)
+                .filter_map(|t| t.node_id.clone())
+                .collect();
+            nodes.sort();
+            nodes
+        };
+        // 1.5 of 2 CPUs: one heavy task per node; the third waits.
+        assert_eq!(placed("h"), ["m1", "w1"]);
+        let waiting: Vec<&TaskRecord> = state
+            .tasks
+            .values()
+            .filter(|t| t.service_id == "h" && t.node_id.is_none())
+            .collect();
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(waiting[0].status.state, TaskState::Pending);
+        assert_eq!(
+            waiting[0].status.err,
+            "no suitable node (insufficient resources on 2)"
+        );
+        // Memory is counted apart from CPUs: both light tasks fit.
+        assert_eq!(placed("l").len(), 2);
     }
 
     #[test]

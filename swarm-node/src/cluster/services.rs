@@ -183,6 +183,9 @@ pub struct ServiceSpec {
     pub rollback: UpdateConfig,
     pub limits: ResourceSpec,
     pub reservations: ResourceSpec,
+    /// `--health-cmd` and friends; `None`: no check.
+    #[serde(default)]
+    pub healthcheck: Option<crate::runtime::HealthCheck>,
     pub stop_grace_millis: u64,
     /// Bumped by `service update --force`: tasks are replaced although
     /// nothing else changed.

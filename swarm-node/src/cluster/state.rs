@@ -42,6 +42,36 @@ pub struct NodeRecord {
     pub availability: Availability,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// What it offers tasks, as it reported when it joined.
+    #[serde(default)]
+    pub resources: NodeResources,
+}
+
+/// A node's CPUs and memory (Docker's `Description.Resources`). Zero: not
+/// reported, which limits nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeResources {
+    pub nano_cpus: u64,
+    pub memory_bytes: u64,
+}
+
+impl NodeResources {
+    /// This host's: its CPUs and its MemTotal.
+    pub fn of_this_host() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get() as u64);
+        let memory_kib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        Self {
+            nano_cpus: cpus * 1_000_000_000,
+            memory_bytes: memory_kib * 1024,
+        }
+    }
 }
 
 /// The replicated store.
@@ -476,6 +506,7 @@ mod tests {
             role,
             availability: Availability::Active,
             labels: BTreeMap::new(),
+            resources: NodeResources::default(),
         }
     }
 

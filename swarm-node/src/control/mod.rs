@@ -156,11 +156,59 @@ pub struct ServiceUpdateRequest {
     pub update_monitor_millis: Option<u64>,
     pub update_order: Option<crate::cluster::services::UpdateOrder>,
     pub stop_grace_millis: Option<u64>,
+    pub health_cmd: Option<String>,
+    pub health_interval_millis: Option<u64>,
+    pub health_timeout_millis: Option<u64>,
+    pub health_retries: Option<u32>,
+    pub health_start_period_millis: Option<u64>,
+    /// `--no-healthcheck`: drop the health check.
+    pub no_healthcheck: bool,
     /// `--force`: replace the tasks although nothing else changed.
     pub force: bool,
 }
 
 impl ServiceUpdateRequest {
+    fn apply_healthcheck(
+        &self,
+        spec: &mut crate::cluster::services::ServiceSpec,
+    ) -> Result<(), String> {
+        if self.no_healthcheck {
+            spec.healthcheck = None;
+            return Ok(());
+        }
+        let changes = self.health_cmd.is_some()
+            || self.health_interval_millis.is_some()
+            || self.health_timeout_millis.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period_millis.is_some();
+        if !changes {
+            return Ok(());
+        }
+        let mut check = spec.healthcheck.take().unwrap_or_default();
+        if let Some(command) = &self.health_cmd {
+            check.command = command.clone();
+        }
+        if check.command.trim().is_empty() {
+            return Err(
+                "--health-interval, --health-timeout, --health-retries and --health-start-period need a health check: give --health-cmd too".into(),
+            );
+        }
+        if let Some(interval) = self.health_interval_millis {
+            check.interval_millis = interval.max(1);
+        }
+        if let Some(timeout) = self.health_timeout_millis {
+            check.timeout_millis = timeout.max(1);
+        }
+        if let Some(retries) = self.health_retries {
+            check.retries = retries.max(1);
+        }
+        if let Some(period) = self.health_start_period_millis {
+            check.start_period_millis = period;
+        }
+        spec.healthcheck = Some(check);
+        Ok(())
+    }
+
     /// Applies the changes to `spec`.
     pub fn apply(&self, spec: &mut crate::cluster::services::ServiceSpec) -> Result<(), String> {
         use crate::cluster::services::ServiceMode;
@@ -234,6 +282,7 @@ impl ServiceUpdateRequest {
         if let Some(grace) = self.stop_grace_millis {
             spec.stop_grace_millis = grace;
         }
+        self.apply_healthcheck(spec)?;
         if self.force {
             spec.force_update += 1;
         }

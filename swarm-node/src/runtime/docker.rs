@@ -10,7 +10,9 @@ use std::{collections::HashMap, path::PathBuf, time::Duration};
 use bollard::{
     API_DEFAULT_VERSION, Docker,
     errors::Error as DockerError,
-    models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig},
+    models::{
+        ContainerCreateBody, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum, HostConfig,
+    },
     query_parameters::{
         CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
         LogsOptionsBuilder, RemoveContainerOptionsBuilder, StartContainerOptions,
@@ -19,7 +21,7 @@ use bollard::{
 };
 use futures::TryStreamExt;
 
-use super::{Runtime, RuntimeError, TaskSpec, TaskState, netns, netns_path};
+use super::{Health, Runtime, RuntimeError, TaskSpec, TaskState, netns, netns_path};
 
 /// Labels that mark a container as a swarm task.
 const TASK_LABEL: &str = "swarm.task.id";
@@ -129,6 +131,14 @@ impl Runtime for DockerRuntime {
             env: Some(spec.env.clone()),
             hostname: Some(spec.hostname.clone()),
             labels: Some(labels),
+            healthcheck: spec.healthcheck.as_ref().map(|check| HealthConfig {
+                test: Some(vec!["CMD-SHELL".into(), check.command.clone()]),
+                interval: Some(nanos(check.interval_millis)),
+                timeout: Some(nanos(check.timeout_millis)),
+                retries: Some(i64::from(check.retries)),
+                start_period: Some(nanos(check.start_period_millis)),
+                ..Default::default()
+            }),
             host_config: Some(HostConfig {
                 network_mode: Some("none".into()),
                 nano_cpus: spec.resources.nano_cpus.map(|n| n as i64),
@@ -242,6 +252,27 @@ impl Runtime for DockerRuntime {
         })
     }
 
+    /// The engine runs the check (it was given with the container).
+    fn health(&self, spec: &TaskSpec) -> Result<Option<Health>, RuntimeError> {
+        if spec.healthcheck.is_none() {
+            return Ok(None);
+        }
+        let task = spec.task_id.as_str();
+        let info = self
+            .calls
+            .block_on(
+                self.docker
+                    .inspect_container(&Self::container(task), None::<InspectContainerOptions>),
+            )
+            .map_err(|e| Self::engine_error(task, "inspecting the container", e))?;
+        let status = info.state.and_then(|s| s.health).and_then(|h| h.status);
+        Ok(Some(match status {
+            Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
+            Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
+            _ => Health::Starting,
+        }))
+    }
+
     fn logs(&self, task_id: &str) -> Result<Vec<u8>, RuntimeError> {
         let options = LogsOptionsBuilder::default()
             .stdout(true)
@@ -279,6 +310,10 @@ impl Runtime for DockerRuntime {
         tasks.sort();
         Ok(tasks)
     }
+}
+
+fn nanos(millis: u64) -> i64 {
+    i64::try_from(millis.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
 }
 
 fn is_not_found(err: &DockerError) -> bool {

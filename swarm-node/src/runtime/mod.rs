@@ -44,6 +44,43 @@ pub struct TaskSpec {
     /// with its hostname.
     pub hosts: Vec<(Ipv4Addr, String)>,
     pub resources: Resources,
+    /// Run inside the task to tell whether it is healthy.
+    #[serde(default)]
+    pub healthcheck: Option<HealthCheck>,
+}
+
+/// Docker's HEALTHCHECK: `sh -c COMMAND` run inside the task every
+/// interval; exit 0 is healthy. `retries` failures in a row make the task
+/// unhealthy; failures within the start period do not count.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub command: String,
+    pub interval_millis: u64,
+    pub timeout_millis: u64,
+    pub retries: u32,
+    pub start_period_millis: u64,
+}
+
+impl Default for HealthCheck {
+    /// Docker's defaults: every 30 s, 30 s to answer, 3 retries.
+    fn default() -> Self {
+        Self {
+            command: String::new(),
+            interval_millis: 30_000,
+            timeout_millis: 30_000,
+            retries: 3,
+            start_period_millis: 0,
+        }
+    }
+}
+
+/// What a task's health check says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    /// No verdict yet.
+    Starting,
+    Healthy,
+    Unhealthy,
 }
 
 /// Limits enforced through the task's cgroup (Docker's `--limit-*`).
@@ -101,6 +138,10 @@ pub trait Runtime: Send + Sync {
     fn stop(&self, task_id: &str, grace: Duration) -> Result<(), RuntimeError>;
     /// Removes all the task left: processes, cgroup, namespace, files, logs.
     fn remove(&self, task_id: &str) -> Result<(), RuntimeError>;
+    /// What the task's health check says; `None` when it has none. Asked
+    /// with the task's spec, so that a runtime can take up checking a task
+    /// it adopted after a restart.
+    fn health(&self, spec: &TaskSpec) -> Result<Option<Health>, RuntimeError>;
     /// What the task wrote to stdout and stderr, interleaved, in order.
     fn logs(&self, task_id: &str) -> Result<Vec<u8>, RuntimeError>;
     /// The tasks this runtime holds on this node, running or not (after a

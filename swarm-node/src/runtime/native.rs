@@ -9,6 +9,7 @@
 //! `state`, and can stop and remove them.
 
 mod cgroup;
+mod health;
 mod launch;
 
 use std::{
@@ -37,7 +38,7 @@ use self::{
     cgroup::CgroupLayout,
     launch::{LaunchError, Plan, Step},
 };
-use super::{Runtime, RuntimeError, TaskSpec, TaskState, netns, netns_path};
+use super::{Health, Runtime, RuntimeError, TaskSpec, TaskState, netns, netns_path};
 
 const LOG_FILE: &str = "log";
 /// Written by the task's shim when its init exits; present means exited.
@@ -70,6 +71,7 @@ pub struct NativeRuntime {
     cgroups: CgroupLayout,
     /// Held while a task starts, so that two starts cannot race.
     starting: Mutex<()>,
+    health: health::HealthChecks,
 }
 
 /// Where a task's filesystem comes from.
@@ -93,6 +95,7 @@ impl NativeRuntime {
             state_dir,
             cgroups,
             starting: Mutex::new(()),
+            health: health::HealthChecks::default(),
         })
     }
 
@@ -416,6 +419,7 @@ impl Runtime for NativeRuntime {
     }
 
     fn stop(&self, task_id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        self.health.forget(task_id);
         if self.state(task_id)? != TaskState::Running {
             return Ok(());
         }
@@ -480,6 +484,20 @@ impl Runtime for NativeRuntime {
         }
         info!(task = task_id, "task removed");
         Ok(())
+    }
+
+    fn health(&self, spec: &TaskSpec) -> Result<Option<Health>, RuntimeError> {
+        let Some(check) = &spec.healthcheck else {
+            return Ok(None);
+        };
+        let task = spec.task_id.as_str();
+        check_task_id(task)?;
+        if self.state(task)? != TaskState::Running {
+            self.health.forget(task);
+            return Ok(Some(Health::Starting));
+        }
+        let init_pid_file = self.task_dir(task).join(INIT_PID_FILE);
+        Ok(Some(self.health.verdict(task, check, init_pid_file)))
     }
 
     fn logs(&self, task_id: &str) -> Result<Vec<u8>, RuntimeError> {

@@ -102,6 +102,10 @@ impl Membership {
             role,
             availability: Availability::Active,
             labels: BTreeMap::new(),
+            resources: NodeResources {
+                nano_cpus: request.nano_cpus,
+                memory_bytes: request.memory_bytes,
+            },
         }))?;
         Ok(proto::JoinResponse {
             cluster_id,

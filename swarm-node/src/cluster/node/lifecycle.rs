@@ -37,6 +37,7 @@ impl Membership {
             role: Role::Manager,
             availability: Availability::Active,
             labels: BTreeMap::new(),
+            resources: NodeResources::of_this_host(),
         };
         let state = ClusterState {
             cluster_id: cluster_id.clone(),

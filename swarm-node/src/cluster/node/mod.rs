@@ -36,7 +36,7 @@ use tokio::sync::watch;
 
 use super::{
     Availability, Cluster, ClusterError, ClusterState, Command, CommandResult, LocalState,
-    NetworkRequest, NodeChange, NodeRecord, Role,
+    NetworkRequest, NodeChange, NodeRecord, NodeResources, Role,
     api::{self, ServerCredentials, proto},
     join::{self, Joiner},
     pki::{CertificateSubject, DEFAULT_CERT_EXPIRY, JoinToken, NodeCertificate, RootCa},

@@ -144,7 +144,17 @@ impl Membership {
                 "Role": node.role.to_string(),
                 "Availability": availability_word(node.availability).to_lowercase(),
             },
-            "Description": { "Hostname": node.hostname },
+            "Description": {
+                "Hostname": node.hostname,
+                "Platform": {
+                    "Architecture": std::env::consts::ARCH,
+                    "OS": std::env::consts::OS,
+                },
+                "Resources": {
+                    "NanoCPUs": node.resources.nano_cpus,
+                    "MemoryBytes": node.resources.memory_bytes,
+                },
+            },
             "Status": {
                 "State": if ready { "ready" } else { "down" },
                 "Addr": node.addr.ip().to_string(),

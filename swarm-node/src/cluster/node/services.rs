@@ -559,6 +559,13 @@ fn inspect_json(service: &ServiceRecord, prefixes: &BTreeMap<String, u8>) -> ser
                     "Env": spec.env,
                     "Hostname": spec.hostname,
                     "StopGracePeriod": spec.stop_grace_millis * 1_000_000,
+                    "Healthcheck": spec.healthcheck.as_ref().map(|h| serde_json::json!({
+                        "Test": ["CMD-SHELL", h.command],
+                        "Interval": h.interval_millis * 1_000_000,
+                        "Timeout": h.timeout_millis * 1_000_000,
+                        "Retries": h.retries,
+                        "StartPeriod": h.start_period_millis * 1_000_000,
+                    })),
                 },
                 "Resources": {
                     "Limits": {"NanoCPUs": spec.limits.nano_cpus, "MemoryBytes": spec.limits.memory_bytes},
