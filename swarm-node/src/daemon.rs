@@ -250,6 +250,19 @@ impl DaemonState {
         let result = match request {
             Request::DataplaneStats => dataplane.stats().map(Response::DataplaneStats),
             Request::Endpoints => dataplane.endpoints().map(Response::Endpoints),
+            Request::DataplaneNetworks => Ok(Response::Rows(
+                sorted_networks(&dataplane)
+                    .iter()
+                    .map(|n| {
+                        serde_json::json!({
+                            "VNI": n.vni,
+                            "Subnet": format!("{}/{}", n.subnet, n.prefix_len),
+                            "Gateway": n.gateway.to_string(),
+                            "MTU": n.mtu,
+                        })
+                    })
+                    .collect(),
+            )),
             Request::NetworkCreate(network) => {
                 dataplane.create_network(network).map(|()| Response::Done)
             }
@@ -346,4 +359,10 @@ pub fn iface_holding(addr: Ipv4Addr) -> Result<String, DaemonError> {
 
 fn display(path: &Path) -> String {
     path.display().to_string()
+}
+
+fn sorted_networks(dataplane: &Dataplane) -> Vec<crate::dataplane::OverlayNetwork> {
+    let mut networks = dataplane.networks();
+    networks.sort_by_key(|n| n.vni);
+    networks
 }

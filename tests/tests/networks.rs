@@ -3,6 +3,9 @@
 
 use swarm_tests::{Topology, TopologyOptions};
 
+/// What every wait here allows: a busy 2-core VM.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn refused(topology: &Topology, host: usize, args: &[&str], expected: &str) {
     let output = topology.daemon(host).swarm(args).unwrap();
     let err = String::from_utf8_lossy(&output.stderr);
@@ -122,11 +125,36 @@ fn networks_are_allocated_by_the_leader_and_seen_by_every_manager() {
     );
     refused(&topology, 2, &["network", "ls"], "not a swarm manager");
 
+    // Every node serves the swarm's networks in its data plane (4097 is
+    // front's VNI), and stops when one is removed.
+    let served = |host: usize| -> Vec<u64> {
+        topology
+            .daemon(host)
+            .swarm_json(&["dataplane", "network", "ls"])
+            .unwrap()
+            .iter()
+            .map(|row| row["VNI"].as_u64().unwrap())
+            .collect()
+    };
+    swarm_tests::wait_until("every node serves front", PATIENCE, || {
+        let all: Vec<Vec<u64>> = (0..3).map(served).collect();
+        all.iter()
+            .all(|vnis| vnis.contains(&4097))
+            .then_some(())
+            .ok_or(format!("{all:?}"))
+    });
     let out = topology
         .daemon(1)
         .swarm_ok(&["network", "rm", "front"])
         .unwrap();
     assert_eq!(out.trim(), "front");
+    swarm_tests::wait_until("no node serves front any more", PATIENCE, || {
+        let all: Vec<Vec<u64>> = (0..3).map(served).collect();
+        all.iter()
+            .all(|vnis| !vnis.contains(&4097) && vnis.contains(&4096))
+            .then_some(())
+            .ok_or(format!("{all:?}"))
+    });
     refused(&topology, 0, &["network", "inspect", "front"], "not found");
     refused(&topology, 0, &["network", "rm", "front"], "not found");
     // Its subnet and VNI are free again.

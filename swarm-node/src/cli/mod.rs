@@ -459,6 +459,8 @@ pub enum DataplaneNetworkCommand {
         /// The network's VXLAN network identifier.
         vni: u32,
     },
+    /// The networks this node serves (the swarm's and those made by hand).
+    Ls(FormatArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -631,6 +633,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             output::print_endpoints(&rows, args.format)
         }
+        Command::Dataplane(DataplaneCommand::Network(DataplaneNetworkCommand::Ls(args))) => {
+            let Response::Rows(rows) = call(&cli.host, &Request::DataplaneNetworks)? else {
+                anyhow::bail!("the daemon answered `dataplane network ls` with something else");
+            };
+            output::print_json_rows(
+                &rows,
+                args.format,
+                &["VNI", "SUBNET", "GATEWAY", "MTU"],
+                &["VNI", "Subnet", "Gateway", "MTU"],
+                None,
+            )
+        }
         Command::Dataplane(DataplaneCommand::Network(command)) => {
             let request = match command {
                 DataplaneNetworkCommand::Create {
@@ -650,6 +664,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     })
                 }
                 DataplaneNetworkCommand::Rm { vni } => Request::NetworkRemove { vni },
+                DataplaneNetworkCommand::Ls(_) => unreachable!("listed above"),
             };
             call(&cli.host, &request)?;
             Ok(())

@@ -249,6 +249,8 @@ struct Executor {
     adopted: bool,
     /// Tasks prepared ahead of their start, with the namespace each got.
     prepared: HashMap<String, Result<PathBuf, String>>,
+    /// The swarm's networks this node has (or had) in its data plane.
+    swarm_vnis: BTreeSet<u32>,
 }
 
 impl Executor {
@@ -259,6 +261,7 @@ impl Executor {
             remotes: BTreeSet::new(),
             adopted: false,
             prepared: HashMap::new(),
+            swarm_vnis: BTreeSet::new(),
         }
     }
 
@@ -299,6 +302,7 @@ impl Executor {
         }
         self.sync_remotes(view);
         self.sync_services(view);
+        self.prune_networks(view);
         reports
     }
 
@@ -354,6 +358,37 @@ impl Executor {
             {
                 tracing::warn!(vni = network.vni, error = %err, "creating a network failed");
             }
+        }
+        drop(dataplane);
+        self.swarm_vnis
+            .extend(view.networks.iter().map(|network| network.vni));
+    }
+
+    /// Networks the swarm removed leave this node's data plane once nothing
+    /// here uses them. Networks made by hand (`swarm dataplane network
+    /// create`) are not the swarm's and stay.
+    fn prune_networks(&mut self, view: &NodeView) {
+        let wanted: BTreeSet<u32> = view.networks.iter().map(|n| n.vni).collect();
+        let gone: Vec<u32> = self.swarm_vnis.difference(&wanted).copied().collect();
+        if gone.is_empty() {
+            return;
+        }
+        let mut dataplane = self
+            .deps
+            .dataplane
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for vni in gone {
+            let have = dataplane.networks().iter().any(|n| n.vni == vni);
+            match have.then(|| dataplane.remove_network(vni)) {
+                Some(Err(err)) => {
+                    tracing::debug!(vni, error = %err, "a removed network is still in use here");
+                    continue;
+                }
+                Some(Ok(())) => tracing::info!(vni, "network removed"),
+                None => {}
+            }
+            self.swarm_vnis.remove(&vni);
         }
     }
 

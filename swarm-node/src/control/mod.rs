@@ -29,6 +29,8 @@ pub enum Request {
     /// Every endpoint the overlay maps hold.
     Endpoints,
     NetworkCreate(OverlayNetwork),
+    /// The overlay networks this node's data plane serves.
+    DataplaneNetworks,
     NetworkRemove {
         vni: u32,
     },
