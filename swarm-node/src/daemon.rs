@@ -159,11 +159,14 @@ pub async fn run(
         RuntimeChoice::Native => Arc::new(NativeRuntime::new(config.data_dir.join(TASKS_DIR))?),
         RuntimeChoice::Docker { host } => {
             let (host, node_id) = (host.clone(), identity.node_id.clone());
+            let state_dir = config.data_dir.join(TASKS_DIR);
             // It starts a runtime of its own: not from within this one.
             Arc::new(
-                tokio::task::spawn_blocking(move || DockerRuntime::connect(&host, &node_id))
-                    .await
-                    .expect("connecting to Docker panicked")?,
+                tokio::task::spawn_blocking(move || {
+                    DockerRuntime::connect(&host, &node_id, state_dir)
+                })
+                .await
+                .expect("connecting to Docker panicked")?,
             )
         }
     };
@@ -335,7 +338,8 @@ impl Drop for PinDirGuard {
     }
 }
 
-/// Where the native runtime keeps each task's files and logs.
+/// Where the native runtime keeps each task's files and logs (the Docker
+/// runtime: a directory per task it holds).
 const TASKS_DIR: &str = "tasks";
 
 /// Networks and task endpoints this node serves, for the next start to adopt.

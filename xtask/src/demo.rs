@@ -215,7 +215,7 @@ pub fn run() -> anyhow::Result<()> {
         "host",
         "sh",
         "-c",
-        "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 80 -h /tmp/www",
+        "echo serving as $(hostname) && mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 80 -h /tmp/www",
     ])?;
     println!("service ID {}", id.trim());
     println!("\n== `swarm service ls` and `swarm service ps web`");
@@ -248,6 +248,11 @@ pub fn run() -> anyhow::Result<()> {
         )?;
         println!("  GET http://{}:8080/ -> {reply}", topology.hosts[2].addr);
     }
+    println!("\n== `swarm service logs web` (each task's output, fetched from its node)");
+    print!(
+        "{}",
+        topology.daemon(0).swarm_ok(&["service", "logs", "web"])?
+    );
     println!("\n== `swarm dataplane services` on h1 (what the agent programmed from the store)");
     print!(
         "{}",

@@ -32,6 +32,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct DockerRuntime {
     docker: Docker,
     node_id: String,
+    /// A directory per task this node holds, so that whoever cleans up
+    /// after a killed daemon finds the namespaces it bound.
+    state_dir: PathBuf,
     /// bollard is async; the runtime trait blocks. Calls run here, off the
     /// daemon's own runtime.
     calls: tokio::runtime::Runtime,
@@ -40,7 +43,12 @@ pub struct DockerRuntime {
 impl DockerRuntime {
     /// Connects to the engine at `host` (`unix:///path` or a socket path)
     /// and checks that it answers.
-    pub fn connect(host: &str, node_id: &str) -> Result<Self, RuntimeError> {
+    pub fn connect(host: &str, node_id: &str, state_dir: PathBuf) -> Result<Self, RuntimeError> {
+        std::fs::create_dir_all(&state_dir).map_err(|source| RuntimeError::Io {
+            task: String::new(),
+            what: format!("creating {}", state_dir.display()),
+            source,
+        })?;
         let path = host.strip_prefix("unix://").unwrap_or(host);
         if host.contains("://") && !host.starts_with("unix://") {
             return Err(RuntimeError::Docker(format!(
@@ -69,6 +77,7 @@ impl DockerRuntime {
         Ok(Self {
             docker,
             node_id: node_id.to_owned(),
+            state_dir,
             calls,
         })
     }
@@ -113,6 +122,12 @@ impl Runtime for DockerRuntime {
         let task = spec.task_id.as_str();
         let name = Self::container(task);
         let path = netns_path(task);
+        let marker = self.state_dir.join(task);
+        std::fs::create_dir_all(&marker).map_err(|source| RuntimeError::Io {
+            task: task.to_owned(),
+            what: format!("creating {}", marker.display()),
+            source,
+        })?;
         if let Ok(Some(pid)) = self.running_pid(task) {
             netns::bind_process(pid as i32, &path).map_err(|(what, source)| RuntimeError::Io {
                 task: task.to_owned(),
@@ -249,7 +264,15 @@ impl Runtime for DockerRuntime {
             task: task_id.to_owned(),
             what: "removing its network namespace".into(),
             source,
-        })
+        })?;
+        match std::fs::remove_dir_all(self.state_dir.join(task_id)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(RuntimeError::Io {
+                task: task_id.to_owned(),
+                what: "removing its state directory".into(),
+                source: err,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The engine runs the check (it was given with the container).
