@@ -139,49 +139,63 @@ fn six_replicas_spread_evenly_scale_and_answer_through_every_node() {
     let mut args = vec!["--name", "web", "--replicas", "6", "-p", "8080:80"];
     args.extend_from_slice(WEB);
     create(&topology, &args);
-    let per_node = wait_running(&topology, "web", 6);
-    let counts: Vec<usize> = (0..5)
-        .map(|h| per_node.get(&hostname_of(h)).copied().unwrap_or(0))
-        .collect();
-    let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
-    assert!(max - min <= 1, "uneven spread: {counts:?}");
-
-    // Every node's published port reaches every replica.
-    let replicas: BTreeSet<String> = live_tasks(&topology, "web")
-        .iter()
-        .map(|r| r["ID"].as_str().unwrap()[..12].to_owned())
-        .collect();
-    for via in 0..5 {
-        wait_until(&format!("all replicas answer through h{}", via + 1), || {
-            let seen = answers_through(&topology, via, 8080, 18);
-            (seen == replicas)
-                .then_some(())
-                .ok_or(format!("saw {seen:?}, want {replicas:?}"))
-        });
-    }
+    assert_even_spread(&wait_running(&topology, "web", 6));
+    every_replica_answers_through_every_node(&topology);
 
     topology
         .daemon(1)
         .swarm_ok(&["service", "scale", "web=9"])
         .unwrap();
     wait_running(&topology, "web", 9);
+    scale_web_to_2_and_remove_it(&topology);
+}
+
+/// No node runs more than one task above another.
+fn assert_even_spread(per_node: &BTreeMap<String, usize>) {
+    let counts: Vec<usize> = (0..5)
+        .map(|h| per_node.get(&hostname_of(h)).copied().unwrap_or(0))
+        .collect();
+    let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    assert!(max - min <= 1, "uneven spread: {counts:?}");
+}
+
+/// The 12-character IDs (the tasks' hostnames) of `service`'s live tasks.
+fn live_hostnames(topology: &Topology, service: &str) -> BTreeSet<String> {
+    live_tasks(topology, service)
+        .iter()
+        .map(|r| r["ID"].as_str().unwrap()[..12].to_owned())
+        .collect()
+}
+
+/// Every node's port 8080 reaches every replica of `web`.
+fn every_replica_answers_through_every_node(topology: &Topology) {
+    let replicas = live_hostnames(topology, "web");
+    for via in 0..5 {
+        wait_until(&format!("all replicas answer through h{}", via + 1), || {
+            let seen = answers_through(topology, via, 8080, 18);
+            (seen == replicas)
+                .then_some(())
+                .ok_or(format!("saw {seen:?}, want {replicas:?}"))
+        });
+    }
+}
+
+/// Scales `web` down to 2, checks only those answer, removes it and waits
+/// until none of its tasks has a namespace left.
+fn scale_web_to_2_and_remove_it(topology: &Topology) {
     topology
         .daemon(0)
         .swarm_ok(&["service", "scale", "web=2"])
         .unwrap();
-    wait_running(&topology, "web", 2);
-    let remaining: BTreeSet<String> = live_tasks(&topology, "web")
-        .iter()
-        .map(|r| r["ID"].as_str().unwrap()[..12].to_owned())
-        .collect();
+    wait_running(topology, "web", 2);
+    let remaining = live_hostnames(topology, "web");
     wait_until("only the 2 remaining replicas answer", || {
-        let seen = answers_through(&topology, 3, 8080, 8);
+        let seen = answers_through(topology, 3, 8080, 8);
         (seen == remaining)
             .then_some(())
             .ok_or(format!("saw {seen:?}, want {remaining:?}"))
     });
-
-    let every_task = all_task_ids(&topology, "web");
+    let every_task = all_task_ids(topology, "web");
     topology
         .daemon(0)
         .swarm_ok(&["service", "rm", "web"])
@@ -314,10 +328,7 @@ fn health_checks_gate_running_and_replace_unhealthy_tasks_and_logs_are_gathered(
             .ok_or(format!("{rows:#?}"))
     });
     wait_running(&topology, "checked", 2);
-    let healthy: BTreeSet<String> = live_tasks(&topology, "checked")
-        .iter()
-        .map(|r| r["ID"].as_str().unwrap()[..12].to_owned())
-        .collect();
+    let healthy = live_hostnames(&topology, "checked");
     assert!(!healthy.contains(&sick[..12]));
     wait_until("the mesh reaches only the healthy tasks", || {
         let seen = answers_through(&topology, 0, 8090, 8);
@@ -364,12 +375,7 @@ fn the_same_scenario_on_the_docker_runtime() {
             WEB_IN_BUSYBOX,
         ],
     );
-    let per_node = wait_running(&topology, "web", 6);
-    let counts: Vec<usize> = (0..5)
-        .map(|h| per_node.get(&hostname_of(h)).copied().unwrap_or(0))
-        .collect();
-    let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
-    assert!(max - min <= 1, "uneven spread: {counts:?}");
+    assert_even_spread(&wait_running(&topology, "web", 6));
 
     // Real containers, one per task, each with its namespace in `ip netns`.
     let tasks = task_nodes(&topology, "web");
@@ -391,15 +397,7 @@ fn the_same_scenario_on_the_docker_runtime() {
         assert_eq!(labels.trim(), "none");
     }
 
-    let replicas: BTreeSet<String> = tasks.iter().map(|(id, _)| id[..12].to_owned()).collect();
-    for via in 0..5 {
-        wait_until(&format!("all replicas answer through h{}", via + 1), || {
-            let seen = answers_through(&topology, via, 8080, 18);
-            (seen == replicas)
-                .then_some(())
-                .ok_or(format!("saw {seen:?}, want {replicas:?}"))
-        });
-    }
+    every_replica_answers_through_every_node(&topology);
 
     // `service logs` gathers each container's output from its node.
     let logs = topology
@@ -432,28 +430,7 @@ fn the_same_scenario_on_the_docker_runtime() {
     });
     wait_running(&topology, "web", 6);
 
-    topology
-        .daemon(0)
-        .swarm_ok(&["service", "scale", "web=2"])
-        .unwrap();
-    wait_running(&topology, "web", 2);
-    let remaining: BTreeSet<String> = live_tasks(&topology, "web")
-        .iter()
-        .map(|r| r["ID"].as_str().unwrap()[..12].to_owned())
-        .collect();
-    wait_until("only the 2 remaining replicas answer", || {
-        let seen = answers_through(&topology, 3, 8080, 8);
-        (seen == remaining)
-            .then_some(())
-            .ok_or(format!("saw {seen:?}, want {remaining:?}"))
-    });
-
-    let every_task = all_task_ids(&topology, "web");
-    topology
-        .daemon(0)
-        .swarm_ok(&["service", "rm", "web"])
-        .unwrap();
-    wait_until_namespaces_gone(&every_task);
+    scale_web_to_2_and_remove_it(&topology);
     wait_until("the service's containers are removed", || {
         let left = engine.task_containers().map_err(|e| e.to_string())?;
         left.is_empty().then_some(()).ok_or(format!("{left:?}"))

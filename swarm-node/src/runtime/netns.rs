@@ -22,13 +22,7 @@ pub(crate) fn is_bound(path: &Path) -> bool {
 /// Binds a new, empty network namespace at `path` with `lo` up. On failure
 /// nothing is left at `path`.
 pub(crate) fn create(path: &Path) -> Result<(), (String, io::Error)> {
-    ensure_netns_dir().map_err(|e| (format!("making {NETNS_DIR} a shared mount point"), e))?;
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| (format!("creating {}", path.display()), e))?;
+    mount_point(path)?;
     let target = path.to_owned();
     // unshare moves only the calling thread: a thread of its own, which ends
     // here, so that no daemon thread ever changes namespace.
@@ -75,16 +69,10 @@ pub(crate) fn create(path: &Path) -> Result<(), (String, io::Error)> {
 /// Binds the network namespace of process `pid` at `path` (`ip netns
 /// attach`), so it outlives the process's view of it and `ip netns` sees it.
 pub(crate) fn bind_process(pid: i32, path: &Path) -> Result<(), (String, io::Error)> {
-    ensure_netns_dir().map_err(|e| (format!("making {NETNS_DIR} a shared mount point"), e))?;
     if is_bound(path) {
         return Ok(());
     }
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| (format!("creating {}", path.display()), e))?;
+    mount_point(path)?;
     let source = format!("/proc/{pid}/ns/net");
     let bound = mount(
         Some(source.as_str()),
@@ -101,6 +89,18 @@ pub(crate) fn bind_process(pid: i32, path: &Path) -> Result<(), (String, io::Err
         ));
     }
     Ok(())
+}
+
+/// The empty file under the shared NETNS_DIR a namespace is bound on.
+fn mount_point(path: &Path) -> Result<(), (String, io::Error)> {
+    ensure_netns_dir().map_err(|e| (format!("making {NETNS_DIR} a shared mount point"), e))?;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map(drop)
+        .map_err(|e| (format!("creating {}", path.display()), e))
 }
 
 /// Unbinds and deletes the namespace at `path`; gone already is fine.
