@@ -23,6 +23,7 @@ use crate::{
         self, Dataplane, DataplaneConfig, DataplaneError, LocalDelivery, Shutdown,
         UnderlayHookChoice,
     },
+    dns::Resolver,
     identity::{IdentityError, NodeIdentity},
     runtime::{Runtime, RuntimeError, docker::DockerRuntime, native::NativeRuntime},
 };
@@ -45,6 +46,8 @@ pub struct DaemonConfig {
     pub listen_addr: std::net::SocketAddr,
     /// What runs this node's tasks.
     pub runtime: RuntimeChoice,
+    /// Where the tasks' resolver sends names that are not the swarm's.
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
 }
 
 /// The task runtime a node uses (`swarm daemon --runtime`).
@@ -136,6 +139,7 @@ pub async fn run(
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         swarm: Default::default(),
+        dns: Default::default(),
     };
     info!(
         node_id = %info.node_id,
@@ -171,14 +175,20 @@ pub async fn run(
         }
     };
     info!(runtime = task_runtime.name(), "task runtime ready");
+    let resolver = Arc::new(Resolver::new(
+        tokio::runtime::Handle::current(),
+        config.dns_upstreams.clone(),
+    ));
     membership.set_executor(ExecutorDeps {
         runtime: task_runtime,
         dataplane: dataplane.clone(),
+        resolver: resolver.clone(),
     });
     let state = Arc::new(DaemonState {
         info,
         dataplane,
         membership,
+        resolver,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let expiry = tokio::spawn(expire_flows(
@@ -225,6 +235,7 @@ struct DaemonState {
     info: DaemonInfo,
     dataplane: Arc<Mutex<Dataplane>>,
     membership: Arc<Membership>,
+    resolver: Arc<Resolver>,
 }
 
 impl Handler for DaemonState {
@@ -233,6 +244,7 @@ impl Handler for DaemonState {
         let cluster_result = match request {
             Request::Info => Ok(Response::Info(Box::new(DaemonInfo {
                 swarm: membership.info(),
+                dns: self.resolver.stats(),
                 ..self.info.clone()
             }))),
             Request::SwarmInit(init) => membership.init(init),

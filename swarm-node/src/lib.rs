@@ -5,5 +5,6 @@ pub mod cluster;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod dns;
 pub mod identity;
 pub mod runtime;

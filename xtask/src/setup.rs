@@ -10,7 +10,8 @@ use crate::process::{self, output, run_with_env};
 /// Debian packages: LLVM 22 and the libraries bpf-linker links against, and
 /// the tools the tests, demo and benchmarks drive (busybox-static: the
 /// tasks' HTTP server and the root directory the chroot test builds;
-/// docker.io: the engine the Docker runtime's tests and benchmarks start).
+/// docker.io: the engine the Docker runtime's tests and benchmarks start;
+/// dnsutils: `dig` against the tasks' resolver).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -26,6 +27,7 @@ const APT_PACKAGES: &[&str] = &[
     "protobuf-compiler",
     "busybox-static",
     "docker.io",
+    "dnsutils",
 ];
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -369,6 +369,25 @@ pub struct DaemonArgs {
         default_value = "unix:///var/run/docker.sock"
     )]
     pub docker_host: String,
+    /// Where the tasks' resolver (127.0.0.11) sends names that are not the
+    /// swarm's: IP or IP:PORT, repeatable, or `none` (they are NXDOMAIN)
+    /// [default: the nameservers of this host's /etc/resolv.conf].
+    #[arg(long, value_name = "ADDR", value_parser = parse_upstream)]
+    pub dns_upstream: Vec<Option<std::net::SocketAddr>>,
+}
+
+fn parse_upstream(text: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    if text == "none" {
+        return Ok(None);
+    }
+    text.parse::<std::net::SocketAddr>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+        .map(Some)
+        .map_err(|_| {
+            format!(
+                "--dns-upstream {text:?}: give an IP, IP:PORT or `none`, e.g. --dns-upstream 192.0.2.53"
+            )
+        })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -884,6 +903,11 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         local_delivery: args.local_delivery,
         conntrack_idle_timeout: std::time::Duration::from_secs(args.conntrack_idle_timeout),
         listen_addr: args.listen_addr,
+        dns_upstreams: if args.dns_upstream.is_empty() {
+            crate::dns::host_upstreams()
+        } else {
+            args.dns_upstream.into_iter().flatten().collect()
+        },
         runtime: match args.runtime {
             RuntimeKind::Native => RuntimeChoice::Native,
             RuntimeKind::Docker => RuntimeChoice::Docker {

@@ -28,6 +28,19 @@ pub struct NodeView {
     /// `service logs` requests for tasks of this node.
     #[serde(default)]
     pub log_requests: Vec<LogRequest>,
+    /// The names tasks resolve, per network.
+    #[serde(default)]
+    pub dns: Vec<DnsRecord>,
+}
+
+/// A name the tasks' resolver answers on network `vni`: a service (its VIP,
+/// or its tasks' addresses with `--endpoint-mode dnsrr`), `tasks.<service>`
+/// (its running tasks' addresses), or a task's name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DnsRecord {
+    pub vni: u32,
+    pub name: String,
+    pub addresses: Vec<Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -164,6 +177,12 @@ impl NodeView {
                 })
             })
             .collect();
+        let mut dns: Vec<DnsRecord> = state
+            .services
+            .values()
+            .flat_map(|service| dns_records(state, service))
+            .collect();
+        dns.sort();
         NodeView {
             version,
             tasks,
@@ -171,6 +190,7 @@ impl NodeView {
             remote_endpoints,
             services,
             log_requests,
+            dns,
         }
     }
 }
@@ -200,6 +220,45 @@ fn ordered_addresses<'a>(
 /// The data-plane services one swarm service needs: one per network it is
 /// on, balanced over its running tasks there; the ingress one carries the
 /// published ports.
+/// `service`'s names on each of its networks but `ingress` (which, as in
+/// Docker, carries no names).
+fn dns_records(state: &ClusterState, service: &ServiceRecord) -> Vec<DnsRecord> {
+    let mut records = Vec::new();
+    for network_id in &service.spec.networks {
+        let Some(network) = state.networks.get(network_id).filter(|n| !n.ingress) else {
+            continue;
+        };
+        let mut running: Vec<(String, Ipv4Addr)> = state
+            .tasks
+            .values()
+            .filter(|t| t.service_id == service.id && t.is_running())
+            .filter_map(|t| {
+                let ip = *t.addresses.get(network_id)?;
+                Some((format!("{}.{}", t.name(&service.spec.name), t.id), ip))
+            })
+            .collect();
+        running.sort();
+        let addresses: Vec<Ipv4Addr> = running.iter().map(|(_, ip)| *ip).collect();
+        let service_addresses = match service.spec.endpoint_mode {
+            EndpointMode::Vip => service.vips.get(network_id).map(|vip| vec![*vip]),
+            EndpointMode::Dnsrr => Some(addresses.clone()),
+        };
+        let record = |name: String, addresses: Vec<Ipv4Addr>| DnsRecord {
+            vni: network.vni,
+            name: name.to_ascii_lowercase(),
+            addresses,
+        };
+        if let Some(service_addresses) = service_addresses {
+            records.push(record(service.spec.name.clone(), service_addresses));
+        }
+        records.push(record(format!("tasks.{}", service.spec.name), addresses));
+        for (task_name, ip) in running {
+            records.push(record(task_name, vec![ip]));
+        }
+    }
+    records
+}
+
 fn dataplane_services(
     state: &ClusterState,
     service: &ServiceRecord,

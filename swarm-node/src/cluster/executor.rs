@@ -25,7 +25,8 @@ use super::{
 };
 use crate::{
     dataplane::{self, Dataplane, LocalEndpointSpec, RemoteEndpointSpec},
-    runtime::{Health, Runtime, TaskState as RunState},
+    dns::Resolver,
+    runtime::{Health, Runtime, TaskState as RunState, netns_path},
 };
 
 /// How often running tasks are checked between assignment changes.
@@ -43,6 +44,8 @@ const PARALLEL_PREPARES: usize = 8;
 pub struct ExecutorDeps {
     pub runtime: Arc<dyn Runtime>,
     pub dataplane: Arc<Mutex<Dataplane>>,
+    /// The resolver inside every task's namespace.
+    pub resolver: Arc<Resolver>,
 }
 
 /// Runs until `stop` turns true.
@@ -303,6 +306,7 @@ impl Executor {
         self.sync_remotes(view);
         self.sync_services(view);
         self.prune_networks(view);
+        self.deps.resolver.set_records(&view.dns);
         reports
     }
 
@@ -334,6 +338,10 @@ impl Executor {
                 .cloned()
                 .collect();
             tracing::info!(task = %id, "task adopted after a restart");
+            let vnis = task.addresses.iter().map(|(vni, _)| *vni).collect();
+            if let Err(err) = self.deps.resolver.serve(&id, &netns_path(&id), vnis) {
+                tracing::warn!(task = %id, error = %err, "serving an adopted task's resolver failed");
+            }
             self.tasks.insert(id, LocalTask { state, endpoints });
         }
     }
@@ -592,6 +600,11 @@ impl Executor {
                 local.endpoints.push(id);
             }
         }
+        let vnis = task.addresses.iter().map(|(vni, _)| *vni).collect();
+        self.deps
+            .resolver
+            .serve(&task.id, &netns, vnis)
+            .map_err(|e| format!("starting its resolver at 127.0.0.11:53: {e}"))?;
         self.deps
             .runtime
             .start(&task.spec)
@@ -601,6 +614,7 @@ impl Executor {
     /// Stops a task (after `grace`) and takes it off its networks; its
     /// files and logs stay until the task is removed.
     fn finish(&mut self, id: &str, grace: Duration) {
+        self.deps.resolver.stop(id);
         if let Err(err) = self.deps.runtime.stop(id, grace) {
             tracing::warn!(task = %id, error = %err, "stopping a task failed");
         }

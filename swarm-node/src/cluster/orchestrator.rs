@@ -719,6 +719,30 @@ mod tests {
     }
 
     #[test]
+    fn updates_keep_the_vip_and_the_published_ports() {
+        let mut state = store(&[("m1", Role::Manager)]);
+        let mut web = spec("web", ServiceMode::Replicated { replicas: 1 });
+        web.ports = vec!["80".parse().unwrap()];
+        state
+            .create_service(ServiceCreate {
+                id: "s".into(),
+                spec: web.clone(),
+                at: 0,
+            })
+            .unwrap();
+        let all: BTreeSet<String> = state.nodes.keys().cloned().collect();
+        settle(&mut state, &all);
+        let before = state.services["s"].clone();
+        web.mode = ServiceMode::Replicated { replicas: 3 };
+        web.env = vec!["V=2".into()];
+        state.update_service("s", web, false, 1).unwrap();
+        let after = &state.services["s"];
+        assert_eq!(after.vips, before.vips);
+        assert_eq!(after.ports, before.ports);
+        assert!(after.ports[0].published.is_some());
+    }
+
+    #[test]
     fn reservations_place_only_where_they_fit() {
         let mut state = store(&[("m1", Role::Manager), ("w1", Role::Worker)]);
         for node in state.nodes.values_mut() {

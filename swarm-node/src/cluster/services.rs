@@ -461,15 +461,18 @@ impl ClusterState {
                 },
             });
         }
-        service.vips.clear();
-        service.ports.clear();
+        // An update keeps the VIPs and the ports it was given on networks
+        // and targets it keeps: clients hold on to them.
         self.allocate_endpoint(&mut service)?;
         self.services.insert(id.to_owned(), service);
         Ok(())
     }
 
-    /// VIPs on the service's networks and its published ports.
+    /// VIPs on the service's networks and its published ports; those it
+    /// holds already (an update) are kept.
     fn allocate_endpoint(&self, service: &mut ServiceRecord) -> Result<(), String> {
+        let held_vips = std::mem::take(&mut service.vips);
+        let held_ports = std::mem::take(&mut service.ports);
         for network in &service.spec.networks {
             if !self.networks.contains_key(network) {
                 return Err(format!("network {network} not found"));
@@ -497,10 +500,18 @@ impl ClusterState {
                     }
                     published
                 }
-                None => DYNAMIC_PORTS
-                    .clone()
-                    .find(|p| !taken(*p, port.protocol))
-                    .ok_or("no free port left in 30000-32767 to publish")?,
+                None => match held_ports.iter().find(|held| {
+                    held.target == port.target
+                        && held.protocol == port.protocol
+                        && held.mode == port.mode
+                        && held.published.is_some_and(|p| !taken(p, port.protocol))
+                }) {
+                    Some(held) => held.published.unwrap_or_default(),
+                    None => DYNAMIC_PORTS
+                        .clone()
+                        .find(|p| !taken(*p, port.protocol))
+                        .ok_or("no free port left in 30000-32767 to publish")?,
+                },
             };
             ports.push(PortConfig {
                 published: Some(published),
@@ -510,7 +521,10 @@ impl ClusterState {
         service.ports = ports;
         if service.spec.endpoint_mode == EndpointMode::Vip {
             for network in service.task_networks(self) {
-                let ip = self.free_address(&network)?;
+                let ip = match held_vips.get(&network) {
+                    Some(ip) => *ip,
+                    None => self.free_address(&network)?,
+                };
                 service.vips.insert(network, ip);
             }
         }

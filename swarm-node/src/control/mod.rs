@@ -519,4 +519,7 @@ pub struct DaemonInfo {
     /// Filled in when asked: membership changes while the daemon runs.
     #[serde(default)]
     pub swarm: SwarmInfo,
+    /// The tasks' resolver's counters, filled in when asked.
+    #[serde(default)]
+    pub dns: crate::dns::DnsStats,
 }

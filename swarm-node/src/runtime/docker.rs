@@ -156,6 +156,8 @@ impl Runtime for DockerRuntime {
             }),
             host_config: Some(HostConfig {
                 network_mode: Some("none".into()),
+                dns: Some(vec![crate::dns::RESOLVER_ADDR.to_string()]),
+                dns_options: Some(vec!["ndots:0".into()]),
                 nano_cpus: spec.resources.nano_cpus.map(|n| n as i64),
                 memory: spec.resources.memory_bytes.map(|m| m as i64),
                 extra_hosts: Some(

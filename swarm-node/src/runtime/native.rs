@@ -299,11 +299,13 @@ impl Runtime for NativeRuntime {
         check_spec(spec)?;
         let dir = self.task_dir(task);
         fs::create_dir_all(&dir).map_err(io_error(task, format!("creating {}", dir.display())))?;
-        let resolv_conf = match fs::read("/etc/resolv.conf") {
-            Ok(contents) => contents,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => return Err(io_error(task, "reading /etc/resolv.conf")(source)),
-        };
+        // The agent's resolver answers there, in the task's namespace, and
+        // forwards what is not the swarm's to the host's resolvers.
+        let resolv_conf = format!(
+            "nameserver {}\noptions ndots:0\n",
+            crate::dns::RESOLVER_ADDR
+        )
+        .into_bytes();
         for (name, contents) in [
             (HOSTS_FILE, hosts_file(spec).into_bytes()),
             (RESOLV_CONF_FILE, resolv_conf),

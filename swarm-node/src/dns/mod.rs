@@ -1,0 +1,374 @@
+//! The embedded resolver: in every task's network namespace, 127.0.0.11:53
+//! (UDP and TCP) answers the swarm's names for the networks the asking task
+//! is on, and forwards other names to the host's upstream resolvers. The
+//! sockets are bound inside each task's namespace; one task of this
+//! daemon's runtime serves them all.
+
+pub mod message;
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream, UdpSocket},
+    task::JoinHandle,
+};
+
+use self::message::{Rcode, TYPE_A};
+use crate::cluster::assignments::DnsRecord;
+
+/// Where tasks find the resolver, as in Docker.
+pub const RESOLVER_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
+const RESOLVER_PORT: u16 = 53;
+/// How long an upstream resolver has to answer.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// An idle TCP client is dropped after this.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+const MAX_UDP: usize = 4096;
+
+/// What the resolver has done since the daemon started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DnsStats {
+    pub queries: u64,
+    /// Answered from the swarm's names.
+    pub answered: u64,
+    pub forwarded: u64,
+    pub nxdomain: u64,
+    pub servfail: u64,
+    /// Dropped (no header) or answered FORMERR.
+    pub malformed: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    queries: AtomicU64,
+    answered: AtomicU64,
+    forwarded: AtomicU64,
+    nxdomain: AtomicU64,
+    servfail: AtomicU64,
+    malformed: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Names by (lower-case) name, each with its addresses per network.
+#[derive(Default)]
+struct NameTable {
+    names: HashMap<String, Vec<(u32, Vec<Ipv4Addr>)>>,
+}
+
+impl NameTable {
+    fn new(records: &[DnsRecord]) -> Self {
+        let mut names: HashMap<String, Vec<(u32, Vec<Ipv4Addr>)>> = HashMap::new();
+        for record in records {
+            names
+                .entry(record.name.clone())
+                .or_default()
+                .push((record.vni, record.addresses.clone()));
+        }
+        Self { names }
+    }
+
+    /// The addresses of `name` on the networks in `vnis`; `None` when it is
+    /// not a name there.
+    fn lookup(&self, name: &str, vnis: &[u32]) -> Option<Vec<Ipv4Addr>> {
+        let mut shared = self
+            .names
+            .get(name)?
+            .iter()
+            .filter(|(vni, _)| vnis.contains(vni))
+            .peekable();
+        shared.peek()?;
+        Some(
+            shared
+                .flat_map(|(_, addresses)| addresses.iter().copied())
+                .collect(),
+        )
+    }
+}
+
+struct Shared {
+    table: RwLock<NameTable>,
+    upstreams: Vec<SocketAddr>,
+    counters: Counters,
+}
+
+pub struct Resolver {
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+    /// Each served task's listeners.
+    servers: Mutex<HashMap<String, Vec<JoinHandle<()>>>>,
+}
+
+impl Resolver {
+    /// `upstreams`: where names that are not the swarm's go; none, and
+    /// they are NXDOMAIN.
+    pub fn new(runtime: tokio::runtime::Handle, upstreams: Vec<SocketAddr>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                table: RwLock::new(NameTable::default()),
+                upstreams,
+                counters: Counters::default(),
+            }),
+            runtime,
+            servers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The names to answer from now on.
+    pub fn set_records(&self, records: &[DnsRecord]) {
+        let table = NameTable::new(records);
+        *self.shared.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+    }
+
+    /// Serves 127.0.0.11:53 in the namespace at `netns` for a task on the
+    /// networks `vnis`. Serving one already served is a no-op.
+    pub fn serve(&self, task_id: &str, netns: &Path, vnis: Vec<u32>) -> std::io::Result<()> {
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        if servers.contains_key(task_id) {
+            return Ok(());
+        }
+        let (udp, tcp) = bind_in(netns)?;
+        let _entered = self.runtime.enter();
+        let udp = UdpSocket::from_std(udp)?;
+        let tcp = TcpListener::from_std(tcp)?;
+        let vnis = Arc::new(vnis);
+        let handles = vec![
+            self.runtime
+                .spawn(serve_udp(udp, self.shared.clone(), vnis.clone())),
+            self.runtime
+                .spawn(serve_tcp(tcp, self.shared.clone(), vnis)),
+        ];
+        servers.insert(task_id.to_owned(), handles);
+        Ok(())
+    }
+
+    /// Stops serving a task (its sockets close with the tasks).
+    pub fn stop(&self, task_id: &str) {
+        let handles = self
+            .servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(task_id);
+        for handle in handles.into_iter().flatten() {
+            handle.abort();
+        }
+    }
+
+    pub fn stats(&self) -> DnsStats {
+        let c = &self.shared.counters;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        DnsStats {
+            queries: load(&c.queries),
+            answered: load(&c.answered),
+            forwarded: load(&c.forwarded),
+            nxdomain: load(&c.nxdomain),
+            servfail: load(&c.servfail),
+            malformed: load(&c.malformed),
+        }
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        for handle in self
+            .servers
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .flat_map(|(_, handles)| handles)
+        {
+            handle.abort();
+        }
+    }
+}
+
+/// Binds the resolver's UDP and TCP sockets inside the namespace at
+/// `netns`, from a thread of their own: no daemon thread changes namespace.
+fn bind_in(netns: &Path) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let namespace = std::fs::File::open(netns)?;
+    std::thread::Builder::new()
+        .name("dns-bind".into())
+        .spawn(move || {
+            nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            let addr = SocketAddr::from((RESOLVER_ADDR, RESOLVER_PORT));
+            let udp = std::net::UdpSocket::bind(addr)?;
+            let tcp = std::net::TcpListener::bind(addr)?;
+            udp.set_nonblocking(true)?;
+            tcp.set_nonblocking(true)?;
+            Ok((udp, tcp))
+        })?
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the binding thread panicked")))
+}
+
+async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>, vnis: Arc<Vec<u32>>) {
+    let socket = Arc::new(socket);
+    let mut buffer = vec![0u8; MAX_UDP];
+    loop {
+        let Ok((len, from)) = socket.recv_from(&mut buffer).await else {
+            continue;
+        };
+        let packet = buffer[..len].to_vec();
+        let (socket, shared, vnis) = (socket.clone(), shared.clone(), vnis.clone());
+        // Forwarding waits on upstreams: one task per query.
+        tokio::spawn(async move {
+            if let Some(answer) = answer(&shared, &vnis, &packet).await {
+                let _ = socket.send_to(&answer, from).await;
+            }
+        });
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, vnis: Arc<Vec<u32>>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(serve_tcp_client(stream, shared.clone(), vnis.clone()));
+    }
+}
+
+/// Queries framed by a two-byte length, answered in turn, until the client
+/// closes or idles.
+async fn serve_tcp_client(mut stream: TcpStream, shared: Arc<Shared>, vnis: Arc<Vec<u32>>) {
+    loop {
+        let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, stream.read_u16()).await else {
+            return;
+        };
+        let mut packet = vec![0u8; usize::from(len)];
+        if stream.read_exact(&mut packet).await.is_err() {
+            return;
+        }
+        let Some(answer) = answer(&shared, &vnis, &packet).await else {
+            return;
+        };
+        let Ok(len) = u16::try_from(answer.len()) else {
+            return;
+        };
+        if stream.write_u16(len).await.is_err() || stream.write_all(&answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The answer to `packet` from a task on `vnis`; `None` when it is to be
+/// dropped (not even a header).
+async fn answer(shared: &Shared, vnis: &[u32], packet: &[u8]) -> Option<Vec<u8>> {
+    let counters = &shared.counters;
+    bump(&counters.queries);
+    let query = match message::parse_query(packet) {
+        Ok(query) => query,
+        Err(reason) => {
+            bump(&counters.malformed);
+            tracing::debug!(%reason, "malformed DNS query");
+            return message::query_id(packet).map(|id| message::error_answer(id, Rcode::FormErr));
+        }
+    };
+    let local = shared
+        .table
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .lookup(&query.name, vnis);
+    if let Some(addresses) = local {
+        bump(&counters.answered);
+        // A swarm name has A records only: other types get none (NODATA).
+        let addresses = if query.qtype == TYPE_A {
+            addresses
+        } else {
+            Vec::new()
+        };
+        return Some(query.answer(Rcode::NoError, &addresses));
+    }
+    if shared.upstreams.is_empty() {
+        bump(&counters.nxdomain);
+        return Some(query.answer(Rcode::NxDomain, &[]));
+    }
+    bump(&counters.forwarded);
+    match forward(&shared.upstreams, packet).await {
+        Some(answer) => Some(answer),
+        None => {
+            bump(&counters.servfail);
+            Some(query.answer(Rcode::ServFail, &[]))
+        }
+    }
+}
+
+/// Asks each upstream in turn; the first answer with the query's ID wins.
+async fn forward(upstreams: &[SocketAddr], packet: &[u8]) -> Option<Vec<u8>> {
+    let id = message::query_id(packet)?;
+    for upstream in upstreams {
+        let bind: SocketAddr = if upstream.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let Ok(socket) = UdpSocket::bind(bind).await else {
+            continue;
+        };
+        if socket.send_to(packet, upstream).await.is_err() {
+            continue;
+        }
+        let mut buffer = vec![0u8; MAX_UDP];
+        let deadline = tokio::time::Instant::now() + UPSTREAM_TIMEOUT;
+        while let Ok(Ok((len, from))) =
+            tokio::time::timeout_at(deadline, socket.recv_from(&mut buffer)).await
+        {
+            if from == *upstream && message::query_id(&buffer[..len]) == Some(id) {
+                return Some(buffer[..len].to_vec());
+            }
+        }
+    }
+    None
+}
+
+/// The host's resolvers, from /etc/resolv.conf.
+pub fn host_upstreams() -> Vec<SocketAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .filter_map(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_answer_only_on_the_networks_the_asker_shares() {
+        let record = |vni, name: &str, last: u8| DnsRecord {
+            vni,
+            name: name.into(),
+            addresses: vec![Ipv4Addr::new(10, 0, 1, last)],
+        };
+        let table = NameTable::new(&[
+            record(4097, "web", 2),
+            record(4098, "web", 9),
+            record(4097, "tasks.web", 3),
+        ]);
+        assert_eq!(
+            table.lookup("web", &[4097]),
+            Some(vec![Ipv4Addr::new(10, 0, 1, 2)])
+        );
+        assert_eq!(table.lookup("web", &[4099]), None);
+        assert_eq!(table.lookup("web", &[4097, 4098]).unwrap().len(), 2);
+        assert_eq!(table.lookup("api", &[4097]), None);
+    }
+}

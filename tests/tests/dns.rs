@@ -1,0 +1,348 @@
+//! The embedded resolver at 127.0.0.11 inside tasks: every kind of name,
+//! only on shared networks, answers that follow scaling and a dead node,
+//! forwarding of other names, and malformed queries dropped and counted.
+
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, UdpSocket},
+    time::Duration,
+};
+
+use swarm_tests::{Topology, TopologyOptions, spawn_in_netns};
+
+/// What every wait here allows: a busy 2-core VM.
+const PATIENCE: Duration = Duration::from_secs(30);
+/// What the fake upstream resolver answers for every name.
+const UPSTREAM_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
+const WEB: &[&str] = &[
+    "host",
+    "sh",
+    "-c",
+    "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 80 -h /tmp/www",
+];
+
+fn wait_until(what: &str, check: impl FnMut() -> Result<(), String>) {
+    swarm_tests::wait_until(what, PATIENCE, check);
+}
+
+/// A resolver in the client namespace that answers every A query with
+/// UPSTREAM_ANSWER: the upstream the daemons forward other names to.
+fn fake_upstream(topology: &Topology) {
+    let addr = topology.client.addr;
+    let ready = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let bound = ready.clone();
+    // Runs until the test process ends; its namespace goes with the topology.
+    drop(spawn_in_netns::<()>(
+        topology.client.netns.name(),
+        move || {
+            let socket = UdpSocket::bind((addr, 53))?;
+            bound.wait();
+            let mut buffer = [0u8; 512];
+            loop {
+                let (len, from) = socket.recv_from(&mut buffer)?;
+                if len < 12 {
+                    continue;
+                }
+                // The header and the question, without dig's EDNS record.
+                let mut end = 12;
+                while end < len && buffer[end] != 0 {
+                    end += usize::from(buffer[end]) + 1;
+                }
+                let mut answer = buffer[..(end + 5).min(len)].to_vec();
+                answer[2] |= 0x80;
+                answer[3] = 0x80;
+                answer[7] = 1;
+                answer[11] = 0;
+                answer.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                answer.extend_from_slice(&UPSTREAM_ANSWER.octets());
+                socket.send_to(&answer, from)?;
+            }
+        },
+    ));
+    ready.wait();
+}
+
+/// `dig` from inside task `task`'s network namespace.
+fn dig(task: &str, args: &[&str]) -> String {
+    let netns = format!("swarm-{task}");
+    let mut full = vec![
+        "netns",
+        "exec",
+        &netns,
+        "dig",
+        "@127.0.0.11",
+        "+time=2",
+        "+tries=1",
+    ];
+    full.extend_from_slice(args);
+    swarm_tests::run("ip", &full).unwrap_or_else(|e| e.to_string())
+}
+
+/// The A records `dig +short` gives for `name`, sorted.
+fn resolve(task: &str, name: &str) -> BTreeSet<String> {
+    dig(task, &["+short", name])
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+fn status_of(task: &str, args: &[&str]) -> String {
+    let out = dig(task, args);
+    out.lines()
+        .find_map(|l| l.split("status: ").nth(1))
+        .map(|rest| rest.split(',').next().unwrap_or("").to_owned())
+        .unwrap_or(out)
+}
+
+/// `swarm ARGS` (an inspect) as JSON.
+fn inspect(topology: &Topology, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&topology.daemon(0).swarm_ok(args).unwrap()).unwrap()
+}
+
+/// Running task IDs of `service` and their addresses on `network`.
+fn running(topology: &Topology, service: &str, network: &str) -> Vec<(String, String)> {
+    let net_id = inspect(topology, &["network", "inspect", network])[0]["Id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    topology
+        .daemon(0)
+        .swarm_json(&["service", "ps", service])
+        .unwrap()
+        .into_iter()
+        .filter(|r| {
+            r["DesiredState"] == "Running"
+                && r["CurrentState"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("Running")
+        })
+        .map(|r| {
+            let ip = r["Addresses"][&net_id].as_str().unwrap_or("").to_owned();
+            (r["ID"].as_str().unwrap().to_owned(), ip)
+        })
+        .collect()
+}
+
+fn wait_for_tasks(topology: &Topology, service: &str, count: usize) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    wait_until(&format!("{count} tasks of {service} running"), || {
+        found = running(topology, service, "back");
+        (found.len() == count)
+            .then_some(())
+            .ok_or(format!("{found:?}"))
+    });
+    found
+}
+
+#[test]
+fn tasks_resolve_services_task_lists_and_task_names_on_shared_networks() {
+    let mut options = TopologyOptions::new("swd", 3);
+    options.daemon_args = vec!["--dns-upstream".into(), "198.18.0.100".into()];
+    let mut topology = Topology::new(&options).unwrap();
+    assert_eq!(topology.client.addr, Ipv4Addr::new(198, 18, 0, 100));
+    fake_upstream(&topology);
+    topology.start_daemons().unwrap();
+    topology.daemon(0).swarm_ok(&["init"]).unwrap();
+    topology.join(1, "worker", 0).unwrap();
+    topology.join(2, "worker", 0).unwrap();
+    for network in ["back", "front"] {
+        topology
+            .daemon(0)
+            .swarm_ok(&["network", "create", "-d", "overlay", network])
+            .unwrap();
+    }
+    let create = |name: &str, extra: &[&str]| {
+        let mut args = vec!["service", "create", "--name", name];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(WEB);
+        topology.daemon(0).swarm_ok(&args).unwrap();
+    };
+    create("web", &["--replicas", "2", "--network", "back"]);
+    create(
+        "rr",
+        &[
+            "--replicas",
+            "2",
+            "--network",
+            "back",
+            "--endpoint-mode",
+            "dnsrr",
+        ],
+    );
+    create("client", &["--network", "back"]);
+    create("elsewhere", &["--network", "front"]);
+
+    let (client, _) = wait_for_tasks(&topology, "client", 1).remove(0);
+    let web = wait_for_tasks(&topology, "web", 2);
+    let rr = wait_for_tasks(&topology, "rr", 2);
+    let service = inspect(&topology, &["service", "inspect", "web"]);
+    let back_id = inspect(&topology, &["network", "inspect", "back"])[0]["Id"].clone();
+    let vip = service[0]["Endpoint"]["VirtualIPs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["NetworkID"] == back_id)
+        .unwrap()["Addr"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let ips = |tasks: &[(String, String)]| -> BTreeSet<String> {
+        tasks.iter().map(|(_, ip)| ip.clone()).collect()
+    };
+
+    // A service is its VIP; tasks.<service> its running tasks; with dnsrr
+    // the service itself is its tasks; a task's name is its address.
+    assert_eq!(resolve(&client, "web"), BTreeSet::from([vip.clone()]));
+    assert_eq!(resolve(&client, "WEB."), BTreeSet::from([vip.clone()]));
+    assert_eq!(resolve(&client, "tasks.web"), ips(&web));
+    assert_eq!(resolve(&client, "rr"), ips(&rr));
+    let (first_id, first_ip) = &web[0];
+    let ps = topology
+        .daemon(0)
+        .swarm_json(&["service", "ps", "web"])
+        .unwrap();
+    let first_name = ps.iter().find(|r| r["ID"] == first_id.as_str()).unwrap()["Name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let task_name = format!("{first_name}.{first_id}");
+    assert_eq!(
+        resolve(&client, &task_name),
+        BTreeSet::from([first_ip.clone()])
+    );
+    // Over TCP too; AAAA of a swarm name is NOERROR without records.
+    assert_eq!(
+        dig(&client, &["+tcp", "+short", "tasks.web"])
+            .lines()
+            .map(str::to_owned)
+            .collect::<BTreeSet<_>>(),
+        ips(&web)
+    );
+    assert_eq!(status_of(&client, &["web", "AAAA"]), "NOERROR");
+    // A service on a network the client is not on is not a swarm name for
+    // it: forwarded, like any other name, to the upstream.
+    assert_eq!(
+        resolve(&client, "elsewhere"),
+        BTreeSet::from([UPSTREAM_ANSWER.to_string()])
+    );
+    assert_eq!(
+        resolve(&client, "example.org"),
+        BTreeSet::from([UPSTREAM_ANSWER.to_string()])
+    );
+
+    // The task's own resolv.conf points at the resolver, so getent works.
+    let pid = std::fs::read_to_string(format!("/sys/fs/cgroup/pids/swarm/{client}/cgroup.procs"))
+        .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/swarm/{client}/cgroup.procs")))
+        .unwrap();
+    let pid = pid.lines().next().unwrap().trim().to_owned();
+    let hosts = swarm_tests::run(
+        "nsenter",
+        &["-t", &pid, "-m", "-n", "-u", "getent", "hosts", "web"],
+    )
+    .unwrap();
+    assert!(hosts.starts_with(&format!("{vip} ")), "{hosts}");
+
+    // Answers follow scaling.
+    topology
+        .daemon(0)
+        .swarm_ok(&["service", "scale", "web=4"])
+        .unwrap();
+    let web = wait_for_tasks(&topology, "web", 4);
+    wait_until("tasks.web lists 4 tasks", || {
+        let seen = resolve(&client, "tasks.web");
+        (seen == ips(&web)).then_some(()).ok_or(format!("{seen:?}"))
+    });
+    topology
+        .daemon(0)
+        .swarm_ok(&["service", "scale", "web=1"])
+        .unwrap();
+    let web = wait_for_tasks(&topology, "web", 1);
+    wait_until("tasks.web lists 1 task", || {
+        let seen = resolve(&client, "tasks.web");
+        (seen == ips(&web)).then_some(()).ok_or(format!("{seen:?}"))
+    });
+
+    // Garbage is dropped or refused, counted, and the resolver goes on.
+    let client_node = topology
+        .daemon(0)
+        .swarm_json(&["service", "ps", "client"])
+        .unwrap()[0]["Node"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let host = topology
+        .hosts
+        .iter()
+        .position(|h| h.name.ends_with(&client_node))
+        .unwrap_or(0);
+    let before = topology.daemon(host).swarm_json(&["info"]).unwrap()[0]["Dns"]["Malformed"]
+        .as_u64()
+        .unwrap();
+    swarm_tests::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &format!("swarm-{client}"),
+            "bash",
+            "-c",
+            "printf 'xx' > /dev/udp/127.0.0.11/53; printf '\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\xc0\\x0c' > /dev/udp/127.0.0.11/53",
+        ],
+    )
+    .unwrap();
+    wait_until("malformed queries counted", || {
+        let now = topology.daemon(host).swarm_json(&["info"]).unwrap()[0]["Dns"]["Malformed"]
+            .as_u64()
+            .unwrap();
+        (now >= before + 2)
+            .then_some(())
+            .ok_or(format!("{before} -> {now}"))
+    });
+    assert_eq!(
+        resolve(&client, "web"),
+        BTreeSet::from([vip.clone()]),
+        "{} / {}",
+        dig(&client, &["web"]),
+        topology
+            .daemon(0)
+            .swarm_ok(&["service", "inspect", "web"])
+            .unwrap()
+    );
+
+    // A dead worker's tasks leave tasks.<service>.
+    topology
+        .daemon(0)
+        .swarm_ok(&["service", "scale", "rr=4"])
+        .unwrap();
+    let rr = wait_for_tasks(&topology, "rr", 4);
+    let victim = (1..3)
+        .find(|&h| format!("h{}", h + 1) != client_node)
+        .unwrap();
+    let dead_node = format!("h{}", victim + 1);
+    let ps = topology
+        .daemon(0)
+        .swarm_json(&["service", "ps", "rr"])
+        .unwrap();
+    let dead: BTreeSet<String> = rr
+        .iter()
+        .filter(|(id, _)| {
+            ps.iter()
+                .any(|r| r["ID"] == id.as_str() && r["Node"] == dead_node.as_str())
+        })
+        .map(|(_, ip)| ip.clone())
+        .collect();
+    assert!(!dead.is_empty(), "no rr task on {dead_node}: {ps:?}");
+    topology.daemon_mut(victim).kill().unwrap();
+    wait_until("the dead node's tasks leave tasks.rr", || {
+        let seen = resolve(&client, "tasks.rr");
+        let live = ips(&running(&topology, "rr", "back"));
+        (seen.is_disjoint(&dead) && seen == live && live.len() == 4)
+            .then_some(())
+            .ok_or(format!("saw {seen:?}, live {live:?}, dead {dead:?}"))
+    });
+}
