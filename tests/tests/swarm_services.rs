@@ -395,6 +395,11 @@ fn the_same_scenario_on_the_docker_runtime() {
             ])
             .unwrap();
         assert_eq!(labels.trim(), "none");
+        // Names go to the agent's resolver, in the container's namespace.
+        let resolv = engine
+            .docker(&["exec", &format!("swarm-{id}"), "cat", "/etc/resolv.conf"])
+            .unwrap();
+        assert!(resolv.contains("nameserver 127.0.0.11"), "{resolv}");
     }
 
     every_replica_answers_through_every_node(&topology);

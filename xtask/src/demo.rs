@@ -2,6 +2,7 @@
 //! hosts, their daemons, the overlay, and a service served through the
 //! routing mesh. Grows with every feature until it shows the whole mission.
 
+use anyhow::Context as _;
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     time::Duration,
@@ -259,6 +260,89 @@ pub fn run() -> anyhow::Result<()> {
         topology.daemon(0).swarm_ok(&["dataplane", "services"])?
     );
     topology.daemon(0).swarm_ok(&["service", "rm", "web"])?;
+
+    println!(
+        "\n== service discovery: `api` (2 replicas) and `client` on overlay network `back`; names resolve inside the client task"
+    );
+    topology
+        .daemon(0)
+        .swarm_ok(&["network", "create", "-d", "overlay", "back"])?;
+    for (name, replicas) in [("api", "2"), ("client", "1")] {
+        topology.daemon(0).swarm_ok(&[
+            "service",
+            "create",
+            "--name",
+            name,
+            "--replicas",
+            replicas,
+            "--network",
+            "back",
+            "host",
+            "sh",
+            "-c",
+            "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 80 -h /tmp/www",
+        ])?;
+    }
+    let client_task = topology
+        .daemon(0)
+        .swarm_ok(&["service", "ps", "-q", "client"])?
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let netns = format!("swarm-{client_task}");
+    for name in ["api", "tasks.api"] {
+        let answer = swarm_tests::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &netns,
+                "dig",
+                "@127.0.0.11",
+                "+short",
+                name,
+            ],
+        )?;
+        println!(
+            "  dig {name} (in the client task) -> {}",
+            answer.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
+    let pid = ["pids/", ""]
+        .iter()
+        .find_map(|hierarchy| {
+            std::fs::read_to_string(format!(
+                "/sys/fs/cgroup/{hierarchy}swarm/{client_task}/cgroup.procs"
+            ))
+            .ok()
+        })
+        .and_then(|procs| procs.lines().next().map(str::to_owned))
+        .context("the client task's process")?;
+    for _ in 0..2 {
+        let reply = swarm_tests::run(
+            "nsenter",
+            &[
+                "-t",
+                &pid,
+                "-m",
+                "-n",
+                "-u",
+                "busybox",
+                "wget",
+                "-q",
+                "-O-",
+                "http://api/",
+            ],
+        )?;
+        println!(
+            "  wget http://api/ (in the client task) -> {}",
+            reply.trim()
+        );
+    }
+    for name in ["client", "api"] {
+        topology.daemon(0).swarm_ok(&["service", "rm", name])?;
+    }
 
     let pin_dirs: Vec<_> = (0..topology.hosts.len())
         .map(|i| topology.daemon(i).pin_dir())

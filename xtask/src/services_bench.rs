@@ -42,6 +42,8 @@ pub struct ServiceFigures {
     /// From kill -9 of a worker's daemon until every task runs on the
     /// other nodes (node-down detection included).
     pub worker_killed_s: f64,
+    /// The tasks' resolver (measured once, in the native round).
+    pub dns: Option<DnsFigures>,
 }
 
 pub fn run(runtime: Runtime) -> anyhow::Result<ServiceFigures> {
@@ -100,6 +102,10 @@ pub fn run(runtime: Runtime) -> anyhow::Result<ServiceFigures> {
     let worker_killed_s = started.elapsed().as_secs_f64();
 
     topology.daemon(0).swarm_ok(&["service", "rm", "bench"])?;
+    let dns = match runtime {
+        Runtime::Native => Some(dns_queries(&topology)?),
+        Runtime::Docker => None,
+    };
     // The daemons stop and remove their tasks (the killed worker's
     // containers go with the engine), then the engine stops.
     drop(topology);
@@ -110,6 +116,90 @@ pub fn run(runtime: Runtime) -> anyhow::Result<ServiceFigures> {
         scale_10_to_50_s,
         scale_10_to_100_s,
         worker_killed_s,
+        dns,
+    })
+}
+
+/// DNS queries per second from a task (4 clients) and their p99 latency.
+pub struct DnsFigures {
+    pub queries_per_s: f64,
+    pub p99_us: f64,
+}
+
+const DNS_CLIENTS: usize = 4;
+const DNS_QUERIES_PER_CLIENT: usize = 5_000;
+
+/// A service `named` and a `client` on an overlay network; from the
+/// client task's namespace, clients ask 127.0.0.11 for `named` in a loop.
+fn dns_queries(topology: &Topology) -> anyhow::Result<DnsFigures> {
+    println!("bench: services (native runtime): DNS queries from a task");
+    let daemon = topology.daemon(0);
+    daemon.swarm_ok(&["network", "create", "-d", "overlay", "names"])?;
+    for name in ["named", "client"] {
+        daemon.swarm_ok(&[
+            "service",
+            "create",
+            "--name",
+            name,
+            "--network",
+            "names",
+            "host",
+            "sleep",
+            "100000",
+        ])?;
+    }
+    let task = daemon
+        .swarm_ok(&["service", "ps", "-q", "client"])?
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let netns = format!("swarm-{task}");
+    let clients: Vec<_> = (0..DNS_CLIENTS)
+        .map(|client| {
+            swarm_tests::spawn_in_netns(&netns, move || {
+                let socket = std::net::UdpSocket::bind(("127.0.0.1", 0))?;
+                socket.connect(("127.0.0.11", 53))?;
+                socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+                let mut latencies = Vec::with_capacity(DNS_QUERIES_PER_CLIENT);
+                let mut answer = [0u8; 512];
+                for n in 0..DNS_QUERIES_PER_CLIENT {
+                    let id = (client * DNS_QUERIES_PER_CLIENT + n) as u16;
+                    let mut query = id.to_be_bytes().to_vec();
+                    query.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 5]);
+                    query.extend_from_slice(b"named");
+                    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+                    let sent = Instant::now();
+                    socket.send(&query)?;
+                    let len = socket.recv(&mut answer)?;
+                    anyhow::ensure!(
+                        len > 12 && answer[..2] == id.to_be_bytes() && answer[3] & 0xf == 0,
+                        "a bad answer to query {n}"
+                    );
+                    latencies.push(sent.elapsed());
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for client in clients {
+        latencies.extend(
+            client
+                .join()
+                .map_err(|_| anyhow::anyhow!("a DNS client panicked"))??,
+        );
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    for name in ["client", "named"] {
+        daemon.swarm_ok(&["service", "rm", name])?;
+    }
+    Ok(DnsFigures {
+        queries_per_s: latencies.len() as f64 / elapsed,
+        p99_us: p99.as_secs_f64() * 1e6,
     })
 }
 
