@@ -21,6 +21,15 @@ pub use overlay::OverlayTask;
 pub use raw::send_raw_frames;
 pub use topology::{Host, Topology, TopologyOptions, UNDERLAY_PREFIX_LEN};
 
+/// A native task (`service create ... WEB_TASK`) that answers HTTP on port
+/// 80 with its hostname: its task ID prefix unless --hostname is given.
+pub const WEB_TASK: &[&str] = &[
+    "host",
+    "sh",
+    "-c",
+    "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 80 -h /tmp/www",
+];
+
 /// Runs a command and returns its stdout, failing with its stderr when it fails.
 pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     let output = std::process::Command::new(program)

@@ -14,12 +14,7 @@ use swarm_tests::{Topology, TopologyOptions, spawn_in_netns};
 const PATIENCE: Duration = Duration::from_secs(30);
 /// What the fake upstream resolver answers for every name.
 const UPSTREAM_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
-const WEB: &[&str] = &[
-    "host",
-    "sh",
-    "-c",
-    "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 80 -h /tmp/www",
-];
+const WEB: &[&str] = swarm_tests::WEB_TASK;
 
 fn wait_until(what: &str, check: impl FnMut() -> Result<(), String>) {
     swarm_tests::wait_until(what, PATIENCE, check);

@@ -21,12 +21,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A task that answers HTTP on port 80 with its hostname (its task ID
 /// prefix unless --hostname is given).
-const WEB: &[&str] = &[
-    "host",
-    "sh",
-    "-c",
-    "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 80 -h /tmp/www",
-];
+const WEB: &[&str] = swarm_tests::WEB_TASK;
 
 fn wait_until(what: &str, check: impl FnMut() -> Result<(), String>) {
     swarm_tests::wait_until(what, PATIENCE, check);
@@ -65,6 +60,14 @@ fn hostname_of(host: usize) -> String {
     format!("h{}", host + 1)
 }
 
+/// Whether a `service ps` row's task is Running now.
+fn running_now(row: &serde_json::Value) -> bool {
+    row["CurrentState"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("Running")
+}
+
 /// `service ps` rows whose desired state is Running.
 fn live_tasks(topology: &Topology, service: &str) -> Vec<serde_json::Value> {
     topology
@@ -81,15 +84,7 @@ fn wait_running(topology: &Topology, service: &str, count: usize) -> BTreeMap<St
     let mut per_node = BTreeMap::new();
     wait_until(&format!("{count} tasks of {service} running"), || {
         let rows = live_tasks(topology, service);
-        let running: Vec<&serde_json::Value> = rows
-            .iter()
-            .filter(|r| {
-                r["CurrentState"]
-                    .as_str()
-                    .unwrap_or("")
-                    .starts_with("Running")
-            })
-            .collect();
+        let running: Vec<&serde_json::Value> = rows.iter().filter(|r| running_now(r)).collect();
         if running.len() != count || rows.len() != count {
             return Err(format!("{rows:#?}"));
         }
@@ -533,12 +528,7 @@ fn exited_tasks_restart_and_a_dead_workers_tasks_come_back_elsewhere() {
         let placed = task_nodes(&topology, "web");
         let running = live_tasks(&topology, "web")
             .iter()
-            .filter(|r| {
-                r["CurrentState"]
-                    .as_str()
-                    .unwrap_or("")
-                    .starts_with("Running")
-            })
+            .filter(|r| running_now(r))
             .count();
         (placed.iter().all(|(_, node)| node == "h4") && placed.len() == 4 && running == 4)
             .then_some(())
@@ -699,12 +689,7 @@ fn rolling_update_start_first_a_failed_update_rolls_back_and_tasks_reach_vips() 
             while Instant::now() < deadline {
                 let running = live_tasks(&topology, "api")
                     .iter()
-                    .filter(|r| {
-                        r["CurrentState"]
-                            .as_str()
-                            .unwrap_or("")
-                            .starts_with("Running")
-                    })
+                    .filter(|r| running_now(r))
                     .count();
                 fewest = fewest.min(running);
                 std::thread::sleep(Duration::from_millis(50));
