@@ -97,6 +97,23 @@ pub async fn run(
         None => iface_holding(config.advertise_addr)?,
     };
     let identity = NodeIdentity::claim(&config.data_dir)?;
+    // Before any kernel object is made: a missing engine fails the start
+    // with nothing to undo.
+    let task_runtime: Arc<dyn Runtime> = match &config.runtime {
+        RuntimeChoice::Native => Arc::new(NativeRuntime::new(config.data_dir.join(TASKS_DIR))?),
+        RuntimeChoice::Docker { host } => {
+            let (host, node_id) = (host.clone(), identity.node_id.clone());
+            let state_dir = config.data_dir.join(TASKS_DIR);
+            // It starts a runtime of its own: not from within this one.
+            Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    DockerRuntime::connect(&host, &node_id, state_dir)
+                })
+                .await
+                .expect("connecting to Docker panicked")?,
+            )
+        }
+    };
     // Bound before the data plane loads, so a taken socket fails fast; clients
     // that connect early wait in the backlog until serving starts.
     let server = ControlServer::bind(&config.control_socket).await?;
@@ -134,6 +151,7 @@ pub async fn run(
         underlay_hook,
         local_delivery: config.local_delivery,
         data_path_port: config.data_path_port,
+        runtime: task_runtime.name().to_owned(),
         data_dir: display(&config.data_dir),
         pin_dir: display(dataplane.pin_dir()),
         pid: std::process::id(),
@@ -147,6 +165,7 @@ pub async fn run(
         advertise_addr = %info.advertise_addr,
         underlay_iface = %info.underlay_iface,
         control_socket = %config.control_socket.display(),
+        runtime = task_runtime.name(),
         "swarm daemon ready"
     );
 
@@ -159,22 +178,6 @@ pub async fn run(
     })
     .await?;
     let dataplane = Arc::new(Mutex::new(dataplane));
-    let task_runtime: Arc<dyn Runtime> = match &config.runtime {
-        RuntimeChoice::Native => Arc::new(NativeRuntime::new(config.data_dir.join(TASKS_DIR))?),
-        RuntimeChoice::Docker { host } => {
-            let (host, node_id) = (host.clone(), identity.node_id.clone());
-            let state_dir = config.data_dir.join(TASKS_DIR);
-            // It starts a runtime of its own: not from within this one.
-            Arc::new(
-                tokio::task::spawn_blocking(move || {
-                    DockerRuntime::connect(&host, &node_id, state_dir)
-                })
-                .await
-                .expect("connecting to Docker panicked")?,
-            )
-        }
-    };
-    info!(runtime = task_runtime.name(), "task runtime ready");
     let resolver = Arc::new(Resolver::new(
         tokio::runtime::Handle::current(),
         config.dns_upstreams.clone(),

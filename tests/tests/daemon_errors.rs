@@ -60,6 +60,30 @@ fn daemon_refuses_bad_starts_with_clear_messages() {
     );
     daemon_fails(
         &topology,
+        &[
+            "--advertise-addr",
+            "198.18.0.1",
+            "--runtime",
+            "docker",
+            "--docker-host",
+            "unix:///nonexistent/docker.sock",
+            "--control-socket",
+            socket,
+        ],
+        "no Docker engine answers at unix:///nonexistent/docker.sock",
+    );
+    daemon_fails(
+        &topology,
+        &[
+            "--advertise-addr",
+            "198.18.0.1",
+            "--dns-upstream",
+            "resolver",
+        ],
+        "--dns-upstream \"resolver\": give an IP, IP:PORT or `none`",
+    );
+    daemon_fails(
+        &topology,
         &["--advertise-addr", "not-an-ip", "--control-socket", socket],
         "--advertise-addr",
     );

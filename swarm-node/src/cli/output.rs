@@ -144,6 +144,7 @@ pub fn print_info(info: &DaemonInfo, format: Format) -> anyhow::Result<()> {
                 ("Underlay hook", info.underlay_hook.label().to_owned()),
                 ("Local delivery", info.local_delivery.label().to_owned()),
                 ("Data path port", info.data_path_port.to_string()),
+                ("Task runtime", info.runtime.clone()),
                 ("Data dir", info.data_dir.clone()),
                 ("BPF pins", info.pin_dir.clone()),
                 ("Daemon PID", info.pid.to_string()),

@@ -512,6 +512,9 @@ pub struct DaemonInfo {
     pub underlay_hook: UnderlayHook,
     pub local_delivery: LocalDelivery,
     pub data_path_port: u16,
+    /// What runs this node's tasks: `native` or `docker`.
+    #[serde(default)]
+    pub runtime: String,
     pub data_dir: String,
     pub pin_dir: String,
     pub pid: u32,
