@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::{
     cluster::{
         ClusterError,
-        executor::ExecutorDeps,
+        executor::{ExecutorDeps, GossipSlot},
         node::{LocalNode, Membership},
     },
     control::{ControlServer, DaemonInfo, Handler, Request, Response, ServerError},
@@ -48,6 +48,8 @@ pub struct DaemonConfig {
     pub runtime: RuntimeChoice,
     /// Where the tasks' resolver sends names that are not the swarm's.
     pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// UDP port of gossip between nodes.
+    pub gossip_port: u16,
 }
 
 /// The task runtime a node uses (`swarm daemon --runtime`).
@@ -158,6 +160,7 @@ pub async fn run(
         version: env!("CARGO_PKG_VERSION").to_owned(),
         swarm: Default::default(),
         dns: Default::default(),
+        gossip: None,
     };
     info!(
         node_id = %info.node_id,
@@ -182,16 +185,20 @@ pub async fn run(
         tokio::runtime::Handle::current(),
         config.dns_upstreams.clone(),
     ));
+    let gossip = GossipSlot::default();
     membership.set_executor(ExecutorDeps {
         runtime: task_runtime,
         dataplane: dataplane.clone(),
         resolver: resolver.clone(),
+        gossip_port: config.gossip_port,
+        gossip: gossip.clone(),
     });
     let state = Arc::new(DaemonState {
         info,
         dataplane,
         membership,
         resolver,
+        gossip,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let expiry = tokio::spawn(expire_flows(
@@ -239,6 +246,7 @@ struct DaemonState {
     dataplane: Arc<Mutex<Dataplane>>,
     membership: Arc<Membership>,
     resolver: Arc<Resolver>,
+    gossip: GossipSlot,
 }
 
 impl Handler for DaemonState {
@@ -248,6 +256,12 @@ impl Handler for DaemonState {
             Request::Info => Ok(Response::Info(Box::new(DaemonInfo {
                 swarm: membership.info(),
                 dns: self.resolver.stats(),
+                gossip: self
+                    .gossip
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .map(|g| g.stats()),
                 ..self.info.clone()
             }))),
             Request::SwarmInit(init) => membership.init(init),

@@ -6,5 +6,6 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod dns;
+pub mod gossip;
 pub mod identity;
 pub mod runtime;

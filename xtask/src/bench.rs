@@ -376,6 +376,20 @@ pub fn run_services(json_path: Option<&Path>) -> anyhow::Result<()> {
 fn services_rows(
     metrics: &mut Map<String, Value>,
 ) -> anyhow::Result<Vec<services_bench::ServiceFigures>> {
+    let convergence = services_bench::endpoint_convergence()?;
+    metrics.insert(
+        "endpoint_convergence_s_5_nodes".into(),
+        json!(round(convergence, 3)),
+    );
+    println!(
+        "endpoint convergence, 5 nodes: {convergence:.3} s from Running to every other node's data plane"
+    );
+    let simulated = services_bench::simulated_convergence()?;
+    metrics.insert(
+        "endpoint_convergence_s_100_simulated_nodes".into(),
+        json!(round(simulated, 3)),
+    );
+    println!("endpoint convergence, 100 simulated nodes (gossip alone): {simulated:.3} s");
     let mut all = Vec::new();
     for runtime in [Runtime::Native, Runtime::Docker] {
         let figures = services_bench::run(runtime)?;

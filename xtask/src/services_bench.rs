@@ -243,3 +243,97 @@ fn wait_running(topology: &Topology, count: usize, not_on: Option<&str>) -> anyh
         std::thread::sleep(Duration::from_millis(25));
     }
 }
+
+/// Nodes in the endpoint-convergence swarm (1 manager, 4 workers).
+const CONVERGENCE_NODES: usize = 5;
+const CONVERGENCE_ROUNDS: usize = 3;
+
+/// Seconds from a task seen Running (`service ps`, polled) to its endpoint
+/// in the data plane of every other node (`dataplane endpoints`, polled),
+/// median over a few tasks, on 5 nodes.
+pub fn endpoint_convergence() -> anyhow::Result<f64> {
+    println!("bench: endpoint convergence on {CONVERGENCE_NODES} nodes");
+    let mut topology = Topology::new(&TopologyOptions::new("swbenchgs", CONVERGENCE_NODES))?;
+    topology.start_daemons()?;
+    topology.daemon(0).swarm_ok(&["init"])?;
+    for host in 1..CONVERGENCE_NODES {
+        topology.join(host, "worker", 0)?;
+    }
+    let daemon = topology.daemon(0);
+    daemon.swarm_ok(&["network", "create", "-d", "overlay", "spread"])?;
+    let network: serde_json::Value =
+        serde_json::from_str(&daemon.swarm_ok(&["network", "inspect", "spread"])?)?;
+    let network_id = network[0]["Id"].as_str().unwrap_or_default().to_owned();
+    let mut samples = Vec::new();
+    for round in 0..CONVERGENCE_ROUNDS {
+        let name = format!("probe{round}");
+        daemon.swarm_ok(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "spread",
+            "--constraint",
+            "node.hostname==h2",
+            "host",
+            "sleep",
+            "100000",
+        ])?;
+        let started = Instant::now();
+        let mut running_at = None;
+        loop {
+            anyhow::ensure!(started.elapsed() < PATIENCE, "{name} never converged");
+            let rows = daemon.swarm_json(&["service", "ps", &name])?;
+            let running = rows.iter().find(|r| {
+                r["CurrentState"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("Running")
+            });
+            let Some(row) = running else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            let seen = *running_at.get_or_insert_with(Instant::now);
+            let ip = row["Addresses"][&network_id]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let everywhere = (0..CONVERGENCE_NODES).filter(|&h| h != 1).all(|h| {
+                topology
+                    .daemon(h)
+                    .swarm_json(&["dataplane", "endpoints"])
+                    .is_ok_and(|rows| rows.iter().any(|r| r["IP"] == ip.as_str()))
+            });
+            if everywhere {
+                samples.push(seen.elapsed().as_secs_f64());
+                break;
+            }
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[samples.len() / 2])
+}
+
+/// Simulated nodes for the gossip convergence row.
+const SIMULATED_NODES: usize = 100;
+
+/// Seconds for an endpoint to reach every one of 100 simulated nodes
+/// (`swarm gossip-simulation`, in a namespace of its own).
+pub fn simulated_convergence() -> anyhow::Result<f64> {
+    println!("bench: gossip among {SIMULATED_NODES} simulated nodes");
+    let netns = swarm_tests::Netns::create("swbenchsim")?;
+    netns.ip(&["link", "set", "lo", "up"])?;
+    let output = netns
+        .command(swarm_tests::swarm_bin())?
+        .args(["gossip-simulation", "--nodes", &SIMULATED_NODES.to_string()])
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "gossip simulation failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).trim().parse()?)
+}

@@ -47,6 +47,16 @@ pub struct Cli {
 pub enum Command {
     /// Run the node daemon (one per host; needs root).
     Daemon(DaemonArgs),
+    /// Bench helper: gossip among N simulated nodes on loopback addresses
+    /// (run it in a network namespace of its own); prints the seconds an
+    /// endpoint takes to reach every node.
+    #[command(hide = true)]
+    GossipSimulation {
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        #[arg(long, default_value_t = crate::gossip::DEFAULT_GOSSIP_PORT)]
+        port: u16,
+    },
     /// Show this node's daemon and swarm: identity, underlay, data plane, membership.
     Info(FormatArgs),
     /// Inspect (and, low-level, program) what the kernel data plane holds and counts.
@@ -374,6 +384,10 @@ pub struct DaemonArgs {
     /// [default: the nameservers of this host's /etc/resolv.conf].
     #[arg(long, value_name = "ADDR", value_parser = parse_upstream)]
     pub dns_upstream: Vec<Option<std::net::SocketAddr>>,
+    /// UDP port of gossip between the nodes (the same on every node).
+    #[arg(long, value_name = "PORT", default_value_t = crate::gossip::DEFAULT_GOSSIP_PORT,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub gossip_port: u16,
 }
 
 fn parse_upstream(text: &str) -> Result<Option<std::net::SocketAddr>, String> {
@@ -634,6 +648,16 @@ pub enum Format {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Daemon(args) => run_daemon(args),
+        Command::GossipSimulation { nodes, port } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let took =
+                runtime.block_on(crate::gossip::simulate::endpoint_convergence(nodes, port))?;
+            println!("{:.3}", took.as_secs_f64());
+            Ok(())
+        }
         Command::Info(args) => {
             let Response::Info(info) = call(&cli.host, &Request::Info)? else {
                 anyhow::bail!("the daemon answered `info` with something else");
@@ -903,6 +927,7 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         local_delivery: args.local_delivery,
         conntrack_idle_timeout: std::time::Duration::from_secs(args.conntrack_idle_timeout),
         listen_addr: args.listen_addr,
+        gossip_port: args.gossip_port,
         dns_upstreams: if args.dns_upstream.is_empty() {
             crate::dns::host_upstreams()
         } else {

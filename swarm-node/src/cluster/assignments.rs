@@ -13,6 +13,7 @@ use super::{
 };
 use crate::{
     dataplane::{self, OverlayNetwork, PublishedPort},
+    gossip::GossipConfig,
     runtime::{Resources, TaskSpec},
 };
 
@@ -31,6 +32,10 @@ pub struct NodeView {
     /// The names tasks resolve, per network.
     #[serde(default)]
     pub dns: Vec<DnsRecord>,
+    /// How to gossip with the other nodes; `None` in a swarm from before
+    /// gossip.
+    #[serde(default)]
+    pub gossip: Option<GossipConfig>,
 }
 
 /// A name the tasks' resolver answers on network `vni`: a service (its VIP,
@@ -191,6 +196,16 @@ impl NodeView {
             services,
             log_requests,
             dns,
+            gossip: (!state.gossip_key.is_empty()).then(|| GossipConfig {
+                cluster_id: state.cluster_id.clone(),
+                key: state.gossip_key.clone(),
+                previous_key: state.previous_gossip_key.clone(),
+                peers: state
+                    .nodes
+                    .values()
+                    .filter_map(|n| node_ip(&n.id))
+                    .collect(),
+            }),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! states back.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::Ipv4Addr,
     path::PathBuf,
     sync::{Arc, Mutex, Weak},
     time::Duration,
@@ -26,6 +27,7 @@ use super::{
 use crate::{
     dataplane::{self, Dataplane, LocalEndpointSpec, RemoteEndpointSpec},
     dns::Resolver,
+    gossip::{Gossip, GossipConfig, GossipedEndpoints},
     runtime::{Health, Runtime, TaskState as RunState, netns_path},
 };
 
@@ -46,7 +48,14 @@ pub struct ExecutorDeps {
     pub dataplane: Arc<Mutex<Dataplane>>,
     /// The resolver inside every task's namespace.
     pub resolver: Arc<Resolver>,
+    /// UDP port of gossip between nodes (the same on every node).
+    pub gossip_port: u16,
+    /// The running gossip, for `network inspect` and `swarm info`.
+    pub gossip: GossipSlot,
 }
+
+/// Where the executor puts the gossip it runs.
+pub type GossipSlot = Arc<Mutex<Option<Arc<Gossip>>>>;
 
 /// Runs until `stop` turns true.
 pub async fn run(
@@ -57,6 +66,8 @@ pub async fn run(
     let (view_tx, mut view_rx) = watch::channel::<Option<NodeView>>(None);
     let poller = tokio::spawn(poll(membership.clone(), view_tx, stop.clone()));
     let runtime = deps.runtime.clone();
+    let gossip_deps = (deps.gossip_port, deps.gossip.clone());
+    let mut gossip: Option<Arc<Gossip>> = None;
     let executor = Arc::new(Mutex::new(Executor::new(deps)));
     let mut unsent: Vec<(String, TaskStatus)> = Vec::new();
     let mut answered_logs: BTreeSet<String> = BTreeSet::new();
@@ -79,15 +90,28 @@ pub async fn run(
                 ));
             }
         }
+        if let Some(config) = &view.gossip {
+            match &gossip {
+                Some(running) => running.update(config),
+                None => gossip = start_gossip(&membership, &gossip_deps, config).await,
+            }
+        }
+        let gossiped = match &gossip {
+            Some(running) => Some(running.endpoints().await),
+            None => None,
+        };
         let executor = executor.clone();
-        let reports = tokio::task::spawn_blocking(move || {
-            executor
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .reconcile(&view)
+        let (reports, local_endpoints) = tokio::task::spawn_blocking(move || {
+            let mut executor = executor.lock().unwrap_or_else(|p| p.into_inner());
+            executor.gossiped = gossiped;
+            let reports = executor.reconcile(&view);
+            (reports, executor.local_endpoints(&view))
         })
         .await
         .unwrap_or_default();
+        if let Some(running) = &gossip {
+            running.publish(&local_endpoints).await;
+        }
         // Newer reports of a task replace older unsent ones.
         unsent.retain(|(id, _)| !reports.iter().any(|(r, _)| r == id));
         unsent.extend(reports);
@@ -96,6 +120,10 @@ pub async fn run(
         }
     }
     poller.abort();
+    // Gossip stops with the executor (a node that left, or a stopping
+    // daemon): the others see it go.
+    *gossip_deps.1.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    drop(gossip);
     // Like dockerd without live-restore: a stopped daemon (or a node that
     // left) leaves no task behind. A crashed one does; the next start
     // adopts them.
@@ -194,6 +222,28 @@ async fn report(
     Err(last)
 }
 
+/// Starts gossiping once the managers have said how; a failure is logged
+/// and tried again with the next assignments.
+async fn start_gossip(
+    membership: &Weak<Membership>,
+    (port, slot): &(u16, GossipSlot),
+    config: &GossipConfig,
+) -> Option<Arc<Gossip>> {
+    let node = membership.upgrade()?.local_node().clone();
+    match Gossip::start(&node.node_id, node.advertise_addr, *port, config).await {
+        Ok(gossip) => {
+            let gossip = Arc::new(gossip);
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(gossip.clone());
+            tracing::info!(port, peers = config.peers.len(), "gossip started");
+            Some(gossip)
+        }
+        Err(err) => {
+            tracing::warn!(port, error = %err, "starting gossip failed; retrying");
+            None
+        }
+    }
+}
+
 /// Sends the output of this node's tasks that `request` asks for to the
 /// manager that asked.
 async fn answer_logs(membership: Weak<Membership>, runtime: Arc<dyn Runtime>, request: LogRequest) {
@@ -254,6 +304,8 @@ struct Executor {
     prepared: HashMap<String, Result<PathBuf, String>>,
     /// The swarm's networks this node has (or had) in its data plane.
     swarm_vnis: BTreeSet<u32>,
+    /// What gossip says of the other nodes' endpoints, when it runs.
+    gossiped: Option<GossipedEndpoints>,
 }
 
 impl Executor {
@@ -265,6 +317,7 @@ impl Executor {
             adopted: false,
             prepared: HashMap::new(),
             swarm_vnis: BTreeSet::new(),
+            gossiped: None,
         }
     }
 
@@ -631,8 +684,41 @@ impl Executor {
         }
     }
 
+    /// The endpoints of this node's started tasks, which it publishes.
+    fn local_endpoints(&self, view: &NodeView) -> BTreeSet<(u32, Ipv4Addr)> {
+        view.tasks
+            .iter()
+            .filter(|task| {
+                self.tasks.get(&task.id).is_some_and(|local| {
+                    matches!(local.state, TaskState::Starting | TaskState::Running)
+                })
+            })
+            .flat_map(|task| task.addresses.iter().copied())
+            .collect()
+    }
+
+    /// Remote endpoints: the managers' word, less what sits on nodes gossip
+    /// holds dead, overridden and completed by what live nodes gossip.
     fn sync_remotes(&mut self, view: &NodeView) {
-        let wanted: BTreeSet<RemoteEndpoint> = view.remote_endpoints.iter().cloned().collect();
+        let mut by_address: BTreeMap<(u32, Ipv4Addr), RemoteEndpoint> = view
+            .remote_endpoints
+            .iter()
+            .filter(|r| {
+                self.gossiped
+                    .as_ref()
+                    .is_none_or(|g| !g.dead_nodes.contains(&r.node))
+            })
+            .map(|r| ((r.vni, r.ip), r.clone()))
+            .collect();
+        if let Some(gossiped) = &self.gossiped {
+            let local = self.local_endpoints(view);
+            for endpoint in &gossiped.endpoints {
+                if !local.contains(&(endpoint.vni, endpoint.ip)) {
+                    by_address.insert((endpoint.vni, endpoint.ip), endpoint.clone());
+                }
+            }
+        }
+        let wanted: BTreeSet<RemoteEndpoint> = by_address.into_values().collect();
         let mut dataplane = self
             .deps
             .dataplane

@@ -614,6 +614,8 @@ mod tests {
             services: BTreeMap::new(),
             tasks: BTreeMap::new(),
             log_requests: BTreeMap::new(),
+            gossip_key: String::new(),
+            previous_gossip_key: None,
         }
     }
 

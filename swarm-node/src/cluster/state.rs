@@ -104,6 +104,13 @@ pub struct ClusterState {
     /// tasks sends those tasks' output to the manager that asked.
     #[serde(default)]
     pub log_requests: BTreeMap<String, LogRequest>,
+    /// The key gossip between nodes is sealed with (hex); empty in a
+    /// store from before gossip, where nodes do not gossip.
+    #[serde(default)]
+    pub gossip_key: String,
+    /// Still accepted while a new key spreads.
+    #[serde(default)]
+    pub previous_gossip_key: Option<String>,
 }
 
 /// A manager asks the nodes for some tasks' output.
@@ -526,6 +533,8 @@ mod tests {
             services: BTreeMap::new(),
             tasks: BTreeMap::new(),
             log_requests: BTreeMap::new(),
+            gossip_key: String::new(),
+            previous_gossip_key: None,
         };
         assert_eq!(
             ClusterState::apply(&mut store, Command::Create(Box::new(state))),

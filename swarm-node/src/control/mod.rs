@@ -525,4 +525,8 @@ pub struct DaemonInfo {
     /// The tasks' resolver's counters, filled in when asked.
     #[serde(default)]
     pub dns: crate::dns::DnsStats,
+    /// Gossip's datagrams, and those dropped by reason; `None` while this
+    /// node does not gossip (not in a swarm).
+    #[serde(default)]
+    pub gossip: Option<crate::gossip::transport::GossipStats>,
 }

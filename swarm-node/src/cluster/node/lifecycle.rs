@@ -56,6 +56,8 @@ impl Membership {
             services: BTreeMap::new(),
             tasks: BTreeMap::new(),
             log_requests: BTreeMap::new(),
+            gossip_key: crate::gossip::transport::new_key_hex(),
+            previous_gossip_key: None,
         };
         let local = LocalState {
             cluster_id: cluster_id.clone(),

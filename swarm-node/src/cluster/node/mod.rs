@@ -49,6 +49,7 @@ use crate::control::{
 };
 
 /// Who this node is, for cluster requests.
+#[derive(Clone, Debug)]
 pub struct LocalNode {
     pub data_dir: PathBuf,
     pub node_id: String,
@@ -247,6 +248,22 @@ impl Membership {
     pub fn set_executor(self: &Arc<Self>, deps: super::executor::ExecutorDeps) {
         *self.executor_deps.lock().unwrap_or_else(|p| p.into_inner()) = Some(deps);
         self.sync_agent();
+    }
+
+    /// This node's identity and addresses.
+    pub fn local_node(&self) -> &LocalNode {
+        &self.node
+    }
+
+    /// The gossip this node runs, if it does.
+    pub(crate) fn gossip(&self) -> Option<Arc<crate::gossip::Gossip>> {
+        let deps = self.executor_deps.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = deps
+            .as_ref()?
+            .gossip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        slot.clone()
     }
 
     /// The managers' control-plane addresses this node knows.

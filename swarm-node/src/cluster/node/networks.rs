@@ -52,7 +52,30 @@ impl Membership {
             })
             .unwrap_or_default();
         let (net, prefix) = network.subnet;
+        // The nodes this manager gossips with, and the endpoints each
+        // publishes on this network.
+        let peers: Vec<serde_json::Value> = self
+            .gossip()
+            .map(|gossip| self.runtime.block_on(gossip.peers()))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|peer| {
+                let endpoints: Vec<String> = peer
+                    .endpoints
+                    .iter()
+                    .filter(|(vni, _)| *vni == network.vni)
+                    .map(|(_, ip)| ip.to_string())
+                    .collect();
+                serde_json::json!({
+                    "Name": peer.node_id,
+                    "IP": peer.addr.to_string(),
+                    "Live": peer.live,
+                    "Endpoints": endpoints,
+                })
+            })
+            .collect();
         Ok(Response::NetworkInspect(serde_json::json!([{
+            "Peers": peers,
             "Name": network.name,
             "Id": network.id,
             "Created": created,
