@@ -172,11 +172,19 @@ fn garbage_and_datagrams_sealed_with_another_key_are_dropped_and_counted() {
                 "malformed {malformed}->{m}, unauthenticated {unauthenticated}->{u}"
             ))
     });
-    // Gossip goes on.
-    let received = gossip_stat(&topology, 0, "Received");
-    wait_until("gossip goes on", || {
-        (gossip_stat(&topology, 0, "Received") > received)
-            .then_some(())
-            .ok_or("no more gossip".into())
-    });
+    // Gossip goes on, also across a key rotation.
+    let out = topology
+        .daemon(0)
+        .swarm_ok(&["update", "--rotate-gossip-key"])
+        .unwrap();
+    assert_eq!(out.trim(), "Gossip key rotated.");
+    std::thread::sleep(Duration::from_secs(1));
+    for host in 0..2 {
+        let received = gossip_stat(&topology, host, "Received");
+        wait_until("gossip goes on after the rotation", || {
+            (gossip_stat(&topology, host, "Received") > received)
+                .then_some(())
+                .ok_or("no more gossip".into())
+        });
+    }
 }

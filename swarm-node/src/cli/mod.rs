@@ -70,6 +70,8 @@ pub enum Command {
     JoinToken(JoinTokenArgs),
     /// Leave the swarm.
     Leave(LeaveArgs),
+    /// Change the swarm's settings.
+    Update(UpdateArgs),
     /// Manage the swarm's nodes.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -324,6 +326,14 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
         return Err(format!("{text:?} has no key; write it like zone=east"));
     }
     Ok((key.to_owned(), value.to_owned()))
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Seal gossip between nodes with a new key (the old one stays
+    /// accepted while the new one spreads).
+    #[arg(long, required = true)]
+    pub rotate_gossip_key: bool,
 }
 
 #[derive(Debug, Args)]
@@ -648,6 +658,12 @@ pub enum Format {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Daemon(args) => run_daemon(args),
+        Command::Update(UpdateArgs { rotate_gossip_key }) => {
+            if rotate_gossip_key {
+                print_notes(call(&cli.host, &Request::SwarmRotateGossipKey)?)?;
+            }
+            Ok(())
+        }
         Command::GossipSimulation { nodes, port } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

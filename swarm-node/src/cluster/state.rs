@@ -226,6 +226,10 @@ pub enum Command {
     Tasks(Vec<TaskChange>),
     /// Opens a log request; requests older than a minute go.
     RequestLogs(LogRequest),
+    /// A new gossip key; the one before stays accepted while it spreads.
+    RotateGossipKey {
+        key: String,
+    },
 }
 
 /// What applying a command gave.
@@ -287,6 +291,10 @@ impl ClusterState {
                 if state.nodes.remove(&id).is_none() {
                     return refused(format!("node {id} not found (see `swarm node ls`)"));
                 }
+            }
+            Command::RotateGossipKey { key } => {
+                let old = std::mem::replace(&mut state.gossip_key, key);
+                state.previous_gossip_key = (!old.is_empty()).then_some(old);
             }
             Command::SetToken { role, token } => match role {
                 Role::Worker => state.worker_token = token,

@@ -119,6 +119,8 @@ pub enum Request {
     SwarmServiceRemove {
         services: Vec<String>,
     },
+    /// `swarm update --rotate-gossip-key`.
+    SwarmRotateGossipKey,
     /// `swarm service logs`: a service's tasks (or one task) output.
     SwarmServiceLogs {
         reference: String,
@@ -318,6 +320,7 @@ impl Request {
                 | Request::SwarmServiceRollback { .. }
                 | Request::SwarmServiceRemove { .. }
                 | Request::SwarmServiceLogs { .. }
+                | Request::SwarmRotateGossipKey
         )
     }
 }

@@ -146,6 +146,11 @@ impl Membership {
             Request::SwarmServiceRollback { service } => self.rollback_service(service),
             Request::SwarmServiceRemove { services } => self.remove_services(services),
             Request::SwarmServiceLogs { reference, tail } => self.service_logs(reference, *tail),
+            Request::SwarmRotateGossipKey => self
+                .commit_here(Command::RotateGossipKey {
+                    key: crate::gossip::transport::new_key_hex(),
+                })
+                .map(|()| Response::Notes(vec!["Gossip key rotated.".into()])),
             other => Err(ClusterError::Refused(format!(
                 "{other:?} is not a request the leader runs"
             ))),
