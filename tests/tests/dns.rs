@@ -154,7 +154,10 @@ fn tasks_resolve_services_task_lists_and_task_names_on_shared_networks() {
         args.extend_from_slice(WEB);
         topology.daemon(0).swarm_ok(&args).unwrap();
     };
-    create("web", &["--replicas", "2", "--network", "back"]);
+    create(
+        "web",
+        &["--replicas", "2", "--network", "name=back,alias=www,alias=front-door"],
+    );
     create(
         "rr",
         &[
@@ -194,6 +197,9 @@ fn tasks_resolve_services_task_lists_and_task_names_on_shared_networks() {
     // the service itself is its tasks; a task's name is its address.
     assert_eq!(resolve(&client, "web"), BTreeSet::from([vip.clone()]));
     assert_eq!(resolve(&client, "WEB."), BTreeSet::from([vip.clone()]));
+    // Its aliases on the network too.
+    assert_eq!(resolve(&client, "www"), BTreeSet::from([vip.clone()]));
+    assert_eq!(resolve(&client, "front-door"), BTreeSet::from([vip.clone()]));
     assert_eq!(resolve(&client, "tasks.web"), ips(&web));
     assert_eq!(resolve(&client, "rr"), ips(&rr));
     let (first_id, first_ip) = &web[0];

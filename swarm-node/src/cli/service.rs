@@ -119,9 +119,11 @@ pub struct CreateArgs {
     /// published=P,target=T,protocol=tcp|udp,mode=ingress|host.
     #[arg(short, long, value_parser = parse_port)]
     publish: Vec<PortConfig>,
-    /// Attach to a network (name or ID; repeat for more).
-    #[arg(long)]
-    network: Vec<String>,
+    /// Attach to a network: NAME (or ID), or name=NAME,alias=A[,alias=B]
+    /// for more names the service answers to there (repeat for more
+    /// networks).
+    #[arg(long, value_parser = parse_network)]
+    network: Vec<(String, Vec<String>)>,
     #[arg(long, value_enum, default_value = "vip")]
     endpoint_mode: EndpointMode,
     /// Placement constraint, e.g. node.role==worker or node.labels.zone!=a.
@@ -478,7 +480,13 @@ fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
         env: args.env,
         hostname: args.hostname,
         mode,
-        networks: args.network,
+        networks: args.network.iter().map(|(name, _)| name.clone()).collect(),
+        aliases: args
+            .network
+            .iter()
+            .filter(|(_, aliases)| !aliases.is_empty())
+            .cloned()
+            .collect(),
         endpoint_mode: args.endpoint_mode,
         ports: args.publish,
         constraints: args.constraint,
@@ -638,6 +646,28 @@ fn generated_name() -> String {
         ADJECTIVES[rng.gen_range(0..ADJECTIVES.len())],
         NAMES[rng.gen_range(0..NAMES.len())]
     )
+}
+
+/// `--network`: NAME, or Docker's long form name=NAME,alias=A,...
+fn parse_network(text: &str) -> Result<(String, Vec<String>), String> {
+    if !text.contains('=') {
+        return Ok((text.to_owned(), Vec::new()));
+    }
+    let mut name = None;
+    let mut aliases = Vec::new();
+    for field in text.split(',') {
+        match field.split_once('=') {
+            Some(("name" | "target", value)) if !value.is_empty() => name = Some(value.to_owned()),
+            Some(("alias", value)) if !value.is_empty() => aliases.push(value.to_owned()),
+            _ => {
+                return Err(format!(
+                    "--network {text:?}: write NAME, or name=NAME,alias=ALIAS (e.g. name=back,alias=db)"
+                ));
+            }
+        }
+    }
+    let name = name.ok_or_else(|| format!("--network {text:?}: name=NAME is missing"))?;
+    Ok((name, aliases))
 }
 
 fn parse_port(text: &str) -> Result<PortConfig, String> {

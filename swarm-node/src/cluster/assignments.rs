@@ -264,6 +264,9 @@ fn dns_records(state: &ClusterState, service: &ServiceRecord) -> Vec<DnsRecord> 
             addresses,
         };
         if let Some(service_addresses) = service_addresses {
+            for alias in service.spec.aliases.get(network_id).into_iter().flatten() {
+                records.push(record(alias.clone(), service_addresses.clone()));
+            }
             records.push(record(service.spec.name.clone(), service_addresses));
         }
         records.push(record(format!("tasks.{}", service.spec.name), addresses));

@@ -629,6 +629,7 @@ mod tests {
             hostname: None,
             mode,
             networks: Vec::new(),
+            aliases: BTreeMap::new(),
             endpoint_mode: EndpointMode::Vip,
             ports: vec!["8080:80".parse().unwrap()],
             constraints: Vec::new(),

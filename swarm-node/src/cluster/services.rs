@@ -175,6 +175,10 @@ pub struct ServiceSpec {
     pub mode: ServiceMode,
     /// Network IDs (names are resolved when the service is created).
     pub networks: Vec<String>,
+    /// More names for the service on a network (`--network
+    /// name=N,alias=A`), by network (IDs, once resolved).
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Vec<String>>,
     pub endpoint_mode: EndpointMode,
     pub ports: Vec<PortConfig>,
     pub constraints: Vec<Constraint>,

@@ -24,7 +24,7 @@ const LOGS_WAIT: Duration = Duration::from_secs(5);
 impl Membership {
     pub(super) fn create_service(&self, spec: &ServiceSpec) -> Result<Response, ClusterError> {
         let mut spec = spec.clone();
-        spec.networks = self.resolve_networks(&spec.networks)?;
+        self.resolve_spec_networks(&mut spec)?;
         let id = random_id();
         self.commit_here(Command::CreateService(Box::new(ServiceCreate {
             id: id.clone(),
@@ -33,6 +33,23 @@ impl Membership {
         })))?;
         tracing::info!(service = %id, "service created");
         Ok(Response::Notes(vec![id]))
+    }
+
+    /// Network names (and the aliases' network names) to IDs; aliases on
+    /// a network the service is not on go.
+    fn resolve_spec_networks(&self, spec: &mut ServiceSpec) -> Result<(), ClusterError> {
+        spec.networks = self.resolve_networks(&spec.networks)?;
+        let mut aliases = BTreeMap::new();
+        for (network, names) in std::mem::take(&mut spec.aliases) {
+            let Some(id) = self.resolve_networks(&[network])?.into_iter().next() else {
+                continue;
+            };
+            if spec.networks.contains(&id) {
+                aliases.insert(id, names);
+            }
+        }
+        spec.aliases = aliases;
+        Ok(())
     }
 
     fn resolve_networks(&self, references: &[String]) -> Result<Vec<String>, ClusterError> {
@@ -241,7 +258,7 @@ impl Membership {
         let service = self.resolve_service(&request.service)?;
         let mut spec = service.spec.clone();
         request.apply(&mut spec).map_err(ClusterError::Refused)?;
-        spec.networks = self.resolve_networks(&spec.networks)?;
+        self.resolve_spec_networks(&mut spec)?;
         self.commit_here(Command::UpdateService {
             id: service.id.clone(),
             spec: Box::new(spec),
@@ -577,7 +594,7 @@ fn inspect_json(service: &ServiceRecord, prefixes: &BTreeMap<String, u8>) -> ser
                     "MaxAttempts": spec.restart.max_attempts,
                 },
                 "Placement": {"Constraints": spec.constraints.iter().map(ToString::to_string).collect::<Vec<_>>()},
-                "Networks": spec.networks.iter().map(|n| serde_json::json!({"Target": n})).collect::<Vec<_>>(),
+                "Networks": spec.networks.iter().map(|n| serde_json::json!({"Target": n, "Aliases": spec.aliases.get(n).cloned().unwrap_or_default()})).collect::<Vec<_>>(),
                 "ForceUpdate": spec.force_update,
             },
             "Mode": mode,
