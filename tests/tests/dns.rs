@@ -156,7 +156,12 @@ fn tasks_resolve_services_task_lists_and_task_names_on_shared_networks() {
     };
     create(
         "web",
-        &["--replicas", "2", "--network", "name=back,alias=www,alias=front-door"],
+        &[
+            "--replicas",
+            "2",
+            "--network",
+            "name=back,alias=www,alias=front-door",
+        ],
     );
     create(
         "rr",
@@ -199,7 +204,10 @@ fn tasks_resolve_services_task_lists_and_task_names_on_shared_networks() {
     assert_eq!(resolve(&client, "WEB."), BTreeSet::from([vip.clone()]));
     // Its aliases on the network too.
     assert_eq!(resolve(&client, "www"), BTreeSet::from([vip.clone()]));
-    assert_eq!(resolve(&client, "front-door"), BTreeSet::from([vip.clone()]));
+    assert_eq!(
+        resolve(&client, "front-door"),
+        BTreeSet::from([vip.clone()])
+    );
     assert_eq!(resolve(&client, "tasks.web"), ips(&web));
     assert_eq!(resolve(&client, "rr"), ips(&rr));
     let (first_id, first_ip) = &web[0];

@@ -130,12 +130,18 @@ impl Manager for ManagerService {
         request: Request<ForwardRequest>,
     ) -> Result<Response<ForwardResponse>, Status> {
         let subject = caller(&request)?;
-        self.membership
-            .authorize_manager(&subject)
-            .map_err(|e| Status::permission_denied(e.to_string()))?;
         let ForwardRequest { request_json, hops } = request.into_inner();
         let work: Forwarded = serde_json::from_slice(&request_json)
             .map_err(|e| Status::invalid_argument(format!("malformed forwarded work: {e}")))?;
+        // A demoted manager (whose certificate already says worker) may
+        // still ask to leave the voters itself, and nothing else.
+        let leaving_itself =
+            matches!(&work, Forwarded::RemoveVoter { node_id } if *node_id == subject.node_id);
+        if !leaving_itself {
+            self.membership
+                .authorize_manager(&subject)
+                .map_err(|e| Status::permission_denied(e.to_string()))?;
+        }
         let membership = self.membership.clone();
         let answer = tokio::task::spawn_blocking(move || membership.lead(work, hops.max(1)))
             .await

@@ -40,19 +40,27 @@ impl Membership {
         let mut last_error = None;
         loop {
             let raft = self.require_raft()?;
-            let leader = raft.metrics().current_leader;
-            if leader == Some(raft.id) {
+            if raft.is_leader() {
                 match self.run_here(&work) {
                     Err(ClusterError::NotLeader) => {}
                     other => return other,
                 }
-            } else if let (Some(leader), true) = (raft.leader(), hops < MAX_HOPS) {
-                match self.forward(&leader.addr, &work, hops + 1) {
-                    Ok(response) => return Ok(response),
-                    Err(ForwardError::Final(message)) => {
-                        return Err(ClusterError::Refused(message));
+            } else if hops < MAX_HOPS {
+                // No leader known here (a manager that just left the voters
+                // hears from none): any other manager forwards to its own.
+                let elsewhere = raft.metrics().current_leader.filter(|l| *l != raft.id);
+                let targets = match elsewhere.and(raft.leader()) {
+                    Some(leader) => vec![leader.addr],
+                    None => self.other_manager_addrs(),
+                };
+                for target in targets {
+                    match self.forward(&target, &work, hops + 1) {
+                        Ok(response) => return Ok(response),
+                        Err(ForwardError::Final(message)) => {
+                            return Err(ClusterError::Refused(message));
+                        }
+                        Err(ForwardError::Retry(message)) => last_error = Some(message),
                     }
-                    Err(ForwardError::Retry(message)) => last_error = Some(message),
                 }
             }
             if Instant::now() >= deadline {
@@ -63,6 +71,17 @@ impl Membership {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The other managers' API addresses, as the store has them.
+    fn other_manager_addrs(&self) -> Vec<String> {
+        self.read_store(|s| {
+            s.managers()
+                .filter(|m| m.id != self.node.node_id)
+                .map(|m| m.addr.to_string())
+                .collect()
+        })
+        .unwrap_or_default()
     }
 
     /// Sends `work` to the manager at `addr`.

@@ -192,8 +192,8 @@ impl Membership {
     }
 
     /// `node promote` / `node demote`: the role in the store first; the
-    /// node's agent sees it in its next heartbeat and renews its certificate.
-    /// A demoted manager leaves the Raft voters here.
+    /// node's agent sees it in its next heartbeat and renews its
+    /// certificate. A demoted manager leaves the Raft voters here.
     pub(super) fn change_roles(
         &self,
         references: &[String],
@@ -217,6 +217,11 @@ impl Membership {
                     "demote {reference}: attempting to demote the last manager of the swarm"
                 )));
             }
+            // The role first, while the node is still a voter and applies
+            // it; then out of the voters. A leader demoting itself can lose
+            // leadership midway and then asks the next leader (through
+            // `lead`), which takes that one request from a worker's
+            // certificate: the node's own removal.
             self.commit_here(Command::UpdateNode {
                 id: id.clone(),
                 change: NodeChange {
@@ -225,8 +230,6 @@ impl Membership {
                 },
             })?;
             if role == Role::Worker {
-                // Through `lead`: if this leader loses leadership while it
-                // removes itself, the new leader finishes the removal.
                 self.lead(
                     Forwarded::RemoveVoter {
                         node_id: id.clone(),

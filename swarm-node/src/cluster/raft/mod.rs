@@ -158,8 +158,11 @@ impl RaftNode {
     }
 
     /// Whether this manager is the leader right now.
+    /// Leads now: a leader that removed itself from the voters still names
+    /// itself leader for a while after it stepped down.
     pub fn is_leader(&self) -> bool {
-        self.metrics().current_leader == Some(self.id)
+        let metrics = self.metrics();
+        metrics.current_leader == Some(self.id) && metrics.state == openraft::ServerState::Leader
     }
 
     /// The leader's address, if one is known.
