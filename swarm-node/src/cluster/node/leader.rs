@@ -29,6 +29,8 @@ pub enum Forwarded {
 pub(super) const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// How long making a new manager a voter may take (it catches up first).
 pub(super) const ADD_VOTER_WAIT: Duration = Duration::from_secs(20);
+/// How long one attempt at removing a voter may take.
+const REMOVE_VOTER_WAIT: Duration = Duration::from_secs(5);
 /// A forwarded request is forwarded once more at most.
 pub const MAX_HOPS: u32 = 2;
 
@@ -45,22 +47,13 @@ impl Membership {
                     Err(ClusterError::NotLeader) => {}
                     other => return other,
                 }
-            } else if hops < MAX_HOPS {
-                // No leader known here (a manager that just left the voters
-                // hears from none): any other manager forwards to its own.
-                let elsewhere = raft.metrics().current_leader.filter(|l| *l != raft.id);
-                let targets = match elsewhere.and(raft.leader()) {
-                    Some(leader) => vec![leader.addr],
-                    None => self.other_manager_addrs(),
-                };
-                for target in targets {
-                    match self.forward(&target, &work, hops + 1) {
-                        Ok(response) => return Ok(response),
-                        Err(ForwardError::Final(message)) => {
-                            return Err(ClusterError::Refused(message));
-                        }
-                        Err(ForwardError::Retry(message)) => last_error = Some(message),
+            } else if let (Some(leader), true) = (self.leader_elsewhere(&raft), hops < MAX_HOPS) {
+                match self.forward(&leader, &work, hops + 1) {
+                    Ok(response) => return Ok(response),
+                    Err(ForwardError::Final(message)) => {
+                        return Err(ClusterError::Refused(message));
                     }
+                    Err(ForwardError::Retry(message)) => last_error = Some(message),
                 }
             }
             if Instant::now() >= deadline {
@@ -73,15 +66,14 @@ impl Membership {
         }
     }
 
-    /// The other managers' API addresses, as the store has them.
-    fn other_manager_addrs(&self) -> Vec<String> {
-        self.read_store(|s| {
-            s.managers()
-                .filter(|m| m.id != self.node.node_id)
-                .map(|m| m.addr.to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+    /// The API address of the leader, when it is another manager (a
+    /// leader that removed itself from the voters still names itself).
+    fn leader_elsewhere(&self, raft: &RaftNode) -> Option<String> {
+        raft.metrics()
+            .current_leader
+            .filter(|leader| *leader != raft.id)
+            .and(raft.leader())
+            .map(|leader| leader.addr)
     }
 
     /// Sends `work` to the manager at `addr`.
@@ -257,28 +249,38 @@ impl Membership {
     pub(super) fn remove_voter_here(&self, node_id: &str) -> Result<(), ClusterError> {
         let raft = self.require_raft()?;
         let id = raft::raft_id(node_id);
-        let membership = raft.metrics().membership_config.membership().clone();
-        if !membership.voter_ids().any(|v| v == id) && membership.get_node(&id).is_none() {
+        let is_member = || {
+            let membership = raft.metrics().membership_config.membership().clone();
+            membership.voter_ids().any(|v| v == id) || membership.get_node(&id).is_some()
+        };
+        if !is_member() {
             return Ok(());
+        }
+        if !raft.is_leader() {
+            return Err(ClusterError::NotLeader);
         }
         // `retain: false`: not kept as a learner either.
         let removed = self.runtime.block_on(tokio::time::timeout(
-            LEADER_WAIT,
+            REMOVE_VOTER_WAIT,
             raft.raft
                 .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false),
         ));
         match removed {
-            Err(_) => Err(ClusterError::Unavailable(format!(
-                "removing {node_id} from the Raft voters was not committed within {LEADER_WAIT:?}"
-            ))),
+            Ok(Ok(_)) => Ok(()),
             // Leadership moved mid-change (a leader removing itself can lose
-            // it between the joint and the final configuration): the caller
-            // retries on the new leader, which finishes the change.
+            // it between the joint and the final configuration, and then
+            // its answer may never come): the change may have gone through
+            // anyway; if not, the caller retries on the new leader, which
+            // finishes it.
+            _ if !is_member() => Ok(()),
+            _ if !raft.is_leader() => Err(ClusterError::NotLeader),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                 Err(ClusterError::NotLeader)
             }
             Ok(Err(err)) => Err(ClusterError::Unavailable(err.to_string())),
-            Ok(Ok(_)) => Ok(()),
+            Err(_) => Err(ClusterError::Unavailable(format!(
+                "removing {node_id} from the Raft voters was not committed within {REMOVE_VOTER_WAIT:?}"
+            ))),
         }
     }
 }

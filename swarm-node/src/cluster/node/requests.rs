@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// How long taking a demoted manager out of the voters may be retried.
+const REMOVE_VOTER_PATIENCE: Duration = Duration::from_secs(15);
+
 impl Membership {
     /// A request for the managers (node and token commands): run by the
     /// leader.
@@ -230,12 +233,7 @@ impl Membership {
                 },
             })?;
             if role == Role::Worker {
-                self.lead(
-                    Forwarded::RemoveVoter {
-                        node_id: id.clone(),
-                    },
-                    0,
-                )?;
+                self.leave_voters(&id)?;
             }
             tracing::info!(node = %id, %role, "node role changed");
             notes.push(match role {
@@ -244,6 +242,25 @@ impl Membership {
             });
         }
         Ok(Response::Notes(notes))
+    }
+
+    /// Takes a demoted manager out of the Raft voters through the leader; a
+    /// change that could not be made or committed yet (another membership
+    /// change still committing, a loaded machine, an election midway) is
+    /// tried again for a while.
+    fn leave_voters(&self, id: &str) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + REMOVE_VOTER_PATIENCE;
+        loop {
+            let work = Forwarded::RemoveVoter {
+                node_id: id.to_owned(),
+            };
+            match self.lead(work, 0) {
+                Err(ClusterError::Unavailable(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                outcome => return outcome.map(drop),
+            }
+        }
     }
 
     pub(super) fn remove(&self, reference: &str, force: bool) -> Result<Response, ClusterError> {
