@@ -269,11 +269,11 @@ impl Membership {
             Ok(Ok(_)) => Ok(()),
             // Leadership moved mid-change (a leader removing itself can lose
             // it between the joint and the final configuration, and then
-            // its answer may never come): the change may have gone through
-            // anyway; if not, the caller retries on the new leader, which
-            // finishes it.
-            _ if !is_member() => Ok(()),
+            // its answer may never come): what this node appended may not
+            // be committed, so the caller asks the new leader, which either
+            // holds the final configuration or finishes the change.
             _ if !raft.is_leader() => Err(ClusterError::NotLeader),
+            _ if !is_member() => Ok(()),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                 Err(ClusterError::NotLeader)
             }
