@@ -240,15 +240,21 @@ impl Membership {
             spec.mode = ServiceMode::Replicated {
                 replicas: *replicas,
             };
-            self.commit_here(Command::UpdateService {
-                id: service.id.clone(),
-                spec: Box::new(spec),
-                rollback: false,
-                at: lifecycle::now_secs(),
-            })?;
+            self.commit_spec(&service.id, spec, false)?;
             notes.push(format!("{reference} scaled to {replicas}"));
         }
         Ok(Response::Notes(notes))
+    }
+
+    /// Commits `spec` as service `id`'s new spec (`rollback`: the previous
+    /// one coming back).
+    fn commit_spec(&self, id: &str, spec: ServiceSpec, rollback: bool) -> Result<(), ClusterError> {
+        self.commit_here(Command::UpdateService {
+            id: id.to_owned(),
+            spec: Box::new(spec),
+            rollback,
+            at: lifecycle::now_secs(),
+        })
     }
 
     pub(super) fn update_service(
@@ -259,12 +265,7 @@ impl Membership {
         let mut spec = service.spec.clone();
         request.apply(&mut spec).map_err(ClusterError::Refused)?;
         self.resolve_spec_networks(&mut spec)?;
-        self.commit_here(Command::UpdateService {
-            id: service.id.clone(),
-            spec: Box::new(spec),
-            rollback: false,
-            at: lifecycle::now_secs(),
-        })?;
+        self.commit_spec(&service.id, spec, false)?;
         Ok(Response::Notes(vec![request.service.clone()]))
     }
 
@@ -275,12 +276,7 @@ impl Membership {
                 "service {reference} has no previous spec to roll back to (it was never updated, or was rolled back already)"
             ))
         })?;
-        self.commit_here(Command::UpdateService {
-            id: service.id,
-            spec: Box::new(previous),
-            rollback: true,
-            at: lifecycle::now_secs(),
-        })?;
+        self.commit_spec(&service.id, previous, true)?;
         Ok(Response::Notes(vec![reference.to_owned()]))
     }
 
