@@ -23,7 +23,7 @@ pub enum ClusterError {
     Join(String),
     #[error("node {0} not found (see `swarm node ls`)")]
     NoSuchNode(String),
-    #[error("node reference {0:?} matches more than one node; use a longer ID prefix")]
+    #[error("node reference {0:?} matches more than one node; name it by ID (see `swarm node ls`)")]
     AmbiguousNode(String),
     #[error("{0}")]
     Refused(String),

@@ -14,6 +14,7 @@ pub mod node;
 pub mod orchestrator;
 pub mod pki;
 pub mod raft;
+mod reference;
 pub mod services;
 pub mod state;
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     pki::{JoinToken, Role},
+    reference::{Lookup, lookup},
     services::{ServiceCreate, ServiceRecord, ServiceSpec, TaskChange, TaskRecord, UpdateStatus},
 };
 
@@ -419,22 +420,13 @@ impl ClusterState {
         })
     }
 
-    /// The network `reference` names: its ID, a unique ID prefix, or its name.
+    /// The network `reference` names: its ID, its name or a unique ID prefix.
     pub fn resolve_network(&self, reference: &str) -> Result<&NetworkRecord, String> {
-        if let Some(network) = self.networks.get(reference) {
-            return Ok(network);
-        }
-        let matches: Vec<&NetworkRecord> = self
-            .networks
-            .values()
-            .filter(|n| n.name == reference || n.id.starts_with(reference))
-            .collect();
-        match matches.as_slice() {
-            [one] => Ok(one),
-            [] => Err(format!("network {reference} not found")),
-            _ => Err(format!(
-                "network {reference} is ambiguous ({} matches)",
-                matches.len()
+        match lookup(self.networks.values(), reference, |n| &n.id, |n| &n.name) {
+            Lookup::Found(network) => Ok(network),
+            Lookup::Missing => Err(format!("network {reference} not found")),
+            Lookup::Ambiguous(count) => Err(format!(
+                "network {reference} is ambiguous ({count} matches)"
             )),
         }
     }
@@ -459,21 +451,13 @@ impl ClusterState {
         }
     }
 
-    /// The node `reference` names: its ID, a unique prefix of it, or its
-    /// hostname (as Docker resolves node references).
+    /// The node `reference` names: its ID, its hostname or a unique ID
+    /// prefix (as Docker resolves node references).
     pub fn resolve(&self, reference: &str) -> Result<String, super::ClusterError> {
-        if self.nodes.contains_key(reference) {
-            return Ok(reference.to_owned());
-        }
-        let matches: Vec<&NodeRecord> = self
-            .nodes
-            .values()
-            .filter(|n| n.hostname == reference || n.id.starts_with(reference))
-            .collect();
-        match matches.as_slice() {
-            [one] => Ok(one.id.clone()),
-            [] => Err(super::ClusterError::NoSuchNode(reference.to_owned())),
-            _ => Err(super::ClusterError::AmbiguousNode(reference.to_owned())),
+        match lookup(self.nodes.values(), reference, |n| &n.id, |n| &n.hostname) {
+            Lookup::Found(node) => Ok(node.id.clone()),
+            Lookup::Missing => Err(super::ClusterError::NoSuchNode(reference.to_owned())),
+            Lookup::Ambiguous(_) => Err(super::ClusterError::AmbiguousNode(reference.to_owned())),
         }
     }
 

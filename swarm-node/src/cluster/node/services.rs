@@ -7,6 +7,7 @@ use crate::cluster::state::LogRequest;
 use crate::cluster::{
     assignments::NodeView,
     orchestrator,
+    reference::{Lookup, lookup},
     services::{
         ServiceCreate, ServiceMode, ServiceRecord, ServiceSpec, TaskChange, TaskRecord, TaskState,
         TaskStatus,
@@ -404,22 +405,18 @@ fn resolve_service<'a>(
     state: &'a ClusterState,
     reference: &str,
 ) -> Result<&'a ServiceRecord, ClusterError> {
-    if let Some(service) = state.services.get(reference) {
-        return Ok(service);
-    }
-    let matches: Vec<&ServiceRecord> = state
-        .services
-        .values()
-        .filter(|s| s.spec.name == reference || s.id.starts_with(reference))
-        .collect();
-    match matches.as_slice() {
-        [one] => Ok(one),
-        [] => Err(ClusterError::Refused(format!(
+    match lookup(
+        state.services.values(),
+        reference,
+        |s| &s.id,
+        |s| &s.spec.name,
+    ) {
+        Lookup::Found(service) => Ok(service),
+        Lookup::Missing => Err(ClusterError::Refused(format!(
             "service {reference} not found"
         ))),
-        _ => Err(ClusterError::Refused(format!(
-            "service {reference} is ambiguous ({} matches)",
-            matches.len()
+        Lookup::Ambiguous(count) => Err(ClusterError::Refused(format!(
+            "service {reference} is ambiguous ({count} matches)"
         ))),
     }
 }
