@@ -4,15 +4,13 @@
 //! `Raft` carries Raft between managers and `Manager` passes work to the
 //! leader, both for manager certificates only. Client certificates are
 //! checked when presented (the CA is the only root) and not required, since
-//! a joining node has none yet; each call that needs one says so.
+//! a joining node has none yet; each call that needs one says so (TLS
+//! itself is in `serving`).
 
 use std::{net::SocketAddr, sync::Arc};
 
 use tokio::sync::watch;
-use tonic::{
-    Request, Response, Status,
-    transport::{Certificate, Identity, Server, ServerTlsConfig},
-};
+use tonic::{Request, Response, Status, transport::Server};
 
 use super::node::Membership;
 
@@ -30,7 +28,13 @@ use proto::{
     raft_server::RaftServer,
 };
 
-use super::{ClusterError, node::Forwarded, pki::CertificateSubject, raft::server::RaftService};
+use super::{
+    ClusterError,
+    node::Forwarded,
+    pki::CertificateSubject,
+    raft::server::RaftService,
+    serving::{ServedCertificate, ServingError, accept_tls, server_config},
+};
 
 /// Who is calling: the subject of the client certificate TLS has already
 /// checked against the CA.
@@ -202,32 +206,41 @@ impl NodeCa for NodeCaService {
     }
 }
 
-/// TLS material for serving: this node's certificate and key, and the CA.
-pub struct ServerCredentials {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub ca_pem: String,
+/// Why the API could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] ServingError),
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves the API on `addr` until `stop` turns true.
+/// Serves the API on `addr` until `stop` turns true, presenting
+/// `certificate` (swapped in place when renewed) and checking client
+/// certificates against `ca_pem`.
 pub async fn serve(
     membership: Arc<Membership>,
-    credentials: ServerCredentials,
+    certificate: Arc<ServedCertificate>,
+    ca_pem: &str,
     addr: SocketAddr,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), tonic::transport::Error> {
-    // The chain includes the CA, so a joining node can pin it by digest.
-    let identity = Identity::from_pem(
-        format!("{}{}", credentials.cert_pem, credentials.ca_pem),
-        credentials.key_pem,
-    );
-    let tls = ServerTlsConfig::new()
-        .identity(identity)
-        .client_ca_root(Certificate::from_pem(credentials.ca_pem))
-        .client_auth_optional(true);
+    stop: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
+    let config = server_config(certificate, ca_pem)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })?;
     tracing::info!(%addr, "control-plane API listening");
+    let connections = accept_tls(listener, config, stop.clone());
+    let incoming = futures::stream::unfold(connections, |mut connections| async move {
+        connections.recv().await.map(|next| (next, connections))
+    });
+    let mut stop = stop;
     Server::builder()
-        .tls_config(tls)?
         .add_service(NodeCaServer::new(NodeCaService {
             membership: membership.clone(),
         }))
@@ -238,8 +251,9 @@ pub async fn serve(
             membership: membership.clone(),
         }))
         .add_service(RaftServer::new(RaftService { membership }))
-        .serve_with_shutdown(addr, async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })
-        .await
+        .await?;
+    Ok(())
 }

@@ -16,6 +16,7 @@ pub mod pki;
 pub mod raft;
 mod reference;
 pub mod services;
+pub mod serving;
 pub mod state;
 
 pub use error::ClusterError;

@@ -219,28 +219,29 @@ impl Membership {
         if renewed {
             tracing::info!("manager certificate renewed");
         }
-        // Renewed here, or by the agent through another manager: serve it.
-        let current = self.certificate().map(|c| c.cert_pem);
-        let served = self
+        // Renewed here, or by the agent through another manager: present it
+        // from the next handshake on; open connections carry on.
+        let Some(cluster) = self.lock().as_ref().map(|c| {
+            (
+                c.certificate.cert_pem.clone(),
+                c.certificate.key_pem.clone(),
+                c.ca_pem().to_owned(),
+            )
+        }) else {
+            return;
+        };
+        let (cert_pem, key_pem, ca_pem) = cluster;
+        if self
             .served_certificate
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let serving = self.api.lock().unwrap_or_else(|p| p.into_inner()).is_some();
-        if serving && current.is_some_and(|current| current != served) {
-            tracing::info!("serving the API with the renewed certificate");
-            self.restart_api();
+            .cert_pem()
+            .is_some_and(|served| served != cert_pem)
+        {
+            match self.served_certificate.set(&cert_pem, &key_pem, &ca_pem) {
+                Ok(()) => tracing::info!("serving the API with the renewed certificate"),
+                Err(err) => {
+                    tracing::error!(error = %err, "the renewed certificate cannot be served")
+                }
+            }
         }
-    }
-
-    /// Stops the API, waits until its port is free, and serves again (with
-    /// the current certificate). Call from a blocking thread.
-    pub(super) fn restart_api(self: &Arc<Self>) {
-        let running = self.api.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some((stop, task)) = running {
-            let _ = stop.send(true);
-            let _ = self.runtime.block_on(task);
-        }
-        self.sync_api();
     }
 }

@@ -37,10 +37,11 @@ use tokio::sync::watch;
 use super::{
     Availability, Cluster, ClusterError, ClusterState, Command, CommandResult, LocalState,
     NetworkRequest, NodeChange, NodeRecord, NodeResources, Role,
-    api::{self, ServerCredentials, proto},
+    api::{self, proto},
     join::{self, Joiner},
     pki::{CertificateSubject, DEFAULT_CERT_EXPIRY, JoinToken, NodeCertificate, RootCa},
     raft::{self, Member, RaftNode},
+    serving::ServedCertificate,
     state::{DEFAULT_HEARTBEAT, DEFAULT_LISTEN_PORT},
 };
 use crate::control::{
@@ -69,8 +70,8 @@ pub struct Membership {
     transition: Mutex<()>,
     runtime: tokio::runtime::Handle,
     api: Mutex<Option<Background>>,
-    /// The certificate the running API serves.
-    served_certificate: Mutex<String>,
+    /// The certificate the API presents; renewal swaps it in place.
+    served_certificate: Arc<ServedCertificate>,
     agent: Mutex<Option<Background>>,
     liveness: Mutex<Liveness>,
     /// What runs tasks here, once the daemon has set it.
@@ -116,7 +117,7 @@ impl Membership {
             transition: Mutex::new(()),
             runtime: tokio::runtime::Handle::current(),
             api: Mutex::new(None),
-            served_certificate: Mutex::new(String::new()),
+            served_certificate: Arc::default(),
             agent: Mutex::new(None),
             liveness: Mutex::new(Liveness::default()),
             executor_deps: Mutex::new(None),
@@ -204,7 +205,7 @@ impl Membership {
             let cluster = self.lock();
             cluster.as_ref().filter(|c| c.raft.is_some()).map(|c| {
                 (
-                    ServerCredentials {
+                    raft::Credentials {
                         cert_pem: c.certificate.cert_pem.clone(),
                         key_pem: c.certificate.key_pem.clone(),
                         ca_pem: c.ca_pem().to_owned(),
@@ -220,15 +221,23 @@ impl Membership {
         }
         match (serving, api.is_some()) {
             (Some((credentials, port)), false) => {
+                if let Err(err) = self.served_certificate.set(
+                    &credentials.cert_pem,
+                    &credentials.key_pem,
+                    &credentials.ca_pem,
+                ) {
+                    tracing::error!(error = %err, "this manager's certificate cannot be served");
+                    return;
+                }
                 let (stop_tx, stop_rx) = watch::channel(false);
                 let addr = SocketAddr::new(self.node.listen_addr.ip(), port);
-                *self
-                    .served_certificate
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = credentials.cert_pem.clone();
                 let membership = self.clone();
+                let certificate = self.served_certificate.clone();
                 let task = self.runtime.spawn(async move {
-                    if let Err(err) = api::serve(membership, credentials, addr, stop_rx).await {
+                    let ca_pem = credentials.ca_pem;
+                    if let Err(err) =
+                        api::serve(membership, certificate, &ca_pem, addr, stop_rx).await
+                    {
                         tracing::error!(%addr, error = %err, "control-plane API stopped");
                     }
                 });
