@@ -145,6 +145,9 @@ pub struct InitArgs {
     /// How often agents report to managers, e.g. 1s or 500ms [default: 500ms]; a node is Down after three missed.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub dispatcher_heartbeat: Option<std::time::Duration>,
+    /// How often the leader rotates the key gossip is sealed with, e.g. 12h or 30m [default: 12h, as Docker; at least 2s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub gossip_key_rotation: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -329,11 +332,20 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 }
 
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("change")
+        .required(true)
+        .multiple(true)
+        .args(["rotate_gossip_key", "gossip_key_rotation"])
+))]
 pub struct UpdateArgs {
-    /// Seal gossip between nodes with a new key (the old one stays
+    /// Seal gossip between nodes with a new key now (the old one stays
     /// accepted while the new one spreads).
-    #[arg(long, required = true)]
+    #[arg(long)]
     pub rotate_gossip_key: bool,
+    /// How often the leader rotates the gossip key from now on, e.g. 12h or 30m (at least 2s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub gossip_key_rotation: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -658,7 +670,22 @@ pub enum Format {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Daemon(args) => run_daemon(args),
-        Command::Update(UpdateArgs { rotate_gossip_key }) => {
+        Command::Update(UpdateArgs {
+            rotate_gossip_key,
+            gossip_key_rotation,
+        }) => {
+            if let Some(period) = gossip_key_rotation {
+                let secs = period.as_secs();
+                if secs < 2 {
+                    anyhow::bail!(
+                        "--gossip-key-rotation {period:?} is too short: a key must reach every node before the next; use at least 2s"
+                    );
+                }
+                print_notes(call(
+                    &cli.host,
+                    &Request::SwarmSetGossipKeyRotation { secs },
+                )?)?;
+            }
             if rotate_gossip_key {
                 print_notes(call(&cli.host, &Request::SwarmRotateGossipKey)?)?;
             }
@@ -736,6 +763,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 heartbeat_millis: args
                     .dispatcher_heartbeat
                     .map(|d| d.as_millis().max(1) as u64),
+                gossip_key_rotation_secs: args.gossip_key_rotation.map(|d| d.as_secs()),
             });
             let Response::SwarmInitialized {
                 node_id,

@@ -182,6 +182,24 @@ pub fn print_info(info: &DaemonInfo, format: Format) -> anyhow::Result<()> {
                     )?;
                 }
             }
+            if let Some(gossip) = &info.gossip {
+                writeln!(
+                    out,
+                    "Gossip:\n Key ID: {}\n Sent: {}\n Received: {}\n Dropped: {} malformed, {} unauthenticated, {} bad message",
+                    gossip.key_id,
+                    gossip.sent,
+                    gossip.received,
+                    gossip.dropped_malformed,
+                    gossip.dropped_unauthenticated,
+                    gossip.dropped_bad_message
+                )?;
+            }
+            let dns = &info.dns;
+            writeln!(
+                out,
+                "DNS:\n Queries: {}\n Answered: {}\n Forwarded: {}\n NXDOMAIN: {}\n SERVFAIL: {}\n Malformed: {}",
+                dns.queries, dns.answered, dns.forwarded, dns.nxdomain, dns.servfail, dns.malformed
+            )?;
         }
     }
     Ok(())

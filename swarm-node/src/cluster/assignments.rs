@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, net::IpAddr, net::Ipv4Addr};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    services::{EndpointMode, ServiceRecord, TaskState},
+    services::{EndpointMode, ServiceRecord, TaskRecord, TaskState},
     state::{ClusterState, LogRequest},
 };
 use crate::{
@@ -48,6 +48,21 @@ pub struct DnsRecord {
     pub addresses: Vec<Ipv4Addr>,
 }
 
+/// The names a task's address on one network answers to. The task's node
+/// gossips them with the endpoint, so every node's resolver learns of the
+/// task even while the managers are out of reach.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EndpointNames {
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// The service's VIP on this network; none with `--endpoint-mode dnsrr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<Ipv4Addr>,
+    /// `<service>.<slot>.<task id>`, as the resolver answers it.
+    pub task: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RemoteEndpoint {
     pub vni: u32,
@@ -69,6 +84,9 @@ pub struct AssignedTask {
     /// carrying the default route.
     pub addresses: Vec<(u32, Ipv4Addr)>,
     pub stop_grace_millis: u64,
+    /// What its address on each network (but `ingress`) answers to.
+    #[serde(default)]
+    pub names: Vec<(u32, EndpointNames)>,
 }
 
 /// Dataplane service names the agent manages contain this; others (made
@@ -90,10 +108,9 @@ impl NodeView {
             let Some(node) = &task.node_id else { continue };
             let ordered = ordered_addresses(state, task.service_id.as_str(), &task.addresses);
             if node == node_id {
-                let service_name = state
-                    .services
-                    .get(&task.service_id)
-                    .map_or(task.spec.name.as_str(), |s| s.spec.name.as_str());
+                let service = state.services.get(&task.service_id);
+                let service_name =
+                    service.map_or(task.spec.name.as_str(), |s| s.spec.name.as_str());
                 let name = task.name(service_name);
                 let spec = &task.spec;
                 tasks.push(AssignedTask {
@@ -123,6 +140,9 @@ impl NodeView {
                         .collect(),
                     stop_grace_millis: spec.stop_grace_millis,
                     name,
+                    names: service
+                        .map(|service| endpoint_names(state, service, task))
+                        .unwrap_or_default(),
                 });
                 continue;
             }
@@ -249,7 +269,7 @@ fn dns_records(state: &ClusterState, service: &ServiceRecord) -> Vec<DnsRecord> 
             .filter(|t| t.service_id == service.id && t.is_running())
             .filter_map(|t| {
                 let ip = *t.addresses.get(network_id)?;
-                Some((format!("{}.{}", t.name(&service.spec.name), t.id), ip))
+                Some((task_dns_name(service, t), ip))
             })
             .collect();
         running.sort();
@@ -275,6 +295,49 @@ fn dns_records(state: &ClusterState, service: &ServiceRecord) -> Vec<DnsRecord> 
         }
     }
     records
+}
+
+/// A task's own name in DNS: `<service>.<slot>.<task id>`.
+fn task_dns_name(service: &ServiceRecord, task: &TaskRecord) -> String {
+    format!("{}.{}", task.name(&service.spec.name), task.id).to_ascii_lowercase()
+}
+
+/// What `task`'s address on each of `service`'s networks but `ingress`
+/// answers to.
+fn endpoint_names(
+    state: &ClusterState,
+    service: &ServiceRecord,
+    task: &TaskRecord,
+) -> Vec<(u32, EndpointNames)> {
+    service
+        .spec
+        .networks
+        .iter()
+        .filter(|network_id| task.addresses.contains_key(*network_id))
+        .filter_map(|network_id| {
+            let network = state.networks.get(network_id).filter(|n| !n.ingress)?;
+            let lower = |name: &String| name.to_ascii_lowercase();
+            Some((
+                network.vni,
+                EndpointNames {
+                    service: lower(&service.spec.name),
+                    aliases: service
+                        .spec
+                        .aliases
+                        .get(network_id)
+                        .into_iter()
+                        .flatten()
+                        .map(lower)
+                        .collect(),
+                    vip: match service.spec.endpoint_mode {
+                        EndpointMode::Vip => service.vips.get(network_id).copied(),
+                        EndpointMode::Dnsrr => None,
+                    },
+                    task: task_dns_name(service, task),
+                },
+            ))
+        })
+        .collect()
 }
 
 fn dataplane_services(

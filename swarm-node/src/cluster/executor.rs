@@ -26,8 +26,8 @@ use super::{
 };
 use crate::{
     dataplane::{self, Dataplane, LocalEndpointSpec, RemoteEndpointSpec},
-    dns::Resolver,
-    gossip::{Gossip, GossipConfig, GossipedEndpoints},
+    dns::{self, Resolver},
+    gossip::{Gossip, GossipConfig, GossipedEndpoints, PublishedEndpoints},
     runtime::{Health, Runtime, TaskState as RunState, netns_path},
 };
 
@@ -105,7 +105,7 @@ pub async fn run(
             let mut executor = executor.lock().unwrap_or_else(|p| p.into_inner());
             executor.gossiped = gossiped;
             let reports = executor.reconcile(&view);
-            (reports, executor.local_endpoints(&view))
+            (reports, executor.published_endpoints(&view))
         })
         .await
         .unwrap_or_default();
@@ -359,7 +359,11 @@ impl Executor {
         self.sync_remotes(view);
         self.sync_services(view);
         self.prune_networks(view);
-        self.deps.resolver.set_records(&view.dns);
+        self.deps.resolver.set_records(&dns::records::merge(
+            &view.dns,
+            &view.remote_endpoints,
+            self.gossiped.as_ref(),
+        ));
         reports
     }
 
@@ -684,7 +688,33 @@ impl Executor {
         }
     }
 
-    /// The endpoints of this node's started tasks, which it publishes.
+    /// What this node gossips: its started tasks' endpoints, with the
+    /// names of those running (a task still starting, or failing its
+    /// health check, gets no traffic by name).
+    fn published_endpoints(&self, view: &NodeView) -> PublishedEndpoints {
+        let mut published = PublishedEndpoints::new();
+        for task in &view.tasks {
+            let Some(local) = self.tasks.get(&task.id) else {
+                continue;
+            };
+            let named = match local.state {
+                TaskState::Running => task.desired == TaskState::Running,
+                TaskState::Starting => false,
+                _ => continue,
+            };
+            for &(vni, ip) in &task.addresses {
+                let names = task
+                    .names
+                    .iter()
+                    .find(|(on, _)| *on == vni && named)
+                    .map(|(_, names)| names.clone());
+                published.insert((vni, ip), names);
+            }
+        }
+        published
+    }
+
+    /// The endpoints of this node's started tasks.
     fn local_endpoints(&self, view: &NodeView) -> BTreeSet<(u32, Ipv4Addr)> {
         view.tasks
             .iter()

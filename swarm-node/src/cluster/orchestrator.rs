@@ -616,6 +616,8 @@ mod tests {
             log_requests: BTreeMap::new(),
             gossip_key: String::new(),
             previous_gossip_key: None,
+            gossip_key_made_at: 0,
+            gossip_key_rotation_secs: 0,
         }
     }
 

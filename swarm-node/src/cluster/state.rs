@@ -21,6 +21,11 @@ use super::{
 /// about 15 s); ours is 500 ms, so three missed beats take 1.5 s. One small
 /// RPC per node every 500 ms is little for a manager.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(500);
+/// Docker's managers rotate the gossip key every 12 hours.
+pub const DEFAULT_GOSSIP_KEY_ROTATION: Duration = Duration::from_secs(12 * 3600);
+/// A key must reach every node before the next replaces it (the one before
+/// stays accepted): agents hear of a new one within a heartbeat or two.
+pub const MIN_GOSSIP_KEY_ROTATION: Duration = Duration::from_secs(2);
 /// Docker's control-plane port.
 pub const DEFAULT_LISTEN_PORT: u16 = 2377;
 
@@ -112,6 +117,14 @@ pub struct ClusterState {
     /// Still accepted while a new key spreads.
     #[serde(default)]
     pub previous_gossip_key: Option<String>,
+    /// When the gossip key was made (seconds since the epoch); 0 in a store
+    /// from before rotation, whose key is due at once.
+    #[serde(default)]
+    pub gossip_key_made_at: u64,
+    /// How often the leader rotates the gossip key; 0 in a store from
+    /// before this setting: the default.
+    #[serde(default)]
+    pub gossip_key_rotation_secs: u64,
 }
 
 /// A manager asks the nodes for some tasks' output.
@@ -230,6 +243,13 @@ pub enum Command {
     /// A new gossip key; the one before stays accepted while it spreads.
     RotateGossipKey {
         key: String,
+        /// When (seconds since the epoch).
+        #[serde(default)]
+        at: u64,
+    },
+    /// How often the leader rotates the gossip key from now on.
+    SetGossipKeyRotation {
+        secs: u64,
     },
 }
 
@@ -242,6 +262,21 @@ pub enum CommandResult {
 }
 
 impl ClusterState {
+    /// How often the leader rotates the gossip key.
+    pub fn gossip_key_rotation(&self) -> Duration {
+        match self.gossip_key_rotation_secs {
+            0 => DEFAULT_GOSSIP_KEY_ROTATION,
+            secs => Duration::from_secs(secs),
+        }
+    }
+
+    /// Whether the gossip key is old enough to rotate at `now` (seconds
+    /// since the epoch). A store from before gossip has no key to rotate.
+    pub fn gossip_key_due(&self, now: u64) -> bool {
+        !self.gossip_key.is_empty()
+            && now >= self.gossip_key_made_at + self.gossip_key_rotation().as_secs()
+    }
+
     /// Applies `command` to the store (`None` before the cluster exists).
     pub fn apply(store: &mut Option<ClusterState>, command: Command) -> CommandResult {
         let refused = |message: String| CommandResult::Refused(message);
@@ -293,9 +328,19 @@ impl ClusterState {
                     return refused(format!("node {id} not found (see `swarm node ls`)"));
                 }
             }
-            Command::RotateGossipKey { key } => {
+            Command::RotateGossipKey { key, at } => {
                 let old = std::mem::replace(&mut state.gossip_key, key);
                 state.previous_gossip_key = (!old.is_empty()).then_some(old);
+                state.gossip_key_made_at = at;
+            }
+            Command::SetGossipKeyRotation { secs } => {
+                if secs < MIN_GOSSIP_KEY_ROTATION.as_secs() {
+                    return refused(format!(
+                        "a gossip key rotation period of {secs}s is too short; use at least {}s",
+                        MIN_GOSSIP_KEY_ROTATION.as_secs()
+                    ));
+                }
+                state.gossip_key_rotation_secs = secs;
             }
             Command::SetToken { role, token } => match role {
                 Role::Worker => state.worker_token = token,
@@ -527,6 +572,8 @@ mod tests {
             log_requests: BTreeMap::new(),
             gossip_key: String::new(),
             previous_gossip_key: None,
+            gossip_key_made_at: 0,
+            gossip_key_rotation_secs: 0,
         };
         assert_eq!(
             ClusterState::apply(&mut store, Command::Create(Box::new(state))),
@@ -572,6 +619,41 @@ mod tests {
             ClusterState::apply(&mut store, Command::Create(Box::new(before.unwrap()))),
             CommandResult::Refused(_)
         ));
+    }
+
+    #[test]
+    fn the_gossip_key_is_due_after_its_period_and_a_rotation_keeps_the_old_one() {
+        let mut store = created();
+        // A store from before gossip has no key to rotate.
+        assert!(!store.as_ref().unwrap().gossip_key_due(u64::MAX));
+        let rotate = |store: &mut Option<ClusterState>, key: &str, at| {
+            ClusterState::apply(
+                store,
+                Command::RotateGossipKey {
+                    key: key.into(),
+                    at,
+                },
+            )
+        };
+        assert_eq!(rotate(&mut store, "k1", 100), CommandResult::Done);
+        let state = store.as_ref().unwrap();
+        assert_eq!(state.gossip_key_rotation(), DEFAULT_GOSSIP_KEY_ROTATION);
+        assert!(!state.gossip_key_due(100 + 12 * 3600 - 1));
+        assert!(state.gossip_key_due(100 + 12 * 3600));
+
+        let set = |store: &mut Option<ClusterState>, secs| {
+            ClusterState::apply(store, Command::SetGossipKeyRotation { secs })
+        };
+        assert!(
+            matches!(set(&mut store, 1), CommandResult::Refused(m) if m.contains("at least 2s"))
+        );
+        assert_eq!(set(&mut store, 60), CommandResult::Done);
+        assert!(store.as_ref().unwrap().gossip_key_due(160));
+        assert_eq!(rotate(&mut store, "k2", 160), CommandResult::Done);
+        let state = store.as_ref().unwrap();
+        assert_eq!(state.gossip_key, "k2");
+        assert_eq!(state.previous_gossip_key.as_deref(), Some("k1"));
+        assert!(!state.gossip_key_due(219));
     }
 
     #[test]

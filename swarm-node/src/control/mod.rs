@@ -121,6 +121,9 @@ pub enum Request {
     },
     /// `swarm update --rotate-gossip-key`.
     SwarmRotateGossipKey,
+    SwarmSetGossipKeyRotation {
+        secs: u64,
+    },
     /// `swarm service logs`: a service's tasks (or one task) output.
     SwarmServiceLogs {
         reference: String,
@@ -321,6 +324,7 @@ impl Request {
                 | Request::SwarmServiceRemove { .. }
                 | Request::SwarmServiceLogs { .. }
                 | Request::SwarmRotateGossipKey
+                | Request::SwarmSetGossipKeyRotation { .. }
         )
     }
 }
@@ -381,6 +385,9 @@ pub struct SwarmInitRequest {
     pub listen_port: Option<u16>,
     pub cert_expiry_secs: Option<u64>,
     pub heartbeat_millis: Option<u64>,
+    /// How often the leader rotates the gossip key.
+    #[serde(default)]
+    pub gossip_key_rotation_secs: Option<u64>,
 }
 
 /// This node's part in a swarm, with Docker's `docker info` keys.

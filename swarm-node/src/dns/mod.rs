@@ -5,6 +5,7 @@
 //! daemon's runtime serves them all.
 
 pub mod message;
+pub mod records;
 
 use std::{
     collections::HashMap,
@@ -111,6 +112,8 @@ pub struct Resolver {
     runtime: tokio::runtime::Handle,
     /// Each served task's listeners.
     servers: Mutex<HashMap<String, Vec<JoinHandle<()>>>>,
+    /// The records the table was built from.
+    records: Mutex<Vec<DnsRecord>>,
 }
 
 impl Resolver {
@@ -125,11 +128,19 @@ impl Resolver {
             }),
             runtime,
             servers: Mutex::new(HashMap::new()),
+            records: Mutex::new(Vec::new()),
         }
     }
 
     /// The names to answer from now on.
     pub fn set_records(&self, records: &[DnsRecord]) {
+        // The executor calls this every few hundred milliseconds; the
+        // table is rebuilt only when something changed.
+        let mut current = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        if current.as_slice() == records {
+            return;
+        }
+        *current = records.to_vec();
         let table = NameTable::new(records);
         *self.shared.table.write().unwrap_or_else(|p| p.into_inner()) = table;
     }

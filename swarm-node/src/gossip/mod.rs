@@ -1,15 +1,16 @@
 //! Gossip between all nodes on UDP 7946 (chitchat: scuttlebutt
 //! reconciliation and a phi-accrual failure detector), sealed with a key
 //! the managers hand out. Each node publishes the overlay endpoints of the
-//! tasks it runs; every node programs the other nodes' endpoints from it,
-//! so the overlay keeps learning new tasks while the managers are out of
-//! reach, and withdraws a dead node's.
+//! tasks it runs, with the names each answers to; every node programs the
+//! other nodes' endpoints and names from it, so the overlay and the
+//! resolver keep learning new tasks while the managers are out of reach,
+//! and withdraw a dead node's.
 
 pub mod simulate;
 pub mod transport;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{Arc, RwLock},
     time::Duration,
@@ -19,14 +20,18 @@ use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig
 use serde::{Deserialize, Serialize};
 
 use self::transport::{Counters, GossipKey, GossipStats, Keys, SealedTransport};
-use crate::cluster::assignments::RemoteEndpoint;
+use crate::cluster::assignments::{EndpointNames, RemoteEndpoint};
 
 /// Docker's gossip port.
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
 /// How often a node gossips with a few others (chitchat picks 3).
 const GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
-/// Key prefix of a published endpoint: `ep/<vni>/<ip>`.
+/// Key prefix of a published endpoint: `ep/<vni>/<ip>`; its value is the
+/// JSON of its names, or empty for an endpoint that answers to none (yet).
 const ENDPOINT_PREFIX: &str = "ep/";
+
+/// One node's endpoints: (VNI, task address) and the names each answers to.
+pub type PublishedEndpoints = BTreeMap<(u32, Ipv4Addr), Option<EndpointNames>>;
 
 /// What the managers tell a node about gossip.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,8 +51,8 @@ pub struct Peer {
     pub node_id: String,
     pub addr: Ipv4Addr,
     pub live: bool,
-    /// The endpoints it publishes: (VNI, task address).
-    pub endpoints: Vec<(u32, Ipv4Addr)>,
+    /// The endpoints it publishes: (VNI, task address), and their names.
+    pub endpoints: Vec<(u32, Ipv4Addr, Option<EndpointNames>)>,
 }
 
 /// What gossip says about the other nodes' endpoints.
@@ -55,6 +60,8 @@ pub struct Peer {
 pub struct GossipedEndpoints {
     /// Published by live nodes.
     pub endpoints: BTreeSet<RemoteEndpoint>,
+    /// The names of those that answer to some.
+    pub names: BTreeMap<(u32, Ipv4Addr), EndpointNames>,
     /// Nodes the failure detector holds dead: what the managers still say
     /// is there is not programmed.
     pub dead_nodes: BTreeSet<Ipv4Addr>,
@@ -120,26 +127,34 @@ impl Gossip {
         }
     }
 
-    /// Publishes this node's endpoints (VNI, task address); withdraws the
-    /// ones no longer there.
-    pub async fn publish(&self, endpoints: &BTreeSet<(u32, Ipv4Addr)>) {
-        let wanted: BTreeSet<String> = endpoints
+    /// Publishes this node's endpoints and their names; withdraws the ones
+    /// no longer there.
+    pub async fn publish(&self, endpoints: &PublishedEndpoints) {
+        let wanted: BTreeMap<String, String> = endpoints
             .iter()
-            .map(|(vni, ip)| format!("{ENDPOINT_PREFIX}{vni}/{ip}"))
+            .map(|((vni, ip), names)| {
+                let value = names
+                    .as_ref()
+                    .and_then(|names| serde_json::to_string(names).ok())
+                    .unwrap_or_default();
+                (format!("{ENDPOINT_PREFIX}{vni}/{ip}"), value)
+            })
             .collect();
         self.handle
             .with_chitchat(|chitchat| {
                 let state = chitchat.self_node_state();
-                let held: Vec<String> = state
+                let held: BTreeMap<String, String> = state
                     .key_values()
                     .filter(|(key, _)| key.starts_with(ENDPOINT_PREFIX))
-                    .map(|(key, _)| key.to_owned())
+                    .map(|(key, value)| (key.to_owned(), value.to_owned()))
                     .collect();
-                for key in held.iter().filter(|key| !wanted.contains(*key)) {
+                for key in held.keys().filter(|key| !wanted.contains_key(*key)) {
                     state.delete(key);
                 }
-                for key in wanted.iter().filter(|key| !held.contains(key)) {
-                    state.set(key, "");
+                for (key, value) in &wanted {
+                    if held.get(key) != Some(value) {
+                        state.set(key, value);
+                    }
                 }
             })
             .await;
@@ -162,9 +177,12 @@ impl Gossip {
                     let Some(state) = chitchat.node_state(id) else {
                         continue;
                     };
-                    for (key, _) in state.key_values() {
+                    for (key, value) in state.key_values() {
                         if let Some((vni, ip)) = parse_endpoint(key) {
                             seen.endpoints.insert(RemoteEndpoint { vni, ip, node });
+                            if let Some(names) = parse_names(value) {
+                                seen.names.insert((vni, ip), names);
+                            }
                         }
                     }
                 }
@@ -197,7 +215,10 @@ impl Gossip {
                             live: live.contains(id),
                             endpoints: state
                                 .key_values()
-                                .filter_map(|(key, _)| parse_endpoint(key))
+                                .filter_map(|(key, value)| {
+                                    let (vni, ip) = parse_endpoint(key)?;
+                                    Some((vni, ip, parse_names(value)))
+                                })
                                 .collect(),
                         })
                     })
@@ -210,7 +231,15 @@ impl Gossip {
     }
 
     pub fn stats(&self) -> GossipStats {
-        self.counters.stats()
+        GossipStats {
+            key_id: self
+                .keys
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .current
+                .id(),
+            ..self.counters.stats()
+        }
     }
 }
 
@@ -248,4 +277,14 @@ fn ipv4(addr: SocketAddr) -> Option<Ipv4Addr> {
 fn parse_endpoint(key: &str) -> Option<(u32, Ipv4Addr)> {
     let (vni, ip) = key.strip_prefix(ENDPOINT_PREFIX)?.split_once('/')?;
     Some((vni.parse().ok()?, ip.parse().ok()?))
+}
+
+/// An endpoint's names; none for an empty or unreadable value (a node of
+/// another version publishes what this one may not read: its endpoint still
+/// counts).
+fn parse_names(value: &str) -> Option<EndpointNames> {
+    if value.is_empty() {
+        return None;
+    }
+    serde_json::from_str(value).ok()
 }

@@ -3,7 +3,7 @@
 //! until an endpoint one node publishes is known to every other.
 
 use std::{
-    collections::BTreeSet,
+    collections::BTreeMap,
     net::Ipv4Addr,
     time::{Duration, Instant},
 };
@@ -48,7 +48,7 @@ pub async fn endpoint_convergence(nodes: usize, port: u16) -> anyhow::Result<Dur
         tokio::time::sleep(POLL).await;
     }
     let endpoint = (4096, Ipv4Addr::new(10, 0, 0, 2));
-    all[0].publish(&BTreeSet::from([endpoint])).await;
+    all[0].publish(&BTreeMap::from([(endpoint, None)])).await;
     let published = Instant::now();
     let mut waiting: Vec<&Gossip> = all[1..].iter().collect();
     while !waiting.is_empty() {

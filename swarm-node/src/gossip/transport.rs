@@ -35,6 +35,17 @@ impl GossipKey {
         Some(Self(bytes.try_into().ok()?))
     }
 
+    /// What names the key without giving it away: the first 8 hex digits
+    /// of its SHA-256, so operators can check every node seals with the
+    /// same one.
+    pub fn id(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.0);
+        digest.as_ref()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     fn aead(&self) -> LessSafeKey {
         LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &self.0).expect("a 32-byte key"))
     }
@@ -118,6 +129,9 @@ pub fn open(keys: &Keys, datagram: &[u8]) -> Result<Vec<u8>, DropReason> {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct GossipStats {
+    /// The ID of the key this node seals with (see `GossipKey::id`).
+    #[serde(default, rename = "KeyID")]
+    pub key_id: String,
     pub sent: u64,
     pub received: u64,
     pub dropped_malformed: u64,
@@ -138,6 +152,7 @@ impl Counters {
     pub fn stats(&self) -> GossipStats {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         GossipStats {
+            key_id: String::new(),
             sent: load(&self.sent),
             received: load(&self.received),
             dropped_malformed: load(&self.malformed),

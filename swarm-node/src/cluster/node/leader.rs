@@ -160,8 +160,17 @@ impl Membership {
             Request::SwarmRotateGossipKey => self
                 .commit_here(Command::RotateGossipKey {
                     key: crate::gossip::transport::new_key_hex(),
+                    at: lifecycle::now_secs(),
                 })
                 .map(|()| Response::Notes(vec!["Gossip key rotated.".into()])),
+            Request::SwarmSetGossipKeyRotation { secs } => self
+                .commit_here(Command::SetGossipKeyRotation { secs: *secs })
+                .map(|()| {
+                    Response::Notes(vec![format!(
+                        "The gossip key now rotates every {}.",
+                        whole_units(*secs)
+                    )])
+                }),
             other => Err(ClusterError::Refused(format!(
                 "{other:?} is not a request the leader runs"
             ))),
@@ -290,4 +299,14 @@ pub(super) enum ForwardError {
     /// Worth trying again (no answer, not the leader any more).
     Retry(String),
     Final(String),
+}
+
+/// `secs` in the largest unit that divides it: 12h, 90m, 45s.
+fn whole_units(secs: u64) -> String {
+    match secs {
+        0 => "0s".into(),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }

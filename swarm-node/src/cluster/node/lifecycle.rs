@@ -21,6 +21,16 @@ impl Membership {
         let heartbeat = request
             .heartbeat_millis
             .map_or(DEFAULT_HEARTBEAT, Duration::from_millis);
+        let gossip_key_rotation = request
+            .gossip_key_rotation_secs
+            .map_or(DEFAULT_GOSSIP_KEY_ROTATION, Duration::from_secs);
+        if gossip_key_rotation < MIN_GOSSIP_KEY_ROTATION {
+            return Err(ClusterError::Refused(format!(
+                "--gossip-key-rotation {}s is too short; use at least {}s",
+                gossip_key_rotation.as_secs(),
+                MIN_GOSSIP_KEY_ROTATION.as_secs()
+            )));
+        }
         let cluster_id = random_id();
         let ca = RootCa::generate(&cluster_id)?;
         let certificate = ca.issue(
@@ -58,6 +68,8 @@ impl Membership {
             log_requests: BTreeMap::new(),
             gossip_key: crate::gossip::transport::new_key_hex(),
             previous_gossip_key: None,
+            gossip_key_made_at: now_secs(),
+            gossip_key_rotation_secs: gossip_key_rotation.as_secs(),
         };
         let local = LocalState {
             cluster_id: cluster_id.clone(),

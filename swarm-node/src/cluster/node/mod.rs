@@ -42,7 +42,10 @@ use super::{
     pki::{CertificateSubject, DEFAULT_CERT_EXPIRY, JoinToken, NodeCertificate, RootCa},
     raft::{self, Member, RaftNode},
     serving::ServedCertificate,
-    state::{DEFAULT_HEARTBEAT, DEFAULT_LISTEN_PORT},
+    state::{
+        DEFAULT_GOSSIP_KEY_ROTATION, DEFAULT_HEARTBEAT, DEFAULT_LISTEN_PORT,
+        MIN_GOSSIP_KEY_ROTATION,
+    },
 };
 use crate::control::{
     NodeRow, NodeUpdateRequest, RaftInfo, Request, Response, SwarmInfo, SwarmInitRequest,

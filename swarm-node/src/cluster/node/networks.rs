@@ -2,6 +2,8 @@
 //! networks live in the replicated store, where the allocator gives each a
 //! subnet and a VNI when its creation is applied.
 
+use std::collections::BTreeMap;
+
 use super::{lifecycle::random_id, *};
 use crate::control::{NetworkRow, SwarmNetworkCreateRequest};
 
@@ -52,30 +54,51 @@ impl Membership {
             })
             .unwrap_or_default();
         let (net, prefix) = network.subnet;
-        // The nodes this manager gossips with, and the endpoints each
-        // publishes on this network.
-        let peers: Vec<serde_json::Value> = self
+        // The nodes this manager gossips with, the endpoints each publishes
+        // on this network, and (as Docker's `inspect --verbose`) the
+        // services those endpoints answer for.
+        let gossiped = self
             .gossip()
             .map(|gossip| self.runtime.block_on(gossip.peers()))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|peer| {
-                let endpoints: Vec<String> = peer
-                    .endpoints
+            .unwrap_or_default();
+        let mut services: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        let mut peers: Vec<serde_json::Value> = Vec::new();
+        for peer in &gossiped {
+            let on_network = || {
+                peer.endpoints
                     .iter()
-                    .filter(|(vni, _)| *vni == network.vni)
-                    .map(|(_, ip)| ip.to_string())
-                    .collect();
-                serde_json::json!({
-                    "Name": peer.node_id,
-                    "IP": peer.addr.to_string(),
-                    "Live": peer.live,
-                    "Endpoints": endpoints,
-                })
-            })
-            .collect();
+                    .filter(|(vni, ..)| *vni == network.vni)
+            };
+            for (_, ip, names) in on_network() {
+                let Some(names) = names.as_ref().filter(|_| peer.live) else {
+                    continue;
+                };
+                let service = services.entry(names.service.clone()).or_insert_with(|| {
+                    serde_json::json!({
+                        "VIP": names.vip.map(|vip| vip.to_string()).unwrap_or_default(),
+                        "Aliases": names.aliases,
+                        "Tasks": [],
+                    })
+                });
+                if let Some(tasks) = service["Tasks"].as_array_mut() {
+                    tasks.push(serde_json::json!({
+                        "Name": names.task,
+                        "EndpointIP": ip.to_string(),
+                        "Info": { "Host IP": peer.addr.to_string() },
+                    }));
+                }
+            }
+            let endpoints: Vec<String> = on_network().map(|(_, ip, _)| ip.to_string()).collect();
+            peers.push(serde_json::json!({
+                "Name": peer.node_id,
+                "IP": peer.addr.to_string(),
+                "Live": peer.live,
+                "Endpoints": endpoints,
+            }));
+        }
         Ok(Response::NetworkInspect(serde_json::json!([{
             "Peers": peers,
+            "Services": services,
             "Name": network.name,
             "Id": network.id,
             "Created": created,

@@ -308,6 +308,20 @@ impl Membership {
         });
     }
 
+    /// Docker's managers rotate the gossip key every 12 hours; so does the
+    /// leader here, at the swarm's `--gossip-key-rotation`.
+    fn rotate_gossip_key_if_due(&self) -> Result<(), ClusterError> {
+        let now = now_millis() / 1000;
+        if self.read_store(|s| s.gossip_key_due(now))? {
+            tracing::info!("rotating the gossip key");
+            self.commit_here(Command::RotateGossipKey {
+                key: crate::gossip::transport::new_key_hex(),
+                at: now,
+            })?;
+        }
+        Ok(())
+    }
+
     fn reconcile_once(&self) -> Result<(), ClusterError> {
         let Ok(raft) = self.require_raft() else {
             return Ok(());
@@ -315,6 +329,7 @@ impl Membership {
         if !raft.is_leader() {
             return Ok(());
         }
+        self.rotate_gossip_key_if_due()?;
         let now = now_millis();
         let plan = self.read_store(|s| {
             let period = Duration::from_millis(s.heartbeat_millis.max(1));
