@@ -255,6 +255,26 @@ fn tasks_resolve_services_task_lists_and_task_names_on_shared_networks() {
     )
     .unwrap();
     assert!(hosts.starts_with(&format!("{vip} ")), "{hosts}");
+    // Every kind of name, through the C library as a program would ask.
+    let getent = |name: &str| -> BTreeSet<String> {
+        swarm_tests::run(
+            "nsenter",
+            &["-t", &pid, "-m", "-n", "-u", "getent", "ahostsv4", name],
+        )
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .collect()
+    };
+    let expected = [
+        ("www", BTreeSet::from([vip.clone()])),
+        ("tasks.web", ips(&web)),
+        (task_name.as_str(), BTreeSet::from([first_ip.clone()])),
+        ("rr", ips(&rr)),
+    ];
+    for (name, addresses) in expected {
+        assert_eq!(getent(name), addresses, "getent ahostsv4 {name}");
+    }
 
     // Answers follow scaling.
     topology

@@ -379,10 +379,23 @@ fn services_rows(
     let convergence = services_bench::endpoint_convergence()?;
     metrics.insert(
         "endpoint_convergence_s_5_nodes".into(),
-        json!(round(convergence, 3)),
+        json!(round(convergence.endpoint_s, 3)),
+    );
+    metrics.insert(
+        "dns_follows_scale_1_to_4_s".into(),
+        json!(round(convergence.dns_scale_s, 3)),
+    );
+    metrics.insert(
+        "dns_dead_node_leaves_tasks_s".into(),
+        json!(round(convergence.dns_dead_node_s, 3)),
     );
     println!(
-        "endpoint convergence, 5 nodes: {convergence:.3} s from Running to every other node's data plane"
+        "endpoint convergence, 5 nodes: {:.3} s from Running to every other node's data plane",
+        convergence.endpoint_s
+    );
+    println!(
+        "resolver: tasks.<service> lists 4 of 4 {:.3} s after `service scale 1->4`; a killed node's task leaves it after {:.3} s",
+        convergence.dns_scale_s, convergence.dns_dead_node_s
     );
     let simulated = services_bench::simulated_convergence()?;
     metrics.insert(

@@ -248,10 +248,23 @@ fn wait_running(topology: &Topology, count: usize, not_on: Option<&str>) -> anyh
 const CONVERGENCE_NODES: usize = 5;
 const CONVERGENCE_ROUNDS: usize = 3;
 
+/// What the 5-node swarm measures.
+pub struct ConvergenceFigures {
+    /// From a task seen Running to its endpoint on every other node.
+    pub endpoint_s: f64,
+    /// From `service scale` (1 -> 4) until a task on another node
+    /// resolves all four in `tasks.<service>`.
+    pub dns_scale_s: f64,
+    /// From kill -9 of a node's daemon until its task's address leaves
+    /// `tasks.<service>` as a task on another node resolves it.
+    pub dns_dead_node_s: f64,
+}
+
 /// Seconds from a task seen Running (`service ps`, polled) to its endpoint
 /// in the data plane of every other node (`dataplane endpoints`, polled),
-/// median over a few tasks, on 5 nodes.
-pub fn endpoint_convergence() -> anyhow::Result<f64> {
+/// median over a few tasks, on 5 nodes; then how fast the tasks' resolver
+/// follows scaling and a dead node.
+pub fn endpoint_convergence() -> anyhow::Result<ConvergenceFigures> {
     println!("bench: endpoint convergence on {CONVERGENCE_NODES} nodes");
     let mut topology = Topology::new(&TopologyOptions::new("swbenchgs", CONVERGENCE_NODES))?;
     topology.start_daemons()?;
@@ -264,6 +277,18 @@ pub fn endpoint_convergence() -> anyhow::Result<f64> {
     let network: serde_json::Value =
         serde_json::from_str(&daemon.swarm_ok(&["network", "inspect", "spread"])?)?;
     let network_id = network[0]["Id"].as_str().unwrap_or_default().to_owned();
+    let endpoint_s = endpoint_samples(&topology, &network_id)?;
+    let (dns_scale_s, dns_dead_node_s) = dns_follows(&mut topology, &network_id)?;
+    Ok(ConvergenceFigures {
+        endpoint_s,
+        dns_scale_s,
+        dns_dead_node_s,
+    })
+}
+
+/// The median of a few tasks' time from Running to every other node.
+fn endpoint_samples(topology: &Topology, network_id: &str) -> anyhow::Result<f64> {
+    let daemon = topology.daemon(0);
     let mut samples = Vec::new();
     for round in 0..CONVERGENCE_ROUNDS {
         let name = format!("probe{round}");
@@ -297,7 +322,7 @@ pub fn endpoint_convergence() -> anyhow::Result<f64> {
                 continue;
             };
             let seen = *running_at.get_or_insert_with(Instant::now);
-            let ip = row["Addresses"][&network_id]
+            let ip = row["Addresses"][network_id]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
@@ -315,6 +340,108 @@ pub fn endpoint_convergence() -> anyhow::Result<f64> {
     }
     samples.sort_by(f64::total_cmp);
     Ok(samples[samples.len() / 2])
+}
+
+/// A client task on h1 asks its resolver for `tasks.<service>`: seconds
+/// from `service scale` 1 -> 4 until it lists four addresses, and from
+/// kill -9 of the daemon of a node running one of them until that task's
+/// address leaves the list.
+fn dns_follows(topology: &mut Topology, network_id: &str) -> anyhow::Result<(f64, f64)> {
+    println!("bench: the resolver follows scaling and a dead node");
+    let daemon = topology.daemon(0);
+    let on_spread = |name: &str, extra: &[&str]| -> anyhow::Result<()> {
+        let mut args = vec![
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "spread",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["host", "sleep", "100000"]);
+        daemon.swarm_ok(&args)?;
+        Ok(())
+    };
+    on_spread("asker", &["--constraint", "node.hostname==h1"])?;
+    on_spread("answers", &["--constraint", "node.hostname!=h1"])?;
+    let running_rows = |service: &str| -> anyhow::Result<Vec<serde_json::Value>> {
+        Ok(daemon
+            .swarm_json(&["service", "ps", service])?
+            .into_iter()
+            .filter(|r| {
+                r["DesiredState"] == "Running"
+                    && r["CurrentState"]
+                        .as_str()
+                        .unwrap_or("")
+                        .starts_with("Running")
+            })
+            .collect())
+    };
+    let started = Instant::now();
+    let asker = loop {
+        anyhow::ensure!(started.elapsed() < PATIENCE, "the asking task never ran");
+        if let Some(row) = running_rows("asker")?.first() {
+            break row["ID"].as_str().unwrap_or_default().to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let resolved = || -> Vec<String> {
+        let netns = format!("swarm-{asker}");
+        swarm_tests::run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &netns,
+                "dig",
+                "@127.0.0.11",
+                "+time=1",
+                "+tries=1",
+                "+short",
+                "tasks.answers",
+            ],
+        )
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect()
+    };
+    let wait_for = |what: &str, done: &dyn Fn(&[String]) -> bool| -> anyhow::Result<()> {
+        let started = Instant::now();
+        while !done(&resolved()) {
+            anyhow::ensure!(started.elapsed() < PATIENCE, "{what} never happened");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    };
+    wait_for("one answer", &|ips| ips.len() == 1)?;
+
+    let started = Instant::now();
+    daemon.swarm_ok(&["service", "scale", "-d", "answers=4"])?;
+    wait_for("four answers", &|ips| ips.len() == 4)?;
+    let scale_s = started.elapsed().as_secs_f64();
+
+    // The last worker running one (never h2, which runs the probes too).
+    let (killed, doomed) = running_rows("answers")?
+        .iter()
+        .filter_map(|r| {
+            let host: usize = r["Node"].as_str()?.strip_prefix('h')?.parse().ok()?;
+            let ip = r["Addresses"][network_id].as_str()?.to_owned();
+            Some((host - 1, ip))
+        })
+        .max()
+        .ok_or_else(|| anyhow::anyhow!("no running task of answers"))?;
+    anyhow::ensure!(killed > 1, "answers runs on h2 alone");
+    let started = Instant::now();
+    topology.daemon_mut(killed).kill()?;
+    wait_for("the dead node's task leaving", &|ips| {
+        !ips.is_empty() && !ips.contains(&doomed)
+    })?;
+    let dead_node_s = started.elapsed().as_secs_f64();
+    Ok((scale_s, dead_node_s))
 }
 
 /// Simulated nodes for the gossip convergence row.
