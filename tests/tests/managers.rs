@@ -408,10 +408,56 @@ fn the_leader_can_demote_itself_and_leadership_moves() {
         .swarm_ok(&["node", "demote", &name])
         .unwrap();
     assert!(out.contains("demoted in the swarm"), "{out}");
+    assert_demoted_leader_left(&topology, first);
+}
+
+/// A leader demoting itself needs every remaining voter for its joint
+/// configuration. With one of them out of reach, the demotion waits; by the
+/// time it is back the old leader's certificate says worker, and its Raft
+/// reconnects with that certificate. Raft still takes it, as Raft's
+/// membership still holds the node, so the removal commits.
+#[test]
+fn a_leader_demoting_itself_waits_for_a_voter_out_of_reach_and_finishes() {
+    let topology = five_node_swarm();
+    let first = leader(&topology, &MANAGERS);
+    let away = MANAGERS.into_iter().find(|&h| h != first).unwrap();
+    // `first` and `away` lose each other, both ways; the third manager
+    // stays in reach of both.
+    let cut = |action: &str| {
+        for (from, to) in [(first, away), (away, first)] {
+            topology.hosts[from]
+                .netns
+                .ip(&[
+                    "route",
+                    action,
+                    "blackhole",
+                    &format!("198.18.0.{}/32", to + 1),
+                ])
+                .unwrap();
+        }
+    };
+    cut("add");
+    let name = format!("h{}", first + 1);
+    let out = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            cut("del");
+        });
+        topology.daemon(first).swarm_ok(&["node", "demote", &name])
+    })
+    .unwrap();
+    assert!(out.contains("demoted in the swarm"), "{out}");
+    assert_demoted_leader_left(&topology, first);
+}
+
+/// After `first`, the leader, demoted itself: another manager leads, the
+/// two left are the voters, writes commit, and `first` is a Ready worker.
+fn assert_demoted_leader_left(topology: &Topology, first: usize) {
+    let name = format!("h{}", first + 1);
     let rest: Vec<usize> = MANAGERS.into_iter().filter(|&h| h != first).collect();
-    let next = leader(&topology, &rest);
+    let next = leader(topology, &rest);
     wait_until("the old leader became a worker", || {
-        let info = swarm_info(&topology, first);
+        let info = swarm_info(topology, first);
         (info["ControlAvailable"] == false)
             .then_some(())
             .ok_or(format!("{info}"))
@@ -420,14 +466,14 @@ fn the_leader_can_demote_itself_and_leadership_moves() {
     // next heartbeat when a new leader finished the change).
     for host in rest {
         wait_until("2 managers and 2 voters", || {
-            let info = swarm_info(&topology, host);
+            let info = swarm_info(topology, host);
             (info["Managers"] == 2 && info["Raft"]["Voters"] == 2)
                 .then_some(())
                 .ok_or(format!("{info}"))
         });
     }
-    label(&topology, next, "after-leader-demoted");
-    wait_for_rows(&topology, next, |rows| {
+    label(topology, next, "after-leader-demoted");
+    wait_for_rows(topology, next, |rows| {
         let old = rows
             .iter()
             .find(|r| r["Hostname"] == name.as_str())

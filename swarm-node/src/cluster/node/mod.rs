@@ -389,6 +389,27 @@ impl Membership {
         Ok(())
     }
 
+    /// Whether the caller may take part in Raft: a manager of this swarm,
+    /// or a node of this swarm that Raft's membership still holds. A
+    /// manager demoting itself renews its certificate as a worker while it
+    /// still has to replicate its own removal; refusing it then would leave
+    /// the joint configuration uncommitted for good.
+    pub fn authorize_raft_peer(&self, subject: &CertificateSubject) -> Result<(), ClusterError> {
+        let as_manager = self.authorize_manager(subject);
+        if as_manager.is_err() && self.authorize_member(subject).is_ok() {
+            let id = raft::raft_id(&subject.node_id);
+            let still_member = self.raft().is_some_and(|node| {
+                let metrics = node.metrics();
+                let membership = metrics.membership_config.membership();
+                membership.voter_ids().any(|v| v == id) || membership.get_node(&id).is_some()
+            });
+            if still_member {
+                return Ok(());
+            }
+        }
+        as_manager
+    }
+
     fn authorize_member(&self, subject: &CertificateSubject) -> Result<(), ClusterError> {
         let slot = self.lock();
         let cluster = slot.as_ref().ok_or(ClusterError::NotInSwarm)?;

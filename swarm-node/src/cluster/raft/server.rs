@@ -1,5 +1,6 @@
 //! Raft's network server: the `Raft` gRPC service on the managers' API. Only
-//! managers of this swarm may call it; TLS has checked the caller's
+//! managers of this swarm, and nodes Raft's membership still holds (a
+//! manager demoting itself), may call it; TLS has checked the caller's
 //! certificate against the CA, and this checks its role.
 
 use std::sync::Arc;
@@ -19,12 +20,12 @@ pub struct RaftService {
 }
 
 impl RaftService {
-    /// This node's Raft, if the caller is a manager of this swarm.
+    /// This node's Raft, if the caller may take part in it.
     #[allow(clippy::result_large_err)] // tonic's Status is what handlers return.
     fn authorized<T>(&self, request: &Request<T>) -> Result<Raft, Status> {
         let subject = caller(request)?;
         self.membership
-            .authorize_manager(&subject)
+            .authorize_raft_peer(&subject)
             .map_err(|e| Status::permission_denied(e.to_string()))?;
         self.membership
             .raft()
