@@ -47,6 +47,44 @@ pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// `dig @127.0.0.11 ARGS` from inside task `task_id`'s network namespace:
+/// a question to the resolver the task itself uses.
+pub fn dig_in_task(task_id: &str, args: &[&str]) -> anyhow::Result<String> {
+    let netns = format!("swarm-{task_id}");
+    let mut full = vec![
+        "netns",
+        "exec",
+        &netns,
+        "dig",
+        "@127.0.0.11",
+        "+time=2",
+        "+tries=1",
+    ];
+    full.extend_from_slice(args);
+    run("ip", &full)
+}
+
+/// The A records `dig +short NAME` gives inside task `task_id`, sorted;
+/// none when dig fails.
+pub fn resolve_in_task(task_id: &str, name: &str) -> std::collections::BTreeSet<String> {
+    dig_in_task(task_id, &["+short", name])
+        .unwrap_or_default()
+        .lines()
+        .map(|line| line.trim().to_owned())
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
+/// Whether a `service ps --format json` row is a task meant to run and
+/// running.
+pub fn is_running_row(row: &serde_json::Value) -> bool {
+    row["DesiredState"] == "Running"
+        && row["CurrentState"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Running")
+}
+
 /// `ping -c 3` from inside namespace `netns` (with `extra` flags, e.g. `-M do
 /// -s 1422`); `Err` when no reply came back.
 pub fn ping(netns: &str, to: &str, extra: &[&str]) -> anyhow::Result<String> {

@@ -59,27 +59,12 @@ fn fake_upstream(topology: &Topology) {
 
 /// `dig` from inside task `task`'s network namespace.
 fn dig(task: &str, args: &[&str]) -> String {
-    let netns = format!("swarm-{task}");
-    let mut full = vec![
-        "netns",
-        "exec",
-        &netns,
-        "dig",
-        "@127.0.0.11",
-        "+time=2",
-        "+tries=1",
-    ];
-    full.extend_from_slice(args);
-    swarm_tests::run("ip", &full).unwrap_or_else(|e| e.to_string())
+    swarm_tests::dig_in_task(task, args).unwrap_or_else(|e| e.to_string())
 }
 
 /// The A records `dig +short` gives for `name`, sorted.
 fn resolve(task: &str, name: &str) -> BTreeSet<String> {
-    dig(task, &["+short", name])
-        .lines()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
-        .collect()
+    swarm_tests::resolve_in_task(task, name)
 }
 
 fn status_of(task: &str, args: &[&str]) -> String {
@@ -106,13 +91,7 @@ fn running(topology: &Topology, service: &str, network: &str) -> Vec<(String, St
         .swarm_json(&["service", "ps", service])
         .unwrap()
         .into_iter()
-        .filter(|r| {
-            r["DesiredState"] == "Running"
-                && r["CurrentState"]
-                    .as_str()
-                    .unwrap_or("")
-                    .starts_with("Running")
-        })
+        .filter(swarm_tests::is_running_row)
         .map(|r| {
             let ip = r["Addresses"][&net_id].as_str().unwrap_or("").to_owned();
             (r["ID"].as_str().unwrap().to_owned(), ip)

@@ -54,31 +54,6 @@ fn gossip_stat(topology: &Topology, host: usize, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The A records `dig +short NAME` gives inside task `task`'s namespace
-/// (its resolver at 127.0.0.11), sorted.
-fn resolve(task: &str, name: &str) -> BTreeSet<String> {
-    let netns = format!("swarm-{task}");
-    let out = swarm_tests::run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &netns,
-            "dig",
-            "@127.0.0.11",
-            "+time=2",
-            "+tries=1",
-            "+short",
-            name,
-        ],
-    )
-    .unwrap_or_else(|e| e.to_string());
-    out.lines()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
-        .collect()
-}
-
 /// The running task of `service` and its address on network `back`.
 fn task_of(topology: &Topology, service: &str) -> (String, Ipv4Addr) {
     let network: serde_json::Value = serde_json::from_str(
@@ -97,13 +72,7 @@ fn task_of(topology: &Topology, service: &str) -> (String, Ipv4Addr) {
             .map_err(|e| e.to_string())?;
         let row = rows
             .iter()
-            .find(|r| {
-                r["DesiredState"] == "Running"
-                    && r["CurrentState"]
-                        .as_str()
-                        .unwrap_or("")
-                        .starts_with("Running")
-            })
+            .find(|r| swarm_tests::is_running_row(r))
             .ok_or(format!("{rows:?}"))?;
         let ip = row["Addresses"][&network_id]
             .as_str()
@@ -190,7 +159,7 @@ fn endpoints_reach_a_worker_cut_off_from_the_managers_and_peers_show() {
     let task_name = format!("server.1.{server}");
     for name in ["server", "tasks.server", task_name.as_str()] {
         wait_until(&format!("h3's task resolves {name} while cut off"), || {
-            let got = resolve(&client, name);
+            let got = swarm_tests::resolve_in_task(&client, name);
             (got == only_server).then_some(()).ok_or(format!("{got:?}"))
         });
     }
@@ -216,7 +185,7 @@ fn endpoints_reach_a_worker_cut_off_from_the_managers_and_peers_show() {
         .unwrap();
     wait_until("h3's task resolves server to its VIP", || {
         let (client, _) = task_of(&topology, "client");
-        let got = resolve(&client, "server");
+        let got = swarm_tests::resolve_in_task(&client, "server");
         (got == BTreeSet::from([vip.clone()]))
             .then_some(())
             .ok_or(format!("{got:?}"))

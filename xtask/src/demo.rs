@@ -290,20 +290,8 @@ pub fn run() -> anyhow::Result<()> {
         .next()
         .unwrap_or_default()
         .to_owned();
-    let netns = format!("swarm-{client_task}");
     for name in ["api", "tasks.api"] {
-        let answer = swarm_tests::run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &netns,
-                "dig",
-                "@127.0.0.11",
-                "+short",
-                name,
-            ],
-        )?;
+        let answer = swarm_tests::dig_in_task(&client_task, &["+short", name])?;
         println!(
             "  dig {name} (in the client task) -> {}",
             answer.split_whitespace().collect::<Vec<_>>().join(" ")

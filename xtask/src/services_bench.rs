@@ -370,13 +370,7 @@ fn dns_follows(topology: &mut Topology, network_id: &str) -> anyhow::Result<(f64
         Ok(daemon
             .swarm_json(&["service", "ps", service])?
             .into_iter()
-            .filter(|r| {
-                r["DesiredState"] == "Running"
-                    && r["CurrentState"]
-                        .as_str()
-                        .unwrap_or("")
-                        .starts_with("Running")
-            })
+            .filter(swarm_tests::is_running_row)
             .collect())
     };
     let started = Instant::now();
@@ -388,26 +382,9 @@ fn dns_follows(topology: &mut Topology, network_id: &str) -> anyhow::Result<(f64
         std::thread::sleep(Duration::from_millis(25));
     };
     let resolved = || -> Vec<String> {
-        let netns = format!("swarm-{asker}");
-        swarm_tests::run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &netns,
-                "dig",
-                "@127.0.0.11",
-                "+time=1",
-                "+tries=1",
-                "+short",
-                "tasks.answers",
-            ],
-        )
-        .unwrap_or_default()
-        .lines()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
-        .collect()
+        swarm_tests::resolve_in_task(&asker, "tasks.answers")
+            .into_iter()
+            .collect()
     };
     let wait_for = |what: &str, done: &dyn Fn(&[String]) -> bool| -> anyhow::Result<()> {
         let started = Instant::now();
