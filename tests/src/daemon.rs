@@ -181,6 +181,12 @@ impl Daemon {
             .collect()
     }
 
+    /// `swarm ARGS` that prints one JSON document (an `inspect`), parsed.
+    pub fn swarm_inspect(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let text = self.swarm_ok(args)?;
+        serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))
+    }
+
     /// A counter from `swarm dataplane stats`: kind `packet` or `drop`.
     pub fn counter(&self, kind: &str, name: &str) -> anyhow::Result<u64> {
         let rows = self.swarm_json(&["dataplane", "stats"])?;

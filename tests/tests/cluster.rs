@@ -305,8 +305,7 @@ fn nodes_are_updated_inspected_and_removed_once_down() {
     let rows = manager.swarm_json(&["node", "ls"]).unwrap();
     let row = rows.iter().find(|r| r["Hostname"] == "h2").unwrap();
     assert_eq!(row["Availability"], "Drain");
-    let inspect: serde_json::Value =
-        serde_json::from_str(&manager.swarm_ok(&["node", "inspect", "h2"]).unwrap()).unwrap();
+    let inspect = manager.swarm_inspect(&["node", "inspect", "h2"]).unwrap();
     let node = &inspect[0];
     assert_eq!(node["ID"], worker_id.as_str());
     assert_eq!(node["Spec"]["Role"], "worker");
@@ -314,8 +313,7 @@ fn nodes_are_updated_inspected_and_removed_once_down() {
     assert_eq!(node["Spec"]["Labels"], serde_json::json!({"zone": "east"}));
     assert_eq!(node["Status"]["State"], "ready");
     assert_eq!(node["Status"]["Addr"], "198.18.0.2");
-    let me: serde_json::Value =
-        serde_json::from_str(&manager.swarm_ok(&["node", "inspect", "h1"]).unwrap()).unwrap();
+    let me = manager.swarm_inspect(&["node", "inspect", "h1"]).unwrap();
     assert_eq!(me[0]["ManagerStatus"]["Leader"], true);
 
     let refused = |args: &[&str], expected: &str| {

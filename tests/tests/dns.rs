@@ -75,9 +75,9 @@ fn status_of(task: &str, args: &[&str]) -> String {
         .unwrap_or(out)
 }
 
-/// `swarm ARGS` (an inspect) as JSON.
+/// `swarm ARGS` (an inspect) on h1, as JSON.
 fn inspect(topology: &Topology, args: &[&str]) -> serde_json::Value {
-    serde_json::from_str(&topology.daemon(0).swarm_ok(args).unwrap()).unwrap()
+    topology.daemon(0).swarm_inspect(args).unwrap()
 }
 
 /// Running task IDs of `service` and their addresses on `network`.

@@ -56,13 +56,10 @@ fn gossip_stat(topology: &Topology, host: usize, key: &str) -> u64 {
 
 /// The running task of `service` and its address on network `back`.
 fn task_of(topology: &Topology, service: &str) -> (String, Ipv4Addr) {
-    let network: serde_json::Value = serde_json::from_str(
-        &topology
-            .daemon(0)
-            .swarm_ok(&["network", "inspect", "back"])
-            .unwrap(),
-    )
-    .unwrap();
+    let network = topology
+        .daemon(0)
+        .swarm_inspect(&["network", "inspect", "back"])
+        .unwrap();
     let network_id = network[0]["Id"].as_str().unwrap().to_owned();
     let mut found = None;
     wait_until(&format!("{service} runs"), || {
@@ -112,11 +109,10 @@ fn endpoints_reach_a_worker_cut_off_from_the_managers_and_peers_show() {
     // `network inspect` lists the nodes gossip knows, with the endpoints
     // each publishes on the network.
     wait_until("h3's endpoint is in network inspect", || {
-        let text = topology
+        let inspect = topology
             .daemon(0)
-            .swarm_ok(&["network", "inspect", "back"])
+            .swarm_inspect(&["network", "inspect", "back"])
             .map_err(|e| e.to_string())?;
-        let inspect: serde_json::Value = serde_json::from_str(&text).unwrap();
         let peers = inspect[0]["Peers"].as_array().cloned().unwrap_or_default();
         let h3 = peers.iter().find(|p| p["IP"] == "198.18.0.3");
         let ok = peers.len() == 3
@@ -166,13 +162,10 @@ fn endpoints_reach_a_worker_cut_off_from_the_managers_and_peers_show() {
     cut("del");
     // Back in reach: the managers' word names the VIP again. (Cut off, h3
     // was Down to the managers: its task was replaced by a new one there.)
-    let service: serde_json::Value = serde_json::from_str(
-        &topology
-            .daemon(0)
-            .swarm_ok(&["service", "inspect", "server"])
-            .unwrap(),
-    )
-    .unwrap();
+    let service = topology
+        .daemon(0)
+        .swarm_inspect(&["service", "inspect", "server"])
+        .unwrap();
     let vip = service[0]["Endpoint"]["VirtualIPs"]
         .as_array()
         .unwrap()
@@ -192,13 +185,10 @@ fn endpoints_reach_a_worker_cut_off_from_the_managers_and_peers_show() {
     });
     // `network inspect` shows the services gossip knows on the network,
     // with each task's address and node (as Docker's `inspect --verbose`).
-    let inspect: serde_json::Value = serde_json::from_str(
-        &topology
-            .daemon(0)
-            .swarm_ok(&["network", "inspect", "back"])
-            .unwrap(),
-    )
-    .unwrap();
+    let inspect = topology
+        .daemon(0)
+        .swarm_inspect(&["network", "inspect", "back"])
+        .unwrap();
     let tasks = &inspect[0]["Services"]["server"]["Tasks"];
     assert_eq!(
         inspect[0]["Services"]["server"]["VIP"],
@@ -291,13 +281,10 @@ fn the_leader_rotates_the_gossip_key_and_gossip_carries_on() {
     topology.daemon(0).swarm_ok(&args).unwrap();
     let (_, late_ip) = task_of(&topology, "late");
     wait_until("h1 gossips h3's new endpoint, all peers live", || {
-        let inspect: serde_json::Value = serde_json::from_str(
-            &topology
-                .daemon(0)
-                .swarm_ok(&["network", "inspect", "back"])
-                .map_err(|e| e.to_string())?,
-        )
-        .unwrap();
+        let inspect = topology
+            .daemon(0)
+            .swarm_inspect(&["network", "inspect", "back"])
+            .map_err(|e| e.to_string())?;
         let peers = inspect[0]["Peers"].as_array().cloned().unwrap_or_default();
         let all_live = peers.len() == 3 && peers.iter().all(|p| p["Live"] == true);
         let has_late = peers.iter().any(|p| {

@@ -390,11 +390,10 @@ fn snapshots_bound_the_log_and_bring_a_new_manager_up_to_date() {
         .then_some(())
         .ok_or(format!("{info}"))
     });
-    let text = topology
+    let inspect = topology
         .daemon(3)
-        .swarm_ok(&["node", "inspect", "h5"])
+        .swarm_inspect(&["node", "inspect", "h5"])
         .unwrap();
-    let inspect: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(inspect[0]["Spec"]["Labels"]["k49"], "1499");
 }
 
@@ -515,21 +514,19 @@ fn managers_listen_where_init_join_and_the_daemon_say() {
     let info = swarm_info(&topology, 1);
     assert_eq!(info["Raft"]["Voters"], 2, "{info}");
     assert_eq!(info["LeaderAddr"], "198.18.0.1:4242");
-    let text = topology
+    let inspect = topology
         .daemon(0)
-        .swarm_ok(&["node", "inspect", "h2"])
+        .swarm_inspect(&["node", "inspect", "h2"])
         .unwrap();
-    let inspect: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(inspect[0]["ManagerStatus"]["Addr"], "198.18.0.2:4343");
     topology
         .daemon(2)
         .swarm_ok(&["join", "--token", token.trim(), "198.18.0.2:4343"])
         .unwrap();
-    let text = topology
+    let inspect = topology
         .daemon(1)
-        .swarm_ok(&["node", "inspect", "h3"])
+        .swarm_inspect(&["node", "inspect", "h3"])
         .unwrap();
-    let inspect: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(inspect[0]["ManagerStatus"]["Addr"], "198.18.0.3:4545");
     assert_eq!(swarm_info(&topology, 2)["Raft"]["Voters"], 3);
     // A write through h3 commits, replicated to managers on three ports.

@@ -609,9 +609,8 @@ fn drain_labels_global_services_and_a_late_joiner() {
     });
     let inspect = topology
         .daemon(0)
-        .swarm_ok(&["node", "inspect", "h4"])
+        .swarm_inspect(&["node", "inspect", "h4"])
         .unwrap();
-    let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     let cpus = inspect[0]["Description"]["Resources"]["NanoCPUs"]
         .as_u64()
         .unwrap();
@@ -711,11 +710,10 @@ fn rolling_update_start_first_a_failed_update_rolls_back_and_tasks_reach_vips() 
         .map(|t| t.0)
         .collect();
     assert!(before.is_disjoint(&after), "every task replaced");
-    let text = topology
+    let inspect = topology
         .daemon(0)
-        .swarm_ok(&["service", "inspect", "api"])
+        .swarm_inspect(&["service", "inspect", "api"])
         .unwrap();
-    let inspect: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(inspect[0]["UpdateStatus"]["State"], "completed");
     assert!(
         inspect[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
@@ -760,11 +758,10 @@ fn rolling_update_start_first_a_failed_update_rolls_back_and_tasks_reach_vips() 
         .swarm(&["service", "update", "--args", "false", "api"])
         .unwrap();
     wait_until("the failed update rolled back", || {
-        let text = topology
+        let inspect = topology
             .daemon(0)
-            .swarm_ok(&["service", "inspect", "api"])
+            .swarm_inspect(&["service", "inspect", "api"])
             .map_err(|e| e.to_string())?;
-        let inspect: serde_json::Value = serde_json::from_str(&text).unwrap();
         let state = inspect[0]["UpdateStatus"]["State"].clone();
         let args = inspect[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Args"].clone();
         (state == "rollback_completed" && args.to_string().contains("httpd"))

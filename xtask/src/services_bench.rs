@@ -274,8 +274,7 @@ pub fn endpoint_convergence() -> anyhow::Result<ConvergenceFigures> {
     }
     let daemon = topology.daemon(0);
     daemon.swarm_ok(&["network", "create", "-d", "overlay", "spread"])?;
-    let network: serde_json::Value =
-        serde_json::from_str(&daemon.swarm_ok(&["network", "inspect", "spread"])?)?;
+    let network = daemon.swarm_inspect(&["network", "inspect", "spread"])?;
     let network_id = network[0]["Id"].as_str().unwrap_or_default().to_owned();
     let endpoint_s = endpoint_samples(&topology, &network_id)?;
     let (dns_scale_s, dns_dead_node_s) = dns_follows(&mut topology, &network_id)?;

@@ -676,9 +676,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             if let Some(period) = gossip_key_rotation {
                 let secs = period.as_secs();
-                if secs < 2 {
+                let least = crate::cluster::state::MIN_GOSSIP_KEY_ROTATION;
+                if secs < least.as_secs() {
                     anyhow::bail!(
-                        "--gossip-key-rotation {period:?} is too short: a key must reach every node before the next; use at least 2s"
+                        "--gossip-key-rotation {period:?} is too short: a key must reach every node before the next; use at least {least:?}"
                     );
                 }
                 print_notes(call(

@@ -101,7 +101,7 @@ pub async fn run(
             None => None,
         };
         let executor = executor.clone();
-        let (reports, local_endpoints) = tokio::task::spawn_blocking(move || {
+        let (reports, published) = tokio::task::spawn_blocking(move || {
             let mut executor = executor.lock().unwrap_or_else(|p| p.into_inner());
             executor.gossiped = gossiped;
             let reports = executor.reconcile(&view);
@@ -110,7 +110,7 @@ pub async fn run(
         .await
         .unwrap_or_default();
         if let Some(running) = &gossip {
-            running.publish(&local_endpoints).await;
+            running.publish(&published).await;
         }
         // Newer reports of a task replace older unsent ones.
         unsent.retain(|(id, _)| !reports.iter().any(|(r, _)| r == id));
@@ -714,19 +714,6 @@ impl Executor {
         published
     }
 
-    /// The endpoints of this node's started tasks.
-    fn local_endpoints(&self, view: &NodeView) -> BTreeSet<(u32, Ipv4Addr)> {
-        view.tasks
-            .iter()
-            .filter(|task| {
-                self.tasks.get(&task.id).is_some_and(|local| {
-                    matches!(local.state, TaskState::Starting | TaskState::Running)
-                })
-            })
-            .flat_map(|task| task.addresses.iter().copied())
-            .collect()
-    }
-
     /// Remote endpoints: the managers' word, less what sits on nodes gossip
     /// holds dead, overridden and completed by what live nodes gossip.
     fn sync_remotes(&mut self, view: &NodeView) {
@@ -741,9 +728,9 @@ impl Executor {
             .map(|r| ((r.vni, r.ip), r.clone()))
             .collect();
         if let Some(gossiped) = &self.gossiped {
-            let local = self.local_endpoints(view);
+            let local = self.published_endpoints(view);
             for endpoint in &gossiped.endpoints {
-                if !local.contains(&(endpoint.vni, endpoint.ip)) {
+                if !local.contains_key(&(endpoint.vni, endpoint.ip)) {
                     by_address.insert((endpoint.vni, endpoint.ip), endpoint.clone());
                 }
             }

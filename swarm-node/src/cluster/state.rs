@@ -261,6 +261,16 @@ pub enum CommandResult {
     Refused(String),
 }
 
+impl Command {
+    /// A fresh gossip key, made at `at` (seconds since the epoch).
+    pub fn rotate_gossip_key(at: u64) -> Self {
+        Command::RotateGossipKey {
+            key: crate::gossip::transport::new_key_hex(),
+            at,
+        }
+    }
+}
+
 impl ClusterState {
     /// How often the leader rotates the gossip key.
     pub fn gossip_key_rotation(&self) -> Duration {

@@ -221,7 +221,7 @@ impl Membership {
         }
         // Renewed here, or by the agent through another manager: present it
         // from the next handshake on; open connections carry on.
-        let Some(cluster) = self.lock().as_ref().map(|c| {
+        let Some((cert_pem, key_pem, ca_pem)) = self.lock().as_ref().map(|c| {
             (
                 c.certificate.cert_pem.clone(),
                 c.certificate.key_pem.clone(),
@@ -230,7 +230,6 @@ impl Membership {
         }) else {
             return;
         };
-        let (cert_pem, key_pem, ca_pem) = cluster;
         if self
             .served_certificate
             .cert_pem()

@@ -158,10 +158,7 @@ impl Membership {
             Request::SwarmServiceRemove { services } => self.remove_services(services),
             Request::SwarmServiceLogs { reference, tail } => self.service_logs(reference, *tail),
             Request::SwarmRotateGossipKey => self
-                .commit_here(Command::RotateGossipKey {
-                    key: crate::gossip::transport::new_key_hex(),
-                    at: lifecycle::now_secs(),
-                })
+                .commit_here(Command::rotate_gossip_key(lifecycle::now_secs()))
                 .map(|()| Response::Notes(vec!["Gossip key rotated.".into()])),
             Request::SwarmSetGossipKeyRotation { secs } => self
                 .commit_here(Command::SetGossipKeyRotation { secs: *secs })
@@ -258,10 +255,7 @@ impl Membership {
     pub(super) fn remove_voter_here(&self, node_id: &str) -> Result<(), ClusterError> {
         let raft = self.require_raft()?;
         let id = raft::raft_id(node_id);
-        let is_member = || {
-            let membership = raft.metrics().membership_config.membership().clone();
-            membership.voter_ids().any(|v| v == id) || membership.get_node(&id).is_some()
-        };
+        let is_member = || raft.holds(node_id);
         if !is_member() {
             return Ok(());
         }

@@ -396,18 +396,14 @@ impl Membership {
     /// the joint configuration uncommitted for good.
     pub fn authorize_raft_peer(&self, subject: &CertificateSubject) -> Result<(), ClusterError> {
         let as_manager = self.authorize_manager(subject);
-        if as_manager.is_err() && self.authorize_member(subject).is_ok() {
-            let id = raft::raft_id(&subject.node_id);
-            let still_member = self.raft().is_some_and(|node| {
-                let metrics = node.metrics();
-                let membership = metrics.membership_config.membership();
-                membership.voter_ids().any(|v| v == id) || membership.get_node(&id).is_some()
-            });
-            if still_member {
-                return Ok(());
-            }
+        let still_member = || {
+            self.authorize_member(subject).is_ok()
+                && self.raft().is_some_and(|node| node.holds(&subject.node_id))
+        };
+        match as_manager {
+            Err(_) if still_member() => Ok(()),
+            other => other,
         }
-        as_manager
     }
 
     fn authorize_member(&self, subject: &CertificateSubject) -> Result<(), ClusterError> {

@@ -314,10 +314,7 @@ impl Membership {
         let now = now_millis() / 1000;
         if self.read_store(|s| s.gossip_key_due(now))? {
             tracing::info!("rotating the gossip key");
-            self.commit_here(Command::RotateGossipKey {
-                key: crate::gossip::transport::new_key_hex(),
-                at: now,
-            })?;
+            self.commit_here(Command::rotate_gossip_key(now))?;
         }
         Ok(())
     }

@@ -165,6 +165,16 @@ impl RaftNode {
         metrics.current_leader == Some(self.id) && metrics.state == openraft::ServerState::Leader
     }
 
+    /// Whether Raft's membership (the effective one, perhaps a joint
+    /// configuration still committing) holds node `node_id`, as a voter or
+    /// a learner.
+    pub fn holds(&self, node_id: &str) -> bool {
+        let id = raft_id(node_id);
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        membership.voter_ids().any(|v| v == id) || membership.get_node(&id).is_some()
+    }
+
     /// The leader's address, if one is known.
     pub fn leader(&self) -> Option<Member> {
         let metrics = self.metrics();
