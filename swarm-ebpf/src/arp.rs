@@ -1,12 +1,13 @@
 //! The ARP responder: tasks never see an ARP request leave their veth; the
 //! data plane answers for the gateway, service VIPs and every endpoint it knows.
 
-use swarm_common::stats::DropReason;
+use swarm_common::stats::{DropReason, PacketKind};
 
 use crate::{
     lb, overlay,
     packet::{Packet, ptr_at_mut},
-    parse::{ETH_HLEN, EthHdr},
+    parse::{ETH_HLEN, ETH_P_IPV4, EthHdr},
+    stats,
 };
 
 const ARPHRD_ETHER: u16 = 1;
@@ -28,10 +29,23 @@ pub struct ArpEthIpv4 {
 }
 
 /// Turns the ARP request in `packet` into the reply, in place, when the
-/// target is `gateway_ip` or an endpoint on `vni`. The frame then goes back
-/// the way it came. Returns the drop reason otherwise.
+/// target is `gateway_ip` or an endpoint on `vni`, and counts it. The frame
+/// then goes back the way it came. Returns the drop reason otherwise.
 #[inline(always)]
-pub fn answer_in_place<P: Packet>(
+pub fn answer<P: Packet>(
+    packet: &P,
+    vni: u32,
+    gateway_ip: u32,
+    gateway_mac: [u8; 6],
+    bytes: usize,
+) -> Result<(), DropReason> {
+    answer_in_place(packet, vni, gateway_ip, gateway_mac)?;
+    stats::count(PacketKind::OverlayArpReplied, bytes);
+    Ok(())
+}
+
+#[inline(always)]
+fn answer_in_place<P: Packet>(
     packet: &P,
     vni: u32,
     gateway_ip: u32,
@@ -42,7 +56,7 @@ pub fn answer_in_place<P: Packet>(
     // SAFETY: both pointers were bounds-checked by ptr_at_mut.
     unsafe {
         if u16::from_be((*arp).htype) != ARPHRD_ETHER
-            || u16::from_be((*arp).ptype) != crate::parse::ETH_P_IPV4
+            || u16::from_be((*arp).ptype) != ETH_P_IPV4
             || (*arp).hlen != 6
             || (*arp).plen != 4
             || u16::from_be((*arp).oper) != ARPOP_REQUEST

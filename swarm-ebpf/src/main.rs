@@ -1,7 +1,16 @@
-//! swarm's data-plane programs. One module per hook; shared modules per concern.
+//! swarm's data-plane programs. A program's entry point counts its drops:
+//! everything below it returns the reason.
 #![no_std]
 #![no_main]
 
+// Programs, one file each, named after the program.
+mod from_task;
+mod from_tunnel;
+mod mesh_tc;
+mod underlay_tc;
+mod underlay_xdp;
+
+// Shared, one module per concern; none uses a program file.
 mod arp;
 mod conntrack;
 mod lb;
@@ -10,14 +19,11 @@ mod nat;
 mod overlay;
 mod packet;
 mod parse;
+mod redirect;
 mod reset;
 mod service;
 mod stats;
-mod tc_task_ingress;
-mod tc_underlay_ingress;
-mod tc_vxlan_ingress;
 mod underlay;
-mod underlay_xdp;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -92,3 +92,10 @@ pub fn ptr_at<P: Packet, T>(packet: &P, offset: usize) -> Option<*const T> {
 pub fn ptr_at_mut<P: Packet, T>(packet: &P, offset: usize) -> Option<*mut T> {
     ptr_at::<P, T>(packet, offset).map(|p| p as *mut T)
 }
+
+/// The interface the skb arrived on.
+#[inline(always)]
+pub fn ingress_ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    unsafe { (*ctx.skb.skb).ifindex }
+}

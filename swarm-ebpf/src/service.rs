@@ -19,23 +19,17 @@ use crate::{
     overlay,
     packet::ptr_at_mut,
     parse::EthHdr,
-    reset, stats,
+    redirect, reset,
+    stats::{self, Dropped},
 };
-
-/// What became of a packet the service code looked at.
-pub enum Outcome {
-    /// Not a service's business, or rewritten: forward it as usual.
-    Forward,
-    /// Handled: return this verdict.
-    Done(i32),
-}
 
 /// A packet from the task behind `ifindex` on network `vni`: if it is for a
 /// VIP, it gets its flow's backend as destination (a new flow its backend
 /// first). TCP that cannot be served is answered with a reset into the task.
 /// A task given itself as backend (hairpin) also gets `gateway_ip` as source,
 /// or its own kernel would take the packet for a martian and its replies
-/// would never pass through here to be rewritten back.
+/// would never pass through here to be rewritten back. `Ok` means: forward
+/// the packet as usual.
 #[inline(always)]
 pub fn from_task_to_vip(
     ctx: &TcContext,
@@ -43,31 +37,23 @@ pub fn from_task_to_vip(
     gateway_ip: u32,
     ifindex: u32,
     bytes: usize,
-) -> Outcome {
+) -> Result<(), Dropped> {
     let Some(daddr) = nat::ipv4_daddr(ctx) else {
-        return Outcome::Forward;
+        return Ok(());
     };
     let Some(frontend) = lb::vip(vni, daddr) else {
-        return Outcome::Forward;
+        return Ok(());
     };
-    let flow = match nat::flow(ctx) {
-        Ok(flow) => flow,
-        Err(reason) => return Outcome::Done(overlay::drop(reason, bytes)),
-    };
+    let flow = nat::flow(ctx)?;
     let origin = Origin::Task { gateway_ip };
-    let backend = match forward_entry(&flow, &frontend, vni, origin) {
-        Ok(backend) => backend,
-        Err(reason) => return Outcome::Done(refuse(ctx, &flow, reason, ifindex, bytes)),
-    };
-    let mut rewritten = nat::rewrite_addr(ctx, flow.protocol, IP_DADDR_OFF, daddr, backend);
-    if backend == flow.saddr && rewritten.is_ok() {
-        rewritten = nat::rewrite_addr(ctx, flow.protocol, IP_SADDR_OFF, flow.saddr, gateway_ip);
-    }
-    if let Err(reason) = rewritten {
-        return Outcome::Done(overlay::drop(reason, bytes));
+    let backend = forward_entry(&flow, &frontend, vni, origin)
+        .map_err(|reason| refuse(ctx, &flow, reason, ifindex, bytes))?;
+    nat::rewrite_addr(ctx, flow.protocol, IP_DADDR_OFF, daddr, backend)?;
+    if backend == flow.saddr {
+        nat::rewrite_addr(ctx, flow.protocol, IP_SADDR_OFF, flow.saddr, gateway_ip)?;
     }
     stats::count(PacketKind::ServiceDnat, bytes);
-    Outcome::Forward
+    Ok(())
 }
 
 /// Where a new flow came from, for its reply entry.
@@ -158,18 +144,26 @@ pub fn forward_entry(
     Ok(backend)
 }
 
-/// A TCP packet that cannot be served becomes a reset sent back out of
-/// `ifindex`, the interface it came from (a task's veth: into the task; the
-/// underlay: to the client); anything else is dropped with `reason`.
+/// A packet that cannot be served, dropped with `reason`; TCP is answered
+/// with a reset sent back out of `ifindex`, the interface it came from (a
+/// task's veth: into the task; the underlay: to the client).
 #[inline(always)]
-pub fn refuse(ctx: &TcContext, flow: &Flow, reason: DropReason, ifindex: u32, bytes: usize) -> i32 {
-    let verdict = overlay::drop(reason, bytes);
+pub fn refuse(
+    ctx: &TcContext,
+    flow: &Flow,
+    reason: DropReason,
+    ifindex: u32,
+    bytes: usize,
+) -> Dropped {
     if !flow.is_tcp() || reset::reply_in_place(ctx).is_err() {
-        return verdict;
+        return reason.into();
     }
     stats::count(PacketKind::ResetSent, bytes);
-    // SAFETY: plain helper call.
-    unsafe { bpf_redirect(ifindex, 0) as i32 }
+    Dropped {
+        reason,
+        // SAFETY: plain helper call.
+        verdict: unsafe { bpf_redirect(ifindex, 0) as i32 },
+    }
 }
 
 /// Into the local task behind `ifindex`, a backend's reply first rewritten
@@ -181,27 +175,25 @@ pub fn deliver_to_task(
     ifindex: u32,
     kind: PacketKind,
     bytes: usize,
-) -> i32 {
-    if let Some(flow) = flow
-        && let Err(verdict) = reverse_nat_to_task(ctx, flow, bytes)
-    {
-        return verdict;
+) -> Result<i32, DropReason> {
+    if let Some(flow) = flow {
+        reverse_nat_to_task(ctx, flow, bytes)?;
     }
-    overlay::deliver_local(ifindex, kind, bytes)
+    Ok(redirect::to_task(ifindex, kind, bytes))
 }
 
 /// A backend's reply (`flow`, the packet's own) about to be delivered to a
 /// local task: its source goes back to the VIP the task dialled. Other
 /// packets pass unchanged.
 #[inline(always)]
-fn reverse_nat_to_task(ctx: &TcContext, flow: &Flow, bytes: usize) -> Result<(), i32> {
+fn reverse_nat_to_task(ctx: &TcContext, flow: &Flow, bytes: usize) -> Result<(), DropReason> {
     let Some(entry) = conntrack::lookup(&conntrack::key(flow, CT_REPLY), flow) else {
         return Ok(());
     };
     if entry.flags & CT_FLAG_MESH != 0 {
         return Ok(());
     }
-    unreverse(ctx, flow, &entry).map_err(|reason| overlay::drop(reason, bytes))?;
+    unreverse(ctx, flow, &entry)?;
     stats::count(PacketKind::ServiceReverseNat, bytes);
     Ok(())
 }
@@ -213,31 +205,24 @@ fn unreverse(ctx: &TcContext, flow: &Flow, entry: &CtEntry) -> Result<(), DropRe
 }
 
 /// A packet for an address that is no endpoint on its network: a backend's
-/// reply to a routing-mesh client (or a task's hairpin reply to itself);
-/// anything else is dropped as an unknown destination.
+/// reply to a routing-mesh client (or a task's hairpin reply to itself),
+/// sent out to the client when this node took the connection, or back
+/// through the tunnel to the node that did. Anything else is dropped as an
+/// unknown destination.
 #[inline(always)]
-pub fn to_outside(ctx: &TcContext, bytes: usize) -> i32 {
-    outside_reply(ctx, bytes)
-        .unwrap_or_else(|| overlay::drop(DropReason::UnknownDestination, bytes))
-}
-
-/// A mesh reply is sent out to the client when this node took the
-/// connection, or back through the tunnel to the node that did. `None` when
-/// the packet is no reply this node knows.
-#[inline(always)]
-fn outside_reply(ctx: &TcContext, bytes: usize) -> Option<i32> {
-    let flow = nat::flow(ctx).ok()?;
+pub fn to_outside(ctx: &TcContext, bytes: usize) -> Result<i32, DropReason> {
+    // Whatever is no reply this node knows.
+    const UNKNOWN: DropReason = DropReason::UnknownDestination;
+    let flow = nat::flow(ctx).map_err(|_| UNKNOWN)?;
     if let Some(entry) = conntrack::lookup(&conntrack::key(&flow, CT_REPLY), &flow) {
         if entry.flags & CT_FLAG_HAIRPIN != 0 {
-            return Some(hairpin_reply(ctx, &flow, &entry, bytes));
+            return hairpin_reply(ctx, &flow, &entry, bytes);
         }
         if entry.flags & CT_FLAG_MESH == 0 {
-            return None;
+            return Err(UNKNOWN);
         }
-        if let Err(reason) = unreverse(ctx, &flow, &entry) {
-            return Some(overlay::drop(reason, bytes));
-        }
-        let eth: *mut EthHdr = ptr_at_mut(ctx, 0)?;
+        unreverse(ctx, &flow, &entry)?;
+        let eth: *mut EthHdr = ptr_at_mut(ctx, 0).ok_or(UNKNOWN)?;
         // SAFETY: bounds-checked by ptr_at_mut.
         unsafe {
             (*eth).dst = entry.client_mac;
@@ -245,32 +230,34 @@ fn outside_reply(ctx: &TcContext, bytes: usize) -> Option<i32> {
         }
         stats::count(PacketKind::MeshOut, bytes);
         // SAFETY: plain helper call.
-        return Some(unsafe { bpf_redirect(entry.ifindex, 0) as i32 });
+        return Ok(unsafe { bpf_redirect(entry.ifindex, 0) as i32 });
     }
-    let entry = conntrack::lookup(&conntrack::key(&flow, CT_RETURN), &flow)?;
+    let entry = conntrack::lookup(&conntrack::key(&flow, CT_RETURN), &flow).ok_or(UNKNOWN)?;
     stats::count(PacketKind::MeshReturn, bytes);
-    Some(overlay::send_to_node(ctx, entry.vni, entry.nat_ip, bytes))
+    redirect::to_node(ctx, entry.vni, entry.nat_ip, bytes)
 }
 
 /// A task's reply to itself through a VIP: from the VIP, back to the task.
 #[inline(always)]
-fn hairpin_reply(ctx: &TcContext, flow: &Flow, entry: &CtEntry, bytes: usize) -> i32 {
+fn hairpin_reply(
+    ctx: &TcContext,
+    flow: &Flow,
+    entry: &CtEntry,
+    bytes: usize,
+) -> Result<i32, DropReason> {
     let task = flow.saddr;
-    let rewritten = unreverse(ctx, flow, entry)
-        .and_then(|()| nat::rewrite_addr(ctx, flow.protocol, IP_DADDR_OFF, flow.daddr, task));
-    if let Err(reason) = rewritten {
-        return overlay::drop(reason, bytes);
-    }
-    let Some(endpoint) = overlay::endpoint(entry.vni, task).copied() else {
-        return overlay::drop(DropReason::UnknownDestination, bytes);
-    };
-    let Some(eth) = ptr_at_mut::<_, EthHdr>(ctx, 0) else {
-        return overlay::drop(DropReason::EthTruncated, bytes);
-    };
+    unreverse(ctx, flow, entry)?;
+    nat::rewrite_addr(ctx, flow.protocol, IP_DADDR_OFF, flow.daddr, task)?;
+    let endpoint = overlay::endpoint(entry.vni, task).ok_or(DropReason::UnknownDestination)?;
+    let eth: *mut EthHdr = ptr_at_mut(ctx, 0).ok_or(DropReason::EthTruncated)?;
     // SAFETY: bounds-checked by ptr_at_mut.
     unsafe { (*eth).dst = endpoint.mac };
     stats::count(PacketKind::ServiceReverseNat, bytes);
-    overlay::deliver_local(endpoint.ifindex, PacketKind::OverlayLocal, bytes)
+    Ok(redirect::to_task(
+        endpoint.ifindex,
+        PacketKind::OverlayLocal,
+        bytes,
+    ))
 }
 
 /// A decapsulated request from an outside client to a local backend on an

@@ -1,6 +1,10 @@
 //! Per-CPU packet and drop counters, pinned so they outlive a daemon restart.
+//!
+//! A drop is counted in one place: a program's `try_*` returns its reason
+//! (a `DropReason`, or a `Dropped` where the packet may be answered with a
+//! reset), and the entry point counts it.
 
-use aya_ebpf::{macros::map, maps::PerCpuArray};
+use aya_ebpf::{bindings::TC_ACT_SHOT, macros::map, maps::PerCpuArray};
 use swarm_common::stats::{Counter, DropReason, PacketKind};
 
 #[map(name = "sw_pkt_count")]
@@ -37,4 +41,23 @@ pub fn count_drop(reason: DropReason, bytes: usize) {
 pub fn count_overlay_drop(reason: DropReason, bytes: usize) {
     bump(&DROP_COUNTERS, reason as u32, bytes);
     count(PacketKind::OverlayDropped, bytes);
+}
+
+/// A packet a TC program does not forward, on its way to the entry point to
+/// be counted under `reason`.
+pub struct Dropped {
+    pub reason: DropReason,
+    /// `TC_ACT_SHOT`, or the redirect of the answer the packet was turned
+    /// into (a TCP reset): a refused packet still counts as dropped.
+    pub verdict: i32,
+}
+
+impl From<DropReason> for Dropped {
+    #[inline(always)]
+    fn from(reason: DropReason) -> Self {
+        Dropped {
+            reason,
+            verdict: TC_ACT_SHOT,
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! What the underlay hook does, whichever hook it runs in (XDP or TC): count
 //! every frame per protocol and reject malformed ones with a reason.
 
-use swarm_common::stats::PacketKind;
+use swarm_common::stats::{DropReason, PacketKind};
 
 use crate::{
     packet::Packet,
@@ -13,19 +13,12 @@ use crate::{
 #[unsafe(no_mangle)]
 static DATA_PATH_PORT: u16 = swarm_common::DEFAULT_DATA_PATH_PORT;
 
-/// Counts the frame and says whether it may pass; a malformed frame is
-/// counted under its drop reason and must be dropped by the caller.
+/// Counts the frame per protocol and lets it pass, or returns why a
+/// malformed one is dropped.
 #[inline(always)]
-pub fn inspect<P: Packet>(packet: &P, bytes: usize) -> bool {
+pub fn inspect<P: Packet>(packet: &P, bytes: usize) -> Result<(), DropReason> {
     stats::count(PacketKind::Received, bytes);
-
-    let frame = match parse::classify(packet) {
-        Ok(frame) => frame,
-        Err(reason) => {
-            stats::count_drop(reason, bytes);
-            return false;
-        }
-    };
+    let frame = parse::classify(packet)?;
 
     let l3 = match frame.l3 {
         L3::Arp => PacketKind::Arp,
@@ -56,5 +49,5 @@ pub fn inspect<P: Packet>(packet: &P, bytes: usize) -> bool {
     }
 
     stats::count(PacketKind::Passed, bytes);
-    true
+    Ok(())
 }
