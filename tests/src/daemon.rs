@@ -196,6 +196,32 @@ impl Daemon {
             .with_context(|| format!("no {kind} counter {name} on {}", self.host))
     }
 
+    /// Waits until each `(kind, name, at_least)` counter of `swarm dataplane
+    /// stats` has counted at least `at_least`: for a test that sent packets,
+    /// before it reads exactly what was counted. Panics after
+    /// [`crate::PATIENCE`], with the counts last seen.
+    pub fn wait_for_counters(&self, expected: &[(&str, &str, u64)]) {
+        crate::wait_until(&format!("{} counted {expected:?}", self.host), || {
+            let rows = self
+                .swarm_json(&["dataplane", "stats"])
+                .map_err(|e| e.to_string())?;
+            let counted: Vec<Option<u64>> = expected
+                .iter()
+                .map(|(kind, name, _)| {
+                    rows.iter()
+                        .find(|row| row["Kind"] == *kind && row["Counter"] == *name)
+                        .and_then(|row| row["Packets"].as_u64())
+                })
+                .collect();
+            expected
+                .iter()
+                .zip(&counted)
+                .all(|((_, _, at_least), got)| got.is_some_and(|got| got >= *at_least))
+                .then_some(())
+                .ok_or(format!("counted {counted:?}"))
+        });
+    }
+
     pub fn node_id(&self) -> anyhow::Result<String> {
         Ok(fs::read_to_string(self.data_dir.join("node-id"))?
             .trim()

@@ -13,12 +13,14 @@ mod overlay;
 pub mod packets;
 mod raw;
 pub mod servers;
+mod swarm;
 mod topology;
 
 pub use daemon::{Daemon, swarm_bin};
 pub use netns::{Netns, in_netns, spawn_in_netns, sweep_stale};
 pub use overlay::OverlayTask;
 pub use raw::send_raw_frames;
+pub use swarm::{Formed, Swarm};
 pub use topology::{Host, Topology, TopologyOptions, UNDERLAY_PREFIX_LEN};
 
 /// A native task (`service create ... WEB_TASK`) that answers HTTP on port
@@ -105,19 +107,47 @@ pub fn require_root() {
     );
 }
 
-/// Polls `check` until it passes, or panics after `patience` saying what it
-/// waited for and the last thing `check` reported.
-pub fn wait_until(
+/// How long [`wait_until`] waits for what it polls: generous, for a busy
+/// 2-core VM.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often the waits poll.
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Polls `check` until it passes, or panics after [`PATIENCE`] saying what
+/// it waited for and the last thing `check` reported.
+pub fn wait_until(what: &str, check: impl FnMut() -> Result<(), String>) {
+    wait_until_within(what, PATIENCE, check);
+}
+
+/// [`wait_until`] with `patience` instead of [`PATIENCE`].
+pub fn wait_until_within(
+    what: &str,
+    patience: std::time::Duration,
+    check: impl FnMut() -> Result<(), String>,
+) {
+    if let Err(e) = try_wait_until(what, patience, check) {
+        panic!("{e}");
+    }
+}
+
+/// Polls `check` until it passes; after `patience`, an error saying what it
+/// waited for and the last thing `check` reported (`never WHAT: LAST`). For
+/// callers that report errors rather than panic: the harness, the demo and
+/// the benches.
+pub fn try_wait_until(
     what: &str,
     patience: std::time::Duration,
     mut check: impl FnMut() -> Result<(), String>,
-) {
+) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + patience;
     loop {
         match check() {
-            Ok(()) => return,
-            Err(last) if std::time::Instant::now() >= deadline => panic!("never {what}: {last}"),
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            Ok(()) => return Ok(()),
+            Err(last) if std::time::Instant::now() >= deadline => {
+                anyhow::bail!("never {what}: {last}")
+            }
+            Err(_) => std::thread::sleep(POLL_INTERVAL),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The first manager of a swarm: `swarm init`, join tokens, `node ls`,
 //! `leave`, and the cluster kept across a daemon crash.
 
-use swarm_tests::{Topology, TopologyOptions};
+use std::time::Duration;
+
+use swarm_tests::{Swarm, Topology, TopologyOptions, wait_until_within};
 
 fn swarm_info(topology: &Topology) -> serde_json::Value {
     topology.daemon(0).swarm_json(&["info"]).unwrap()[0]["Swarm"].clone()
@@ -230,14 +232,12 @@ fn workers_join_over_tls_with_a_pinned_ca_and_bad_tokens_are_refused() {
 /// Two hosts: h1 runs `swarm init` with `init_flags`, h2 joins as a worker
 /// and reports Ready.
 fn swarm_of_two(init_flags: &[&str]) -> Topology {
-    let mut topology = Topology::new(&TopologyOptions::new("swt", 2)).unwrap();
-    topology.start_daemons().unwrap();
-    let mut init = vec!["init"];
-    init.extend_from_slice(init_flags);
-    topology.daemon(0).swarm_ok(&init).unwrap();
-    topology.join(1, "worker", 0).unwrap();
-    wait_for_status(&topology, "h2", "Ready");
-    topology
+    Swarm::new()
+        .init_args(init_flags)
+        .workers([1])
+        .patience(STATUS_PATIENCE)
+        .start(&TopologyOptions::new("swt", 2))
+        .unwrap()
 }
 
 /// How many nodes the manager (h1) lists.
@@ -249,21 +249,22 @@ fn node_count(topology: &Topology) -> usize {
         .len()
 }
 
+/// How long the manager's `node ls` may take to show a node's new status.
+const STATUS_PATIENCE: Duration = Duration::from_secs(15);
+
 /// Polls `node ls` on the manager until `hostname` shows `status`.
 fn wait_for_status(topology: &Topology, hostname: &str, status: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let rows = topology.daemon(0).swarm_json(&["node", "ls"]).unwrap();
-        let row = rows.iter().find(|r| r["Hostname"] == hostname).unwrap();
-        if row["Status"] == status {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{hostname} never became {status}: {row}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    wait_until_within(
+        &format!("{hostname} became {status}"),
+        STATUS_PATIENCE,
+        || {
+            let rows = topology.daemon(0).swarm_json(&["node", "ls"]).unwrap();
+            let row = rows.iter().find(|r| r["Hostname"] == hostname).unwrap();
+            (row["Status"] == status)
+                .then_some(())
+                .ok_or(format!("{row}"))
+        },
+    );
 }
 
 #[test]
@@ -349,7 +350,7 @@ fn certificates_renew_before_they_expire_without_the_node_going_down() {
 
     // Twice the certificates' lifetime: without renewal both would have
     // lapsed and every heartbeat's TLS handshake would fail.
-    std::thread::sleep(std::time::Duration::from_secs(12));
+    std::thread::sleep(Duration::from_secs(12));
     assert_ne!(cert_of(0), manager_cert, "the manager renewed its own");
     assert_ne!(cert_of(1), worker_cert, "the worker got a new one");
     let rows = topology.daemon(0).swarm_json(&["node", "ls"]).unwrap();

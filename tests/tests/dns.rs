@@ -5,20 +5,13 @@
 use std::{
     collections::BTreeSet,
     net::{Ipv4Addr, UdpSocket},
-    time::Duration,
 };
 
-use swarm_tests::{Topology, TopologyOptions, spawn_in_netns};
+use swarm_tests::{Swarm, Topology, TopologyOptions, spawn_in_netns, wait_until};
 
-/// What every wait here allows: a busy 2-core VM.
-const PATIENCE: Duration = Duration::from_secs(30);
 /// What the fake upstream resolver answers for every name.
 const UPSTREAM_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
 const WEB: &[&str] = swarm_tests::WEB_TASK;
-
-fn wait_until(what: &str, check: impl FnMut() -> Result<(), String>) {
-    swarm_tests::wait_until(what, PATIENCE, check);
-}
 
 /// A resolver in the client namespace that answers every A query with
 /// UPSTREAM_ANSWER: the upstream the daemons forward other names to.
@@ -118,9 +111,7 @@ fn tasks_resolve_services_task_lists_and_task_names_on_shared_networks() {
     assert_eq!(topology.client.addr, Ipv4Addr::new(198, 18, 0, 100));
     fake_upstream(&topology);
     topology.start_daemons().unwrap();
-    topology.daemon(0).swarm_ok(&["init"]).unwrap();
-    topology.join(1, "worker", 0).unwrap();
-    topology.join(2, "worker", 0).unwrap();
+    Swarm::new().workers([1, 2]).form(&topology).unwrap();
     for network in ["back", "front"] {
         topology
             .daemon(0)

@@ -10,26 +10,18 @@ use std::{
     time::Duration,
 };
 
-use swarm_tests::{Topology, TopologyOptions, in_netns, servers::http_get};
+use swarm_tests::{Swarm, Topology, TopologyOptions, in_netns, servers::http_get, wait_until};
 
-const PATIENCE: Duration = Duration::from_secs(30);
 const GOSSIP_PORT: u16 = 7946;
 
-fn wait_until(what: &str, check: impl FnMut() -> Result<(), String>) {
-    swarm_tests::wait_until(what, PATIENCE, check);
-}
-
 /// h1 inits (with `init_args`), the others join as workers; returns once
-/// each gossips.
+/// every node is Ready and each gossips.
 fn swarm(tag: &str, hosts: usize, init_args: &[&str]) -> Topology {
-    let mut topology = Topology::new(&TopologyOptions::new(tag, hosts)).unwrap();
-    topology.start_daemons().unwrap();
-    let mut init = vec!["init"];
-    init.extend_from_slice(init_args);
-    topology.daemon(0).swarm_ok(&init).unwrap();
-    for host in 1..hosts {
-        topology.join(host, "worker", 0).unwrap();
-    }
+    let topology = Swarm::new()
+        .init_args(init_args)
+        .workers(1..hosts)
+        .start(&TopologyOptions::new(tag, hosts))
+        .unwrap();
     for host in 0..hosts {
         wait_until(&format!("h{} gossips", host + 1), || {
             let received = gossip_stat(&topology, host, "Received");
@@ -229,13 +221,21 @@ fn garbage_and_datagrams_sealed_with_another_key_are_dropped_and_counted() {
                 "malformed {malformed}->{m}, unauthenticated {unauthenticated}->{u}"
             ))
     });
-    // Gossip goes on, also across a key rotation.
+    // Gossip goes on, also across a key rotation: counted from when both
+    // nodes seal with the new key.
+    let old_key = key_id(&topology, 0);
     let out = topology
         .daemon(0)
         .swarm_ok(&["update", "--rotate-gossip-key"])
         .unwrap();
     assert_eq!(out.trim(), "Gossip key rotated.");
-    std::thread::sleep(Duration::from_secs(1));
+    wait_until("both nodes seal with the new key", || {
+        let keys: Vec<String> = (0..2).map(|h| key_id(&topology, h)).collect();
+        keys.iter()
+            .all(|key| *key != old_key && *key == keys[0])
+            .then_some(())
+            .ok_or(format!("{old_key} before; now {keys:?}"))
+    });
     for host in 0..2 {
         let received = gossip_stat(&topology, host, "Received");
         wait_until("gossip goes on after the rotation", || {

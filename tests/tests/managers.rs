@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use swarm_tests::{Topology, TopologyOptions};
+use swarm_tests::{Swarm, Topology, TopologyOptions, wait_until_within};
 
 const MANAGERS: [usize; 3] = [0, 1, 2];
 const WORKERS: [usize; 2] = [3, 4];
@@ -20,47 +20,25 @@ fn swarm_info(topology: &Topology, host: usize) -> serde_json::Value {
     topology.daemon(host).swarm_json(&["info"]).unwrap()[0]["Swarm"].clone()
 }
 
-/// Polls until `check` passes, or fails the test saying what it waited for.
-fn wait_until(what: &str, check: impl FnMut() -> Result<(), String>) {
-    swarm_tests::wait_until(what, PATIENCE, check);
-}
-
 /// h1 runs `swarm init`; h2 and h3 join as managers, h4 and h5 as workers.
 fn five_node_swarm() -> Topology {
     // h3 joins through h2, a follower: its admission is forwarded to the
     // leader, and so is its request to become a voter.
-    swarm(5, &[], &[(1, 0), (2, 1)], &WORKERS)
+    swarm(
+        5,
+        Swarm::new()
+            .manager_through(1, 0)
+            .manager_through(2, 1)
+            .workers(WORKERS),
+    )
 }
 
-/// `hosts` hosts; h1 runs `swarm init INIT_FLAGS`, each (host, through) in
-/// `managers` joins as a manager through that host, each of `workers` as a
-/// worker through h1; returns once every node is Ready.
-fn swarm(
-    hosts: usize,
-    init_flags: &[&str],
-    managers: &[(usize, usize)],
-    workers: &[usize],
-) -> Topology {
-    let mut topology = Topology::new(&TopologyOptions::new("swt", hosts)).unwrap();
-    topology.start_daemons().unwrap();
-    let mut init = vec!["init"];
-    init.extend_from_slice(init_flags);
-    topology.daemon(0).swarm_ok(&init).unwrap();
-    for &(host, through) in managers {
-        let out = topology.join(host, "manager", through).unwrap();
-        assert!(out.contains("joined a swarm as a manager"), "{out}");
-    }
-    for &host in workers {
-        topology.join(host, "worker", 0).unwrap();
-    }
-    let nodes = 1 + managers.len() + workers.len();
-    wait_for_rows(&topology, 0, |rows| {
-        let ready = rows.iter().filter(|r| r["Status"] == "Ready").count();
-        (ready == nodes)
-            .then_some(())
-            .ok_or(format!("{ready} of {nodes} Ready"))
-    });
-    topology
+/// `hosts` hosts with `spec` formed on them; returns once every node is
+/// Ready.
+fn swarm(hosts: usize, spec: Swarm) -> Topology {
+    spec.patience(PATIENCE)
+        .start(&TopologyOptions::new("swt", hosts))
+        .unwrap()
 }
 
 /// Polls `node ls` on `host` until `check` accepts its rows.
@@ -69,7 +47,7 @@ fn wait_for_rows(
     host: usize,
     check: impl Fn(&[serde_json::Value]) -> Result<(), String>,
 ) {
-    wait_until("saw the expected node list", || {
+    wait_until_within("saw the expected node list", PATIENCE, || {
         let rows = topology
             .daemon(host)
             .swarm_json(&["node", "ls"])
@@ -81,7 +59,7 @@ fn wait_for_rows(
 /// The manager that leads, as the managers in `among` agree.
 fn leader(topology: &Topology, among: &[usize]) -> usize {
     let mut found = None;
-    wait_until("agreed on a leader", || {
+    wait_until_within("agreed on a leader", PATIENCE, || {
         let leaders: Vec<usize> = among
             .iter()
             .copied()
@@ -148,7 +126,7 @@ fn last_applied(topology: &Topology, host: usize) -> u64 {
 
 /// Waits until manager `host` has applied all that manager `leader` has.
 fn wait_caught_up(topology: &Topology, host: usize, leader: usize) {
-    wait_until(&format!("h{} caught up", host + 1), || {
+    wait_until_within(&format!("h{} caught up", host + 1), PATIENCE, || {
         let (mine, theirs) = (last_applied(topology, host), last_applied(topology, leader));
         (mine >= theirs)
             .then_some(())
@@ -290,7 +268,7 @@ fn a_worker_is_promoted_to_manager_and_demoted_back() {
         "{out}"
     );
     // h4 renews its certificate as a manager, starts Raft and becomes a voter.
-    wait_until("h4 became a manager", || {
+    wait_until_within("h4 became a manager", PATIENCE, || {
         let info = swarm_info(&topology, 3);
         (info["ControlAvailable"] == true && info["Raft"]["Voters"] == 4)
             .then_some(())
@@ -313,7 +291,7 @@ fn a_worker_is_promoted_to_manager_and_demoted_back() {
         .swarm_ok(&["node", "demote", "h4"])
         .unwrap();
     assert!(out.contains("Manager h4 demoted in the swarm."), "{out}");
-    wait_until("h4 became a worker again", || {
+    wait_until_within("h4 became a worker again", PATIENCE, || {
         let info = swarm_info(&topology, 3);
         (info["ControlAvailable"] == false)
             .then_some(())
@@ -349,8 +327,9 @@ fn snapshots_bound_the_log_and_bring_a_new_manager_up_to_date() {
         .collect();
     topology.daemon(0).requests(&writes).unwrap();
     for host in MANAGERS {
-        wait_until(
+        wait_until_within(
             "every manager took a snapshot and dropped old entries",
+            PATIENCE,
             || {
                 let raft = swarm_info(&topology, host)["Raft"].clone();
                 let (snapshot, purged, last) = (
@@ -381,7 +360,7 @@ fn snapshots_bound_the_log_and_bring_a_new_manager_up_to_date() {
         })
         .max()
         .unwrap();
-    wait_until("h4 caught up from the snapshot", || {
+    wait_until_within("h4 caught up from the snapshot", PATIENCE, || {
         let info = swarm_info(&topology, 3);
         let raft = &info["Raft"];
         (info["Nodes"] == 5
@@ -455,7 +434,7 @@ fn assert_demoted_leader_left(topology: &Topology, first: usize) {
     let name = format!("h{}", first + 1);
     let rest: Vec<usize> = MANAGERS.into_iter().filter(|&h| h != first).collect();
     let next = leader(topology, &rest);
-    wait_until("the old leader became a worker", || {
+    wait_until_within("the old leader became a worker", PATIENCE, || {
         let info = swarm_info(topology, first);
         (info["ControlAvailable"] == false)
             .then_some(())
@@ -464,7 +443,7 @@ fn assert_demoted_leader_left(topology: &Topology, first: usize) {
     // The final configuration reaches both remaining managers (with the
     // next heartbeat when a new leader finished the change).
     for host in rest {
-        wait_until("2 managers and 2 voters", || {
+        wait_until_within("2 managers and 2 voters", PATIENCE, || {
             let info = swarm_info(topology, host);
             (info["Managers"] == 2 && info["Raft"]["Voters"] == 2)
                 .then_some(())
@@ -538,7 +517,13 @@ fn managers_listen_where_init_join_and_the_daemon_say() {
 
 #[test]
 fn certificates_renew_on_every_manager_and_raft_keeps_committing() {
-    let mut topology = swarm(4, &["--cert-expiry", "6s"], &[(1, 0), (2, 0)], &[3]);
+    let mut topology = swarm(
+        4,
+        Swarm::new()
+            .init_args(&["--cert-expiry", "6s"])
+            .managers([1, 2])
+            .workers([3]),
+    );
     let cert_of = |host: usize| {
         std::fs::read_to_string(topology.daemon(host).data_dir.join("cluster/node.pem")).unwrap()
     };
@@ -587,7 +572,7 @@ fn a_cut_off_follower_cannot_commit_and_rejoins_cleanly() {
 
 #[test]
 fn a_manager_that_left_is_demoted_and_joins_again() {
-    let topology = swarm(3, &[], &[(1, 0), (2, 0)], &[]);
+    let topology = swarm(3, Swarm::new().managers([1, 2]));
     let refused = |args: &[&str], expected: &str| {
         let output = topology.daemon(2).swarm(args).unwrap();
         let err = String::from_utf8_lossy(&output.stderr);
@@ -619,7 +604,7 @@ fn a_manager_that_left_is_demoted_and_joins_again() {
     assert_eq!(swarm_info(&topology, 0)["Raft"]["Voters"], 2);
     topology.daemon(2).swarm_ok(&join).unwrap();
     for host in MANAGERS {
-        wait_until("three voters again", || {
+        wait_until_within("three voters again", PATIENCE, || {
             let info = swarm_info(&topology, host);
             (info["Raft"]["Voters"] == 3)
                 .then_some(())

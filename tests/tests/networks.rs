@@ -1,10 +1,7 @@
 //! `swarm network`: overlay networks in the replicated store, allocated
 //! subnets and VNIs, Docker's output, and refusals that say why.
 
-use swarm_tests::{Topology, TopologyOptions};
-
-/// What every wait here allows: a busy 2-core VM.
-const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+use swarm_tests::{Swarm, Topology, TopologyOptions, wait_until};
 
 fn refused(topology: &Topology, host: usize, args: &[&str], expected: &str) {
     let output = topology.daemon(host).swarm(args).unwrap();
@@ -26,11 +23,11 @@ fn inspect(topology: &Topology, host: usize, network: &str) -> serde_json::Value
 #[test]
 fn networks_are_allocated_by_the_leader_and_seen_by_every_manager() {
     // h1 and h2 managers, h3 a worker.
-    let mut topology = Topology::new(&TopologyOptions::new("swt", 3)).unwrap();
-    topology.start_daemons().unwrap();
-    topology.daemon(0).swarm_ok(&["init"]).unwrap();
-    topology.join(1, "manager", 0).unwrap();
-    topology.join(2, "worker", 0).unwrap();
+    let topology = Swarm::new()
+        .managers([1])
+        .workers([2])
+        .start(&TopologyOptions::new("swt", 3))
+        .unwrap();
 
     // `init` made Docker's ingress network.
     let ingress = inspect(&topology, 0, "ingress");
@@ -136,7 +133,7 @@ fn networks_are_allocated_by_the_leader_and_seen_by_every_manager() {
             .map(|row| row["VNI"].as_u64().unwrap())
             .collect()
     };
-    swarm_tests::wait_until("every node serves front", PATIENCE, || {
+    wait_until("every node serves front", || {
         let all: Vec<Vec<u64>> = (0..3).map(served).collect();
         all.iter()
             .all(|vnis| vnis.contains(&4097))
@@ -148,7 +145,7 @@ fn networks_are_allocated_by_the_leader_and_seen_by_every_manager() {
         .swarm_ok(&["network", "rm", "front"])
         .unwrap();
     assert_eq!(out.trim(), "front");
-    swarm_tests::wait_until("no node serves front any more", PATIENCE, || {
+    wait_until("no node serves front any more", || {
         let all: Vec<Vec<u64>> = (0..3).map(served).collect();
         all.iter()
             .all(|vnis| !vnis.contains(&4097) && vnis.contains(&4096))

@@ -115,10 +115,9 @@ fn full_size_frames_pass_larger_do_not_and_tcp_works_at_full_mtu() {
         .unwrap();
     let mut report = None;
     // Retry while the server comes up, for a few seconds at most.
-    let started = std::time::Instant::now();
-    while started.elapsed() < std::time::Duration::from_secs(5) {
+    let ran = swarm_tests::try_wait_until("iperf3 ran", std::time::Duration::from_secs(5), || {
         // Bounded: a stalled transfer must fail the test, not hang it.
-        if let Ok(text) = swarm_tests::run(
+        let text = swarm_tests::run(
             "timeout",
             &[
                 "60",
@@ -133,15 +132,15 @@ fn full_size_frames_pass_larger_do_not_and_tcp_works_at_full_mtu() {
                 "50M",
                 "-J",
             ],
-        ) {
-            report = Some(text);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        )
+        .map_err(|e| e.to_string())?;
+        report = Some(text);
+        Ok(())
+    });
     let mut server = server;
     let _ = server.kill();
     let _ = server.wait();
+    ran.unwrap();
     let report: serde_json::Value = serde_json::from_str(&report.expect("iperf3 ran")).unwrap();
     // iperf3 exits cleanly only once the peer acknowledged every byte.
     let sent = report["end"]["sum_sent"]["bytes"].as_f64().unwrap();

@@ -238,7 +238,13 @@ fn foreign_vnis_and_malformed_inner_frames_are_dropped_and_counted() {
         Ok(())
     })
     .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    daemon.wait_for_counters(&[
+        ("drop", "unknown-vni", 2),
+        ("drop", "ipv4-bad-header-length", 1),
+        ("drop", "unknown-destination", 1),
+        ("packet", "overlay-decap", decap_before + 1),
+        ("packet", "vxlan", 5),
+    ]);
 
     assert_eq!(daemon.counter("drop", "unknown-vni").unwrap(), 2);
     assert_eq!(daemon.counter("drop", "ipv4-bad-header-length").unwrap(), 1);

@@ -467,9 +467,13 @@ fn malformed_packets_to_a_published_port_are_dropped_and_counted() {
         Ok(())
     })
     .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
 
     let daemon = cluster.topology.daemon(0);
+    daemon.wait_for_counters(&[
+        ("drop", "tcp-bad-header-length", 3),
+        ("drop", "tcp-truncated", 2),
+        ("drop", "udp-bad-length", 4),
+    ]);
     assert_eq!(daemon.counter("drop", "tcp-bad-header-length").unwrap(), 3);
     assert_eq!(daemon.counter("drop", "tcp-truncated").unwrap(), 2);
     assert_eq!(daemon.counter("drop", "udp-bad-length").unwrap(), 4);

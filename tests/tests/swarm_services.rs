@@ -10,22 +10,17 @@ use std::{
 };
 
 use swarm_tests::{
-    Topology, TopologyOptions,
+    Swarm, Topology, TopologyOptions,
     docker::{BUSYBOX_IMAGE, DockerEngine},
     servers::http_get,
+    wait_until,
 };
 
 const WORKERS: [usize; 2] = [3, 4];
-/// What every wait here allows: a busy 2-core VM.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A task that answers HTTP on port 80 with its hostname (its task ID
 /// prefix unless --hostname is given).
 const WEB: &[&str] = swarm_tests::WEB_TASK;
-
-fn wait_until(what: &str, check: impl FnMut() -> Result<(), String>) {
-    swarm_tests::wait_until(what, PATIENCE, check);
-}
 
 /// h1 inits, h2 and h3 join as managers, h4 and h5 as workers.
 fn five_node_swarm(tag: &str) -> Topology {
@@ -36,24 +31,11 @@ fn five_node_swarm(tag: &str) -> Topology {
 fn five_node_swarm_with(tag: &str, daemon_args: &[String]) -> Topology {
     let mut options = TopologyOptions::new(tag, 5);
     options.daemon_args = daemon_args.to_vec();
-    let mut topology = Topology::new(&options).unwrap();
-    topology.start_daemons().unwrap();
-    topology.daemon(0).swarm_ok(&["init"]).unwrap();
-    for host in [1, 2] {
-        topology.join(host, "manager", 0).unwrap();
-    }
-    for host in WORKERS {
-        topology.join(host, "worker", 0).unwrap();
-    }
-    wait_until("all 5 nodes Ready", || {
-        let rows = topology
-            .daemon(0)
-            .swarm_json(&["node", "ls"])
-            .map_err(|e| e.to_string())?;
-        let ready = rows.iter().filter(|r| r["Status"] == "Ready").count();
-        (ready == 5).then_some(()).ok_or(format!("{rows:?}"))
-    });
-    topology
+    Swarm::new()
+        .managers([1, 2])
+        .workers(WORKERS)
+        .start(&options)
+        .unwrap()
 }
 
 fn hostname_of(host: usize) -> String {
@@ -548,13 +530,12 @@ fn exited_tasks_restart_and_a_dead_workers_tasks_come_back_elsewhere() {
 
 #[test]
 fn drain_labels_global_services_and_a_late_joiner() {
-    let mut topology = Topology::new(&TopologyOptions::new("svg", 5)).unwrap();
-    topology.start_daemons().unwrap();
-    topology.daemon(0).swarm_ok(&["init"]).unwrap();
-    for host in [1, 2] {
-        topology.join(host, "manager", 0).unwrap();
-    }
-    topology.join(3, "worker", 0).unwrap();
+    // h5's daemon runs, outside the swarm until it joins below.
+    let topology = Swarm::new()
+        .managers([1, 2])
+        .workers([3])
+        .start(&TopologyOptions::new("svg", 5))
+        .unwrap();
     let d0 = topology.daemon(0);
     d0.swarm_ok(&["node", "update", "--label-add", "zone=a", "h4"])
         .unwrap();

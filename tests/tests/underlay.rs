@@ -1,7 +1,7 @@
 //! Three hosts, three daemons: each attaches to its underlay interface and
 //! counts what an outside client sends it, and drops what is malformed.
 
-use std::{net::UdpSocket, time::Duration};
+use std::net::UdpSocket;
 
 use swarm_tests::{Host, Topology, TopologyOptions, in_netns, packets::*, send_raw_frames};
 
@@ -53,10 +53,10 @@ fn three_daemons_attach_and_count_client_traffic_per_host() {
         Ok(())
     })
     .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
 
     for i in 0..topology.hosts.len() {
         let daemon = topology.daemon(i);
+        daemon.wait_for_counters(&[("packet", "icmp", 3), ("packet", "udp", datagrams_for(i))]);
         let icmp = daemon.counter("packet", "icmp").unwrap();
         let udp = daemon.counter("packet", "udp").unwrap();
         let received = daemon.counter("packet", "received").unwrap();
@@ -129,7 +129,12 @@ fn malformed_frames_are_dropped(daemon_args: &[&str]) {
         send_raw_frames_from(&topology, frames);
 
         let daemon = topology.daemon(i);
-        std::thread::sleep(Duration::from_millis(100));
+        daemon.wait_for_counters(&[
+            ("drop", "ipv4-bad-header-length", 4),
+            ("drop", "ipv4-bad-total-length", 3),
+            ("drop", "ipv4-truncated", 2),
+            ("packet", "dropped", 9),
+        ]);
         assert_eq!(daemon.counter("drop", "ipv4-bad-header-length").unwrap(), 4);
         assert_eq!(daemon.counter("drop", "ipv4-bad-total-length").unwrap(), 3);
         assert_eq!(daemon.counter("drop", "ipv4-truncated").unwrap(), 2);

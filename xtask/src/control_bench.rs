@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use swarm_tests::{Topology, TopologyOptions};
+use swarm_tests::{Swarm, Topology, TopologyOptions};
 
 /// swarmkit's dispatcher: a 5 s heartbeat, a node Down after 3 missed.
 pub const SWARMKIT_DOWN_DETECTION_S: f64 = 15.0;
@@ -30,9 +30,11 @@ pub struct ControlFigures {
 }
 
 pub fn run(rounds: u32, seconds: u32) -> anyhow::Result<ControlFigures> {
-    let mut topology = Topology::new(&TopologyOptions::new("swbenchcp", 4))?;
-    topology.start_daemons()?;
-    form(&topology)?;
+    // h1 inits; h2 and h3 join as managers, h4 as a worker.
+    let mut topology = Swarm::new()
+        .managers([1, 2])
+        .workers([WORKER])
+        .start(&TopologyOptions::new("swbenchcp", 4))?;
     let node_down_s = node_down_detection(&mut topology, rounds)?;
     let failover_s = leader_failover(&mut topology, rounds)?;
     let leader = leader(&topology)?;
@@ -48,16 +50,6 @@ pub fn run(rounds: u32, seconds: u32) -> anyhow::Result<ControlFigures> {
         writes_per_s_1,
         writes_per_s_64,
     })
-}
-
-/// h1 inits; h2 and h3 join as managers, h4 as a worker.
-fn form(topology: &Topology) -> anyhow::Result<()> {
-    topology.daemon(0).swarm_ok(&["init"])?;
-    for host in [1, 2] {
-        topology.join(host, "manager", 0)?;
-    }
-    topology.join(WORKER, "worker", 0)?;
-    Ok(())
 }
 
 /// The manager all three agree leads.

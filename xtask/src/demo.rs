@@ -9,7 +9,8 @@ use std::{
 };
 
 use swarm_tests::{
-    Host, Topology, TopologyOptions, in_netns, packets::*, send_raw_frames, servers::http_get,
+    Host, Swarm, Topology, TopologyOptions, in_netns, packets::*, send_raw_frames,
+    servers::http_get,
 };
 
 /// Runs the demo with the `swarm` binary `SWARM_BIN` names.
@@ -43,12 +44,12 @@ pub fn run() -> anyhow::Result<()> {
     println!(
         "\n== a swarm: `swarm init` on h1; h2 joins as a manager (Raft), h3 as a worker (TLS, CA pinned by the token)"
     );
-    print!("{}", topology.daemon(0).swarm_ok(&["init"])?);
-    for (i, role) in [(1, "manager"), (2, "worker")] {
-        print!("h{}: {}", i + 1, topology.join(i, role, 0)?);
+    // Formed once every node reports Ready.
+    let formed = Swarm::new().managers([1]).workers([2]).form(&topology)?;
+    print!("{}", formed.init);
+    for (host, out) in &formed.joins {
+        print!("h{}: {out}", host + 1);
     }
-    // Give the new nodes a heartbeat to report Ready.
-    std::thread::sleep(Duration::from_millis(800));
     println!("\n== `swarm node ls` on h2 (a follower: it asks the leader)");
     print!("{}", topology.daemon(1).swarm_ok(&["node", "ls"])?);
 

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use swarm_tests::{
-    Topology, TopologyOptions,
+    Swarm, Topology, TopologyOptions,
     docker::{BUSYBOX_IMAGE, DockerEngine},
 };
 
@@ -61,11 +61,7 @@ pub fn run(runtime: Runtime) -> anyhow::Result<ServiceFigures> {
             engine.host(),
         ];
     }
-    let mut topology = Topology::new(&options)?;
-    topology.start_daemons()?;
-    topology.daemon(0).swarm_ok(&["init"])?;
-    topology.join(1, "worker", 0)?;
-    topology.join(2, "worker", 0)?;
+    let mut topology = Swarm::new().workers([1, 2]).start(&options)?;
 
     // A small HTTP server per task: something that really runs.
     let task: &[&str] = match runtime {
@@ -266,12 +262,9 @@ pub struct ConvergenceFigures {
 /// follows scaling and a dead node.
 pub fn endpoint_convergence() -> anyhow::Result<ConvergenceFigures> {
     println!("bench: endpoint convergence on {CONVERGENCE_NODES} nodes");
-    let mut topology = Topology::new(&TopologyOptions::new("swbenchgs", CONVERGENCE_NODES))?;
-    topology.start_daemons()?;
-    topology.daemon(0).swarm_ok(&["init"])?;
-    for host in 1..CONVERGENCE_NODES {
-        topology.join(host, "worker", 0)?;
-    }
+    let mut topology = Swarm::new()
+        .workers(1..CONVERGENCE_NODES)
+        .start(&TopologyOptions::new("swbenchgs", CONVERGENCE_NODES))?;
     let daemon = topology.daemon(0);
     daemon.swarm_ok(&["network", "create", "-d", "overlay", "spread"])?;
     let network = daemon.swarm_inspect(&["network", "inspect", "spread"])?;
