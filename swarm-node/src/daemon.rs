@@ -12,19 +12,21 @@ use std::{
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::lock::Locked as _;
 use crate::{
-    cluster::{
+    agent::executor::{ExecutorDeps, GossipSlot},
+    api::{
         ClusterError,
-        executor::{ExecutorDeps, GossipSlot},
-        node::{LocalNode, Membership},
+        control::{DaemonInfo, Request, Response},
     },
-    control::{ControlServer, DaemonInfo, Handler, Request, Response, ServerError},
+    control::{ControlServer, Handler, ServerError},
     dataplane::{
         self, Dataplane, DataplaneConfig, DataplaneError, LocalDelivery, Shutdown,
         UnderlayHookChoice,
     },
     dns::Resolver,
-    identity::{IdentityError, NodeIdentity},
+    identity::{IdentityError, LocalNode, NodeIdentity},
+    node::Membership,
     runtime::{Runtime, RuntimeError, docker::DockerRuntime, native::NativeRuntime},
 };
 
@@ -172,27 +174,30 @@ pub async fn run(
         "swarm daemon ready"
     );
 
-    let membership = Membership::load(LocalNode {
-        data_dir: config.data_dir.clone(),
-        node_id: identity.node_id.clone(),
-        hostname: config.hostname.clone(),
-        advertise_addr: config.advertise_addr,
-        listen_addr: config.listen_addr,
-    })
-    .await?;
     let dataplane = Arc::new(Mutex::new(dataplane));
     let resolver = Arc::new(Resolver::new(
         tokio::runtime::Handle::current(),
         config.dns_upstreams.clone(),
     ));
     let gossip = GossipSlot::default();
-    membership.set_executor(ExecutorDeps {
+    let executor = ExecutorDeps {
         runtime: task_runtime,
         dataplane: dataplane.clone(),
         resolver: resolver.clone(),
         gossip_port: config.gossip_port,
         gossip: gossip.clone(),
-    });
+    };
+    let membership = Membership::load(
+        LocalNode {
+            data_dir: config.data_dir.clone(),
+            node_id: identity.node_id.clone(),
+            hostname: config.hostname.clone(),
+            advertise_addr: config.advertise_addr,
+            listen_addr: config.listen_addr,
+        },
+        executor,
+    )
+    .await?;
     let state = Arc::new(DaemonState {
         info,
         dataplane,
@@ -223,7 +228,9 @@ pub async fn run(
         .ok()
         .and_then(|state| Arc::try_unwrap(state.dataplane).ok());
     if let Some(dataplane) = dataplane {
-        let dataplane = dataplane.into_inner().unwrap_or_else(|p| p.into_inner());
+        let dataplane = dataplane
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let outcome = tokio::task::spawn_blocking(move || dataplane.shutdown())
             .await
             .expect("data-plane teardown panicked")?;
@@ -256,12 +263,7 @@ impl Handler for DaemonState {
             Request::Info => Ok(Response::Info(Box::new(DaemonInfo {
                 swarm: membership.info(),
                 dns: self.resolver.stats(),
-                gossip: self
-                    .gossip
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    .map(|g| g.stats()),
+                gossip: self.gossip.locked().as_ref().map(|g| g.stats()),
                 ..self.info.clone()
             }))),
             Request::SwarmInit(init) => membership.init(init),
@@ -278,7 +280,7 @@ impl Handler for DaemonState {
 
 impl DaemonState {
     fn handle_dataplane(&self, request: Request) -> Response {
-        let mut dataplane = self.dataplane.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dataplane = self.dataplane.locked();
         let result = match request {
             Request::DataplaneStats => dataplane.stats().map(Response::DataplaneStats),
             Request::Endpoints => dataplane.endpoints().map(Response::Endpoints),
@@ -341,7 +343,7 @@ async fn expire_flows(state: Arc<DaemonState>, idle: Duration, mut stop: watch::
         }
         let state = state.clone();
         let swept = tokio::task::spawn_blocking(move || {
-            let mut dataplane = state.dataplane.lock().unwrap_or_else(|p| p.into_inner());
+            let mut dataplane = state.dataplane.locked();
             dataplane.flush_state()?;
             dataplane.expire_flows(idle)
         })

@@ -3,6 +3,7 @@
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write as _},
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
 };
 
@@ -76,7 +77,7 @@ impl NodeIdentity {
                 id
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                let id = new_node_id();
+                let id = new_id();
                 write_atomically(&id_path, id.as_bytes()).map_err(|source| {
                     IdentityError::Open {
                         path: id_path.clone(),
@@ -100,7 +101,21 @@ impl NodeIdentity {
     }
 }
 
-pub fn new_node_id() -> String {
+/// Who this node is, for cluster requests.
+#[derive(Clone, Debug)]
+pub struct LocalNode {
+    pub data_dir: PathBuf,
+    pub node_id: String,
+    pub hostname: String,
+    pub advertise_addr: Ipv4Addr,
+    /// The daemon's `--listen-addr`: the address the API binds to, and the
+    /// port a swarm's API uses unless `init`/`join` name another.
+    pub listen_addr: SocketAddr,
+}
+
+/// 25 lowercase alphanumerics, like Docker's IDs: a node's, and every
+/// object's in the store.
+pub fn new_id() -> String {
     let mut rng = rand::thread_rng();
     (0..NODE_ID_LEN)
         .map(|_| NODE_ID_ALPHABET[rng.gen_range(0..NODE_ID_ALPHABET.len())] as char)

@@ -1,11 +1,22 @@
 //! The swarm node: daemon, CLI, control socket and eBPF data-plane loader.
+//!
+//! Layers, top to bottom (a module uses only those below it; see
+//! docs/architecture.md): `cli` → `daemon` → `node` → `manager`, `agent` →
+//! `ca`, `runtime`, `dns`, `gossip`, `control` → `api` → `dataplane`,
+//! `identity`, `clock`, `lock`.
 
+pub mod agent;
+pub mod api;
+pub mod ca;
 pub mod cli;
-pub mod cluster;
+pub mod clock;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod dns;
 pub mod gossip;
 pub mod identity;
+pub mod lock;
+pub mod manager;
+pub mod node;
 pub mod runtime;

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use swarm_node::cluster::{
+use swarm_node::{
     api::proto::{
         ForwardRequest, HeartbeatRequest, RaftMessage, dispatcher_client::DispatcherClient,
         manager_client::ManagerClient, raft_client::RaftClient,
     },
-    raft::{Credentials, network::channel},
+    ca::client::{Credentials, channel},
 };
 use swarm_tests::{Topology, TopologyOptions, in_netns};
 use tonic::Code;

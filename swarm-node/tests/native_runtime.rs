@@ -11,9 +11,9 @@ use std::{
 };
 
 use swarm_node::{
-    identity::new_node_id,
+    identity::new_id,
     runtime::{
-        Resources, Runtime, RuntimeError, TaskSpec, TaskState, native::NativeRuntime, netns_name,
+        Resources, RunState, Runtime, RuntimeError, TaskSpec, native::NativeRuntime, netns_name,
         netns_path,
     },
 };
@@ -45,7 +45,7 @@ impl Tasks {
 
     /// A spec on the host's filesystem running `args`, with a fresh task ID.
     fn spec(&mut self, args: &[&str]) -> TaskSpec {
-        let task_id = new_node_id();
+        let task_id = new_id();
         self.made.push(task_id.clone());
         TaskSpec {
             task_id,
@@ -74,7 +74,7 @@ impl Tasks {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match self.runtime.state(task_id).expect("state") {
-                TaskState::Exited { code } => return code,
+                RunState::Exited { code } => return code,
                 state if Instant::now() > deadline => panic!("task still {state:?} after 10 s"),
                 _ => std::thread::sleep(Duration::from_millis(20)),
             }
@@ -105,7 +105,7 @@ impl Tasks {
     fn remove(&self, task_id: &str) {
         let cgroups = self.runtime.cgroup_dirs(task_id);
         self.runtime.remove(task_id).expect("remove");
-        assert_eq!(self.runtime.state(task_id).unwrap(), TaskState::Missing);
+        assert_eq!(self.runtime.state(task_id).unwrap(), RunState::Missing);
         assert!(!netns_path(task_id).exists(), "the namespace file stays");
         assert!(
             !netns_list().contains(&netns_name(task_id)),
@@ -179,7 +179,7 @@ fn a_task_runs_in_its_own_namespaces_with_its_files() {
     assert_eq!(tasks.runtime.prepare(&spec).expect("prepare again"), netns);
     assert_eq!(
         tasks.runtime.state(&spec.task_id).unwrap(),
-        TaskState::Created
+        RunState::Created
     );
 
     tasks.runtime.start(&spec).expect("start");
@@ -238,7 +238,7 @@ fn exit_codes_and_refusals() {
     );
     assert_eq!(
         tasks.runtime.state(&missing.task_id).unwrap(),
-        TaskState::Created
+        RunState::Created
     );
     for dir in tasks.runtime.cgroup_dirs(&missing.task_id) {
         let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
@@ -264,7 +264,7 @@ fn exit_codes_and_refusals() {
     assert!(err.to_string().contains("absolute directory"), "{err}");
     assert_eq!(
         tasks.runtime.state(&bad_image.task_id).unwrap(),
-        TaskState::Missing
+        RunState::Missing
     );
 }
 
@@ -275,7 +275,7 @@ fn stop_goes_through_init_and_kills_after_the_grace_period() {
     tasks.prepare_and_start(&spec);
     assert_eq!(
         tasks.runtime.state(&spec.task_id).unwrap(),
-        TaskState::Running
+        RunState::Running
     );
     // Starting again is a no-op while it runs.
     tasks.runtime.start(&spec).expect("start again");
@@ -292,7 +292,7 @@ fn stop_goes_through_init_and_kills_after_the_grace_period() {
     );
     assert_eq!(
         tasks.runtime.state(&spec.task_id).unwrap(),
-        TaskState::Exited { code: 143 }
+        RunState::Exited { code: 143 }
     );
     // Stopping an exited task is fine.
     tasks
@@ -329,7 +329,7 @@ fn stop_goes_through_init_and_kills_after_the_grace_period() {
     );
     assert_eq!(
         tasks.runtime.state(&stubborn.task_id).unwrap(),
-        TaskState::Exited { code: 137 }
+        RunState::Exited { code: 137 }
     );
     tasks.remove(&stubborn.task_id);
 }
@@ -479,7 +479,7 @@ fn a_restarted_daemon_finds_and_stops_its_running_tasks() {
     assert_eq!(tasks.runtime.list().unwrap(), vec![spec.task_id.clone()]);
     assert_eq!(
         tasks.runtime.state(&spec.task_id).unwrap(),
-        TaskState::Running
+        RunState::Running
     );
     assert!(tasks.log(&spec.task_id).contains("up"));
     let started = Instant::now();
@@ -490,7 +490,7 @@ fn a_restarted_daemon_finds_and_stops_its_running_tasks() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(
         tasks.runtime.state(&spec.task_id).unwrap(),
-        TaskState::Exited { code: 143 }
+        RunState::Exited { code: 143 }
     );
     tasks.remove(&spec.task_id);
 }

@@ -14,7 +14,7 @@ use swarm_common::{
 };
 use swarm_node::{
     dataplane::{Dataplane, DataplaneConfig, test_run},
-    identity::new_node_id,
+    identity::new_id,
 };
 use swarm_tests::packets::*;
 
@@ -68,7 +68,7 @@ fn tcp_checksum_ok(frame: &[u8]) -> bool {
 /// 8080/tcp published to port 80 of `backends` on network 4096.
 fn loaded_with(backends: &[Ipv4Addr]) -> Loaded {
     swarm_tests::require_root();
-    let config = DataplaneConfig::for_node(&format!("test-{}", new_node_id()), 4789);
+    let config = DataplaneConfig::for_node(&format!("test-{}", new_id()), 4789);
     let loaded = Loaded {
         dataplane: Some(Dataplane::load(&config).expect("load the eBPF programs")),
         pin_dir: config.pin_dir.clone(),

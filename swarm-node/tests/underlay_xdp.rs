@@ -7,7 +7,7 @@ use rand::{Rng as _, SeedableRng as _};
 use swarm_common::stats::{DropReason, PacketKind};
 use swarm_node::{
     dataplane::{Dataplane, DataplaneConfig, DataplaneStats, test_run},
-    identity::new_node_id,
+    identity::new_id,
 };
 use swarm_tests::packets::{self, *};
 
@@ -22,7 +22,7 @@ struct Loaded {
 impl Loaded {
     fn new(data_path_port: u16) -> Self {
         swarm_tests::require_root();
-        let config = DataplaneConfig::for_node(&format!("test-{}", new_node_id()), data_path_port);
+        let config = DataplaneConfig::for_node(&format!("test-{}", new_id()), data_path_port);
         Self {
             dataplane: Some(Dataplane::load(&config).expect("load the eBPF programs")),
         }

@@ -15,20 +15,22 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{
-    api::proto::{AssignmentsRequest, LogReport, TaskReport, dispatcher_client::DispatcherClient},
-    assignments::{AssignedTask, NodeView, RemoteEndpoint, SERVICE_NAME_MARK},
-    logs::{self, TaskLog},
-    node::Membership,
-    raft::network::channel,
-    services::{TaskState, TaskStatus},
-    state::LogRequest,
-};
+use super::{AgentHost, CallError};
+use crate::lock::Locked as _;
 use crate::{
-    dataplane::{self, Dataplane, LocalEndpointSpec, RemoteEndpointSpec},
+    api::{
+        assignments::{
+            self, AssignedTask, GossipConfig, LogRequest, NodeView, RemoteEndpoint,
+            SERVICE_NAME_MARK, TaskLog,
+        },
+        proto::{AssignmentsRequest, LogReport, TaskReport, dispatcher_client::DispatcherClient},
+        tasks::{Health, TaskState, TaskStatus},
+    },
+    ca::client::channel,
+    dataplane::{self, Dataplane, DataplaneError, LocalEndpointSpec, RemoteEndpointSpec},
     dns::{self, Resolver},
-    gossip::{Gossip, GossipConfig, GossipedEndpoints, PublishedEndpoints},
-    runtime::{Health, Runtime, TaskState as RunState, netns_path},
+    gossip::{Gossip, GossipedEndpoints, PublishedEndpoints},
+    runtime::{RunState, Runtime, RuntimeError, netns_path},
 };
 
 /// How often running tasks are checked between assignment changes.
@@ -59,7 +61,7 @@ pub type GossipSlot = Arc<Mutex<Option<Arc<Gossip>>>>;
 
 /// Runs until `stop` turns true.
 pub async fn run(
-    membership: Weak<Membership>,
+    membership: Weak<dyn AgentHost>,
     deps: ExecutorDeps,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -102,7 +104,7 @@ pub async fn run(
         };
         let executor = executor.clone();
         let (reports, published) = tokio::task::spawn_blocking(move || {
-            let mut executor = executor.lock().unwrap_or_else(|p| p.into_inner());
+            let mut executor = executor.locked();
             executor.gossiped = gossiped;
             let reports = executor.reconcile(&view);
             (reports, executor.published_endpoints(&view))
@@ -122,23 +124,17 @@ pub async fn run(
     poller.abort();
     // Gossip stops with the executor (a node that left, or a stopping
     // daemon): the others see it go.
-    *gossip_deps.1.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    *gossip_deps.1.locked() = None;
     drop(gossip);
     // Like dockerd without live-restore: a stopped daemon (or a node that
     // left) leaves no task behind. A crashed one does; the next start
     // adopts them.
-    let _ = tokio::task::spawn_blocking(move || {
-        executor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove_all()
-    })
-    .await;
+    let _ = tokio::task::spawn_blocking(move || executor.locked().remove_all()).await;
 }
 
 /// Keeps `views` at the latest assignments from any manager.
 async fn poll(
-    membership: Weak<Membership>,
+    membership: Weak<dyn AgentHost>,
     views: watch::Sender<Option<NodeView>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -165,10 +161,10 @@ async fn poll(
                 }),
             )
             .await
-            .map_err(|_| format!("no answer within {POLL_TIMEOUT:?}"))?
-            .map_err(|s| s.message().to_owned())?;
-            serde_json::from_slice::<NodeView>(&response.into_inner().view_json)
-                .map_err(|e| format!("malformed assignments: {e}"))
+            .map_err(|_| CallError::Timeout(POLL_TIMEOUT))??;
+            Ok::<_, CallError>(serde_json::from_slice::<NodeView>(
+                &response.into_inner().view_json,
+            )?)
         };
         let outcome = tokio::select! {
             outcome = answer => outcome,
@@ -189,17 +185,17 @@ async fn poll(
 }
 
 async fn report(
-    membership: &Weak<Membership>,
+    membership: &Weak<dyn AgentHost>,
     statuses: &[(String, TaskStatus)],
-) -> Result<(), String> {
+) -> Result<(), CallError> {
     let Some((managers, credentials)) = membership
         .upgrade()
         .and_then(|m| Some((m.manager_addrs(), m.credentials()?)))
     else {
-        return Err("not in a swarm".into());
+        return Err(CallError::NotInSwarm);
     };
-    let json = serde_json::to_vec(statuses).map_err(|e| e.to_string())?;
-    let mut last = String::from("no managers");
+    let json = serde_json::to_vec(statuses)?;
+    let mut last = CallError::NoManagers;
     for target in managers {
         let sent = async {
             let mut client = DispatcherClient::new(channel(&target, &credentials)?);
@@ -210,8 +206,8 @@ async fn report(
                 }),
             )
             .await
-            .map_err(|_| "timed out".to_owned())?
-            .map_err(|s| s.message().to_owned())
+            .map_err(|_| CallError::Timeout(POLL_TIMEOUT))??;
+            Ok::<_, CallError>(())
         };
         match sent.await {
             Ok(_) => return Ok(()),
@@ -225,7 +221,7 @@ async fn report(
 /// Starts gossiping once the managers have said how; a failure is logged
 /// and tried again with the next assignments.
 async fn start_gossip(
-    membership: &Weak<Membership>,
+    membership: &Weak<dyn AgentHost>,
     (port, slot): &(u16, GossipSlot),
     config: &GossipConfig,
 ) -> Option<Arc<Gossip>> {
@@ -233,7 +229,7 @@ async fn start_gossip(
     match Gossip::start(&node.node_id, node.advertise_addr, *port, config).await {
         Ok(gossip) => {
             let gossip = Arc::new(gossip);
-            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(gossip.clone());
+            *slot.locked() = Some(gossip.clone());
             tracing::info!(port, peers = config.peers.len(), "gossip started");
             Some(gossip)
         }
@@ -246,7 +242,11 @@ async fn start_gossip(
 
 /// Sends the output of this node's tasks that `request` asks for to the
 /// manager that asked.
-async fn answer_logs(membership: Weak<Membership>, runtime: Arc<dyn Runtime>, request: LogRequest) {
+async fn answer_logs(
+    membership: Weak<dyn AgentHost>,
+    runtime: Arc<dyn Runtime>,
+    request: LogRequest,
+) {
     let Some(credentials) = membership.upgrade().and_then(|m| m.credentials()) else {
         return;
     };
@@ -259,7 +259,7 @@ async fn answer_logs(membership: Weak<Membership>, runtime: Arc<dyn Runtime>, re
                 let output = runtime.logs(&task_id).unwrap_or_default();
                 let output = String::from_utf8_lossy(&output);
                 TaskLog {
-                    output: logs::tail(&output, tail).to_owned(),
+                    output: assignments::tail(&output, tail).to_owned(),
                     task_id,
                 }
             })
@@ -280,12 +280,27 @@ async fn answer_logs(membership: Weak<Membership>, runtime: Arc<dyn Runtime>, re
             }),
         )
         .await
-        .map_err(|_| "timed out".to_owned())?
-        .map_err(|s| s.message().to_owned())
+        .map_err(|_| CallError::Timeout(POLL_TIMEOUT))??;
+        Ok::<_, CallError>(())
     };
     if let Err(err) = sent.await {
         tracing::warn!(manager = %request.reply_to, error = %err, "sending task logs failed");
     }
+}
+
+/// Why a task could not start.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("attaching to network {vni}: {source}")]
+    Attach {
+        vni: u32,
+        #[source]
+        source: DataplaneError,
+    },
+    #[error("starting its resolver at 127.0.0.11:53: {0}")]
+    Resolver(#[source] std::io::Error),
 }
 
 /// A task this node runs (or ran).
@@ -301,7 +316,7 @@ struct Executor {
     remotes: BTreeSet<RemoteEndpoint>,
     adopted: bool,
     /// Tasks prepared ahead of their start, with the namespace each got.
-    prepared: HashMap<String, Result<PathBuf, String>>,
+    prepared: HashMap<String, Result<PathBuf, RuntimeError>>,
     /// The swarm's networks this node has (or had) in its data plane.
     swarm_vnis: BTreeSet<u32>,
     /// What gossip says of the other nodes' endpoints, when it runs.
@@ -322,10 +337,7 @@ impl Executor {
     }
 
     fn dataplane(&self) -> std::sync::MutexGuard<'_, Dataplane> {
-        self.deps
-            .dataplane
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.deps.dataplane.locked()
     }
 
     /// Brings this node to `view`; returns the task states to report.
@@ -438,11 +450,7 @@ impl Executor {
         if gone.is_empty() {
             return;
         }
-        let mut dataplane = self
-            .deps
-            .dataplane
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut dataplane = self.deps.dataplane.locked();
         for vni in gone {
             let have = dataplane.networks().iter().any(|n| n.vni == vni);
             match have.then(|| dataplane.remove_network(vni)) {
@@ -582,7 +590,7 @@ impl Executor {
                 tracing::warn!(task = %task.id, error = %err, "task failed to start");
                 self.finish(&task.id, Duration::ZERO);
                 self.set_state(&task.id, TaskState::Rejected);
-                status(TaskState::Rejected, "preparing", err, None)
+                status(TaskState::Rejected, "preparing", err.to_string(), None)
             }
         }
     }
@@ -606,33 +614,30 @@ impl Executor {
         }
         let runtime = &self.deps.runtime;
         for batch in new.chunks(PARALLEL_PREPARES) {
-            let results: Vec<(String, Result<PathBuf, String>)> = std::thread::scope(|scope| {
-                let handles: Vec<_> = batch
-                    .iter()
-                    .map(|task| {
-                        scope.spawn(move || {
-                            let prepared = runtime.prepare(&task.spec).map_err(|e| e.to_string());
-                            (task.id.clone(), prepared)
+            let results: Vec<(String, Result<PathBuf, RuntimeError>)> =
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = batch
+                        .iter()
+                        .map(|task| {
+                            scope.spawn(move || {
+                                let prepared = runtime.prepare(&task.spec);
+                                (task.id.clone(), prepared)
+                            })
                         })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .filter_map(|handle| handle.join().ok())
-                    .collect()
-            });
+                        .collect();
+                    handles
+                        .into_iter()
+                        .filter_map(|handle| handle.join().ok())
+                        .collect()
+                });
             self.prepared.extend(results);
         }
     }
 
-    fn try_start(&mut self, task: &AssignedTask) -> Result<(), String> {
+    fn try_start(&mut self, task: &AssignedTask) -> Result<(), StartError> {
         let netns = match self.prepared.remove(&task.id) {
             Some(prepared) => prepared?,
-            None => self
-                .deps
-                .runtime
-                .prepare(&task.spec)
-                .map_err(|e| e.to_string())?,
+            None => self.deps.runtime.prepare(&task.spec)?,
         };
         for (index, (vni, ip)) in task.addresses.iter().enumerate() {
             let id = format!("{}-{vni}", task.id);
@@ -650,7 +655,7 @@ impl Executor {
             let _ = dataplane.remove_remote_endpoint(*vni, *ip);
             dataplane
                 .attach_endpoint(&spec)
-                .map_err(|e| format!("attaching to network {vni}: {e}"))?;
+                .map_err(|source| StartError::Attach { vni: *vni, source })?;
             drop(dataplane);
             self.remotes.retain(|r| !(r.vni == *vni && r.ip == *ip));
             if let Some(local) = self.tasks.get_mut(&task.id) {
@@ -661,11 +666,8 @@ impl Executor {
         self.deps
             .resolver
             .serve(&task.id, &netns, vnis)
-            .map_err(|e| format!("starting its resolver at 127.0.0.11:53: {e}"))?;
-        self.deps
-            .runtime
-            .start(&task.spec)
-            .map_err(|e| e.to_string())
+            .map_err(StartError::Resolver)?;
+        Ok(self.deps.runtime.start(&task.spec)?)
     }
 
     /// Stops a task (after `grace`) and takes it off its networks; its
@@ -736,11 +738,7 @@ impl Executor {
             }
         }
         let wanted: BTreeSet<RemoteEndpoint> = by_address.into_values().collect();
-        let mut dataplane = self
-            .deps
-            .dataplane
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut dataplane = self.deps.dataplane.locked();
         for old in self.remotes.difference(&wanted) {
             let _ = dataplane.remove_remote_endpoint(old.vni, old.ip);
         }

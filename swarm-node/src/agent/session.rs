@@ -5,18 +5,20 @@
 //! life has passed, or at once when the cluster gives the node another role
 //! (promotion, demotion).
 
-use std::{net::SocketAddr, sync::Arc, sync::Weak, time::Duration};
+use std::{net::SocketAddr, sync::Weak, time::Duration};
 
 use tokio::sync::watch;
 
-use super::{
+use super::{AgentHost, CallError};
+use crate::{
     api::proto::{
         HeartbeatRequest, RenewRequest, dispatcher_client::DispatcherClient,
         node_ca_client::NodeCaClient,
     },
-    node::Membership,
-    pki::{self, CertificateSubject, NodeCertificate},
-    raft::{Credentials, network::channel},
+    ca::{
+        client::{Credentials, channel},
+        pki::{self, CertificateSubject, NodeCertificate},
+    },
 };
 
 /// How long to wait before trying the next manager after a failure.
@@ -28,7 +30,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Reports to the managers until `stop` turns true.
 pub async fn run(
-    membership: Weak<Membership>,
+    host: Weak<dyn AgentHost>,
     managers: Vec<SocketAddr>,
     period: Duration,
     mut stop: watch::Receiver<bool>,
@@ -39,7 +41,7 @@ pub async fn run(
     let mut period = period;
     loop {
         // The certificate may have been renewed since the last connection.
-        let Some(credentials) = membership.upgrade().and_then(|m| m.credentials()) else {
+        let Some(credentials) = host.upgrade().and_then(|m| m.credentials()) else {
             return;
         };
         let target = match leader.take() {
@@ -53,7 +55,7 @@ pub async fn run(
         let mut link = Link {
             target: &target,
             credentials: &credentials,
-            membership: &membership,
+            host: &host,
             period: &mut period,
             managers: &mut managers,
         };
@@ -97,7 +99,7 @@ enum Ended {
 struct Link<'a> {
     target: &'a str,
     credentials: &'a Credentials,
-    membership: &'a Weak<Membership>,
+    host: &'a Weak<dyn AgentHost>,
     period: &'a mut Duration,
     managers: &'a mut Vec<String>,
 }
@@ -108,7 +110,7 @@ impl Link<'_> {
     async fn beat_until_failure(&mut self) -> Ended {
         let channel = match channel(self.target, self.credentials) {
             Ok(channel) => channel,
-            Err(err) => return Ended::Failed(err),
+            Err(err) => return Ended::Failed(err.to_string()),
         };
         let mut ca = NodeCaClient::new(channel.clone());
         let mut client = DispatcherClient::new(channel);
@@ -137,9 +139,9 @@ impl Link<'_> {
             }
             if !answer.managers.is_empty() && *self.managers != answer.managers {
                 *self.managers = answer.managers.clone();
-                if let Some(membership) = self.membership.upgrade() {
+                if let Some(host) = self.host.upgrade() {
                     let parsed = answer.managers.iter().filter_map(|m| m.parse().ok());
-                    membership.note_managers(parsed.collect(), answer.period_millis);
+                    host.note_managers(parsed.collect(), answer.period_millis);
                 }
             }
             if !answer.leader.is_empty() && answer.leader != self.target {
@@ -155,16 +157,15 @@ impl Link<'_> {
     /// Keeps a renewed certificate; with a new role, the node starts or
     /// stops being a manager.
     fn keep(&self, renewed: NodeCertificate, role_changed: bool) -> Ended {
-        let Some(membership) = self.membership.upgrade() else {
+        let Some(host) = self.host.upgrade() else {
             return Ended::Failed("shutting down".into());
         };
-        if let Err(err) = membership.store_certificate(renewed) {
+        if let Err(err) = host.keep_certificate(renewed) {
             return Ended::Failed(err.to_string());
         }
         if role_changed {
             tracing::info!("the cluster gave this node another role");
-            let membership: Arc<Membership> = membership;
-            tokio::task::spawn_blocking(move || membership.sync_role());
+            tokio::task::spawn_blocking(move || host.role_changed());
         }
         Ended::Renewed
     }
@@ -179,12 +180,11 @@ fn renewal_due(cert_pem: &str) -> bool {
 /// the current certificate authenticates).
 async fn renew(
     ca: &mut NodeCaClient<tonic::transport::Channel>,
-) -> Result<NodeCertificate, String> {
-    let (key, csr_pem) = pki::key_and_request().map_err(|e| e.to_string())?;
+) -> Result<NodeCertificate, CallError> {
+    let (key, csr_pem) = pki::key_and_request()?;
     let response = tokio::time::timeout(CALL_TIMEOUT, ca.renew(RenewRequest { csr_pem }))
         .await
-        .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))?
-        .map_err(|status| status.message().to_owned())?;
+        .map_err(|_| CallError::Timeout(CALL_TIMEOUT))??;
     Ok(NodeCertificate {
         cert_pem: response.into_inner().cert_pem,
         key_pem: key.serialize_pem(),

@@ -1,24 +1,20 @@
-//! The control socket: how the CLI talks to its local daemon. One JSON request
-//! per line, one JSON response per line, over a Unix socket.
-
-mod client;
-mod server;
+//! The control API's requests and answers: what the CLI sends the daemon
+//! over the control socket, and what the daemon's managers answer. The
+//! Docker Engine API front door maps onto the same requests.
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::Role;
+use super::{
+    nodes::{Availability, Role},
+    specs::{
+        Constraint, FailureAction, PortConfig, RestartCondition, ServiceMode, ServiceSpec,
+        UpdateOrder,
+    },
+};
 use crate::dataplane::{
     DataplaneStats, EndpointRow, LocalDelivery, LocalEndpointSpec, OverlayNetwork,
-    RemoteEndpointSpec, ServiceRow, ServiceSpec, UnderlayHook,
+    RemoteEndpointSpec, ServiceRow, ServiceSpec as DataplaneServiceSpec, UnderlayHook,
 };
-
-pub use client::{Client, ClientError, parse_host};
-pub use server::{ControlServer, Handler, ServerError};
-
-/// The daemon's default control socket, like Docker's /var/run/docker.sock.
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/swarm/swarm.sock";
-/// The CLI's default `--host`: the default control socket.
-pub const DEFAULT_HOST: &str = "unix:///run/swarm/swarm.sock";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Request {
@@ -44,7 +40,7 @@ pub enum Request {
         ip: std::net::Ipv4Addr,
     },
     Services,
-    ServiceCreate(ServiceSpec),
+    ServiceCreate(DataplaneServiceSpec),
     ServiceUpdate {
         name: String,
         add: Vec<std::net::Ipv4Addr>,
@@ -100,7 +96,7 @@ pub enum Request {
         force: bool,
     },
     /// `swarm service create`: network references are resolved by the leader.
-    SwarmServiceCreate(Box<crate::cluster::services::ServiceSpec>),
+    SwarmServiceCreate(Box<ServiceSpec>),
     SwarmServiceList,
     SwarmServiceInspect {
         service: String,
@@ -140,12 +136,12 @@ pub struct ServiceUpdateRequest {
     pub env_add: Vec<String>,
     pub env_rm: Vec<String>,
     pub replicas: Option<u64>,
-    pub publish_add: Vec<crate::cluster::services::PortConfig>,
+    pub publish_add: Vec<PortConfig>,
     /// Target ports to unpublish.
     pub publish_rm: Vec<u16>,
     pub network_add: Vec<String>,
     pub network_rm: Vec<String>,
-    pub constraint_add: Vec<crate::cluster::services::Constraint>,
+    pub constraint_add: Vec<Constraint>,
     pub constraint_rm: Vec<String>,
     pub label_add: Vec<(String, String)>,
     pub label_rm: Vec<String>,
@@ -154,14 +150,14 @@ pub struct ServiceUpdateRequest {
     pub limit_memory: Option<u64>,
     pub reserve_cpu: Option<u64>,
     pub reserve_memory: Option<u64>,
-    pub restart_condition: Option<crate::cluster::services::RestartCondition>,
+    pub restart_condition: Option<RestartCondition>,
     pub restart_delay_millis: Option<u64>,
     pub restart_max_attempts: Option<u64>,
     pub update_parallelism: Option<u64>,
     pub update_delay_millis: Option<u64>,
-    pub update_failure_action: Option<crate::cluster::services::FailureAction>,
+    pub update_failure_action: Option<FailureAction>,
     pub update_monitor_millis: Option<u64>,
-    pub update_order: Option<crate::cluster::services::UpdateOrder>,
+    pub update_order: Option<UpdateOrder>,
     pub stop_grace_millis: Option<u64>,
     pub health_cmd: Option<String>,
     pub health_interval_millis: Option<u64>,
@@ -174,11 +170,19 @@ pub struct ServiceUpdateRequest {
     pub force: bool,
 }
 
+/// An update that cannot apply to a service's spec.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidUpdate {
+    #[error("--replicas can only be used with replicated mode")]
+    ReplicasOfGlobal,
+    #[error(
+        "--health-interval, --health-timeout, --health-retries and --health-start-period need a health check: give --health-cmd too"
+    )]
+    HealthWithoutCommand,
+}
+
 impl ServiceUpdateRequest {
-    fn apply_healthcheck(
-        &self,
-        spec: &mut crate::cluster::services::ServiceSpec,
-    ) -> Result<(), String> {
+    fn apply_healthcheck(&self, spec: &mut ServiceSpec) -> Result<(), InvalidUpdate> {
         if self.no_healthcheck {
             spec.healthcheck = None;
             return Ok(());
@@ -196,9 +200,7 @@ impl ServiceUpdateRequest {
             check.command = command.clone();
         }
         if check.command.trim().is_empty() {
-            return Err(
-                "--health-interval, --health-timeout, --health-retries and --health-start-period need a health check: give --health-cmd too".into(),
-            );
+            return Err(InvalidUpdate::HealthWithoutCommand);
         }
         if let Some(interval) = self.health_interval_millis {
             check.interval_millis = interval.max(1);
@@ -217,8 +219,7 @@ impl ServiceUpdateRequest {
     }
 
     /// Applies the changes to `spec`.
-    pub fn apply(&self, spec: &mut crate::cluster::services::ServiceSpec) -> Result<(), String> {
-        use crate::cluster::services::ServiceMode;
+    pub fn apply(&self, spec: &mut ServiceSpec) -> Result<(), InvalidUpdate> {
         if let Some(image) = &self.image {
             spec.image = image.clone();
         }
@@ -235,7 +236,7 @@ impl ServiceUpdateRequest {
             match spec.mode {
                 ServiceMode::Replicated { .. } => spec.mode = ServiceMode::Replicated { replicas },
                 ServiceMode::Global => {
-                    return Err("--replicas can only be used with replicated mode".into());
+                    return Err(InvalidUpdate::ReplicasOfGlobal);
                 }
             }
         }
@@ -334,7 +335,7 @@ impl Request {
 pub struct NodeUpdateRequest {
     /// ID, unique ID prefix, or hostname.
     pub node: String,
-    pub availability: Option<crate::cluster::Availability>,
+    pub availability: Option<Availability>,
     pub label_add: Vec<(String, String)>,
     pub label_rm: Vec<String>,
     /// `--role`: promote or demote.
@@ -534,9 +535,37 @@ pub struct DaemonInfo {
     pub swarm: SwarmInfo,
     /// The tasks' resolver's counters, filled in when asked.
     #[serde(default)]
-    pub dns: crate::dns::DnsStats,
+    pub dns: DnsStats,
     /// Gossip's datagrams, and those dropped by reason; `None` while this
     /// node does not gossip (not in a swarm).
     #[serde(default)]
-    pub gossip: Option<crate::gossip::transport::GossipStats>,
+    pub gossip: Option<GossipStats>,
+}
+
+/// What the resolver has done since the daemon started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DnsStats {
+    pub queries: u64,
+    /// Answered from the swarm's names.
+    pub answered: u64,
+    pub forwarded: u64,
+    pub nxdomain: u64,
+    pub servfail: u64,
+    /// Dropped (no header) or answered FORMERR.
+    pub malformed: u64,
+}
+
+/// Datagrams in and out, and those dropped, by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GossipStats {
+    /// The ID of the key this node seals with (see `GossipKey::id`).
+    #[serde(default, rename = "KeyID")]
+    pub key_id: String,
+    pub sent: u64,
+    pub received: u64,
+    pub dropped_malformed: u64,
+    pub dropped_unauthenticated: u64,
+    pub dropped_bad_message: u64,
 }

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use super::{pki, raft::RaftStoreError};
+/// A cause from a lower layer, boxed so this module names no layer
+/// below it (`ca` and `manager::raft` convert their errors into it).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -43,10 +45,26 @@ pub enum ClusterError {
     /// managers is unreachable, or an election is under way.
     #[error("{0}")]
     Unavailable(String),
-    #[error("{0}")]
-    Pki(#[from] pki::PkiError),
-    #[error("{0}")]
-    Raft(#[from] RaftStoreError),
+    /// A certificate could not be made or read.
+    #[error(transparent)]
+    Pki(Cause),
+    /// This manager's Raft store failed.
+    #[error(transparent)]
+    Raft(Cause),
     #[error("cluster state in {path}: {message}")]
     Store { path: PathBuf, message: String },
+}
+
+/// A cluster error as a gRPC status; the codes callers retry on are
+/// `Unavailable` and `FailedPrecondition`.
+impl From<ClusterError> for tonic::Status {
+    fn from(err: ClusterError) -> Self {
+        match err {
+            ClusterError::NotLeader => tonic::Status::failed_precondition(err.to_string()),
+            ClusterError::Unavailable(_) | ClusterError::NotManager => {
+                tonic::Status::unavailable(err.to_string())
+            }
+            _ => tonic::Status::permission_denied(err.to_string()),
+        }
+    }
 }

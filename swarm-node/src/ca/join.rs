@@ -19,11 +19,12 @@ use rustls::{
 use sha2::{Digest as _, Sha256};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
-use super::{
+use super::pki::{self, JoinToken, NodeCertificate};
+use crate::api::{
     ClusterError, NodeResources, Role,
-    api::proto::{JoinRequest, node_ca_client::NodeCaClient},
-    pki::{self, JoinToken, NodeCertificate},
+    proto::{JoinRequest, node_ca_client::NodeCaClient},
 };
+use crate::lock::Locked as _;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -145,11 +146,7 @@ async fn fetch_chain(manager: SocketAddr) -> std::io::Result<Vec<CertificateDer<
         .map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
         })??;
-    let chain = capture
-        .chain
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let chain = capture.chain.locked().clone();
     Ok(chain)
 }
 
@@ -170,7 +167,7 @@ impl ServerCertVerifier for CaptureChain {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+        let mut chain = self.chain.locked();
         chain.push(end_entity.clone().into_owned());
         chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
         Ok(ServerCertVerified::assertion())

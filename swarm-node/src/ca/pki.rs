@@ -11,6 +11,8 @@ use rcgen::{
 };
 use sha2::{Digest as _, Sha256};
 
+use crate::api::{ClusterError, Role};
+
 /// Certificates last this long unless `--cert-expiry` says otherwise (90
 /// days, as in Docker).
 pub const DEFAULT_CERT_EXPIRY: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -20,46 +22,18 @@ const ROOT_CA_EXPIRY: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
 /// whose clock lags slightly still accepts them.
 const BACKDATE: Duration = Duration::from_secs(3600);
 
+impl From<PkiError> for ClusterError {
+    fn from(err: PkiError) -> Self {
+        ClusterError::Pki(Box::new(err))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("generating or signing a certificate failed: {0}")]
     Rcgen(#[from] rcgen::Error),
     #[error("not a usable certificate: {0}")]
     BadCertificate(String),
-}
-
-/// A node's role, as its certificate's OU says it (swarmkit's names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Manager,
-    Worker,
-}
-
-impl Role {
-    pub fn organizational_unit(self) -> &'static str {
-        match self {
-            Role::Manager => "swarm-manager",
-            Role::Worker => "swarm-worker",
-        }
-    }
-
-    fn from_organizational_unit(ou: &str) -> Option<Self> {
-        match ou {
-            "swarm-manager" => Some(Role::Manager),
-            "swarm-worker" => Some(Role::Worker),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Manager => "manager",
-            Role::Worker => "worker",
-        })
-    }
 }
 
 /// The root CA, able to sign node certificates.

@@ -22,6 +22,10 @@ use tokio::{
     sync::{mpsc, watch},
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tonic::{Request, Status};
+
+use super::pki::CertificateSubject;
+use crate::lock::ReadWriteLocked as _;
 
 /// A client that has not finished its TLS handshake by then is dropped, so
 /// a silent client holds nothing for long.
@@ -64,20 +68,20 @@ impl ServedCertificate {
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(pem)?;
         let signing_key = self.provider.key_provider.load_private_key(key)?;
         let key = Arc::new(CertifiedKey::new(chain, signing_key));
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some((cert_pem.to_owned(), key));
+        *self.current.write_locked() = Some((cert_pem.to_owned(), key));
         Ok(())
     }
 
     /// The PEM of the certificate being presented, if any.
     pub fn cert_pem(&self) -> Option<String> {
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let current = self.current.read_locked();
         current.as_ref().map(|(pem, _)| pem.clone())
     }
 }
 
 impl ResolvesServerCert for ServedCertificate {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let current = self.current.read_locked();
         current.as_ref().map(|(_, key)| key.clone())
     }
 }
@@ -152,6 +156,19 @@ pub fn accept_tls(
     ready_rx
 }
 
+/// Who is calling: the subject of the client certificate TLS has already
+/// checked against the CA.
+#[allow(clippy::result_large_err)] // tonic's Status is what handlers return.
+pub fn caller<T>(request: &Request<T>) -> Result<CertificateSubject, Status> {
+    let certs = request
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("a node certificate is required"))?;
+    CertificateSubject::from_der(leaf.as_ref()).map_err(|e| Status::unauthenticated(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
@@ -161,7 +178,10 @@ mod tests {
     use tokio_rustls::TlsConnector;
 
     use super::*;
-    use crate::cluster::pki::{CertificateSubject, NodeCertificate, Role, RootCa};
+    use crate::{
+        api::Role,
+        ca::pki::{NodeCertificate, RootCa},
+    };
 
     const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 

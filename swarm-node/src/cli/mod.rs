@@ -9,11 +9,14 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    cluster::{Availability, Role},
-    control::{
-        self, Client, DEFAULT_CONTROL_SOCKET, DEFAULT_HOST, NodeUpdateRequest, Request, Response,
-        SwarmInitRequest, SwarmJoinRequest, SwarmNetworkCreateRequest,
+    api::{
+        Availability, Role,
+        control::{
+            NodeUpdateRequest, Request, Response, SwarmInitRequest, SwarmJoinRequest,
+            SwarmNetworkCreateRequest,
+        },
     },
+    control::{self, Client, DEFAULT_CONTROL_SOCKET, DEFAULT_HOST},
     daemon::{self, DaemonConfig, RuntimeChoice},
     dataplane::{
         LocalDelivery, LocalEndpointSpec, OverlayNetwork, PublishedPort, RemoteEndpointSpec,
@@ -676,7 +679,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             if let Some(period) = gossip_key_rotation {
                 let secs = period.as_secs();
-                let least = crate::cluster::state::MIN_GOSSIP_KEY_ROTATION;
+                let least = crate::manager::store::MIN_GOSSIP_KEY_ROTATION;
                 if secs < least.as_secs() {
                     anyhow::bail!(
                         "--gossip-key-rotation {period:?} is too short: a key must reach every node before the next; use at least {least:?}"

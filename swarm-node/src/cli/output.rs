@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::Format;
 use crate::{
-    control::{DaemonInfo, NetworkRow, NodeRow},
+    api::control::{DaemonInfo, NetworkRow, NodeRow},
     dataplane::{DataplaneStats, EndpointRow, ServiceRow},
 };
 

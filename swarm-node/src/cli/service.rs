@@ -10,12 +10,13 @@ use std::{
 use clap::{Args, Subcommand};
 
 use super::{FormatArgs, call, output, parse_label, print_notes};
-use crate::{
-    cluster::services::{
+use crate::api::{
+    assignments::tail,
+    control::{Request, Response, ServiceUpdateRequest, TaskOutput},
+    specs::{
         Constraint, EndpointMode, FailureAction, PortConfig, ResourceSpec, RestartCondition,
         RestartPolicy, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
     },
-    control::{Request, Response, ServiceUpdateRequest, TaskOutput},
 };
 
 #[derive(Debug, Subcommand)]
@@ -387,7 +388,7 @@ fn logs(host: &str, args: &LogsArgs) -> anyhow::Result<()> {
             // under the same ID (never, in practice) or its log rotated.
             let new = task.output.get(*seen..).unwrap_or(&task.output);
             let new = if first && args.follow {
-                crate::cluster::logs::tail(new, args.tail.0)
+                tail(new, args.tail.0)
             } else {
                 new
             };

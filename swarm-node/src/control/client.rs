@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{Request, Response};
+use crate::api::control::{Request, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

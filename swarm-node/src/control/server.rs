@@ -14,7 +14,7 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use super::{Request, Response};
+use crate::api::control::{Request, Response};
 
 /// A request line may not exceed this; a longer one is refused, not buffered.
 const MAX_REQUEST_BYTES: usize = 1 << 20;

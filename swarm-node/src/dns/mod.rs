@@ -18,7 +18,6 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream, UdpSocket},
@@ -26,7 +25,8 @@ use tokio::{
 };
 
 use self::message::{Rcode, TYPE_A};
-use crate::cluster::assignments::DnsRecord;
+use crate::api::{assignments::DnsRecord, control::DnsStats};
+use crate::lock::{Locked as _, ReadWriteLocked as _};
 
 /// Where tasks find the resolver, as in Docker.
 pub const RESOLVER_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
@@ -36,20 +36,6 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 /// An idle TCP client is dropped after this.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 const MAX_UDP: usize = 4096;
-
-/// What the resolver has done since the daemon started.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct DnsStats {
-    pub queries: u64,
-    /// Answered from the swarm's names.
-    pub answered: u64,
-    pub forwarded: u64,
-    pub nxdomain: u64,
-    pub servfail: u64,
-    /// Dropped (no header) or answered FORMERR.
-    pub malformed: u64,
-}
 
 #[derive(Default)]
 struct Counters {
@@ -136,19 +122,19 @@ impl Resolver {
     pub fn set_records(&self, records: &[DnsRecord]) {
         // The executor calls this every few hundred milliseconds; the
         // table is rebuilt only when something changed.
-        let mut current = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.records.locked();
         if current.as_slice() == records {
             return;
         }
         *current = records.to_vec();
         let table = NameTable::new(records);
-        *self.shared.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+        *self.shared.table.write_locked() = table;
     }
 
     /// Serves 127.0.0.11:53 in the namespace at `netns` for a task on the
     /// networks `vnis`. Serving one already served is a no-op.
     pub fn serve(&self, task_id: &str, netns: &Path, vnis: Vec<u32>) -> std::io::Result<()> {
-        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut servers = self.servers.locked();
         if servers.contains_key(task_id) {
             return Ok(());
         }
@@ -169,11 +155,7 @@ impl Resolver {
 
     /// Stops serving a task (its sockets close with the tasks).
     pub fn stop(&self, task_id: &str) {
-        let handles = self
-            .servers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(task_id);
+        let handles = self.servers.locked().remove(task_id);
         for handle in handles.into_iter().flatten() {
             handle.abort();
         }
@@ -198,7 +180,7 @@ impl Drop for Resolver {
         for handle in self
             .servers
             .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .drain()
             .flat_map(|(_, handles)| handles)
         {
@@ -290,11 +272,7 @@ async fn answer(shared: &Shared, vnis: &[u32], packet: &[u8]) -> Option<Vec<u8>>
             return message::query_id(packet).map(|id| message::error_answer(id, Rcode::FormErr));
         }
     };
-    let local = shared
-        .table
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .lookup(&query.name, vnis);
+    let local = shared.table.read_locked().lookup(&query.name, vnis);
     if let Some(addresses) = local {
         bump(&counters.answered);
         // A swarm name has A records only: other types get none (NODATA).

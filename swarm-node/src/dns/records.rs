@@ -11,7 +11,7 @@ use std::{
 };
 
 use crate::{
-    cluster::assignments::{DnsRecord, RemoteEndpoint},
+    api::assignments::{DnsRecord, RemoteEndpoint},
     gossip::GossipedEndpoints,
 };
 
@@ -80,7 +80,7 @@ pub fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::assignments::EndpointNames;
+    use crate::api::assignments::EndpointNames;
 
     const VNI: u32 = 4097;
     const LIVE_NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);

@@ -19,8 +19,12 @@ use std::{
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, spawn_chitchat};
 use serde::{Deserialize, Serialize};
 
-use self::transport::{Counters, GossipKey, GossipStats, Keys, SealedTransport};
-use crate::cluster::assignments::{EndpointNames, RemoteEndpoint};
+use self::transport::{Counters, GossipKey, Keys, SealedTransport};
+use crate::api::{
+    assignments::{EndpointNames, GossipConfig, RemoteEndpoint},
+    control::GossipStats,
+};
+use crate::lock::ReadWriteLocked as _;
 
 /// Docker's gossip port.
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
@@ -32,18 +36,6 @@ const ENDPOINT_PREFIX: &str = "ep/";
 
 /// One node's endpoints: (VNI, task address) and the names each answers to.
 pub type PublishedEndpoints = BTreeMap<(u32, Ipv4Addr), Option<EndpointNames>>;
-
-/// What the managers tell a node about gossip.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GossipConfig {
-    pub cluster_id: String,
-    /// Hex; the previous one is still accepted during a rotation.
-    pub key: String,
-    pub previous_key: Option<String>,
-    /// Every node's address: the seeds (on this node's gossip port, which
-    /// is the same on every node, as Docker's).
-    pub peers: Vec<Ipv4Addr>,
-}
 
 /// A peer as this node sees it, for `network inspect`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,7 +115,7 @@ impl Gossip {
     /// Takes the managers' latest word: keys (a rotation) and seeds.
     pub fn update(&self, config: &GossipConfig) {
         if let Ok(keys) = keys_of(config) {
-            *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+            *self.keys.write_locked() = keys;
         }
     }
 
@@ -232,12 +224,7 @@ impl Gossip {
 
     pub fn stats(&self) -> GossipStats {
         GossipStats {
-            key_id: self
-                .keys
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .current
-                .id(),
+            key_id: self.keys.read_locked().current.id(),
             ..self.counters.stats()
         }
     }

@@ -8,7 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Gossip, GossipConfig, transport::new_key_hex};
+use super::{Gossip, transport::new_key_hex};
+use crate::api::assignments::GossipConfig;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(5);

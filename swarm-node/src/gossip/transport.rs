@@ -17,7 +17,9 @@ use chitchat::{
     transport::{Socket, Transport},
 };
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use serde::{Deserialize, Serialize};
+
+use crate::api::control::GossipStats;
+use crate::lock::ReadWriteLocked as _;
 
 /// The first byte of every sealed datagram.
 const FORMAT_VERSION: u8 = 1;
@@ -125,20 +127,6 @@ pub fn open(keys: &Keys, datagram: &[u8]) -> Result<Vec<u8>, DropReason> {
     Err(DropReason::Unauthenticated)
 }
 
-/// Datagrams in and out, and those dropped, by reason.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct GossipStats {
-    /// The ID of the key this node seals with (see `GossipKey::id`).
-    #[serde(default, rename = "KeyID")]
-    pub key_id: String,
-    pub sent: u64,
-    pub received: u64,
-    pub dropped_malformed: u64,
-    pub dropped_unauthenticated: u64,
-    pub dropped_bad_message: u64,
-}
-
 #[derive(Default)]
 pub struct Counters {
     sent: AtomicU64,
@@ -190,7 +178,7 @@ struct SealedSocket {
 
 impl SealedSocket {
     fn keys(&self) -> Keys {
-        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.keys.read_locked().clone()
     }
 }
 

@@ -1,10 +1,47 @@
-//! What a manager answers other nodes on the API (heartbeats, joins,
-//! renewals), and this node's own certificate: kept when renewed, and
-//! served.
+//! What every manager answers agents, after swarmkit's dispatcher:
+//! heartbeats (the leader records who is alive), assignments (a long poll
+//! that answers when the store changes), task reports, and answers to
+//! `service logs` requests.
 
-use super::*;
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-impl Membership {
+use tonic::{Request, Response, Status};
+
+use super::{Manager, assignments::node_view, raft::Member};
+use crate::{
+    api::{
+        ClusterError,
+        assignments::{NodeView, TaskLog},
+        proto::{
+            self, AssignmentsRequest, AssignmentsResponse, HeartbeatRequest, HeartbeatResponse,
+            LogReport, LogReportResponse, TaskReport, TaskReportResponse,
+            dispatcher_server::Dispatcher,
+        },
+        tasks::TaskStatus,
+    },
+    ca::{pki::CertificateSubject, tls::caller},
+    manager::store::{Command, services::TaskChange},
+};
+
+/// How long an agent's request for assignments waits for a change.
+const ASSIGNMENTS_WAIT: Duration = Duration::from_secs(5);
+/// A node missing this many heartbeats in a row is Down.
+const MISSED_BEATS: u32 = 3;
+
+/// On the leader: when each node was last heard from.
+#[derive(Default)]
+pub(super) struct Liveness {
+    pub(super) seen: HashMap<String, Instant>,
+    /// When this manager became leader: nodes count as heard from then, so
+    /// a new leader does not call every node Down before they report to it.
+    pub(super) leader_since: Option<Instant>,
+}
+
+impl Manager {
     /// A manager hearing from a node. The leader records it alive; any
     /// manager says how often to call again, who leads, where the managers
     /// are, and the role the cluster gives the caller.
@@ -13,7 +50,7 @@ impl Membership {
         subject: &CertificateSubject,
     ) -> Result<proto::HeartbeatResponse, ClusterError> {
         self.authorize_member(subject)?;
-        let raft = self.require_raft()?;
+        let raft = self.raft()?;
         let (record, managers, period) = self.read_store(|s| {
             (
                 s.nodes.get(&subject.node_id).cloned(),
@@ -45,202 +82,131 @@ impl Membership {
         })
     }
 
-    /// A manager's answer to a joining node: a certificate for the role its
-    /// token admits; the node is recorded through the leader.
-    pub fn admit(&self, request: &proto::JoinRequest) -> Result<proto::JoinResponse, ClusterError> {
-        let addr: IpAddr = request.advertise_addr.parse().map_err(|_| {
-            ClusterError::Join(format!(
-                "invalid advertise address {:?}",
-                request.advertise_addr
-            ))
-        })?;
-        let token: JoinToken = request
-            .token
-            .parse()
-            .map_err(|e: crate::cluster::pki::TokenError| ClusterError::Join(e.to_string()))?;
-        let listen_port = match request.listen_port {
-            0 => DEFAULT_LISTEN_PORT,
-            port => u16::try_from(port)
-                .map_err(|_| ClusterError::Join(format!("invalid listen port {port}")))?,
-        };
-        let node_id = &request.node_id;
-        let valid_id = !node_id.is_empty()
-            && node_id.len() <= 64
-            && node_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !valid_id {
-            return Err(ClusterError::Join(format!("invalid node ID {node_id:?}")));
-        }
-        let (role, cert_pem, cluster_id, ca_pem, managers) = self.read_store(|s| {
-            let role = s.admits(&token).ok_or_else(|| {
-                ClusterError::Join(
-                    "invalid join token: it was rotated, or it belongs to another swarm; get the current one with `swarm join-token worker` (or manager) on a manager".into(),
-                )
-            })?;
-            if s.nodes.get(node_id).is_some_and(|n| n.role == Role::Manager) {
-                return Err(ClusterError::Join(format!(
-                    "node {node_id} is still a manager of this swarm (it left with --force): demote it first with `swarm node demote {node_id}` on a manager, then join again"
-                )));
-            }
-            let ca = RootCa::from_pem(&s.ca_cert_pem, &s.ca_key_pem)?;
-            let cert = ca.sign_request(
-                &request.csr_pem,
-                &s.cluster_id,
-                node_id,
-                role,
-                &[addr],
-                Duration::from_secs(s.cert_expiry_secs),
-            )?;
-            let managers: Vec<String> = s.managers().map(|m| m.addr.to_string()).collect();
-            Ok::<_, ClusterError>((role, cert, s.cluster_id.clone(), s.ca_cert_pem.clone(), managers))
-        })??;
-        self.write(Command::AddNode(NodeRecord {
-            id: node_id.clone(),
-            hostname: request.hostname.clone(),
-            addr: SocketAddr::new(addr, listen_port),
-            role,
-            availability: Availability::Active,
-            labels: BTreeMap::new(),
-            resources: NodeResources {
-                nano_cpus: request.nano_cpus,
-                memory_bytes: request.memory_bytes,
-            },
-        }))?;
-        Ok(proto::JoinResponse {
-            cluster_id,
-            role: role.to_string(),
-            cert_pem,
-            ca_pem,
-            managers,
-        })
+    /// Whether the leader heard from node `id` within three heartbeats (or,
+    /// for one it has not heard from yet, since it became leader).
+    pub fn alive(&self, id: &str, period: Duration) -> bool {
+        let liveness = self.liveness();
+        let last = liveness.seen.get(id).copied().max(liveness.leader_since);
+        last.is_some_and(|seen| seen.elapsed() <= period * MISSED_BEATS)
     }
 
-    /// A manager renewing a member's certificate: same node, in the role the
-    /// cluster now gives it, for the key in `csr_pem`.
-    pub fn renew(
+    /// Forgets every node (this node left its swarm).
+    pub fn forget_all(&self) {
+        *self.liveness() = Liveness::default();
+    }
+
+    /// Forgets a removed node.
+    pub(super) fn forget(&self, id: &str) {
+        self.liveness().seen.remove(id);
+    }
+
+    /// An agent's assignments, once the store is past `known` (or after a
+    /// few seconds without change).
+    pub async fn assignments(
         &self,
         subject: &CertificateSubject,
-        csr_pem: &str,
-    ) -> Result<String, ClusterError> {
+        known: u64,
+    ) -> Result<NodeView, ClusterError> {
         self.authorize_member(subject)?;
-        self.read_store(|s| {
-            let node = s
-                .nodes
-                .get(&subject.node_id)
-                .ok_or_else(|| ClusterError::NoSuchNode(subject.node_id.clone()))?;
-            let ca = RootCa::from_pem(&s.ca_cert_pem, &s.ca_key_pem)?;
-            Ok(ca.sign_request(
-                csr_pem,
-                &s.cluster_id,
-                &node.id,
-                node.role,
-                &[node.addr.ip()],
-                Duration::from_secs(s.cert_expiry_secs),
-            )?)
-        })?
+        let raft = self.raft()?;
+        let mut metrics = raft.raft.metrics();
+        let applied =
+            |m: &openraft::RaftMetrics<u64, Member>| m.last_applied.map_or(0, |l| l.index);
+        let _ =
+            tokio::time::timeout(ASSIGNMENTS_WAIT, metrics.wait_for(|m| applied(m) != known)).await;
+        let version = applied(&metrics.borrow());
+        self.read_store(|s| node_view(s, &subject.node_id, version))
     }
 
-    /// This node's current certificate.
-    pub fn certificate(&self) -> Option<NodeCertificate> {
-        self.lock().as_ref().map(|c| c.certificate.clone())
+    /// Task states an agent observed, for its own tasks only.
+    /// A node's answer to a `service logs` request this manager serves.
+    pub fn deliver_logs(&self, request_id: &str, from: &CertificateSubject, logs: Vec<TaskLog>) {
+        self.log_waiters.deliver(request_id, &from.node_id, logs);
     }
 
-    /// Keeps a renewed certificate (from a manager); its role may differ.
-    pub fn store_certificate(&self, certificate: NodeCertificate) -> Result<(), ClusterError> {
-        let mut slot = self.lock();
-        let cluster = slot.as_mut().ok_or(ClusterError::NotInSwarm)?;
-        cluster.replace_certificate(certificate)
+    pub fn report_tasks(
+        &self,
+        subject: &CertificateSubject,
+        statuses: Vec<(String, TaskStatus)>,
+    ) -> Result<(), ClusterError> {
+        self.authorize_member(subject)?;
+        let changes: Vec<TaskChange> = self.read_store(|s| {
+            statuses
+                .into_iter()
+                .filter(|(id, _)| {
+                    s.tasks
+                        .get(id)
+                        .is_some_and(|t| t.node_id.as_deref() == Some(&subject.node_id))
+                })
+                .map(|(id, status)| TaskChange::Status { id, status })
+                .collect()
+        })?;
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.write(Command::Tasks(changes))
+    }
+}
+
+/// The `Dispatcher` gRPC service.
+pub(super) struct DispatcherService {
+    pub(super) manager: Arc<Manager>,
+}
+
+#[tonic::async_trait]
+impl Dispatcher for DispatcherService {
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        // TLS has checked the certificate against the CA; its subject says
+        // which node is calling.
+        let subject = caller(&request)?;
+        self.manager
+            .heartbeat(&subject)
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
-    /// Keeps what the agent heard of the managers.
-    pub fn note_managers(&self, managers: Vec<SocketAddr>, period_millis: u64) {
-        let mut slot = self.lock();
-        let Some(cluster) = slot.as_mut() else {
-            return;
-        };
-        if managers.is_empty()
-            || (cluster.local.managers == managers
-                && cluster.local.heartbeat_millis == period_millis)
-        {
-            return;
-        }
-        cluster.local.managers = managers;
-        cluster.local.heartbeat_millis = period_millis;
-        if let Err(err) = cluster.save_local() {
-            tracing::warn!(error = %err, "saving the managers' addresses failed");
-        }
+    async fn assignments(
+        &self,
+        request: Request<AssignmentsRequest>,
+    ) -> Result<Response<AssignmentsResponse>, Status> {
+        let subject = caller(&request)?;
+        let view = self
+            .manager
+            .assignments(&subject, request.get_ref().known_version)
+            .await
+            .map_err(Status::from)?;
+        let view_json = serde_json::to_vec(&view).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(AssignmentsResponse { view_json }))
     }
 
-    /// Signs this manager's new certificate once half the old one's life
-    /// has passed; says whether it did.
-    pub(super) fn renew_own_certificate(&self) -> bool {
-        let mut slot = self.lock();
-        let Some(cluster) = slot.as_mut().filter(|c| c.raft.is_some()) else {
-            return false;
-        };
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let due = CertificateSubject::from_pem(&cluster.certificate.cert_pem)
-            .map_or(true, |subject| subject.renewal_due(now));
-        if !due {
-            return false;
-        }
-        let node_id = cluster.node_id.clone();
-        let issued = cluster.with_store(|s| {
-            let me = s
-                .nodes
-                .get(&node_id)
-                .ok_or_else(|| ClusterError::NoSuchNode(node_id.clone()))?;
-            let ca = RootCa::from_pem(&s.ca_cert_pem, &s.ca_key_pem)?;
-            Ok::<_, ClusterError>(ca.issue(
-                &s.cluster_id,
-                &node_id,
-                me.role,
-                &[me.addr.ip()],
-                Duration::from_secs(s.cert_expiry_secs),
-            )?)
-        });
-        match issued
-            .and_then(|issued| issued)
-            .and_then(|cert| cluster.replace_certificate(cert))
-        {
-            Ok(()) => true,
-            Err(err) => {
-                tracing::warn!(error = %err, "renewing this manager's certificate failed");
-                false
-            }
-        }
+    async fn report_tasks(
+        &self,
+        request: Request<TaskReport>,
+    ) -> Result<Response<TaskReportResponse>, Status> {
+        let subject = caller(&request)?;
+        let statuses = serde_json::from_slice(&request.get_ref().statuses_json)
+            .map_err(|e| Status::invalid_argument(format!("malformed task report: {e}")))?;
+        let manager = self.manager.clone();
+        tokio::task::spawn_blocking(move || manager.report_tasks(&subject, statuses))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::from)?;
+        Ok(Response::new(TaskReportResponse {}))
     }
 
-    /// A manager signs its own new certificate when half the old one's life
-    /// has passed, then serves the API with it.
-    pub(super) fn renew_own_if_due(self: &Arc<Self>) {
-        let renewed = self.renew_own_certificate();
-        if renewed {
-            tracing::info!("manager certificate renewed");
-        }
-        // Renewed here, or by the agent through another manager: present it
-        // from the next handshake on; open connections carry on.
-        let Some((cert_pem, key_pem, ca_pem)) = self.lock().as_ref().map(|c| {
-            (
-                c.certificate.cert_pem.clone(),
-                c.certificate.key_pem.clone(),
-                c.ca_pem().to_owned(),
-            )
-        }) else {
-            return;
-        };
-        if self
-            .served_certificate
-            .cert_pem()
-            .is_some_and(|served| served != cert_pem)
-        {
-            match self.served_certificate.set(&cert_pem, &key_pem, &ca_pem) {
-                Ok(()) => tracing::info!("serving the API with the renewed certificate"),
-                Err(err) => {
-                    tracing::error!(error = %err, "the renewed certificate cannot be served")
-                }
-            }
-        }
+    async fn report_logs(
+        &self,
+        request: Request<LogReport>,
+    ) -> Result<Response<LogReportResponse>, Status> {
+        let subject = caller(&request)?;
+        let report = request.into_inner();
+        let logs = serde_json::from_slice(&report.logs_json)
+            .map_err(|e| Status::invalid_argument(format!("malformed log report: {e}")))?;
+        self.manager
+            .deliver_logs(&report.request_id, &subject, logs);
+        Ok(Response::new(LogReportResponse {}))
     }
 }

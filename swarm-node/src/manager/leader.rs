@@ -2,7 +2,32 @@
 //! forwarded to it over the managers' API; committing commands through
 //! Raft; adding and removing voters.
 
-use super::*;
+use std::{
+    collections::BTreeSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use openraft::{
+    ChangeMembers,
+    error::{ClientWriteError, RaftError},
+};
+use serde::{Deserialize, Serialize};
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+
+use super::{
+    Manager,
+    raft::{self, Member, RaftNode},
+    store::{Command, CommandResult},
+};
+use crate::{
+    api::{
+        ClusterError, Role,
+        control::{Request, Response},
+        proto::{self, ForwardRequest, ForwardResponse, manager_server},
+    },
+    ca::{client::channel, tls::caller},
+};
 
 /// Work a manager hands to the leader.
 #[derive(Debug, Serialize, Deserialize)]
@@ -26,22 +51,22 @@ pub enum Forwarded {
 
 /// How long a request may wait for a leader (an election, say) and for its
 /// write to commit before it fails.
-pub(super) const LEADER_WAIT: Duration = Duration::from_secs(5);
+pub const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// How long making a new manager a voter may take (it catches up first).
-pub(super) const ADD_VOTER_WAIT: Duration = Duration::from_secs(20);
+pub const ADD_VOTER_WAIT: Duration = Duration::from_secs(20);
 /// How long one attempt at removing a voter may take.
 const REMOVE_VOTER_WAIT: Duration = Duration::from_secs(5);
 /// A forwarded request is forwarded once more at most.
 pub const MAX_HOPS: u32 = 2;
 
-impl Membership {
+impl Manager {
     /// Runs `work` on the leader: here if this manager leads, else forwarded
     /// to it. Waits out an election (up to LEADER_WAIT).
     pub fn lead(&self, work: Forwarded, hops: u32) -> Result<Response, ClusterError> {
         let deadline = Instant::now() + LEADER_WAIT;
         let mut last_error = None;
         loop {
-            let raft = self.require_raft()?;
+            let raft = self.raft()?;
             if raft.is_leader() {
                 match self.run_here(&work) {
                     Err(ClusterError::NotLeader) => {}
@@ -77,17 +102,20 @@ impl Membership {
     }
 
     /// Sends `work` to the manager at `addr`.
-    pub(super) fn forward(
+    pub fn forward(
         &self,
         addr: &str,
         work: &Forwarded,
         hops: u32,
     ) -> Result<Response, ForwardError> {
         let credentials = self
-            .credentials()
+            .host()
+            .ok()
+            .and_then(|host| host.credentials())
             .ok_or_else(|| ForwardError::Final("this node left the swarm".into()))?;
         let json = serde_json::to_vec(work).map_err(|e| ForwardError::Final(e.to_string()))?;
-        let channel = raft::network::channel(addr, &credentials).map_err(ForwardError::Final)?;
+        let channel =
+            channel(addr, &credentials).map_err(|e| ForwardError::Final(e.to_string()))?;
         let answer = self.runtime.block_on(async {
             let mut client = proto::manager_client::ManagerClient::new(channel);
             tokio::time::timeout(
@@ -116,7 +144,7 @@ impl Membership {
     }
 
     /// Runs `work` on this manager, which must be the leader.
-    pub(super) fn run_here(&self, work: &Forwarded) -> Result<Response, ClusterError> {
+    pub fn run_here(&self, work: &Forwarded) -> Result<Response, ClusterError> {
         match work {
             Forwarded::Request { request, origin } => self.serve_request(request, origin),
             Forwarded::Command(command) => {
@@ -131,52 +159,9 @@ impl Membership {
         }
     }
 
-    pub(super) fn serve_request(
-        &self,
-        request: &Request,
-        origin: &str,
-    ) -> Result<Response, ClusterError> {
-        match request {
-            Request::NodeList => self.nodes(origin),
-            Request::NodeInspect { node } => self.inspect(node),
-            Request::NodeUpdate(update) => self.update(update),
-            Request::NodeRemove { node, force } => self.remove(node, *force),
-            Request::NodePromote { nodes } => self.change_roles(nodes, Role::Manager),
-            Request::NodeDemote { nodes } => self.change_roles(nodes, Role::Worker),
-            Request::JoinToken { role, rotate } => self.join_token_here(*role, *rotate),
-            Request::SwarmNetworkCreate(network) => self.create_network(network),
-            Request::SwarmNetworkList => self.networks(),
-            Request::SwarmNetworkInspect { network } => self.inspect_network(network),
-            Request::SwarmNetworkRemove { networks } => self.remove_networks(networks),
-            Request::SwarmServiceCreate(spec) => self.create_service(spec),
-            Request::SwarmServiceList => self.list_services(),
-            Request::SwarmServiceInspect { service } => self.inspect_service(service),
-            Request::SwarmServiceTasks { services } => self.service_tasks(services),
-            Request::SwarmServiceScale { scales } => self.scale_services(scales),
-            Request::SwarmServiceUpdate(update) => self.update_service(update),
-            Request::SwarmServiceRollback { service } => self.rollback_service(service),
-            Request::SwarmServiceRemove { services } => self.remove_services(services),
-            Request::SwarmServiceLogs { reference, tail } => self.service_logs(reference, *tail),
-            Request::SwarmRotateGossipKey => self
-                .commit_here(Command::rotate_gossip_key(lifecycle::now_secs()))
-                .map(|()| Response::Notes(vec!["Gossip key rotated.".into()])),
-            Request::SwarmSetGossipKeyRotation { secs } => self
-                .commit_here(Command::SetGossipKeyRotation { secs: *secs })
-                .map(|()| {
-                    Response::Notes(vec![format!(
-                        "The gossip key now rotates every {}.",
-                        whole_units(*secs)
-                    )])
-                }),
-            other => Err(ClusterError::Refused(format!(
-                "{other:?} is not a request the leader runs"
-            ))),
-        }
-    }
-
     /// Commits `command` through this manager's Raft, which must lead.
-    pub(super) fn commit_here(&self, command: Command) -> Result<(), ClusterError> {
-        let raft = self.require_raft()?;
+    pub fn commit_here(&self, command: Command) -> Result<(), ClusterError> {
+        let raft = self.raft()?;
         if !raft.is_leader() {
             return Err(ClusterError::NotLeader);
         }
@@ -200,7 +185,7 @@ impl Membership {
     }
 
     /// Commits `command` on the leader, wherever it is.
-    pub(super) fn write(&self, command: Command) -> Result<(), ClusterError> {
+    pub fn write(&self, command: Command) -> Result<(), ClusterError> {
         match self.lead(Forwarded::Command(command), 0)? {
             Response::Error(message) => Err(ClusterError::Refused(message)),
             _ => Ok(()),
@@ -209,8 +194,8 @@ impl Membership {
 
     /// The leader makes manager `node_id` a Raft voter: a learner first,
     /// until it has caught up, then a voter.
-    pub(super) fn add_voter_here(&self, node_id: &str) -> Result<(), ClusterError> {
-        let raft = self.require_raft()?;
+    pub fn add_voter_here(&self, node_id: &str) -> Result<(), ClusterError> {
+        let raft = self.raft()?;
         if !raft.is_leader() {
             return Err(ClusterError::NotLeader);
         }
@@ -252,8 +237,8 @@ impl Membership {
         }
     }
 
-    pub(super) fn remove_voter_here(&self, node_id: &str) -> Result<(), ClusterError> {
-        let raft = self.require_raft()?;
+    pub fn remove_voter_here(&self, node_id: &str) -> Result<(), ClusterError> {
+        let raft = self.raft()?;
         let id = raft::raft_id(node_id);
         let is_member = || raft.holds(node_id);
         if !is_member() {
@@ -289,18 +274,50 @@ impl Membership {
 }
 
 /// Why forwarding failed.
-pub(super) enum ForwardError {
+pub enum ForwardError {
     /// Worth trying again (no answer, not the leader any more).
     Retry(String),
     Final(String),
 }
 
-/// `secs` in the largest unit that divides it: 12h, 90m, 45s.
-fn whole_units(secs: u64) -> String {
-    match secs {
-        0 => "0s".into(),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
+/// The `Manager` gRPC service: work other managers pass to the leader.
+pub(super) struct ManagerService {
+    pub(super) manager: Arc<Manager>,
+}
+
+#[tonic::async_trait]
+impl manager_server::Manager for ManagerService {
+    async fn forward(
+        &self,
+        request: GrpcRequest<ForwardRequest>,
+    ) -> Result<GrpcResponse<ForwardResponse>, Status> {
+        let subject = caller(&request)?;
+        let ForwardRequest { request_json, hops } = request.into_inner();
+        let work: Forwarded = serde_json::from_slice(&request_json)
+            .map_err(|e| Status::invalid_argument(format!("malformed forwarded work: {e}")))?;
+        // A demoted manager (whose certificate already says worker) may
+        // still ask to leave the voters itself, and nothing else.
+        let leaving_itself =
+            matches!(&work, Forwarded::RemoveVoter { node_id } if *node_id == subject.node_id);
+        if !leaving_itself {
+            self.manager
+                .authorize_manager(&subject)
+                .map_err(|e| Status::permission_denied(e.to_string()))?;
+        }
+        let manager = self.manager.clone();
+        let answer = tokio::task::spawn_blocking(move || manager.lead(work, hops.max(1)))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let response = match answer {
+            Ok(response) => response,
+            // Retried by the caller: no leader here, or none reachable.
+            Err(err @ (ClusterError::NotLeader | ClusterError::Unavailable(_))) => {
+                return Err(err.into());
+            }
+            Err(err) => Response::Error(err.to_string()),
+        };
+        serde_json::to_vec(&response)
+            .map(|response_json| GrpcResponse::new(ForwardResponse { response_json }))
+            .map_err(|e| Status::internal(e.to_string()))
     }
 }

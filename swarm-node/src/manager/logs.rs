@@ -7,14 +7,7 @@ use std::{
     sync::{Mutex, mpsc},
 };
 
-use serde::{Deserialize, Serialize};
-
-/// One task's output, as its node keeps it (stdout and stderr together).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskLog {
-    pub task_id: String,
-    pub output: String,
-}
+use crate::{api::assignments::TaskLog, lock::Locked as _};
 
 /// A node's answer: its node ID (from its certificate) and its tasks' logs.
 pub type NodeLogs = (String, Vec<TaskLog>);
@@ -45,40 +38,6 @@ impl LogWaiters {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<NodeLogs>>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// The last `lines` lines of `output` (all of it without a limit).
-pub fn tail(output: &str, lines: Option<u64>) -> &str {
-    let Some(lines) = lines else { return output };
-    if lines == 0 {
-        return "";
-    }
-    let body = output.strip_suffix('\n').unwrap_or(output);
-    let mut seen = 0;
-    for (at, byte) in body.bytes().enumerate().rev() {
-        if byte == b'\n' {
-            seen += 1;
-            if seen == lines {
-                return &output[at + 1..];
-            }
-        }
-    }
-    output
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tail;
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        assert_eq!(tail("a\nb\nc\n", Some(2)), "b\nc\n");
-        assert_eq!(tail("a\nb\nc", Some(2)), "b\nc");
-        assert_eq!(tail("a\nb\nc\n", Some(5)), "a\nb\nc\n");
-        assert_eq!(tail("a\nb\nc\n", Some(0)), "");
-        assert_eq!(tail("a\nb\nc\n", None), "a\nb\nc\n");
-        assert_eq!(tail("", Some(3)), "");
+        self.open.locked()
     }
 }

@@ -4,19 +4,107 @@
 //! applies restart policies, replaces tasks on dead or drained nodes, rolls
 //! updates out batch by batch, schedules new tasks and trims history. It is
 //! a pure function of its inputs, so it is tested without a cluster; the
-//! leader commits what it returns.
+//! leader's loop here commits what it returns.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use super::{
-    Availability, NodeRecord, NodeResources, Role,
-    services::{
-        Constraint, FailureAction, RestartCondition, ServiceMode, ServiceRecord, ServiceSpec,
-        TASK_HISTORY, TaskChange, TaskRecord, TaskState, TaskStatus, UpdateOrder, UpdateState,
-        UpdateStatus,
+    Manager,
+    scheduler::{satisfies, schedule},
+    store::{
+        ClusterState, Command, NodeRecord,
+        services::{
+            ServiceRecord, TASK_HISTORY, TaskChange, TaskRecord, UpdateState, UpdateStatus,
+        },
     },
-    state::ClusterState,
 };
+use crate::{
+    api::{
+        Availability, ClusterError,
+        specs::{FailureAction, RestartCondition, ServiceMode, ServiceSpec, UpdateOrder},
+        tasks::{TaskState, TaskStatus},
+    },
+    clock::now_millis,
+    identity::new_id,
+};
+
+/// How often the leader reconciles when nothing wakes it sooner.
+const RECONCILE_PERIOD: Duration = Duration::from_millis(100);
+
+impl Manager {
+    /// The leader's loop: reconcile services and tasks, commit the changes.
+    pub fn start_orchestrator(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(RECONCILE_PERIOD).await;
+                let Some(membership) = weak.upgrade() else {
+                    return;
+                };
+                let pass = tokio::task::spawn_blocking(move || membership.reconcile_once()).await;
+                if let Ok(Err(err)) = pass {
+                    tracing::debug!(error = %err, "reconciliation pass failed");
+                }
+            }
+        });
+    }
+
+    /// Docker's managers rotate the gossip key every 12 hours; so does the
+    /// leader here, at the swarm's `--gossip-key-rotation`.
+    fn rotate_gossip_key_if_due(&self) -> Result<(), ClusterError> {
+        let now = now_millis() / 1000;
+        if self.read_store(|s| s.gossip_key_due(now))? {
+            tracing::info!("rotating the gossip key");
+            self.commit_here(Command::rotate_gossip_key(now))?;
+        }
+        Ok(())
+    }
+
+    fn reconcile_once(&self) -> Result<(), ClusterError> {
+        let Ok(raft) = self.raft() else {
+            return Ok(());
+        };
+        if !raft.is_leader() {
+            return Ok(());
+        }
+        self.rotate_gossip_key_if_due()?;
+        let now = now_millis();
+        let plan = self.read_store(|s| {
+            let period = Duration::from_millis(s.heartbeat_millis.max(1));
+            let ready: BTreeSet<String> = s
+                .nodes
+                .keys()
+                .filter(|id| **id == self.node.node_id || self.alive(id, period))
+                .cloned()
+                .collect();
+            reconcile(s, &ready, now, &mut new_id)
+        })?;
+        if plan.is_empty() {
+            return Ok(());
+        }
+        for (id, spec) in plan.rollbacks {
+            tracing::warn!(service = %id, "update failed; rolling back");
+            self.commit_here(Command::UpdateService {
+                id,
+                spec: Box::new(spec),
+                rollback: true,
+                at: now / 1000,
+            })?;
+        }
+        for (id, status) in plan.update_statuses {
+            tracing::info!(service = %id, state = ?status.state, "update status");
+            self.commit_here(Command::SetUpdateStatus { id, status })?;
+        }
+        if !plan.tasks.is_empty() {
+            self.commit_here(Command::Tasks(plan.tasks))?;
+        }
+        Ok(())
+    }
+}
 
 /// What the leader commits after one pass.
 #[derive(Debug, Default, PartialEq)]
@@ -183,7 +271,7 @@ pub fn reconcile(
         plan.tasks
             .push(TaskChange::SetDesired { id, desired: state });
     }
-    schedule(state, ready, &mut created, &mut plan, now_millis);
+    schedule(state, ready, &mut created, &mut plan.tasks, now_millis);
     plan
 }
 
@@ -393,195 +481,21 @@ fn new_task(service: &ServiceRecord, key: &SlotKey, id: String, now_millis: u64)
     }
 }
 
-/// Places new tasks: available nodes that satisfy the constraints, then the
-/// one with the fewest tasks of the service, then the fewest tasks in all.
-/// A global task is assigned to its own node.
-fn schedule(
-    state: &ClusterState,
-    ready: &BTreeSet<String>,
-    created: &mut Vec<TaskRecord>,
-    plan: &mut Plan,
-    now_millis: u64,
-) {
-    let mut per_service: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    let mut per_node: BTreeMap<&str, u64> = BTreeMap::new();
-    // What the live tasks on each node reserve.
-    let mut reserved: BTreeMap<String, NodeResources> = BTreeMap::new();
-    for task in state.tasks.values() {
-        if task.desired == TaskState::Running
-            && !task.status.state.is_terminal()
-            && let Some(node) = &task.node_id
-        {
-            *per_service.entry((&task.service_id, node)).or_default() += 1;
-            *per_node.entry(node).or_default() += 1;
-            reserve(reserved.entry(node.clone()).or_default(), task);
-        }
-    }
-    let mut assigned: Vec<(String, String)> = Vec::new();
-    let mut waiting: Vec<&TaskRecord> = state
-        .tasks
-        .values()
-        .filter(|t| t.desired == TaskState::Running && t.status.state <= TaskState::Pending)
-        .collect();
-    waiting.sort_by_key(|t| (t.created_at_millis, t.slot, t.id.clone()));
-    let fresh: Vec<TaskRecord> = std::mem::take(created);
-    let candidates: Vec<&TaskRecord> = waiting.into_iter().chain(fresh.iter()).collect();
-    let mut counts: BTreeMap<(String, String), u64> = per_service
-        .into_iter()
-        .map(|((s, n), c)| ((s.to_owned(), n.to_owned()), c))
-        .collect();
-    let mut totals: BTreeMap<String, u64> = per_node
-        .into_iter()
-        .map(|(n, c)| (n.to_owned(), c))
-        .collect();
-    for task in candidates {
-        if let Some(node) = &task.node_id {
-            assigned.push((task.id.clone(), node.clone()));
-            continue;
-        }
-        let mut not_available = 0;
-        let mut not_matching = 0;
-        let mut short_of_resources = 0;
-        let mut best: Option<(&NodeRecord, (u64, u64))> = None;
-        for node in state.nodes.values() {
-            if !ready.contains(&node.id) || node.availability != Availability::Active {
-                not_available += 1;
-                continue;
-            }
-            if !satisfies(node, &task.spec.constraints) {
-                not_matching += 1;
-                continue;
-            }
-            if !fits(node, reserved.get(&node.id), task) {
-                short_of_resources += 1;
-                continue;
-            }
-            let load = (
-                counts
-                    .get(&(task.service_id.clone(), node.id.clone()))
-                    .copied()
-                    .unwrap_or(0),
-                totals.get(&node.id).copied().unwrap_or(0),
-            );
-            if best.is_none_or(|(_, best_load)| load < best_load) {
-                best = Some((node, load));
-            }
-        }
-        match best {
-            Some((node, _)) => {
-                *counts
-                    .entry((task.service_id.clone(), node.id.clone()))
-                    .or_default() += 1;
-                *totals.entry(node.id.clone()).or_default() += 1;
-                reserve(reserved.entry(node.id.clone()).or_default(), task);
-                assigned.push((task.id.clone(), node.id.clone()));
-            }
-            None => {
-                let mut reasons = Vec::new();
-                if not_available > 0 {
-                    reasons.push(format!("{not_available} not available for new tasks"));
-                }
-                if not_matching > 0 {
-                    reasons.push(format!(
-                        "scheduling constraints not satisfied on {not_matching}"
-                    ));
-                }
-                if short_of_resources > 0 {
-                    reasons.push(format!("insufficient resources on {short_of_resources}"));
-                }
-                if reasons.is_empty() {
-                    reasons.push("no nodes in the swarm".into());
-                }
-                let reason = format!("no suitable node ({})", reasons.join("; "));
-                if task.status.err != reason || task.status.state != TaskState::Pending {
-                    plan.tasks.push(TaskChange::Unplaceable {
-                        id: task.id.clone(),
-                        reason,
-                        at_millis: now_millis,
-                    });
-                }
-            }
-        }
-    }
-    let fresh_changes: Vec<TaskChange> = fresh
-        .into_iter()
-        .map(|t| TaskChange::Create(Box::new(t)))
-        .collect();
-    // Created before assigned or marked pending, in the same batch.
-    let rest = std::mem::take(&mut plan.tasks);
-    plan.tasks = fresh_changes;
-    plan.tasks.extend(rest);
-    plan.tasks.extend(
-        assigned
-            .into_iter()
-            .map(|(id, node_id)| TaskChange::Assign { id, node_id }),
-    );
-}
-
-/// Adds what `task` reserves to `total`.
-fn reserve(total: &mut NodeResources, task: &TaskRecord) {
-    let wants = &task.spec.reservations;
-    total.nano_cpus += wants.nano_cpus.unwrap_or(0);
-    total.memory_bytes += wants.memory_bytes.unwrap_or(0);
-}
-
-/// Whether `task`'s reservations fit in what `node` offers beyond what its
-/// tasks reserve already. A node that reported nothing limits nothing.
-fn fits(node: &NodeRecord, reserved: Option<&NodeResources>, task: &TaskRecord) -> bool {
-    let reserved = reserved.copied().unwrap_or_default();
-    let wants = &task.spec.reservations;
-    let room = |offered: u64, taken: u64, wanted: Option<u64>| {
-        offered == 0 || wanted.is_none_or(|w| taken.saturating_add(w) <= offered)
-    };
-    room(
-        node.resources.nano_cpus,
-        reserved.nano_cpus,
-        wants.nano_cpus,
-    ) && room(
-        node.resources.memory_bytes,
-        reserved.memory_bytes,
-        wants.memory_bytes,
-    )
-}
-
-/// Whether `node` meets every constraint.
-pub fn satisfies(node: &NodeRecord, constraints: &[Constraint]) -> bool {
-    constraints.iter().all(|c| {
-        let actual = match c.key.as_str() {
-            "node.id" => Some(node.id.clone()),
-            "node.hostname" => Some(node.hostname.clone()),
-            "node.role" => Some(
-                match node.role {
-                    Role::Manager => "manager",
-                    Role::Worker => "worker",
-                }
-                .to_owned(),
-            ),
-            "node.platform.os" => Some(std::env::consts::OS.to_owned()),
-            "node.platform.arch" => Some(std::env::consts::ARCH.to_owned()),
-            key => key
-                .strip_prefix("node.labels.")
-                .and_then(|label| node.labels.get(label).cloned()),
-        };
-        // A missing label equals nothing, as in swarmkit.
-        match actual {
-            Some(actual) => (actual == c.value) == c.equal,
-            None => !c.equal,
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::cluster::{
-        pki::JoinToken,
-        services::{
-            EndpointMode, ResourceSpec, RestartPolicy, ServiceCreate, ServiceSpec, UpdateConfig,
+    use crate::{
+        api::{
+            NodeResources, Role,
+            specs::{EndpointMode, ResourceSpec, RestartPolicy, UpdateConfig},
         },
-        state::ingress_network,
+        ca::pki::JoinToken,
+        manager::{
+            allocator::ingress_network,
+            store::{NodeRecord, services::ServiceCreate},
+        },
     };
 
     fn node(id: &str, role: Role) -> NodeRecord {

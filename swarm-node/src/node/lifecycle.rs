@@ -1,14 +1,43 @@
 //! Becoming a member (`init`, `join`), changing role (promotion and
 //! demotion as this node's certificate says), and leaving.
 
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
 use super::{
-    leader::{ADD_VOTER_WAIT, ForwardError},
-    *,
+    Membership,
+    local::{Cluster, LocalState},
+};
+use crate::{
+    api::{
+        Availability, ClusterError, NodeResources, Role,
+        control::{Response, SwarmInitRequest, SwarmJoinRequest},
+    },
+    ca::{
+        join::{self, Joiner},
+        pki::{DEFAULT_CERT_EXPIRY, JoinToken, RootCa},
+    },
+    clock::now_secs,
+    identity::new_id,
+    lock::Locked as _,
+    manager::{
+        allocator::ingress_network,
+        leader::{ADD_VOTER_WAIT, ForwardError, Forwarded},
+        raft::{Member, RaftNode},
+        store::{
+            ClusterState, Command, DEFAULT_GOSSIP_KEY_ROTATION, DEFAULT_HEARTBEAT,
+            MIN_GOSSIP_KEY_ROTATION, NodeRecord,
+        },
+    },
 };
 
 impl Membership {
     pub fn init(self: &Arc<Self>, request: SwarmInitRequest) -> Result<Response, ClusterError> {
-        let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+        let _transition = self.transition.locked();
         if self.lock().is_some() {
             return Err(ClusterError::AlreadyInSwarm);
         }
@@ -31,7 +60,7 @@ impl Membership {
                 MIN_GOSSIP_KEY_ROTATION.as_secs()
             )));
         }
-        let cluster_id = random_id();
+        let cluster_id = new_id();
         let ca = RootCa::generate(&cluster_id)?;
         let certificate = ca.issue(
             &cluster_id,
@@ -60,7 +89,7 @@ impl Membership {
             ca_key_pem: ca.key_pem(),
             nodes: BTreeMap::from([(me.id.clone(), me)]),
             networks: {
-                let ingress = crate::cluster::state::ingress_network(random_id(), now_secs());
+                let ingress = ingress_network(new_id(), now_secs());
                 BTreeMap::from([(ingress.id.clone(), ingress)])
             },
             services: BTreeMap::new(),
@@ -107,9 +136,9 @@ impl Membership {
         };
         cluster.raft = Some(raft.clone());
         *self.lock() = Some(cluster);
-        self.watch_leadership(&raft);
+        self.manager.watch_leadership(&raft);
         let worker_token = state.worker_token.clone();
-        if let Err(err) = self.write(Command::Create(Box::new(state))) {
+        if let Err(err) = self.manager.write(Command::Create(Box::new(state))) {
             self.abandon();
             return Err(err);
         }
@@ -128,7 +157,7 @@ impl Membership {
     }
 
     /// Undoes a membership that could not be completed.
-    pub(super) fn abandon(self: &Arc<Self>) {
+    fn abandon(self: &Arc<Self>) {
         let Some(mut cluster) = self.lock().take() else {
             return;
         };
@@ -142,7 +171,7 @@ impl Membership {
     /// `swarm join`: becomes a member through the manager at `manager`. A
     /// new manager starts Raft and is made a voter before this returns.
     pub fn join(self: &Arc<Self>, request: SwarmJoinRequest) -> Result<Response, ClusterError> {
-        let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+        let _transition = self.transition.locked();
         if self.lock().is_some() {
             return Err(ClusterError::AlreadyInSwarm);
         }
@@ -192,10 +221,7 @@ impl Membership {
 
     /// Starts Raft and the API on a node whose certificate now says manager,
     /// and asks the managers at `through` to make it a voter.
-    pub(super) fn become_manager(
-        self: &Arc<Self>,
-        through: &[SocketAddr],
-    ) -> Result<(), ClusterError> {
+    fn become_manager(self: &Arc<Self>, through: &[SocketAddr]) -> Result<(), ClusterError> {
         let (dir, credentials) = {
             let slot = self.lock();
             let cluster = slot.as_ref().ok_or(ClusterError::NotInSwarm)?;
@@ -210,7 +236,7 @@ impl Membership {
         if let Some(cluster) = self.lock().as_mut() {
             cluster.raft = Some(raft.clone());
         }
-        self.watch_leadership(&raft);
+        self.manager.watch_leadership(&raft);
         // The leader must reach this node's API to replicate to it.
         self.sync_api();
         let work = Forwarded::AddVoter {
@@ -220,7 +246,7 @@ impl Membership {
         let deadline = Instant::now() + ADD_VOTER_WAIT;
         while Instant::now() < deadline {
             for addr in through {
-                match self.forward(&addr.to_string(), &work, 1) {
+                match self.manager.forward(&addr.to_string(), &work, 1) {
                     Ok(Response::Error(message)) => last_error = message,
                     Ok(_) => {
                         tracing::info!("this node is a Raft voter");
@@ -240,7 +266,7 @@ impl Membership {
     }
 
     /// Stops Raft and the API on a node whose certificate now says worker.
-    pub(super) fn become_worker(self: &Arc<Self>) -> Result<(), ClusterError> {
+    fn become_worker(self: &Arc<Self>) -> Result<(), ClusterError> {
         let raft = self.lock().as_mut().and_then(|c| c.raft.take());
         if let Some(raft) = raft {
             let _ = self.runtime.block_on(raft.raft.shutdown());
@@ -285,7 +311,7 @@ impl Membership {
     }
 
     pub fn leave(self: &Arc<Self>, force: bool) -> Result<Response, ClusterError> {
-        let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+        let _transition = self.transition.locked();
         {
             let slot = self.lock();
             let cluster = slot.as_ref().ok_or(ClusterError::NotInSwarm)?;
@@ -306,24 +332,8 @@ impl Membership {
         }
         self.sync_api();
         cluster.remove()?;
-        *self.liveness() = Liveness::default();
+        self.manager.forget_all();
         tracing::info!("left the swarm");
         Ok(Response::Done)
     }
-}
-
-pub(super) fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// 25 lowercase alphanumerics, like Docker's object IDs.
-pub(super) fn random_id() -> String {
-    use rand::Rng as _;
-    const CHARS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::thread_rng();
-    (0..25)
-        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
-        .collect()
 }

@@ -15,10 +15,14 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    ClusterError, ClusterState,
-    pki::{CertificateSubject, NodeCertificate, Role},
-    raft::{Credentials, RaftNode},
+use crate::lock::ReadWriteLocked as _;
+use crate::{
+    api::{ClusterError, Role},
+    ca::{
+        client::Credentials,
+        pki::{CertificateSubject, NodeCertificate},
+    },
+    manager::{raft::RaftNode, store::ClusterState},
 };
 
 /// `state.json`.
@@ -131,15 +135,7 @@ impl Cluster {
 
     /// Reads the replicated store; only managers have one.
     pub fn with_store<T>(&self, read: impl FnOnce(&ClusterState) -> T) -> Result<T, ClusterError> {
-        let raft = self.raft.as_ref().ok_or(ClusterError::NotManager)?;
-        let store = raft.store.read().unwrap_or_else(|p| p.into_inner());
-        let state = store.as_ref().ok_or_else(|| {
-            ClusterError::Unavailable(
-                "this manager has not received the cluster store from the leader yet; try again"
-                    .into(),
-            )
-        })?;
-        Ok(read(state))
+        self.require_manager()?.read_store(read)
     }
 
     /// Fails as Docker does on a worker.
@@ -157,7 +153,7 @@ impl Cluster {
         self.write(NODE_KEY_FILE, &certificate.key_pem)?;
         self.write(NODE_CERT_FILE, &certificate.cert_pem)?;
         {
-            let mut credentials = self.credentials.write().unwrap_or_else(|p| p.into_inner());
+            let mut credentials = self.credentials.write_locked();
             credentials.cert_pem = certificate.cert_pem.clone();
             credentials.key_pem = certificate.key_pem.clone();
         }

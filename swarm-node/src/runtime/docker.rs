@@ -21,7 +21,7 @@ use bollard::{
 };
 use futures::TryStreamExt;
 
-use super::{Health, Runtime, RuntimeError, TaskSpec, TaskState, netns, netns_path};
+use super::{Health, RunState, Runtime, RuntimeError, TaskSpec, netns, netns_path};
 
 /// Labels that mark a container as a swarm task.
 const TASK_LABEL: &str = "swarm.task.id";
@@ -212,25 +212,25 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
-    fn state(&self, task_id: &str) -> Result<TaskState, RuntimeError> {
+    fn state(&self, task_id: &str) -> Result<RunState, RuntimeError> {
         let inspected = self.calls.block_on(
             self.docker
                 .inspect_container(&Self::container(task_id), None::<InspectContainerOptions>),
         );
         let info = match inspected {
             Ok(info) => info,
-            Err(err) if is_not_found(&err) => return Ok(TaskState::Missing),
+            Err(err) if is_not_found(&err) => return Ok(RunState::Missing),
             Err(err) => return Err(Self::engine_error(task_id, "inspecting the container", err)),
         };
         let state = info.state.unwrap_or_default();
         Ok(match state.status {
-            Some(ContainerStateStatusEnum::CREATED) => TaskState::Created,
+            Some(ContainerStateStatusEnum::CREATED) => RunState::Created,
             Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => {
-                TaskState::Exited {
+                RunState::Exited {
                     code: state.exit_code.unwrap_or(-1) as i32,
                 }
             }
-            _ => TaskState::Running,
+            _ => RunState::Running,
         })
     }
 

@@ -4,12 +4,13 @@
 //! the task, watches its state, stops it and removes what it left.
 
 use std::{
-    net::Ipv4Addr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::api::tasks::{Health, HealthCheck, Resources, TaskSpec};
 
 pub mod docker;
 pub mod native;
@@ -27,73 +28,9 @@ pub fn netns_path(task_id: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(netns_name(task_id))
 }
 
-/// What a runtime needs to run one task.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskSpec {
-    pub task_id: String,
-    /// Native: `host` (the host's filesystem) or an absolute path to a root
-    /// directory to chroot into. Docker: an image reference.
-    pub image: String,
-    /// The program and its arguments. Empty: the image's default (Docker
-    /// only; the native runtime refuses it).
-    pub args: Vec<String>,
-    /// `KEY=VALUE` pairs.
-    pub env: Vec<String>,
-    pub hostname: String,
-    /// Lines for the task's own /etc/hosts besides localhost: its addresses
-    /// with its hostname.
-    pub hosts: Vec<(Ipv4Addr, String)>,
-    pub resources: Resources,
-    /// Run inside the task to tell whether it is healthy.
-    #[serde(default)]
-    pub healthcheck: Option<HealthCheck>,
-}
-
-/// Docker's HEALTHCHECK: `sh -c COMMAND` run inside the task every
-/// interval; exit 0 is healthy. `retries` failures in a row make the task
-/// unhealthy; failures within the start period do not count.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthCheck {
-    pub command: String,
-    pub interval_millis: u64,
-    pub timeout_millis: u64,
-    pub retries: u32,
-    pub start_period_millis: u64,
-}
-
-impl Default for HealthCheck {
-    /// Docker's defaults: every 30 s, 30 s to answer, 3 retries.
-    fn default() -> Self {
-        Self {
-            command: String::new(),
-            interval_millis: 30_000,
-            timeout_millis: 30_000,
-            retries: 3,
-            start_period_millis: 0,
-        }
-    }
-}
-
-/// What a task's health check says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Health {
-    /// No verdict yet.
-    Starting,
-    Healthy,
-    Unhealthy,
-}
-
-/// Limits enforced through the task's cgroup (Docker's `--limit-*`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Resources {
-    /// CPUs in billionths (`--limit-cpu 0.5` is 500_000_000).
-    pub nano_cpus: Option<u64>,
-    pub memory_bytes: Option<u64>,
-}
-
 /// Where a task stands, as its runtime sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TaskState {
+pub enum RunState {
     /// Prepared, not started.
     Created,
     Running,
@@ -133,7 +70,7 @@ pub trait Runtime: Send + Sync {
     fn prepare(&self, spec: &TaskSpec) -> Result<PathBuf, RuntimeError>;
     /// Starts the task's process in the namespace `prepare` made.
     fn start(&self, spec: &TaskSpec) -> Result<(), RuntimeError>;
-    fn state(&self, task_id: &str) -> Result<TaskState, RuntimeError>;
+    fn state(&self, task_id: &str) -> Result<RunState, RuntimeError>;
     /// Asks the task to stop (SIGTERM), and kills it after `grace`.
     fn stop(&self, task_id: &str, grace: Duration) -> Result<(), RuntimeError>;
     /// Removes all the task left: processes, cgroup, namespace, files, logs.

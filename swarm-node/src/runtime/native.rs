@@ -38,7 +38,7 @@ use self::{
     cgroup::CgroupLayout,
     launch::{LaunchError, Plan, Step},
 };
-use super::{Health, Runtime, RuntimeError, TaskSpec, TaskState, netns, netns_path};
+use super::{Health, RunState, Runtime, RuntimeError, TaskSpec, netns, netns_path};
 
 const LOG_FILE: &str = "log";
 /// Written by the task's shim when its init exits; present means exited.
@@ -336,17 +336,17 @@ impl Runtime for NativeRuntime {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         match self.state(task)? {
-            TaskState::Missing => return Err(RuntimeError::NoSuchTask(task.to_owned())),
-            TaskState::Running => return Ok(()),
+            RunState::Missing => return Err(RuntimeError::NoSuchTask(task.to_owned())),
+            RunState::Running => return Ok(()),
             // Started again, as `docker start` does: the log goes on.
-            TaskState::Exited { .. } => {
+            RunState::Exited { .. } => {
                 for name in [EXIT_FILE, INIT_PID_FILE] {
                     let path = self.task_dir(task).join(name);
                     fs::remove_file(&path)
                         .map_err(io_error(task, format!("removing {}", path.display())))?;
                 }
             }
-            TaskState::Created => {}
+            RunState::Created => {}
         }
         if !netns::is_bound(&netns_path(task)) {
             return Err(RuntimeError::Invalid {
@@ -387,25 +387,25 @@ impl Runtime for NativeRuntime {
         Ok(())
     }
 
-    fn state(&self, task_id: &str) -> Result<TaskState, RuntimeError> {
+    fn state(&self, task_id: &str) -> Result<RunState, RuntimeError> {
         check_task_id(task_id)?;
         let dir = self.task_dir(task_id);
         if !dir.is_dir() {
-            return Ok(TaskState::Missing);
+            return Ok(RunState::Missing);
         }
         if let Some(code) = read_exit_code(&dir) {
-            return Ok(TaskState::Exited { code });
+            return Ok(RunState::Exited { code });
         }
         if !dir.join(INIT_PID_FILE).exists() {
-            return Ok(TaskState::Created);
+            return Ok(RunState::Created);
         }
         if !self.cgroups.is_empty(task_id) {
-            return Ok(TaskState::Running);
+            return Ok(RunState::Running);
         }
         // Init is gone: its shim is about to record the code, unless it was
         // killed too (or the host rebooted); then nobody will.
         if let Some(code) = self.wait_for_exit_code(task_id, SHIM_RECORD_WAIT) {
-            return Ok(TaskState::Exited { code });
+            return Ok(RunState::Exited { code });
         }
         warn!(
             task = task_id,
@@ -417,12 +417,12 @@ impl Runtime for NativeRuntime {
             task_id,
             format!("writing {}", exit_file.display()),
         ))?;
-        Ok(TaskState::Exited { code: EXIT_UNKNOWN })
+        Ok(RunState::Exited { code: EXIT_UNKNOWN })
     }
 
     fn stop(&self, task_id: &str, grace: Duration) -> Result<(), RuntimeError> {
         self.health.forget(task_id);
-        if self.state(task_id)? != TaskState::Running {
+        if self.state(task_id)? != RunState::Running {
             return Ok(());
         }
         if !grace.is_zero() {
@@ -494,7 +494,7 @@ impl Runtime for NativeRuntime {
         };
         let task = spec.task_id.as_str();
         check_task_id(task)?;
-        if self.state(task)? != TaskState::Running {
+        if self.state(task)? != RunState::Running {
             self.health.forget(task);
             return Ok(Some(Health::Starting));
         }

@@ -4,15 +4,25 @@
 
 use std::collections::BTreeMap;
 
-use super::{lifecycle::random_id, *};
-use crate::control::{NetworkRow, SwarmNetworkCreateRequest};
+use crate::{
+    api::{
+        ClusterError,
+        control::{NetworkRow, Response, SwarmNetworkCreateRequest},
+    },
+    clock::now_secs,
+    identity::new_id,
+    manager::{
+        Manager,
+        store::{Command, NetworkRequest},
+    },
+};
 
-impl Membership {
+impl Manager {
     pub(super) fn create_network(
         &self,
         request: &SwarmNetworkCreateRequest,
     ) -> Result<Response, ClusterError> {
-        let id = random_id();
+        let id = new_id();
         self.commit_here(Command::CreateNetwork(NetworkRequest {
             id: id.clone(),
             name: request.name.clone(),
@@ -21,7 +31,7 @@ impl Membership {
             mtu: request.mtu,
             attachable: request.attachable,
             labels: request.labels.iter().cloned().collect(),
-            created_at: lifecycle::now_secs(),
+            created_at: now_secs(),
         }))?;
         tracing::info!(network = %request.name, %id, "network created");
         Ok(Response::Notes(vec![id]))
@@ -58,6 +68,7 @@ impl Membership {
         // on this network, and (as Docker's `inspect --verbose`) the
         // services those endpoints answer for.
         let gossiped = self
+            .host()?
             .gossip()
             .map(|gossip| self.runtime.block_on(gossip.peers()))
             .unwrap_or_default();

@@ -1,36 +1,42 @@
-//! Services on the managers: `swarm service ...` as the leader answers it,
-//! the leader's reconciliation loop (orchestrator and scheduler), and what
-//! agents call: their assignments and their task reports.
+//! `swarm service ...` as the leader answers it.
 
-use super::{lifecycle::random_id, *};
-use crate::cluster::state::LogRequest;
-use crate::cluster::{
-    assignments::NodeView,
-    orchestrator,
-    reference::{Lookup, lookup},
-    services::{
-        ServiceCreate, ServiceMode, ServiceRecord, ServiceSpec, TaskChange, TaskRecord, TaskState,
-        TaskStatus,
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    api::{
+        ClusterError,
+        assignments::LogRequest,
+        control::{Response, ServiceUpdateRequest, TaskOutput},
+        specs::{ServiceMode, ServiceSpec},
+        tasks::TaskState,
+    },
+    clock::{now_millis, now_secs},
+    identity::new_id,
+    manager::{
+        Manager,
+        reference::{Lookup, lookup},
+        store::{
+            ClusterState, Command,
+            services::{ServiceCreate, ServiceRecord, TaskRecord},
+        },
     },
 };
-use crate::control::{ServiceUpdateRequest, TaskOutput};
 
-/// How often the leader reconciles when nothing wakes it sooner.
-const RECONCILE_PERIOD: Duration = Duration::from_millis(100);
-/// How long an agent's request for assignments waits for a change.
-const ASSIGNMENTS_WAIT: Duration = Duration::from_secs(5);
 /// How long `service logs` waits for the nodes to answer.
 const LOGS_WAIT: Duration = Duration::from_secs(5);
 
-impl Membership {
+impl Manager {
     pub(super) fn create_service(&self, spec: &ServiceSpec) -> Result<Response, ClusterError> {
         let mut spec = spec.clone();
         self.resolve_spec_networks(&mut spec)?;
-        let id = random_id();
+        let id = new_id();
         self.commit_here(Command::CreateService(Box::new(ServiceCreate {
             id: id.clone(),
             spec,
-            at: lifecycle::now_secs(),
+            at: now_secs(),
         })))?;
         tracing::info!(service = %id, "service created");
         Ok(Response::Notes(vec![id]))
@@ -72,11 +78,11 @@ impl Membership {
     ) -> Result<Response, ClusterError> {
         let mut tasks = self.read_store(|s| logged_tasks(s, reference))??;
         let reply_to = self
-            .require_raft()?
+            .raft()?
             .leader()
             .map(|me| me.addr)
             .ok_or(ClusterError::NotLeader)?;
-        let request_id = random_id();
+        let request_id = new_id();
         let answers = self.log_waiters.open(&request_id);
         let committed = self.commit_here(Command::RequestLogs(LogRequest {
             id: request_id.clone(),
@@ -254,7 +260,7 @@ impl Membership {
             id: id.to_owned(),
             spec: Box::new(spec),
             rollback,
-            at: lifecycle::now_secs(),
+            at: now_secs(),
         })
     }
 
@@ -264,7 +270,9 @@ impl Membership {
     ) -> Result<Response, ClusterError> {
         let service = self.resolve_service(&request.service)?;
         let mut spec = service.spec.clone();
-        request.apply(&mut spec).map_err(ClusterError::Refused)?;
+        request
+            .apply(&mut spec)
+            .map_err(|e| ClusterError::Refused(e.to_string()))?;
         self.resolve_spec_networks(&mut spec)?;
         self.commit_spec(&service.id, spec, false)?;
         Ok(Response::Notes(vec![request.service.clone()]))
@@ -289,127 +297,6 @@ impl Membership {
             removed.push(reference.clone());
         }
         Ok(Response::Notes(removed))
-    }
-
-    /// The leader's loop: reconcile services and tasks, commit the changes.
-    pub(super) fn start_orchestrator(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        self.runtime.spawn(async move {
-            loop {
-                tokio::time::sleep(RECONCILE_PERIOD).await;
-                let Some(membership) = weak.upgrade() else {
-                    return;
-                };
-                let pass = tokio::task::spawn_blocking(move || membership.reconcile_once()).await;
-                if let Ok(Err(err)) = pass {
-                    tracing::debug!(error = %err, "reconciliation pass failed");
-                }
-            }
-        });
-    }
-
-    /// Docker's managers rotate the gossip key every 12 hours; so does the
-    /// leader here, at the swarm's `--gossip-key-rotation`.
-    fn rotate_gossip_key_if_due(&self) -> Result<(), ClusterError> {
-        let now = now_millis() / 1000;
-        if self.read_store(|s| s.gossip_key_due(now))? {
-            tracing::info!("rotating the gossip key");
-            self.commit_here(Command::rotate_gossip_key(now))?;
-        }
-        Ok(())
-    }
-
-    fn reconcile_once(&self) -> Result<(), ClusterError> {
-        let Ok(raft) = self.require_raft() else {
-            return Ok(());
-        };
-        if !raft.is_leader() {
-            return Ok(());
-        }
-        self.rotate_gossip_key_if_due()?;
-        let now = now_millis();
-        let plan = self.read_store(|s| {
-            let period = Duration::from_millis(s.heartbeat_millis.max(1));
-            let ready: BTreeSet<String> = s
-                .nodes
-                .keys()
-                .filter(|id| **id == self.node.node_id || self.alive(id, period))
-                .cloned()
-                .collect();
-            orchestrator::reconcile(s, &ready, now, &mut random_id)
-        })?;
-        if plan.is_empty() {
-            return Ok(());
-        }
-        for (id, spec) in plan.rollbacks {
-            tracing::warn!(service = %id, "update failed; rolling back");
-            self.commit_here(Command::UpdateService {
-                id,
-                spec: Box::new(spec),
-                rollback: true,
-                at: now / 1000,
-            })?;
-        }
-        for (id, status) in plan.update_statuses {
-            tracing::info!(service = %id, state = ?status.state, "update status");
-            self.commit_here(Command::SetUpdateStatus { id, status })?;
-        }
-        if !plan.tasks.is_empty() {
-            self.commit_here(Command::Tasks(plan.tasks))?;
-        }
-        Ok(())
-    }
-
-    /// An agent's assignments, once the store is past `known` (or after a
-    /// few seconds without change).
-    pub async fn assignments(
-        &self,
-        subject: &CertificateSubject,
-        known: u64,
-    ) -> Result<NodeView, ClusterError> {
-        self.authorize_member(subject)?;
-        let raft = self.require_raft()?;
-        let mut metrics = raft.raft.metrics();
-        let applied =
-            |m: &openraft::RaftMetrics<u64, Member>| m.last_applied.map_or(0, |l| l.index);
-        let _ =
-            tokio::time::timeout(ASSIGNMENTS_WAIT, metrics.wait_for(|m| applied(m) != known)).await;
-        let version = applied(&metrics.borrow());
-        self.read_store(|s| NodeView::build(s, &subject.node_id, version))
-    }
-
-    /// Task states an agent observed, for its own tasks only.
-    /// A node's answer to a `service logs` request this manager serves.
-    pub fn deliver_logs(
-        &self,
-        request_id: &str,
-        from: &CertificateSubject,
-        logs: Vec<crate::cluster::logs::TaskLog>,
-    ) {
-        self.log_waiters.deliver(request_id, &from.node_id, logs);
-    }
-
-    pub fn report_tasks(
-        &self,
-        subject: &CertificateSubject,
-        statuses: Vec<(String, TaskStatus)>,
-    ) -> Result<(), ClusterError> {
-        self.authorize_member(subject)?;
-        let changes: Vec<TaskChange> = self.read_store(|s| {
-            statuses
-                .into_iter()
-                .filter(|(id, _)| {
-                    s.tasks
-                        .get(id)
-                        .is_some_and(|t| t.node_id.as_deref() == Some(&subject.node_id))
-                })
-                .map(|(id, status)| TaskChange::Status { id, status })
-                .collect()
-        })?;
-        if changes.is_empty() {
-            return Ok(());
-        }
-        self.write(Command::Tasks(changes))
     }
 }
 
@@ -487,12 +374,6 @@ fn logged_tasks(state: &ClusterState, reference: &str) -> Result<Vec<TaskOutput>
         .collect())
 }
 
-pub(super) fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Docker's `CurrentState` suffix: "2 seconds ago".
 fn ago(millis: u64) -> String {
     let secs = now_millis().saturating_sub(millis) / 1000;
@@ -557,7 +438,7 @@ fn inspect_json(service: &ServiceRecord, prefixes: &BTreeMap<String, u8>) -> ser
             })
         })
         .collect();
-    let update_config = |u: &crate::cluster::services::UpdateConfig| {
+    let update_config = |u: &crate::api::specs::UpdateConfig| {
         serde_json::json!({
             "Parallelism": u.parallelism,
             "Delay": u.delay_millis * 1_000_000,

@@ -20,10 +20,11 @@ use openraft::{Config, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::state::{ClusterState, Command, CommandResult};
+use super::store::{ClusterState, Command, CommandResult};
+use crate::{api::ClusterError, ca::client::Credentials, lock::ReadWriteLocked as _};
 
 pub use log_store::LogStore;
-pub use network::{Credentials, Network};
+pub use network::Network;
 pub use state_machine::StateMachine;
 
 /// A manager as Raft knows it: its swarm node ID and where its API listens.
@@ -59,6 +60,12 @@ pub enum RaftStoreError {
     },
     #[error("starting Raft: {0}")]
     Start(String),
+}
+
+impl From<RaftStoreError> for ClusterError {
+    fn from(err: RaftStoreError) -> Self {
+        ClusterError::Raft(Box::new(err))
+    }
 }
 
 /// Raft's ID for a swarm node: stable, derived from its node ID.
@@ -153,6 +160,18 @@ impl RaftNode {
             .map_err(|e| RaftStoreError::Start(e.to_string()))
     }
 
+    /// Reads the replicated store as applied here.
+    pub fn read_store<T>(&self, read: impl FnOnce(&ClusterState) -> T) -> Result<T, ClusterError> {
+        let store = self.store.read_locked();
+        let state = store.as_ref().ok_or_else(|| {
+            ClusterError::Unavailable(
+                "this manager has not received the cluster store from the leader yet; try again"
+                    .into(),
+            )
+        })?;
+        Ok(read(state))
+    }
+
     pub fn metrics(&self) -> RaftMetrics {
         self.raft.metrics().borrow().clone()
     }
@@ -215,9 +234,12 @@ mod tests {
         openraft::testing::Suite::test_all(RedbStores).unwrap();
     }
 
+    /// Raft IDs are persisted in every manager's log and membership: the
+    /// derivation must never change.
     #[test]
-    fn raft_ids_are_stable_and_distinct() {
-        assert_eq!(raft_id("abc"), raft_id("abc"));
+    fn raft_ids_are_the_first_8_bytes_of_the_node_ids_sha256() {
+        // sha256("abc") = ba7816bf8f01cfea 414140de...
+        assert_eq!(raft_id("abc"), 0xba78_16bf_8f01_cfea);
         assert_ne!(raft_id("abc"), raft_id("abd"));
     }
 }

@@ -20,43 +20,14 @@ use openraft::{
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
 use super::{Member, TypeConfig};
-use crate::cluster::api::proto::{RaftMessage, raft_client::RaftClient};
-
-/// How long connecting to a peer may take before it counts as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// The TLS material a node dials other nodes with.
-#[derive(Clone, Debug)]
-pub struct Credentials {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub ca_pem: String,
-}
-
-/// A channel to a node's API at `addr` (HOST:PORT), authenticated both ways.
-/// It connects when first used.
-pub fn channel(addr: &str, credentials: &Credentials) -> Result<Channel, String> {
-    let host = addr
-        .rsplit_once(':')
-        .map_or(addr, |(host, _)| host)
-        .trim_matches(|c| c == '[' || c == ']');
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&credentials.ca_pem))
-        .identity(Identity::from_pem(
-            &credentials.cert_pem,
-            &credentials.key_pem,
-        ))
-        .domain_name(host.to_owned());
-    Ok(Endpoint::from_shared(format!("https://{addr}"))
-        .map_err(|e| e.to_string())?
-        .tls_config(tls)
-        .map_err(|e| e.to_string())?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect_lazy())
-}
+use crate::lock::ReadWriteLocked as _;
+use crate::{
+    api::proto::{RaftMessage, raft_client::RaftClient},
+    ca::client::{ChannelError, Credentials, channel},
+};
 
 /// Makes a client per peer; reads the credentials when it does, so a renewed
 /// certificate is used from the next connection on.
@@ -71,10 +42,10 @@ impl Network {
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = Peer;
+    type Network = RaftPeer;
 
     async fn new_client(&mut self, target: u64, node: &Member) -> Self::Network {
-        Peer {
+        RaftPeer {
             target,
             addr: node.addr.clone(),
             credentials: self.credentials.clone(),
@@ -83,7 +54,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
-pub struct Peer {
+/// One peer as Raft's network sees it.
+pub struct RaftPeer {
     target: u64,
     addr: String,
     credentials: Arc<RwLock<Credentials>>,
@@ -100,29 +72,32 @@ enum Rpc {
 /// Why a call got no answer from the peer's Raft.
 #[derive(Debug, thiserror::Error)]
 enum CallError {
-    #[error("{0}")]
-    Unreachable(String),
-    #[error("{0}")]
-    Network(String),
+    #[error("{addr} did not answer within {ttl:?}")]
+    Timeout { addr: String, ttl: Duration },
+    /// Worth trying again: the peer is down or restarting.
+    #[error("{addr}: {}", status.message())]
+    Unavailable { addr: String, status: tonic::Status },
+    #[error("{addr}: {}", status.message())]
+    Refused { addr: String, status: tonic::Status },
+    #[error(transparent)]
+    Dial(#[from] ChannelError),
+    #[error("malformed Raft message: {0}")]
+    Malformed(#[from] serde_json::Error),
 }
 
-impl Peer {
+impl RaftPeer {
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &mut self,
         rpc: Rpc,
         request: &Req,
         ttl: Duration,
     ) -> Result<Resp, CallError> {
-        let json = serde_json::to_vec(request).map_err(|e| CallError::Network(e.to_string()))?;
+        let json = serde_json::to_vec(request)?;
         let channel = match &self.channel {
             Some(channel) => channel.clone(),
             None => {
-                let credentials = self
-                    .credentials
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                let channel = channel(&self.addr, &credentials).map_err(CallError::Network)?;
+                let credentials = self.credentials.read_locked().clone();
+                let channel = channel(&self.addr, &credentials)?;
                 self.channel = Some(channel.clone());
                 channel
             }
@@ -140,24 +115,25 @@ impl Peer {
         let answer = match answer {
             Err(_) => {
                 self.channel = None;
-                return Err(CallError::Unreachable(format!(
-                    "{} did not answer within {ttl:?}",
-                    self.addr
-                )));
+                return Err(CallError::Timeout {
+                    addr: self.addr.clone(),
+                    ttl,
+                });
             }
             Ok(Err(status)) => {
                 // Reconnect next time (perhaps with a renewed certificate).
                 self.channel = None;
+                let addr = self.addr.clone();
                 return Err(match status.code() {
                     tonic::Code::Unavailable | tonic::Code::Unknown => {
-                        CallError::Unreachable(format!("{}: {}", self.addr, status.message()))
+                        CallError::Unavailable { addr, status }
                     }
-                    _ => CallError::Network(format!("{}: {}", self.addr, status.message())),
+                    _ => CallError::Refused { addr, status },
                 });
             }
             Ok(Ok(answer)) => answer.into_inner().json,
         };
-        serde_json::from_slice(&answer).map_err(|e| CallError::Network(e.to_string()))
+        Ok(serde_json::from_slice(&answer)?)
     }
 }
 
@@ -166,18 +142,17 @@ fn answer<T, E: std::error::Error>(
     target: u64,
     outcome: Result<Result<T, E>, CallError>,
 ) -> Result<T, RPCError<u64, Member, E>> {
-    let io = |message: String| std::io::Error::other(message);
     match outcome {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(target, remote))),
-        Err(CallError::Unreachable(message)) => {
-            Err(RPCError::Unreachable(Unreachable::new(&io(message))))
+        Err(err @ (CallError::Timeout { .. } | CallError::Unavailable { .. })) => {
+            Err(RPCError::Unreachable(Unreachable::new(&err)))
         }
-        Err(CallError::Network(message)) => Err(RPCError::Network(NetworkError::new(&io(message)))),
+        Err(err) => Err(RPCError::Network(NetworkError::new(&err))),
     }
 }
 
-impl RaftNetwork<TypeConfig> for Peer {
+impl RaftNetwork<TypeConfig> for RaftPeer {
     async fn append_entries(
         &mut self,
         request: AppendEntriesRequest<TypeConfig>,

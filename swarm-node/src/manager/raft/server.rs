@@ -10,13 +10,14 @@ use serde::{Serialize, de::DeserializeOwned};
 use tonic::{Request, Response, Status};
 
 use super::{Raft, TypeConfig};
-use crate::cluster::{
-    api::{caller, proto::RaftMessage, proto::raft_server},
-    node::Membership,
+use crate::{
+    api::proto::{RaftMessage, raft_server},
+    ca::tls::caller,
+    manager::Manager,
 };
 
 pub struct RaftService {
-    pub membership: Arc<Membership>,
+    pub manager: Arc<Manager>,
 }
 
 impl RaftService {
@@ -24,13 +25,13 @@ impl RaftService {
     #[allow(clippy::result_large_err)] // tonic's Status is what handlers return.
     fn authorized<T>(&self, request: &Request<T>) -> Result<Raft, Status> {
         let subject = caller(request)?;
-        self.membership
+        self.manager
             .authorize_raft_peer(&subject)
             .map_err(|e| Status::permission_denied(e.to_string()))?;
-        self.membership
+        self.manager
             .raft()
             .map(|node| node.raft)
-            .ok_or_else(|| Status::unavailable("this node runs no Raft (it is not a manager)"))
+            .map_err(|_| Status::unavailable("this node runs no Raft (it is not a manager)"))
     }
 }
 

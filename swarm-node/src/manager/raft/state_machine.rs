@@ -15,7 +15,8 @@ use redb::{Database, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::{Member, SharedStore, TypeConfig};
-use crate::cluster::state::{ClusterState, CommandResult};
+use crate::lock::ReadWriteLocked as _;
+use crate::manager::store::{ClusterState, CommandResult};
 
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
 const CURRENT: &str = "current";
@@ -85,7 +86,7 @@ impl StateMachine {
     fn load(&mut self, snapshot: &StoredSnapshot) -> Result<()> {
         let state: Option<ClusterState> = serde_json::from_slice(&snapshot.data)
             .map_err(|e| StorageIOError::read_snapshot(Some(snapshot.meta.signature()), &e))?;
-        *self.store.write().unwrap_or_else(|p| p.into_inner()) = state;
+        *self.store.write_locked() = state;
         self.last_applied = snapshot.meta.last_log_id;
         self.last_membership = snapshot.meta.last_membership.clone();
         Ok(())
@@ -107,7 +108,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut results = Vec::new();
-        let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
+        let mut store = self.store.write_locked();
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             results.push(match entry.payload {
@@ -125,7 +126,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.snapshots_built += 1;
         // A copy taken now: entries applied while it is written do not leak in.
-        let store = self.store.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let store = self.store.read_locked().clone();
         SnapshotView {
             db: self.db.clone(),
             store,

@@ -11,10 +11,16 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    pki::{JoinToken, Role},
-    reference::{Lookup, lookup},
-    services::{ServiceCreate, ServiceRecord, ServiceSpec, TaskChange, TaskRecord, UpdateStatus},
+pub mod services;
+
+use self::services::{ServiceCreate, ServiceRecord, TaskChange, TaskRecord, UpdateStatus};
+use super::reference::{Lookup, lookup};
+use crate::{
+    api::{
+        Availability, ClusterError, NodeResources, Role, assignments::LogRequest,
+        specs::ServiceSpec,
+    },
+    ca::pki::JoinToken,
 };
 
 /// Docker's default dispatcher heartbeat is 5 s (a dead node noticed after
@@ -28,14 +34,6 @@ pub const DEFAULT_GOSSIP_KEY_ROTATION: Duration = Duration::from_secs(12 * 3600)
 pub const MIN_GOSSIP_KEY_ROTATION: Duration = Duration::from_secs(2);
 /// Docker's control-plane port.
 pub const DEFAULT_LISTEN_PORT: u16 = 2377;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Availability {
-    Active,
-    Pause,
-    Drain,
-}
 
 /// One node as the managers record it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,33 +49,6 @@ pub struct NodeRecord {
     /// What it offers tasks, as it reported when it joined.
     #[serde(default)]
     pub resources: NodeResources,
-}
-
-/// A node's CPUs and memory (Docker's `Description.Resources`). Zero: not
-/// reported, which limits nothing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeResources {
-    pub nano_cpus: u64,
-    pub memory_bytes: u64,
-}
-
-impl NodeResources {
-    /// This host's: its CPUs and its MemTotal.
-    pub fn of_this_host() -> Self {
-        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get() as u64);
-        let memory_kib = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|info| {
-                info.lines()
-                    .find_map(|l| l.strip_prefix("MemTotal:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .unwrap_or(0);
-        Self {
-            nano_cpus: cpus * 1_000_000_000,
-            memory_bytes: memory_kib * 1024,
-        }
-    }
 }
 
 /// The replicated store.
@@ -127,18 +98,6 @@ pub struct ClusterState {
     pub gossip_key_rotation_secs: u64,
 }
 
-/// A manager asks the nodes for some tasks' output.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogRequest {
-    pub id: String,
-    pub tasks: Vec<String>,
-    /// Only the last lines of each task's output.
-    pub tail: Option<u64>,
-    /// The manager API address the nodes answer to.
-    pub reply_to: String,
-    pub at_millis: u64,
-}
-
 /// Log requests are answered within seconds; older ones are dropped.
 const LOG_REQUEST_TTL_MILLIS: u64 = 60_000;
 
@@ -175,13 +134,6 @@ pub struct NetworkRequest {
     pub labels: BTreeMap<String, String>,
     pub created_at: u64,
 }
-
-/// Docker's default address pool, carved into /24s, and its first VXLAN ID.
-const POOL: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 0, 0, 0), 8);
-const POOL_PREFIX: u8 = 24;
-pub const FIRST_VNI: u32 = 4096;
-/// Underlay MTU 1500 less the 50 bytes of VXLAN encapsulation.
-pub const DEFAULT_OVERLAY_MTU: u32 = 1450;
 
 /// A change to one node's spec; unset fields stay as they are.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -414,67 +366,6 @@ impl ClusterState {
         CommandResult::Done
     }
 
-    /// A network for `request`, or why there is none: its name taken, its
-    /// subnet overlapping another's, or the pool exhausted.
-    fn allocate_network(&self, request: NetworkRequest) -> Result<NetworkRecord, String> {
-        if self.networks.values().any(|n| n.name == request.name) {
-            return Err(format!("network with name {} already exists", request.name));
-        }
-        let subnet = match request.subnet {
-            Some(subnet) => {
-                if let Some(other) = self.networks.values().find(|n| overlaps(n.subnet, subnet)) {
-                    return Err(format!(
-                        "invalid pool request: the subnet {}/{} overlaps with network {}'s {}/{}",
-                        subnet.0, subnet.1, other.name, other.subnet.0, other.subnet.1
-                    ));
-                }
-                subnet
-            }
-            None => {
-                let base = u32::from(POOL.0);
-                let count = 1u32 << (POOL_PREFIX - POOL.1);
-                (0..count)
-                    .map(|i| {
-                        (
-                            Ipv4Addr::from(base + (i << (32 - POOL_PREFIX))),
-                            POOL_PREFIX,
-                        )
-                    })
-                    .find(|candidate| {
-                        !self
-                            .networks
-                            .values()
-                            .any(|n| overlaps(n.subnet, *candidate))
-                    })
-                    .ok_or("the address pool 10.0.0.0/8 is exhausted")?
-            }
-        };
-        let vni = (FIRST_VNI..)
-            .find(|vni| !self.networks.values().any(|n| n.vni == *vni))
-            .expect("fewer networks than VNIs");
-        let gateway = request
-            .gateway
-            .unwrap_or_else(|| Ipv4Addr::from(u32::from(subnet.0) + 1));
-        if !contains(subnet, gateway) {
-            return Err(format!(
-                "the gateway {gateway} is outside the subnet {}/{}",
-                subnet.0, subnet.1
-            ));
-        }
-        Ok(NetworkRecord {
-            id: request.id,
-            name: request.name,
-            subnet,
-            gateway,
-            vni,
-            mtu: request.mtu.unwrap_or(DEFAULT_OVERLAY_MTU),
-            attachable: request.attachable,
-            ingress: false,
-            labels: request.labels,
-            created_at: request.created_at,
-        })
-    }
-
     /// The network `reference` names: its ID, its name or a unique ID prefix.
     pub fn resolve_network(&self, reference: &str) -> Result<&NetworkRecord, String> {
         match lookup(self.networks.values(), reference, |n| &n.id, |n| &n.name) {
@@ -508,7 +399,7 @@ impl ClusterState {
 
     /// The node `reference` names: its ID, its hostname or a unique ID
     /// prefix (as Docker resolves node references).
-    pub fn resolve(&self, reference: &str) -> Result<String, super::ClusterError> {
+    pub fn resolve(&self, reference: &str) -> Result<String, ClusterError> {
         match lookup(self.nodes.values(), reference, |n| &n.id, |n| &n.hostname) {
             Lookup::Found(node) => Ok(node.id.clone()),
             Lookup::Missing => Err(super::ClusterError::NoSuchNode(reference.to_owned())),
@@ -521,36 +412,10 @@ impl ClusterState {
     }
 }
 
-/// Whether two subnets share an address.
-fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
-    contains(a, b.0) || contains(b, a.0)
-}
-
-fn contains((net, prefix): (Ipv4Addr, u8), ip: Ipv4Addr) -> bool {
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-    u32::from(net) & mask == u32::from(ip) & mask
-}
-
-/// Docker's `ingress` network, made by `init`: the first /24 of the pool,
-/// the first VNI.
-pub fn ingress_network(id: String, created_at: u64) -> NetworkRecord {
-    NetworkRecord {
-        id,
-        name: "ingress".into(),
-        subnet: (POOL.0, POOL_PREFIX),
-        gateway: Ipv4Addr::new(10, 0, 0, 1),
-        vni: FIRST_VNI,
-        mtu: DEFAULT_OVERLAY_MTU,
-        attachable: false,
-        ingress: true,
-        labels: BTreeMap::new(),
-        created_at,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manager::allocator::ingress_network;
 
     fn node(id: &str, role: Role) -> NodeRecord {
         NodeRecord {

@@ -1,201 +1,20 @@
-//! Services and tasks in the replicated store: what users declare (a
-//! service's spec), what the orchestrator makes of it (tasks), and the
-//! allocator that gives services their VIPs and published ports and tasks
-//! their addresses. Allocation happens when a command is applied, so every
-//! manager allocates the same.
+//! Services and tasks in the replicated store: what a service was given
+//! (its spec, VIPs, ports), what the orchestrator makes of it (tasks), and
+//! the commands that change them. The allocator fills in addresses and
+//! ports when a command is applied, so every manager allocates the same.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    fmt,
-    net::Ipv4Addr,
-    str::FromStr,
-};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{ClusterState, NetworkRecord};
-/// A port as `--publish` asks for it; the allocator picks `published`
-/// from [`DYNAMIC_PORTS`] when it is not given.
-pub use crate::dataplane::PortConfig;
-use crate::dataplane::Protocol;
+use super::ClusterState;
+use crate::api::{
+    specs::{PortConfig, ServiceMode, ServiceSpec, UpdateConfig},
+    tasks::{TaskState, TaskStatus},
+};
 
-/// Docker's range for published ports it picks itself.
-pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 /// Terminal tasks kept per slot (Docker's `--task-history-limit`).
 pub const TASK_HISTORY: usize = 5;
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ServiceMode {
-    Replicated { replicas: u64 },
-    Global,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum EndpointMode {
-    Vip,
-    Dnsrr,
-}
-
-/// `--restart-condition`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartCondition {
-    None,
-    OnFailure,
-    Any,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestartPolicy {
-    pub condition: RestartCondition,
-    pub delay_millis: u64,
-    /// 0: no limit (Docker's default).
-    pub max_attempts: u64,
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        // Docker's defaults: any, 5 s, unlimited.
-        Self {
-            condition: RestartCondition::Any,
-            delay_millis: 5000,
-            max_attempts: 0,
-        }
-    }
-}
-
-/// `--update-failure-action` (and `--rollback-failure-action`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum FailureAction {
-    Pause,
-    Continue,
-    Rollback,
-}
-
-/// `--update-order`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpdateOrder {
-    StopFirst,
-    StartFirst,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpdateConfig {
-    /// Tasks replaced at once; 0 means all at once.
-    pub parallelism: u64,
-    pub delay_millis: u64,
-    pub failure_action: FailureAction,
-    /// How long a new task must run before it counts as updated.
-    pub monitor_millis: u64,
-    pub order: UpdateOrder,
-}
-
-impl Default for UpdateConfig {
-    fn default() -> Self {
-        // Docker's defaults: 1, 0 s, pause, 5 s, stop-first.
-        Self {
-            parallelism: 1,
-            delay_millis: 0,
-            failure_action: FailureAction::Pause,
-            monitor_millis: 5000,
-            order: UpdateOrder::StopFirst,
-        }
-    }
-}
-
-/// One placement constraint: `node.labels.zone==a`, `node.role!=manager`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Constraint {
-    /// `node.id`, `node.hostname`, `node.role`, `node.labels.<key>`,
-    /// `node.platform.os`, `node.platform.arch`.
-    pub key: String,
-    pub equal: bool,
-    pub value: String,
-}
-
-impl FromStr for Constraint {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let (key, equal, value) = if let Some((k, v)) = text.split_once("!=") {
-            (k, false, v)
-        } else if let Some((k, v)) = text.split_once("==") {
-            (k, true, v)
-        } else {
-            return Err(format!(
-                "constraint {text:?} has no == or != (e.g. node.role==manager)"
-            ));
-        };
-        let key = key.trim();
-        let known = matches!(
-            key,
-            "node.id" | "node.hostname" | "node.role" | "node.platform.os" | "node.platform.arch"
-        ) || key
-            .strip_prefix("node.labels.")
-            .is_some_and(|l| !l.is_empty());
-        if !known {
-            return Err(format!(
-                "constraint key {key:?} is not one of node.id, node.hostname, node.role, node.labels.<label>, node.platform.os, node.platform.arch"
-            ));
-        }
-        Ok(Constraint {
-            key: key.to_owned(),
-            equal,
-            value: value.trim().to_owned(),
-        })
-    }
-}
-
-impl fmt::Display for Constraint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let op = if self.equal { "==" } else { "!=" };
-        write!(f, "{}{op}{}", self.key, self.value)
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResourceSpec {
-    pub nano_cpus: Option<u64>,
-    pub memory_bytes: Option<u64>,
-}
-
-/// What `swarm service create` declares.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceSpec {
-    pub name: String,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    pub image: String,
-    pub args: Vec<String>,
-    pub env: Vec<String>,
-    pub hostname: Option<String>,
-    pub mode: ServiceMode,
-    /// Network IDs (names are resolved when the service is created).
-    pub networks: Vec<String>,
-    /// More names for the service on a network (`--network
-    /// name=N,alias=A`), by network (IDs, once resolved).
-    #[serde(default)]
-    pub aliases: BTreeMap<String, Vec<String>>,
-    pub endpoint_mode: EndpointMode,
-    pub ports: Vec<PortConfig>,
-    pub constraints: Vec<Constraint>,
-    pub restart: RestartPolicy,
-    pub update: UpdateConfig,
-    pub rollback: UpdateConfig,
-    pub limits: ResourceSpec,
-    pub reservations: ResourceSpec,
-    /// `--health-cmd` and friends; `None`: no check.
-    #[serde(default)]
-    pub healthcheck: Option<crate::runtime::HealthCheck>,
-    pub stop_grace_millis: u64,
-    /// Bumped by `service update --force`: tasks are replaced although
-    /// nothing else changed.
-    #[serde(default)]
-    pub force_update: u64,
-}
 
 /// Where a rolling update stands (Docker's `UpdateStatus.State`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,62 +82,6 @@ impl ServiceRecord {
         }
     }
 }
-
-/// Docker's task states, in the order a task moves through them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskState {
-    New,
-    Pending,
-    Assigned,
-    Accepted,
-    Preparing,
-    Starting,
-    Running,
-    Complete,
-    Shutdown,
-    Failed,
-    Rejected,
-    Remove,
-    Orphaned,
-}
-
-impl TaskState {
-    /// Past running: the task will not run again.
-    pub fn is_terminal(self) -> bool {
-        self > TaskState::Running
-    }
-
-    pub fn word(self) -> &'static str {
-        match self {
-            TaskState::New => "New",
-            TaskState::Pending => "Pending",
-            TaskState::Assigned => "Assigned",
-            TaskState::Accepted => "Accepted",
-            TaskState::Preparing => "Preparing",
-            TaskState::Starting => "Starting",
-            TaskState::Running => "Running",
-            TaskState::Complete => "Complete",
-            TaskState::Shutdown => "Shutdown",
-            TaskState::Failed => "Failed",
-            TaskState::Rejected => "Rejected",
-            TaskState::Remove => "Remove",
-            TaskState::Orphaned => "Orphaned",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskStatus {
-    pub state: TaskState,
-    /// Milliseconds since the Unix epoch.
-    pub timestamp_millis: u64,
-    pub message: String,
-    /// Why it failed or cannot be placed.
-    pub err: String,
-    pub exit_code: Option<i32>,
-}
-
 /// One task: a slot of a replicated service (or a node of a global one)
 /// running the service's spec at `spec_version`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -472,92 +235,6 @@ impl ClusterState {
         Ok(())
     }
 
-    /// VIPs on the service's networks and its published ports; those it
-    /// holds already (an update) are kept.
-    fn allocate_endpoint(&self, service: &mut ServiceRecord) -> Result<(), String> {
-        let held_vips = std::mem::take(&mut service.vips);
-        let held_ports = std::mem::take(&mut service.ports);
-        for network in &service.spec.networks {
-            if !self.networks.contains_key(network) {
-                return Err(format!("network {network} not found"));
-            }
-        }
-        let mut ports = Vec::new();
-        for port in &service.spec.ports {
-            let taken = |published: u16, protocol: Protocol| {
-                ports
-                    .iter()
-                    .any(|p: &PortConfig| p.published == Some(published) && p.protocol == protocol)
-                    || self.services.values().any(|s| {
-                        s.id != service.id
-                            && s.ports
-                                .iter()
-                                .any(|p| p.published == Some(published) && p.protocol == protocol)
-                    })
-            };
-            let published = match port.published {
-                Some(published) => {
-                    if taken(published, port.protocol) {
-                        return Err(format!(
-                            "port '{published}' is already in use by another service's published port"
-                        ));
-                    }
-                    published
-                }
-                None => match held_ports.iter().find(|held| {
-                    held.target == port.target
-                        && held.protocol == port.protocol
-                        && held.mode == port.mode
-                        && held.published.is_some_and(|p| !taken(p, port.protocol))
-                }) {
-                    Some(held) => held.published.unwrap_or_default(),
-                    None => DYNAMIC_PORTS
-                        .clone()
-                        .find(|p| !taken(*p, port.protocol))
-                        .ok_or("no free port left in 30000-32767 to publish")?,
-                },
-            };
-            ports.push(PortConfig {
-                published: Some(published),
-                ..*port
-            });
-        }
-        service.ports = ports;
-        if service.spec.endpoint_mode == EndpointMode::Vip {
-            for network in service.task_networks(self) {
-                let ip = match held_vips.get(&network) {
-                    Some(ip) => *ip,
-                    None => self.free_address(&network)?,
-                };
-                service.vips.insert(network, ip);
-            }
-        }
-        Ok(())
-    }
-
-    /// The lowest address of `network` nobody holds: not the network, its
-    /// gateway or broadcast address, a VIP, or a live task's.
-    fn free_address(&self, network_id: &str) -> Result<Ipv4Addr, String> {
-        let network = self
-            .networks
-            .get(network_id)
-            .ok_or_else(|| format!("network {network_id} not found"))?;
-        let mut used = BTreeSet::from([network.gateway]);
-        used.extend(
-            self.services
-                .values()
-                .filter_map(|s| s.vips.get(network_id)),
-        );
-        used.extend(
-            self.tasks
-                .values()
-                .filter(|t| t.holds_addresses())
-                .filter_map(|t| t.addresses.get(network_id)),
-        );
-        first_free(network, &used)
-            .ok_or_else(|| format!("network {} has no free address left", network.name))
-    }
-
     pub fn remove_service(&mut self, id: &str) -> Result<(), String> {
         self.services
             .remove(id)
@@ -661,14 +338,4 @@ fn task_relevant(spec: &ServiceSpec) -> serde_json::Value {
     spec.rollback = UpdateConfig::default();
     spec.labels.clear();
     serde_json::to_value(spec).unwrap_or_default()
-}
-
-fn first_free(network: &NetworkRecord, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
-    let (net, prefix) = network.subnet;
-    let size = 1u64 << (32 - u32::from(prefix));
-    let base = u64::from(u32::from(net));
-    // Skip the network address and the broadcast address.
-    (1..size.saturating_sub(1))
-        .map(|offset| Ipv4Addr::from((base + offset) as u32))
-        .find(|ip| !used.contains(ip))
 }

@@ -16,6 +16,7 @@ use std::{
 use tracing::{debug, info};
 
 use super::super::{Health, HealthCheck};
+use crate::lock::Locked as _;
 
 /// How often a checker looks whether it should stop.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -41,7 +42,7 @@ impl HealthChecks {
     ) -> Health {
         let mut checkers = self.lock();
         if let Some(checker) = checkers.get(task_id) {
-            return *checker.verdict.lock().unwrap_or_else(|p| p.into_inner());
+            return *checker.verdict.locked();
         }
         let checker = Arc::new(Checker {
             verdict: Mutex::new(Health::Starting),
@@ -67,7 +68,7 @@ impl HealthChecks {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Checker>>> {
-        self.checkers.lock().unwrap_or_else(|p| p.into_inner())
+        self.checkers.locked()
     }
 }
 
@@ -94,7 +95,7 @@ fn run(checker: &Checker, task: &str, check: &HealthCheck, init_pid_file: &PathB
             &check.command,
             Duration::from_millis(check.timeout_millis),
         );
-        let mut verdict = checker.verdict.lock().unwrap_or_else(|p| p.into_inner());
+        let mut verdict = checker.verdict.locked();
         if passed {
             failures = 0;
             if *verdict != Health::Healthy {

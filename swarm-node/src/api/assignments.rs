@@ -1,0 +1,153 @@
+//! What a manager sends an agent, and what agents send back: the tasks
+//! assigned to its node and what the node's data plane needs to reach every
+//! other task (networks, remote endpoints, service VIPs, backends and
+//! published ports), the names its resolver answers, gossip settings, and
+//! `service logs` requests and answers.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use super::tasks::{TaskSpec, TaskState};
+use crate::dataplane::{self, OverlayNetwork};
+
+/// One node's share of the store, at store version `version`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub version: u64,
+    pub tasks: Vec<AssignedTask>,
+    pub networks: Vec<OverlayNetwork>,
+    /// Addresses of tasks on other nodes.
+    pub remote_endpoints: Vec<RemoteEndpoint>,
+    pub services: Vec<dataplane::ServiceSpec>,
+    /// `service logs` requests for tasks of this node.
+    #[serde(default)]
+    pub log_requests: Vec<LogRequest>,
+    /// The names tasks resolve, per network.
+    #[serde(default)]
+    pub dns: Vec<DnsRecord>,
+    /// How to gossip with the other nodes; `None` in a swarm from before
+    /// gossip.
+    #[serde(default)]
+    pub gossip: Option<GossipConfig>,
+}
+
+/// A name the tasks' resolver answers on network `vni`: a service (its VIP,
+/// or its tasks' addresses with `--endpoint-mode dnsrr`), `tasks.<service>`
+/// (its running tasks' addresses), or a task's name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DnsRecord {
+    pub vni: u32,
+    pub name: String,
+    pub addresses: Vec<Ipv4Addr>,
+}
+
+/// The names a task's address on one network answers to. The task's node
+/// gossips them with the endpoint, so every node's resolver learns of the
+/// task even while the managers are out of reach.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EndpointNames {
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// The service's VIP on this network; none with `--endpoint-mode dnsrr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<Ipv4Addr>,
+    /// `<service>.<slot>.<task id>`, as the resolver answers it.
+    pub task: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RemoteEndpoint {
+    pub vni: u32,
+    pub ip: Ipv4Addr,
+    pub node: Ipv4Addr,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AssignedTask {
+    pub id: String,
+    pub service_id: String,
+    /// `<service>.<slot>` (or `<service>.<node id>` for global services).
+    pub name: String,
+    pub desired: TaskState,
+    /// The state the managers last recorded.
+    pub state: TaskState,
+    pub spec: TaskSpec,
+    /// The task's address on each network: (VNI, address), the first one
+    /// carrying the default route.
+    pub addresses: Vec<(u32, Ipv4Addr)>,
+    pub stop_grace_millis: u64,
+    /// What its address on each network (but `ingress`) answers to.
+    #[serde(default)]
+    pub names: Vec<(u32, EndpointNames)>,
+}
+
+/// Dataplane service names the agent manages contain this; others (made
+/// by hand with `swarm dataplane service create`) are left alone.
+pub const SERVICE_NAME_MARK: char = '@';
+
+/// What the managers tell a node about gossip.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipConfig {
+    pub cluster_id: String,
+    /// Hex; the previous one is still accepted during a rotation.
+    pub key: String,
+    pub previous_key: Option<String>,
+    /// Every node's address: the seeds (on this node's gossip port, which
+    /// is the same on every node, as Docker's).
+    pub peers: Vec<Ipv4Addr>,
+}
+
+/// A manager asks the nodes for some tasks' output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRequest {
+    pub id: String,
+    pub tasks: Vec<String>,
+    /// Only the last lines of each task's output.
+    pub tail: Option<u64>,
+    /// The manager API address the nodes answer to.
+    pub reply_to: String,
+    pub at_millis: u64,
+}
+
+/// One task's output, as its node keeps it (stdout and stderr together).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskLog {
+    pub task_id: String,
+    pub output: String,
+}
+
+/// The last `lines` lines of `output` (all of it without a limit).
+pub fn tail(output: &str, lines: Option<u64>) -> &str {
+    let Some(lines) = lines else { return output };
+    if lines == 0 {
+        return "";
+    }
+    let body = output.strip_suffix('\n').unwrap_or(output);
+    let mut seen = 0;
+    for (at, byte) in body.bytes().enumerate().rev() {
+        if byte == b'\n' {
+            seen += 1;
+            if seen == lines {
+                return &output[at + 1..];
+            }
+        }
+    }
+    output
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail("a\nb\nc\n", Some(2)), "b\nc\n");
+        assert_eq!(tail("a\nb\nc", Some(2)), "b\nc");
+        assert_eq!(tail("a\nb\nc\n", Some(5)), "a\nb\nc\n");
+        assert_eq!(tail("a\nb\nc\n", Some(0)), "");
+        assert_eq!(tail("a\nb\nc\n", None), "a\nb\nc\n");
+        assert_eq!(tail("", Some(3)), "");
+    }
+}

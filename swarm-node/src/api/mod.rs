@@ -1,0 +1,15 @@
+//! What crosses a boundary, and nothing that acts on it: the managers' gRPC
+//! messages, the control API's requests and answers (for the CLI and, later,
+//! Docker's Engine API), the specs users declare, the assignments managers
+//! send agents, and the errors cluster requests fail with.
+
+pub mod assignments;
+pub mod control;
+pub mod error;
+pub mod nodes;
+pub mod proto;
+pub mod specs;
+pub mod tasks;
+
+pub use error::ClusterError;
+pub use nodes::{Availability, NodeResources, Role};

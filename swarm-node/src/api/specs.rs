@@ -1,0 +1,183 @@
+//! What users declare: a service's spec, its modes, policies, placement
+//! constraints and ports, as the CLI sends them and the store keeps them.
+
+use std::{collections::BTreeMap, fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+/// A port as `--publish` asks for it; the allocator picks `published`
+/// when it is not given.
+pub use crate::dataplane::PortConfig;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceMode {
+    Replicated { replicas: u64 },
+    Global,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    Vip,
+    Dnsrr,
+}
+
+/// `--restart-condition`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    None,
+    OnFailure,
+    Any,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    pub condition: RestartCondition,
+    pub delay_millis: u64,
+    /// 0: no limit (Docker's default).
+    pub max_attempts: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        // Docker's defaults: any, 5 s, unlimited.
+        Self {
+            condition: RestartCondition::Any,
+            delay_millis: 5000,
+            max_attempts: 0,
+        }
+    }
+}
+
+/// `--update-failure-action` (and `--rollback-failure-action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    Pause,
+    Continue,
+    Rollback,
+}
+
+/// `--update-order`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    StopFirst,
+    StartFirst,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateConfig {
+    /// Tasks replaced at once; 0 means all at once.
+    pub parallelism: u64,
+    pub delay_millis: u64,
+    pub failure_action: FailureAction,
+    /// How long a new task must run before it counts as updated.
+    pub monitor_millis: u64,
+    pub order: UpdateOrder,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        // Docker's defaults: 1, 0 s, pause, 5 s, stop-first.
+        Self {
+            parallelism: 1,
+            delay_millis: 0,
+            failure_action: FailureAction::Pause,
+            monitor_millis: 5000,
+            order: UpdateOrder::StopFirst,
+        }
+    }
+}
+
+/// One placement constraint: `node.labels.zone==a`, `node.role!=manager`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Constraint {
+    /// `node.id`, `node.hostname`, `node.role`, `node.labels.<key>`,
+    /// `node.platform.os`, `node.platform.arch`.
+    pub key: String,
+    pub equal: bool,
+    pub value: String,
+}
+
+impl FromStr for Constraint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (key, equal, value) = if let Some((k, v)) = text.split_once("!=") {
+            (k, false, v)
+        } else if let Some((k, v)) = text.split_once("==") {
+            (k, true, v)
+        } else {
+            return Err(format!(
+                "constraint {text:?} has no == or != (e.g. node.role==manager)"
+            ));
+        };
+        let key = key.trim();
+        let known = matches!(
+            key,
+            "node.id" | "node.hostname" | "node.role" | "node.platform.os" | "node.platform.arch"
+        ) || key
+            .strip_prefix("node.labels.")
+            .is_some_and(|l| !l.is_empty());
+        if !known {
+            return Err(format!(
+                "constraint key {key:?} is not one of node.id, node.hostname, node.role, node.labels.<label>, node.platform.os, node.platform.arch"
+            ));
+        }
+        Ok(Constraint {
+            key: key.to_owned(),
+            equal,
+            value: value.trim().to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Constraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = if self.equal { "==" } else { "!=" };
+        write!(f, "{}{op}{}", self.key, self.value)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceSpec {
+    pub nano_cpus: Option<u64>,
+    pub memory_bytes: Option<u64>,
+}
+
+/// What `swarm service create` declares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub image: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub hostname: Option<String>,
+    pub mode: ServiceMode,
+    /// Network IDs (names are resolved when the service is created).
+    pub networks: Vec<String>,
+    /// More names for the service on a network (`--network
+    /// name=N,alias=A`), by network (IDs, once resolved).
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Vec<String>>,
+    pub endpoint_mode: EndpointMode,
+    pub ports: Vec<PortConfig>,
+    pub constraints: Vec<Constraint>,
+    pub restart: RestartPolicy,
+    pub update: UpdateConfig,
+    pub rollback: UpdateConfig,
+    pub limits: ResourceSpec,
+    pub reservations: ResourceSpec,
+    /// `--health-cmd` and friends; `None`: no check.
+    #[serde(default)]
+    pub healthcheck: Option<super::tasks::HealthCheck>,
+    pub stop_grace_millis: u64,
+    /// Bumped by `service update --force`: tasks are replaced although
+    /// nothing else changed.
+    #[serde(default)]
+    pub force_update: u64,
+}

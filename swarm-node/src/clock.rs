@@ -1,0 +1,16 @@
+//! Wall-clock time as the store records it: seconds or milliseconds since
+//! the Unix epoch (0 for a clock set before it).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,213 @@
+//! The allocator, after swarmkit's: networks get a subnet (a /24 of the
+//! default pool unless given) and a VNI, services their VIPs and published
+//! ports, tasks their addresses. It runs while a command is applied, so
+//! every manager allocates the same.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use super::store::{ClusterState, NetworkRecord, NetworkRequest, services::ServiceRecord};
+use crate::{
+    api::specs::{EndpointMode, PortConfig},
+    dataplane::Protocol,
+};
+
+/// Docker's range for published ports it picks itself.
+pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+/// Docker's default address pool, carved into /24s, and its first VXLAN ID.
+pub const POOL: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 0, 0, 0), 8);
+pub const POOL_PREFIX: u8 = 24;
+pub const FIRST_VNI: u32 = 4096;
+/// Underlay MTU 1500 less the 50 bytes of VXLAN encapsulation.
+pub const DEFAULT_OVERLAY_MTU: u32 = 1450;
+
+impl ClusterState {
+    /// A network for `request`, or why there is none: its name taken, its
+    /// subnet overlapping another's, or the pool exhausted.
+    pub(super) fn allocate_network(
+        &self,
+        request: NetworkRequest,
+    ) -> Result<NetworkRecord, String> {
+        if self.networks.values().any(|n| n.name == request.name) {
+            return Err(format!("network with name {} already exists", request.name));
+        }
+        let subnet = match request.subnet {
+            Some(subnet) => {
+                if let Some(other) = self.networks.values().find(|n| overlaps(n.subnet, subnet)) {
+                    return Err(format!(
+                        "invalid pool request: the subnet {}/{} overlaps with network {}'s {}/{}",
+                        subnet.0, subnet.1, other.name, other.subnet.0, other.subnet.1
+                    ));
+                }
+                subnet
+            }
+            None => {
+                let base = u32::from(POOL.0);
+                let count = 1u32 << (POOL_PREFIX - POOL.1);
+                (0..count)
+                    .map(|i| {
+                        (
+                            Ipv4Addr::from(base + (i << (32 - POOL_PREFIX))),
+                            POOL_PREFIX,
+                        )
+                    })
+                    .find(|candidate| {
+                        !self
+                            .networks
+                            .values()
+                            .any(|n| overlaps(n.subnet, *candidate))
+                    })
+                    .ok_or("the address pool 10.0.0.0/8 is exhausted")?
+            }
+        };
+        let vni = (FIRST_VNI..)
+            .find(|vni| !self.networks.values().any(|n| n.vni == *vni))
+            .expect("fewer networks than VNIs");
+        let gateway = request
+            .gateway
+            .unwrap_or_else(|| Ipv4Addr::from(u32::from(subnet.0) + 1));
+        if !contains(subnet, gateway) {
+            return Err(format!(
+                "the gateway {gateway} is outside the subnet {}/{}",
+                subnet.0, subnet.1
+            ));
+        }
+        Ok(NetworkRecord {
+            id: request.id,
+            name: request.name,
+            subnet,
+            gateway,
+            vni,
+            mtu: request.mtu.unwrap_or(DEFAULT_OVERLAY_MTU),
+            attachable: request.attachable,
+            ingress: false,
+            labels: request.labels,
+            created_at: request.created_at,
+        })
+    }
+
+    /// VIPs on the service's networks and its published ports; those it
+    /// holds already (an update) are kept.
+    pub(super) fn allocate_endpoint(&self, service: &mut ServiceRecord) -> Result<(), String> {
+        let held_vips = std::mem::take(&mut service.vips);
+        let held_ports = std::mem::take(&mut service.ports);
+        for network in &service.spec.networks {
+            if !self.networks.contains_key(network) {
+                return Err(format!("network {network} not found"));
+            }
+        }
+        let mut ports = Vec::new();
+        for port in &service.spec.ports {
+            let taken = |published: u16, protocol: Protocol| {
+                ports
+                    .iter()
+                    .any(|p: &PortConfig| p.published == Some(published) && p.protocol == protocol)
+                    || self.services.values().any(|s| {
+                        s.id != service.id
+                            && s.ports
+                                .iter()
+                                .any(|p| p.published == Some(published) && p.protocol == protocol)
+                    })
+            };
+            let published = match port.published {
+                Some(published) => {
+                    if taken(published, port.protocol) {
+                        return Err(format!(
+                            "port '{published}' is already in use by another service's published port"
+                        ));
+                    }
+                    published
+                }
+                None => match held_ports.iter().find(|held| {
+                    held.target == port.target
+                        && held.protocol == port.protocol
+                        && held.mode == port.mode
+                        && held.published.is_some_and(|p| !taken(p, port.protocol))
+                }) {
+                    Some(held) => held.published.unwrap_or_default(),
+                    None => DYNAMIC_PORTS
+                        .clone()
+                        .find(|p| !taken(*p, port.protocol))
+                        .ok_or("no free port left in 30000-32767 to publish")?,
+                },
+            };
+            ports.push(PortConfig {
+                published: Some(published),
+                ..*port
+            });
+        }
+        service.ports = ports;
+        if service.spec.endpoint_mode == EndpointMode::Vip {
+            for network in service.task_networks(self) {
+                let ip = match held_vips.get(&network) {
+                    Some(ip) => *ip,
+                    None => self.free_address(&network)?,
+                };
+                service.vips.insert(network, ip);
+            }
+        }
+        Ok(())
+    }
+
+    /// The lowest address of `network` nobody holds: not the network, its
+    /// gateway or broadcast address, a VIP, or a live task's.
+    pub(super) fn free_address(&self, network_id: &str) -> Result<Ipv4Addr, String> {
+        let network = self
+            .networks
+            .get(network_id)
+            .ok_or_else(|| format!("network {network_id} not found"))?;
+        let mut used = BTreeSet::from([network.gateway]);
+        used.extend(
+            self.services
+                .values()
+                .filter_map(|s| s.vips.get(network_id)),
+        );
+        used.extend(
+            self.tasks
+                .values()
+                .filter(|t| t.holds_addresses())
+                .filter_map(|t| t.addresses.get(network_id)),
+        );
+        first_free(network, &used)
+            .ok_or_else(|| format!("network {} has no free address left", network.name))
+    }
+}
+
+/// Whether two subnets share an address.
+fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
+    contains(a, b.0) || contains(b, a.0)
+}
+
+fn contains((net, prefix): (Ipv4Addr, u8), ip: Ipv4Addr) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    u32::from(net) & mask == u32::from(ip) & mask
+}
+
+fn first_free(network: &NetworkRecord, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+    let (net, prefix) = network.subnet;
+    let size = 1u64 << (32 - u32::from(prefix));
+    let base = u64::from(u32::from(net));
+    // Skip the network address and the broadcast address.
+    (1..size.saturating_sub(1))
+        .map(|offset| Ipv4Addr::from((base + offset) as u32))
+        .find(|ip| !used.contains(ip))
+}
+
+/// Docker's `ingress` network, made by `init`: the first /24 of the pool,
+/// the first VNI.
+pub fn ingress_network(id: String, created_at: u64) -> NetworkRecord {
+    NetworkRecord {
+        id,
+        name: "ingress".into(),
+        subnet: (POOL.0, POOL_PREFIX),
+        gateway: Ipv4Addr::new(10, 0, 0, 1),
+        vni: FIRST_VNI,
+        mtu: DEFAULT_OVERLAY_MTU,
+        attachable: false,
+        ingress: true,
+        labels: BTreeMap::new(),
+        created_at,
+    }
+}

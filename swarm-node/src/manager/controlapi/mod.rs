@@ -1,0 +1,73 @@
+//! The control API as the leader answers it, one module per object kind.
+//! The control socket (the `swarm` CLI) reaches it through `node`, other
+//! managers through the leader's `Manager` service; both arrive here.
+
+mod networks;
+mod nodes;
+mod services;
+
+use crate::{
+    api::{
+        ClusterError, Role,
+        control::{Request, Response},
+    },
+    clock::now_secs,
+    manager::{Manager, store::Command},
+};
+
+impl Manager {
+    /// Answers `request` from node `origin` (which `node ls` marks as
+    /// self); this manager must lead.
+    pub(super) fn serve_request(
+        &self,
+        request: &Request,
+        origin: &str,
+    ) -> Result<Response, ClusterError> {
+        match request {
+            Request::NodeList => self.nodes(origin),
+            Request::NodeInspect { node } => self.inspect(node),
+            Request::NodeUpdate(update) => self.update(update),
+            Request::NodeRemove { node, force } => self.remove(node, *force),
+            Request::NodePromote { nodes } => self.change_roles(nodes, Role::Manager),
+            Request::NodeDemote { nodes } => self.change_roles(nodes, Role::Worker),
+            Request::JoinToken { role, rotate } => self.join_token_here(*role, *rotate),
+            Request::SwarmNetworkCreate(network) => self.create_network(network),
+            Request::SwarmNetworkList => self.networks(),
+            Request::SwarmNetworkInspect { network } => self.inspect_network(network),
+            Request::SwarmNetworkRemove { networks } => self.remove_networks(networks),
+            Request::SwarmServiceCreate(spec) => self.create_service(spec),
+            Request::SwarmServiceList => self.list_services(),
+            Request::SwarmServiceInspect { service } => self.inspect_service(service),
+            Request::SwarmServiceTasks { services } => self.service_tasks(services),
+            Request::SwarmServiceScale { scales } => self.scale_services(scales),
+            Request::SwarmServiceUpdate(update) => self.update_service(update),
+            Request::SwarmServiceRollback { service } => self.rollback_service(service),
+            Request::SwarmServiceRemove { services } => self.remove_services(services),
+            Request::SwarmServiceLogs { reference, tail } => self.service_logs(reference, *tail),
+            Request::SwarmRotateGossipKey => self
+                .commit_here(Command::rotate_gossip_key(now_secs()))
+                .map(|()| Response::Notes(vec!["Gossip key rotated.".into()])),
+            Request::SwarmSetGossipKeyRotation { secs } => self
+                .commit_here(Command::SetGossipKeyRotation { secs: *secs })
+                .map(|()| {
+                    Response::Notes(vec![format!(
+                        "The gossip key now rotates every {}.",
+                        whole_units(*secs)
+                    )])
+                }),
+            other => Err(ClusterError::Refused(format!(
+                "{other:?} is not a request the leader runs"
+            ))),
+        }
+    }
+}
+
+/// `secs` in the largest unit that divides it: 12h, 90m, 45s.
+fn whole_units(secs: u64) -> String {
+    match secs {
+        0 => "0s".into(),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}

@@ -1,0 +1,188 @@
+//! The scheduler, after swarmkit's: filters (availability, constraints,
+//! resources), then spread over the nodes that pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::store::{
+    ClusterState, NodeRecord,
+    services::{TaskChange, TaskRecord},
+};
+use crate::api::{Availability, NodeResources, Role, specs::Constraint, tasks::TaskState};
+
+/// Places new tasks: available nodes that satisfy the constraints, then the
+/// one with the fewest tasks of the service, then the fewest tasks in all.
+/// A global task is assigned to its own node.
+pub(super) fn schedule(
+    state: &ClusterState,
+    ready: &BTreeSet<String>,
+    created: &mut Vec<TaskRecord>,
+    changes: &mut Vec<TaskChange>,
+    now_millis: u64,
+) {
+    let mut per_service: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut per_node: BTreeMap<&str, u64> = BTreeMap::new();
+    // What the live tasks on each node reserve.
+    let mut reserved: BTreeMap<String, NodeResources> = BTreeMap::new();
+    for task in state.tasks.values() {
+        if task.desired == TaskState::Running
+            && !task.status.state.is_terminal()
+            && let Some(node) = &task.node_id
+        {
+            *per_service.entry((&task.service_id, node)).or_default() += 1;
+            *per_node.entry(node).or_default() += 1;
+            reserve(reserved.entry(node.clone()).or_default(), task);
+        }
+    }
+    let mut assigned: Vec<(String, String)> = Vec::new();
+    let mut waiting: Vec<&TaskRecord> = state
+        .tasks
+        .values()
+        .filter(|t| t.desired == TaskState::Running && t.status.state <= TaskState::Pending)
+        .collect();
+    waiting.sort_by_key(|t| (t.created_at_millis, t.slot, t.id.clone()));
+    let fresh: Vec<TaskRecord> = std::mem::take(created);
+    let candidates: Vec<&TaskRecord> = waiting.into_iter().chain(fresh.iter()).collect();
+    let mut counts: BTreeMap<(String, String), u64> = per_service
+        .into_iter()
+        .map(|((s, n), c)| ((s.to_owned(), n.to_owned()), c))
+        .collect();
+    let mut totals: BTreeMap<String, u64> = per_node
+        .into_iter()
+        .map(|(n, c)| (n.to_owned(), c))
+        .collect();
+    for task in candidates {
+        if let Some(node) = &task.node_id {
+            assigned.push((task.id.clone(), node.clone()));
+            continue;
+        }
+        let mut not_available = 0;
+        let mut not_matching = 0;
+        let mut short_of_resources = 0;
+        let mut best: Option<(&NodeRecord, (u64, u64))> = None;
+        for node in state.nodes.values() {
+            if !ready.contains(&node.id) || node.availability != Availability::Active {
+                not_available += 1;
+                continue;
+            }
+            if !satisfies(node, &task.spec.constraints) {
+                not_matching += 1;
+                continue;
+            }
+            if !fits(node, reserved.get(&node.id), task) {
+                short_of_resources += 1;
+                continue;
+            }
+            let load = (
+                counts
+                    .get(&(task.service_id.clone(), node.id.clone()))
+                    .copied()
+                    .unwrap_or(0),
+                totals.get(&node.id).copied().unwrap_or(0),
+            );
+            if best.is_none_or(|(_, best_load)| load < best_load) {
+                best = Some((node, load));
+            }
+        }
+        match best {
+            Some((node, _)) => {
+                *counts
+                    .entry((task.service_id.clone(), node.id.clone()))
+                    .or_default() += 1;
+                *totals.entry(node.id.clone()).or_default() += 1;
+                reserve(reserved.entry(node.id.clone()).or_default(), task);
+                assigned.push((task.id.clone(), node.id.clone()));
+            }
+            None => {
+                let mut reasons = Vec::new();
+                if not_available > 0 {
+                    reasons.push(format!("{not_available} not available for new tasks"));
+                }
+                if not_matching > 0 {
+                    reasons.push(format!(
+                        "scheduling constraints not satisfied on {not_matching}"
+                    ));
+                }
+                if short_of_resources > 0 {
+                    reasons.push(format!("insufficient resources on {short_of_resources}"));
+                }
+                if reasons.is_empty() {
+                    reasons.push("no nodes in the swarm".into());
+                }
+                let reason = format!("no suitable node ({})", reasons.join("; "));
+                if task.status.err != reason || task.status.state != TaskState::Pending {
+                    changes.push(TaskChange::Unplaceable {
+                        id: task.id.clone(),
+                        reason,
+                        at_millis: now_millis,
+                    });
+                }
+            }
+        }
+    }
+    let fresh_changes: Vec<TaskChange> = fresh
+        .into_iter()
+        .map(|t| TaskChange::Create(Box::new(t)))
+        .collect();
+    // Created before assigned or marked pending, in the same batch.
+    let rest = std::mem::take(changes);
+    *changes = fresh_changes;
+    changes.extend(rest);
+    changes.extend(
+        assigned
+            .into_iter()
+            .map(|(id, node_id)| TaskChange::Assign { id, node_id }),
+    );
+}
+
+/// Adds what `task` reserves to `total`.
+fn reserve(total: &mut NodeResources, task: &TaskRecord) {
+    let wants = &task.spec.reservations;
+    total.nano_cpus += wants.nano_cpus.unwrap_or(0);
+    total.memory_bytes += wants.memory_bytes.unwrap_or(0);
+}
+
+/// Whether `task`'s reservations fit in what `node` offers beyond what its
+/// tasks reserve already. A node that reported nothing limits nothing.
+fn fits(node: &NodeRecord, reserved: Option<&NodeResources>, task: &TaskRecord) -> bool {
+    let reserved = reserved.copied().unwrap_or_default();
+    let wants = &task.spec.reservations;
+    let room = |offered: u64, taken: u64, wanted: Option<u64>| {
+        offered == 0 || wanted.is_none_or(|w| taken.saturating_add(w) <= offered)
+    };
+    room(
+        node.resources.nano_cpus,
+        reserved.nano_cpus,
+        wants.nano_cpus,
+    ) && room(
+        node.resources.memory_bytes,
+        reserved.memory_bytes,
+        wants.memory_bytes,
+    )
+}
+
+/// Whether `node` meets every constraint.
+pub fn satisfies(node: &NodeRecord, constraints: &[Constraint]) -> bool {
+    constraints.iter().all(|c| {
+        let actual = match c.key.as_str() {
+            "node.id" => Some(node.id.clone()),
+            "node.hostname" => Some(node.hostname.clone()),
+            "node.role" => Some(
+                match node.role {
+                    Role::Manager => "manager",
+                    Role::Worker => "worker",
+                }
+                .to_owned(),
+            ),
+            "node.platform.os" => Some(std::env::consts::OS.to_owned()),
+            "node.platform.arch" => Some(std::env::consts::ARCH.to_owned()),
+            key => key
+                .strip_prefix("node.labels.")
+                .and_then(|label| node.labels.get(label).cloned()),
+        };
+        // A missing label equals nothing, as in swarmkit.
+        match actual {
+            Some(actual) => (actual == c.value) == c.equal,
+            None => !c.equal,
+        }
+    })
+}
