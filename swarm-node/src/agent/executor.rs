@@ -761,7 +761,7 @@ impl Executor {
 
     fn sync_services(&mut self, view: &NodeView) {
         let mut dataplane = self.dataplane();
-        let installed: HashMap<String, dataplane::ServiceSpec> = dataplane
+        let installed: HashMap<String, dataplane::BalancedService> = dataplane
             .service_specs()
             .into_iter()
             .filter(|s| s.name.contains(SERVICE_NAME_MARK))
@@ -771,7 +771,7 @@ impl Executor {
             let result = match installed.get(&spec.name) {
                 Some(current) if current == spec => Ok(()),
                 Some(current)
-                    if dataplane::ServiceSpec {
+                    if dataplane::BalancedService {
                         backends: spec.backends.clone(),
                         ..current.clone()
                     } == *spec =>

@@ -19,7 +19,7 @@ pub struct NodeView {
     pub networks: Vec<OverlayNetwork>,
     /// Addresses of tasks on other nodes.
     pub remote_endpoints: Vec<RemoteEndpoint>,
-    pub services: Vec<dataplane::ServiceSpec>,
+    pub services: Vec<dataplane::BalancedService>,
     /// `service logs` requests for tasks of this node.
     #[serde(default)]
     pub log_requests: Vec<LogRequest>,

@@ -12,8 +12,8 @@ use super::{
     },
 };
 use crate::dataplane::{
-    DataplaneStats, EndpointRow, LocalDelivery, LocalEndpointSpec, OverlayNetwork,
-    RemoteEndpointSpec, ServiceRow, ServiceSpec as DataplaneServiceSpec, UnderlayHook,
+    BalancedService, DataplaneStats, EndpointRow, LocalDelivery, LocalEndpointSpec, OverlayNetwork,
+    RemoteEndpointSpec, ServiceRow, UnderlayHook,
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -40,7 +40,7 @@ pub enum Request {
         ip: std::net::Ipv4Addr,
     },
     Services,
-    ServiceCreate(DataplaneServiceSpec),
+    ServiceCreate(BalancedService),
     ServiceUpdate {
         name: String,
         add: Vec<std::net::Ipv4Addr>,

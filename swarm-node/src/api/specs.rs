@@ -15,7 +15,7 @@ pub enum ServiceMode {
     Global,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EndpointMode {
     Vip,
@@ -23,7 +23,7 @@ pub enum EndpointMode {
 }
 
 /// `--restart-condition`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartCondition {
     None,
@@ -51,7 +51,7 @@ impl Default for RestartPolicy {
 }
 
 /// `--update-failure-action` (and `--rollback-failure-action`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FailureAction {
     Pause,
@@ -60,7 +60,7 @@ pub enum FailureAction {
 }
 
 /// `--update-order`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpdateOrder {
     StopFirst,
@@ -101,18 +101,27 @@ pub struct Constraint {
     pub value: String,
 }
 
-impl FromStr for Constraint {
-    type Err = String;
+/// Why a `--constraint` value does not parse.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConstraintError {
+    #[error("constraint {0:?} has no == or != (e.g. node.role==manager)")]
+    NoOperator(String),
+    #[error(
+        "constraint key {0:?} is not one of node.id, node.hostname, node.role, node.labels.<label>, node.platform.os, node.platform.arch"
+    )]
+    UnknownKey(String),
+}
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl FromStr for Constraint {
+    type Err = ConstraintError;
+
+    fn from_str(text: &str) -> Result<Self, ConstraintError> {
         let (key, equal, value) = if let Some((k, v)) = text.split_once("!=") {
             (k, false, v)
         } else if let Some((k, v)) = text.split_once("==") {
             (k, true, v)
         } else {
-            return Err(format!(
-                "constraint {text:?} has no == or != (e.g. node.role==manager)"
-            ));
+            return Err(ConstraintError::NoOperator(text.to_owned()));
         };
         let key = key.trim();
         let known = matches!(
@@ -122,9 +131,7 @@ impl FromStr for Constraint {
             .strip_prefix("node.labels.")
             .is_some_and(|l| !l.is_empty());
         if !known {
-            return Err(format!(
-                "constraint key {key:?} is not one of node.id, node.hostname, node.role, node.labels.<label>, node.platform.os, node.platform.arch"
-            ));
+            return Err(ConstraintError::UnknownKey(key.to_owned()));
         }
         Ok(Constraint {
             key: key.to_owned(),
@@ -180,4 +187,33 @@ pub struct ServiceSpec {
     /// nothing else changed.
     #[serde(default)]
     pub force_update: u64,
+}
+
+impl ServiceSpec {
+    /// A service running `image` in `mode`, with Docker's defaults for the
+    /// rest (restart on any exit, 10 s to stop, a VIP, no limits).
+    pub fn new(name: impl Into<String>, image: impl Into<String>, mode: ServiceMode) -> Self {
+        Self {
+            name: name.into(),
+            labels: BTreeMap::new(),
+            image: image.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            hostname: None,
+            mode,
+            networks: Vec::new(),
+            aliases: BTreeMap::new(),
+            endpoint_mode: EndpointMode::Vip,
+            ports: Vec::new(),
+            constraints: Vec::new(),
+            restart: RestartPolicy::default(),
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::default(),
+            limits: ResourceSpec::default(),
+            reservations: ResourceSpec::default(),
+            healthcheck: None,
+            stop_grace_millis: 10_000,
+            force_update: 0,
+        }
+    }
 }

@@ -2,6 +2,7 @@
 
 mod output;
 mod service;
+mod values;
 
 use std::{net::Ipv4Addr, path::PathBuf};
 
@@ -19,8 +20,8 @@ use crate::{
     control::{self, Client, DEFAULT_CONTROL_SOCKET, DEFAULT_HOST},
     daemon::{self, DaemonConfig, RuntimeChoice},
     dataplane::{
-        LocalDelivery, LocalEndpointSpec, OverlayNetwork, PublishedPort, RemoteEndpointSpec,
-        ServiceSpec, UnderlayHookChoice, overlay::VXLAN_OVERHEAD,
+        BalancedService, LocalDelivery, LocalEndpointSpec, OverlayNetwork, PublishedPort,
+        RemoteEndpointSpec, UnderlayHookChoice, overlay::VXLAN_OVERHEAD,
     },
 };
 
@@ -43,11 +44,11 @@ pub struct Cli {
     pub host: String,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub command: CliCommand,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub enum CliCommand {
     /// Run the node daemon (one per host; needs root).
     Daemon(DaemonArgs),
     /// Bench helper: gossip among N simulated nodes on loopback addresses
@@ -74,7 +75,7 @@ pub enum Command {
     /// Leave the swarm.
     Leave(LeaveArgs),
     /// Change the swarm's settings.
-    Update(UpdateArgs),
+    Update(SwarmUpdateArgs),
     /// Manage the swarm's nodes.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -341,7 +342,7 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
         .multiple(true)
         .args(["rotate_gossip_key", "gossip_key_rotation"])
 ))]
-pub struct UpdateArgs {
+pub struct SwarmUpdateArgs {
     /// Seal gossip between nodes with a new key now (the old one stays
     /// accepted while the new one spreads).
     #[arg(long)]
@@ -452,11 +453,11 @@ pub enum DataplaneCommand {
     Services(FormatArgs),
     /// Low-level: install services (VIPs, published ports, backends) by hand.
     #[command(subcommand)]
-    Service(ServiceCommand),
+    Service(DataplaneServiceCommand),
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ServiceCommand {
+pub enum DataplaneServiceCommand {
     /// Balance a VIP and/or published ports over backends on network VNI.
     Create {
         /// The service's name on this node.
@@ -672,8 +673,8 @@ pub enum Format {
 /// Runs one command to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Daemon(args) => run_daemon(args),
-        Command::Update(UpdateArgs {
+        CliCommand::Daemon(args) => run_daemon(args),
+        CliCommand::Update(SwarmUpdateArgs {
             rotate_gossip_key,
             gossip_key_rotation,
         }) => {
@@ -695,7 +696,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::GossipSimulation { nodes, port } => {
+        CliCommand::GossipSimulation { nodes, port } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -705,25 +706,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{:.3}", took.as_secs_f64());
             Ok(())
         }
-        Command::Info(args) => {
+        CliCommand::Info(args) => {
             let Response::Info(info) = call(&cli.host, &Request::Info)? else {
                 anyhow::bail!("the daemon answered `info` with something else");
             };
             output::print_info(&info, args.format)
         }
-        Command::Dataplane(DataplaneCommand::Stats(args)) => {
+        CliCommand::Dataplane(DataplaneCommand::Stats(args)) => {
             let Response::DataplaneStats(stats) = call(&cli.host, &Request::DataplaneStats)? else {
                 anyhow::bail!("the daemon answered `dataplane stats` with something else");
             };
             output::print_stats(&stats, args.format)
         }
-        Command::Dataplane(DataplaneCommand::Endpoints(args)) => {
+        CliCommand::Dataplane(DataplaneCommand::Endpoints(args)) => {
             let Response::Endpoints(rows) = call(&cli.host, &Request::Endpoints)? else {
                 anyhow::bail!("the daemon answered `dataplane endpoints` with something else");
             };
             output::print_endpoints(&rows, args.format)
         }
-        Command::Dataplane(DataplaneCommand::Network(DataplaneNetworkCommand::Ls(args))) => {
+        CliCommand::Dataplane(DataplaneCommand::Network(DataplaneNetworkCommand::Ls(args))) => {
             let Response::Rows(rows) = call(&cli.host, &Request::DataplaneNetworks)? else {
                 anyhow::bail!("the daemon answered `dataplane network ls` with something else");
             };
@@ -735,7 +736,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 None,
             )
         }
-        Command::Dataplane(DataplaneCommand::Network(command)) => {
+        CliCommand::Dataplane(DataplaneCommand::Network(command)) => {
             let request = match command {
                 DataplaneNetworkCommand::Create {
                     vni,
@@ -759,7 +760,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             call(&cli.host, &request)?;
             Ok(())
         }
-        Command::Init(args) => {
+        CliCommand::Init(args) => {
             let request = Request::SwarmInit(SwarmInitRequest {
                 advertise_addr: args.advertise_addr,
                 listen_port: args.listen_addr,
@@ -784,7 +785,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Join(args) => {
+        CliCommand::Join(args) => {
             let request = Request::SwarmJoin(SwarmJoinRequest {
                 token: args.token,
                 manager: args.manager,
@@ -797,7 +798,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("This node joined a swarm as a {role}.");
             Ok(())
         }
-        Command::JoinToken(args) => {
+        CliCommand::JoinToken(args) => {
             let request = Request::JoinToken {
                 role: args.role.into(),
                 rotate: args.rotate,
@@ -819,12 +820,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             output::print_join_command(&role.to_string(), &token, &manager_addr)
         }
-        Command::Leave(args) => {
+        CliCommand::Leave(args) => {
             call(&cli.host, &Request::SwarmLeave { force: args.force })?;
             println!("Node left the swarm.");
             Ok(())
         }
-        Command::Node(NodeCommand::Inspect { node }) => {
+        CliCommand::Node(NodeCommand::Inspect { node }) => {
             let Response::NodeInspect(value) = call(&cli.host, &Request::NodeInspect { node })?
             else {
                 anyhow::bail!("the daemon answered `node inspect` with something else");
@@ -832,7 +833,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
         }
-        Command::Node(NodeCommand::Update {
+        CliCommand::Node(NodeCommand::Update {
             role,
             availability,
             label_add,
@@ -859,15 +860,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{node}");
             Ok(())
         }
-        Command::Network(command) => network_command(&cli.host, command),
-        Command::Service(command) => service::run(&cli.host, command),
-        Command::Node(NodeCommand::Promote { nodes }) => {
+        CliCommand::Network(command) => network_command(&cli.host, command),
+        CliCommand::Service(command) => service::run(&cli.host, command),
+        CliCommand::Node(NodeCommand::Promote { nodes }) => {
             print_notes(call(&cli.host, &Request::NodePromote { nodes })?)
         }
-        Command::Node(NodeCommand::Demote { nodes }) => {
+        CliCommand::Node(NodeCommand::Demote { nodes }) => {
             print_notes(call(&cli.host, &Request::NodeDemote { nodes })?)
         }
-        Command::Node(NodeCommand::Rm { force, node }) => {
+        CliCommand::Node(NodeCommand::Rm { force, node }) => {
             call(
                 &cli.host,
                 &Request::NodeRemove {
@@ -878,34 +879,34 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{node}");
             Ok(())
         }
-        Command::Node(NodeCommand::Ls(args)) => {
+        CliCommand::Node(NodeCommand::Ls(args)) => {
             let Response::Nodes(rows) = call(&cli.host, &Request::NodeList)? else {
                 anyhow::bail!("the daemon answered `node ls` with something else");
             };
             output::print_nodes(&rows, args.format)
         }
-        Command::Dataplane(DataplaneCommand::Services(args)) => {
+        CliCommand::Dataplane(DataplaneCommand::Services(args)) => {
             let Response::Services(rows) = call(&cli.host, &Request::Services)? else {
                 anyhow::bail!("the daemon answered `dataplane services` with something else");
             };
             output::print_services(&rows, args.format)
         }
-        Command::Dataplane(DataplaneCommand::Service(command)) => {
+        CliCommand::Dataplane(DataplaneCommand::Service(command)) => {
             let request = match command {
-                ServiceCommand::Create {
+                DataplaneServiceCommand::Create {
                     name,
                     vni,
                     vip,
                     backends,
                     published,
-                } => Request::ServiceCreate(ServiceSpec {
+                } => Request::ServiceCreate(BalancedService {
                     name,
                     vni,
                     vip,
                     backends,
                     published,
                 }),
-                ServiceCommand::Update { name, add, remove } => {
+                DataplaneServiceCommand::Update { name, add, remove } => {
                     if add.is_empty() && remove.is_empty() {
                         anyhow::bail!(
                             "nothing to update: give --backend-add IP or --backend-rm IP"
@@ -913,12 +914,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     Request::ServiceUpdate { name, add, remove }
                 }
-                ServiceCommand::Rm { name } => Request::ServiceRemove { name },
+                DataplaneServiceCommand::Rm { name } => Request::ServiceRemove { name },
             };
             call(&cli.host, &request)?;
             Ok(())
         }
-        Command::Dataplane(DataplaneCommand::Endpoint(command)) => {
+        CliCommand::Dataplane(DataplaneCommand::Endpoint(command)) => {
             let request = match command {
                 EndpointCommand::Attach { vni, netns, ip, id } => {
                     let path = if netns.contains('/') {

@@ -14,8 +14,8 @@ use crate::api::{
     assignments::tail,
     control::{Request, Response, ServiceUpdateRequest, TaskOutput},
     specs::{
-        Constraint, EndpointMode, FailureAction, PortConfig, ResourceSpec, RestartCondition,
-        RestartPolicy, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
+        Constraint, EndpointMode, FailureAction, PortConfig, RestartCondition, ServiceMode,
+        ServiceSpec, UpdateOrder,
     },
 };
 
@@ -51,7 +51,7 @@ pub enum ServiceCommand {
     },
     /// Change a service; its tasks are replaced by a rolling update when
     /// their spec changes.
-    Update(Box<UpdateArgs>),
+    Update(Box<ServiceUpdateArgs>),
     /// Go back to the spec before the last update.
     Rollback {
         #[arg(short, long)]
@@ -215,7 +215,7 @@ pub struct PolicyArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct UpdateArgs {
+pub struct ServiceUpdateArgs {
     #[arg(long)]
     image: Option<String>,
     /// Replace the command's arguments (one string, split on spaces).
@@ -474,13 +474,10 @@ fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
     }
     let policies = &args.policies;
     let mut spec = ServiceSpec {
-        name: name.clone(),
         labels: args.label.into_iter().collect::<BTreeMap<_, _>>(),
-        image: args.image,
         args: args.command,
         env: args.env,
         hostname: args.hostname,
-        mode,
         networks: args.network.iter().map(|(name, _)| name.clone()).collect(),
         aliases: args
             .network
@@ -491,14 +488,7 @@ fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
         endpoint_mode: args.endpoint_mode,
         ports: args.publish,
         constraints: args.constraint,
-        restart: RestartPolicy::default(),
-        update: UpdateConfig::default(),
-        rollback: UpdateConfig::default(),
-        limits: ResourceSpec::default(),
-        reservations: ResourceSpec::default(),
-        healthcheck: None,
-        stop_grace_millis: 10_000,
-        force_update: 0,
+        ..ServiceSpec::new(name.clone(), args.image, mode)
     };
     policies
         .to_update(String::new())
@@ -516,7 +506,7 @@ fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn update(host: &str, args: UpdateArgs) -> anyhow::Result<()> {
+fn update(host: &str, args: ServiceUpdateArgs) -> anyhow::Result<()> {
     if args.rollback {
         print_notes(call(
             host,
@@ -673,10 +663,12 @@ fn parse_network(text: &str) -> Result<(String, Vec<String>), String> {
 
 fn parse_port(text: &str) -> Result<PortConfig, String> {
     text.parse()
+        .map_err(|e: crate::dataplane::PortError| e.to_string())
 }
 
 fn parse_constraint(text: &str) -> Result<Constraint, String> {
     text.parse()
+        .map_err(|e: crate::api::specs::ConstraintError| e.to_string())
 }
 
 fn parse_scale(text: &str) -> Result<(String, u64), String> {

@@ -34,7 +34,9 @@ pub use bpffs::{BPFFS_ROOT, BpffsError, SWARM_PIN_ROOT, remove_pin_dir};
 pub use netlink::NetlinkError;
 pub use overlay::{EndpointRow, LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec};
 
-pub use services::{PortConfig, Protocol, PublishMode, PublishedPort, ServiceRow, ServiceSpec};
+pub use services::{
+    BalancedService, PortConfig, PortError, Protocol, PublishMode, PublishedPort, ServiceRow,
+};
 pub use stats::{CounterRow, DataplaneStats};
 
 /// The compiled eBPF object, built by build.rs (empty with SWARM_SKIP_EBPF=1).
@@ -47,7 +49,7 @@ pub enum DataplaneError {
         "this swarm binary was built with SWARM_SKIP_EBPF=1 and holds no eBPF programs; rebuild it without that switch (`cargo xtask run` or `cargo build`)"
     )]
     NoEmbeddedObject,
-    #[error("{0}")]
+    #[error(transparent)]
     Bpffs(#[from] bpffs::BpffsError),
     #[error(
         "loading the eBPF programs failed: {0}. Is BPF enabled in this kernel (CONFIG_BPF_SYSCALL), and are you root? `bpftool feature probe` tells"
@@ -76,7 +78,7 @@ pub enum DataplaneError {
         #[source]
         source: ProgramError,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Netlink(#[from] NetlinkError),
     #[error("attaching TC to {iface}: {source}")]
     AttachTc {

@@ -16,7 +16,7 @@ use swarm_common::{
 use tracing::{info, warn};
 
 use super::{
-    Dataplane, DataplaneError, LocalDelivery, LocalEndpoint, ServiceSpec, Tunnel, netlink,
+    BalancedService, Dataplane, DataplaneError, LocalDelivery, LocalEndpoint, Tunnel, netlink,
 };
 
 /// VXLAN overhead: outer Ethernet, IPv4, UDP and VXLAN headers.
@@ -97,7 +97,7 @@ pub struct PersistedOverlay {
     pub networks: Vec<OverlayNetwork>,
     pub endpoints: Vec<PersistedEndpoint>,
     #[serde(default)]
-    pub services: Vec<ServiceSpec>,
+    pub services: Vec<BalancedService>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -91,17 +91,36 @@ impl fmt::Display for PublishedPort {
     }
 }
 
+/// Why a `--publish` value does not parse.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    #[error("{what} port {value:?} is not a port number (1-65535)")]
+    NotAPort { what: &'static str, value: String },
+    #[error("protocol {0:?} is not tcp or udp")]
+    Protocol(String),
+    #[error("mode {0:?} is not ingress or host")]
+    Mode(String),
+    #[error("{0:?} is not key=value")]
+    NotKeyValue(String),
+    #[error("unknown field {0:?} (use published, target, protocol, mode)")]
+    UnknownField(String),
+    #[error("{0}=PORT is required")]
+    Missing(&'static str),
+    #[error("{0:?} is not PUBLISHED:TARGET[/PROTOCOL]")]
+    NoPublished(String),
+}
+
 impl FromStr for PublishedPort {
-    type Err = String;
+    type Err = PortError;
 
     /// Docker's `--publish` with both ports given.
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, PortError> {
         let config: PortConfig = text.parse()?;
         let published = config.published.ok_or_else(|| {
             if text.contains('=') {
-                "published=PORT is required".to_owned()
+                PortError::Missing("published")
             } else {
-                format!("{text:?} is not PUBLISHED:TARGET[/PROTOCOL]")
+                PortError::NoPublished(text.to_owned())
             }
         })?;
         Ok(PublishedPort {
@@ -124,21 +143,22 @@ pub struct PortConfig {
 }
 
 impl FromStr for PortConfig {
-    type Err = String;
+    type Err = PortError;
 
     /// Docker's short (`8080:80[/udp]`, `80`) and long
     /// (`published=8080,target=80,protocol=udp,mode=host`) syntaxes.
-    fn from_str(text: &str) -> Result<Self, String> {
-        let port = |value: &str, what: &str| match value.parse::<u16>() {
+    fn from_str(text: &str) -> Result<Self, PortError> {
+        let port = |value: &str, what: &'static str| match value.parse::<u16>() {
             Ok(port) if port != 0 => Ok(port),
-            _ => Err(format!(
-                "{what} port {value:?} is not a port number (1-65535)"
-            )),
+            _ => Err(PortError::NotAPort {
+                what,
+                value: value.to_owned(),
+            }),
         };
         let protocol = |value: &str| match value {
             "tcp" => Ok(Protocol::Tcp),
             "udp" => Ok(Protocol::Udp),
-            other => Err(format!("protocol {other:?} is not tcp or udp")),
+            other => Err(PortError::Protocol(other.to_owned())),
         };
         let mut config = PortConfig {
             protocol: Protocol::Tcp,
@@ -151,7 +171,7 @@ impl FromStr for PortConfig {
             for field in text.split(',') {
                 let (key, value) = field
                     .split_once('=')
-                    .ok_or_else(|| format!("{field:?} is not key=value"))?;
+                    .ok_or_else(|| PortError::NotKeyValue(field.to_owned()))?;
                 match key {
                     "published" => config.published = Some(port(value, "published")?),
                     "target" => target = Some(port(value, "target")?),
@@ -160,17 +180,15 @@ impl FromStr for PortConfig {
                         config.mode = match value {
                             "ingress" => PublishMode::Ingress,
                             "host" => PublishMode::Host,
-                            other => return Err(format!("mode {other:?} is not ingress or host")),
+                            other => return Err(PortError::Mode(other.to_owned())),
                         }
                     }
                     other => {
-                        return Err(format!(
-                            "unknown field {other:?} (use published, target, protocol, mode)"
-                        ));
+                        return Err(PortError::UnknownField(other.to_owned()));
                     }
                 }
             }
-            config.target = target.ok_or("target=PORT is required")?;
+            config.target = target.ok_or(PortError::Missing("target"))?;
             return Ok(config);
         }
         let ports = match text.split_once('/') {
@@ -195,7 +213,7 @@ impl FromStr for PortConfig {
 /// `vip` from tasks on that network and on its published ports from outside,
 /// balanced over `backends` (task addresses on the same network).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceSpec {
+pub struct BalancedService {
     pub name: String,
     pub vni: u32,
     pub vip: Option<Ipv4Addr>,
@@ -230,7 +248,7 @@ pub struct Services {
 }
 
 struct Installed {
-    spec: ServiceSpec,
+    spec: BalancedService,
     /// Every backend: for the VIP and ingress-mode ports.
     all_set: u32,
     /// This node's backends: for host-mode ports.
@@ -253,7 +271,7 @@ impl Services {
         Ok(self.next_set - 1)
     }
 
-    pub fn specs(&self) -> Vec<ServiceSpec> {
+    pub fn specs(&self) -> Vec<BalancedService> {
         self.installed.values().map(|s| s.spec.clone()).collect()
     }
 }
@@ -272,12 +290,12 @@ fn published_key(port: &PublishedPort) -> PublishedKey {
 
 impl Dataplane {
     /// The services installed on this node, as they were specified.
-    pub fn service_specs(&self) -> Vec<ServiceSpec> {
+    pub fn service_specs(&self) -> Vec<BalancedService> {
         self.services.specs()
     }
 
     /// Installs a service: its VIP, backends and published ports.
-    pub fn create_service(&mut self, spec: ServiceSpec) -> Result<(), DataplaneError> {
+    pub fn create_service(&mut self, spec: BalancedService) -> Result<(), DataplaneError> {
         self.check_service(&spec)?;
         let all_set = self.services.allocate_set()?;
         let local_set = match self.services.allocate_set() {
@@ -569,7 +587,7 @@ impl Dataplane {
         Ok(nudges)
     }
 
-    fn check_service(&mut self, spec: &ServiceSpec) -> Result<(), DataplaneError> {
+    fn check_service(&mut self, spec: &BalancedService) -> Result<(), DataplaneError> {
         let invalid = |message: String| Err(DataplaneError::InvalidService(message));
         if spec.name.is_empty() || spec.name.len() > 63 {
             return invalid("a service name is 1 to 63 characters".into());
@@ -638,7 +656,7 @@ impl Dataplane {
         self.check_backends(spec)
     }
 
-    fn check_backends(&self, spec: &ServiceSpec) -> Result<(), DataplaneError> {
+    fn check_backends(&self, spec: &BalancedService) -> Result<(), DataplaneError> {
         let network = self.network(spec.vni)?;
         let mut seen = BTreeSet::new();
         for ip in &spec.backends {
@@ -829,7 +847,7 @@ impl Dataplane {
     /// Re-installs the services a previous run recorded.
     pub(super) fn restore_services(
         &mut self,
-        specs: Vec<ServiceSpec>,
+        specs: Vec<BalancedService>,
     ) -> Result<(), DataplaneError> {
         for spec in specs {
             let name = spec.name.clone();

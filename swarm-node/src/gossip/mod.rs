@@ -19,7 +19,7 @@ use std::{
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, spawn_chitchat};
 use serde::{Deserialize, Serialize};
 
-use self::transport::{Counters, GossipKey, Keys, SealedTransport};
+use self::transport::{DatagramCounters, GossipKey, Keys, SealedTransport};
 use crate::api::{
     assignments::{EndpointNames, GossipConfig, RemoteEndpoint},
     control::GossipStats,
@@ -62,7 +62,7 @@ pub struct GossipedEndpoints {
 pub struct Gossip {
     handle: ChitchatHandle,
     keys: Arc<RwLock<Keys>>,
-    counters: Arc<Counters>,
+    counters: Arc<DatagramCounters>,
     advertise: Ipv4Addr,
 }
 
@@ -75,7 +75,7 @@ impl Gossip {
         config: &GossipConfig,
     ) -> anyhow::Result<Self> {
         let keys = Arc::new(RwLock::new(keys_of(config)?));
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(DatagramCounters::default());
         let addr = SocketAddr::new(advertise.into(), port);
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -128,7 +128,7 @@ pub fn open(keys: &Keys, datagram: &[u8]) -> Result<Vec<u8>, DropReason> {
 }
 
 #[derive(Default)]
-pub struct Counters {
+pub struct DatagramCounters {
     sent: AtomicU64,
     received: AtomicU64,
     malformed: AtomicU64,
@@ -136,7 +136,7 @@ pub struct Counters {
     bad_message: AtomicU64,
 }
 
-impl Counters {
+impl DatagramCounters {
     pub fn stats(&self) -> GossipStats {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         GossipStats {
@@ -153,7 +153,7 @@ impl Counters {
 /// Chitchat's transport: UDP, every datagram sealed.
 pub struct SealedTransport {
     pub keys: Arc<RwLock<Keys>>,
-    pub counters: Arc<Counters>,
+    pub counters: Arc<DatagramCounters>,
 }
 
 #[async_trait]
@@ -172,7 +172,7 @@ impl Transport for SealedTransport {
 struct SealedSocket {
     socket: tokio::net::UdpSocket,
     keys: Arc<RwLock<Keys>>,
-    counters: Arc<Counters>,
+    counters: Arc<DatagramCounters>,
     buffer: Vec<u8>,
 }
 

@@ -8,7 +8,7 @@ use std::{
     net::Ipv4Addr,
 };
 
-use super::store::{ClusterState, NetworkRecord, NetworkRequest, services::ServiceRecord};
+use super::store::{ClusterState, NetworkRecord, NetworkRequest, Refusal, services::ServiceRecord};
 use crate::{
     api::specs::{EndpointMode, PortConfig},
     dataplane::Protocol,
@@ -29,17 +29,18 @@ impl ClusterState {
     pub(super) fn allocate_network(
         &self,
         request: NetworkRequest,
-    ) -> Result<NetworkRecord, String> {
+    ) -> Result<NetworkRecord, Refusal> {
         if self.networks.values().any(|n| n.name == request.name) {
-            return Err(format!("network with name {} already exists", request.name));
+            return Err(Refusal::NetworkExists(request.name));
         }
         let subnet = match request.subnet {
             Some(subnet) => {
                 if let Some(other) = self.networks.values().find(|n| overlaps(n.subnet, subnet)) {
-                    return Err(format!(
-                        "invalid pool request: the subnet {}/{} overlaps with network {}'s {}/{}",
-                        subnet.0, subnet.1, other.name, other.subnet.0, other.subnet.1
-                    ));
+                    return Err(Refusal::SubnetOverlaps {
+                        subnet,
+                        other: other.name.clone(),
+                        other_subnet: other.subnet,
+                    });
                 }
                 subnet
             }
@@ -59,7 +60,7 @@ impl ClusterState {
                             .values()
                             .any(|n| overlaps(n.subnet, *candidate))
                     })
-                    .ok_or("the address pool 10.0.0.0/8 is exhausted")?
+                    .ok_or(Refusal::PoolExhausted)?
             }
         };
         let vni = (FIRST_VNI..)
@@ -69,10 +70,7 @@ impl ClusterState {
             .gateway
             .unwrap_or_else(|| Ipv4Addr::from(u32::from(subnet.0) + 1));
         if !contains(subnet, gateway) {
-            return Err(format!(
-                "the gateway {gateway} is outside the subnet {}/{}",
-                subnet.0, subnet.1
-            ));
+            return Err(Refusal::GatewayOutside { gateway, subnet });
         }
         Ok(NetworkRecord {
             id: request.id,
@@ -90,12 +88,12 @@ impl ClusterState {
 
     /// VIPs on the service's networks and its published ports; those it
     /// holds already (an update) are kept.
-    pub(super) fn allocate_endpoint(&self, service: &mut ServiceRecord) -> Result<(), String> {
+    pub(super) fn allocate_endpoint(&self, service: &mut ServiceRecord) -> Result<(), Refusal> {
         let held_vips = std::mem::take(&mut service.vips);
         let held_ports = std::mem::take(&mut service.ports);
         for network in &service.spec.networks {
             if !self.networks.contains_key(network) {
-                return Err(format!("network {network} not found"));
+                return Err(Refusal::NoSuchNetwork(network.clone()));
             }
         }
         let mut ports = Vec::new();
@@ -114,9 +112,7 @@ impl ClusterState {
             let published = match port.published {
                 Some(published) => {
                     if taken(published, port.protocol) {
-                        return Err(format!(
-                            "port '{published}' is already in use by another service's published port"
-                        ));
+                        return Err(Refusal::PortInUse(published));
                     }
                     published
                 }
@@ -130,7 +126,7 @@ impl ClusterState {
                     None => DYNAMIC_PORTS
                         .clone()
                         .find(|p| !taken(*p, port.protocol))
-                        .ok_or("no free port left in 30000-32767 to publish")?,
+                        .ok_or(Refusal::NoFreePort)?,
                 },
             };
             ports.push(PortConfig {
@@ -153,11 +149,11 @@ impl ClusterState {
 
     /// The lowest address of `network` nobody holds: not the network, its
     /// gateway or broadcast address, a VIP, or a live task's.
-    pub(super) fn free_address(&self, network_id: &str) -> Result<Ipv4Addr, String> {
+    pub(super) fn free_address(&self, network_id: &str) -> Result<Ipv4Addr, Refusal> {
         let network = self
             .networks
             .get(network_id)
-            .ok_or_else(|| format!("network {network_id} not found"))?;
+            .ok_or_else(|| Refusal::NoSuchNetwork(network_id.to_owned()))?;
         let mut used = BTreeSet::from([network.gateway]);
         used.extend(
             self.services
@@ -170,8 +166,7 @@ impl ClusterState {
                 .filter(|t| t.holds_addresses())
                 .filter_map(|t| t.addresses.get(network_id)),
         );
-        first_free(network, &used)
-            .ok_or_else(|| format!("network {} has no free address left", network.name))
+        first_free(network, &used).ok_or_else(|| Refusal::NoFreeAddress(network.name.clone()))
     }
 }
 

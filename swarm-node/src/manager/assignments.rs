@@ -268,7 +268,7 @@ fn endpoint_names(
 fn dataplane_services(
     state: &ClusterState,
     service: &ServiceRecord,
-) -> Vec<dataplane::ServiceSpec> {
+) -> Vec<dataplane::BalancedService> {
     let networks = service.task_networks(state);
     networks
         .iter()
@@ -306,7 +306,7 @@ fn dataplane_services(
             if vip.is_none() && published.is_empty() {
                 return None;
             }
-            Some(dataplane::ServiceSpec {
+            Some(dataplane::BalancedService {
                 name: format!("{}{SERVICE_NAME_MARK}{}", service.spec.name, network.name),
                 vni: network.vni,
                 vip,

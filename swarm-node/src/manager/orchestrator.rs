@@ -487,76 +487,16 @@ mod tests {
 
     use super::*;
     use crate::{
-        api::{
-            NodeResources, Role,
-            specs::{EndpointMode, ResourceSpec, RestartPolicy, UpdateConfig},
-        },
-        ca::pki::JoinToken,
-        manager::{
-            allocator::ingress_network,
-            store::{NodeRecord, services::ServiceCreate},
-        },
+        api::{NodeResources, Role},
+        manager::store::{fixtures::store, services::ServiceCreate},
     };
-
-    fn node(id: &str, role: Role) -> NodeRecord {
-        NodeRecord {
-            id: id.into(),
-            hostname: id.into(),
-            addr: "198.18.0.1:2377".parse().unwrap(),
-            role,
-            availability: Availability::Active,
-            labels: BTreeMap::new(),
-            resources: NodeResources::default(),
-        }
-    }
-
-    fn store(nodes: &[(&str, Role)]) -> ClusterState {
-        ClusterState {
-            cluster_id: "c".into(),
-            created_at: 0,
-            worker_token: JoinToken::generate([7; 32]).to_string(),
-            manager_token: JoinToken::generate([7; 32]).to_string(),
-            cert_expiry_secs: 3600,
-            heartbeat_millis: 500,
-            ca_cert_pem: String::new(),
-            ca_key_pem: String::new(),
-            nodes: nodes
-                .iter()
-                .map(|(id, role)| (id.to_string(), node(id, *role)))
-                .collect(),
-            networks: BTreeMap::from([("i".into(), ingress_network("i".into(), 0))]),
-            services: BTreeMap::new(),
-            tasks: BTreeMap::new(),
-            log_requests: BTreeMap::new(),
-            gossip_key: String::new(),
-            previous_gossip_key: None,
-            gossip_key_made_at: 0,
-            gossip_key_rotation_secs: 0,
-        }
-    }
 
     fn spec(name: &str, mode: ServiceMode) -> ServiceSpec {
         ServiceSpec {
-            name: name.into(),
-            labels: BTreeMap::new(),
-            image: "host".into(),
             args: vec!["sleep".into(), "1000".into()],
-            env: Vec::new(),
-            hostname: None,
-            mode,
-            networks: Vec::new(),
-            aliases: BTreeMap::new(),
-            endpoint_mode: EndpointMode::Vip,
             ports: vec!["8080:80".parse().unwrap()],
-            constraints: Vec::new(),
-            restart: RestartPolicy::default(),
-            update: UpdateConfig::default(),
-            rollback: UpdateConfig::default(),
-            limits: ResourceSpec::default(),
-            reservations: ResourceSpec::default(),
-            healthcheck: None,
             stop_grace_millis: 0,
-            force_update: 0,
+            ..ServiceSpec::new(name, "host", mode)
         }
     }
 

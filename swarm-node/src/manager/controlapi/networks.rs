@@ -55,7 +55,7 @@ impl Manager {
     pub(super) fn inspect_network(&self, reference: &str) -> Result<Response, ClusterError> {
         let network = self
             .read_store(|s| s.resolve_network(reference).cloned())?
-            .map_err(ClusterError::Refused)?;
+            .map_err(ClusterError::from)?;
         let created = time::OffsetDateTime::from_unix_timestamp(network.created_at as i64)
             .ok()
             .and_then(|t| {
@@ -137,7 +137,7 @@ impl Manager {
         for reference in references {
             let id = self
                 .read_store(|s| s.resolve_network(reference).map(|n| n.id.clone()))?
-                .map_err(ClusterError::Refused)?;
+                .map_err(ClusterError::from)?;
             self.commit_here(Command::RemoveNetwork { id: id.clone() })?;
             tracing::info!(network = %reference, %id, "network removed");
             removed.push(reference.clone());

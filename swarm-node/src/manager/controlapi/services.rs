@@ -66,7 +66,7 @@ impl Manager {
                 .map(|r| s.resolve_network(r).map(|n| n.id.clone()))
                 .collect::<Result<Vec<_>, _>>()
         })?
-        .map_err(ClusterError::Refused)
+        .map_err(ClusterError::from)
     }
 
     /// Asks the nodes holding the tasks of service (or task) `reference`

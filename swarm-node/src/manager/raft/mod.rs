@@ -24,7 +24,7 @@ use super::store::{ClusterState, Command, CommandResult};
 use crate::{api::ClusterError, ca::client::Credentials, lock::ReadWriteLocked as _};
 
 pub use log_store::LogStore;
-pub use network::Network;
+pub use network::RaftPeers;
 pub use state_machine::StateMachine;
 
 /// A manager as Raft knows it: its swarm node ID and where its API listens.
@@ -142,7 +142,7 @@ impl RaftNode {
         let raft = Raft::new(
             id,
             config()?,
-            Network::new(credentials),
+            RaftPeers::new(credentials),
             log_store,
             state_machine,
         )

@@ -31,17 +31,17 @@ use crate::{
 
 /// Makes a client per peer; reads the credentials when it does, so a renewed
 /// certificate is used from the next connection on.
-pub struct Network {
+pub struct RaftPeers {
     credentials: Arc<RwLock<Credentials>>,
 }
 
-impl Network {
+impl RaftPeers {
     pub fn new(credentials: Arc<RwLock<Credentials>>) -> Self {
         Self { credentials }
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for Network {
+impl RaftNetworkFactory<TypeConfig> for RaftPeers {
     type Network = RaftPeer;
 
     async fn new_client(&mut self, target: u64, node: &Member) -> Self::Network {

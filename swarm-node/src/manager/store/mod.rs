@@ -11,7 +11,12 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+pub mod fixtures;
+mod refusal;
 pub mod services;
+
+pub use refusal::Refusal;
 
 use self::services::{ServiceCreate, ServiceRecord, TaskChange, TaskRecord, UpdateStatus};
 use super::reference::{Lookup, lookup};
@@ -241,16 +246,16 @@ impl ClusterState {
 
     /// Applies `command` to the store (`None` before the cluster exists).
     pub fn apply(store: &mut Option<ClusterState>, command: Command) -> CommandResult {
-        let refused = |message: String| CommandResult::Refused(message);
+        let refused = |why: Refusal| CommandResult::Refused(why.to_string());
         if let Command::Create(state) = command {
             if store.is_some() {
-                return refused("the cluster exists already".into());
+                return refused(Refusal::ClusterExists);
             }
             *store = Some(*state);
             return CommandResult::Done;
         }
         let Some(state) = store.as_mut() else {
-            return refused("the cluster does not exist yet".into());
+            return refused(Refusal::NoCluster);
         };
         match command {
             Command::Create(_) => unreachable!("handled above"),
@@ -263,14 +268,14 @@ impl ClusterState {
             }
             Command::UpdateNode { id, change } => {
                 let Some(node) = state.nodes.get_mut(&id) else {
-                    return refused(format!("node {id} not found (see `swarm node ls`)"));
+                    return refused(Refusal::NoSuchNode(id));
                 };
                 if let Some(key) = change
                     .label_rm
                     .iter()
                     .find(|key| !node.labels.contains_key(*key))
                 {
-                    return refused(format!("key {key} doesn't exist in node's labels"));
+                    return refused(Refusal::NoSuchLabel(key.clone()));
                 }
                 if let Some(availability) = change.availability {
                     node.availability = availability;
@@ -287,7 +292,7 @@ impl ClusterState {
             }
             Command::RemoveNode { id } => {
                 if state.nodes.remove(&id).is_none() {
-                    return refused(format!("node {id} not found (see `swarm node ls`)"));
+                    return refused(Refusal::NoSuchNode(id));
                 }
             }
             Command::RotateGossipKey { key, at } => {
@@ -297,10 +302,10 @@ impl ClusterState {
             }
             Command::SetGossipKeyRotation { secs } => {
                 if secs < MIN_GOSSIP_KEY_ROTATION.as_secs() {
-                    return refused(format!(
-                        "a gossip key rotation period of {secs}s is too short; use at least {}s",
-                        MIN_GOSSIP_KEY_ROTATION.as_secs()
-                    ));
+                    return refused(Refusal::RotationTooShort {
+                        secs,
+                        min: MIN_GOSSIP_KEY_ROTATION.as_secs(),
+                    });
                 }
                 state.gossip_key_rotation_secs = secs;
             }
@@ -312,7 +317,7 @@ impl ClusterState {
                 Ok(network) => {
                     state.networks.insert(network.id.clone(), network);
                 }
-                Err(message) => return refused(message),
+                Err(why) => return refused(why),
             },
             Command::RemoveNetwork { id } => {
                 if let Some(service) = state
@@ -320,18 +325,18 @@ impl ClusterState {
                     .values()
                     .find(|s| s.spec.networks.contains(&id))
                 {
-                    return refused(format!(
-                        "network {id} is in use by service {}: remove the service first",
-                        service.spec.name
-                    ));
+                    return refused(Refusal::NetworkInUse {
+                        id,
+                        service: service.spec.name.clone(),
+                    });
                 }
                 if state.networks.remove(&id).is_none() {
-                    return refused(format!("network {id} not found"));
+                    return refused(Refusal::NoSuchNetwork(id));
                 }
             }
             Command::CreateService(create) => {
-                if let Err(message) = state.create_service(*create) {
-                    return refused(message);
+                if let Err(why) = state.create_service(*create) {
+                    return refused(why);
                 }
             }
             Command::UpdateService {
@@ -340,18 +345,18 @@ impl ClusterState {
                 rollback,
                 at,
             } => {
-                if let Err(message) = state.update_service(&id, *spec, rollback, at) {
-                    return refused(message);
+                if let Err(why) = state.update_service(&id, *spec, rollback, at) {
+                    return refused(why);
                 }
             }
             Command::RemoveService { id } => {
-                if let Err(message) = state.remove_service(&id) {
-                    return refused(message);
+                if let Err(why) = state.remove_service(&id) {
+                    return refused(why);
                 }
             }
             Command::SetUpdateStatus { id, status } => {
-                if let Err(message) = state.set_update_status(&id, status) {
-                    return refused(message);
+                if let Err(why) = state.set_update_status(&id, status) {
+                    return refused(why);
                 }
             }
             Command::Tasks(changes) => state.change_tasks(changes),
@@ -367,13 +372,14 @@ impl ClusterState {
     }
 
     /// The network `reference` names: its ID, its name or a unique ID prefix.
-    pub fn resolve_network(&self, reference: &str) -> Result<&NetworkRecord, String> {
+    pub fn resolve_network(&self, reference: &str) -> Result<&NetworkRecord, Refusal> {
         match lookup(self.networks.values(), reference, |n| &n.id, |n| &n.name) {
             Lookup::Found(network) => Ok(network),
-            Lookup::Missing => Err(format!("network {reference} not found")),
-            Lookup::Ambiguous(count) => Err(format!(
-                "network {reference} is ambiguous ({count} matches)"
-            )),
+            Lookup::Missing => Err(Refusal::NoSuchNetwork(reference.to_owned())),
+            Lookup::Ambiguous(count) => Err(Refusal::AmbiguousNetwork {
+                reference: reference.to_owned(),
+                count,
+            }),
         }
     }
 
@@ -402,8 +408,8 @@ impl ClusterState {
     pub fn resolve(&self, reference: &str) -> Result<String, ClusterError> {
         match lookup(self.nodes.values(), reference, |n| &n.id, |n| &n.hostname) {
             Lookup::Found(node) => Ok(node.id.clone()),
-            Lookup::Missing => Err(super::ClusterError::NoSuchNode(reference.to_owned())),
-            Lookup::Ambiguous(_) => Err(super::ClusterError::AmbiguousNode(reference.to_owned())),
+            Lookup::Missing => Err(ClusterError::NoSuchNode(reference.to_owned())),
+            Lookup::Ambiguous(_) => Err(ClusterError::AmbiguousNode(reference.to_owned())),
         }
     }
 
@@ -414,42 +420,11 @@ impl ClusterState {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::manager::allocator::ingress_network;
-
-    fn node(id: &str, role: Role) -> NodeRecord {
-        NodeRecord {
-            id: id.into(),
-            hostname: format!("host-{id}"),
-            addr: "198.18.0.1:2377".parse().unwrap(),
-            role,
-            availability: Availability::Active,
-            labels: BTreeMap::new(),
-            resources: NodeResources::default(),
-        }
-    }
+    use super::{fixtures::node, *};
 
     fn created() -> Option<ClusterState> {
         let mut store = None;
-        let state = ClusterState {
-            cluster_id: "c".into(),
-            created_at: 0,
-            worker_token: JoinToken::generate([7; 32]).to_string(),
-            manager_token: JoinToken::generate([7; 32]).to_string(),
-            cert_expiry_secs: 3600,
-            heartbeat_millis: 500,
-            ca_cert_pem: String::new(),
-            ca_key_pem: String::new(),
-            nodes: BTreeMap::from([("m1".into(), node("m1", Role::Manager))]),
-            networks: BTreeMap::from([("i".into(), ingress_network("i".into(), 0))]),
-            services: BTreeMap::new(),
-            tasks: BTreeMap::new(),
-            log_requests: BTreeMap::new(),
-            gossip_key: String::new(),
-            previous_gossip_key: None,
-            gossip_key_made_at: 0,
-            gossip_key_rotation_secs: 0,
-        };
+        let state = fixtures::store(&[("m1", Role::Manager)]);
         assert_eq!(
             ClusterState::apply(&mut store, Command::Create(Box::new(state))),
             CommandResult::Done

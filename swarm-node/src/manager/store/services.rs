@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
-use super::ClusterState;
+use super::{ClusterState, Refusal};
 use crate::api::{
     specs::{PortConfig, ServiceMode, ServiceSpec, UpdateConfig},
     tasks::{TaskState, TaskStatus},
@@ -160,16 +160,13 @@ pub struct ServiceCreate {
 }
 
 impl ClusterState {
-    pub fn create_service(&mut self, create: ServiceCreate) -> Result<(), String> {
+    pub fn create_service(&mut self, create: ServiceCreate) -> Result<(), Refusal> {
         if self
             .services
             .values()
             .any(|s| s.spec.name == create.spec.name)
         {
-            return Err(format!(
-                "service {} already exists (see `swarm service ls`)",
-                create.spec.name
-            ));
+            return Err(Refusal::ServiceExists(create.spec.name));
         }
         let mut service = ServiceRecord {
             id: create.id,
@@ -195,14 +192,14 @@ impl ClusterState {
         spec: ServiceSpec,
         rollback: bool,
         at: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         let mut service = self
             .services
             .get(id)
             .cloned()
-            .ok_or_else(|| format!("service {id} not found"))?;
+            .ok_or_else(|| Refusal::NoSuchService(id.to_owned()))?;
         if service.spec.name != spec.name {
-            return Err("a service cannot be renamed".into());
+            return Err(Refusal::Rename);
         }
         let tasks_change = task_relevant(&service.spec) != task_relevant(&spec);
         service.previous_spec = Some(std::mem::replace(&mut service.spec, spec));
@@ -235,21 +232,21 @@ impl ClusterState {
         Ok(())
     }
 
-    pub fn remove_service(&mut self, id: &str) -> Result<(), String> {
+    pub fn remove_service(&mut self, id: &str) -> Result<(), Refusal> {
         self.services
             .remove(id)
-            .ok_or_else(|| format!("service {id} not found"))?;
+            .ok_or_else(|| Refusal::NoSuchService(id.to_owned()))?;
         for task in self.tasks.values_mut().filter(|t| t.service_id == id) {
             task.desired = TaskState::Remove;
         }
         Ok(())
     }
 
-    pub fn set_update_status(&mut self, id: &str, status: UpdateStatus) -> Result<(), String> {
+    pub fn set_update_status(&mut self, id: &str, status: UpdateStatus) -> Result<(), Refusal> {
         let service = self
             .services
             .get_mut(id)
-            .ok_or_else(|| format!("service {id} not found"))?;
+            .ok_or_else(|| Refusal::NoSuchService(id.to_owned()))?;
         service.update_status = Some(status);
         Ok(())
     }
@@ -270,9 +267,9 @@ impl ClusterState {
                             Ok(ip) => {
                                 addresses.insert(network, ip);
                             }
-                            Err(message) => {
+                            Err(why) => {
                                 task.status.state = TaskState::Rejected;
-                                task.status.err = message;
+                                task.status.err = why.to_string();
                                 task.desired = TaskState::Shutdown;
                                 addresses.clear();
                                 break;
