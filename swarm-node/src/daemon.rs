@@ -26,6 +26,7 @@ use crate::{
     },
     dns::Resolver,
     identity::{IdentityError, LocalNode, NodeIdentity},
+    image::{ImageError, ImageStore, Registries},
     node::Membership,
     runtime::{Runtime, RuntimeError, docker::DockerRuntime, native::NativeRuntime},
 };
@@ -52,6 +53,8 @@ pub struct DaemonConfig {
     pub dns_upstreams: Vec<std::net::SocketAddr>,
     /// UDP port of gossip between nodes.
     pub gossip_port: u16,
+    /// Registries reached over plain HTTP (`--insecure-registry`).
+    pub insecure_registries: Vec<String>,
 }
 
 /// The task runtime a node uses (`swarm daemon --runtime`).
@@ -85,6 +88,8 @@ pub enum DaemonError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Images(#[from] ImageError),
 }
 
 /// Runs the daemon until `shutdown` completes, then cleans up: the XDP program
@@ -96,6 +101,9 @@ pub async fn run(
     if !nix::unistd::geteuid().is_root() {
         return Err(DaemonError::NotRoot);
     }
+    // Registry clients (reqwest) take the process's TLS provider: ring, as
+    // the rest of the daemon. A second install in one process is refused.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let underlay_iface = match &config.underlay_iface {
         Some(iface) => iface.clone(),
         None => iface_holding(config.advertise_addr)?,
@@ -104,7 +112,19 @@ pub async fn run(
     // Before any kernel object is made: a missing engine fails the start
     // with nothing to undo.
     let task_runtime: Arc<dyn Runtime> = match &config.runtime {
-        RuntimeChoice::Native => Arc::new(NativeRuntime::new(config.data_dir.join(TASKS_DIR))?),
+        RuntimeChoice::Native => {
+            let images = ImageStore::open(
+                config.data_dir.join(IMAGES_DIR),
+                Registries {
+                    insecure: config.insecure_registries.clone(),
+                    certs_dir: config.data_dir.join(CERTS_DIR),
+                },
+                tokio::runtime::Handle::current(),
+            )?;
+            Arc::new(
+                NativeRuntime::new(config.data_dir.join(TASKS_DIR))?.with_images(Arc::new(images)),
+            )
+        }
         RuntimeChoice::Docker { host } => {
             let (host, node_id) = (host.clone(), identity.node_id.clone());
             let state_dir = config.data_dir.join(TASKS_DIR);
@@ -372,6 +392,10 @@ impl Drop for PinDirGuard {
 /// Where the native runtime keeps each task's files and logs (the Docker
 /// runtime: a directory per task it holds).
 const TASKS_DIR: &str = "tasks";
+/// The image store, under the data dir.
+const IMAGES_DIR: &str = "images";
+/// Registries' own CAs, as Docker's /etc/docker/certs.d.
+const CERTS_DIR: &str = "certs.d";
 
 /// Networks and task endpoints this node serves, for the next start to adopt.
 const OVERLAY_STATE_FILE: &str = "overlay.json";

@@ -2,7 +2,7 @@
 //!
 //! Layers, top to bottom (a module uses only those below it; see
 //! docs/architecture.md): `cli` → `daemon` → `node` → `manager`, `agent` →
-//! `ca`, `runtime`, `dns`, `gossip`, `control` → `api` → `dataplane`,
+//! `runtime` → `ca`, `image`, `dns`, `gossip`, `control` → `api` → `dataplane`,
 //! `identity`, `clock`, `lock`.
 
 pub mod agent;
@@ -16,6 +16,7 @@ pub mod dataplane;
 pub mod dns;
 pub mod gossip;
 pub mod identity;
+pub mod image;
 pub mod lock;
 pub mod manager;
 pub mod node;

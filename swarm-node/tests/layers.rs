@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("control", 2),
     ("gossip", 2),
     ("dns", 3),
+    ("image", 3),
     ("runtime", 4),
     ("manager", 5),
     ("agent", 5),

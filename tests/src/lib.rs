@@ -12,6 +12,7 @@ mod netns;
 mod overlay;
 pub mod packets;
 mod raw;
+mod registry;
 pub mod servers;
 mod swarm;
 mod topology;
@@ -20,6 +21,7 @@ pub use daemon::{Daemon, swarm_bin};
 pub use netns::{Netns, in_netns, spawn_in_netns, sweep_stale};
 pub use overlay::OverlayTask;
 pub use raw::send_raw_frames;
+pub use registry::{Registry, TestImage, TestLayer};
 pub use swarm::{Formed, Swarm};
 pub use topology::{Host, Topology, TopologyOptions, UNDERLAY_PREFIX_LEN};
 

@@ -11,7 +11,8 @@ use crate::process::{self, output, run_with_env};
 /// the tools the tests, demo and benchmarks drive (busybox-static: the
 /// tasks' HTTP server and the root directory the chroot test builds;
 /// docker.io: the engine the Docker runtime's tests and benchmarks start;
-/// dnsutils: `dig` against the tasks' resolver).
+/// dnsutils: `dig` against the tasks' resolver; docker-registry: the real
+/// registry the image tests pull from).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -28,6 +29,7 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "docker.io",
     "dnsutils",
+    "docker-registry",
 ];
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -414,6 +414,22 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "PORT", default_value_t = crate::gossip::DEFAULT_GOSSIP_PORT,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub gossip_port: u16,
+    /// A registry reached over plain HTTP, as HOST:PORT (repeatable), as
+    /// Docker's daemon flag; registries on loopback are anyway. A
+    /// registry's own CA goes in <data dir>/certs.d/HOST:PORT/ca.crt.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_registry)]
+    pub insecure_registry: Vec<String>,
+}
+
+fn parse_registry(text: &str) -> Result<String, String> {
+    let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p != 0)
+    });
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("{text:?} is not HOST:PORT (e.g. 198.18.0.9:5000)"))
+    }
 }
 
 fn parse_upstream(text: &str) -> Result<Option<std::net::SocketAddr>, String> {
@@ -977,6 +993,7 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         conntrack_idle_timeout: std::time::Duration::from_secs(args.conntrack_idle_timeout),
         listen_addr: args.listen_addr,
         gossip_port: args.gossip_port,
+        insecure_registries: args.insecure_registry,
         dns_upstreams: if args.dns_upstream.is_empty() {
             crate::dns::host_upstreams()
         } else {

@@ -18,6 +18,7 @@ use crate::api::{
         ServiceSpec, UpdateOrder,
     },
 };
+use crate::image::ImageSource;
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
@@ -143,8 +144,10 @@ pub struct CreateArgs {
     /// Return at once instead of waiting for the tasks to run.
     #[arg(short, long)]
     detach: bool,
-    /// `host` (the host's filesystem) or a root directory (native
-    /// runtime), or an image (Docker runtime).
+    /// An image from a registry (`nginx:alpine`, `HOST:PORT/NAME:TAG`,
+    /// `NAME@sha256:...`), pulled by each node that runs a task of it;
+    /// with the native runtime also `host` (the host's filesystem) or a
+    /// root directory by its absolute path.
     image: String,
     /// The command and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -436,6 +439,7 @@ fn rows(response: Response) -> anyhow::Result<Vec<serde_json::Value>> {
 }
 
 fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
+    ImageSource::parse(&args.image)?;
     let mode = match (args.mode.as_str(), args.replicas) {
         ("global", Some(_)) => {
             anyhow::bail!("--replicas: replicas can only be used with replicated mode")
@@ -516,6 +520,9 @@ fn update(host: &str, args: ServiceUpdateArgs) -> anyhow::Result<()> {
         )?)?;
     } else {
         let mut request = args.policies.to_update(args.service.clone());
+        if let Some(image) = &args.image {
+            ImageSource::parse(image)?;
+        }
         request.image = args.image;
         request.args = args
             .args

@@ -57,6 +57,12 @@ pub enum RuntimeError {
     Docker(String),
     #[error("no task {0} in this runtime")]
     NoSuchTask(String),
+    #[error("task {task}: {source}")]
+    Image {
+        task: String,
+        #[source]
+        source: crate::image::ImageError,
+    },
 }
 
 /// A way to run tasks. Calls block; the agent makes them off its async

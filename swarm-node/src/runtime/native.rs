@@ -11,6 +11,7 @@
 mod cgroup;
 mod health;
 mod launch;
+mod user;
 
 use std::{
     ffi::CString,
@@ -18,7 +19,7 @@ use std::{
     io,
     os::fd::OwnedFd,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
@@ -32,13 +33,16 @@ use nix::{
     },
     unistd::Pid,
 };
+use oci_client::{Reference, secrets::RegistryAuth};
 use tracing::{debug, info, warn};
 
+use self::user::User;
 use self::{
     cgroup::CgroupLayout,
     launch::{LaunchError, Plan, Step},
 };
 use super::{Health, RunState, Runtime, RuntimeError, TaskSpec, netns, netns_path};
+use crate::image::{Image as PulledImage, ImageSource, ImageStore, rootfs::RootfsPaths};
 
 const LOG_FILE: &str = "log";
 /// Written by the task's shim when its init exits; present means exited.
@@ -49,8 +53,7 @@ const HOSTS_FILE: &str = "hosts";
 const RESOLV_CONF_FILE: &str = "resolv.conf";
 const HOSTNAME_FILE: &str = "hostname";
 
-/// The image that runs a task on the host's own filesystem.
-pub const HOST_IMAGE: &str = "host";
+pub use crate::image::HOST_IMAGE;
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The exit code recorded when a task ended and nothing recorded how (its
 /// shim was killed, or the host rebooted), as Docker reports such a case.
@@ -64,10 +67,15 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 const HOSTNAME_MAX: usize = 64;
 /// What `RuntimeError` names as the task when an error concerns no task.
 const NO_TASK: &str = "*";
+/// The pulled image a task runs, recorded when it is prepared.
+const IMAGE_FILE: &str = "image.json";
 
 /// Runs tasks as namespaced, cgrouped process trees on this host.
 pub struct NativeRuntime {
     state_dir: PathBuf,
+    /// Where images from registries are pulled to; without one, only
+    /// `host` and root directories run.
+    images: Option<Arc<ImageStore>>,
     cgroups: CgroupLayout,
     /// Held while a task starts, so that two starts cannot race.
     starting: Mutex<()>,
@@ -78,6 +86,16 @@ pub struct NativeRuntime {
 enum Image {
     Host,
     Root(PathBuf),
+    /// Pulled into the image store, mounted as the task's own overlay.
+    Registry(Reference),
+}
+
+/// What the task's program is, and where and as whom it runs.
+struct Process {
+    args: Vec<String>,
+    env: Vec<String>,
+    cwd: String,
+    user: Option<User>,
 }
 
 impl NativeRuntime {
@@ -93,10 +111,17 @@ impl NativeRuntime {
         debug!(state_dir = %state_dir.display(), ?cgroups, "native runtime ready");
         Ok(Self {
             state_dir,
+            images: None,
             cgroups,
             starting: Mutex::new(()),
             health: health::HealthChecks::default(),
         })
+    }
+
+    /// Runs images from registries too, pulled into `images`.
+    pub fn with_images(mut self, images: Arc<ImageStore>) -> Self {
+        self.images = Some(images);
+        self
     }
 
     /// The task's cgroup directories (one per hierarchy in use, on cgroup v1).
@@ -108,11 +133,81 @@ impl NativeRuntime {
         self.state_dir.join(task_id)
     }
 
+    /// Pulls the task's image (what the store holds is not fetched again)
+    /// and mounts the task's root over its layers; records the image for
+    /// the start.
+    fn prepare_image(&self, task: &str, reference: &Reference) -> Result<(), RuntimeError> {
+        let dir = self.task_dir(task);
+        let record = dir.join(IMAGE_FILE);
+        let rootfs = RootfsPaths::under(&dir);
+        if record.is_file() && rootfs.root.is_dir() {
+            // Prepared before a restart: the mount is still there.
+            return rootfs
+                .mount(&read_image(task, &record)?.layers)
+                .map_err(io_error(task, "mounting the task's root"));
+        }
+        let images = self.images.as_ref().ok_or_else(|| {
+            invalid(
+                task,
+                "this runtime has no image store: only `host` and root directories run here",
+            )
+        })?;
+        let image = images
+            .pull(reference, &RegistryAuth::Anonymous)
+            .map_err(|source| RuntimeError::Image {
+                task: task.to_owned(),
+                source,
+            })?;
+        rootfs
+            .mount(&image.layers)
+            .map_err(io_error(task, "mounting the task's root"))?;
+        let json = serde_json::to_vec(&image).expect("plain data serializes");
+        write_atomically(&record, &json)
+            .map_err(io_error(task, format!("writing {}", record.display())))?;
+        info!(task, image = %image.reference, digest = %image.digest, "image mounted");
+        Ok(())
+    }
+
+    /// The task's program as its spec and its image say, and the root it
+    /// runs in.
+    fn process(&self, spec: &TaskSpec, image: Image) -> Result<(Image, Process), RuntimeError> {
+        let task = spec.task_id.as_str();
+        let own = Process {
+            args: spec.args.clone(),
+            env: task_env(spec, &[]),
+            cwd: "/".into(),
+            user: None,
+        };
+        let Image::Registry(_) = image else {
+            return Ok((image, own));
+        };
+        let dir = self.task_dir(task);
+        let pulled = read_image(task, &dir.join(IMAGE_FILE))?;
+        let root = RootfsPaths::under(&dir).root;
+        let config = &pulled.config;
+        let cwd = match config.config.working_dir.as_str() {
+            "" => "/".to_owned(),
+            dir => dir.to_owned(),
+        };
+        let user = match config.config.user.as_str() {
+            "" => None,
+            user => Some(User::resolve(user, &root).map_err(|message| invalid(task, message))?),
+        };
+        let process = Process {
+            args: config.command(&spec.args),
+            env: task_env(spec, &config.env(&[])),
+            cwd,
+            user,
+        };
+        Ok((Image::Root(root), process))
+    }
+
     /// Builds what the task's children need, before the fork.
     fn plan(
         &self,
         spec: &TaskSpec,
         image: &Image,
+        process: &Process,
         cgroup_procs: &[PathBuf],
     ) -> Result<Plan, RuntimeError> {
         let task = spec.task_id.as_str();
@@ -160,6 +255,9 @@ impl NativeRuntime {
 
         let root = match image {
             Image::Host => PathBuf::from("/"),
+            Image::Registry(_) => {
+                return Err(invalid(task, "an image's root is mounted before its plan"));
+            }
             Image::Root(root) => {
                 prepare_rootfs(task, root)?;
                 // A mount point of its own, as a container root is.
@@ -175,7 +273,7 @@ impl NativeRuntime {
                 let bindable = match image {
                     // A host without /etc/hostname keeps none.
                     Image::Host => target.exists(),
-                    Image::Root(_) => ensure_bind_target(task, &target)?,
+                    Image::Root(_) | Image::Registry(_) => ensure_bind_target(task, &target)?,
                 };
                 if bindable {
                     steps.push(bind_step(task, &dir.join(name), &target, 0)?);
@@ -205,10 +303,15 @@ impl NativeRuntime {
         if matches!(image, Image::Root(_)) {
             steps.push(Step::Chroot(path_c_string(task, &root)?));
         }
-        steps.push(Step::Chdir(c_string(task, "/", "a path")?));
+        steps.push(Step::Chdir(c_string(task, process.cwd.as_str(), "a path")?));
 
-        let env = task_env(spec);
-        let program = &spec.args[0];
+        let env = &process.env;
+        let Some(program) = process.args.first() else {
+            return Err(invalid(
+                task,
+                "the image has no Entrypoint or Cmd: give a command after the image",
+            ));
+        };
         let program_paths = if program.contains('/') {
             vec![program.clone()]
         } else {
@@ -229,8 +332,9 @@ impl NativeRuntime {
         };
         Ok(Plan {
             program_paths: c_strings(&program_paths, "the program")?,
-            argv: c_strings(&spec.args, "an argument")?,
-            env: c_strings(&env, "an environment variable")?,
+            argv: c_strings(&process.args, "an argument")?,
+            env: c_strings(env, "an environment variable")?,
+            user: process.user,
             steps,
             log: open(&dir.join(LOG_FILE), &append, "the log")?,
             stdin: open(Path::new("/dev/null"), &read, "stdin")?,
@@ -296,9 +400,12 @@ impl Runtime for NativeRuntime {
     fn prepare(&self, spec: &TaskSpec) -> Result<PathBuf, RuntimeError> {
         let task = spec.task_id.as_str();
         check_task_id(task)?;
-        check_spec(spec)?;
+        let image = check_spec(spec)?;
         let dir = self.task_dir(task);
         fs::create_dir_all(&dir).map_err(io_error(task, format!("creating {}", dir.display())))?;
+        if let Image::Registry(reference) = &image {
+            self.prepare_image(task, reference)?;
+        }
         // The agent's resolver answers there, in the task's namespace, and
         // forwards what is not the swarm's to the host's resolvers.
         let resolv_conf = format!(
@@ -357,8 +464,9 @@ impl Runtime for NativeRuntime {
                 ),
             });
         }
+        let (image, process) = self.process(spec, image)?;
         let cgroup_procs = self.cgroups.create(task, &spec.resources)?;
-        let plan = self.plan(spec, &image, &cgroup_procs)?;
+        let plan = self.plan(spec, &image, &process, &cgroup_procs)?;
         let launched = match launch::launch(&plan) {
             Ok(launched) => launched,
             Err(error) => {
@@ -383,7 +491,7 @@ impl Runtime for NativeRuntime {
         write_atomically(&init_pid_file, format!("{}\n", launched.init).as_bytes()).map_err(
             io_error(task, format!("writing {}", init_pid_file.display())),
         )?;
-        info!(task, init = %launched.init, shim = %launched.shim, program = %spec.args[0], "task started");
+        info!(task, init = %launched.init, shim = %launched.shim, program = %process.args[0], "task started");
         Ok(())
     }
 
@@ -476,6 +584,9 @@ impl Runtime for NativeRuntime {
         netns::remove(&netns)
             .map_err(io_error(task_id, format!("deleting {}", netns.display())))?;
         let dir = self.task_dir(task_id);
+        RootfsPaths::under(&dir)
+            .unmount()
+            .map_err(io_error(task_id, "unmounting the task's root"))?;
         match fs::remove_dir_all(&dir) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => {
                 return Err(io_error(task_id, format!("deleting {}", dir.display()))(
@@ -571,12 +682,6 @@ fn check_task_id(task_id: &str) -> Result<(), RuntimeError> {
 /// What the native runtime refuses before doing anything.
 fn check_spec(spec: &TaskSpec) -> Result<Image, RuntimeError> {
     let task = spec.task_id.as_str();
-    if spec.args.is_empty() {
-        return Err(invalid(
-            task,
-            "the native runtime needs a command: give it after the image",
-        ));
-    }
     if hostname(spec).len() > HOSTNAME_MAX {
         return Err(invalid(
             task,
@@ -586,24 +691,33 @@ fn check_spec(spec: &TaskSpec) -> Result<Image, RuntimeError> {
             ),
         ));
     }
-    if spec.image == HOST_IMAGE {
-        return Ok(Image::Host);
+    let source = ImageSource::parse(&spec.image).map_err(|e| invalid(task, e.to_string()))?;
+    if !matches!(source, ImageSource::Registry(_)) && spec.args.is_empty() {
+        return Err(invalid(
+            task,
+            format!(
+                "`{HOST_IMAGE}` and root directories have no command of their own: give one after the image"
+            ),
+        ));
     }
-    let root = Path::new(&spec.image);
-    if root.is_absolute() && root.is_dir() {
-        // Symlinks resolved now: the children chroot where this points.
-        let root = root
-            .canonicalize()
-            .map_err(io_error(task, format!("resolving {}", root.display())))?;
-        return Ok(Image::Root(root));
+    match source {
+        ImageSource::Host => Ok(Image::Host),
+        ImageSource::Registry(reference) => Ok(Image::Registry(reference)),
+        ImageSource::Directory(path) => {
+            let root = Path::new(&path);
+            if !root.is_dir() {
+                return Err(invalid(
+                    task,
+                    format!("root directory {path:?} does not exist on this node"),
+                ));
+            }
+            // Symlinks resolved now: the children chroot where this points.
+            let root = root
+                .canonicalize()
+                .map_err(io_error(task, format!("resolving {}", root.display())))?;
+            Ok(Image::Root(root))
+        }
     }
-    Err(invalid(
-        task,
-        format!(
-            "image {:?} is neither `{HOST_IMAGE}` nor an existing absolute directory: the native runtime runs `{HOST_IMAGE}` (the host's filesystem) or chroots into a root directory given by its absolute path",
-            spec.image
-        ),
-    ))
 }
 
 /// The task's hostname: its own, or the first 12 characters of its ID, as
@@ -626,8 +740,16 @@ fn hosts_file(spec: &TaskSpec) -> String {
 }
 
 /// The task's environment: its own, with PATH and HOSTNAME when it lacks them.
-fn task_env(spec: &TaskSpec) -> Vec<String> {
-    let mut env = spec.env.clone();
+/// The task's environment: the image's, the spec's on top, then PATH and
+/// HOSTNAME unless set.
+fn task_env(spec: &TaskSpec, image_env: &[String]) -> Vec<String> {
+    let key = |var: &str| var.split('=').next().unwrap_or(var).to_owned();
+    let mut env: Vec<String> = image_env
+        .iter()
+        .filter(|var| !spec.env.iter().any(|own| key(own) == key(var)))
+        .cloned()
+        .collect();
+    env.extend(spec.env.iter().cloned());
     let has = |env: &[String], name: &str| {
         env.iter()
             .any(|var| var.split_once('=').is_some_and(|(key, _)| key == name))
@@ -763,6 +885,18 @@ fn read_exit_code(task_dir: &Path) -> Option<i32> {
 }
 
 /// Written under a temporary name and renamed: readers see all or nothing.
+/// The image recorded for a task when it was prepared.
+fn read_image(task: &str, record: &Path) -> Result<PulledImage, RuntimeError> {
+    let bytes =
+        fs::read(record).map_err(io_error(task, format!("reading {}", record.display())))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        invalid(
+            task,
+            format!("{} is not an image record: {e}", record.display()),
+        )
+    })
+}
+
 fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     let temporary = path.with_extension("tmp");
     fs::write(&temporary, contents)?;

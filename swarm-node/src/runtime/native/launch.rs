@@ -171,6 +171,8 @@ pub(super) struct Plan {
     pub program_paths: Vec<CString>,
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
+    /// Who the program runs as (init stays root); `None`: root.
+    pub user: Option<super::user::User>,
     pub steps: Vec<Step>,
     /// Becomes stdout and stderr (opened for appending).
     pub log: OwnedFd,
@@ -222,6 +224,7 @@ const AT_SHIM_UNSHARE_PID: i32 = -2;
 const AT_SHIM_FORK_INIT: i32 = -3;
 const AT_INIT_FORK_PROGRAM: i32 = -4;
 const AT_PROGRAM_EXEC: i32 = -5;
+const AT_PROGRAM_USER: i32 = -6;
 
 /// Report kinds on the pipe: `[kind, value, errno]` as three native i32.
 const REPORT_INIT_PID: i32 = 1;
@@ -317,6 +320,7 @@ fn read_reports(mut pipe: File, shim: Pid, plan: &Plan) -> Result<Launched, Laun
                     AT_SHIM_UNSHARE_PID => "unsharing the PID namespace".to_owned(),
                     AT_SHIM_FORK_INIT => "forking the task's init".to_owned(),
                     AT_INIT_FORK_PROGRAM => "forking the task's program".to_owned(),
+                    AT_PROGRAM_USER => "switching to the image's user".to_owned(),
                     AT_PROGRAM_EXEC => format!(
                         "executing {}",
                         plan.argv
@@ -476,6 +480,15 @@ impl Children<'_> {
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
             libc::sigprocmask(libc::SIG_SETMASK, &none, ptr::null_mut());
+            if let Some(user) = self.plan.user {
+                // The group first: once the uid is not root, it cannot change.
+                let dropped = libc::setgroups(0, ptr::null()) == 0
+                    && libc::setgid(user.gid) == 0
+                    && libc::setuid(user.uid) == 0;
+                if !dropped {
+                    self.fail(AT_PROGRAM_USER, Errno::last(), EXIT_SETUP_FAILED);
+                }
+            }
             // As execvp: a permission error wins over a later "not found".
             let mut errno = Errno::ENOENT;
             for path in &self.plan.program_paths {

@@ -1,0 +1,366 @@
+//! A real registry for the tests: Debian's `docker-registry` (distribution
+//! 2.x) inside a namespace of the test's own, and images the tests build
+//! from busybox-static and push through the registry's HTTP API.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use sha2::{Digest as _, Sha256};
+
+use crate::{in_netns, try_wait_until};
+
+const REGISTRY: &str = "/usr/bin/docker-registry";
+const BUSYBOX: &str = "/bin/busybox";
+
+/// A registry process, stopped (and its storage deleted) when dropped.
+pub struct Registry {
+    pub addr: SocketAddr,
+    netns: String,
+    process: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// A plain-HTTP registry on `addr`, inside namespace `netns` (which
+    /// holds that address); returns once it answers.
+    pub fn start(netns: &str, addr: SocketAddr) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            Path::new(REGISTRY).exists(),
+            "{REGISTRY} is missing: run `cargo xtask setup` (it installs docker-registry)"
+        );
+        let dir = tempfile::Builder::new().prefix("swt-registry-").tempdir()?;
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("storage").display()
+            ),
+        )?;
+        let log = fs::File::create(dir.path().join("registry.log"))?;
+        let process = Command::new("ip")
+            .args(["netns", "exec", netns, REGISTRY, "serve"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting docker-registry")?;
+        let registry = Self {
+            addr,
+            netns: netns.to_owned(),
+            process,
+            dir,
+        };
+        try_wait_until(
+            "the registry answering /v2/",
+            Duration::from_secs(10),
+            || {
+                registry
+                    .request("GET", "/v2/", &[], &[])
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| {
+                        (r.status == 200)
+                            .then_some(())
+                            .ok_or(format!("status {}", r.status))
+                    })
+            },
+        )
+        .with_context(|| registry.log())?;
+        Ok(registry)
+    }
+
+    /// What the registry logged.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// How many times the registry served blob `digest` of `repository`.
+    pub fn blob_fetches(&self, repository: &str, digest: &str) -> usize {
+        let uri = format!("/v2/{repository}/blobs/{digest}");
+        self.log()
+            .lines()
+            .filter(|line| {
+                line.contains("response completed")
+                    && line.contains("http.request.method=GET")
+                    && line.contains(&format!("http.request.uri=\"{uri}\""))
+            })
+            .count()
+    }
+
+    /// Pushes `image` as `repository:tag`; returns the manifest's digest.
+    pub fn push(&self, repository: &str, tag: &str, image: &TestImage) -> anyhow::Result<String> {
+        let mut layers = Vec::new();
+        for layer in &image.layers {
+            let blob = layer.tar_gz()?;
+            let diff_id = digest(&gunzip(&blob)?);
+            layers.push((self.push_blob(repository, &blob)?, blob.len(), diff_id));
+        }
+        let config = serde_json::json!({
+            "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+            "os": "linux",
+            "config": image.config,
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": layers.iter().map(|(_, _, diff)| diff.clone()).collect::<Vec<_>>(),
+            },
+        });
+        let config = serde_json::to_vec(&config)?;
+        let config_digest = self.push_blob(repository, &config)?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config.len(),
+            },
+            "layers": layers.iter().map(|(digest, size, _)| serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": digest,
+                "size": size,
+            })).collect::<Vec<_>>(),
+        });
+        let manifest = serde_json::to_vec(&manifest)?;
+        let answer = self.request(
+            "PUT",
+            &format!("/v2/{repository}/manifests/{tag}"),
+            &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+            &manifest,
+        )?;
+        anyhow::ensure!(
+            answer.status == 201,
+            "pushing the manifest of {repository}:{tag}: {answer:?}"
+        );
+        Ok(digest(&manifest))
+    }
+
+    /// The digests of `repository:tag`'s layers, bottom first.
+    pub fn layer_digests(&self, repository: &str, tag: &str) -> anyhow::Result<Vec<String>> {
+        let answer = self.request(
+            "GET",
+            &format!("/v2/{repository}/manifests/{tag}"),
+            &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+            &[],
+        )?;
+        let manifest: serde_json::Value = serde_json::from_slice(&answer.body)?;
+        Ok(manifest["layers"]
+            .as_array()
+            .context("a manifest without layers")?
+            .iter()
+            .filter_map(|l| l["digest"].as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// A monolithic upload: a POST opens it, one PUT carries the bytes.
+    fn push_blob(&self, repository: &str, blob: &[u8]) -> anyhow::Result<String> {
+        let digest = digest(blob);
+        let opened = self.request(
+            "POST",
+            &format!("/v2/{repository}/blobs/uploads/"),
+            &[],
+            &[],
+        )?;
+        anyhow::ensure!(
+            opened.status == 202,
+            "opening an upload to {repository}: {opened:?}"
+        );
+        let location = opened.location.context("an upload without a Location")?;
+        // The location may be absolute; only its path and query are sent.
+        let path = match location.find("/v2/") {
+            Some(at) => location[at..].to_owned(),
+            None => location,
+        };
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let answer = self.request(
+            "PUT",
+            &format!("{path}{separator}digest={digest}"),
+            &[("Content-Type", "application/octet-stream")],
+            blob,
+        )?;
+        anyhow::ensure!(
+            answer.status == 201,
+            "uploading {digest} to {repository}: {answer:?}"
+        );
+        Ok(digest)
+    }
+
+    /// One HTTP/1.1 request from inside the registry's namespace.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> anyhow::Result<Answer> {
+        let (addr, method, path) = (self.addr, method.to_owned(), path.to_owned());
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let body = body.to_vec();
+        in_netns(&self.netns, move || {
+            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut request = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+                body.len()
+            );
+            for (key, value) in &headers {
+                request.push_str(&format!("{key}: {value}\r\n"));
+            }
+            request.push_str("\r\n");
+            stream.write_all(request.as_bytes())?;
+            stream.write_all(&body)?;
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response)?;
+            Answer::parse(&response)
+        })
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn parse(response: &[u8]) -> anyhow::Result<Self> {
+        let end = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .context("no end of headers")?;
+        let head = String::from_utf8_lossy(&response[..end]);
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("no status")?;
+        let location = head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case("location")
+                .then(|| value.trim().to_owned())
+        });
+        Ok(Self {
+            status,
+            location,
+            body: response[end + 4..].to_vec(),
+        })
+    }
+}
+
+/// An image to push: its layers, bottom first, and its config (Docker's
+/// `config` object: `Cmd`, `Entrypoint`, `Env`, ...).
+pub struct TestImage {
+    pub layers: Vec<TestLayer>,
+    pub config: serde_json::Value,
+}
+
+/// One layer: files by path (`None` for a directory), symlinks, and OCI
+/// whiteouts of paths below it.
+#[derive(Default)]
+pub struct TestLayer {
+    pub files: BTreeMap<String, Option<Vec<u8>>>,
+    pub executables: BTreeMap<String, PathBuf>,
+    pub symlinks: BTreeMap<String, String>,
+    pub whiteouts: Vec<String>,
+}
+
+impl TestLayer {
+    /// busybox-static as /bin/busybox, `sh` linked to it, and the
+    /// directories a root needs.
+    pub fn busybox() -> Self {
+        let mut layer = Self::default();
+        for dir in ["bin", "etc", "proc", "tmp", "dev", "www"] {
+            layer.files.insert(format!("{dir}/"), None);
+        }
+        layer
+            .executables
+            .insert("bin/busybox".into(), PathBuf::from(BUSYBOX));
+        layer.symlinks.insert("bin/sh".into(), "busybox".into());
+        layer.files.insert(
+            "etc/passwd".into(),
+            Some(b"root:x:0:0:root:/root:/bin/sh\n".to_vec()),
+        );
+        layer
+    }
+
+    fn tar_gz(&self) -> anyhow::Result<Vec<u8>> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let header = |kind: tar::EntryType, size: u64, mode: u32| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_size(size);
+            header.set_mode(mode);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header
+        };
+        for (path, contents) in &self.files {
+            match contents {
+                None => {
+                    let mut h = header(tar::EntryType::Directory, 0, 0o755);
+                    builder.append_data(&mut h, path, std::io::empty())?;
+                }
+                Some(bytes) => {
+                    let mut h = header(tar::EntryType::Regular, bytes.len() as u64, 0o644);
+                    builder.append_data(&mut h, path, bytes.as_slice())?;
+                }
+            }
+        }
+        for (path, source) in &self.executables {
+            let bytes =
+                fs::read(source).with_context(|| format!("reading {}", source.display()))?;
+            let mut h = header(tar::EntryType::Regular, bytes.len() as u64, 0o755);
+            builder.append_data(&mut h, path, bytes.as_slice())?;
+        }
+        for (path, target) in &self.symlinks {
+            let mut h = header(tar::EntryType::Symlink, 0, 0o777);
+            builder.append_link(&mut h, path, target)?;
+        }
+        for path in &self.whiteouts {
+            let whiteout = match path.rsplit_once('/') {
+                Some((dir, name)) => format!("{dir}/.wh.{name}"),
+                None => format!(".wh.{path}"),
+            };
+            let mut h = header(tar::EntryType::Regular, 0, 0o644);
+            builder.append_data(&mut h, whiteout, std::io::empty())?;
+        }
+        let tar = builder.into_inner()?;
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(&tar)?;
+        Ok(gzip.finish()?)
+    }
+}
+
+fn digest(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    format!(
+        "sha256:{}",
+        hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+fn gunzip(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes).read_to_end(&mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,172 @@
+//! Images from a real registry (Debian's docker-registry, in the client's
+//! namespace) run on the native runtime: the image's Cmd and Env, its
+//! layers stacked with their whiteouts, each layer fetched once per node
+//! however many tasks start from it, and a missing image named in the
+//! task's error.
+
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, SocketAddr},
+};
+
+use swarm_tests::{
+    Registry, Swarm, TestImage, TestLayer, Topology, TopologyOptions, servers::http_get, wait_until,
+};
+
+const REGISTRY: &str = "198.18.0.100:5000";
+
+/// Three nodes that reach the registry over plain HTTP, and the registry.
+fn swarm_with_registry(tag: &str) -> (Topology, Registry) {
+    let mut options = TopologyOptions::new(tag, 3);
+    options.daemon_args = vec!["--insecure-registry".into(), REGISTRY.into()];
+    let topology = Swarm::new().workers([1, 2]).start(&options).unwrap();
+    let registry =
+        Registry::start(topology.client.netns.name(), REGISTRY.parse().unwrap()).unwrap();
+    (topology, registry)
+}
+
+/// busybox, with /etc/motd in its first layer and whited out in its second;
+/// its Cmd writes what the task sees into the page httpd serves.
+fn web_image() -> TestImage {
+    let mut base = TestLayer::busybox();
+    base.files
+        .insert("etc/motd".into(), Some(b"from the first layer\n".to_vec()));
+    let mut top = TestLayer::default();
+    top.whiteouts.push("etc/motd".into());
+    top.files.insert("www/".into(), None);
+    TestImage {
+        layers: vec![base, top],
+        config: serde_json::json!({
+            "Env": ["PATH=/bin", "GREETING=from-the-image"],
+            "Cmd": [
+                "/bin/sh", "-c",
+                "{ echo $HOSTNAME; [ -e /etc/motd ] && echo motd-present || echo motd-gone; echo $GREETING; } > /www/index.html && exec /bin/busybox httpd -f -p 80 -h /www"
+            ],
+        }),
+    }
+}
+
+fn running(topology: &Topology, service: &str) -> Vec<serde_json::Value> {
+    topology
+        .daemon(0)
+        .swarm_json(&["service", "ps", service])
+        .unwrap()
+        .into_iter()
+        .filter(|r| r["DesiredState"] == "Running")
+        .collect()
+}
+
+#[test]
+fn an_image_from_a_registry_serves_through_the_mesh_with_its_cmd_env_and_whiteouts() {
+    let (topology, registry) = swarm_with_registry("swt");
+    registry.push("web", "1", &web_image()).unwrap();
+    let image = format!("{REGISTRY}/web:1");
+    // No command: the image's Cmd runs. Two tasks per node start at once.
+    topology
+        .daemon(0)
+        .swarm_ok(&[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "6",
+            "-p",
+            "8080:80",
+            &image,
+        ])
+        .unwrap();
+    wait_until("6 tasks of web running", || {
+        let rows = running(&topology, "web");
+        let up = rows
+            .iter()
+            .filter(|r| {
+                r["CurrentState"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("Running")
+            })
+            .count();
+        (up == 6).then_some(()).ok_or(format!("{rows:#?}"))
+    });
+
+    // Through every node's published port: every replica, each seeing the
+    // image's environment and not the file its second layer whited out.
+    let mut seen = BTreeSet::new();
+    wait_until("the mesh reaching all 6 replicas", || {
+        for host in 1..=3u8 {
+            let target = SocketAddr::from((Ipv4Addr::new(198, 18, 0, host), 8080));
+            let answer =
+                http_get(topology.client.netns.name(), target).map_err(|e| e.to_string())?;
+            let lines: Vec<&str> = answer.split(" | ").nth(1).unwrap_or("").lines().collect();
+            if lines.len() != 3 || lines[1] != "motd-gone" || lines[2] != "from-the-image" {
+                return Err(format!("{target} answered {answer:?}"));
+            }
+            seen.insert(lines[0].to_owned());
+        }
+        (seen.len() == 6).then_some(()).ok_or(format!("{seen:?}"))
+    });
+
+    // Each layer once per node, though two tasks on each pulled at once.
+    for layer in registry.layer_digests("web", "1").unwrap() {
+        assert_eq!(
+            registry.blob_fetches("web", &layer),
+            3,
+            "layer {layer} fetched other than once per node:\n{}",
+            registry.log()
+        );
+    }
+
+    // Removing the service unmounts the tasks' roots and removes them.
+    topology
+        .daemon(0)
+        .swarm_ok(&["service", "rm", "web"])
+        .unwrap();
+    wait_until("no task root left mounted", || {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let left: Vec<&str> = mounts
+            .lines()
+            .filter(|l| l.contains(&topology.prefix) && l.contains("/rootfs"))
+            .collect();
+        left.is_empty().then_some(()).ok_or(format!("{left:#?}"))
+    });
+}
+
+#[test]
+fn a_missing_image_rejects_its_task_and_a_bad_reference_is_refused() {
+    let (topology, _registry) = swarm_with_registry("swt");
+    let missing = format!("{REGISTRY}/nothing-here:1");
+    topology
+        .daemon(0)
+        .swarm_ok(&["service", "create", "--name", "gone", "-d", &missing])
+        .unwrap();
+    wait_until("the task rejected, naming the image", || {
+        let rows = topology
+            .daemon(0)
+            .swarm_json(&["service", "ps", "gone"])
+            .unwrap();
+        rows.iter()
+            .any(|r| {
+                r["CurrentState"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("Rejected")
+                    && r["Error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains(&format!("No such image: {missing}")))
+            })
+            .then_some(())
+            .ok_or(format!("{rows:#?}"))
+    });
+
+    let refused = topology
+        .daemon(0)
+        .swarm(&["service", "create", "--name", "bad", "Not/An:Image:"])
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("invalid reference format") && stderr.contains("NAME[:TAG]"),
+        "{stderr}"
+    );
+}
