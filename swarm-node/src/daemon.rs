@@ -109,6 +109,14 @@ pub async fn run(
         None => iface_holding(config.advertise_addr)?,
     };
     let identity = NodeIdentity::claim(&config.data_dir)?;
+    let images = Arc::new(ImageStore::open(
+        config.data_dir.join(IMAGES_DIR),
+        Registries {
+            insecure: config.insecure_registries.clone(),
+            certs_dir: config.data_dir.join(CERTS_DIR),
+        },
+        tokio::runtime::Handle::current(),
+    )?);
     // Before any kernel object is made: a missing engine fails the start
     // with nothing to undo.
     let task_runtime: Arc<dyn Runtime> = match &config.runtime {
@@ -216,6 +224,7 @@ pub async fn run(
             listen_addr: config.listen_addr,
         },
         executor,
+        images,
     )
     .await?;
     let state = Arc::new(DaemonState {

@@ -46,6 +46,60 @@ fn web_image() -> TestImage {
     }
 }
 
+/// busybox serving one word, `VERSION` in the image's Env.
+fn versioned_image(version: &str) -> TestImage {
+    TestImage {
+        layers: vec![TestLayer::busybox()],
+        config: serde_json::json!({
+            "Env": ["PATH=/bin", format!("VERSION={version}")],
+            "Cmd": ["/bin/sh", "-c", "echo $VERSION > /www/index.html && exec /bin/busybox httpd -f -p 80 -h /www"],
+        }),
+    }
+}
+
+/// What the mesh answers on every node, over `tries` requests to each.
+fn answers(topology: &Topology, tries: usize) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for host in 1..=3u8 {
+        let target = SocketAddr::from((Ipv4Addr::new(198, 18, 0, host), 8080));
+        for _ in 0..tries {
+            if let Ok(answer) = http_get(topology.client.netns.name(), target) {
+                seen.insert(answer.rsplit(" | ").next().unwrap_or("").trim().to_owned());
+            }
+        }
+    }
+    seen
+}
+
+fn image_of(topology: &Topology, service: &str) -> String {
+    let inspect = topology
+        .daemon(0)
+        .swarm_inspect(&["service", "inspect", service])
+        .unwrap();
+    inspect[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn wait_running(topology: &Topology, service: &str, count: usize) {
+    wait_until(&format!("{count} tasks of {service} running"), || {
+        let rows = running(topology, service);
+        let up = rows
+            .iter()
+            .filter(|r| {
+                r["CurrentState"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("Running")
+            })
+            .count();
+        (up == count && rows.len() == count)
+            .then_some(())
+            .ok_or(format!("{rows:#?}"))
+    });
+}
+
 fn running(topology: &Topology, service: &str) -> Vec<serde_json::Value> {
     topology
         .daemon(0)
@@ -169,4 +223,75 @@ fn a_missing_image_rejects_its_task_and_a_bad_reference_is_refused() {
         stderr.contains("invalid reference format") && stderr.contains("NAME[:TAG]"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_tag_is_pinned_to_its_digest_and_an_update_rolls_to_a_new_tag() {
+    let (topology, registry) = swarm_with_registry("swt");
+    let one = registry.push("web", "1", &versioned_image("one")).unwrap();
+    let tag = format!("{REGISTRY}/web:1");
+    topology
+        .daemon(0)
+        .swarm_ok(&[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "-p",
+            "8080:80",
+            &tag,
+        ])
+        .unwrap();
+    assert_eq!(image_of(&topology, "web"), format!("{tag}@{one}"));
+    wait_running(&topology, "web", 2);
+    wait_until("the mesh answering one", || {
+        let seen = answers(&topology, 3);
+        (seen == BTreeSet::from(["one".to_owned()]))
+            .then_some(())
+            .ok_or(format!("{seen:?}"))
+    });
+
+    // The tag moves on; the service keeps the bytes it was pinned to, on
+    // the tasks it starts later too.
+    registry
+        .push("web", "1", &versioned_image("moved"))
+        .unwrap();
+    topology
+        .daemon(0)
+        .swarm_ok(&["service", "scale", "web=4"])
+        .unwrap();
+    wait_running(&topology, "web", 4);
+    assert_eq!(answers(&topology, 6), BTreeSet::from(["one".to_owned()]));
+
+    // --no-resolve-image keeps the tag as given.
+    topology
+        .daemon(0)
+        .swarm_ok(&[
+            "service",
+            "update",
+            "--no-resolve-image",
+            "--image",
+            &tag,
+            "web",
+        ])
+        .unwrap();
+    assert_eq!(image_of(&topology, "web"), tag);
+
+    // A new tag rolls every task over to it, pinned.
+    let two = registry.push("web", "2", &versioned_image("two")).unwrap();
+    let next = format!("{REGISTRY}/web:2");
+    topology
+        .daemon(0)
+        .swarm_ok(&["service", "update", "--image", &next, "web"])
+        .unwrap();
+    assert_eq!(image_of(&topology, "web"), format!("{next}@{two}"));
+    wait_until("every task serving two", || {
+        let seen = answers(&topology, 4);
+        (seen == BTreeSet::from(["two".to_owned()]))
+            .then_some(())
+            .ok_or(format!("{seen:?}"))
+    });
+    wait_running(&topology, "web", 4);
 }

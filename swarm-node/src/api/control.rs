@@ -96,7 +96,12 @@ pub enum Request {
         force: bool,
     },
     /// `swarm service create`: network references are resolved by the leader.
-    SwarmServiceCreate(Box<ServiceSpec>),
+    SwarmServiceCreate {
+        spec: Box<ServiceSpec>,
+        /// Pin the image to the digest its registry names now, as Docker
+        /// does unless `--no-resolve-image`.
+        resolve_image: bool,
+    },
     SwarmServiceList,
     SwarmServiceInspect {
         service: String,
@@ -132,6 +137,9 @@ pub enum Request {
 pub struct ServiceUpdateRequest {
     pub service: String,
     pub image: Option<String>,
+    /// Keep a new image's tag as given (`--no-resolve-image`).
+    #[serde(default)]
+    pub no_resolve_image: bool,
     pub args: Option<Vec<String>>,
     pub env_add: Vec<String>,
     pub env_rm: Vec<String>,
@@ -315,7 +323,7 @@ impl Request {
                 | Request::SwarmNetworkList
                 | Request::SwarmNetworkInspect { .. }
                 | Request::SwarmNetworkRemove { .. }
-                | Request::SwarmServiceCreate(_)
+                | Request::SwarmServiceCreate { .. }
                 | Request::SwarmServiceList
                 | Request::SwarmServiceInspect { .. }
                 | Request::SwarmServiceTasks { .. }
@@ -466,6 +474,12 @@ pub struct NodeRow {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
     Info(Box<DaemonInfo>),
+    /// A service created or updated, and what the user should know of it
+    /// (an image that could not be pinned to a digest).
+    Service {
+        id: String,
+        warnings: Vec<String>,
+    },
     DataplaneStats(DataplaneStats),
     Endpoints(Vec<EndpointRow>),
     Endpoint(EndpointRow),

@@ -111,6 +111,10 @@ pub struct CreateArgs {
     /// The service's name [default: a generated one].
     #[arg(long)]
     name: Option<String>,
+    /// Keep the image's tag as given instead of pinning it to the digest
+    /// its registry names now (every node then pulls the tag itself).
+    #[arg(long)]
+    no_resolve_image: bool,
     /// replicated or global.
     #[arg(long, default_value = "replicated", value_parser = ["replicated", "global"])]
     mode: String,
@@ -221,6 +225,10 @@ pub struct PolicyArgs {
 pub struct ServiceUpdateArgs {
     #[arg(long)]
     image: Option<String>,
+    /// Keep the new image's tag as given instead of pinning it to the
+    /// digest its registry names now.
+    #[arg(long)]
+    no_resolve_image: bool,
     /// Replace the command's arguments (one string, split on spaces).
     #[arg(long)]
     args: Option<String>,
@@ -499,11 +507,11 @@ fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
         .apply(&mut spec)
         .map_err(anyhow::Error::msg)?;
     spec.rollback = spec.update.clone();
-    let Response::Notes(notes) = call(host, &Request::SwarmServiceCreate(Box::new(spec)))? else {
-        anyhow::bail!("the daemon answered `service create` with something else");
+    let request = Request::SwarmServiceCreate {
+        spec: Box::new(spec),
+        resolve_image: !args.no_resolve_image,
     };
-    let id = notes.first().cloned().unwrap_or_default();
-    println!("{id}");
+    let id = print_service(call(host, &request)?)?;
     if !args.detach {
         converge(host, &id)?;
     }
@@ -540,12 +548,25 @@ fn update(host: &str, args: ServiceUpdateArgs) -> anyhow::Result<()> {
         request.label_rm = args.label_rm;
         request.hostname = args.hostname;
         request.force = args.force;
-        print_notes(call(host, &Request::SwarmServiceUpdate(Box::new(request)))?)?;
+        request.no_resolve_image = args.no_resolve_image;
+        print_service(call(host, &Request::SwarmServiceUpdate(Box::new(request)))?)?;
     }
     if !args.detach {
         converge(host, &args.service)?;
     }
     Ok(())
+}
+
+/// A created or updated service's ID on stdout, warnings on stderr.
+fn print_service(response: Response) -> anyhow::Result<String> {
+    let Response::Service { id, warnings } = response else {
+        anyhow::bail!("the daemon answered with something else");
+    };
+    for warning in warnings {
+        eprintln!("{warning}");
+    }
+    println!("{id}");
+    Ok(id)
 }
 
 impl PolicyArgs {

@@ -10,5 +10,5 @@ pub mod rootfs;
 pub mod store;
 
 pub use config::ImageConfig;
-pub use reference::{HOST_IMAGE, ImageSource, ReferenceError};
+pub use reference::{HOST_IMAGE, ImageSource, ReferenceError, pinned};
 pub use store::{Image, ImageError, ImageStore, Registries};

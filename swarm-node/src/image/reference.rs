@@ -50,6 +50,16 @@ impl ImageSource {
     }
 }
 
+/// `text` pinned to `digest` as Docker pins a service's image
+/// (`web:1@sha256:...`); a reference with a digest already keeps it.
+pub fn pinned(text: &str, digest: &str) -> String {
+    if text.contains('@') {
+        text.to_owned()
+    } else {
+        format!("{text}@{digest}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

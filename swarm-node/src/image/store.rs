@@ -11,6 +11,7 @@ use std::{
     fs, io,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use oci_client::{
@@ -27,6 +28,13 @@ use super::{
     layer::{self, Compression, LayerError},
 };
 use crate::lock::Locked as _;
+
+/// A registry that does not answer a connection in this long is out of reach.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A transfer that stalls this long fails.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long pinning a tag to its digest may wait for the registry.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An image this node holds, ready to mount.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +76,8 @@ impl Registries {
             } else {
                 ClientProtocol::Https
             },
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
             ..ClientConfig::default()
         };
         let ca = self.certs_dir.join(registry).join("ca.crt");
@@ -85,10 +95,14 @@ impl Registries {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    #[error(transparent)]
+    Reference(#[from] super::reference::ReferenceError),
     #[error("No such image: {0}")]
     NotFound(String),
     #[error("pulling {reference}: unauthorized: {message}")]
     Unauthorized { reference: String, message: String },
+    #[error("{reference}: the registry did not answer within {after:?}")]
+    Unreachable { reference: String, after: Duration },
     #[error("pulling {reference}: {source}")]
     Registry {
         reference: String,
@@ -153,6 +167,29 @@ impl ImageStore {
     /// again). Blocks; call it off the async runtime.
     pub fn pull(&self, reference: &Reference, auth: &RegistryAuth) -> Result<Image, ImageError> {
         self.runtime.block_on(self.pull_async(reference, auth))
+    }
+
+    /// The digest `reference` names in its registry now, for pinning a
+    /// service to the bytes it runs. Blocks.
+    pub fn resolve(
+        &self,
+        reference: &Reference,
+        auth: &RegistryAuth,
+    ) -> Result<String, ImageError> {
+        let name = reference.whole();
+        self.runtime.block_on(async {
+            let client = Client::new(self.registries.client_config(reference.registry())?);
+            tokio::time::timeout(
+                RESOLVE_TIMEOUT,
+                client.fetch_manifest_digest(reference, auth),
+            )
+            .await
+            .map_err(|_| ImageError::Unreachable {
+                reference: name.clone(),
+                after: RESOLVE_TIMEOUT,
+            })?
+            .map_err(|e| registry_error(&name, e))
+        })
     }
 
     async fn pull_async(

@@ -32,6 +32,7 @@ use crate::{
     ca::{client::Credentials, pki::CertificateSubject},
     gossip::Gossip,
     identity::LocalNode,
+    image::ImageError,
     lock::Locked as _,
 };
 use dispatcher::Liveness;
@@ -54,6 +55,9 @@ pub trait ManagerHost: Send + Sync {
     fn hold_role(&self) -> MutexGuard<'_, ()>;
     /// The gossip this node runs, if it does.
     fn gossip(&self) -> Option<Arc<Gossip>>;
+    /// `image` pinned to the digest its registry names now (`None`: no
+    /// registry's image, e.g. `host`). Blocks.
+    fn resolve_image(&self, image: &str) -> Result<Option<String>, ImageError>;
 }
 
 /// A node's manager parts, and the state they keep between requests.

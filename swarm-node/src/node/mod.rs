@@ -21,6 +21,7 @@ use std::{
     time::Duration,
 };
 
+use oci_client::secrets::RegistryAuth;
 use tokio::sync::watch;
 
 use self::local::Cluster;
@@ -29,6 +30,7 @@ use crate::{
     api::ClusterError,
     ca::{client::Credentials, pki::NodeCertificate, tls::ServedCertificate},
     identity::LocalNode,
+    image::{ImageError, ImageSource, ImageStore, pinned},
     lock::{Locked as _, ReadWriteLocked as _},
     manager::{Manager, ManagerHost, raft::RaftNode, server},
 };
@@ -46,6 +48,8 @@ pub struct Membership {
     served_certificate: Arc<ServedCertificate>,
     /// What runs tasks here.
     executor_deps: Mutex<Option<ExecutorDeps>>,
+    /// Resolves image tags to digests, for the manager's pinning.
+    images: Arc<ImageStore>,
     api: Mutex<Option<Background>>,
     session: Mutex<Option<Background>>,
     executor: Mutex<Option<Background>>,
@@ -58,7 +62,11 @@ impl Membership {
     /// Picks up the cluster this node was in before a restart (a manager
     /// starts Raft over its store again), then runs what its role needs,
     /// with `executor` running tasks while it is in a swarm.
-    pub async fn load(node: LocalNode, executor: ExecutorDeps) -> Result<Arc<Self>, ClusterError> {
+    pub async fn load(
+        node: LocalNode,
+        executor: ExecutorDeps,
+        images: Arc<ImageStore>,
+    ) -> Result<Arc<Self>, ClusterError> {
         let mut cluster = Cluster::load(&node.data_dir, &node.node_id)?;
         if let Some(cluster) = cluster
             .as_mut()
@@ -84,6 +92,7 @@ impl Membership {
                 runtime,
                 served_certificate: Arc::default(),
                 executor_deps: Mutex::new(Some(executor)),
+                images,
                 api: Mutex::new(None),
                 session: Mutex::new(None),
                 executor: Mutex::new(None),
@@ -293,6 +302,17 @@ impl ManagerHost for Membership {
 
     fn gossip(&self) -> Option<Arc<crate::gossip::Gossip>> {
         Membership::gossip(self)
+    }
+
+    fn resolve_image(&self, image: &str) -> Result<Option<String>, ImageError> {
+        let ImageSource::Registry(reference) = ImageSource::parse(image)? else {
+            return Ok(None);
+        };
+        if reference.digest().is_some() {
+            return Ok(Some(image.to_owned()));
+        }
+        let digest = self.images.resolve(&reference, &RegistryAuth::Anonymous)?;
+        Ok(Some(pinned(image, &digest)))
     }
 }
 

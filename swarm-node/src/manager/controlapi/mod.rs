@@ -35,7 +35,10 @@ impl Manager {
             Request::SwarmNetworkList => self.networks(),
             Request::SwarmNetworkInspect { network } => self.inspect_network(network),
             Request::SwarmNetworkRemove { networks } => self.remove_networks(networks),
-            Request::SwarmServiceCreate(spec) => self.create_service(spec),
+            Request::SwarmServiceCreate {
+                spec,
+                resolve_image,
+            } => self.create_service(spec, *resolve_image),
             Request::SwarmServiceList => self.list_services(),
             Request::SwarmServiceInspect { service } => self.inspect_service(service),
             Request::SwarmServiceTasks { services } => self.service_tasks(services),

@@ -29,9 +29,18 @@ use crate::{
 const LOGS_WAIT: Duration = Duration::from_secs(5);
 
 impl Manager {
-    pub(super) fn create_service(&self, spec: &ServiceSpec) -> Result<Response, ClusterError> {
+    pub(super) fn create_service(
+        &self,
+        spec: &ServiceSpec,
+        resolve_image: bool,
+    ) -> Result<Response, ClusterError> {
         let mut spec = spec.clone();
         self.resolve_spec_networks(&mut spec)?;
+        let warnings = if resolve_image {
+            self.pin_image(&mut spec)?
+        } else {
+            Vec::new()
+        };
         let id = new_id();
         self.commit_here(Command::CreateService(Box::new(ServiceCreate {
             id: id.clone(),
@@ -39,7 +48,24 @@ impl Manager {
             at: now_secs(),
         })))?;
         tracing::info!(service = %id, "service created");
-        Ok(Response::Notes(vec![id]))
+        Ok(Response::Service { id, warnings })
+    }
+
+    /// Pins `spec`'s image to the digest its registry names now, so every
+    /// node runs the same bytes; a registry out of reach leaves the tag as
+    /// it is, with Docker's warning.
+    fn pin_image(&self, spec: &mut ServiceSpec) -> Result<Vec<String>, ClusterError> {
+        match self.host()?.resolve_image(&spec.image) {
+            Ok(Some(pinned)) => {
+                spec.image = pinned;
+                Ok(Vec::new())
+            }
+            Ok(None) => Ok(Vec::new()),
+            Err(err) => Ok(vec![format!(
+                "image {image} could not be accessed on a registry to record its digest. Each node will access {image} independently, possibly leading to different nodes running different versions of the image. ({err})",
+                image = spec.image
+            )]),
+        }
     }
 
     /// Network names (and the aliases' network names) to IDs; aliases on
@@ -274,8 +300,16 @@ impl Manager {
             .apply(&mut spec)
             .map_err(|e| ClusterError::Refused(e.to_string()))?;
         self.resolve_spec_networks(&mut spec)?;
+        let warnings = if request.image.is_some() && !request.no_resolve_image {
+            self.pin_image(&mut spec)?
+        } else {
+            Vec::new()
+        };
         self.commit_spec(&service.id, spec, false)?;
-        Ok(Response::Notes(vec![request.service.clone()]))
+        Ok(Response::Service {
+            id: request.service.clone(),
+            warnings,
+        })
     }
 
     pub(super) fn rollback_service(&self, reference: &str) -> Result<Response, ClusterError> {
