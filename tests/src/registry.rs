@@ -23,7 +23,9 @@ const BUSYBOX: &str = "/bin/busybox";
 /// A registry process, stopped (and its storage deleted) when dropped.
 pub struct Registry {
     pub addr: SocketAddr,
-    netns: String,
+    /// `None`: this process's own namespace (a registry on loopback, for
+    /// the Docker engine the tests share).
+    netns: Option<String>,
     process: Child,
     dir: tempfile::TempDir,
 }
@@ -32,6 +34,16 @@ impl Registry {
     /// A plain-HTTP registry on `addr`, inside namespace `netns` (which
     /// holds that address); returns once it answers.
     pub fn start(netns: &str, addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_in(Some(netns), addr)
+    }
+
+    /// A plain-HTTP registry on loopback in this process's namespace,
+    /// where the tests' Docker engine runs.
+    pub fn start_on_loopback(port: u16) -> anyhow::Result<Self> {
+        Self::start_in(None, SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    fn start_in(netns: Option<&str>, addr: SocketAddr) -> anyhow::Result<Self> {
         anyhow::ensure!(
             Path::new(REGISTRY).exists(),
             "{REGISTRY} is missing: run `cargo xtask setup` (it installs docker-registry)"
@@ -46,8 +58,16 @@ impl Registry {
             ),
         )?;
         let log = fs::File::create(dir.path().join("registry.log"))?;
-        let process = Command::new("ip")
-            .args(["netns", "exec", netns, REGISTRY, "serve"])
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, REGISTRY]);
+                command
+            }
+            None => Command::new(REGISTRY),
+        };
+        let process = command
+            .arg("serve")
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -56,7 +76,7 @@ impl Registry {
             .context("starting docker-registry")?;
         let registry = Self {
             addr,
-            netns: netns.to_owned(),
+            netns: netns.map(str::to_owned),
             process,
             dir,
         };
@@ -207,7 +227,7 @@ impl Registry {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let body = body.to_vec();
-        in_netns(&self.netns, move || {
+        let exchange = move || {
             let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
             stream.set_read_timeout(Some(Duration::from_secs(10)))?;
             let mut request = format!(
@@ -223,7 +243,11 @@ impl Registry {
             let mut response = Vec::new();
             stream.read_to_end(&mut response)?;
             Answer::parse(&response)
-        })
+        };
+        match &self.netns {
+            Some(netns) => in_netns(netns, exchange),
+            None => exchange(),
+        }
     }
 }
 

@@ -10,7 +10,8 @@ use std::{
 };
 
 use swarm_tests::{
-    Registry, Swarm, TestImage, TestLayer, Topology, TopologyOptions, servers::http_get, wait_until,
+    Registry, Swarm, TestImage, TestLayer, Topology, TopologyOptions, docker::DockerEngine,
+    servers::http_get, wait_until,
 };
 
 const REGISTRY: &str = "198.18.0.100:5000";
@@ -294,4 +295,65 @@ fn a_tag_is_pinned_to_its_digest_and_an_update_rolls_to_a_new_tag() {
             .ok_or(format!("{seen:?}"))
     });
     wait_running(&topology, "web", 4);
+}
+
+#[test]
+fn the_docker_runtime_pulls_an_image_it_lacks() {
+    // Declared first, so it is dropped last: after the daemons removed
+    // their containers.
+    let engine = DockerEngine::start().unwrap();
+    // The engine runs in this process's namespace: its registry on loopback.
+    let port = 15_000 + (std::process::id() % 1000) as u16;
+    let registry = Registry::start_on_loopback(port).unwrap();
+    registry
+        .push("pulled", "1", &versioned_image("docker"))
+        .unwrap();
+    let mut options = TopologyOptions::new("svk", 3);
+    options.daemon_args = vec![
+        "--runtime".into(),
+        "docker".into(),
+        "--docker-host".into(),
+        engine.host(),
+    ];
+    let topology = Swarm::new().workers([1, 2]).start(&options).unwrap();
+    let image = format!("127.0.0.1:{port}/pulled:1");
+    // The managers reach no registry on their own loopback: no pinning.
+    topology
+        .daemon(0)
+        .swarm_ok(&[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "-p",
+            "8080:80",
+            "--no-resolve-image",
+            &image,
+        ])
+        .unwrap();
+    wait_running(&topology, "web", 3);
+    assert!(
+        engine
+            .docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])
+            .unwrap()
+            .contains(&image),
+        "the engine holds no {image}"
+    );
+    wait_until("the mesh answering from the pulled image", || {
+        let seen = answers(&topology, 3);
+        (seen == BTreeSet::from(["docker".to_owned()]))
+            .then_some(())
+            .ok_or(format!("{seen:?}"))
+    });
+    topology
+        .daemon(0)
+        .swarm_ok(&["service", "rm", "web"])
+        .unwrap();
+    wait_until("no task container left", || {
+        let left = engine.task_containers().unwrap();
+        left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+    });
+    let _ = engine.docker(&["image", "rm", &image]);
 }

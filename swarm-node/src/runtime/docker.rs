@@ -14,9 +14,9 @@ use bollard::{
         ContainerCreateBody, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum, HostConfig,
     },
     query_parameters::{
-        CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-        LogsOptionsBuilder, RemoveContainerOptionsBuilder, StartContainerOptions,
-        StopContainerOptionsBuilder,
+        CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
+        ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+        StartContainerOptions, StopContainerOptionsBuilder,
     },
 };
 use futures::TryStreamExt;
@@ -80,6 +80,25 @@ impl DockerRuntime {
             state_dir,
             calls,
         })
+    }
+
+    /// Pulls `image` through the engine unless it holds it already, as
+    /// `docker run` does.
+    async fn pull_if_missing(&self, image: &str) -> Result<(), (&'static str, DockerError)> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(err) if is_not_found(&err) => {}
+            Err(err) => return Err(("inspecting the image", err)),
+        }
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        self.docker
+            .create_image(Some(options), None, None)
+            .try_collect::<Vec<_>>()
+            .await
+            .map(drop)
+            .map_err(|err| ("pulling the image", err))
     }
 
     fn container(task_id: &str) -> String {
@@ -173,6 +192,7 @@ impl Runtime for DockerRuntime {
         };
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let started = self.calls.block_on(async {
+            self.pull_if_missing(&spec.image).await?;
             match self.docker.create_container(Some(options), body).await {
                 Ok(_) => {}
                 // Made by an earlier attempt that failed later: start it.
