@@ -56,6 +56,7 @@ impl Tasks {
             hosts: Vec::new(),
             resources: Resources::default(),
             healthcheck: None,
+            registry_auth: None,
         }
     }
 

@@ -135,6 +135,16 @@ impl Daemon {
             .output()
     }
 
+    /// [`Daemon::swarm`] with `env` set for the CLI (e.g. `DOCKER_CONFIG`).
+    pub fn swarm_env(&self, env: &[(&str, &str)], args: &[&str]) -> std::io::Result<Output> {
+        Command::new(swarm_bin())
+            .envs(env.iter().copied())
+            .arg("--host")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .output()
+    }
+
     /// Like [`Daemon::swarm`], but fails unless the command succeeds; returns stdout.
     pub fn swarm_ok(&self, args: &[&str]) -> anyhow::Result<String> {
         let output = self.swarm(args)?;

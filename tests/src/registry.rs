@@ -43,18 +43,62 @@ impl Registry {
         Self::start_in(None, SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
+    /// A second registry on `addr` serving `plain`'s storage over TLS
+    /// (`cert` and `key`, PEM) to users of `htpasswd` only. The tests push
+    /// through the plain one.
+    pub fn start_secure(
+        plain: &Registry,
+        addr: SocketAddr,
+        cert: &Path,
+        key: &Path,
+        htpasswd: &Path,
+    ) -> anyhow::Result<Self> {
+        let extra = format!(
+            "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: swarm-test\n    path: {}\n",
+            cert.display(),
+            key.display(),
+            htpasswd.display()
+        );
+        let netns = plain.netns.clone();
+        let storage = plain.dir.path().join("storage");
+        Self::spawn(netns.as_deref(), addr, &storage, &extra, false)
+    }
+
     fn start_in(netns: Option<&str>, addr: SocketAddr) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("swt-registry-").tempdir()?;
+        let storage = dir.path().join("storage");
+        Self::spawn_in_dir(netns, addr, &storage, "", true, dir)
+    }
+
+    fn spawn(
+        netns: Option<&str>,
+        addr: SocketAddr,
+        storage: &Path,
+        extra: &str,
+        plain: bool,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("swt-registry-").tempdir()?;
+        Self::spawn_in_dir(netns, addr, storage, extra, plain, dir)
+    }
+
+    fn spawn_in_dir(
+        netns: Option<&str>,
+        addr: SocketAddr,
+        storage: &Path,
+        extra: &str,
+        plain: bool,
+        dir: tempfile::TempDir,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             Path::new(REGISTRY).exists(),
             "{REGISTRY} is missing: run `cargo xtask setup` (it installs docker-registry)"
         );
-        let dir = tempfile::Builder::new().prefix("swt-registry-").tempdir()?;
         let config = dir.path().join("config.yml");
         fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.path().join("storage").display()
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{extra}",
+                storage.display()
             ),
         )?;
         let log = fs::File::create(dir.path().join("registry.log"))?;
@@ -80,21 +124,29 @@ impl Registry {
             process,
             dir,
         };
-        try_wait_until(
-            "the registry answering /v2/",
-            Duration::from_secs(10),
-            || {
-                registry
-                    .request("GET", "/v2/", &[], &[])
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| {
-                        (r.status == 200)
-                            .then_some(())
-                            .ok_or(format!("status {}", r.status))
-                    })
-            },
-        )
-        .with_context(|| registry.log())?;
+        if plain {
+            try_wait_until(
+                "the registry answering /v2/",
+                Duration::from_secs(10),
+                || {
+                    registry
+                        .request("GET", "/v2/", &[], &[])
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| {
+                            (r.status == 200)
+                                .then_some(())
+                                .ok_or(format!("status {}", r.status))
+                        })
+                },
+            )
+            .with_context(|| registry.log())?;
+        } else {
+            // TLS and a login: the log says when it listens.
+            try_wait_until("the registry listening", Duration::from_secs(10), || {
+                let log = registry.log();
+                log.contains("listening on").then_some(()).ok_or(log)
+            })?;
+        }
         Ok(registry)
     }
 

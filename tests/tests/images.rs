@@ -357,3 +357,220 @@ fn the_docker_runtime_pulls_an_image_it_lacks() {
     });
     let _ = engine.docker(&["image", "rm", &image]);
 }
+
+/// `openssl` in `dir`: a CA, and a certificate it signs for IP `ip`.
+fn ca_and_certificate(
+    dir: &std::path::Path,
+    ip: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=swarm test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        &format!("/CN={ip}"),
+    ]);
+    std::fs::write(dir.join("san.ext"), format!("subjectAltName=IP:{ip}\n")).unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    )
+}
+
+/// A docker config.json in `dir` holding `user:password` for `registry`.
+fn docker_config(dir: &std::path::Path, registry: &str, user: &str, password: &str) {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::json!({"auths": {registry: {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+}
+
+fn task_errors(topology: &Topology, service: &str) -> Vec<String> {
+    topology
+        .daemon(0)
+        .swarm_json(&["service", "ps", service])
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["Error"].as_str().map(str::to_owned))
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+#[test]
+fn a_tls_registry_with_a_login_pulls_with_its_ca_and_the_right_password_only() {
+    let (topology, plain) = swarm_with_registry("swt");
+    plain
+        .push("private", "1", &versioned_image("secret"))
+        .unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = ca_and_certificate(certs.path(), "198.18.0.100");
+    let htpasswd = certs.path().join("htpasswd");
+    let out = std::process::Command::new("htpasswd")
+        .args([
+            "-Bbc",
+            htpasswd.to_str().unwrap(),
+            "tester",
+            "right-password",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secure_addr = "198.18.0.100:5443";
+    let _secure =
+        Registry::start_secure(&plain, secure_addr.parse().unwrap(), &cert, &key, &htpasswd)
+            .unwrap();
+    // Every node trusts the registry's CA, as Docker's certs.d.
+    for host in 0..3 {
+        let dir = topology
+            .daemon(host)
+            .data_dir
+            .join("certs.d")
+            .join(secure_addr);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(&ca, dir.join("ca.crt")).unwrap();
+    }
+    let image = format!("{secure_addr}/private:1");
+
+    // No login: refused, in Docker's word.
+    topology
+        .daemon(0)
+        .swarm_ok(&["service", "create", "--name", "anonymous", "-d", &image])
+        .unwrap();
+    wait_until("the anonymous task rejected as unauthorized", || {
+        let errors = task_errors(&topology, "anonymous");
+        errors
+            .iter()
+            .any(|e| e.contains("unauthorized"))
+            .then_some(())
+            .ok_or(format!("{errors:?}"))
+    });
+
+    // A wrong password: refused the same way.
+    let wrong = certs.path().join("wrong");
+    docker_config(&wrong, secure_addr, "tester", "wrong-password");
+    let created = topology
+        .daemon(0)
+        .swarm_env(
+            &[("DOCKER_CONFIG", wrong.to_str().unwrap())],
+            &[
+                "service",
+                "create",
+                "--name",
+                "wrong",
+                "-d",
+                "--with-registry-auth",
+                &image,
+            ],
+        )
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    wait_until("the wrong login's task rejected as unauthorized", || {
+        let errors = task_errors(&topology, "wrong");
+        errors
+            .iter()
+            .any(|e| e.contains("unauthorized"))
+            .then_some(())
+            .ok_or(format!("{errors:?}"))
+    });
+
+    // The right password: pulled over TLS, pinned, serving; and inspect
+    // never shows the login.
+    let right = certs.path().join("right");
+    docker_config(&right, secure_addr, "tester", "right-password");
+    let created = topology
+        .daemon(0)
+        .swarm_env(
+            &[("DOCKER_CONFIG", right.to_str().unwrap())],
+            &[
+                "service",
+                "create",
+                "--name",
+                "web",
+                "-p",
+                "8080:80",
+                "--with-registry-auth",
+                &image,
+            ],
+        )
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    wait_running(&topology, "web", 1);
+    assert!(image_of(&topology, "web").starts_with(&format!("{image}@sha256:")));
+    wait_until("the mesh answering from the private image", || {
+        let seen = answers(&topology, 2);
+        (seen == BTreeSet::from(["secret".to_owned()]))
+            .then_some(())
+            .ok_or(format!("{seen:?}"))
+    });
+    let inspect = topology
+        .daemon(0)
+        .swarm_ok(&["service", "inspect", "web"])
+        .unwrap();
+    assert!(!inspect.contains("right-password"), "{inspect}");
+}

@@ -12,7 +12,8 @@ use crate::process::{self, output, run_with_env};
 /// tasks' HTTP server and the root directory the chroot test builds;
 /// docker.io: the engine the Docker runtime's tests and benchmarks start;
 /// dnsutils: `dig` against the tasks' resolver; docker-registry: the real
-/// registry the image tests pull from).
+/// registry the image tests pull from, apache2-utils' htpasswd and openssl
+/// for its logins and TLS).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -30,6 +31,8 @@ const APT_PACKAGES: &[&str] = &[
     "docker.io",
     "dnsutils",
     "docker-registry",
+    "apache2-utils",
+    "openssl",
 ];
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 const BPF_LINKER_VERSION: &str = "0.13.0";

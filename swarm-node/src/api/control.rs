@@ -10,6 +10,7 @@ use super::{
         Constraint, FailureAction, PortConfig, RestartCondition, ServiceMode, ServiceSpec,
         UpdateOrder,
     },
+    tasks::RegistryAuth,
 };
 use crate::dataplane::{
     BalancedService, DataplaneStats, EndpointRow, LocalDelivery, LocalEndpointSpec, OverlayNetwork,
@@ -140,6 +141,9 @@ pub struct ServiceUpdateRequest {
     /// Keep a new image's tag as given (`--no-resolve-image`).
     #[serde(default)]
     pub no_resolve_image: bool,
+    /// A registry login for the nodes (`--with-registry-auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<RegistryAuth>,
     pub args: Option<Vec<String>>,
     pub env_add: Vec<String>,
     pub env_rm: Vec<String>,
@@ -230,6 +234,9 @@ impl ServiceUpdateRequest {
     pub fn apply(&self, spec: &mut ServiceSpec) -> Result<(), InvalidUpdate> {
         if let Some(image) = &self.image {
             spec.image = image.clone();
+        }
+        if let Some(login) = &self.registry_auth {
+            spec.registry_auth = Some(login.clone());
         }
         if let Some(args) = &self.args {
             spec.args = args.clone();

@@ -187,6 +187,9 @@ pub struct ServiceSpec {
     /// nothing else changed.
     #[serde(default)]
     pub force_update: u64,
+    /// The registry login the nodes pull with (`--with-registry-auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<super::tasks::RegistryAuth>,
 }
 
 impl ServiceSpec {
@@ -214,6 +217,7 @@ impl ServiceSpec {
             healthcheck: None,
             stop_grace_millis: 10_000,
             force_update: 0,
+            registry_auth: None,
         }
     }
 }

@@ -80,6 +80,25 @@ pub struct TaskSpec {
     /// Run inside the task to tell whether it is healthy.
     #[serde(default)]
     pub healthcheck: Option<HealthCheck>,
+    /// How to log in to the image's registry (`--with-registry-auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<RegistryAuth>,
+}
+
+/// A login to a registry, as `docker login` keeps it. Sent only to the
+/// nodes that run the service's tasks; never shown by `inspect`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Docker's HEALTHCHECK: `sh -c COMMAND` run inside the task every

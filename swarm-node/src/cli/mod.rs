@@ -1,6 +1,7 @@
 //! The `swarm` command line: Docker's verbs, talking to the local daemon.
 
 mod output;
+mod registry_login;
 mod service;
 mod values;
 

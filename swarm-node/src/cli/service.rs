@@ -9,6 +9,7 @@ use std::{
 
 use clap::{Args, Subcommand};
 
+use super::registry_login;
 use super::{FormatArgs, call, output, parse_label, print_notes};
 use crate::api::{
     assignments::tail,
@@ -115,6 +116,10 @@ pub struct CreateArgs {
     /// its registry names now (every node then pulls the tag itself).
     #[arg(long)]
     no_resolve_image: bool,
+    /// Send the registry login `docker login` keeps (~/.docker/config.json,
+    /// or $DOCKER_CONFIG/config.json) to the nodes that run the tasks.
+    #[arg(long)]
+    with_registry_auth: bool,
     /// replicated or global.
     #[arg(long, default_value = "replicated", value_parser = ["replicated", "global"])]
     mode: String,
@@ -229,6 +234,9 @@ pub struct ServiceUpdateArgs {
     /// digest its registry names now.
     #[arg(long)]
     no_resolve_image: bool,
+    /// Send the registry login `docker login` keeps to the nodes.
+    #[arg(long)]
+    with_registry_auth: bool,
     /// Replace the command's arguments (one string, split on spaces).
     #[arg(long)]
     args: Option<String>,
@@ -507,6 +515,9 @@ fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
         .apply(&mut spec)
         .map_err(anyhow::Error::msg)?;
     spec.rollback = spec.update.clone();
+    if args.with_registry_auth {
+        spec.registry_auth = registry_login::for_image(&spec.image)?;
+    }
     let request = Request::SwarmServiceCreate {
         spec: Box::new(spec),
         resolve_image: !args.no_resolve_image,
@@ -549,6 +560,25 @@ fn update(host: &str, args: ServiceUpdateArgs) -> anyhow::Result<()> {
         request.hostname = args.hostname;
         request.force = args.force;
         request.no_resolve_image = args.no_resolve_image;
+        if args.with_registry_auth {
+            let service = call(
+                host,
+                &Request::SwarmServiceInspect {
+                    service: args.service.clone(),
+                },
+            )?;
+            let image = match (&request.image, service) {
+                (Some(image), _) => image.clone(),
+                (None, Response::Json(json)) => {
+                    json[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                }
+                _ => anyhow::bail!("the daemon answered `service inspect` with something else"),
+            };
+            request.registry_auth = registry_login::for_image(&image)?;
+        }
         print_service(call(host, &Request::SwarmServiceUpdate(Box::new(request)))?)?;
     }
     if !args.detach {

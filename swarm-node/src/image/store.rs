@@ -27,7 +27,7 @@ use super::{
     config::ImageConfig,
     layer::{self, Compression, LayerError},
 };
-use crate::lock::Locked as _;
+use crate::{api::tasks::RegistryAuth as Login, lock::Locked as _};
 
 /// A registry that does not answer a connection in this long is out of reach.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -164,9 +164,11 @@ impl ImageStore {
     }
 
     /// Pulls `reference` (what this node holds already is not fetched
-    /// again). Blocks; call it off the async runtime.
-    pub fn pull(&self, reference: &Reference, auth: &RegistryAuth) -> Result<Image, ImageError> {
-        self.runtime.block_on(self.pull_async(reference, auth))
+    /// again), logged in as `login` if given. Blocks; call it off the
+    /// async runtime.
+    pub fn pull(&self, reference: &Reference, login: Option<&Login>) -> Result<Image, ImageError> {
+        self.runtime
+            .block_on(self.pull_async(reference, &auth(login)))
     }
 
     /// The digest `reference` names in its registry now, for pinning a
@@ -174,14 +176,15 @@ impl ImageStore {
     pub fn resolve(
         &self,
         reference: &Reference,
-        auth: &RegistryAuth,
+        login: Option<&Login>,
     ) -> Result<String, ImageError> {
         let name = reference.whole();
+        let auth = auth(login);
         self.runtime.block_on(async {
             let client = Client::new(self.registries.client_config(reference.registry())?);
             tokio::time::timeout(
                 RESOLVE_TIMEOUT,
-                client.fetch_manifest_digest(reference, auth),
+                client.fetch_manifest_digest(reference, &auth),
             )
             .await
             .map_err(|_| ImageError::Unreachable {
@@ -310,6 +313,13 @@ impl ImageStore {
         })?;
         tracing::debug!(digest = %descriptor.digest, "layer unpacked");
         Ok(dir)
+    }
+}
+
+fn auth(login: Option<&Login>) -> RegistryAuth {
+    match login {
+        Some(login) => RegistryAuth::Basic(login.username.clone(), login.password.clone()),
+        None => RegistryAuth::Anonymous,
     }
 }
 

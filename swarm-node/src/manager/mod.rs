@@ -28,7 +28,7 @@ use std::{
 };
 
 use crate::{
-    api::ClusterError,
+    api::{ClusterError, tasks::RegistryAuth},
     ca::{client::Credentials, pki::CertificateSubject},
     gossip::Gossip,
     identity::LocalNode,
@@ -57,7 +57,11 @@ pub trait ManagerHost: Send + Sync {
     fn gossip(&self) -> Option<Arc<Gossip>>;
     /// `image` pinned to the digest its registry names now (`None`: no
     /// registry's image, e.g. `host`). Blocks.
-    fn resolve_image(&self, image: &str) -> Result<Option<String>, ImageError>;
+    fn resolve_image(
+        &self,
+        image: &str,
+        login: Option<&RegistryAuth>,
+    ) -> Result<Option<String>, ImageError>;
 }
 
 /// A node's manager parts, and the state they keep between requests.

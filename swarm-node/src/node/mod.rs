@@ -21,13 +21,12 @@ use std::{
     time::Duration,
 };
 
-use oci_client::secrets::RegistryAuth;
 use tokio::sync::watch;
 
 use self::local::Cluster;
 use crate::{
     agent::{self, AgentHost, executor::ExecutorDeps},
-    api::ClusterError,
+    api::{ClusterError, tasks::RegistryAuth},
     ca::{client::Credentials, pki::NodeCertificate, tls::ServedCertificate},
     identity::LocalNode,
     image::{ImageError, ImageSource, ImageStore, pinned},
@@ -304,14 +303,18 @@ impl ManagerHost for Membership {
         Membership::gossip(self)
     }
 
-    fn resolve_image(&self, image: &str) -> Result<Option<String>, ImageError> {
+    fn resolve_image(
+        &self,
+        image: &str,
+        login: Option<&RegistryAuth>,
+    ) -> Result<Option<String>, ImageError> {
         let ImageSource::Registry(reference) = ImageSource::parse(image)? else {
             return Ok(None);
         };
         if reference.digest().is_some() {
             return Ok(Some(image.to_owned()));
         }
-        let digest = self.images.resolve(&reference, &RegistryAuth::Anonymous)?;
+        let digest = self.images.resolve(&reference, login)?;
         Ok(Some(pinned(image, &digest)))
     }
 }

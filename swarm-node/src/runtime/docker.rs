@@ -9,6 +9,7 @@ use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use bollard::{
     API_DEFAULT_VERSION, Docker,
+    auth::DockerCredentials,
     errors::Error as DockerError,
     models::{
         ContainerCreateBody, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum, HostConfig,
@@ -84,7 +85,11 @@ impl DockerRuntime {
 
     /// Pulls `image` through the engine unless it holds it already, as
     /// `docker run` does.
-    async fn pull_if_missing(&self, image: &str) -> Result<(), (&'static str, DockerError)> {
+    async fn pull_if_missing(
+        &self,
+        image: &str,
+        login: Option<&crate::api::tasks::RegistryAuth>,
+    ) -> Result<(), (&'static str, DockerError)> {
         match self.docker.inspect_image(image).await {
             Ok(_) => return Ok(()),
             Err(err) if is_not_found(&err) => {}
@@ -94,7 +99,15 @@ impl DockerRuntime {
             .from_image(image)
             .build();
         self.docker
-            .create_image(Some(options), None, None)
+            .create_image(
+                Some(options),
+                None,
+                login.map(|login| DockerCredentials {
+                    username: Some(login.username.clone()),
+                    password: Some(login.password.clone()),
+                    ..Default::default()
+                }),
+            )
             .try_collect::<Vec<_>>()
             .await
             .map(drop)
@@ -192,7 +205,8 @@ impl Runtime for DockerRuntime {
         };
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let started = self.calls.block_on(async {
-            self.pull_if_missing(&spec.image).await?;
+            self.pull_if_missing(&spec.image, spec.registry_auth.as_ref())
+                .await?;
             match self.docker.create_container(Some(options), body).await {
                 Ok(_) => {}
                 // Made by an earlier attempt that failed later: start it.

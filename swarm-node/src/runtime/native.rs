@@ -33,7 +33,7 @@ use nix::{
     },
     unistd::Pid,
 };
-use oci_client::{Reference, secrets::RegistryAuth};
+use oci_client::Reference;
 use tracing::{debug, info, warn};
 
 use self::user::User;
@@ -136,7 +136,12 @@ impl NativeRuntime {
     /// Pulls the task's image (what the store holds is not fetched again)
     /// and mounts the task's root over its layers; records the image for
     /// the start.
-    fn prepare_image(&self, task: &str, reference: &Reference) -> Result<(), RuntimeError> {
+    fn prepare_image(
+        &self,
+        task: &str,
+        reference: &Reference,
+        spec_auth: Option<&crate::api::tasks::RegistryAuth>,
+    ) -> Result<(), RuntimeError> {
         let dir = self.task_dir(task);
         let record = dir.join(IMAGE_FILE);
         let rootfs = RootfsPaths::under(&dir);
@@ -153,7 +158,7 @@ impl NativeRuntime {
             )
         })?;
         let image = images
-            .pull(reference, &RegistryAuth::Anonymous)
+            .pull(reference, spec_auth)
             .map_err(|source| RuntimeError::Image {
                 task: task.to_owned(),
                 source,
@@ -404,7 +409,7 @@ impl Runtime for NativeRuntime {
         let dir = self.task_dir(task);
         fs::create_dir_all(&dir).map_err(io_error(task, format!("creating {}", dir.display())))?;
         if let Image::Registry(reference) = &image {
-            self.prepare_image(task, reference)?;
+            self.prepare_image(task, reference, spec.registry_auth.as_ref())?;
         }
         // The agent's resolver answers there, in the task's namespace, and
         // forwards what is not the swarm's to the host's resolvers.

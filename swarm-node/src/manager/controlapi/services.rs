@@ -55,7 +55,10 @@ impl Manager {
     /// node runs the same bytes; a registry out of reach leaves the tag as
     /// it is, with Docker's warning.
     fn pin_image(&self, spec: &mut ServiceSpec) -> Result<Vec<String>, ClusterError> {
-        match self.host()?.resolve_image(&spec.image) {
+        match self
+            .host()?
+            .resolve_image(&spec.image, spec.registry_auth.as_ref())
+        {
             Ok(Some(pinned)) => {
                 spec.image = pinned;
                 Ok(Vec::new())
