@@ -224,11 +224,12 @@ pub async fn run(
             listen_addr: config.listen_addr,
         },
         executor,
-        images,
+        images.clone(),
     )
     .await?;
     let state = Arc::new(DaemonState {
         info,
+        images: images.clone(),
         dataplane,
         membership,
         resolver,
@@ -279,6 +280,7 @@ pub async fn run(
 
 struct DaemonState {
     info: DaemonInfo,
+    images: Arc<ImageStore>,
     dataplane: Arc<Mutex<Dataplane>>,
     membership: Arc<Membership>,
     resolver: Arc<Resolver>,
@@ -299,6 +301,9 @@ impl Handler for DaemonState {
             Request::SwarmJoin(join) => membership.join(join),
             request if request.is_for_managers() => membership.manager_request(request),
             Request::SwarmLeave { force } => membership.leave(force),
+            request @ (Request::ImageList | Request::ImageRemove { .. } | Request::ImagePrune) => {
+                return self.handle_images(request);
+            }
             dataplane_request => return self.handle_dataplane(dataplane_request),
         };
         // Becoming a manager starts the API; leaving stops it.
@@ -308,6 +313,39 @@ impl Handler for DaemonState {
 }
 
 impl DaemonState {
+    /// `swarm image ...`: this node's own images.
+    fn handle_images(&self, request: Request) -> Response {
+        let result = match request {
+            Request::ImageList => self.images.list().map(|images| {
+                Response::Rows(
+                    images
+                        .iter()
+                        .map(|(image, tasks)| image_row(image, tasks.len()))
+                        .collect(),
+                )
+            }),
+            Request::ImageRemove { images } => images
+                .iter()
+                .map(|reference| {
+                    self.images
+                        .remove(reference)
+                        .map(|digest| format!("Deleted: {digest}"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Response::Notes),
+            Request::ImagePrune => self.images.prune().map(|removed| {
+                Response::Notes(
+                    removed
+                        .into_iter()
+                        .map(|r| format!("Deleted: {r}"))
+                        .collect(),
+                )
+            }),
+            _ => return Response::Error("not an image request".into()),
+        };
+        result.unwrap_or_else(|err| Response::Error(err.to_string()))
+    }
+
     fn handle_dataplane(&self, request: Request) -> Response {
         let mut dataplane = self.dataplane.locked();
         let result = match request {
@@ -423,6 +461,45 @@ pub fn iface_holding(addr: Ipv4Addr) -> Result<String, DaemonError> {
         }
     }
     Err(DaemonError::NoInterfaceForAddr(addr))
+}
+
+/// `image ls`'s row, in Docker's words.
+fn image_row(image: &crate::image::Image, tasks: usize) -> serde_json::Value {
+    let (repository, tag) = image.repository_and_tag();
+    let size: u64 = image.layers.iter().map(|layer| dir_size(layer)).sum();
+    let short = |digest: &str| {
+        digest
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(12)
+            .collect::<String>()
+    };
+    serde_json::json!({
+        "Repository": repository,
+        "Tag": tag,
+        "Digest": image.digest,
+        "ID": short(&image.config_digest),
+        "Size": size,
+        "Tasks": tasks,
+    })
+}
+
+/// Bytes of the files under `dir` (links not followed).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| Some((entry.path(), entry.file_type().ok()?)))
+        .map(|(path, kind)| {
+            if kind.is_dir() {
+                dir_size(&path)
+            } else {
+                std::fs::symlink_metadata(&path).map_or(0, |m| m.len())
+            }
+        })
+        .sum()
 }
 
 fn display(path: &Path) -> String {

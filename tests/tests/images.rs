@@ -172,6 +172,23 @@ fn an_image_from_a_registry_serves_through_the_mesh_with_its_cmd_env_and_whiteou
         );
     }
 
+    // The node lists what it pulled, and keeps an image its tasks run.
+    let listed = topology.daemon(0).swarm_json(&["image", "ls"]).unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|row| row["Repository"] == format!("{REGISTRY}/web") && row["Tasks"] == 2),
+        "{listed:#?}"
+    );
+    let refused = topology.daemon(0).swarm(&["image", "rm", &image]).unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("conflict: unable to remove repository reference"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
     // Removing the service unmounts the tasks' roots and removes them.
     topology
         .daemon(0)
@@ -185,6 +202,30 @@ fn an_image_from_a_registry_serves_through_the_mesh_with_its_cmd_env_and_whiteou
             .collect();
         left.is_empty().then_some(()).ok_or(format!("{left:#?}"))
     });
+
+    // Unused now: pruned, and its layers gone from the node.
+    let layers = topology.daemon(0).data_dir.join("images").join("layers");
+    assert!(std::fs::read_dir(&layers).unwrap().count() >= 2);
+    wait_until("the image unused on h1", || {
+        let rows = topology.daemon(0).swarm_json(&["image", "ls"]).unwrap();
+        rows.iter()
+            .all(|r| r["Tasks"] == 0)
+            .then_some(())
+            .ok_or(format!("{rows:#?}"))
+    });
+    let pruned = topology
+        .daemon(0)
+        .swarm_ok(&["image", "prune", "-f"])
+        .unwrap();
+    assert!(pruned.contains(&format!("Deleted: {image}")), "{pruned}");
+    assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 0);
+    assert!(
+        topology
+            .daemon(0)
+            .swarm_json(&["image", "ls"])
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]

@@ -102,6 +102,12 @@ pub async fn run(
             Some(running) => Some(running.endpoints().await),
             None => None,
         };
+        // Pulling an image can take a while: the managers hear of the
+        // tasks preparing first, as Docker shows them.
+        let preparing = executor.locked().about_to_start(&view);
+        if !preparing.is_empty() {
+            let _ = report(&membership, &preparing).await;
+        }
         let executor = executor.clone();
         let (reports, published) = tokio::task::spawn_blocking(move || {
             let mut executor = executor.locked();
@@ -470,7 +476,8 @@ impl Executor {
     fn drive(&mut self, task: &AssignedTask) -> Option<TaskStatus> {
         let local = self.tasks.get(&task.id).map(|t| t.state);
         match (task.desired, local) {
-            (TaskState::Running, None) if task.state <= TaskState::Assigned => {
+            // Preparing: reported by this node, which then restarted mid-way.
+            (TaskState::Running, None) if task.state <= TaskState::Preparing => {
                 Some(self.start(task))
             }
             // The managers think it runs here, but this node does not hold
@@ -595,6 +602,24 @@ impl Executor {
         }
     }
 
+    /// Tasks this node is about to start, each as Preparing.
+    fn about_to_start(&self, view: &NodeView) -> Vec<(String, TaskStatus)> {
+        view.tasks
+            .iter()
+            .filter(|t| {
+                t.desired == TaskState::Running
+                    && t.state <= TaskState::Assigned
+                    && !self.tasks.contains_key(&t.id)
+            })
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    status(TaskState::Preparing, "preparing", String::new(), None),
+                )
+            })
+            .collect()
+    }
+
     /// Prepares the tasks about to start side by side: with Docker that
     /// is creating and starting their containers, the slow part, which the
     /// engine does faster several at a time than one by one.
@@ -604,7 +629,7 @@ impl Executor {
             .iter()
             .filter(|t| {
                 t.desired == TaskState::Running
-                    && t.state <= TaskState::Assigned
+                    && t.state <= TaskState::Preparing
                     && !self.tasks.contains_key(&t.id)
                     && !self.prepared.contains_key(&t.id)
             })

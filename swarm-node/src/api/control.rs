@@ -21,6 +21,14 @@ use crate::dataplane::{
 pub enum Request {
     /// The daemon's identity and what it has attached.
     Info,
+    /// The images this node holds (`swarm image ls`).
+    ImageList,
+    /// Removes images no task runs (`swarm image rm`).
+    ImageRemove {
+        images: Vec<String>,
+    },
+    /// Removes every image no task runs (`swarm image prune`).
+    ImagePrune,
     /// The data plane's packet and drop counters.
     DataplaneStats,
     /// Every endpoint the overlay maps hold.

@@ -67,6 +67,9 @@ pub enum CliCommand {
     /// Inspect (and, low-level, program) what the kernel data plane holds and counts.
     #[command(subcommand)]
     Dataplane(DataplaneCommand),
+    /// The images this node pulled for its tasks (native runtime).
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Create a swarm with this node as its first manager.
     Init(InitArgs),
     /// Join a swarm through one of its managers, as a worker or a manager (the token says which).
@@ -454,6 +457,36 @@ pub enum RuntimeKind {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// The images this node holds, with the tasks running each.
+    #[command(alias = "list")]
+    Ls {
+        /// Only the image IDs.
+        #[arg(short, long)]
+        quiet: bool,
+        #[command(flatten)]
+        format: FormatArgs,
+    },
+    /// Removes images no task on this node runs.
+    #[command(alias = "remove")]
+    Rm {
+        /// By reference (`web:1`, `HOST:PORT/web:1`), digest or ID prefix.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Removes every image no task on this node runs.
+    Prune {
+        /// Docker's `-a` (every unused image, not only dangling ones):
+        /// what prune always does here.
+        #[arg(short, long)]
+        all: bool,
+        /// Do not ask (this never asks).
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DataplaneCommand {
     /// Packet counters per protocol and drops per reason, summed over CPUs.
     Stats(FormatArgs),
@@ -740,6 +773,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("the daemon answered `dataplane endpoints` with something else");
             };
             output::print_endpoints(&rows, args.format)
+        }
+        CliCommand::Image(ImageCommand::Ls { quiet, format }) => {
+            let Response::Rows(rows) = call(&cli.host, &Request::ImageList)? else {
+                anyhow::bail!("the daemon answered `image ls` with something else");
+            };
+            if quiet {
+                for row in &rows {
+                    println!("{}", row["ID"].as_str().unwrap_or_default());
+                }
+                return Ok(());
+            }
+            output::print_json_rows(
+                &rows,
+                format.format,
+                &["REPOSITORY", "TAG", "IMAGE ID", "SIZE", "TASKS"],
+                &["Repository", "Tag", "ID", "Size", "Tasks"],
+                None,
+            )
+        }
+        CliCommand::Image(ImageCommand::Rm { images }) => {
+            print_notes(call(&cli.host, &Request::ImageRemove { images })?)
+        }
+        CliCommand::Image(ImageCommand::Prune { .. }) => {
+            print_notes(call(&cli.host, &Request::ImagePrune)?)
         }
         CliCommand::Dataplane(DataplaneCommand::Network(DataplaneNetworkCommand::Ls(args))) => {
             let Response::Rows(rows) = call(&cli.host, &Request::DataplaneNetworks)? else {

@@ -43,9 +43,34 @@ pub struct Image {
     pub reference: String,
     /// The manifest's digest (`sha256:...`).
     pub digest: String,
+    /// The config blob's digest: Docker's image ID.
+    #[serde(default)]
+    pub config_digest: String,
     pub config: ImageConfig,
     /// The unpacked layers, bottom first.
     pub layers: Vec<PathBuf>,
+}
+
+impl Image {
+    /// The repository (with its registry, Docker Hub's left out as Docker
+    /// shows it) and the tag it was pulled by (`<none>` for a digest).
+    pub fn repository_and_tag(&self) -> (String, String) {
+        let Ok(reference) = self.reference.parse::<Reference>() else {
+            return (self.reference.clone(), "<none>".into());
+        };
+        let repository = match reference.registry() {
+            "docker.io" => reference
+                .repository()
+                .trim_start_matches("library/")
+                .to_owned(),
+            registry => format!("{registry}/{}", reference.repository()),
+        };
+        let tag = match (reference.tag(), reference.digest()) {
+            (Some(tag), _) => tag.to_owned(),
+            (None, _) => "<none>".into(),
+        };
+        (repository, tag)
+    }
 }
 
 /// How this node reaches registries, as Docker's daemon is told.
@@ -101,6 +126,14 @@ pub enum ImageError {
     NotFound(String),
     #[error("pulling {reference}: unauthorized: {message}")]
     Unauthorized { reference: String, message: String },
+    #[error(
+        "conflict: unable to remove repository reference \"{reference}\" (must force) - task {task} is using its referenced image {digest}"
+    )]
+    InUse {
+        reference: String,
+        task: String,
+        digest: String,
+    },
     #[error("{reference}: the registry did not answer within {after:?}")]
     Unreachable { reference: String, after: Duration },
     #[error("pulling {reference}: {source}")]
@@ -152,7 +185,13 @@ impl ImageStore {
         registries: Registries,
         runtime: tokio::runtime::Handle,
     ) -> Result<Self, ImageError> {
-        for dir in [root.join("layers"), root.join("configs"), root.join("tmp")] {
+        for dir in [
+            root.join("layers"),
+            root.join("configs"),
+            root.join("index"),
+            root.join("holds"),
+            root.join("tmp"),
+        ] {
             fs::create_dir_all(&dir).map_err(|source| ImageError::Io { path: dir, source })?;
         }
         Ok(Self {
@@ -213,12 +252,17 @@ impl ImageStore {
             layers.push(self.layer(&client, reference, descriptor).await?);
         }
         tracing::info!(image = %name, %digest, layers = layers.len(), "image ready");
-        Ok(Image {
+        let image = Image {
             reference: name,
             digest,
+            config_digest: manifest.config.digest.clone(),
             config,
             layers,
-        })
+        };
+        let record = self.root.join("index").join(file_name(&image.digest));
+        let json = serde_json::to_vec(&image).expect("plain data serializes");
+        write_atomically(&record, &json, &self.root.join("tmp"))?;
+        Ok(image)
     }
 
     async fn config(
@@ -321,6 +365,138 @@ fn auth(login: Option<&Login>) -> RegistryAuth {
         Some(login) => RegistryAuth::Basic(login.username.clone(), login.password.clone()),
         None => RegistryAuth::Anonymous,
     }
+}
+
+impl ImageStore {
+    /// Records that `task` runs image `digest`: it is in use until released.
+    pub fn hold(&self, task: &str, digest: &str) -> Result<(), ImageError> {
+        let path = self.root.join("holds").join(task);
+        write_atomically(&path, digest.as_bytes(), &self.root.join("tmp"))
+    }
+
+    /// `task` no longer runs its image.
+    pub fn release(&self, task: &str) {
+        let _ = fs::remove_file(self.root.join("holds").join(task));
+    }
+
+    /// The images this node holds, and the tasks running each.
+    pub fn list(&self) -> Result<Vec<(Image, Vec<String>)>, ImageError> {
+        let holds = self.holds()?;
+        let mut images: Vec<(Image, Vec<String>)> = self
+            .records()?
+            .into_iter()
+            .map(|image| {
+                let tasks = holds
+                    .iter()
+                    .filter(|(_, digest)| *digest == image.digest)
+                    .map(|(task, _)| task.clone())
+                    .collect();
+                (image, tasks)
+            })
+            .collect();
+        images.sort_by(|a, b| a.0.reference.cmp(&b.0.reference));
+        Ok(images)
+    }
+
+    /// Removes the image `reference` names (its reference as pulled, or a
+    /// prefix of its digest or ID) unless a task runs it; returns its digest.
+    pub fn remove(&self, reference: &str) -> Result<String, ImageError> {
+        let (image, tasks) = self
+            .list()?
+            .into_iter()
+            .find(|(image, _)| names(image, reference))
+            .ok_or_else(|| ImageError::NotFound(reference.to_owned()))?;
+        if let Some(task) = tasks.first() {
+            return Err(ImageError::InUse {
+                reference: reference.to_owned(),
+                task: task.clone(),
+                digest: image.digest,
+            });
+        }
+        self.forget(&image)?;
+        Ok(image.digest)
+    }
+
+    /// Removes every image no task runs; returns their references.
+    pub fn prune(&self) -> Result<Vec<String>, ImageError> {
+        let mut removed = Vec::new();
+        for (image, tasks) in self.list()? {
+            if tasks.is_empty() {
+                self.forget(&image)?;
+                removed.push(image.reference);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Drops `image`'s record, then the layers and configs no other image
+    /// shares.
+    fn forget(&self, image: &Image) -> Result<(), ImageError> {
+        let record = self.root.join("index").join(file_name(&image.digest));
+        fs::remove_file(&record).map_err(|source| ImageError::Io {
+            path: record,
+            source,
+        })?;
+        let kept = self.records()?;
+        for layer in &image.layers {
+            if !kept.iter().any(|other| other.layers.contains(layer)) {
+                let _ = fs::remove_dir_all(layer);
+            }
+        }
+        if !kept
+            .iter()
+            .any(|other| other.config_digest == image.config_digest)
+        {
+            let _ = fs::remove_file(
+                self.root
+                    .join("configs")
+                    .join(file_name(&image.config_digest)),
+            );
+        }
+        tracing::info!(image = %image.reference, digest = %image.digest, "image removed");
+        Ok(())
+    }
+
+    fn records(&self) -> Result<Vec<Image>, ImageError> {
+        let dir = self.root.join("index");
+        let entries = fs::read_dir(&dir).map_err(|source| ImageError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(entries
+            .filter_map(|entry| fs::read(entry.ok()?.path()).ok())
+            .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+            .collect())
+    }
+
+    fn holds(&self) -> Result<Vec<(String, String)>, ImageError> {
+        let dir = self.root.join("holds");
+        let entries = fs::read_dir(&dir).map_err(|source| ImageError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(entries
+            .filter_map(|entry| {
+                let entry = entry.ok()?;
+                let digest = fs::read_to_string(entry.path()).ok()?;
+                Some((entry.file_name().to_string_lossy().into_owned(), digest))
+            })
+            .collect())
+    }
+}
+
+/// Whether `reference` names `image`: its reference as pulled (with or
+/// without the default registry), or a prefix of its digest or ID.
+fn names(image: &Image, reference: &str) -> bool {
+    let hex = |digest: &str| digest.trim_start_matches("sha256:").to_owned();
+    let wanted = hex(reference);
+    let (repository, tag) = image.repository_and_tag();
+    image.reference == reference
+        || format!("{repository}:{tag}") == reference
+        || (tag == "latest" && repository == reference)
+        || (wanted.len() >= 4
+            && (hex(&image.digest).starts_with(&wanted)
+                || hex(&image.config_digest).starts_with(&wanted)))
 }
 
 fn registry_error(reference: &str, err: OciDistributionError) -> ImageError {

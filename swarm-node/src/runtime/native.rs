@@ -151,12 +151,10 @@ impl NativeRuntime {
                 .mount(&read_image(task, &record)?.layers)
                 .map_err(io_error(task, "mounting the task's root"));
         }
-        let images = self.images.as_ref().ok_or_else(|| {
-            invalid(
-                task,
-                "this runtime has no image store: only `host` and root directories run here",
-            )
-        })?;
+        let images = self
+            .images
+            .as_ref()
+            .ok_or_else(|| invalid(task, "this runtime has no image store"))?;
         let image = images
             .pull(reference, spec_auth)
             .map_err(|source| RuntimeError::Image {
@@ -166,6 +164,12 @@ impl NativeRuntime {
         rootfs
             .mount(&image.layers)
             .map_err(io_error(task, "mounting the task's root"))?;
+        images
+            .hold(task, &image.digest)
+            .map_err(|source| RuntimeError::Image {
+                task: task.to_owned(),
+                source,
+            })?;
         let json = serde_json::to_vec(&image).expect("plain data serializes");
         write_atomically(&record, &json)
             .map_err(io_error(task, format!("writing {}", record.display())))?;
@@ -406,6 +410,15 @@ impl Runtime for NativeRuntime {
         let task = spec.task_id.as_str();
         check_task_id(task)?;
         let image = check_spec(spec)?;
+        if matches!(image, Image::Registry(_)) && self.images.is_none() {
+            return Err(invalid(
+                task,
+                format!(
+                    "image {:?}: this runtime has no image store, so it runs `{HOST_IMAGE}` or an existing absolute directory only",
+                    spec.image
+                ),
+            ));
+        }
         let dir = self.task_dir(task);
         fs::create_dir_all(&dir).map_err(io_error(task, format!("creating {}", dir.display())))?;
         if let Image::Registry(reference) = &image {
@@ -592,6 +605,9 @@ impl Runtime for NativeRuntime {
         RootfsPaths::under(&dir)
             .unmount()
             .map_err(io_error(task_id, "unmounting the task's root"))?;
+        if let Some(images) = &self.images {
+            images.release(task_id);
+        }
         match fs::remove_dir_all(&dir) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => {
                 return Err(io_error(task_id, format!("deleting {}", dir.display()))(
@@ -701,7 +717,7 @@ fn check_spec(spec: &TaskSpec) -> Result<Image, RuntimeError> {
         return Err(invalid(
             task,
             format!(
-                "`{HOST_IMAGE}` and root directories have no command of their own: give one after the image"
+                "the native runtime needs a command for `{HOST_IMAGE}` and root directories: give it after the image"
             ),
         ));
     }
