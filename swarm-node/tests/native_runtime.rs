@@ -57,6 +57,9 @@ impl Tasks {
             resources: Resources::default(),
             healthcheck: None,
             registry_auth: None,
+            entrypoint: None,
+            workdir: None,
+            user: None,
         }
     }
 

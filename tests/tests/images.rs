@@ -615,3 +615,38 @@ fn a_tls_registry_with_a_login_pulls_with_its_ca_and_the_right_password_only() {
         .unwrap();
     assert!(!inspect.contains("right-password"), "{inspect}");
 }
+
+#[test]
+fn entrypoint_workdir_and_user_replace_the_images() {
+    let (topology, registry) = swarm_with_registry("swt");
+    registry
+        .push("web", "1", &versioned_image("unused"))
+        .unwrap();
+    let image = format!("{REGISTRY}/web:1");
+    topology
+        .daemon(0)
+        .swarm_ok(&[
+            "service", "create", "--name", "who", "-p", "8080:8080",
+            "--entrypoint", "/bin/sh", "--workdir", "/tmp", "--user", "1000:1000",
+            &image, "-c",
+            "mkdir -p www && { /bin/busybox id -u; pwd; } > www/index.html && exec /bin/busybox httpd -f -p 8080 -h /tmp/www",
+        ])
+        .unwrap();
+    let inspect = topology
+        .daemon(0)
+        .swarm_inspect(&["service", "inspect", "who"])
+        .unwrap();
+    let container = &inspect[0]["Spec"]["TaskTemplate"]["ContainerSpec"];
+    assert_eq!(container["Command"], serde_json::json!(["/bin/sh"]));
+    assert_eq!(
+        (container["Dir"].as_str(), container["User"].as_str()),
+        (Some("/tmp"), Some("1000:1000"))
+    );
+    wait_running(&topology, "who", 1);
+    wait_until("the task answering as uid 1000 in /tmp", || {
+        let seen = answers(&topology, 1);
+        (seen == BTreeSet::from(["1000\n/tmp".to_owned()]))
+            .then_some(())
+            .ok_or(format!("{seen:?}"))
+    });
+}

@@ -166,6 +166,15 @@ pub struct ServiceUpdateRequest {
     pub label_add: Vec<(String, String)>,
     pub label_rm: Vec<String>,
     pub hostname: Option<String>,
+    /// Replaces the image's Entrypoint (`--entrypoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// `--workdir`: replaces the image's WorkingDir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// `--user`: replaces the image's User.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     pub limit_cpu: Option<u64>,
     pub limit_memory: Option<u64>,
     pub reserve_cpu: Option<u64>,
@@ -276,6 +285,15 @@ impl ServiceUpdateRequest {
         spec.labels.extend(self.label_add.iter().cloned());
         if let Some(hostname) = &self.hostname {
             spec.hostname = Some(hostname.clone());
+        }
+        if let Some(entrypoint) = &self.entrypoint {
+            spec.entrypoint = Some(entrypoint.clone());
+        }
+        if let Some(workdir) = &self.workdir {
+            spec.workdir = Some(workdir.clone());
+        }
+        if let Some(user) = &self.user {
+            spec.user = Some(user.clone());
         }
         let set = |target: &mut Option<u64>, value: Option<u64>| {
             if value.is_some() {

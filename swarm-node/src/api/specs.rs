@@ -164,6 +164,15 @@ pub struct ServiceSpec {
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub hostname: Option<String>,
+    /// Replaces the image's Entrypoint (`--entrypoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// `--workdir`: replaces the image's WorkingDir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// `--user`: replaces the image's User.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     pub mode: ServiceMode,
     /// Network IDs (names are resolved when the service is created).
     pub networks: Vec<String>,
@@ -203,6 +212,9 @@ impl ServiceSpec {
             args: Vec::new(),
             env: Vec::new(),
             hostname: None,
+            entrypoint: None,
+            workdir: None,
+            user: None,
             mode,
             networks: Vec::new(),
             aliases: BTreeMap::new(),

@@ -80,6 +80,15 @@ pub struct TaskSpec {
     /// Run inside the task to tell whether it is healthy.
     #[serde(default)]
     pub healthcheck: Option<HealthCheck>,
+    /// Replaces the image's Entrypoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's WorkingDir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// Replaces the image's User.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// How to log in to the image's registry (`--with-registry-auth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<RegistryAuth>,

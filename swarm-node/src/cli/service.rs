@@ -148,6 +148,17 @@ pub struct CreateArgs {
     label: Vec<(String, String)>,
     #[arg(long)]
     hostname: Option<String>,
+    /// Replace the image's ENTRYPOINT (split on spaces); its CMD is not
+    /// used then, as in Docker.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// The directory the command runs in [default: the image's WorkingDir, or /].
+    #[arg(short, long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// Who the command runs as: NAME, UID, NAME:GROUP or UID:GID, looked up in
+    /// the image [default: the image's User, or root].
+    #[arg(short, long, value_name = "USER")]
+    user: Option<String>,
     #[command(flatten)]
     policies: PolicyArgs,
     /// Return at once instead of waiting for the tasks to run.
@@ -265,6 +276,17 @@ pub struct ServiceUpdateArgs {
     label_rm: Vec<String>,
     #[arg(long)]
     hostname: Option<String>,
+    /// Replace the image's ENTRYPOINT (split on spaces); its CMD is not
+    /// used then, as in Docker.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// The directory the command runs in [default: the image's WorkingDir, or /].
+    #[arg(short, long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// Who the command runs as: NAME, UID, NAME:GROUP or UID:GID, looked up in
+    /// the image [default: the image's User, or root].
+    #[arg(short, long, value_name = "USER")]
+    user: Option<String>,
     #[command(flatten)]
     policies: PolicyArgs,
     /// Replace the tasks even if nothing changed.
@@ -498,6 +520,9 @@ fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
         args: args.command,
         env: args.env,
         hostname: args.hostname,
+        entrypoint: args.entrypoint.as_deref().map(split_words),
+        workdir: args.workdir,
+        user: args.user,
         networks: args.network.iter().map(|(name, _)| name.clone()).collect(),
         aliases: args
             .network
@@ -558,6 +583,9 @@ fn update(host: &str, args: ServiceUpdateArgs) -> anyhow::Result<()> {
         request.label_add = args.label_add;
         request.label_rm = args.label_rm;
         request.hostname = args.hostname;
+        request.entrypoint = args.entrypoint.as_deref().map(split_words);
+        request.workdir = args.workdir;
+        request.user = args.user;
         request.force = args.force;
         request.no_resolve_image = args.no_resolve_image;
         if args.with_registry_auth {
@@ -585,6 +613,10 @@ fn update(host: &str, args: ServiceUpdateArgs) -> anyhow::Result<()> {
         converge(host, &args.service)?;
     }
     Ok(())
+}
+
+fn split_words(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_owned).collect()
 }
 
 /// A created or updated service's ID on stdout, warnings on stderr.

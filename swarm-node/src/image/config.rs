@@ -53,14 +53,19 @@ pub struct DockerHealthcheck {
 }
 
 impl ImageConfig {
-    /// The program and arguments a task runs: the image's Entrypoint with
-    /// `args` in place of its Cmd, or the Cmd when `args` is empty.
-    pub fn command(&self, args: &[String]) -> Vec<String> {
-        let mut command = self.config.entrypoint.clone().unwrap_or_default();
-        if args.is_empty() {
-            command.extend(self.config.cmd.clone().unwrap_or_default());
-        } else {
+    /// The program and arguments a task runs: the Entrypoint (`entrypoint`
+    /// in place of the image's) with `args` in place of the Cmd. The
+    /// image's Cmd runs only with its own Entrypoint and no `args`, as in
+    /// Docker.
+    pub fn command(&self, entrypoint: Option<&[String]>, args: &[String]) -> Vec<String> {
+        let mut command = match entrypoint {
+            Some(entrypoint) => entrypoint.to_vec(),
+            None => self.config.entrypoint.clone().unwrap_or_default(),
+        };
+        if !args.is_empty() {
             command.extend(args.iter().cloned());
+        } else if entrypoint.is_none() {
+            command.extend(self.config.cmd.clone().unwrap_or_default());
         }
         command
     }
@@ -148,8 +153,14 @@ mod tests {
         let image = config(
             r#"{"config":{"Entrypoint":["/bin/busybox"],"Cmd":["httpd","-f"],"Env":["PATH=/bin","MODE=a"]}}"#,
         );
-        assert_eq!(image.command(&[]), ["/bin/busybox", "httpd", "-f"]);
-        assert_eq!(image.command(&["sh".into()]), ["/bin/busybox", "sh"]);
+        assert_eq!(image.command(None, &[]), ["/bin/busybox", "httpd", "-f"]);
+        assert_eq!(image.command(None, &["sh".into()]), ["/bin/busybox", "sh"]);
+        let sh = ["/bin/sh".to_owned()];
+        assert_eq!(image.command(Some(&sh), &[]), ["/bin/sh"]);
+        assert_eq!(
+            image.command(Some(&sh), &["-c".into(), "true".into()]),
+            ["/bin/sh", "-c", "true"]
+        );
         assert_eq!(
             image.env(&["MODE=b".into(), "X=1".into()]),
             ["PATH=/bin", "MODE=b", "X=1"]

@@ -60,6 +60,9 @@ pub fn node_view(state: &ClusterState, node_id: &str, version: u64) -> NodeView 
                     },
                     healthcheck: spec.healthcheck.clone(),
                     registry_auth: spec.registry_auth.clone(),
+                    entrypoint: spec.entrypoint.clone(),
+                    workdir: spec.workdir.clone(),
+                    user: spec.user.clone(),
                 },
                 addresses: ordered
                     .iter()

@@ -175,6 +175,9 @@ impl Runtime for DockerRuntime {
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
+            entrypoint: spec.entrypoint.clone(),
+            working_dir: spec.workdir.clone(),
+            user: spec.user.clone(),
             env: Some(spec.env.clone()),
             hostname: Some(spec.hostname.clone()),
             labels: Some(labels),

@@ -181,29 +181,42 @@ impl NativeRuntime {
     /// runs in.
     fn process(&self, spec: &TaskSpec, image: Image) -> Result<(Image, Process), RuntimeError> {
         let task = spec.task_id.as_str();
-        let own = Process {
-            args: spec.args.clone(),
-            env: task_env(spec, &[]),
-            cwd: "/".into(),
-            user: None,
-        };
         let Image::Registry(_) = image else {
+            let root = match &image {
+                Image::Root(root) => root.clone(),
+                _ => PathBuf::from("/"),
+            };
+            let mut args = spec.entrypoint.clone().unwrap_or_default();
+            args.extend(spec.args.iter().cloned());
+            let user = match &spec.user {
+                Some(user) => {
+                    Some(User::resolve(user, &root).map_err(|message| invalid(task, message))?)
+                }
+                None => None,
+            };
+            let own = Process {
+                args,
+                env: task_env(spec, &[]),
+                cwd: spec.workdir.clone().unwrap_or_else(|| "/".into()),
+                user,
+            };
             return Ok((image, own));
         };
         let dir = self.task_dir(task);
         let pulled = read_image(task, &dir.join(IMAGE_FILE))?;
         let root = RootfsPaths::under(&dir).root;
         let config = &pulled.config;
-        let cwd = match config.config.working_dir.as_str() {
-            "" => "/".to_owned(),
-            dir => dir.to_owned(),
+        let cwd = match (&spec.workdir, config.config.working_dir.as_str()) {
+            (Some(dir), _) => dir.clone(),
+            (None, "") => "/".to_owned(),
+            (None, dir) => dir.to_owned(),
         };
-        let user = match config.config.user.as_str() {
+        let user = match spec.user.as_deref().unwrap_or(&config.config.user) {
             "" => None,
             user => Some(User::resolve(user, &root).map_err(|message| invalid(task, message))?),
         };
         let process = Process {
-            args: config.command(&spec.args),
+            args: config.command(spec.entrypoint.as_deref(), &spec.args),
             env: task_env(spec, &config.env(&[])),
             cwd,
             user,

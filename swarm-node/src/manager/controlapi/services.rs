@@ -495,7 +495,10 @@ fn inspect_json(service: &ServiceRecord, prefixes: &BTreeMap<String, u8>) -> ser
             "TaskTemplate": {
                 "ContainerSpec": {
                     "Image": spec.image,
+                    "Command": spec.entrypoint,
                     "Args": spec.args,
+                    "Dir": spec.workdir,
+                    "User": spec.user,
                     "Env": spec.env,
                     "Hostname": spec.hostname,
                     "StopGracePeriod": spec.stop_grace_millis * 1_000_000,
