@@ -9,13 +9,18 @@ use std::{
 };
 
 use swarm_tests::{
-    Host, Swarm, Topology, TopologyOptions, in_netns, packets::*, send_raw_frames,
-    servers::http_get,
+    Host, Registry, Swarm, TestImage, TestLayer, Topology, TopologyOptions, in_netns, packets::*,
+    send_raw_frames, servers::http_get,
 };
+
+/// The registry the demo starts in the client's namespace.
+const REGISTRY: &str = "198.18.0.100:5000";
 
 /// Runs the demo with the `swarm` binary `SWARM_BIN` names.
 pub fn run() -> anyhow::Result<()> {
-    let mut topology = Topology::new(&TopologyOptions::new("swdemo", 3))?;
+    let mut options = TopologyOptions::new("swdemo", 3);
+    options.daemon_args = vec!["--insecure-registry".into(), REGISTRY.into()];
+    let mut topology = Topology::new(&options)?;
     let namespaces = topology.netns_names();
     println!(
         "\n== 3 hosts (network namespaces) on underlay 198.18.0.0/24, a client at {}",
@@ -200,10 +205,17 @@ pub fn run() -> anyhow::Result<()> {
     }
 
     println!(
-        "\n== a real service: `swarm service create --name web --replicas 3 -p 8080:80 host sh -c '... busybox httpd'`"
+        "\n== a registry (Debian's docker-registry) in the client's namespace at {REGISTRY}, and an image pushed to it"
+    );
+    let registry = Registry::start(topology.client.netns.name(), REGISTRY.parse()?)?;
+    let digest = registry.push("web", "1", &web_image())?;
+    println!("pushed {REGISTRY}/web:1 ({digest}): busybox, its Cmd serving the task's hostname");
+    let image = format!("{REGISTRY}/web:1");
+    println!(
+        "\n== a real service: `swarm service create --name web --replicas 3 -p 8080:80 {image}`"
     );
     println!(
-        "   (native runtime: each task a process in its own namespaces and cgroup, answering with its hostname)"
+        "   (native runtime: each node pulls the image once, each task a process on an overlayfs of its layers, in its own namespaces and cgroup)"
     );
     let id = topology.daemon(0).swarm_ok(&[
         "service",
@@ -214,12 +226,21 @@ pub fn run() -> anyhow::Result<()> {
         "3",
         "-p",
         "8080:80",
-        "host",
-        "sh",
-        "-c",
-        "echo serving as $(hostname) && mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 80 -h /tmp/www",
+        &image,
     ])?;
     println!("service ID {}", id.trim());
+    println!("\n== `swarm service inspect web`: the tag pinned to its digest");
+    let inspect: serde_json::Value = serde_json::from_str(
+        &topology
+            .daemon(0)
+            .swarm_ok(&["service", "inspect", "web"])?,
+    )?;
+    println!(
+        "  {}",
+        inspect[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+            .as_str()
+            .unwrap_or_default()
+    );
     println!("\n== `swarm service ls` and `swarm service ps web`");
     print!("{}", topology.daemon(0).swarm_ok(&["service", "ls"])?);
     print!(
@@ -239,6 +260,8 @@ pub fn run() -> anyhow::Result<()> {
             println!("  GET http://{}:8080/ -> {reply}", host.addr);
         }
     }
+    println!("\n== `swarm image ls` on h1");
+    print!("{}", topology.daemon(0).swarm_ok(&["image", "ls"])?);
     println!("\n== `swarm service scale web=5`, then through h3 again");
     topology
         .daemon(1)
@@ -353,4 +376,18 @@ pub fn run() -> anyhow::Result<()> {
     );
     println!("\n== cleaned up: daemons stopped (SIGTERM), namespaces, veths and pins removed");
     Ok(())
+}
+
+/// busybox whose Cmd serves the task's hostname over HTTP on port 80.
+fn web_image() -> TestImage {
+    TestImage {
+        layers: vec![TestLayer::busybox()],
+        config: serde_json::json!({
+            "Env": ["PATH=/bin"],
+            "Cmd": [
+                "/bin/sh", "-c",
+                "echo serving as $HOSTNAME && echo $HOSTNAME > /www/index.html && exec /bin/busybox httpd -f -p 80 -h /www"
+            ],
+        }),
+    }
 }
