@@ -146,19 +146,6 @@ pub struct CreateArgs {
     /// Service label KEY=VALUE.
     #[arg(short, long, value_parser = parse_label)]
     label: Vec<(String, String)>,
-    #[arg(long)]
-    hostname: Option<String>,
-    /// Replace the image's ENTRYPOINT (split on spaces); its CMD is not
-    /// used then, as in Docker.
-    #[arg(long)]
-    entrypoint: Option<String>,
-    /// The directory the command runs in [default: the image's WorkingDir, or /].
-    #[arg(short, long, value_name = "DIR")]
-    workdir: Option<String>,
-    /// Who the command runs as: NAME, UID, NAME:GROUP or UID:GID, looked up in
-    /// the image [default: the image's User, or root].
-    #[arg(short, long, value_name = "USER")]
-    user: Option<String>,
     #[command(flatten)]
     policies: PolicyArgs,
     /// Return at once instead of waiting for the tasks to run.
@@ -177,6 +164,19 @@ pub struct CreateArgs {
 /// Flags `create` and `update` share.
 #[derive(Debug, Args, Default)]
 pub struct PolicyArgs {
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Replace the image's ENTRYPOINT (split on spaces); its CMD is not
+    /// used then, as in Docker.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// The directory the command runs in [default: the image's WorkingDir, or /].
+    #[arg(short, long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// Who the command runs as: NAME, UID, NAME:GROUP or UID:GID, looked up in
+    /// the image [default: the image's User, or root].
+    #[arg(short, long, value_name = "USER")]
+    user: Option<String>,
     /// any, on-failure or none [default: any].
     #[arg(long, value_enum)]
     restart_condition: Option<RestartCondition>,
@@ -274,19 +274,6 @@ pub struct ServiceUpdateArgs {
     label_add: Vec<(String, String)>,
     #[arg(long)]
     label_rm: Vec<String>,
-    #[arg(long)]
-    hostname: Option<String>,
-    /// Replace the image's ENTRYPOINT (split on spaces); its CMD is not
-    /// used then, as in Docker.
-    #[arg(long)]
-    entrypoint: Option<String>,
-    /// The directory the command runs in [default: the image's WorkingDir, or /].
-    #[arg(short, long, value_name = "DIR")]
-    workdir: Option<String>,
-    /// Who the command runs as: NAME, UID, NAME:GROUP or UID:GID, looked up in
-    /// the image [default: the image's User, or root].
-    #[arg(short, long, value_name = "USER")]
-    user: Option<String>,
     #[command(flatten)]
     policies: PolicyArgs,
     /// Replace the tasks even if nothing changed.
@@ -519,10 +506,6 @@ fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
         labels: args.label.into_iter().collect::<BTreeMap<_, _>>(),
         args: args.command,
         env: args.env,
-        hostname: args.hostname,
-        entrypoint: args.entrypoint.as_deref().map(split_words),
-        workdir: args.workdir,
-        user: args.user,
         networks: args.network.iter().map(|(name, _)| name.clone()).collect(),
         aliases: args
             .network
@@ -582,10 +565,6 @@ fn update(host: &str, args: ServiceUpdateArgs) -> anyhow::Result<()> {
         request.constraint_rm = args.constraint_rm;
         request.label_add = args.label_add;
         request.label_rm = args.label_rm;
-        request.hostname = args.hostname;
-        request.entrypoint = args.entrypoint.as_deref().map(split_words);
-        request.workdir = args.workdir;
-        request.user = args.user;
         request.force = args.force;
         request.no_resolve_image = args.no_resolve_image;
         if args.with_registry_auth {
@@ -635,6 +614,10 @@ impl PolicyArgs {
     fn to_update(&self, service: String) -> ServiceUpdateRequest {
         let millis = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
         ServiceUpdateRequest {
+            hostname: self.hostname.clone(),
+            entrypoint: self.entrypoint.as_deref().map(split_words),
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
             service,
             limit_cpu: self.limit_cpu,
             limit_memory: self.limit_memory,
