@@ -56,6 +56,7 @@ impl Tasks {
             hosts: Vec::new(),
             resources: Resources::default(),
             healthcheck: None,
+            no_healthcheck: false,
             registry_auth: None,
             entrypoint: None,
             workdir: None,

@@ -19,6 +19,14 @@ use crate::{in_netns, try_wait_until};
 
 const REGISTRY: &str = "/usr/bin/docker-registry";
 const BUSYBOX: &str = "/bin/busybox";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// This host's architecture as OCI names it.
+const HOST_ARCH: &str = match std::env::consts::ARCH.as_bytes() {
+    b"x86_64" => "amd64",
+    b"aarch64" => "arm64",
+    _ => std::env::consts::ARCH,
+};
 
 /// A registry process, stopped (and its storage deleted) when dropped.
 pub struct Registry {
@@ -170,49 +178,116 @@ impl Registry {
 
     /// Pushes `image` as `repository:tag`; returns the manifest's digest.
     pub fn push(&self, repository: &str, tag: &str, image: &TestImage) -> anyhow::Result<String> {
-        let mut layers = Vec::new();
+        let manifest = self.push_parts(repository, image, HOST_ARCH)?;
+        self.put_manifest(repository, tag, OCI_MANIFEST, &manifest)?;
+        Ok(digest(&manifest))
+    }
+
+    /// Pushes an image index under `tag` naming `image` for this host's
+    /// architecture and `other` for `other_arch`, each by digest; returns
+    /// the index's digest.
+    pub fn push_index(
+        &self,
+        repository: &str,
+        tag: &str,
+        image: &TestImage,
+        other: &TestImage,
+        other_arch: &str,
+    ) -> anyhow::Result<String> {
+        let mut entries = Vec::new();
+        for (image, arch) in [(other, other_arch), (image, HOST_ARCH)] {
+            let manifest = self.push_parts(repository, image, arch)?;
+            let manifest_digest = digest(&manifest);
+            self.put_manifest(repository, &manifest_digest, OCI_MANIFEST, &manifest)?;
+            entries.push(serde_json::json!({
+                "mediaType": OCI_MANIFEST,
+                "digest": manifest_digest,
+                "size": manifest.len(),
+                "platform": {"architecture": arch, "os": "linux"},
+            }));
+        }
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": entries,
+        }))?;
+        self.put_manifest(repository, tag, OCI_INDEX, &index)?;
+        Ok(digest(&index))
+    }
+
+    /// Pushes the image's layers and config; returns its manifest.
+    fn push_parts(
+        &self,
+        repository: &str,
+        image: &TestImage,
+        arch: &str,
+    ) -> anyhow::Result<Vec<u8>> {
+        let (mut layers, mut diff_ids) = (Vec::new(), Vec::new());
         for layer in &image.layers {
-            let blob = layer.tar_gz()?;
-            let diff_id = digest(&gunzip(&blob)?);
-            layers.push((self.push_blob(repository, &blob)?, blob.len(), diff_id));
+            let tar = layer.tar()?;
+            diff_ids.push(digest(&tar));
+            let (blob, media_type) = if layer.zstd {
+                (
+                    zstd::encode_all(tar.as_slice(), 3)?,
+                    "application/vnd.oci.image.layer.v1.tar+zstd",
+                )
+            } else {
+                let mut gzip =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gzip.write_all(&tar)?;
+                (
+                    gzip.finish()?,
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                )
+            };
+            let blob_digest = self.push_blob(repository, &blob)?;
+            layers.push(serde_json::json!({
+                "mediaType": media_type,
+                "digest": blob_digest,
+                "size": blob.len(),
+            }));
         }
         let config = serde_json::json!({
-            "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+            "architecture": arch,
             "os": "linux",
             "config": image.config,
             "rootfs": {
                 "type": "layers",
-                "diff_ids": layers.iter().map(|(_, _, diff)| diff.clone()).collect::<Vec<_>>(),
+                "diff_ids": diff_ids,
             },
         });
         let config = serde_json::to_vec(&config)?;
         let config_digest = self.push_blob(repository, &config)?;
-        let manifest = serde_json::json!({
+        Ok(serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "mediaType": OCI_MANIFEST,
             "config": {
                 "mediaType": "application/vnd.oci.image.config.v1+json",
                 "digest": config_digest,
                 "size": config.len(),
             },
-            "layers": layers.iter().map(|(digest, size, _)| serde_json::json!({
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": digest,
-                "size": size,
-            })).collect::<Vec<_>>(),
-        });
-        let manifest = serde_json::to_vec(&manifest)?;
+            "layers": layers,
+        }))?)
+    }
+
+    fn put_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        manifest: &[u8],
+    ) -> anyhow::Result<()> {
         let answer = self.request(
             "PUT",
-            &format!("/v2/{repository}/manifests/{tag}"),
-            &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
-            &manifest,
+            &format!("/v2/{repository}/manifests/{reference}"),
+            &[("Content-Type", media_type)],
+            manifest,
         )?;
         anyhow::ensure!(
             answer.status == 201,
-            "pushing the manifest of {repository}:{tag}: {answer:?}"
+            "pushing the manifest {repository}:{reference}: {answer:?}"
         );
-        Ok(digest(&manifest))
+        Ok(())
     }
 
     /// The digests of `repository:tag`'s layers, bottom first.
@@ -357,6 +432,8 @@ pub struct TestLayer {
     pub executables: BTreeMap<String, PathBuf>,
     pub symlinks: BTreeMap<String, String>,
     pub whiteouts: Vec<String>,
+    /// Compressed with zstd instead of gzip.
+    pub zstd: bool,
 }
 
 impl TestLayer {
@@ -378,7 +455,7 @@ impl TestLayer {
         layer
     }
 
-    fn tar_gz(&self) -> anyhow::Result<Vec<u8>> {
+    fn tar(&self) -> anyhow::Result<Vec<u8>> {
         let mut builder = tar::Builder::new(Vec::new());
         let header = |kind: tar::EntryType, size: u64, mode: u32| {
             let mut header = tar::Header::new_gnu();
@@ -420,10 +497,7 @@ impl TestLayer {
             let mut h = header(tar::EntryType::Regular, 0, 0o644);
             builder.append_data(&mut h, whiteout, std::io::empty())?;
         }
-        let tar = builder.into_inner()?;
-        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gzip.write_all(&tar)?;
-        Ok(gzip.finish()?)
+        Ok(builder.into_inner()?)
     }
 }
 
@@ -433,10 +507,4 @@ fn digest(bytes: &[u8]) -> String {
         "sha256:{}",
         hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
     )
-}
-
-fn gunzip(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(bytes).read_to_end(&mut out)?;
-    Ok(out)
 }

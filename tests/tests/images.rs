@@ -388,15 +388,44 @@ fn the_docker_runtime_pulls_an_image_it_lacks() {
             .then_some(())
             .ok_or(format!("{seen:?}"))
     });
+    // The engine runs the image's HEALTHCHECK; a failing one fails the task.
+    registry
+        .push("checked", "bad", &checked_image("exit 1"))
+        .unwrap();
     topology
         .daemon(0)
-        .swarm_ok(&["service", "rm", "web"])
+        .swarm_ok(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "bad",
+            "--no-resolve-image",
+            &format!("127.0.0.1:{port}/checked:bad"),
+        ])
+        .unwrap();
+    wait_until("the image's failing check failing a task of bad", || {
+        let errors = task_errors(&topology, "bad");
+        errors
+            .iter()
+            .any(|e| e.contains("unhealthy"))
+            .then_some(())
+            .ok_or(format!("{errors:?}"))
+    });
+    topology
+        .daemon(0)
+        .swarm_ok(&["service", "rm", "web", "bad"])
         .unwrap();
     wait_until("no task container left", || {
         let left = engine.task_containers().unwrap();
         left.is_empty().then_some(()).ok_or(format!("{left:?}"))
     });
-    let _ = engine.docker(&["image", "rm", &image]);
+    let _ = engine.docker(&[
+        "image",
+        "rm",
+        &image,
+        &format!("127.0.0.1:{port}/checked:bad"),
+    ]);
 }
 
 /// `openssl` in `dir`: a CA, and a certificate it signs for IP `ip`.
@@ -646,6 +675,156 @@ fn entrypoint_workdir_and_user_replace_the_images() {
     wait_until("the task answering as uid 1000 in /tmp", || {
         let seen = answers(&topology, 1);
         (seen == BTreeSet::from(["1000\n/tmp".to_owned()]))
+            .then_some(())
+            .ok_or(format!("{seen:?}"))
+    });
+}
+
+/// busybox whose HEALTHCHECK passes only when `check` does, every second.
+fn checked_image(check: &str) -> TestImage {
+    TestImage {
+        layers: vec![TestLayer::busybox()],
+        config: serde_json::json!({
+            "Env": ["PATH=/bin"],
+            "Cmd": ["/bin/sh", "-c", "echo checked > /www/index.html && exec /bin/busybox httpd -f -p 80 -h /www"],
+            "Healthcheck": {
+                "Test": ["CMD-SHELL", check],
+                "Interval": 1_000_000_000u64,
+                "Timeout": 1_000_000_000u64,
+                "Retries": 2,
+            },
+        }),
+    }
+}
+
+#[test]
+fn the_images_healthcheck_runs_unless_the_service_disables_it() {
+    let (topology, registry) = swarm_with_registry("swh");
+    registry
+        .push("checked", "good", &checked_image("test -e /www/index.html"))
+        .unwrap();
+    registry
+        .push("checked", "bad", &checked_image("exit 1"))
+        .unwrap();
+    let manager = topology.daemon(0);
+    manager
+        .swarm_ok(&[
+            "service",
+            "create",
+            "--name",
+            "good",
+            &format!("{REGISTRY}/checked:good"),
+        ])
+        .unwrap();
+    manager
+        .swarm_ok(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "bad",
+            &format!("{REGISTRY}/checked:bad"),
+        ])
+        .unwrap();
+    manager
+        .swarm_ok(&[
+            "service",
+            "create",
+            "--name",
+            "unchecked",
+            "--no-healthcheck",
+            &format!("{REGISTRY}/checked:bad"),
+        ])
+        .unwrap();
+    wait_running(&topology, "good", 1);
+    wait_until("the image's failing check failing a task of bad", || {
+        let errors = task_errors(&topology, "bad");
+        errors
+            .iter()
+            .any(|e| e.contains("unhealthy"))
+            .then_some(())
+            .ok_or(format!("{errors:?}"))
+    });
+    let inspect = manager
+        .swarm_inspect(&["service", "inspect", "unchecked"])
+        .unwrap();
+    assert_eq!(
+        inspect[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Healthcheck"]["Test"],
+        serde_json::json!(["NONE"])
+    );
+    wait_running(&topology, "unchecked", 1);
+    // Long past the bad check's two failures a second apart: the task
+    // that runs without it is still the first one.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let tasks = manager.swarm_json(&["service", "ps", "unchecked"]).unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    assert!(
+        tasks[0]["CurrentState"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Running"),
+        "{tasks:#?}"
+    );
+    assert!(task_errors(&topology, "good").is_empty());
+}
+
+#[test]
+fn an_image_index_runs_this_architectures_image_with_zstd_layers() {
+    let (topology, registry) = swarm_with_registry("swi");
+    let serving = |word: &str, zstd: bool| {
+        let mut top = TestLayer {
+            zstd,
+            ..TestLayer::default()
+        };
+        top.files.insert(
+            "www/index.html".into(),
+            Some(format!("{word}\n").into_bytes()),
+        );
+        TestImage {
+            layers: vec![TestLayer::busybox(), top],
+            config: serde_json::json!({
+                "Env": ["PATH=/bin"],
+                "Cmd": ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"],
+            }),
+        }
+    };
+    let other_arch = if cfg!(target_arch = "x86_64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let index = registry
+        .push_index(
+            "multi",
+            "1",
+            &serving("this-arch", true),
+            &serving("other-arch", false),
+            other_arch,
+        )
+        .unwrap();
+    topology
+        .daemon(0)
+        .swarm_ok(&[
+            "service",
+            "create",
+            "--name",
+            "multi",
+            "--replicas",
+            "3",
+            "-p",
+            "8080:80",
+            &format!("{REGISTRY}/multi:1"),
+        ])
+        .unwrap();
+    // Pinned to the index, as Docker pins: every node picks its own.
+    assert_eq!(
+        image_of(&topology, "multi"),
+        format!("{REGISTRY}/multi:1@{index}")
+    );
+    wait_running(&topology, "multi", 3);
+    wait_until("the mesh answering from this architecture's image", || {
+        let seen = answers(&topology, 3);
+        (seen == BTreeSet::from(["this-arch".to_owned()]))
             .then_some(())
             .ok_or(format!("{seen:?}"))
     });

@@ -582,8 +582,9 @@ impl Executor {
             },
         );
         match self.try_start(task) {
-            // With a health check it is Starting until the check passes.
-            Ok(()) if task.spec.healthcheck.is_some() => {
+            // With a health check (the spec's or the image's) it is
+            // Starting until the check passes.
+            Ok(()) if matches!(self.deps.runtime.health(&task.spec), Ok(Some(_))) => {
                 self.set_state(&task.id, TaskState::Starting);
                 tracing::info!(task = %task.id, name = %task.name, "task started; waiting for its health check");
                 status(TaskState::Starting, "starting", String::new(), None)

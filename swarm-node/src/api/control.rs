@@ -193,7 +193,7 @@ pub struct ServiceUpdateRequest {
     pub health_timeout_millis: Option<u64>,
     pub health_retries: Option<u32>,
     pub health_start_period_millis: Option<u64>,
-    /// `--no-healthcheck`: drop the health check.
+    /// `--no-healthcheck`: drop the health check, the image's too.
     pub no_healthcheck: bool,
     /// `--force`: replace the tasks although nothing else changed.
     pub force: bool,
@@ -214,6 +214,7 @@ impl ServiceUpdateRequest {
     fn apply_healthcheck(&self, spec: &mut ServiceSpec) -> Result<(), InvalidUpdate> {
         if self.no_healthcheck {
             spec.healthcheck = None;
+            spec.no_healthcheck = true;
             return Ok(());
         }
         let changes = self.health_cmd.is_some()
@@ -244,6 +245,7 @@ impl ServiceUpdateRequest {
             check.start_period_millis = period;
         }
         spec.healthcheck = Some(check);
+        spec.no_healthcheck = false;
         Ok(())
     }
 

@@ -191,6 +191,9 @@ pub struct ServiceSpec {
     /// `--health-cmd` and friends; `None`: no check.
     #[serde(default)]
     pub healthcheck: Option<super::tasks::HealthCheck>,
+    /// `--no-healthcheck`: the image's HEALTHCHECK is not run either.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_healthcheck: bool,
     pub stop_grace_millis: u64,
     /// Bumped by `service update --force`: tasks are replaced although
     /// nothing else changed.
@@ -227,6 +230,7 @@ impl ServiceSpec {
             limits: ResourceSpec::default(),
             reservations: ResourceSpec::default(),
             healthcheck: None,
+            no_healthcheck: false,
             stop_grace_millis: 10_000,
             force_update: 0,
             registry_auth: None,

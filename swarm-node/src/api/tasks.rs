@@ -77,9 +77,13 @@ pub struct TaskSpec {
     /// with its hostname.
     pub hosts: Vec<(Ipv4Addr, String)>,
     pub resources: Resources,
-    /// Run inside the task to tell whether it is healthy.
+    /// Run inside the task to tell whether it is healthy. `None`: the
+    /// image's HEALTHCHECK, if it has one, unless `no_healthcheck`.
     #[serde(default)]
     pub healthcheck: Option<HealthCheck>,
+    /// `--no-healthcheck`: not even the image's check runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_healthcheck: bool,
     /// Replaces the image's Entrypoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,

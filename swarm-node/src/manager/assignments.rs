@@ -59,6 +59,7 @@ pub fn node_view(state: &ClusterState, node_id: &str, version: u64) -> NodeView 
                         memory_bytes: spec.limits.memory_bytes,
                     },
                     healthcheck: spec.healthcheck.clone(),
+                    no_healthcheck: spec.no_healthcheck,
                     registry_auth: spec.registry_auth.clone(),
                     entrypoint: spec.entrypoint.clone(),
                     workdir: spec.workdir.clone(),

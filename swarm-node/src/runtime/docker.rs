@@ -23,6 +23,7 @@ use bollard::{
 use futures::TryStreamExt;
 
 use super::{Health, RunState, Runtime, RuntimeError, TaskSpec, netns, netns_path};
+use crate::lock::Locked as _;
 
 /// Labels that mark a container as a swarm task.
 const TASK_LABEL: &str = "swarm.task.id";
@@ -39,6 +40,8 @@ pub struct DockerRuntime {
     /// bollard is async; the runtime trait blocks. Calls run here, off the
     /// daemon's own runtime.
     calls: tokio::runtime::Runtime,
+    /// Running tasks the engine runs no health check for: not asked again.
+    unchecked: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl DockerRuntime {
@@ -80,6 +83,7 @@ impl DockerRuntime {
             node_id: node_id.to_owned(),
             state_dir,
             calls,
+            unchecked: Default::default(),
         })
     }
 
@@ -181,14 +185,22 @@ impl Runtime for DockerRuntime {
             env: Some(spec.env.clone()),
             hostname: Some(spec.hostname.clone()),
             labels: Some(labels),
-            healthcheck: spec.healthcheck.as_ref().map(|check| HealthConfig {
-                test: Some(vec!["CMD-SHELL".into(), check.command.clone()]),
-                interval: Some(nanos(check.interval_millis)),
-                timeout: Some(nanos(check.timeout_millis)),
-                retries: Some(i64::from(check.retries)),
-                start_period: Some(nanos(check.start_period_millis)),
-                ..Default::default()
-            }),
+            // None: the engine runs the image's HEALTHCHECK, as Docker does.
+            healthcheck: match &spec.healthcheck {
+                Some(check) => Some(HealthConfig {
+                    test: Some(vec!["CMD-SHELL".into(), check.command.clone()]),
+                    interval: Some(nanos(check.interval_millis)),
+                    timeout: Some(nanos(check.timeout_millis)),
+                    retries: Some(i64::from(check.retries)),
+                    start_period: Some(nanos(check.start_period_millis)),
+                    ..Default::default()
+                }),
+                None if spec.no_healthcheck => Some(HealthConfig {
+                    test: Some(vec!["NONE".into()]),
+                    ..Default::default()
+                }),
+                None => None,
+            },
             host_config: Some(HostConfig {
                 network_mode: Some("none".into()),
                 dns: Some(vec![crate::dns::RESOLVER_ADDR.to_string()]),
@@ -286,6 +298,7 @@ impl Runtime for DockerRuntime {
     }
 
     fn remove(&self, task_id: &str) -> Result<(), RuntimeError> {
+        self.unchecked.locked().remove(task_id);
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
@@ -314,12 +327,13 @@ impl Runtime for DockerRuntime {
         }
     }
 
-    /// The engine runs the check (it was given with the container).
+    /// The engine runs the check: the spec's, given with the container,
+    /// or the image's.
     fn health(&self, spec: &TaskSpec) -> Result<Option<Health>, RuntimeError> {
-        if spec.healthcheck.is_none() {
+        let task = spec.task_id.as_str();
+        if spec.no_healthcheck || self.unchecked.locked().contains(task) {
             return Ok(None);
         }
-        let task = spec.task_id.as_str();
         let info = self
             .calls
             .block_on(
@@ -327,7 +341,13 @@ impl Runtime for DockerRuntime {
                     .inspect_container(&Self::container(task), None::<InspectContainerOptions>),
             )
             .map_err(|e| Self::engine_error(task, "inspecting the container", e))?;
-        let status = info.state.and_then(|s| s.health).and_then(|h| h.status);
+        let health = info.state.as_ref().and_then(|s| s.health.as_ref());
+        let running = info.state.as_ref().and_then(|s| s.running) == Some(true);
+        if health.is_none() && running && spec.healthcheck.is_none() {
+            self.unchecked.locked().insert(task.to_owned());
+            return Ok(None);
+        }
+        let status = health.and_then(|h| h.status);
         Ok(Some(match status {
             Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
             Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,

@@ -129,6 +129,15 @@ impl NativeRuntime {
         self.cgroups.task_dirs(task_id)
     }
 
+    /// Whether the task runs a pulled image, whose config may hold a
+    /// HEALTHCHECK.
+    fn image_has_config(&self, spec: &TaskSpec) -> bool {
+        matches!(
+            ImageSource::parse(&spec.image),
+            Ok(ImageSource::Registry(_))
+        )
+    }
+
     fn task_dir(&self, task_id: &str) -> PathBuf {
         self.state_dir.join(task_id)
     }
@@ -633,18 +642,32 @@ impl Runtime for NativeRuntime {
         Ok(())
     }
 
+    /// The spec's check, else the image's HEALTHCHECK (as Docker runs it)
+    /// unless `--no-healthcheck`.
     fn health(&self, spec: &TaskSpec) -> Result<Option<Health>, RuntimeError> {
-        let Some(check) = &spec.healthcheck else {
-            return Ok(None);
-        };
         let task = spec.task_id.as_str();
         check_task_id(task)?;
+        if spec.healthcheck.is_none() && (spec.no_healthcheck || !self.image_has_config(spec)) {
+            return Ok(None);
+        }
         if self.state(task)? != RunState::Running {
             self.health.forget(task);
             return Ok(Some(Health::Starting));
         }
-        let init_pid_file = self.task_dir(task).join(INIT_PID_FILE);
-        Ok(Some(self.health.verdict(task, check, init_pid_file)))
+        let dir = self.task_dir(task);
+        let find_check = || match &spec.healthcheck {
+            Some(check) => Some(check.clone()),
+            None => match read_image(task, &dir.join(IMAGE_FILE)) {
+                Ok(image) => image.config.healthcheck(),
+                Err(err) => {
+                    warn!(task, error = %err, "reading the image's health check failed");
+                    None
+                }
+            },
+        };
+        Ok(self
+            .health
+            .verdict(task, find_check, dir.join(INIT_PID_FILE)))
     }
 
     fn logs(&self, task_id: &str) -> Result<Vec<u8>, RuntimeError> {

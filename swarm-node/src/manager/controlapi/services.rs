@@ -502,13 +502,17 @@ fn inspect_json(service: &ServiceRecord, prefixes: &BTreeMap<String, u8>) -> ser
                     "Env": spec.env,
                     "Hostname": spec.hostname,
                     "StopGracePeriod": spec.stop_grace_millis * 1_000_000,
-                    "Healthcheck": spec.healthcheck.as_ref().map(|h| serde_json::json!({
-                        "Test": ["CMD-SHELL", h.command],
-                        "Interval": h.interval_millis * 1_000_000,
-                        "Timeout": h.timeout_millis * 1_000_000,
-                        "Retries": h.retries,
-                        "StartPeriod": h.start_period_millis * 1_000_000,
-                    })),
+                    "Healthcheck": match &spec.healthcheck {
+                        Some(h) => serde_json::json!({
+                            "Test": ["CMD-SHELL", h.command],
+                            "Interval": h.interval_millis * 1_000_000,
+                            "Timeout": h.timeout_millis * 1_000_000,
+                            "Retries": h.retries,
+                            "StartPeriod": h.start_period_millis * 1_000_000,
+                        }),
+                        None if spec.no_healthcheck => serde_json::json!({"Test": ["NONE"]}),
+                        None => serde_json::Value::Null,
+                    },
                 },
                 "Resources": {
                     "Limits": {"NanoCPUs": spec.limits.nano_cpus, "MemoryBytes": spec.limits.memory_bytes},

@@ -23,7 +23,14 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 pub(super) struct HealthChecks {
-    checkers: Mutex<HashMap<String, Arc<Checker>>>,
+    watched: Mutex<HashMap<String, Watch>>,
+}
+
+/// What a running task's health is known by.
+enum Watch {
+    Checker(Arc<Checker>),
+    /// Neither its spec nor its image has a check.
+    Unchecked,
 }
 
 struct Checker {
@@ -33,42 +40,49 @@ struct Checker {
 
 impl HealthChecks {
     /// The verdict on `task_id`, whose init's PID is in `init_pid_file`;
-    /// starts checking it on the first call.
+    /// on the first call asks `find_check` for its check and starts
+    /// running it. `None`: the task has no check.
     pub(super) fn verdict(
         &self,
         task_id: &str,
-        check: &HealthCheck,
+        find_check: impl FnOnce() -> Option<HealthCheck>,
         init_pid_file: PathBuf,
-    ) -> Health {
-        let mut checkers = self.lock();
-        if let Some(checker) = checkers.get(task_id) {
-            return *checker.verdict.locked();
+    ) -> Option<Health> {
+        let mut watched = self.lock();
+        match watched.get(task_id) {
+            Some(Watch::Checker(checker)) => return Some(*checker.verdict.locked()),
+            Some(Watch::Unchecked) => return None,
+            None => {}
         }
+        let Some(check) = find_check() else {
+            watched.insert(task_id.to_owned(), Watch::Unchecked);
+            return None;
+        };
         let checker = Arc::new(Checker {
             verdict: Mutex::new(Health::Starting),
             stop: AtomicBool::new(false),
         });
-        checkers.insert(task_id.to_owned(), checker.clone());
-        let (task, check) = (task_id.to_owned(), check.clone());
+        watched.insert(task_id.to_owned(), Watch::Checker(checker.clone()));
+        let task = task_id.to_owned();
         let spawned = std::thread::Builder::new()
             .name(format!("health-{}", &task_id[..task_id.len().min(8)]))
             .spawn(move || run(&checker, &task, &check, &init_pid_file));
         if let Err(err) = spawned {
             debug!(task = task_id, %err, "cannot start a health-check thread");
-            checkers.remove(task_id);
+            watched.remove(task_id);
         }
-        Health::Starting
+        Some(Health::Starting)
     }
 
     /// Stops checking `task_id` (it stopped, or is removed).
     pub(super) fn forget(&self, task_id: &str) {
-        if let Some(checker) = self.lock().remove(task_id) {
+        if let Some(Watch::Checker(checker)) = self.lock().remove(task_id) {
             checker.stop.store(true, Ordering::Relaxed);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Checker>>> {
-        self.checkers.locked()
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Watch>> {
+        self.watched.locked()
     }
 }
 
