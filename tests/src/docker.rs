@@ -26,6 +26,18 @@ const APPLETS: &[&str] = &[
 ];
 const START_PATIENCE: Duration = Duration::from_secs(60);
 
+/// Which engine to start, and where.
+#[derive(Clone, Debug, Default)]
+pub struct EngineOptions {
+    /// Names its directories; engines of different instances run side by
+    /// side. Empty: the tests' one engine.
+    pub instance: String,
+    /// The network namespace it runs (and pulls) in; `None`: this one.
+    pub netns: Option<String>,
+    /// Registries it reaches over plain HTTP (`--insecure-registry`).
+    pub insecure_registries: Vec<String>,
+}
+
 pub struct DockerEngine {
     dockerd: Option<Child>,
     socket: PathBuf,
@@ -36,23 +48,47 @@ impl DockerEngine {
     /// busybox image if it is missing. Fails loudly when dockerd is not
     /// installed: `cargo xtask setup` installs docker.io.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&EngineOptions::default())
+    }
+
+    /// An engine of its own per `options.instance` (its own socket, data
+    /// and exec roots), inside `options.netns` when given.
+    pub fn start_with(options: &EngineOptions) -> anyhow::Result<Self> {
         crate::require_root();
         anyhow::ensure!(
             Path::new("/usr/sbin/dockerd").exists() || which("dockerd"),
             "dockerd is missing: run `cargo xtask setup` (it installs Debian's docker.io)"
         );
-        let run = Path::new(RUN_DIR);
-        stop_stale(run);
-        fs::create_dir_all(run)?;
-        fs::create_dir_all(DATA_DIR)?;
+        let suffix = match options.instance.as_str() {
+            "" => String::new(),
+            instance => format!("-{instance}"),
+        };
+        let run = PathBuf::from(format!("{RUN_DIR}{suffix}"));
+        let data = PathBuf::from(format!("{DATA_DIR}{suffix}"));
+        stop_stale(&run);
+        fs::create_dir_all(&run)?;
+        fs::create_dir_all(&data)?;
         // An empty config: nothing from /etc/docker/daemon.json applies.
         fs::write(run.join("daemon.json"), "{}")?;
         let socket = run.join("docker.sock");
         let log = fs::File::create(run.join("dockerd.log"))?;
-        let dockerd = Command::new("dockerd")
+        let mut command = match &options.netns {
+            // nsenter, not `ip netns exec`: that mounts a sysfs of its own,
+            // which hides the cgroup hierarchy dockerd needs.
+            Some(netns) => {
+                let mut command = Command::new("nsenter");
+                command
+                    .arg(format!("--net=/run/netns/{netns}"))
+                    .arg("dockerd");
+                command
+            }
+            None => Command::new("dockerd"),
+        };
+        command
             .arg("--host")
             .arg(format!("unix://{}", socket.display()))
-            .args(["--data-root", DATA_DIR])
+            .arg("--data-root")
+            .arg(&data)
             .arg("--exec-root")
             .arg(run.join("exec"))
             .arg("--pidfile")
@@ -69,7 +105,11 @@ impl DockerEngine {
                 "swarm-test",
                 "--containerd-plugins-namespace",
                 "swarm-test-plugins",
-            ])
+            ]);
+        for registry in &options.insecure_registries {
+            command.args(["--insecure-registry", registry]);
+        }
+        let dockerd = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

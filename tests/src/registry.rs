@@ -340,9 +340,35 @@ impl Registry {
         Ok(digest)
     }
 
+    /// Fetches blob `digest` of `repository` from inside `netns`; returns
+    /// its length (the bench's raw transfer, without a registry client).
+    pub fn fetch_blob_from(
+        &self,
+        netns: &str,
+        repository: &str,
+        digest: &str,
+    ) -> anyhow::Result<usize> {
+        let path = format!("/v2/{repository}/blobs/{digest}");
+        let answer = self.request_from(Some(netns), "GET", &path, &[], &[])?;
+        anyhow::ensure!(answer.status == 200, "fetching {digest}: {answer:?}");
+        Ok(answer.body.len())
+    }
+
     /// One HTTP/1.1 request from inside the registry's namespace.
     fn request(
         &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> anyhow::Result<Answer> {
+        self.request_from(self.netns.as_deref(), method, path, headers, body)
+    }
+
+    /// One HTTP/1.1 request from inside `netns` (`None`: this one).
+    fn request_from(
+        &self,
+        netns: Option<&str>,
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
@@ -371,7 +397,7 @@ impl Registry {
             stream.read_to_end(&mut response)?;
             Answer::parse(&response)
         };
-        match &self.netns {
+        match netns {
             Some(netns) => in_netns(netns, exchange),
             None => exchange(),
         }

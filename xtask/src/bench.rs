@@ -21,6 +21,7 @@ use swarm_tests::{Netns, Topology, TopologyOptions, in_netns, spawn_in_netns};
 
 use crate::{
     control_bench::{self, SWARMKIT_DOWN_DETECTION_S, SWARMKIT_FAILOVER_S},
+    images_bench,
     process::output,
     services_bench::{self, DOCKER_SWARM_CREATE_10_S, DOCKER_SWARM_SCALE_10_TO_50_S, Runtime},
 };
@@ -350,6 +351,7 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
 
     let control = control_plane_rows(&mut metrics, rounds, seconds)?;
     let services = services_rows(&mut metrics)?;
+    let images = images_rows(&mut metrics)?;
 
     print_table(&paths, &results, &metrics);
     println!("service ratios:");
@@ -358,7 +360,86 @@ pub fn run(json_path: Option<&Path>, seconds: u32, rounds: u32) -> anyhow::Resul
     }
     print_control_plane(&control);
     print_services(&services);
+    print_images(&images);
     write_json(json_path, metrics)
+}
+
+/// Only the images rows.
+pub fn run_images(json_path: Option<&Path>) -> anyhow::Result<()> {
+    let mut metrics = Map::new();
+    let date = output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default();
+    metrics.insert("date".into(), json!(date.trim()));
+    let images = images_rows(&mut metrics)?;
+    print_images(&images);
+    write_json(json_path, metrics)
+}
+
+/// Runs the images bench with each runtime and adds its rows to
+/// `metrics`, with the native runtime's ratios to the raw transfer and to
+/// the Docker runtime.
+fn images_rows(
+    metrics: &mut Map<String, Value>,
+) -> anyhow::Result<Vec<images_bench::RuntimeImages>> {
+    let mut all = Vec::new();
+    for runtime in [Runtime::Native, Runtime::Docker] {
+        let figures = images_bench::run(runtime)?;
+        for image in &figures.images {
+            let (name, tag) = (runtime.name(), image.tag);
+            metrics.insert(
+                format!("image_{tag}_cold_s_{name}"),
+                json!(round(image.cold_s, 3)),
+            );
+            metrics.insert(
+                format!("image_{tag}_warm_s_{name}"),
+                json!(round(image.warm_s, 3)),
+            );
+        }
+        all.push(figures);
+    }
+    let [native, docker] = [&all[0], &all[1]];
+    for (ours, theirs) in native.images.iter().zip(&docker.images) {
+        let tag = ours.tag;
+        metrics.insert(
+            format!("image_{tag}_raw_transfer_s"),
+            json!(round(ours.transfer_s, 3)),
+        );
+        metrics.insert(
+            format!("image_{tag}_cold_vs_raw_transfer_native"),
+            json!(round(ours.cold_s / ours.transfer_s, 2)),
+        );
+        metrics.insert(
+            format!("image_{tag}_docker_vs_native_cold"),
+            json!(round(theirs.cold_s / ours.cold_s, 2)),
+        );
+        metrics.insert(
+            format!("image_{tag}_docker_vs_native_warm"),
+            json!(round(theirs.warm_s / ours.warm_s, 2)),
+        );
+    }
+    Ok(all)
+}
+
+fn print_images(images: &[images_bench::RuntimeImages]) {
+    println!(
+        "images (10 replicas on 3 nodes, from `service create` until all Running; raw transfer: the 3 nodes fetching the layers at once):"
+    );
+    println!(
+        "  {:<8} {:<6} {:>8} {:>14} {:>8} {:>8}",
+        "runtime", "image", "MB", "raw transfer s", "cold s", "warm s"
+    );
+    for runtime in images {
+        for image in &runtime.images {
+            println!(
+                "  {:<8} {:<6} {:>8.1} {:>14.3} {:>8.2} {:>8.2}",
+                runtime.runtime.name(),
+                image.tag,
+                image.size_mb,
+                image.transfer_s,
+                image.cold_s,
+                image.warm_s
+            );
+        }
+    }
 }
 
 /// Only the services rows.

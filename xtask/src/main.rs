@@ -3,6 +3,7 @@
 mod bench;
 mod control_bench;
 mod demo;
+mod images_bench;
 mod process;
 mod services_bench;
 mod setup;
@@ -47,6 +48,11 @@ enum Task {
         /// and Docker runtimes): a few minutes.
         #[arg(long, conflicts_with = "control_plane_only")]
         services_only: bool,
+        /// Only the images rows (cold and warm pulls of 10 replicas of a
+        /// 5 MB and a 50 MB image; native and Docker runtimes): a few
+        /// minutes.
+        #[arg(long, conflicts_with_all = ["control_plane_only", "services_only"])]
+        images_only: bool,
         /// Also write the results as one flat JSON object here.
         #[arg(long, value_name = "PATH")]
         json: Option<std::path::PathBuf>,
@@ -73,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         Task::Bench {
             control_plane_only,
             services_only,
+            images_only,
             json,
             seconds,
             rounds,
@@ -83,6 +90,8 @@ fn main() -> anyhow::Result<()> {
                 bench::run_control_plane(json.as_deref(), seconds, rounds)
             } else if services_only {
                 bench::run_services(json.as_deref())
+            } else if images_only {
+                bench::run_images(json.as_deref())
             } else {
                 bench::run(json.as_deref(), seconds, rounds)
             }

@@ -212,9 +212,20 @@ fn scale(topology: &Topology, replicas: usize) -> anyhow::Result<f64> {
 /// Polls `service ps` until exactly `count` tasks are meant to run and do,
 /// none of them on node `not_on`.
 fn wait_running(topology: &Topology, count: usize, not_on: Option<&str>) -> anyhow::Result<()> {
+    wait_service_running(topology, "bench", count, not_on)
+}
+
+/// Until `count` tasks of `service` are Running (none of them on node
+/// `not_on`), as `service ps` on h1 shows them.
+pub fn wait_service_running(
+    topology: &Topology,
+    service: &str,
+    count: usize,
+    not_on: Option<&str>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        let rows = topology.daemon(0).swarm_json(&["service", "ps", "bench"])?;
+        let rows = topology.daemon(0).swarm_json(&["service", "ps", service])?;
         let live: Vec<&serde_json::Value> = rows
             .iter()
             .filter(|r| r["DesiredState"] == "Running")

@@ -247,10 +247,15 @@ impl ImageStore {
             .await
             .map_err(failed)?;
         let config = self.config(&client, reference, &manifest.config).await?;
-        let mut layers = Vec::with_capacity(manifest.layers.len());
-        for descriptor in &manifest.layers {
-            layers.push(self.layer(&client, reference, descriptor).await?);
-        }
+        // Side by side, as Docker pulls: one slow layer does not hold up
+        // the others.
+        let layers = futures::future::try_join_all(
+            manifest
+                .layers
+                .iter()
+                .map(|descriptor| self.layer(&client, reference, descriptor)),
+        )
+        .await?;
         tracing::info!(image = %name, %digest, layers = layers.len(), "image ready");
         let image = Image {
             reference: name,
