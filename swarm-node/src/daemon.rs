@@ -28,7 +28,12 @@ use crate::{
     identity::{IdentityError, LocalNode, NodeIdentity},
     image::{ImageError, ImageStore, Registries},
     node::Membership,
-    runtime::{Runtime, RuntimeError, docker::DockerRuntime, native::NativeRuntime},
+    runtime::{
+        Runtime, RuntimeError,
+        docker::DockerRuntime,
+        mounts::{VolumeInfo, Volumes},
+        native::NativeRuntime,
+    },
 };
 
 /// Everything `swarm daemon` is started with.
@@ -117,22 +122,15 @@ pub async fn run(
         },
         tokio::runtime::Handle::current(),
     )?);
+    let volumes = Volumes::new(config.data_dir.join(VOLUMES_DIR));
     // Before any kernel object is made: a missing engine fails the start
     // with nothing to undo.
     let task_runtime: Arc<dyn Runtime> = match &config.runtime {
-        RuntimeChoice::Native => {
-            let images = ImageStore::open(
-                config.data_dir.join(IMAGES_DIR),
-                Registries {
-                    insecure: config.insecure_registries.clone(),
-                    certs_dir: config.data_dir.join(CERTS_DIR),
-                },
-                tokio::runtime::Handle::current(),
-            )?;
-            Arc::new(
-                NativeRuntime::new(config.data_dir.join(TASKS_DIR))?.with_images(Arc::new(images)),
-            )
-        }
+        RuntimeChoice::Native => Arc::new(
+            NativeRuntime::new(config.data_dir.join(TASKS_DIR))?
+                .with_images(images.clone())
+                .with_volumes(volumes.clone()),
+        ),
         RuntimeChoice::Docker { host } => {
             let (host, node_id) = (host.clone(), identity.node_id.clone());
             let state_dir = config.data_dir.join(TASKS_DIR);
@@ -230,6 +228,7 @@ pub async fn run(
     let state = Arc::new(DaemonState {
         info,
         images: images.clone(),
+        volumes,
         dataplane,
         membership,
         resolver,
@@ -281,6 +280,8 @@ pub async fn run(
 struct DaemonState {
     info: DaemonInfo,
     images: Arc<ImageStore>,
+    /// This node's named volumes (native runtime).
+    volumes: Volumes,
     dataplane: Arc<Mutex<Dataplane>>,
     membership: Arc<Membership>,
     resolver: Arc<Resolver>,
@@ -304,6 +305,10 @@ impl Handler for DaemonState {
             request @ (Request::ImageList | Request::ImageRemove { .. } | Request::ImagePrune) => {
                 return self.handle_images(request);
             }
+            request @ (Request::VolumeList
+            | Request::VolumeInspect { .. }
+            | Request::VolumeRemove { .. }
+            | Request::VolumePrune) => return self.handle_volumes(request),
             dataplane_request => return self.handle_dataplane(dataplane_request),
         };
         // Becoming a manager starts the API; leaving stops it.
@@ -313,6 +318,41 @@ impl Handler for DaemonState {
 }
 
 impl DaemonState {
+    /// `swarm volume ...`: this node's own volumes.
+    fn handle_volumes(&self, request: Request) -> Response {
+        if self.info.runtime == "docker" {
+            return Response::Error(
+                "this node runs tasks with Docker, whose engine keeps the volumes: use `docker volume`".into(),
+            );
+        }
+        let result = match request {
+            Request::VolumeList => self
+                .volumes
+                .list()
+                .map(|volumes| Response::Rows(volumes.iter().map(volume_row).collect())),
+            Request::VolumeInspect { names } => names
+                .iter()
+                .map(|name| self.volumes.inspect(name).map(|v| volume_row(&v)))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|rows| Response::Json(serde_json::Value::Array(rows))),
+            Request::VolumeRemove { names } => names
+                .iter()
+                .map(|name| self.volumes.remove(name).map(|()| name.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Response::Notes),
+            Request::VolumePrune => self.volumes.prune().map(|removed| {
+                Response::Notes(
+                    removed
+                        .into_iter()
+                        .map(|r| format!("Deleted: {r}"))
+                        .collect(),
+                )
+            }),
+            _ => return Response::Error("not a volume request".into()),
+        };
+        result.unwrap_or_else(|err| Response::Error(err.to_string()))
+    }
+
     /// `swarm image ...`: this node's own images.
     fn handle_images(&self, request: Request) -> Response {
         let result = match request {
@@ -441,6 +481,7 @@ impl Drop for PinDirGuard {
 const TASKS_DIR: &str = "tasks";
 /// The image store, under the data dir.
 const IMAGES_DIR: &str = "images";
+const VOLUMES_DIR: &str = "volumes";
 /// Registries' own CAs, as Docker's /etc/docker/certs.d.
 const CERTS_DIR: &str = "certs.d";
 
@@ -461,6 +502,26 @@ pub fn iface_holding(addr: Ipv4Addr) -> Result<String, DaemonError> {
         }
     }
     Err(DaemonError::NoInterfaceForAddr(addr))
+}
+
+/// `volume ls|inspect`'s row, in Docker's words.
+fn volume_row(volume: &VolumeInfo) -> serde_json::Value {
+    let created = time::OffsetDateTime::from_unix_timestamp(volume.created_at as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "Name": volume.name,
+        "Driver": "local",
+        "Scope": "local",
+        "Mountpoint": volume.mountpoint,
+        "CreatedAt": created,
+        "Labels": volume.labels,
+        "Tasks": volume.tasks.len(),
+    })
 }
 
 /// `image ls`'s row, in Docker's words.

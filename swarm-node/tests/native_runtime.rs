@@ -61,6 +61,8 @@ impl Tasks {
             entrypoint: None,
             workdir: None,
             user: None,
+            files: Vec::new(),
+            mounts: Vec::new(),
         }
     }
 

@@ -309,6 +309,16 @@ enum StartError {
     Resolver(#[source] std::io::Error),
 }
 
+impl StartError {
+    /// What the task's status says.
+    fn task_error(&self) -> String {
+        match self {
+            StartError::Runtime(err) => err.task_error(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// A task this node runs (or ran).
 struct LocalTask {
     /// What this node last saw of it.
@@ -598,7 +608,7 @@ impl Executor {
                 tracing::warn!(task = %task.id, error = %err, "task failed to start");
                 self.finish(&task.id, Duration::ZERO);
                 self.set_state(&task.id, TaskState::Rejected);
-                status(TaskState::Rejected, "preparing", err.to_string(), None)
+                status(TaskState::Rejected, "preparing", err.task_error(), None)
             }
         }
     }

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
+    mounts::{FileReference, Mount, Opaque, PayloadKind},
     nodes::{Availability, Role},
     specs::{
         Constraint, FailureAction, PortConfig, RestartCondition, ServiceMode, ServiceSpec,
@@ -29,6 +30,30 @@ pub enum Request {
     },
     /// Removes every image no task runs (`swarm image prune`).
     ImagePrune,
+    /// This node's volumes (`swarm volume ls`).
+    VolumeList,
+    VolumeInspect {
+        names: Vec<String>,
+    },
+    /// Removes volumes no task uses (`swarm volume rm`).
+    VolumeRemove {
+        names: Vec<String>,
+    },
+    /// Removes every volume no task uses.
+    VolumePrune,
+    /// `swarm secret|config create`.
+    PayloadCreate(PayloadCreateRequest),
+    PayloadList {
+        kind: PayloadKind,
+    },
+    PayloadInspect {
+        kind: PayloadKind,
+        references: Vec<String>,
+    },
+    PayloadRemove {
+        kind: PayloadKind,
+        references: Vec<String>,
+    },
     /// The data plane's packet and drop counters.
     DataplaneStats,
     /// Every endpoint the overlay maps hold.
@@ -141,6 +166,15 @@ pub enum Request {
     },
 }
 
+/// A new secret or config: its name, labels and data.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PayloadCreateRequest {
+    pub kind: PayloadKind,
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub data: Opaque,
+}
+
 /// `swarm service update`: changes to a service's spec; unset ones keep it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ServiceUpdateRequest {
@@ -197,6 +231,22 @@ pub struct ServiceUpdateRequest {
     pub no_healthcheck: bool,
     /// `--force`: replace the tasks although nothing else changed.
     pub force: bool,
+    /// `--secret-add`, `--config-add`: names the leader resolves.
+    #[serde(default)]
+    pub secret_add: Vec<FileReference>,
+    /// `--secret-rm`, `--config-rm`: by name or ID.
+    #[serde(default)]
+    pub secret_rm: Vec<String>,
+    #[serde(default)]
+    pub config_add: Vec<FileReference>,
+    #[serde(default)]
+    pub config_rm: Vec<String>,
+    /// `--mount-add`; one with the target of an existing mount replaces it.
+    #[serde(default)]
+    pub mount_add: Vec<Mount>,
+    /// `--mount-rm`: by target.
+    #[serde(default)]
+    pub mount_rm: Vec<String>,
 }
 
 /// An update that cannot apply to a service's spec.
@@ -334,6 +384,18 @@ impl ServiceUpdateRequest {
             spec.stop_grace_millis = grace;
         }
         self.apply_healthcheck(spec)?;
+        for (references, remove, add) in [
+            (&mut spec.secrets, &self.secret_rm, &self.secret_add),
+            (&mut spec.configs, &self.config_rm, &self.config_add),
+        ] {
+            references.retain(|r| !remove.contains(&r.name) && !remove.contains(&r.id));
+            references.extend(add.iter().cloned());
+        }
+        spec.mounts.retain(|m| {
+            !self.mount_rm.contains(&m.target)
+                && !self.mount_add.iter().any(|add| add.target == m.target)
+        });
+        spec.mounts.extend(self.mount_add.iter().cloned());
         if self.force {
             spec.force_update += 1;
         }
@@ -369,6 +431,10 @@ impl Request {
                 | Request::SwarmServiceLogs { .. }
                 | Request::SwarmRotateGossipKey
                 | Request::SwarmSetGossipKeyRotation { .. }
+                | Request::PayloadCreate(_)
+                | Request::PayloadList { .. }
+                | Request::PayloadInspect { .. }
+                | Request::PayloadRemove { .. }
         )
     }
 }

@@ -6,6 +6,7 @@
 pub mod assignments;
 pub mod control;
 pub mod error;
+pub mod mounts;
 pub mod nodes;
 pub mod proto;
 pub mod specs;

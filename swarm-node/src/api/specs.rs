@@ -202,6 +202,15 @@ pub struct ServiceSpec {
     /// The registry login the nodes pull with (`--with-registry-auth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<super::tasks::RegistryAuth>,
+    /// `--secret`: files under /run/secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<super::mounts::FileReference>,
+    /// `--config`: files at their target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<super::mounts::FileReference>,
+    /// `--mount`: binds, volumes and tmpfs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<super::mounts::Mount>,
 }
 
 impl ServiceSpec {
@@ -234,6 +243,9 @@ impl ServiceSpec {
             stop_grace_millis: 10_000,
             force_update: 0,
             registry_auth: None,
+            secrets: Vec::new(),
+            configs: Vec::new(),
+            mounts: Vec::new(),
         }
     }
 }

@@ -96,6 +96,12 @@ pub struct TaskSpec {
     /// How to log in to the image's registry (`--with-registry-auth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<RegistryAuth>,
+    /// Its secrets and configs, with their bytes: only the node that runs
+    /// the task gets them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<super::mounts::TaskFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<super::mounts::Mount>,
 }
 
 /// A login to a registry, as `docker login` keeps it. Sent only to the

@@ -1,6 +1,7 @@
 //! The `swarm` command line: Docker's verbs, talking to the local daemon.
 
 mod output;
+mod payloads;
 mod registry_login;
 mod service;
 mod values;
@@ -89,6 +90,48 @@ pub enum CliCommand {
     /// Manage the swarm's overlay networks.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Manage secrets: data tasks see under /run/secrets, never on a disk.
+    #[command(subcommand)]
+    Secret(payloads::PayloadCommand),
+    /// Manage configs: files tasks see at their target.
+    #[command(subcommand)]
+    Config(payloads::PayloadCommand),
+    /// The named volumes on this node (native runtime).
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// The volumes on this node, with how many tasks use each.
+    #[command(alias = "list")]
+    Ls {
+        /// Only the names.
+        #[arg(short, long)]
+        quiet: bool,
+        #[command(flatten)]
+        format: FormatArgs,
+    },
+    /// Show volumes as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes (and their data) no task uses.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every volume no task uses.
+    Prune {
+        /// Do not ask (this never asks).
+        #[arg(short, long)]
+        force: bool,
+        /// Docker's `-a`: what prune always does here.
+        #[arg(short, long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -773,6 +816,43 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("the daemon answered `dataplane endpoints` with something else");
             };
             output::print_endpoints(&rows, args.format)
+        }
+        CliCommand::Secret(command) => {
+            payloads::run(&cli.host, crate::api::mounts::PayloadKind::Secret, command)
+        }
+        CliCommand::Config(command) => {
+            payloads::run(&cli.host, crate::api::mounts::PayloadKind::Config, command)
+        }
+        CliCommand::Volume(VolumeCommand::Ls { quiet, format }) => {
+            let Response::Rows(rows) = call(&cli.host, &Request::VolumeList)? else {
+                anyhow::bail!("the daemon answered `volume ls` with something else");
+            };
+            if quiet {
+                for row in &rows {
+                    println!("{}", row["Name"].as_str().unwrap_or_default());
+                }
+                return Ok(());
+            }
+            output::print_json_rows(
+                &rows,
+                format.format,
+                &["DRIVER", "VOLUME NAME", "TASKS"],
+                &["Driver", "Name", "Tasks"],
+                None,
+            )
+        }
+        CliCommand::Volume(VolumeCommand::Inspect { names }) => {
+            let Response::Json(value) = call(&cli.host, &Request::VolumeInspect { names })? else {
+                anyhow::bail!("the daemon answered `volume inspect` with something else");
+            };
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(())
+        }
+        CliCommand::Volume(VolumeCommand::Rm { names }) => {
+            print_notes(call(&cli.host, &Request::VolumeRemove { names })?)
+        }
+        CliCommand::Volume(VolumeCommand::Prune { .. }) => {
+            print_notes(call(&cli.host, &Request::VolumePrune)?)
         }
         CliCommand::Image(ImageCommand::Ls { quiet, format }) => {
             let Response::Rows(rows) = call(&cli.host, &Request::ImageList)? else {

@@ -14,6 +14,7 @@ use super::{FormatArgs, call, output, parse_label, print_notes};
 use crate::api::{
     assignments::tail,
     control::{Request, Response, ServiceUpdateRequest, TaskOutput},
+    mounts::{FileReference, Mount},
     specs::{
         Constraint, EndpointMode, FailureAction, PortConfig, RestartCondition, ServiceMode,
         ServiceSpec, UpdateOrder,
@@ -34,6 +35,9 @@ pub enum ServiceCommand {
         /// Only the task IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// Whole IDs and errors (a table cuts them short).
+        #[arg(long)]
+        no_trunc: bool,
         /// Service name or ID (one or more).
         #[arg(required = true)]
         services: Vec<String>,
@@ -146,6 +150,18 @@ pub struct CreateArgs {
     /// Service label KEY=VALUE.
     #[arg(short, long, value_parser = parse_label)]
     label: Vec<(String, String)>,
+    /// A secret the tasks see at /run/secrets/NAME: NAME, or
+    /// source=NAME,target=FILE,uid=N,gid=N,mode=0400.
+    #[arg(long, value_name = "SECRET", value_parser = FileReference::parse)]
+    secret: Vec<FileReference>,
+    /// A config the tasks see at /NAME: NAME, or
+    /// source=NAME,target=/PATH,uid=N,gid=N,mode=0444.
+    #[arg(long, value_name = "CONFIG", value_parser = FileReference::parse)]
+    config: Vec<FileReference>,
+    /// type=bind|volume|tmpfs,source=..,target=..[,readonly][,volume-nocopy]
+    /// [,volume-label=K=V][,tmpfs-size=64m][,tmpfs-mode=1777].
+    #[arg(long, value_name = "MOUNT", value_parser = Mount::parse)]
+    mount: Vec<Mount>,
     #[command(flatten)]
     policies: PolicyArgs,
     /// Return at once instead of waiting for the tasks to run.
@@ -274,6 +290,24 @@ pub struct ServiceUpdateArgs {
     label_add: Vec<(String, String)>,
     #[arg(long)]
     label_rm: Vec<String>,
+    /// Add a secret (as --secret of `create`).
+    #[arg(long, value_name = "SECRET", value_parser = FileReference::parse)]
+    secret_add: Vec<FileReference>,
+    /// Remove a secret, by name.
+    #[arg(long, value_name = "NAME")]
+    secret_rm: Vec<String>,
+    /// Add a config (as --config of `create`).
+    #[arg(long, value_name = "CONFIG", value_parser = FileReference::parse)]
+    config_add: Vec<FileReference>,
+    /// Remove a config, by name.
+    #[arg(long, value_name = "NAME")]
+    config_rm: Vec<String>,
+    /// Add a mount (as --mount of `create`); it replaces one at the same target.
+    #[arg(long, value_name = "MOUNT", value_parser = Mount::parse)]
+    mount_add: Vec<Mount>,
+    /// Remove a mount, by its target.
+    #[arg(long, value_name = "TARGET")]
+    mount_rm: Vec<String>,
     #[command(flatten)]
     policies: PolicyArgs,
     /// Replace the tasks even if nothing changed.
@@ -303,9 +337,20 @@ pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
         ServiceCommand::Ps {
             format,
             quiet,
+            no_trunc,
             services,
         } => {
-            let rows = rows(call(host, &Request::SwarmServiceTasks { services })?)?;
+            let mut rows = rows(call(host, &Request::SwarmServiceTasks { services })?)?;
+            if !no_trunc && format.format == super::Format::Table {
+                for row in &mut rows {
+                    if let Some(error) = row["Error"].as_str()
+                        && error.chars().count() > ERROR_WIDTH
+                    {
+                        let cut: String = error.chars().take(ERROR_WIDTH - 1).collect();
+                        row["Error"] = format!("{cut}…").into();
+                    }
+                }
+            }
             if quiet {
                 for row in rows {
                     println!("{}", row["ID"].as_str().unwrap_or_default());
@@ -335,7 +380,7 @@ pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
                     "Error",
                     "Ports",
                 ],
-                Some(12),
+                (!no_trunc).then_some(12),
             )
         }
         ServiceCommand::Inspect { services } => {
@@ -516,6 +561,9 @@ fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
         endpoint_mode: args.endpoint_mode,
         ports: args.publish,
         constraints: args.constraint,
+        secrets: args.secret,
+        configs: args.config,
+        mounts: args.mount,
         ..ServiceSpec::new(name.clone(), args.image, mode)
     };
     policies
@@ -565,6 +613,12 @@ fn update(host: &str, args: ServiceUpdateArgs) -> anyhow::Result<()> {
         request.constraint_rm = args.constraint_rm;
         request.label_add = args.label_add;
         request.label_rm = args.label_rm;
+        request.secret_add = args.secret_add;
+        request.secret_rm = args.secret_rm;
+        request.config_add = args.config_add;
+        request.config_rm = args.config_rm;
+        request.mount_add = args.mount_add;
+        request.mount_rm = args.mount_rm;
         request.force = args.force;
         request.no_resolve_image = args.no_resolve_image;
         if args.with_registry_auth {
@@ -642,6 +696,9 @@ impl PolicyArgs {
         }
     }
 }
+
+/// How much of an error `service ps` shows without `--no-trunc`.
+const ERROR_WIDTH: usize = 40;
 
 /// How long `create`, `scale` and `update` wait for the tasks to converge.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);

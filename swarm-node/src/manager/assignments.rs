@@ -14,7 +14,8 @@ use crate::{
             AssignedTask, DnsRecord, EndpointNames, GossipConfig, LogRequest, NodeView,
             RemoteEndpoint, SERVICE_NAME_MARK,
         },
-        specs::EndpointMode,
+        mounts::{PayloadKind, TaskFile},
+        specs::{EndpointMode, ServiceSpec},
         tasks::{Resources, TaskSpec},
     },
     dataplane::{self, OverlayNetwork, PublishedPort},
@@ -60,6 +61,8 @@ pub fn node_view(state: &ClusterState, node_id: &str, version: u64) -> NodeView 
                     },
                     healthcheck: spec.healthcheck.clone(),
                     no_healthcheck: spec.no_healthcheck,
+                    files: task_files(state, spec),
+                    mounts: spec.mounts.clone(),
                     registry_auth: spec.registry_auth.clone(),
                     entrypoint: spec.entrypoint.clone(),
                     workdir: spec.workdir.clone(),
@@ -320,4 +323,27 @@ fn dataplane_services(
             })
         })
         .collect()
+}
+
+/// The bytes of the secrets and configs a task's spec names, for the node
+/// that runs it; one deleted meanwhile is left out.
+fn task_files(state: &ClusterState, spec: &ServiceSpec) -> Vec<TaskFile> {
+    [
+        (PayloadKind::Secret, &spec.secrets),
+        (PayloadKind::Config, &spec.configs),
+    ]
+    .into_iter()
+    .flat_map(|(kind, references)| {
+        references.iter().filter_map(move |reference| {
+            let payload = state.payloads(kind).get(&reference.id)?;
+            Some(TaskFile {
+                path: reference.path(kind == PayloadKind::Secret),
+                uid: reference.uid,
+                gid: reference.gid,
+                mode: reference.mode,
+                data: payload.data.clone(),
+            })
+        })
+    })
+    .collect()
 }

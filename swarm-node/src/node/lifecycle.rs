@@ -99,6 +99,8 @@ impl Membership {
             previous_gossip_key: None,
             gossip_key_made_at: now_secs(),
             gossip_key_rotation_secs: gossip_key_rotation.as_secs(),
+            secrets: BTreeMap::new(),
+            configs: BTreeMap::new(),
         };
         let local = LocalState {
             cluster_id: cluster_id.clone(),

@@ -13,6 +13,7 @@ use bollard::{
     errors::Error as DockerError,
     models::{
         ContainerCreateBody, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum, HostConfig,
+        Mount as DockerMount, MountTmpfsOptions, MountType, MountVolumeOptions,
     },
     query_parameters::{
         CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
@@ -172,6 +173,26 @@ impl Runtime for DockerRuntime {
             })?;
             return Ok(path);
         }
+        super::mounts::check_bind_sources(task, &spec.mounts)?;
+        // Secrets and configs: files on a tmpfs of the task's, bound in.
+        super::mounts::write_task_files(task, &marker, &spec.files)?;
+        let mut mounts: Vec<DockerMount> = spec
+            .files
+            .iter()
+            .enumerate()
+            .map(|(n, file)| DockerMount {
+                typ: Some(MountType::BIND),
+                source: Some(
+                    super::mounts::task_file_path(&marker, n)
+                        .display()
+                        .to_string(),
+                ),
+                target: Some(file.path.clone()),
+                read_only: Some(true),
+                ..Default::default()
+            })
+            .collect();
+        mounts.extend(spec.mounts.iter().map(docker_mount));
         let labels = HashMap::from([
             (TASK_LABEL.to_owned(), task.to_owned()),
             (NODE_LABEL.to_owned(), self.node_id.clone()),
@@ -214,6 +235,7 @@ impl Runtime for DockerRuntime {
                         .collect(),
                 ),
                 init: Some(true),
+                mounts: Some(mounts),
                 ..Default::default()
             }),
             ..Default::default()
@@ -291,10 +313,12 @@ impl Runtime for DockerRuntime {
                 .stop_container(&Self::container(task_id), Some(options)),
         );
         match stopped {
-            Ok(()) => Ok(()),
-            Err(err) if is_not_found(&err) => Ok(()),
-            Err(err) => Err(Self::engine_error(task_id, "stopping the container", err)),
+            Ok(()) => {}
+            Err(err) if is_not_found(&err) => {}
+            Err(err) => return Err(Self::engine_error(task_id, "stopping the container", err)),
         }
+        // Its secrets go with it.
+        super::mounts::remove_task_files(task_id, &self.state_dir.join(task_id))
     }
 
     fn remove(&self, task_id: &str) -> Result<(), RuntimeError> {
@@ -317,6 +341,7 @@ impl Runtime for DockerRuntime {
             what: "removing its network namespace".into(),
             source,
         })?;
+        super::mounts::remove_task_files(task_id, &self.state_dir.join(task_id))?;
         match std::fs::remove_dir_all(self.state_dir.join(task_id)) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(RuntimeError::Io {
                 task: task_id.to_owned(),
@@ -413,5 +438,31 @@ fn describe(err: &DockerError) -> String {
     match err {
         DockerError::DockerResponseServerError { message, .. } => message.clone(),
         other => other.to_string(),
+    }
+}
+
+/// A `--mount` as the engine takes it: it keeps the volumes itself.
+fn docker_mount(mount: &crate::api::mounts::Mount) -> DockerMount {
+    use crate::api::mounts::MountKind;
+    DockerMount {
+        typ: Some(match mount.kind {
+            MountKind::Bind => MountType::BIND,
+            MountKind::Volume => MountType::VOLUME,
+            MountKind::Tmpfs => MountType::TMPFS,
+        }),
+        source: (!mount.source.is_empty()).then(|| mount.source.clone()),
+        target: Some(mount.target.clone()),
+        read_only: Some(mount.readonly),
+        volume_options: (mount.kind == MountKind::Volume).then(|| MountVolumeOptions {
+            no_copy: Some(mount.volume_nocopy),
+            labels: Some(mount.volume_labels.clone().into_iter().collect()),
+            ..Default::default()
+        }),
+        tmpfs_options: (mount.kind == MountKind::Tmpfs).then(|| MountTmpfsOptions {
+            size_bytes: mount.tmpfs_size.map(|size| size as i64),
+            mode: mount.tmpfs_mode.map(i64::from),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::api::tasks::{Health, HealthCheck, Resources, TaskSpec};
 
 pub mod docker;
+pub mod mounts;
 pub mod native;
 mod netns;
 
@@ -63,6 +64,19 @@ pub enum RuntimeError {
         #[source]
         source: crate::image::ImageError,
     },
+}
+
+impl RuntimeError {
+    /// What the task's own status says (`service ps`'s ERROR): the task is
+    /// the row already, so its ID is left out, as Docker shows it.
+    pub fn task_error(&self) -> String {
+        match self {
+            RuntimeError::Invalid { message, .. } => message.clone(),
+            RuntimeError::Io { what, source, .. } => format!("{what}: {source}"),
+            RuntimeError::Image { source, .. } => source.to_string(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// A way to run tasks. Calls block; the agent makes them off its async

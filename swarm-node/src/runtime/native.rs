@@ -41,8 +41,15 @@ use self::{
     cgroup::CgroupLayout,
     launch::{LaunchError, Plan, Step},
 };
-use super::{Health, RunState, Runtime, RuntimeError, TaskSpec, netns, netns_path};
-use crate::image::{Image as PulledImage, ImageSource, ImageStore, rootfs::RootfsPaths};
+use super::{
+    Health, RunState, Runtime, RuntimeError, TaskSpec,
+    mounts::{self, Volumes},
+    netns, netns_path,
+};
+use crate::{
+    api::mounts::MountKind,
+    image::{Image as PulledImage, ImageSource, ImageStore, rootfs::RootfsPaths},
+};
 
 const LOG_FILE: &str = "log";
 /// Written by the task's shim when its init exits; present means exited.
@@ -76,6 +83,8 @@ pub struct NativeRuntime {
     /// Where images from registries are pulled to; without one, only
     /// `host` and root directories run.
     images: Option<Arc<ImageStore>>,
+    /// Where named volumes live; without it, volume mounts are refused.
+    volumes: Option<Volumes>,
     cgroups: CgroupLayout,
     /// Held while a task starts, so that two starts cannot race.
     starting: Mutex<()>,
@@ -112,6 +121,7 @@ impl NativeRuntime {
         Ok(Self {
             state_dir,
             images: None,
+            volumes: None,
             cgroups,
             starting: Mutex::new(()),
             health: health::HealthChecks::default(),
@@ -122,6 +132,118 @@ impl NativeRuntime {
     pub fn with_images(mut self, images: Arc<ImageStore>) -> Self {
         self.images = Some(images);
         self
+    }
+
+    /// Mounts named volumes kept in `volumes`.
+    pub fn with_volumes(mut self, volumes: Volumes) -> Self {
+        self.volumes = Some(volumes);
+        self
+    }
+
+    /// The root a task's mounts go under, once its image is in place.
+    fn task_root(&self, task: &str, image: &Image) -> PathBuf {
+        match image {
+            Image::Host => PathBuf::from("/"),
+            Image::Root(root) => root.clone(),
+            Image::Registry(_) => RootfsPaths::under(&self.task_dir(task)).root,
+        }
+    }
+
+    /// Makes the task's named volumes (seeded from the image at their
+    /// target unless `volume-nocopy`) and holds them for the task.
+    fn prepare_volumes(&self, spec: &TaskSpec, image: &Image) -> Result<(), RuntimeError> {
+        let task = spec.task_id.as_str();
+        for (n, mount) in spec.mounts.iter().enumerate() {
+            if mount.kind != MountKind::Volume {
+                continue;
+            }
+            let volumes = self
+                .volumes
+                .as_ref()
+                .ok_or_else(|| invalid(task, "this runtime keeps no volumes"))?;
+            let name = volume_name(task, n, mount);
+            let (data, created) = volumes
+                .acquire(&name, &mount.volume_labels, task)
+                .map_err(|e| invalid(task, e.to_string()))?;
+            if created && !mount.volume_nocopy {
+                let seed = self
+                    .task_root(task, image)
+                    .join(mount.target.trim_start_matches('/'));
+                mounts::seed_volume(&seed, &data)
+                    .map_err(io_error(task, format!("seeding volume {name}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Binds the task's secrets, configs and mounts into `root` (a task's
+    /// private mount namespace: the host sees none of it).
+    fn mount_steps(
+        &self,
+        spec: &TaskSpec,
+        root: &Path,
+        host: bool,
+        steps: &mut Vec<Step>,
+    ) -> Result<(), RuntimeError> {
+        let task = spec.task_id.as_str();
+        let dir = self.task_dir(task);
+        let inside = |path: &str| root.join(path.trim_start_matches('/'));
+        let read_only = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+        for (n, file) in spec.files.iter().enumerate() {
+            let target = inside(&file.path);
+            mount_target(task, &target, false, host)?;
+            steps.push(bind_step(
+                task,
+                &mounts::task_file_path(&dir, n),
+                &target,
+                0,
+            )?);
+            steps.push(mount_step(task, None, &target, None, read_only, None)?);
+        }
+        for (n, mount) in spec.mounts.iter().enumerate() {
+            let target = inside(&mount.target);
+            let source = match mount.kind {
+                MountKind::Tmpfs => {
+                    mount_target(task, &target, true, host)?;
+                    let mut options = format!("mode={:o}", mount.tmpfs_mode.unwrap_or(0o1777));
+                    if let Some(size) = mount.tmpfs_size {
+                        options.push_str(&format!(",size={size}"));
+                    }
+                    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+                    if mount.readonly {
+                        flags |= libc::MS_RDONLY;
+                    }
+                    steps.push(mount_step(
+                        task,
+                        Some("tmpfs"),
+                        &target,
+                        Some("tmpfs"),
+                        flags,
+                        Some(&options),
+                    )?);
+                    continue;
+                }
+                MountKind::Bind => PathBuf::from(&mount.source),
+                MountKind::Volume => self
+                    .volumes
+                    .as_ref()
+                    .ok_or_else(|| invalid(task, "this runtime keeps no volumes"))?
+                    .data_dir(&volume_name(task, n, mount)),
+            };
+            mount_target(task, &target, source.is_dir(), host)?;
+            steps.push(bind_step(task, &source, &target, libc::MS_REC)?);
+            if mount.readonly {
+                steps.push(mount_step(
+                    task,
+                    None,
+                    &target,
+                    None,
+                    read_only | libc::MS_REC,
+                    None,
+                )?);
+            }
+        }
+        Ok(())
     }
 
     /// The task's cgroup directories (one per hierarchy in use, on cgroup v1).
@@ -311,6 +433,12 @@ impl NativeRuntime {
                 }
             }
         }
+        // The user's mounts go over the task's own /tmp and /dev, as in
+        // Docker; on the host's root, before its /tmp hides their sources.
+        let host = matches!(image, Image::Host);
+        if host {
+            self.mount_steps(spec, &root, true, &mut steps)?;
+        }
         let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
         steps.push(mount_step(
             task,
@@ -330,6 +458,9 @@ impl NativeRuntime {
         )?);
         if matches!(image, Image::Root(_)) && root.join("dev").is_dir() {
             dev_steps(task, &root.join("dev"), &mut steps)?;
+        }
+        if !host {
+            self.mount_steps(spec, &root, false, &mut steps)?;
         }
         if matches!(image, Image::Root(_)) {
             steps.push(Step::Chroot(path_c_string(task, &root)?));
@@ -443,9 +574,11 @@ impl Runtime for NativeRuntime {
         }
         let dir = self.task_dir(task);
         fs::create_dir_all(&dir).map_err(io_error(task, format!("creating {}", dir.display())))?;
+        mounts::check_bind_sources(task, &spec.mounts)?;
         if let Image::Registry(reference) = &image {
             self.prepare_image(task, reference, spec.registry_auth.as_ref())?;
         }
+        self.prepare_volumes(spec, &image)?;
         // The agent's resolver answers there, in the task's namespace, and
         // forwards what is not the swarm's to the host's resolvers.
         let resolv_conf = format!(
@@ -505,6 +638,7 @@ impl Runtime for NativeRuntime {
             });
         }
         let (image, process) = self.process(spec, image)?;
+        mounts::write_task_files(task, &self.task_dir(task), &spec.files)?;
         let cgroup_procs = self.cgroups.create(task, &spec.resources)?;
         let plan = self.plan(spec, &image, &process, &cgroup_procs)?;
         let launched = match launch::launch(&plan) {
@@ -605,6 +739,8 @@ impl Runtime for NativeRuntime {
         }
         // So that `state` right after says how it ended.
         let code = self.wait_for_exit_code(task_id, SHIM_RECORD_WAIT);
+        // Its secrets go with it.
+        mounts::remove_task_files(task_id, &self.task_dir(task_id))?;
         info!(task = task_id, ?code, "task stopped");
         Ok(())
     }
@@ -629,6 +765,9 @@ impl Runtime for NativeRuntime {
             .map_err(io_error(task_id, "unmounting the task's root"))?;
         if let Some(images) = &self.images {
             images.release(task_id);
+        }
+        if let Some(volumes) = &self.volumes {
+            volumes.release(task_id);
         }
         match fs::remove_dir_all(&dir) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => {
@@ -859,6 +998,43 @@ fn bind_step(
         flags: libc::MS_BIND | flags,
         data: None,
     })
+}
+
+/// A named volume's name, or an anonymous one's: random as the task's ID,
+/// the same at prepare and start.
+fn volume_name(task: &str, index: usize, mount: &crate::api::mounts::Mount) -> String {
+    if !mount.source.is_empty() {
+        return mount.source.clone();
+    }
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::digest(format!("{task}/{index}/{}", mount.target));
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A mount point at `target`: a directory or an empty file, made in the
+/// task's root when missing; on the host's own root it must exist.
+fn mount_target(task: &str, target: &Path, dir: bool, host: bool) -> Result<(), RuntimeError> {
+    if target.exists() {
+        return Ok(());
+    }
+    if host {
+        return Err(invalid(
+            task,
+            format!(
+                "{} does not exist on the host: the `{HOST_IMAGE}` image mounts only on what is there",
+                target.display()
+            ),
+        ));
+    }
+    let made = if dir {
+        fs::create_dir_all(target)
+    } else {
+        target
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| File::create(target).map(drop))
+    };
+    made.map_err(io_error(task, format!("creating {}", target.display())))
 }
 
 /// Gives a root directory the mount points a task needs (made once, kept).

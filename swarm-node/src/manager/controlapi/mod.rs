@@ -4,6 +4,7 @@
 
 mod networks;
 mod nodes;
+mod payloads;
 mod services;
 
 use crate::{
@@ -58,6 +59,12 @@ impl Manager {
                         whole_units(*secs)
                     )])
                 }),
+            Request::PayloadCreate(request) => self.create_payload(request),
+            Request::PayloadList { kind } => self.list_payloads(*kind),
+            Request::PayloadInspect { kind, references } => {
+                self.inspect_payloads(*kind, references)
+            }
+            Request::PayloadRemove { kind, references } => self.remove_payloads(*kind, references),
             other => Err(ClusterError::Refused(format!(
                 "{other:?} is not a request the leader runs"
             ))),

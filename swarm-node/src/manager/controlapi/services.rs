@@ -36,6 +36,7 @@ impl Manager {
     ) -> Result<Response, ClusterError> {
         let mut spec = spec.clone();
         self.resolve_spec_networks(&mut spec)?;
+        self.resolve_spec_payloads(&mut spec)?;
         let warnings = if resolve_image {
             self.pin_image(&mut spec)?
         } else {
@@ -303,6 +304,7 @@ impl Manager {
             .apply(&mut spec)
             .map_err(|e| ClusterError::Refused(e.to_string()))?;
         self.resolve_spec_networks(&mut spec)?;
+        self.resolve_spec_payloads(&mut spec)?;
         let warnings = if request.image.is_some() && !request.no_resolve_image {
             self.pin_image(&mut spec)?
         } else {
@@ -513,6 +515,9 @@ fn inspect_json(service: &ServiceRecord, prefixes: &BTreeMap<String, u8>) -> ser
                         None if spec.no_healthcheck => serde_json::json!({"Test": ["NONE"]}),
                         None => serde_json::Value::Null,
                     },
+                    "Secrets": file_references(&spec.secrets, "Secret", true),
+                    "Configs": file_references(&spec.configs, "Config", false),
+                    "Mounts": spec.mounts.iter().map(mount_json).collect::<Vec<_>>(),
                 },
                 "Resources": {
                     "Limits": {"NanoCPUs": spec.limits.nano_cpus, "MemoryBytes": spec.limits.memory_bytes},
@@ -545,4 +550,53 @@ fn inspect_json(service: &ServiceRecord, prefixes: &BTreeMap<String, u8>) -> ser
             "Message": u.message,
         })),
     }])
+}
+
+/// `--secret`s or `--config`s as Docker's inspect shows them.
+fn file_references(
+    references: &[crate::api::mounts::FileReference],
+    kind: &str,
+    secret: bool,
+) -> serde_json::Value {
+    references
+        .iter()
+        .map(|r| {
+            let name = match (secret, r.target.as_str()) {
+                (_, "") => r.name.clone(),
+                (_, target) => target.to_owned(),
+            };
+            let mut shown = serde_json::json!({
+                "File": {"Name": name, "UID": r.uid.to_string(), "GID": r.gid.to_string(), "Mode": r.mode},
+            });
+            shown[format!("{kind}ID")] = r.id.clone().into();
+            shown[format!("{kind}Name")] = r.name.clone().into();
+            shown
+        })
+        .collect()
+}
+
+fn mount_json(mount: &crate::api::mounts::Mount) -> serde_json::Value {
+    let mut shown = serde_json::json!({
+        "Type": mount.kind.word(),
+        "Source": mount.source,
+        "Target": mount.target,
+        "ReadOnly": mount.readonly,
+    });
+    match mount.kind {
+        crate::api::mounts::MountKind::Volume => {
+            shown["VolumeOptions"] = serde_json::json!({
+                "NoCopy": mount.volume_nocopy,
+                "Labels": mount.volume_labels,
+                "DriverConfig": {"Name": "local"},
+            });
+        }
+        crate::api::mounts::MountKind::Tmpfs => {
+            shown["TmpfsOptions"] = serde_json::json!({
+                "SizeBytes": mount.tmpfs_size,
+                "Mode": mount.tmpfs_mode,
+            });
+        }
+        crate::api::mounts::MountKind::Bind => {}
+    }
+    shown
 }

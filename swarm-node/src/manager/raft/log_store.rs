@@ -13,7 +13,10 @@ use openraft::{
 };
 use redb::{Database, ReadableTable as _, TableDefinition};
 
-use super::TypeConfig;
+use super::{
+    TypeConfig,
+    data_key::{DataKey, DataKeyError},
+};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
@@ -26,17 +29,24 @@ type Result<T> = std::result::Result<T, StorageError<u64>>;
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// Entries are sealed with it on disk.
+    key: Arc<DataKey>,
 }
 
 impl LogStore {
-    pub fn open(db: Arc<Database>) -> Result<Self> {
+    pub fn open(db: Arc<Database>, key: Arc<DataKey>) -> Result<Self> {
         // Both tables exist from the first start on, so reads never miss them.
         let txn = db.begin_write().map_err(|e| StorageIOError::write(&e))?;
         txn.open_table(LOG).map_err(|e| StorageIOError::write(&e))?;
         txn.open_table(META)
             .map_err(|e| StorageIOError::write(&e))?;
         txn.commit().map_err(|e| StorageIOError::write(&e))?;
-        Ok(Self { db })
+        Ok(Self { db, key })
+    }
+
+    fn decode_entry(&self, stored: &[u8]) -> std::result::Result<Entry<TypeConfig>, ReadError> {
+        let bytes = self.key.open(stored)?;
+        Ok(serde_json::from_slice(&bytes)?)
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
@@ -112,10 +122,8 @@ enum ReadError {
     Store(#[from] redb::StorageError),
     #[error("undecodable log entry: {0}")]
     Entry(#[from] serde_json::Error),
-}
-
-fn decode_entry(bytes: &[u8]) -> std::result::Result<Entry<TypeConfig>, serde_json::Error> {
-    serde_json::from_slice(bytes)
+    #[error(transparent)]
+    Sealed(#[from] DataKeyError),
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -125,7 +133,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry<TypeConfig>>> {
         self.read_log(|log| {
             log.range(range)?
-                .map(|item| Ok(decode_entry(item?.1.value())?))
+                .map(|item| self.decode_entry(item?.1.value()))
                 .collect()
         })
     }
@@ -138,7 +146,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged_log_id: Option<LogId<u64>> = self.read_meta(LAST_PURGED)?;
         let last = self.read_log(|log| {
             log.last()?
-                .map(|(_, value)| Ok(decode_entry(value.value())?.log_id))
+                .map(|(_, value)| Ok(self.decode_entry(value.value())?.log_id))
                 .transpose()
         })?;
         Ok(LogState {
@@ -176,8 +184,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let rows = entries
             .into_iter()
-            .map(|entry| Ok((entry.log_id.index, serde_json::to_vec(&entry)?)))
-            .collect::<std::result::Result<Vec<_>, serde_json::Error>>()
+            .map(|entry| {
+                let plain = serde_json::to_vec(&entry)?;
+                Ok((entry.log_id.index, self.key.seal(&plain)?))
+            })
+            .collect::<std::result::Result<Vec<_>, ReadError>>()
             .map_err(|e| StorageIOError::write_logs(&e))?;
         let committed = self.write(|txn| {
             let mut log = txn.open_table(LOG)?;
@@ -218,7 +229,7 @@ mod tests {
 
     fn store(dir: &std::path::Path) -> LogStore {
         let db = Database::create(dir.join("raft.redb")).unwrap();
-        LogStore::open(Arc::new(db)).unwrap()
+        LogStore::open(Arc::new(db), Arc::new(DataKey::for_tests())).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread")]

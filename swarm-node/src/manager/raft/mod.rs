@@ -3,6 +3,7 @@
 //! state machine, the network client and the network server each have a
 //! file of their own.
 
+pub mod data_key;
 mod log_store;
 pub mod network;
 pub mod server;
@@ -20,6 +21,7 @@ use openraft::{Config, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use self::data_key::DataKey;
 use super::store::{ClusterState, Command, CommandResult};
 use crate::{api::ClusterError, ca::client::Credentials, lock::ReadWriteLocked as _};
 
@@ -106,6 +108,9 @@ fn config() -> Result<Arc<Config>, RaftStoreError> {
 }
 
 /// A manager's Raft and the store it applies to.
+/// The manager's data encryption key, beside its Raft directory.
+const DATA_KEY_FILE: &str = "raft-dek.key";
+
 #[derive(Clone)]
 pub struct RaftNode {
     pub id: u64,
@@ -136,8 +141,15 @@ impl RaftNode {
             path: db_path.clone(),
             message: e.to_string(),
         };
-        let log_store = LogStore::open(db.clone()).map_err(open_err)?;
-        let state_machine = StateMachine::open(db).map_err(open_err)?;
+        // Beside the node's TLS key, outside the Raft store it seals.
+        let key_path = dir.with_file_name(DATA_KEY_FILE);
+        let key = DataKey::load_or_create(&key_path).map_err(|e| RaftStoreError::Open {
+            path: key_path.clone(),
+            message: e.to_string(),
+        })?;
+        let key = Arc::new(key);
+        let log_store = LogStore::open(db.clone(), key.clone()).map_err(open_err)?;
+        let state_machine = StateMachine::open(db, key).map_err(open_err)?;
         let store = state_machine.store();
         let raft = Raft::new(
             id,
@@ -222,8 +234,9 @@ mod tests {
         ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
             let dir = tempfile::tempdir().expect("temporary directory");
             let db = Arc::new(redb::Database::create(dir.path().join("raft.redb")).expect("redb"));
-            let log = LogStore::open(db.clone())?;
-            let machine = StateMachine::open(db)?;
+            let key = Arc::new(data_key::DataKey::for_tests());
+            let log = LogStore::open(db.clone(), key.clone())?;
+            let machine = StateMachine::open(db, key)?;
             Ok((dir, log, machine))
         }
     }

@@ -14,7 +14,7 @@ use openraft::{
 use redb::{Database, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::{Member, SharedStore, TypeConfig};
+use super::{Member, SharedStore, TypeConfig, data_key::DataKey};
 use crate::lock::ReadWriteLocked as _;
 use crate::manager::store::{ClusterState, CommandResult};
 
@@ -32,6 +32,8 @@ struct StoredSnapshot {
 
 pub struct StateMachine {
     db: Arc<Database>,
+    /// Snapshots are sealed with it on disk.
+    key: Arc<DataKey>,
     store: SharedStore,
     last_applied: Option<LogId<u64>>,
     last_membership: StoredMembership<u64, Member>,
@@ -40,13 +42,14 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    pub fn open(db: Arc<Database>) -> Result<Self> {
+    pub fn open(db: Arc<Database>, key: Arc<DataKey>) -> Result<Self> {
         let txn = db.begin_write().map_err(|e| StorageIOError::write(&e))?;
         txn.open_table(SNAPSHOT)
             .map_err(|e| StorageIOError::write(&e))?;
         txn.commit().map_err(|e| StorageIOError::write(&e))?;
         let mut machine = Self {
             db,
+            key,
             store: SharedStore::default(),
             last_applied: None,
             last_membership: StoredMembership::default(),
@@ -77,7 +80,11 @@ impl StateMachine {
         else {
             return Ok(None);
         };
-        serde_json::from_slice(value.value())
+        let bytes = self
+            .key
+            .open(value.value())
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
     }
@@ -129,6 +136,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let store = self.store.read_locked().clone();
         SnapshotView {
             db: self.db.clone(),
+            key: self.key.clone(),
             store,
             last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
@@ -150,7 +158,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             data: snapshot.into_inner(),
         };
         self.load(&stored)?;
-        write_snapshot(&self.db, &stored)
+        write_snapshot(&self.db, &self.key, &stored)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
@@ -164,6 +172,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 /// The store as it was when a snapshot was asked for.
 pub struct SnapshotView {
     db: Arc<Database>,
+    key: Arc<DataKey>,
     store: Option<ClusterState>,
     last_applied: Option<LogId<u64>>,
     last_membership: StoredMembership<u64, Member>,
@@ -187,7 +196,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotView {
             meta: meta.clone(),
             data,
         };
-        write_snapshot(&self.db, &stored)?;
+        write_snapshot(&self.db, &self.key, &stored)?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(stored.data)),
@@ -196,9 +205,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotView {
 }
 
 /// Keeps `snapshot` as the current one, durably.
-fn write_snapshot(db: &Database, snapshot: &StoredSnapshot) -> Result<()> {
+fn write_snapshot(db: &Database, key: &DataKey, snapshot: &StoredSnapshot) -> Result<()> {
     let signature = Some(snapshot.meta.signature());
-    let bytes = serde_json::to_vec(snapshot)
+    let plain = serde_json::to_vec(snapshot)
+        .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+    let bytes = key
+        .seal(&plain)
         .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
     let txn = db
         .begin_write()

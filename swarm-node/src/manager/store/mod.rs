@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(test)]
 pub mod fixtures;
+pub mod payloads;
 mod refusal;
 pub mod services;
 
@@ -101,6 +102,12 @@ pub struct ClusterState {
     /// before this setting: the default.
     #[serde(default)]
     pub gossip_key_rotation_secs: u64,
+    /// Secrets by ID.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, payloads::PayloadRecord>,
+    /// Configs by ID.
+    #[serde(default)]
+    pub configs: BTreeMap<String, payloads::PayloadRecord>,
 }
 
 /// Log requests are answered within seconds; older ones are dropped.
@@ -207,6 +214,16 @@ pub enum Command {
     /// How often the leader rotates the gossip key from now on.
     SetGossipKeyRotation {
         secs: u64,
+    },
+    /// A new secret or config; its name must be free.
+    CreatePayload {
+        kind: payloads::PayloadKind,
+        record: payloads::PayloadRecord,
+    },
+    /// Refused while a service uses it.
+    RemovePayload {
+        kind: payloads::PayloadKind,
+        id: String,
     },
 }
 
@@ -360,6 +377,16 @@ impl ClusterState {
                 }
             }
             Command::Tasks(changes) => state.change_tasks(changes),
+            Command::CreatePayload { kind, record } => {
+                if let Err(why) = state.create_payload(kind, record) {
+                    return refused(why);
+                }
+            }
+            Command::RemovePayload { kind, id } => {
+                if let Err(why) = state.remove_payload(kind, &id) {
+                    return refused(why);
+                }
+            }
             Command::RequestLogs(request) => {
                 let now = request.at_millis;
                 state

@@ -4,6 +4,8 @@
 
 use std::net::Ipv4Addr;
 
+use crate::api::mounts::PayloadKind;
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("the cluster exists already")]
@@ -52,6 +54,24 @@ pub enum Refusal {
     NoSuchService(String),
     #[error("a service cannot be renamed")]
     Rename,
+    #[error("{} {name} already exists", .kind.word())]
+    PayloadExists { kind: PayloadKind, name: String },
+    #[error("{} {reference} not found", .kind.word())]
+    NoSuchPayload {
+        kind: PayloadKind,
+        reference: String,
+    },
+    #[error(
+        "{} '{name}' is in use by the following service{}: {}",
+        .kind.word(),
+        if .services.len() > 1 { "s" } else { "" },
+        .services.join(", ")
+    )]
+    PayloadInUse {
+        kind: PayloadKind,
+        name: String,
+        services: Vec<String>,
+    },
 }
 
 impl From<Refusal> for crate::api::ClusterError {
