@@ -338,3 +338,128 @@ fn bind_volume_and_tmpfs_mounts_behave_as_dockers() {
             .is_empty()
     );
 }
+
+#[test]
+fn the_docker_runtime_gets_the_same_secrets_configs_and_mounts() {
+    // Declared first, so it is dropped last: after the daemons removed
+    // their containers.
+    let engine = swarm_tests::docker::DockerEngine::start().unwrap();
+    let port = 16_000 + (std::process::id() % 1000) as u16;
+    let registry = Registry::start_on_loopback(port).unwrap();
+    let mut base = TestLayer::busybox();
+    base.files
+        .insert("srv/seed.txt".into(), Some(b"from the image\n".to_vec()));
+    registry
+        .push(
+            "tools",
+            "1",
+            &TestImage {
+                layers: vec![base],
+                config: serde_json::json!({"Env": ["PATH=/bin"]}),
+            },
+        )
+        .unwrap();
+    let image = format!("127.0.0.1:{port}/tools:1");
+    let mut options = TopologyOptions::new("swsd", 2);
+    options.daemon_args = vec![
+        "--runtime".into(),
+        "docker".into(),
+        "--docker-host".into(),
+        engine.host(),
+    ];
+    let topology = Swarm::new().workers([1]).start(&options).unwrap();
+    let manager = topology.daemon(0);
+    let outside = tempfile::tempdir().unwrap();
+    let secret = format!("docker-pw-{}", std::process::id());
+    std::fs::write(outside.path().join("secret"), &secret).unwrap();
+    std::fs::write(outside.path().join("conf"), "mode=docker\n").unwrap();
+    manager
+        .swarm_ok(&[
+            "secret",
+            "create",
+            "pw",
+            outside.path().join("secret").to_str().unwrap(),
+        ])
+        .unwrap();
+    manager
+        .swarm_ok(&[
+            "config",
+            "create",
+            "conf",
+            outside.path().join("conf").to_str().unwrap(),
+        ])
+        .unwrap();
+    let script = "cat /run/secrets/pw; echo; stat -c %a /run/secrets/pw; cat /etc/app.conf; \
+                  cat /srv/seed.txt; df -k /scratch | tail -1 | awk '{print $2}'";
+    manager
+        .swarm_ok(&[
+            "service",
+            "create",
+            "--name",
+            "reader",
+            "-p",
+            "8080:80",
+            "--no-resolve-image",
+            "--secret",
+            "source=pw,mode=0400",
+            "--config",
+            "source=conf,target=/etc/app.conf",
+            "--mount",
+            "type=volume,source=swarm-test-state,target=/srv",
+            "--mount",
+            "type=tmpfs,target=/scratch,tmpfs-size=1m",
+            "--mount",
+            "type=tmpfs,target=/www",
+            &image,
+            "/bin/sh",
+            "-c",
+            &serving(script),
+        ])
+        .unwrap();
+    let seen = wait_page(&topology, "the container's page", |p| {
+        p.lines().count() >= 5
+    });
+    assert_eq!(
+        seen.lines().collect::<Vec<_>>(),
+        [
+            secret.as_str(),
+            "400",
+            "mode=docker",
+            "from the image",
+            "1024"
+        ],
+        "{seen}"
+    );
+    manager
+        .swarm_ok(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "bound",
+            "--no-resolve-image",
+            "--mount",
+            "type=bind,source=/nonexistent/swarm-test,target=/data",
+            &image,
+            "sleep",
+            "1000",
+        ])
+        .unwrap();
+    wait_until("the bind refused in Docker's words", || {
+        let errors = task_errors(&topology, "bound");
+        errors
+            .iter()
+            .any(|e| e == "invalid mount config for type \"bind\": bind source path does not exist: /nonexistent/swarm-test")
+            .then_some(())
+            .ok_or(format!("{errors:?}"))
+    });
+    manager
+        .swarm_ok(&["service", "rm", "reader", "bound"])
+        .unwrap();
+    wait_until("no task container left", || {
+        let left = engine.task_containers().unwrap();
+        left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+    });
+    let _ = engine.docker(&["volume", "rm", "swarm-test-state"]);
+    let _ = engine.docker(&["image", "rm", &image]);
+}

@@ -285,6 +285,8 @@ pub fn run() -> anyhow::Result<()> {
     );
     topology.daemon(0).swarm_ok(&["service", "rm", "web"])?;
 
+    secret_demo(&topology, &image)?;
+
     println!(
         "\n== service discovery: `api` (2 replicas) and `client` on overlay network `back`; names resolve inside the client task"
     );
@@ -379,6 +381,56 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 /// busybox whose Cmd serves the task's hostname over HTTP on port 80.
+/// A secret created, read by a task (from its tmpfs at /run/secrets),
+/// refused removal while in use, then removed.
+fn secret_demo(topology: &swarm_tests::Topology, image: &str) -> anyhow::Result<()> {
+    println!("\n== a secret: `swarm secret create db-password FILE`, read inside a task");
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("db-password");
+    std::fs::write(&file, "correct horse battery staple")?;
+    let manager = topology.daemon(0);
+    let id = manager.swarm_ok(&[
+        "secret",
+        "create",
+        "db-password",
+        &file.display().to_string(),
+    ])?;
+    drop(dir);
+    println!("secret ID {}", id.trim());
+    print!("{}", manager.swarm_ok(&["secret", "ls"])?);
+    let script = "echo \"read $(wc -c < /run/secrets/db-password) bytes from /run/secrets/db-password ($(stat -f -c %T /run/secrets/db-password), mode $(stat -c %a /run/secrets/db-password)): $(cat /run/secrets/db-password)\" > /www/index.html && exec /bin/busybox httpd -f -p 80 -h /www";
+    manager.swarm_ok(&[
+        "service",
+        "create",
+        "--name",
+        "vault",
+        "-p",
+        "8081:80",
+        "--secret",
+        "db-password",
+        "--mount",
+        "type=tmpfs,target=/www",
+        image,
+        "/bin/sh",
+        "-c",
+        script,
+    ])?;
+    let reply = http_get(
+        topology.client.netns.name(),
+        SocketAddr::from((topology.hosts[1].addr, 8081)),
+    )?;
+    println!("  GET http://{}:8081/ -> {reply}", topology.hosts[1].addr);
+    let refused = manager.swarm(&["secret", "rm", "db-password"])?;
+    println!(
+        "  `swarm secret rm db-password` while vault runs: {}",
+        String::from_utf8_lossy(&refused.stderr).trim()
+    );
+    manager.swarm_ok(&["service", "rm", "vault"])?;
+    manager.swarm_ok(&["secret", "rm", "db-password"])?;
+    println!("  removed with the service: `swarm secret ls` is empty again");
+    Ok(())
+}
+
 fn web_image() -> TestImage {
     TestImage {
         layers: vec![TestLayer::busybox()],

@@ -100,10 +100,13 @@ pub fn run(runtime: Runtime) -> anyhow::Result<RuntimeImages> {
             warm_s,
         });
     }
-    drop(topology);
+    // The next run starts cold again; the engines still run here.
     for engine in &engines {
-        forget_bench_images(engine)?;
+        if let Err(err) = forget_bench_images(engine) {
+            eprintln!("bench: images: {err:#}");
+        }
     }
+    drop(topology);
     drop(engines);
     Ok(RuntimeImages { runtime, images })
 }

@@ -731,7 +731,11 @@ fn converge(host: &str, service: &str) -> anyhow::Result<()> {
             .to_owned();
         let (running, wanted) = replicas.split_once('/').unwrap_or(("0", "0"));
         let updating = matches!(update_state.as_str(), "updating" | "rollback_started");
-        let line = format!("overall progress: {running} out of {wanted} tasks");
+        let mut line = format!("overall progress: {running} out of {wanted} tasks");
+        for slot in slot_lines(host, service, wanted)? {
+            line.push('\n');
+            line.push_str(&slot);
+        }
         if line != last {
             writeln!(stderr, "{line}")?;
             last = line;
@@ -751,6 +755,48 @@ fn converge(host: &str, service: &str) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Docker's line per slot under the overall progress: `2/4: running`, or
+/// the task's error.
+fn slot_lines(host: &str, service: &str, wanted: &str) -> anyhow::Result<Vec<String>> {
+    let tasks = rows(call(
+        host,
+        &Request::SwarmServiceTasks {
+            services: vec![service.to_owned()],
+        },
+    )?)?;
+    let mut lines: Vec<(String, String)> = tasks
+        .iter()
+        .filter(|t| t["DesiredState"] == "Running")
+        .map(|t| {
+            let slot = t["Name"]
+                .as_str()
+                .and_then(|name| name.rsplit('.').next())
+                .unwrap_or("?")
+                .to_owned();
+            let error = t["Error"].as_str().unwrap_or_default();
+            let state = match error {
+                "" => t["CurrentState"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_lowercase(),
+                error => error.to_owned(),
+            };
+            (slot, state)
+        })
+        .collect();
+    lines.sort_by_key(|(slot, _)| (slot.parse::<u64>().unwrap_or(u64::MAX), slot.clone()));
+    Ok(lines
+        .into_iter()
+        .map(|(slot, state)| match slot.parse::<u64>() {
+            Ok(_) => format!("{slot}/{wanted}: {state}"),
+            Err(_) => format!("{slot}: {state}"),
+        })
+        .collect())
 }
 
 fn generated_name() -> String {

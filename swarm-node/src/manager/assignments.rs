@@ -347,3 +347,83 @@ fn task_files(state: &ClusterState, spec: &ServiceSpec) -> Vec<TaskFile> {
     })
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{
+        api::{
+            Role,
+            mounts::{FileReference, Opaque},
+            specs::ServiceMode,
+            tasks::{TaskState, TaskStatus},
+        },
+        manager::store::{
+            fixtures,
+            payloads::PayloadRecord,
+            services::{ServiceCreate, TaskRecord},
+        },
+    };
+
+    #[test]
+    fn only_the_node_running_a_task_gets_its_secret() {
+        let mut state = fixtures::store(&[("a", Role::Manager), ("b", Role::Worker)]);
+        let secret = b"the bytes of the secret";
+        state.secrets.insert(
+            "s1".into(),
+            PayloadRecord {
+                id: "s1".into(),
+                name: "pw".into(),
+                labels: BTreeMap::new(),
+                data: Opaque(secret.to_vec()),
+                created_at: 0,
+                updated_at: 0,
+                version: 1,
+            },
+        );
+        let mut spec = ServiceSpec::new("app", "host", ServiceMode::Replicated { replicas: 1 });
+        spec.secrets.push(FileReference {
+            id: "s1".into(),
+            ..FileReference::named("pw")
+        });
+        state
+            .create_service(ServiceCreate {
+                id: "svc".into(),
+                spec: spec.clone(),
+                at: 0,
+            })
+            .unwrap();
+        state.tasks.insert(
+            "t1".into(),
+            TaskRecord {
+                id: "t1".into(),
+                service_id: "svc".into(),
+                slot: 1,
+                node_id: Some("a".into()),
+                spec_version: 1,
+                spec,
+                desired: TaskState::Running,
+                status: TaskStatus {
+                    state: TaskState::Assigned,
+                    timestamp_millis: 0,
+                    message: String::new(),
+                    err: String::new(),
+                    exit_code: None,
+                },
+                addresses: BTreeMap::new(),
+                created_at_millis: 0,
+            },
+        );
+        let mine = node_view(&state, "a", 1);
+        assert_eq!(mine.tasks[0].spec.files.len(), 1);
+        assert_eq!(mine.tasks[0].spec.files[0].path, "/run/secrets/pw");
+        assert_eq!(mine.tasks[0].spec.files[0].data.0, secret);
+        let other = serde_json::to_string(&node_view(&state, "b", 1)).unwrap();
+        let encoded = serde_json::to_string(&Opaque(secret.to_vec())).unwrap();
+        assert!(!other.contains(encoded.trim_matches('"')), "{other}");
+        // Nor does a log line of the view print it.
+        assert!(!format!("{mine:?}").contains("the bytes"));
+    }
+}
