@@ -166,3 +166,47 @@ fn networks_are_allocated_by_the_leader_and_seen_by_every_manager() {
         "4097"
     );
 }
+
+#[test]
+fn network_rm_on_update_takes_a_network_off_a_service_by_name() {
+    let topology = Swarm::new()
+        .start(&TopologyOptions::new("swnr", 1))
+        .unwrap();
+    let manager = topology.daemon(0);
+    manager
+        .swarm_ok(&["network", "create", "-d", "overlay", "back"])
+        .unwrap();
+    manager
+        .swarm_ok(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "s",
+            "--network",
+            "back",
+            "host",
+            "sleep",
+            "1000",
+        ])
+        .unwrap();
+    let networks = |topology: &Topology| {
+        topology
+            .daemon(0)
+            .swarm_inspect(&["service", "inspect", "s"])
+            .unwrap()[0]["Spec"]["TaskTemplate"]["Networks"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(networks(&topology), 1);
+    manager
+        .swarm_ok(&["service", "update", "--detach", "--network-rm", "back", "s"])
+        .unwrap();
+    assert_eq!(
+        networks(&topology),
+        0,
+        "--network-rm back left the network on"
+    );
+    // Now unused, the network can go.
+    manager.swarm_ok(&["network", "rm", "back"]).unwrap();
+}

@@ -327,6 +327,7 @@ impl ServiceUpdateRequest {
         spec.ports.retain(|p| !self.publish_rm.contains(&p.target));
         spec.ports.extend(self.publish_add.iter().copied());
         spec.networks.retain(|n| !self.network_rm.contains(n));
+        spec.aliases.retain(|n, _| !self.network_rm.contains(n));
         spec.networks.extend(self.network_add.iter().cloned());
         spec.constraints
             .retain(|c| !self.constraint_rm.contains(&c.to_string()));

@@ -13,4 +13,4 @@ pub mod specs;
 pub mod tasks;
 
 pub use error::ClusterError;
-pub use nodes::{Availability, NodeResources, Role};
+pub use nodes::{Availability, NodeResources, Platform, Role};

@@ -56,6 +56,23 @@ pub struct NodeResources {
     pub memory_bytes: u64,
 }
 
+/// A node's OS and architecture, as it reported them when it joined
+/// (Docker's `Description.Platform`: `linux`, `x86_64`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+}
+
+impl Platform {
+    pub fn of_this_host() -> Self {
+        Self {
+            os: std::env::consts::OS.to_owned(),
+            architecture: std::env::consts::ARCH.to_owned(),
+        }
+    }
+}
+
 impl NodeResources {
     /// This host's: its CPUs and its MemTotal.
     pub fn of_this_host() -> Self {

@@ -88,6 +88,8 @@ pub async fn join(
             csr_pem,
             nano_cpus: resources.nano_cpus,
             memory_bytes: resources.memory_bytes,
+            os: std::env::consts::OS.to_owned(),
+            architecture: std::env::consts::ARCH.to_owned(),
         })
         .await
         .map_err(|status| ClusterError::Join(status.message().to_owned()))?

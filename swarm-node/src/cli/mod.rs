@@ -147,7 +147,8 @@ pub enum NetworkCommand {
         /// Gateway address [default: the subnet's first address].
         #[arg(long, value_name = "IP")]
         gateway: Option<Ipv4Addr>,
-        /// Let tasks started outside services attach to it.
+        /// Recorded and shown as Docker does; attaching anything started
+        /// outside services is not supported yet.
         #[arg(long)]
         attachable: bool,
         /// Driver option, KEY=VALUE: mtu=N sets the MTU inside the tasks (default 1450).

@@ -555,9 +555,13 @@ fn file_name(digest: &str) -> String {
     digest.replace(':', "-")
 }
 
+/// Written under a name of its own and renamed: tasks pulling the same
+/// image at once each write the same record, and none sees half of one.
 fn write_atomically(path: &Path, bytes: &[u8], tmp_dir: &Path) -> Result<(), ImageError> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = tmp_dir.join(format!(
-        "{}.partial",
+        "{}.{n}.partial",
         path.file_name().unwrap_or_default().to_string_lossy()
     ));
     fs::write(&tmp, bytes)
@@ -571,6 +575,22 @@ fn write_atomically(path: &Path, bytes: &[u8], tmp_dir: &Path) -> Result<(), Ima
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_written_at_once_by_many_tasks_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("record");
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..50 {
+                        write_atomically(&path, b"{}", dir.path()).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(fs::read(&path).unwrap(), b"{}");
+    }
 
     #[test]
     fn loopback_and_named_registries_are_plain_http() {

@@ -89,6 +89,10 @@ impl Manager {
                 nano_cpus: request.nano_cpus,
                 memory_bytes: request.memory_bytes,
             },
+            platform: crate::api::Platform {
+                os: request.os.clone(),
+                architecture: request.architecture.clone(),
+            },
         }))?;
         Ok(proto::JoinResponse {
             cluster_id,

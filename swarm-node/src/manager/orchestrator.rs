@@ -207,6 +207,16 @@ pub fn reconcile(
 
         let update = rolling_update(service, &slots, &desired, now_millis, &mut plan);
         for key in &wanted {
+            // A paused node keeps its global task as it is: nothing new
+            // starts there, an update included (swarmkit's rule).
+            if let SlotKey::Node(id) = key
+                && state
+                    .nodes
+                    .get(id)
+                    .is_some_and(|n| n.availability != Availability::Active)
+            {
+                continue;
+            }
             let list = slots.get(key).map(Vec::as_slice).unwrap_or_default();
             let live: Vec<&&TaskRecord> = list
                 .iter()
@@ -503,7 +513,13 @@ mod tests {
     /// Runs passes (committing each) until nothing changes; agents report
     /// every assigned task Running.
     fn settle(state: &mut ClusterState, ready: &BTreeSet<String>) {
-        let mut next = 0;
+        // New IDs after those a settle before made.
+        let mut next = state
+            .tasks
+            .keys()
+            .filter_map(|id| id.strip_prefix('t')?.parse::<usize>().ok())
+            .max()
+            .unwrap_or(0);
         for _ in 0..20 {
             let plan = reconcile(state, ready, 1_000_000, &mut || {
                 next += 1;
@@ -716,5 +732,39 @@ mod tests {
             pending.status.err,
             "no suitable node (scheduling constraints not satisfied on 3)"
         );
+    }
+
+    #[test]
+    fn a_paused_node_gets_no_new_global_task_but_keeps_its_own() {
+        let mut state = store(&[
+            ("m1", Role::Manager),
+            ("w1", Role::Worker),
+            ("w2", Role::Worker),
+        ]);
+        state.nodes.get_mut("w1").unwrap().availability = Availability::Pause;
+        state
+            .create_service(ServiceCreate {
+                id: "g".into(),
+                spec: spec("agent", ServiceMode::Global),
+                at: 0,
+            })
+            .unwrap();
+        let all: BTreeSet<String> = state.nodes.keys().cloned().collect();
+        settle(&mut state, &all);
+        let on = |state: &ClusterState| {
+            let mut nodes: Vec<String> = state
+                .tasks
+                .values()
+                .filter(|t| t.desired == TaskState::Running)
+                .map(|t| t.node_id.clone().unwrap())
+                .collect();
+            nodes.sort();
+            nodes
+        };
+        assert_eq!(on(&state), ["m1", "w2"]);
+        state.nodes.get_mut("w1").unwrap().availability = Availability::Active;
+        state.nodes.get_mut("w2").unwrap().availability = Availability::Pause;
+        settle(&mut state, &all);
+        assert_eq!(on(&state), ["m1", "w1", "w2"]);
     }
 }

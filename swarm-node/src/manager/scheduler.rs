@@ -173,8 +173,11 @@ pub fn satisfies(node: &NodeRecord, constraints: &[Constraint]) -> bool {
                 }
                 .to_owned(),
             ),
-            "node.platform.os" => Some(std::env::consts::OS.to_owned()),
-            "node.platform.arch" => Some(std::env::consts::ARCH.to_owned()),
+            // The node's own, as it reported them (not this manager's).
+            "node.platform.os" => Some(node.platform.os.clone()).filter(|os| !os.is_empty()),
+            "node.platform.arch" => {
+                Some(node.platform.architecture.clone()).filter(|arch| !arch.is_empty())
+            }
             key => key
                 .strip_prefix("node.labels.")
                 .and_then(|label| node.labels.get(label).cloned()),
@@ -185,4 +188,33 @@ pub fn satisfies(node: &NodeRecord, constraints: &[Constraint]) -> bool {
             None => !c.equal,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{api::Platform, manager::store::fixtures};
+
+    #[test]
+    fn platform_constraints_are_checked_against_each_nodes_own() {
+        let mut arm = fixtures::node("arm", Role::Worker);
+        arm.platform = Platform {
+            os: "linux".into(),
+            architecture: "aarch64".into(),
+        };
+        let mut intel = fixtures::node("intel", Role::Worker);
+        intel.platform = Platform {
+            os: "linux".into(),
+            architecture: "x86_64".into(),
+        };
+        let on_arm: Vec<Constraint> = vec!["node.platform.arch==aarch64".parse().unwrap()];
+        assert!(satisfies(&arm, &on_arm));
+        assert!(!satisfies(&intel, &on_arm));
+        let linux: Vec<Constraint> = vec!["node.platform.os==linux".parse().unwrap()];
+        assert!(satisfies(&arm, &linux) && satisfies(&intel, &linux));
+        // A node recorded before nodes reported it matches no platform.
+        let mut old = fixtures::node("old", Role::Worker);
+        old.platform = Platform::default();
+        assert!(!satisfies(&old, &linux));
+    }
 }

@@ -77,6 +77,7 @@ impl Membership {
             availability: Availability::Active,
             labels: BTreeMap::new(),
             resources: NodeResources::of_this_host(),
+            platform: crate::api::Platform::of_this_host(),
         };
         let state = ClusterState {
             cluster_id: cluster_id.clone(),

@@ -98,8 +98,8 @@ impl Manager {
             "Description": {
                 "Hostname": node.hostname,
                 "Platform": {
-                    "Architecture": std::env::consts::ARCH,
-                    "OS": std::env::consts::OS,
+                    "Architecture": node.platform.architecture,
+                    "OS": node.platform.os,
                 },
                 "Resources": {
                     "NanoCPUs": node.resources.nano_cpus,

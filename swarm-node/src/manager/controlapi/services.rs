@@ -300,6 +300,9 @@ impl Manager {
     ) -> Result<Response, ClusterError> {
         let service = self.resolve_service(&request.service)?;
         let mut spec = service.spec.clone();
+        // The spec holds network IDs; the user names them.
+        let mut request = request.clone();
+        request.network_rm = self.resolve_networks(&request.network_rm)?;
         request
             .apply(&mut spec)
             .map_err(|e| ClusterError::Refused(e.to_string()))?;

@@ -55,6 +55,10 @@ pub struct NodeRecord {
     /// What it offers tasks, as it reported when it joined.
     #[serde(default)]
     pub resources: NodeResources,
+    /// Its OS and architecture, as it reported when it joined; empty for
+    /// a node recorded before nodes reported them.
+    #[serde(default)]
+    pub platform: crate::api::Platform,
 }
 
 /// The replicated store.
