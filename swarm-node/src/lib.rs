@@ -10,6 +10,7 @@ pub mod api;
 pub mod ca;
 pub mod cli;
 pub mod clock;
+pub mod compose;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("api", 1),
     ("ca", 2),
     ("control", 2),
+    ("compose", 2),
     ("gossip", 2),
     ("dns", 3),
     ("image", 3),
