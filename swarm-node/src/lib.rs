@@ -22,3 +22,4 @@ pub mod lock;
 pub mod manager;
 pub mod node;
 pub mod runtime;
+pub mod stack;

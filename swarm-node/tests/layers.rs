@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("gossip", 2),
     ("dns", 3),
     ("image", 3),
+    ("stack", 3),
     ("runtime", 4),
     ("manager", 5),
     ("agent", 5),

@@ -41,6 +41,12 @@ pub enum Request {
     },
     /// Removes every volume no task uses.
     VolumePrune,
+    /// `swarm stack deploy`: the service of this name created, or updated
+    /// to `spec` in place.
+    SwarmServiceDeploy {
+        spec: Box<ServiceSpec>,
+        resolve_image: bool,
+    },
     /// `swarm secret|config create`.
     PayloadCreate(PayloadCreateRequest),
     PayloadList {
@@ -432,6 +438,7 @@ impl Request {
                 | Request::SwarmServiceLogs { .. }
                 | Request::SwarmRotateGossipKey
                 | Request::SwarmSetGossipKeyRotation { .. }
+                | Request::SwarmServiceDeploy { .. }
                 | Request::PayloadCreate(_)
                 | Request::PayloadList { .. }
                 | Request::PayloadInspect { .. }

@@ -4,6 +4,7 @@ mod output;
 mod payloads;
 mod registry_login;
 mod service;
+mod stack;
 mod values;
 
 use std::{net::Ipv4Addr, path::PathBuf};
@@ -99,6 +100,9 @@ pub enum CliCommand {
     /// The named volumes on this node (native runtime).
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Deploy and manage stacks: an application's services from compose files.
+    #[command(subcommand)]
+    Stack(stack::StackCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -818,6 +822,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             output::print_endpoints(&rows, args.format)
         }
+        CliCommand::Stack(command) => stack::run(&cli.host, command),
         CliCommand::Secret(command) => {
             payloads::run(&cli.host, crate::api::mounts::PayloadKind::Secret, command)
         }

@@ -705,7 +705,7 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Waits until the service's tasks all run at its current spec (Docker's
 /// progress display, as lines on stderr).
-fn converge(host: &str, service: &str) -> anyhow::Result<()> {
+pub(super) fn converge(host: &str, service: &str) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
     let mut stderr = std::io::stderr();
     let mut last = String::new();

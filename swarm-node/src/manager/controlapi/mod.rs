@@ -59,6 +59,10 @@ impl Manager {
                         whole_units(*secs)
                     )])
                 }),
+            Request::SwarmServiceDeploy {
+                spec,
+                resolve_image,
+            } => self.deploy_service(spec, *resolve_image),
             Request::PayloadCreate(request) => self.create_payload(request),
             Request::PayloadList { kind } => self.list_payloads(*kind),
             Request::PayloadInspect { kind, references } => {

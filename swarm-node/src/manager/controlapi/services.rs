@@ -52,6 +52,45 @@ impl Manager {
         Ok(Response::Service { id, warnings })
     }
 
+    /// `stack deploy`'s service: created, or updated in place to `spec`
+    /// when one of its name exists (nothing changes, and nothing restarts,
+    /// when the spec is the same).
+    pub(super) fn deploy_service(
+        &self,
+        spec: &ServiceSpec,
+        resolve_image: bool,
+    ) -> Result<Response, ClusterError> {
+        let existing = self.read_store(|s| {
+            s.services
+                .values()
+                .find(|service| service.spec.name == spec.name)
+                .cloned()
+        })?;
+        let Some(service) = existing else {
+            return self.create_service(spec, resolve_image);
+        };
+        let mut spec = spec.clone();
+        self.resolve_spec_networks(&mut spec)?;
+        self.resolve_spec_payloads(&mut spec)?;
+        let warnings = if resolve_image {
+            self.pin_image(&mut spec)?
+        } else {
+            Vec::new()
+        };
+        // What deploy does not set stays as the service has it.
+        spec.force_update = service.spec.force_update;
+        if spec.registry_auth.is_none() {
+            spec.registry_auth = service.spec.registry_auth.clone();
+        }
+        if spec != service.spec {
+            self.commit_spec(&service.id, spec, false)?;
+        }
+        Ok(Response::Service {
+            id: service.id,
+            warnings,
+        })
+    }
+
     /// Pins `spec`'s image to the digest its registry names now, so every
     /// node runs the same bytes; a registry out of reach leaves the tag as
     /// it is, with Docker's warning.
@@ -184,6 +223,7 @@ impl Manager {
                         "Replicas": format!("{running}/{wanted}"),
                         "Image": service.spec.image,
                         "Ports": ports_text(service),
+                        "Labels": service.spec.labels,
                     })
                 })
                 .collect()

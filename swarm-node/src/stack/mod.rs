@@ -1,0 +1,642 @@
+//! A compose file made into what a stack deploys, with Docker's naming:
+//! every object `<stack>_<name>` with the label
+//! `com.docker.stack.namespace=<stack>`, services on `<stack>_default`
+//! unless they name networks, each reachable there by its short name too;
+//! `external` objects used as they are, never made.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use crate::{
+    api::{
+        mounts::{FileReference, Mount, MountKind},
+        specs::{
+            Constraint, EndpointMode, FailureAction, PortConfig, RestartCondition, ServiceMode,
+            ServiceSpec, UpdateOrder,
+        },
+        tasks::HealthCheck,
+    },
+    compose::{
+        Loaded,
+        model::{External, FileUse, Port, Scalar, Service, UpdateConfig, VolumeUse},
+    },
+};
+
+/// The label Docker puts on a stack's objects.
+pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+
+/// What a deploy makes or updates.
+#[derive(Debug, Default)]
+pub struct StackPlan {
+    pub networks: Vec<StackNetwork>,
+    pub secrets: Vec<StackPayload>,
+    pub configs: Vec<StackPayload>,
+    pub services: Vec<ServiceSpec>,
+}
+
+#[derive(Debug)]
+pub struct StackNetwork {
+    pub name: String,
+    /// Must exist; never made or removed.
+    pub external: bool,
+    pub attachable: bool,
+    pub labels: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+pub struct StackPayload {
+    pub name: String,
+    pub external: bool,
+    pub labels: Vec<(String, String)>,
+    /// Read from its `file`; none for an external one.
+    pub data: Option<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StackError(String);
+
+fn refuse(message: impl Into<String>) -> StackError {
+    StackError(message.into())
+}
+
+/// The objects of stack `stack` that `loaded` declares.
+pub fn plan(stack: &str, loaded: &Loaded) -> Result<StackPlan, StackError> {
+    let compose = &loaded.compose;
+    let scoped = |name: &str| format!("{stack}_{name}");
+    let namespace = vec![(NAMESPACE_LABEL.to_owned(), stack.to_owned())];
+    let mut plan = StackPlan::default();
+    let external_name =
+        |key: &str, external: &Option<External>, name: &Option<String>| match external {
+            Some(External::Named { name }) => Some(name.clone()),
+            Some(External::Flag(true)) => Some(name.clone().unwrap_or_else(|| key.to_owned())),
+            _ => None,
+        };
+
+    // Networks: the ones named, and `default` when a service names none.
+    let mut network_names: BTreeMap<String, String> = BTreeMap::new();
+    for (key, network) in &compose.networks {
+        let network = network.clone().unwrap_or_default();
+        if let Some(driver) = network.driver.as_deref()
+            && driver != "overlay"
+        {
+            return Err(refuse(format!(
+                "network {key}: driver {driver:?} does not span a swarm; use overlay"
+            )));
+        }
+        let (name, external) = match external_name(key, &network.external, &network.name) {
+            Some(name) => (name, true),
+            None => (network.name.clone().unwrap_or_else(|| scoped(key)), false),
+        };
+        network_names.insert(key.clone(), name.clone());
+        let mut labels = namespace.clone();
+        if let Some(own) = &network.labels {
+            labels.extend(
+                own.pairs()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.unwrap_or_default())),
+            );
+        }
+        plan.networks.push(StackNetwork {
+            name,
+            external,
+            attachable: network.attachable,
+            labels,
+        });
+    }
+    let needs_default = compose.services.values().any(|s| s.networks.is_none());
+    if needs_default && !network_names.contains_key("default") {
+        network_names.insert("default".into(), scoped("default"));
+        plan.networks.push(StackNetwork {
+            name: scoped("default"),
+            external: false,
+            attachable: false,
+            labels: namespace.clone(),
+        });
+    }
+
+    // Secrets and configs: data read from their files, beside the file.
+    let mut payload_names: [BTreeMap<String, String>; 2] = Default::default();
+    for (index, (objects, out)) in [
+        (&compose.secrets, &mut plan.secrets),
+        (&compose.configs, &mut plan.configs),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (key, object) in objects {
+            let (name, external) = match external_name(key, &object.external, &object.name) {
+                Some(name) => (name, true),
+                None => (object.name.clone().unwrap_or_else(|| scoped(key)), false),
+            };
+            let data = match (&object.file, external) {
+                (_, true) => None,
+                (Some(file), false) => {
+                    let path = loaded.base_dir.join(file);
+                    Some(std::fs::read(&path).map_err(|e| {
+                        refuse(format!("reading {} for {key}: {e}", path.display()))
+                    })?)
+                }
+                (None, false) => {
+                    return Err(refuse(format!(
+                        "{key}: give it a file, or mark it external"
+                    )));
+                }
+            };
+            payload_names[index].insert(key.clone(), name.clone());
+            let mut labels = namespace.clone();
+            if let Some(own) = &object.labels {
+                labels.extend(
+                    own.pairs()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.unwrap_or_default())),
+                );
+            }
+            out.push(StackPayload {
+                name,
+                external,
+                labels,
+                data,
+            });
+        }
+    }
+
+    for (key, service) in &compose.services {
+        plan.services.push(service_spec(
+            stack,
+            key,
+            service,
+            &network_names,
+            &payload_names,
+            &loaded.base_dir,
+        )?);
+    }
+    Ok(plan)
+}
+
+fn service_spec(
+    stack: &str,
+    key: &str,
+    service: &Service,
+    networks: &BTreeMap<String, String>,
+    payloads: &[BTreeMap<String, String>; 2],
+    base_dir: &Path,
+) -> Result<ServiceSpec, StackError> {
+    let image = service.image.clone().ok_or_else(|| {
+        refuse(format!(
+            "Service {key} has neither an image nor a build context specified. At least one must be provided."
+        ))
+    })?;
+    let deploy = service.deploy.clone().unwrap_or_default();
+    let mode = match deploy.mode.as_deref().unwrap_or("replicated") {
+        "replicated" => ServiceMode::Replicated {
+            replicas: deploy.replicas.unwrap_or(1),
+        },
+        "global" => ServiceMode::Global,
+        other => {
+            return Err(refuse(format!(
+                "services.{key}.deploy.mode: {other:?} is not replicated or global"
+            )));
+        }
+    };
+    let mut spec = ServiceSpec::new(format!("{stack}_{key}"), image, mode);
+    spec.labels.insert(NAMESPACE_LABEL.into(), stack.into());
+    if let Some(labels) = &deploy.labels {
+        spec.labels.extend(
+            labels
+                .pairs()
+                .into_iter()
+                .map(|(k, v)| (k, v.unwrap_or_default())),
+        );
+    }
+    spec.args = service
+        .command
+        .as_ref()
+        .map(|c| c.words())
+        .unwrap_or_default();
+    spec.entrypoint = service.entrypoint.as_ref().map(|e| e.words());
+    spec.hostname = service.hostname.clone();
+    spec.user = service.user.clone();
+    spec.workdir = service.working_dir.clone();
+    for file in service
+        .env_file
+        .as_ref()
+        .map(|f| f.words())
+        .unwrap_or_default()
+    {
+        let path = base_dir.join(&file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| refuse(format!("services.{key}.env_file {}: {e}", path.display())))?;
+        spec.env.extend(
+            crate::compose::interpolate::parse_env_file(&text)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}")),
+        );
+    }
+    if let Some(environment) = &service.environment {
+        for (name, value) in environment.pairs() {
+            spec.env
+                .retain(|e| e.split('=').next() != Some(name.as_str()));
+            // A name without a value takes the deploying shell's.
+            match value.or_else(|| std::env::var(&name).ok()) {
+                Some(value) => spec.env.push(format!("{name}={value}")),
+                None => continue,
+            }
+        }
+    }
+    for port in &service.ports {
+        spec.ports.extend(ports(key, port)?);
+    }
+    let service_networks = match &service.networks {
+        Some(named) => named.entries(),
+        None => vec![("default".to_owned(), Vec::new())],
+    };
+    for (network, mut aliases) in service_networks {
+        let name = networks.get(&network).cloned().ok_or_else(|| {
+            refuse(format!(
+                "service {key} refers to undefined network {network}: invalid compose project"
+            ))
+        })?;
+        // Reachable by its short name, as in Docker.
+        aliases.insert(0, key.to_owned());
+        spec.aliases.insert(name.clone(), aliases);
+        spec.networks.push(name);
+    }
+    for (index, uses) in [&service.secrets, &service.configs].into_iter().enumerate() {
+        let word = ["secret", "config"][index];
+        for file_use in uses {
+            let (source, target, uid, gid, mode) = match file_use {
+                FileUse::Name(name) => (name.clone(), None, None, None, None),
+                FileUse::Long(long) => (
+                    long.source.clone(),
+                    long.target.clone(),
+                    long.uid.as_ref().map(Scalar::text),
+                    long.gid.as_ref().map(Scalar::text),
+                    long.mode,
+                ),
+            };
+            let name = payloads[index].get(&source).ok_or_else(|| {
+                refuse(format!(
+                    "service {key} refers to undefined {word} {source}: invalid compose project"
+                ))
+            })?;
+            let number = |value: Option<String>, what: &str| {
+                value.map(|v| v.parse::<u32>()).transpose().map_err(|_| {
+                    refuse(format!(
+                        "services.{key}.{word}s {source}: {what} is a number"
+                    ))
+                })
+            };
+            let mut reference = FileReference::named(name);
+            // A config's default target is /<key>, a secret's /run/secrets/<key>.
+            reference.target = target.unwrap_or_else(|| source.clone());
+            reference.uid = number(uid, "uid")?.unwrap_or(0);
+            reference.gid = number(gid, "gid")?.unwrap_or(0);
+            if let Some(mode) = mode {
+                reference.mode = mode as u32;
+            }
+            if index == 0 {
+                spec.secrets.push(reference);
+            } else {
+                spec.configs.push(reference);
+            }
+        }
+    }
+    for volume in &service.volumes {
+        spec.mounts.push(mount(stack, key, volume, base_dir)?);
+    }
+    if let Some(check) = &service.healthcheck {
+        if check.disable {
+            spec.no_healthcheck = true;
+        } else if let Some(test) = &check.test {
+            let command = match test {
+                crate::compose::model::StringOrList::String(text) => text.clone(),
+                crate::compose::model::StringOrList::List(list) => match list.split_first() {
+                    Some((kind, rest)) if kind == "CMD-SHELL" => rest.join(" "),
+                    Some((kind, rest)) if kind == "CMD" => rest.join(" "),
+                    Some((kind, _)) if kind == "NONE" => String::new(),
+                    _ => list.join(" "),
+                },
+            };
+            if command.is_empty() {
+                spec.no_healthcheck = true;
+            } else {
+                let defaults = HealthCheck::default();
+                spec.healthcheck = Some(HealthCheck {
+                    command,
+                    interval_millis: millis(key, &check.interval)?
+                        .unwrap_or(defaults.interval_millis),
+                    timeout_millis: millis(key, &check.timeout)?.unwrap_or(defaults.timeout_millis),
+                    retries: check.retries.map_or(defaults.retries, |r| r as u32),
+                    start_period_millis: millis(key, &check.start_period)?
+                        .unwrap_or(defaults.start_period_millis),
+                });
+            }
+        }
+    }
+    if let Some(grace) = millis(key, &service.stop_grace_period)? {
+        spec.stop_grace_millis = grace;
+    }
+    if let Some(placement) = &deploy.placement {
+        for constraint in &placement.constraints {
+            spec.constraints
+                .push(constraint.parse::<Constraint>().map_err(|e| {
+                    refuse(format!("services.{key}.deploy.placement.constraints: {e}"))
+                })?);
+        }
+    }
+    if let Some(resources) = &deploy.resources {
+        for (amounts, target) in [
+            (&resources.limits, &mut spec.limits),
+            (&resources.reservations, &mut spec.reservations),
+        ] {
+            let Some(amounts) = amounts else { continue };
+            if let Some(cpus) = &amounts.cpus {
+                let cpus: f64 = cpus.text().parse().map_err(|_| {
+                    refuse(format!(
+                        "services.{key}.deploy.resources: cpus {:?} is not a number",
+                        cpus.text()
+                    ))
+                })?;
+                target.nano_cpus = Some((cpus * 1e9) as u64);
+            }
+            if let Some(memory) = &amounts.memory {
+                target.memory_bytes = Some(bytes(&memory.text()).ok_or_else(|| {
+                    refuse(format!(
+                        "services.{key}.deploy.resources: memory {:?} is not a size (e.g. 64M)",
+                        memory.text()
+                    ))
+                })?);
+            }
+        }
+    }
+    if let Some(restart) = &deploy.restart_policy {
+        if let Some(condition) = restart.condition.as_deref() {
+            spec.restart.condition = match condition {
+                "any" => RestartCondition::Any,
+                "on-failure" => RestartCondition::OnFailure,
+                "none" => RestartCondition::None,
+                other => {
+                    return Err(refuse(format!(
+                        "services.{key}.deploy.restart_policy.condition: {other:?}"
+                    )));
+                }
+            };
+        }
+        if let Some(delay) = millis(key, &restart.delay)? {
+            spec.restart.delay_millis = delay;
+        }
+        if let Some(attempts) = restart.max_attempts {
+            spec.restart.max_attempts = attempts;
+        }
+    }
+    for (config, target) in [
+        (&deploy.update_config, &mut spec.update),
+        (&deploy.rollback_config, &mut spec.rollback),
+    ] {
+        let Some(config) = config else { continue };
+        apply_update_config(key, config, target)?;
+    }
+    if let Some(endpoint_mode) = deploy.endpoint_mode.as_deref() {
+        spec.endpoint_mode = match endpoint_mode {
+            "vip" => EndpointMode::Vip,
+            "dnsrr" => EndpointMode::Dnsrr,
+            other => {
+                return Err(refuse(format!(
+                    "services.{key}.deploy.endpoint_mode: {other:?} is not vip or dnsrr"
+                )));
+            }
+        };
+    }
+    Ok(spec)
+}
+
+fn apply_update_config(
+    key: &str,
+    config: &UpdateConfig,
+    target: &mut crate::api::specs::UpdateConfig,
+) -> Result<(), StackError> {
+    if let Some(parallelism) = config.parallelism {
+        target.parallelism = parallelism;
+    }
+    if let Some(delay) = millis(key, &config.delay)? {
+        target.delay_millis = delay;
+    }
+    if let Some(monitor) = millis(key, &config.monitor)? {
+        target.monitor_millis = monitor;
+    }
+    if let Some(action) = config.failure_action.as_deref() {
+        target.failure_action = match action {
+            "pause" => FailureAction::Pause,
+            "continue" => FailureAction::Continue,
+            "rollback" => FailureAction::Rollback,
+            other => return Err(refuse(format!("services.{key}: failure_action {other:?}"))),
+        };
+    }
+    if let Some(order) = config.order.as_deref() {
+        target.order = match order {
+            "start-first" => UpdateOrder::StartFirst,
+            "stop-first" => UpdateOrder::StopFirst,
+            other => return Err(refuse(format!("services.{key}: order {other:?}"))),
+        };
+    }
+    Ok(())
+}
+
+/// A port in the short syntax (ranges expanded, a host IP dropped) or the long.
+fn ports(key: &str, port: &Port) -> Result<Vec<PortConfig>, StackError> {
+    let parse = |text: &str| {
+        text.parse::<PortConfig>()
+            .map_err(|e| refuse(format!("services.{key}.ports {text:?}: {e}")))
+    };
+    match port {
+        Port::Long(long) => {
+            let mut text = format!("target={}", long.target);
+            if let Some(published) = long.published {
+                text.push_str(&format!(",published={published}"));
+            }
+            if let Some(protocol) = &long.protocol {
+                text.push_str(&format!(",protocol={protocol}"));
+            }
+            if let Some(mode) = &long.mode {
+                text.push_str(&format!(",mode={mode}"));
+            }
+            Ok(vec![parse(&text)?])
+        }
+        Port::Short(short) => {
+            let text = short.text();
+            let (body, protocol) = match text.split_once('/') {
+                Some((body, protocol)) => (body.to_owned(), format!("/{protocol}")),
+                None => (text.clone(), String::new()),
+            };
+            let parts: Vec<&str> = body.split(':').collect();
+            // IP:PUBLISHED:TARGET: the mesh publishes on every address.
+            let parts = if parts.len() == 3 {
+                &parts[1..]
+            } else {
+                &parts[..]
+            };
+            let range = |part: &str| -> Result<Vec<u16>, StackError> {
+                let (from, to) = part.split_once('-').unwrap_or((part, part));
+                let (from, to) = (from.parse::<u16>(), to.parse::<u16>());
+                match (from, to) {
+                    (Ok(from), Ok(to)) if from <= to => Ok((from..=to).collect()),
+                    _ => Err(refuse(format!(
+                        "services.{key}.ports {text:?}: not a port or range"
+                    ))),
+                }
+            };
+            match parts {
+                [target] => range(target)?
+                    .into_iter()
+                    .map(|t| parse(&format!("{t}{protocol}")))
+                    .collect(),
+                [published, target] => {
+                    let (published, target) = (range(published)?, range(target)?);
+                    if published.len() != target.len() {
+                        return Err(refuse(format!(
+                            "services.{key}.ports {text:?}: the ranges differ in length"
+                        )));
+                    }
+                    published
+                        .iter()
+                        .zip(&target)
+                        .map(|(p, t)| parse(&format!("{p}:{t}{protocol}")))
+                        .collect()
+                }
+                _ => Err(refuse(format!("services.{key}.ports {text:?}: not a port"))),
+            }
+        }
+    }
+}
+
+/// A volume in the short (`SRC:DST[:ro]`, `DST`) or long syntax; a named
+/// volume is the stack's (`<stack>_<name>`).
+fn mount(stack: &str, key: &str, volume: &VolumeUse, base_dir: &Path) -> Result<Mount, StackError> {
+    let text = match volume {
+        VolumeUse::Short(short) => {
+            let parts: Vec<&str> = short.split(':').collect();
+            let (source, target, options) = match parts.as_slice() {
+                [target] => ("", *target, ""),
+                [source, target] => (*source, *target, ""),
+                [source, target, options] => (*source, *target, *options),
+                _ => {
+                    return Err(refuse(format!(
+                        "services.{key}.volumes {short:?}: not SRC:DST[:ro]"
+                    )));
+                }
+            };
+            let readonly = options.split(',').any(|o| o == "ro");
+            let kind = if source.starts_with(['/', '.', '~']) {
+                "bind"
+            } else {
+                "volume"
+            };
+            let mut text = format!("type={kind},target={target}");
+            if !source.is_empty() {
+                text.push_str(&format!(
+                    ",source={}",
+                    source_of(stack, kind, source, base_dir)
+                ));
+            }
+            if readonly {
+                text.push_str(",readonly");
+            }
+            text
+        }
+        VolumeUse::Long(long) => {
+            let mut text = format!("type={},target={}", long.kind, long.target);
+            if let Some(source) = &long.source {
+                text.push_str(&format!(
+                    ",source={}",
+                    source_of(stack, &long.kind, source, base_dir)
+                ));
+            }
+            if long.read_only {
+                text.push_str(",readonly");
+            }
+            if long.volume.as_ref().is_some_and(|v| v.nocopy) {
+                text.push_str(",volume-nocopy");
+            }
+            if let Some(tmpfs) = &long.tmpfs {
+                if let Some(size) = &tmpfs.size {
+                    text.push_str(&format!(",tmpfs-size={}", size.text()));
+                }
+                if let Some(mode) = tmpfs.mode {
+                    text.push_str(&format!(",tmpfs-mode={mode:o}"));
+                }
+            }
+            text
+        }
+    };
+    let mount = Mount::parse(&text).map_err(|e| refuse(format!("services.{key}.volumes: {e}")))?;
+    if mount.kind == MountKind::Volume && mount.source.is_empty() {
+        return Ok(mount);
+    }
+    Ok(mount)
+}
+
+/// A bind's path made absolute from the file's directory; a named
+/// volume's name in the stack.
+fn source_of(stack: &str, kind: &str, source: &str, base_dir: &Path) -> String {
+    match kind {
+        "bind" if !source.starts_with('/') => base_dir.join(source).display().to_string(),
+        "volume" => format!("{stack}_{source}"),
+        _ => source.to_owned(),
+    }
+}
+
+fn millis(key: &str, text: &Option<String>) -> Result<Option<u64>, StackError> {
+    text.as_deref()
+        .map(|t| {
+            duration(t).map(|d| d.as_millis() as u64).ok_or_else(|| {
+                refuse(format!(
+                    "services.{key}: {t:?} is not a duration (e.g. 10s, 1m30s, 500ms)"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// Go's durations as compose writes them: `1h`, `1m30s`, `500ms`, `2.5s`.
+fn duration(text: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let (number, tail) = rest.split_at(digits);
+        let number: f64 = number.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += number * scale;
+        rest = tail;
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+/// `64M`, `1g`, `512k`, `1024`: bytes.
+fn bytes(text: &str) -> Option<u64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let lower = lower.trim_end_matches('b');
+    let (digits, scale) = match lower.chars().last()? {
+        'k' => (&lower[..lower.len() - 1], 1u64 << 10),
+        'm' => (&lower[..lower.len() - 1], 1 << 20),
+        'g' => (&lower[..lower.len() - 1], 1 << 30),
+        _ => (lower, 1),
+    };
+    let number: f64 = digits.trim().parse().ok()?;
+    Some((number * scale as f64) as u64)
+}
