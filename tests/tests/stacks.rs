@@ -18,12 +18,12 @@ version: "3.8"
 x-image: &image ${REGISTRY}/tools:1
 services:
   web:
-    image: *image
+    image: ${REGISTRY}/tools:${WEB_TAG:-1}
     command: ["/bin/sh", "-c", "mkdir -p /www && echo web > /www/index.html && exec /bin/busybox httpd -f -p 80 -h /www"]
     ports: ["8080:80"]
     networks: [front]
     deploy:
-      replicas: ${WEB_REPLICAS:-2}
+      replicas: ${WEB_REPLICAS}
   api:
     image: *image
     command: /bin/sh -c 'cat /run/secrets/db_password /etc/app.conf > /www/index.html && exec /bin/busybox httpd -f -p 80 -h /www'
@@ -115,20 +115,24 @@ fn a_compose_stack_deploys_updates_in_place_prunes_and_goes() {
     let topology = Swarm::new().workers([1, 2]).start(&options).unwrap();
     let registry =
         Registry::start(topology.client.netns.name(), REGISTRY.parse().unwrap()).unwrap();
-    registry
-        .push(
-            "tools",
-            "1",
-            &TestImage {
-                layers: vec![TestLayer::busybox()],
-                config: serde_json::json!({"Env": ["PATH=/bin"]}),
-            },
-        )
-        .unwrap();
+    for tag in ["1", "2"] {
+        registry
+            .push(
+                "tools",
+                tag,
+                &TestImage {
+                    layers: vec![TestLayer::busybox()],
+                    config: serde_json::json!({"Env": ["PATH=/bin", format!("TAG={tag}")]}),
+                },
+            )
+            .unwrap();
+    }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("compose.yml"), COMPOSE).unwrap();
     std::fs::write(dir.path().join("db_password.txt"), "stack-secret\n").unwrap();
     std::fs::write(dir.path().join("app.conf"), "mode=stack\n").unwrap();
+    // The environment wins over the .env beside the file (redeploy below).
+    std::fs::write(dir.path().join(".env"), "WEB_REPLICAS=2\n").unwrap();
 
     // A broken file changes nothing, and says where it is broken.
     std::fs::write(
@@ -203,7 +207,11 @@ fn a_compose_stack_deploys_updates_in_place_prunes_and_goes() {
     let again = topology
         .daemon(0)
         .swarm_env(
-            &[("REGISTRY", REGISTRY), ("WEB_REPLICAS", "3")],
+            &[
+                ("REGISTRY", REGISTRY),
+                ("WEB_REPLICAS", "3"),
+                ("WEB_TAG", "2"),
+            ],
             &[
                 "stack",
                 "deploy",
@@ -217,6 +225,37 @@ fn a_compose_stack_deploys_updates_in_place_prunes_and_goes() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("Updating service app_web"));
     wait_running(&topology, "app_web", 3);
     assert_eq!(service_id(&topology, "app_web"), web_id);
+    let image = topology
+        .daemon(0)
+        .swarm_inspect(&["service", "inspect", "app_web"])
+        .unwrap()[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        image.starts_with(&format!("{REGISTRY}/tools:2@sha256:")),
+        "{image}"
+    );
+    wait_until("every web task on the new image", || {
+        let rows = topology
+            .daemon(0)
+            .swarm_json(&["service", "ps", "app_web"])
+            .unwrap();
+        let current: Vec<_> = rows
+            .iter()
+            .filter(|r| r["DesiredState"] == "Running")
+            .filter(|r| r["Image"].as_str().unwrap_or("").contains("tools:2@"))
+            .filter(|r| {
+                r["CurrentState"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("Running")
+            })
+            .collect();
+        (current.len() == 3)
+            .then_some(())
+            .ok_or(format!("{rows:?}"))
+    });
     assert_eq!(
         running(&topology, "app_api"),
         api_tasks,

@@ -286,6 +286,7 @@ pub fn run() -> anyhow::Result<()> {
     topology.daemon(0).swarm_ok(&["service", "rm", "web"])?;
 
     secret_demo(&topology, &image)?;
+    stack_demo(&topology, &image)?;
 
     println!(
         "\n== service discovery: `api` (2 replicas) and `client` on overlay network `back`; names resolve inside the client task"
@@ -428,6 +429,71 @@ fn secret_demo(topology: &swarm_tests::Topology, image: &str) -> anyhow::Result<
     manager.swarm_ok(&["service", "rm", "vault"])?;
     manager.swarm_ok(&["secret", "rm", "db-password"])?;
     println!("  removed with the service: `swarm secret ls` is empty again");
+    Ok(())
+}
+
+/// A compose file deployed as a stack, answering through the mesh, then
+/// removed with everything it made.
+fn stack_demo(topology: &swarm_tests::Topology, image: &str) -> anyhow::Result<()> {
+    println!(
+        "\n== a stack: `swarm stack deploy -c compose.yml shop` (web and api on a network of their own, api reading a secret)"
+    );
+    let dir = tempfile::tempdir()?;
+    let compose = format!(
+        r#"version: "3.8"
+services:
+  web:
+    image: {image}
+    ports: ["8082:80"]
+    deploy:
+      replicas: ${{WEB_REPLICAS:-2}}
+  api:
+    image: {image}
+    command: ["/bin/sh", "-c", "mkdir -p /www && cat /run/secrets/token > /www/index.html && exec /bin/busybox httpd -f -p 80 -h /www"]
+    secrets: [token]
+    volumes: [{{type: tmpfs, target: /www}}]
+secrets:
+  token:
+    file: ./token.txt
+"#
+    );
+    std::fs::write(dir.path().join("compose.yml"), &compose)?;
+    std::fs::write(dir.path().join("token.txt"), "api says hello")?;
+    println!("{compose}");
+    let manager = topology.daemon(0);
+    let file = dir.path().join("compose.yml").display().to_string();
+    print!(
+        "{}",
+        manager.swarm_ok(&["stack", "deploy", "-c", &file, "shop"])?
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let services = manager.swarm_json(&["stack", "services", "shop"])?;
+        let ready = services.iter().all(|s| {
+            let replicas = s["Replicas"].as_str().unwrap_or("0/1");
+            replicas.split_once('/').is_some_and(|(a, b)| a == b)
+        });
+        if ready && services.len() == 2 {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the stack did not converge: {services:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    println!("`swarm stack services shop`:");
+    print!("{}", manager.swarm_ok(&["stack", "services", "shop"])?);
+    let reply = http_get(
+        topology.client.netns.name(),
+        SocketAddr::from((topology.hosts[2].addr, 8082)),
+    )?;
+    println!(
+        "  GET http://{}:8082/ (web) -> {reply}",
+        topology.hosts[2].addr
+    );
+    println!("`swarm stack rm shop`:");
+    print!("{}", manager.swarm_ok(&["stack", "rm", "shop"])?);
     Ok(())
 }
 

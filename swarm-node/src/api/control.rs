@@ -253,6 +253,14 @@ pub struct ServiceUpdateRequest {
     /// `--mount-rm`: by target.
     #[serde(default)]
     pub mount_rm: Vec<String>,
+    /// `--placement-pref-add spread=KEY` (the key).
+    #[serde(default)]
+    pub placement_pref_add: Vec<String>,
+    #[serde(default)]
+    pub placement_pref_rm: Vec<String>,
+    /// `--replicas-max-per-node`; 0 lifts the limit.
+    #[serde(default)]
+    pub max_replicas_per_node: Option<u64>,
 }
 
 /// An update that cannot apply to a service's spec.
@@ -403,6 +411,13 @@ impl ServiceUpdateRequest {
                 && !self.mount_add.iter().any(|add| add.target == m.target)
         });
         spec.mounts.extend(self.mount_add.iter().cloned());
+        spec.placement_prefs
+            .retain(|key| !self.placement_pref_rm.contains(key));
+        spec.placement_prefs
+            .extend(self.placement_pref_add.iter().cloned());
+        if let Some(max) = self.max_replicas_per_node {
+            spec.max_replicas_per_node = (max > 0).then_some(max);
+        }
         if self.force {
             spec.force_update += 1;
         }

@@ -183,6 +183,13 @@ pub struct ServiceSpec {
     pub endpoint_mode: EndpointMode,
     pub ports: Vec<PortConfig>,
     pub constraints: Vec<Constraint>,
+    /// `--placement-pref spread=node.labels.zone`: tasks spread evenly over
+    /// the values of each key, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement_prefs: Vec<String>,
+    /// `--replicas-max-per-node`: at most this many tasks on one node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas_per_node: Option<u64>,
     pub restart: RestartPolicy,
     pub update: UpdateConfig,
     pub rollback: UpdateConfig,
@@ -233,6 +240,8 @@ impl ServiceSpec {
             endpoint_mode: EndpointMode::Vip,
             ports: Vec::new(),
             constraints: Vec::new(),
+            placement_prefs: Vec::new(),
+            max_replicas_per_node: None,
             restart: RestartPolicy::default(),
             update: UpdateConfig::default(),
             rollback: UpdateConfig::default(),

@@ -150,6 +150,10 @@ pub struct CreateArgs {
     /// Service label KEY=VALUE.
     #[arg(short, long, value_parser = parse_label)]
     label: Vec<(String, String)>,
+    /// Spread tasks evenly over a node attribute's values:
+    /// spread=node.labels.KEY (repeat for more, in order).
+    #[arg(long, value_name = "PREF", value_parser = parse_placement_pref)]
+    placement_pref: Vec<String>,
     /// A secret the tasks see at /run/secrets/NAME: NAME, or
     /// source=NAME,target=FILE,uid=N,gid=N,mode=0400.
     #[arg(long, value_name = "SECRET", value_parser = FileReference::parse)]
@@ -248,6 +252,9 @@ pub struct PolicyArgs {
     /// Time after start when failures do not count [default: 0s].
     #[arg(long, value_parser = parse_duration)]
     health_start_period: Option<Duration>,
+    /// At most this many of the service's tasks on one node (0: no limit).
+    #[arg(long, value_name = "N")]
+    replicas_max_per_node: Option<u64>,
     /// No health check (drops one set before).
     #[arg(long, conflicts_with = "health_cmd")]
     no_healthcheck: bool,
@@ -290,6 +297,12 @@ pub struct ServiceUpdateArgs {
     label_add: Vec<(String, String)>,
     #[arg(long)]
     label_rm: Vec<String>,
+    /// Add a spread preference (as --placement-pref of `create`).
+    #[arg(long, value_name = "PREF", value_parser = parse_placement_pref)]
+    placement_pref_add: Vec<String>,
+    /// Remove a spread preference.
+    #[arg(long, value_name = "PREF", value_parser = parse_placement_pref)]
+    placement_pref_rm: Vec<String>,
     /// Add a secret (as --secret of `create`).
     #[arg(long, value_name = "SECRET", value_parser = FileReference::parse)]
     secret_add: Vec<FileReference>,
@@ -561,6 +574,7 @@ fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
         endpoint_mode: args.endpoint_mode,
         ports: args.publish,
         constraints: args.constraint,
+        placement_prefs: args.placement_pref,
         secrets: args.secret,
         configs: args.config,
         mounts: args.mount,
@@ -613,6 +627,8 @@ fn update(host: &str, args: ServiceUpdateArgs) -> anyhow::Result<()> {
         request.constraint_rm = args.constraint_rm;
         request.label_add = args.label_add;
         request.label_rm = args.label_rm;
+        request.placement_pref_add = args.placement_pref_add;
+        request.placement_pref_rm = args.placement_pref_rm;
         request.secret_add = args.secret_add;
         request.secret_rm = args.secret_rm;
         request.config_add = args.config_add;
@@ -692,6 +708,7 @@ impl PolicyArgs {
             health_retries: self.health_retries,
             health_start_period_millis: millis(self.health_start_period),
             no_healthcheck: self.no_healthcheck,
+            max_replicas_per_node: self.replicas_max_per_node,
             ..ServiceUpdateRequest::default()
         }
     }
@@ -840,6 +857,20 @@ fn parse_network(text: &str) -> Result<(String, Vec<String>), String> {
 fn parse_port(text: &str) -> Result<PortConfig, String> {
     text.parse()
         .map_err(|e: crate::dataplane::PortError| e.to_string())
+}
+
+/// `spread=node.labels.zone`: the key, the one strategy Docker has.
+fn parse_placement_pref(text: &str) -> Result<String, String> {
+    match text.split_once('=') {
+        Some(("spread", key))
+            if key == "node.id" || key == "node.hostname" || key.starts_with("node.labels.") =>
+        {
+            Ok(key.to_owned())
+        }
+        _ => Err(format!(
+            "{text:?}: write it as spread=node.labels.KEY (spread is the only strategy)"
+        )),
+    }
 }
 
 fn parse_constraint(text: &str) -> Result<Constraint, String> {

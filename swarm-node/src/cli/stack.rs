@@ -177,13 +177,12 @@ pub fn run(host: &str, command: StackCommand) -> anyhow::Result<()> {
 fn deploy(host: &str, args: DeployArgs) -> anyhow::Result<()> {
     let environment = std::env::vars().collect();
     let loaded = compose::load(&args.compose_file, &environment)?;
-    if !loaded.unsupported.is_empty() {
-        eprintln!(
-            "Ignoring unsupported options: {}",
-            loaded.unsupported.join(", ")
-        );
-    }
     let plan = stack::plan(&args.stack, &loaded)?;
+    let mut unsupported = loaded.unsupported.clone();
+    unsupported.extend(plan.unsupported.iter().cloned());
+    if !unsupported.is_empty() {
+        eprintln!("Ignoring unsupported options: {}", unsupported.join(", "));
+    }
 
     let Response::Networks(networks) = call(host, &Request::SwarmNetworkList)? else {
         anyhow::bail!("the daemon answered `network ls` with something else");
@@ -204,9 +203,9 @@ fn deploy(host: &str, args: DeployArgs) -> anyhow::Result<()> {
             host,
             &Request::SwarmNetworkCreate(SwarmNetworkCreateRequest {
                 name: network.name.clone(),
-                subnet: None,
+                subnet: network.subnet,
                 gateway: None,
-                mtu: None,
+                mtu: network.mtu,
                 attachable: network.attachable,
                 labels: network.labels.clone(),
             }),

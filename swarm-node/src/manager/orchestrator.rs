@@ -767,4 +767,66 @@ mod tests {
         settle(&mut state, &all);
         assert_eq!(on(&state), ["m1", "w1", "w2"]);
     }
+
+    #[test]
+    fn spread_preferences_and_a_per_node_maximum_shape_placement() {
+        let mut state = store(&[
+            ("a1", Role::Manager),
+            ("a2", Role::Worker),
+            ("b1", Role::Worker),
+        ]);
+        for (node, zone) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
+            state
+                .nodes
+                .get_mut(node)
+                .unwrap()
+                .labels
+                .insert("zone".into(), zone.into());
+        }
+        let mut spread = spec("spread", ServiceMode::Replicated { replicas: 4 });
+        spread.ports.clear();
+        spread.placement_prefs = vec!["node.labels.zone".into()];
+        state
+            .create_service(ServiceCreate {
+                id: "s".into(),
+                spec: spread,
+                at: 0,
+            })
+            .unwrap();
+        let mut capped = spec("capped", ServiceMode::Replicated { replicas: 4 });
+        capped.ports.clear();
+        capped.max_replicas_per_node = Some(1);
+        state
+            .create_service(ServiceCreate {
+                id: "c".into(),
+                spec: capped,
+                at: 0,
+            })
+            .unwrap();
+        let all: BTreeSet<String> = state.nodes.keys().cloned().collect();
+        settle(&mut state, &all);
+        let count = |service: &str, node: &str| {
+            state
+                .tasks
+                .values()
+                .filter(|t| t.service_id == service && t.node_id.as_deref() == Some(node))
+                .count()
+        };
+        // Zone b (one node) holds half of the spread service's tasks.
+        assert_eq!(count("s", "b1"), 2);
+        assert_eq!(count("s", "a1") + count("s", "a2"), 2);
+        // One task per node; the fourth waits, saying why.
+        for node in ["a1", "a2", "b1"] {
+            assert_eq!(count("c", node), 1);
+        }
+        let waiting = state
+            .tasks
+            .values()
+            .find(|t| t.service_id == "c" && t.node_id.is_none())
+            .unwrap();
+        assert_eq!(
+            waiting.status.err,
+            "no suitable node (max replicas per node limit exceed on 3)"
+        );
+    }
 }

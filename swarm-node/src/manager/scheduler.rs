@@ -9,6 +9,10 @@ use super::store::{
 };
 use crate::api::{Availability, NodeResources, Role, specs::Constraint, tasks::TaskState};
 
+/// How loaded a node is for a task, least first: the service's tasks in
+/// each spread preference's group, on the node, then all tasks on it.
+type Load = (Vec<u64>, u64, u64);
+
 /// Places new tasks: available nodes that satisfy the constraints, then the
 /// one with the fewest tasks of the service, then the fewest tasks in all.
 /// A global task is assigned to its own node.
@@ -58,7 +62,8 @@ pub(super) fn schedule(
         let mut not_available = 0;
         let mut not_matching = 0;
         let mut short_of_resources = 0;
-        let mut best: Option<(&NodeRecord, (u64, u64))> = None;
+        let mut at_max = 0;
+        let mut best: Option<(&NodeRecord, Load)> = None;
         for node in state.nodes.values() {
             if !ready.contains(&node.id) || node.availability != Availability::Active {
                 not_available += 1;
@@ -72,14 +77,41 @@ pub(super) fn schedule(
                 short_of_resources += 1;
                 continue;
             }
-            let load = (
-                counts
-                    .get(&(task.service_id.clone(), node.id.clone()))
-                    .copied()
-                    .unwrap_or(0),
-                totals.get(&node.id).copied().unwrap_or(0),
-            );
-            if best.is_none_or(|(_, best_load)| load < best_load) {
+            let on_node = counts
+                .get(&(task.service_id.clone(), node.id.clone()))
+                .copied()
+                .unwrap_or(0);
+            if task
+                .spec
+                .max_replicas_per_node
+                .is_some_and(|max| on_node >= max)
+            {
+                at_max += 1;
+                continue;
+            }
+            // Spread preferences first, each over the values of its key:
+            // the value whose nodes hold the fewest of the service's tasks.
+            let spread: Vec<u64> = task
+                .spec
+                .placement_prefs
+                .iter()
+                .map(|key| {
+                    let value = placement_value(node, key);
+                    state
+                        .nodes
+                        .values()
+                        .filter(|other| placement_value(other, key) == value)
+                        .map(|other| {
+                            counts
+                                .get(&(task.service_id.clone(), other.id.clone()))
+                                .copied()
+                                .unwrap_or(0)
+                        })
+                        .sum()
+                })
+                .collect();
+            let load = (spread, on_node, totals.get(&node.id).copied().unwrap_or(0));
+            if best.as_ref().is_none_or(|(_, best_load)| load < *best_load) {
                 best = Some((node, load));
             }
         }
@@ -104,6 +136,9 @@ pub(super) fn schedule(
                 }
                 if short_of_resources > 0 {
                     reasons.push(format!("insufficient resources on {short_of_resources}"));
+                }
+                if at_max > 0 {
+                    reasons.push(format!("max replicas per node limit exceed on {at_max}"));
                 }
                 if reasons.is_empty() {
                     reasons.push("no nodes in the swarm".into());
@@ -132,6 +167,19 @@ pub(super) fn schedule(
             .into_iter()
             .map(|(id, node_id)| TaskChange::Assign { id, node_id }),
     );
+}
+
+/// A node's value for a spread preference's key (`node.labels.zone`,
+/// `node.hostname`, ...); nodes without it form a group of their own.
+fn placement_value<'a>(node: &'a NodeRecord, key: &str) -> Option<&'a str> {
+    match key {
+        "node.id" => Some(node.id.as_str()),
+        "node.hostname" => Some(node.hostname.as_str()),
+        key => key
+            .strip_prefix("node.labels.")
+            .and_then(|label| node.labels.get(label))
+            .map(String::as_str),
+    }
 }
 
 /// Adds what `task` reserves to `total`.

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use crate::{
     api::{
-        mounts::{FileReference, Mount, MountKind},
+        mounts::{FileReference, Mount},
         specs::{
             Constraint, EndpointMode, FailureAction, PortConfig, RestartCondition, ServiceMode,
             ServiceSpec, UpdateOrder,
@@ -27,6 +27,8 @@ pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 /// What a deploy makes or updates.
 #[derive(Debug, Default)]
 pub struct StackPlan {
+    /// Keys read but not acted on, for `Ignoring unsupported options`.
+    pub unsupported: Vec<String>,
     pub networks: Vec<StackNetwork>,
     pub secrets: Vec<StackPayload>,
     pub configs: Vec<StackPayload>,
@@ -40,6 +42,10 @@ pub struct StackNetwork {
     pub external: bool,
     pub attachable: bool,
     pub labels: Vec<(String, String)>,
+    /// `ipam.config[0].subnet`.
+    pub subnet: Option<(std::net::Ipv4Addr, u8)>,
+    /// `driver_opts: com.docker.network.driver.mtu`.
+    pub mtu: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -96,11 +102,45 @@ pub fn plan(stack: &str, loaded: &Loaded) -> Result<StackPlan, StackError> {
                     .map(|(k, v)| (k, v.unwrap_or_default())),
             );
         }
+        let mut mtu = None;
+        for (option, value) in &network.driver_opts {
+            match option.as_str() {
+                "com.docker.network.driver.mtu" | "mtu" => {
+                    mtu = Some(value.text().parse::<u32>().map_err(|_| {
+                        refuse(format!(
+                            "networks.{key}.driver_opts.{option}: {:?} is not a number",
+                            value.text()
+                        ))
+                    })?);
+                }
+                other => plan
+                    .unsupported
+                    .push(format!("networks.{key}.driver_opts.{other}")),
+            }
+        }
+        let subnet_text = network
+            .ipam
+            .as_ref()
+            .and_then(|i| i.config.first())
+            .and_then(|c| c.subnet.as_deref());
+        let subnet = match subnet_text {
+            Some(text) => Some(parse_subnet(text).ok_or_else(|| {
+                refuse(format!(
+                    "networks.{key}.ipam.config.subnet: {text:?} is not an IPv4 CIDR (e.g. 10.0.9.0/24)"
+                ))
+            })?),
+            None => None,
+        };
+        if network.internal {
+            plan.unsupported.push(format!("networks.{key}.internal"));
+        }
         plan.networks.push(StackNetwork {
             name,
             external,
             attachable: network.attachable,
             labels,
+            subnet,
+            mtu,
         });
     }
     let needs_default = compose.services.values().any(|s| s.networks.is_none());
@@ -111,6 +151,8 @@ pub fn plan(stack: &str, loaded: &Loaded) -> Result<StackPlan, StackError> {
             external: false,
             attachable: false,
             labels: namespace.clone(),
+            subnet: None,
+            mtu: None,
         });
     }
 
@@ -160,17 +202,92 @@ pub fn plan(stack: &str, loaded: &Loaded) -> Result<StackPlan, StackError> {
         }
     }
 
+    // Named volumes: the stack's own, or an external one by its name.
+    let mut volume_names: BTreeMap<String, String> = BTreeMap::new();
+    for (key, volume) in &compose.volumes {
+        let volume = volume.clone().unwrap_or_default();
+        let name = external_name(key, &volume.external, &volume.name)
+            .or(volume.name.clone())
+            .unwrap_or_else(|| scoped(key));
+        if volume.driver.as_deref().is_some_and(|d| d != "local") || !volume.driver_opts.is_empty()
+        {
+            plan.unsupported.push(format!("volumes.{key}.driver"));
+        }
+        volume_names.insert(key.clone(), name);
+    }
+
     for (key, service) in &compose.services {
+        plan.unsupported.extend(unsupported_in(key, service));
         plan.services.push(service_spec(
             stack,
             key,
             service,
             &network_names,
             &payload_names,
+            &volume_names,
             &loaded.base_dir,
         )?);
     }
+    plan.unsupported.sort();
+    plan.unsupported.dedup();
     Ok(plan)
+}
+
+/// Keys of `service` that are read but not acted on yet.
+fn unsupported_in(key: &str, service: &Service) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut note = |present: bool, what: &str| {
+        if present {
+            keys.push(format!("services.{key}.{what}"));
+        }
+    };
+    note(service.labels.is_some(), "labels");
+    if let Some(check) = &service.healthcheck {
+        note(check.start_interval.is_some(), "healthcheck.start_interval");
+    }
+    if let Some(deploy) = &service.deploy {
+        if let Some(restart) = &deploy.restart_policy {
+            note(restart.window.is_some(), "deploy.restart_policy.window");
+        }
+        for (config, what) in [
+            (&deploy.update_config, "update_config"),
+            (&deploy.rollback_config, "rollback_config"),
+        ] {
+            note(
+                config
+                    .as_ref()
+                    .is_some_and(|c| c.max_failure_ratio.is_some()),
+                &format!("deploy.{what}.max_failure_ratio"),
+            );
+        }
+        if let Some(resources) = &deploy.resources {
+            for amounts in [&resources.limits, &resources.reservations]
+                .into_iter()
+                .flatten()
+            {
+                note(amounts.pids.is_some(), "deploy.resources.pids");
+                note(amounts.devices.is_some(), "deploy.resources.devices");
+                note(
+                    amounts.generic_resources.is_some(),
+                    "deploy.resources.generic_resources",
+                );
+            }
+        }
+    }
+    if let Some(crate::compose::model::ServiceNetworks::Map(map)) = &service.networks {
+        note(
+            map.values().flatten().any(|n| n.ipv4_address.is_some()),
+            "networks.ipv4_address",
+        );
+    }
+    keys
+}
+
+/// `10.0.9.0/24`.
+fn parse_subnet(text: &str) -> Option<(std::net::Ipv4Addr, u8)> {
+    let (ip, prefix) = text.split_once('/')?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+    Some((ip.parse().ok()?, prefix))
 }
 
 fn service_spec(
@@ -179,6 +296,7 @@ fn service_spec(
     service: &Service,
     networks: &BTreeMap<String, String>,
     payloads: &[BTreeMap<String, String>; 2],
+    volumes: &BTreeMap<String, String>,
     base_dir: &Path,
 ) -> Result<ServiceSpec, StackError> {
     let image = service.image.clone().ok_or_else(|| {
@@ -302,7 +420,8 @@ fn service_spec(
         }
     }
     for volume in &service.volumes {
-        spec.mounts.push(mount(stack, key, volume, base_dir)?);
+        spec.mounts
+            .push(mount(stack, key, volume, volumes, base_dir)?);
     }
     if let Some(check) = &service.healthcheck {
         if check.disable {
@@ -337,6 +456,17 @@ fn service_spec(
         spec.stop_grace_millis = grace;
     }
     if let Some(placement) = &deploy.placement {
+        for preference in &placement.preferences {
+            for (strategy, descriptor) in preference {
+                if strategy != "spread" {
+                    return Err(refuse(format!(
+                        "services.{key}.deploy.placement.preferences: {strategy:?} is not spread"
+                    )));
+                }
+                spec.placement_prefs.push(descriptor.clone());
+            }
+        }
+        spec.max_replicas_per_node = placement.max_replicas_per_node.filter(|max| *max > 0);
         for constraint in &placement.constraints {
             spec.constraints
                 .push(constraint.parse::<Constraint>().map_err(|e| {
@@ -511,7 +641,21 @@ fn ports(key: &str, port: &Port) -> Result<Vec<PortConfig>, StackError> {
 
 /// A volume in the short (`SRC:DST[:ro]`, `DST`) or long syntax; a named
 /// volume is the stack's (`<stack>_<name>`).
-fn mount(stack: &str, key: &str, volume: &VolumeUse, base_dir: &Path) -> Result<Mount, StackError> {
+fn mount(
+    stack: &str,
+    key: &str,
+    volume: &VolumeUse,
+    volumes: &BTreeMap<String, String>,
+    base_dir: &Path,
+) -> Result<Mount, StackError> {
+    let source_of = |kind: &str, source: &str| match kind {
+        "bind" if !source.starts_with('/') => base_dir.join(source).display().to_string(),
+        "volume" => volumes
+            .get(source)
+            .cloned()
+            .unwrap_or_else(|| format!("{stack}_{source}")),
+        _ => source.to_owned(),
+    };
     let text = match volume {
         VolumeUse::Short(short) => {
             let parts: Vec<&str> = short.split(':').collect();
@@ -533,10 +677,7 @@ fn mount(stack: &str, key: &str, volume: &VolumeUse, base_dir: &Path) -> Result<
             };
             let mut text = format!("type={kind},target={target}");
             if !source.is_empty() {
-                text.push_str(&format!(
-                    ",source={}",
-                    source_of(stack, kind, source, base_dir)
-                ));
+                text.push_str(&format!(",source={}", source_of(kind, source)));
             }
             if readonly {
                 text.push_str(",readonly");
@@ -546,10 +687,7 @@ fn mount(stack: &str, key: &str, volume: &VolumeUse, base_dir: &Path) -> Result<
         VolumeUse::Long(long) => {
             let mut text = format!("type={},target={}", long.kind, long.target);
             if let Some(source) = &long.source {
-                text.push_str(&format!(
-                    ",source={}",
-                    source_of(stack, &long.kind, source, base_dir)
-                ));
+                text.push_str(&format!(",source={}", source_of(&long.kind, source)));
             }
             if long.read_only {
                 text.push_str(",readonly");
@@ -568,21 +706,7 @@ fn mount(stack: &str, key: &str, volume: &VolumeUse, base_dir: &Path) -> Result<
             text
         }
     };
-    let mount = Mount::parse(&text).map_err(|e| refuse(format!("services.{key}.volumes: {e}")))?;
-    if mount.kind == MountKind::Volume && mount.source.is_empty() {
-        return Ok(mount);
-    }
-    Ok(mount)
-}
-
-/// A bind's path made absolute from the file's directory; a named
-/// volume's name in the stack.
-fn source_of(stack: &str, kind: &str, source: &str, base_dir: &Path) -> String {
-    match kind {
-        "bind" if !source.starts_with('/') => base_dir.join(source).display().to_string(),
-        "volume" => format!("{stack}_{source}"),
-        _ => source.to_owned(),
-    }
+    Mount::parse(&text).map_err(|e| refuse(format!("services.{key}.volumes: {e}")))
 }
 
 fn millis(key: &str, text: &Option<String>) -> Result<Option<u64>, StackError> {
@@ -639,4 +763,95 @@ fn bytes(text: &str) -> Option<u64> {
     };
     let number: f64 = digits.trim().parse().ok()?;
     Some((number * scale as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{api::mounts::MountKind, compose};
+
+    fn planned(text: &str) -> StackPlan {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yml");
+        std::fs::write(&file, text).unwrap();
+        std::fs::write(dir.path().join("pw.txt"), "pw").unwrap();
+        let loaded = compose::load(&[file], &BTreeMap::new()).unwrap();
+        plan("shop", &loaded).unwrap()
+    }
+
+    #[test]
+    fn docker_naming_defaults_and_short_syntaxes() {
+        let plan = planned(
+            r#"
+services:
+  web:
+    image: web:1
+    ports: ["8080-8081:80-81/udp", {target: 443, published: 8443, mode: host}]
+    volumes: ["cache:/cache", "./static:/static:ro", "/srv:/srv"]
+    secrets: [pw]
+    labels: [a=b]
+    deploy:
+      placement: {preferences: [{spread: node.labels.zone}]}
+      resources: {limits: {cpus: "0.5", memory: 64M}}
+      update_config: {order: start-first, delay: 1m30s}
+volumes:
+  cache:
+    external: true
+secrets:
+  pw: {file: ./pw.txt}
+"#,
+        );
+        assert_eq!(plan.networks.len(), 1);
+        assert_eq!(plan.networks[0].name, "shop_default");
+        let web = &plan.services[0];
+        assert_eq!(web.name, "shop_web");
+        assert_eq!(web.labels[NAMESPACE_LABEL], "shop");
+        assert_eq!(web.networks, ["shop_default"]);
+        assert_eq!(web.aliases["shop_default"], ["web"]);
+        let ports: Vec<(Option<u16>, u16)> =
+            web.ports.iter().map(|p| (p.published, p.target)).collect();
+        assert_eq!(
+            ports,
+            [(Some(8080), 80), (Some(8081), 81), (Some(8443), 443)]
+        );
+        assert_eq!(web.mounts[0].source, "cache");
+        assert_eq!(web.mounts[1].kind, MountKind::Bind);
+        assert!(web.mounts[1].source.ends_with("/static") && web.mounts[1].readonly);
+        assert_eq!(web.secrets[0].name, "shop_pw");
+        assert_eq!(web.secrets[0].path(true), "/run/secrets/pw");
+        assert_eq!(plan.secrets[0].data.as_deref(), Some(&b"pw"[..]));
+        assert_eq!(web.limits.nano_cpus, Some(500_000_000));
+        assert_eq!(web.limits.memory_bytes, Some(64 << 20));
+        assert_eq!(web.update.delay_millis, 90_000);
+        assert_eq!(web.placement_prefs, ["node.labels.zone"]);
+        assert_eq!(plan.unsupported, ["services.web.labels"]);
+    }
+
+    #[test]
+    fn a_service_without_an_image_or_an_unknown_network_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("compose.yml");
+        std::fs::write(&file, "services:\n  web:\n    build: .\n").unwrap();
+        let loaded = compose::load(std::slice::from_ref(&file), &BTreeMap::new()).unwrap();
+        assert!(
+            plan("s", &loaded)
+                .unwrap_err()
+                .to_string()
+                .contains("Service web has neither an image nor a build context")
+        );
+        std::fs::write(
+            &file,
+            "services:\n  web:\n    image: x\n    networks: [nope]\n",
+        )
+        .unwrap();
+        let loaded = compose::load(&[file], &BTreeMap::new()).unwrap();
+        assert!(
+            plan("s", &loaded)
+                .unwrap_err()
+                .to_string()
+                .contains("undefined network nope")
+        );
+    }
 }

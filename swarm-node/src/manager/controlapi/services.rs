@@ -571,7 +571,11 @@ fn inspect_json(service: &ServiceRecord, prefixes: &BTreeMap<String, u8>) -> ser
                     "Delay": spec.restart.delay_millis * 1_000_000,
                     "MaxAttempts": spec.restart.max_attempts,
                 },
-                "Placement": {"Constraints": spec.constraints.iter().map(ToString::to_string).collect::<Vec<_>>()},
+                "Placement": {
+                    "Constraints": spec.constraints.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "Preferences": spec.placement_prefs.iter().map(|key| serde_json::json!({"Spread": {"SpreadDescriptor": key}})).collect::<Vec<_>>(),
+                    "MaxReplicas": spec.max_replicas_per_node.unwrap_or(0),
+                },
                 "Networks": spec.networks.iter().map(|n| serde_json::json!({"Target": n, "Aliases": spec.aliases.get(n).cloned().unwrap_or_default()})).collect::<Vec<_>>(),
                 "ForceUpdate": spec.force_update,
             },
