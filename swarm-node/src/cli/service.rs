@@ -339,13 +339,7 @@ pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
         ServiceCommand::Create(args) => create(host, *args),
         ServiceCommand::Ls(args) => {
             let rows = rows(call(host, &Request::SwarmServiceList)?)?;
-            output::print_json_rows(
-                &rows,
-                args.format,
-                &["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"],
-                &["ID", "Name", "Mode", "Replicas", "Image", "Ports"],
-                Some(12),
-            )
+            print_services(&rows, args.format)
         }
         ServiceCommand::Ps {
             format,
@@ -353,48 +347,8 @@ pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
             no_trunc,
             services,
         } => {
-            let mut rows = rows(call(host, &Request::SwarmServiceTasks { services })?)?;
-            if !no_trunc && format.format == super::Format::Table {
-                for row in &mut rows {
-                    if let Some(error) = row["Error"].as_str()
-                        && error.chars().count() > ERROR_WIDTH
-                    {
-                        let cut: String = error.chars().take(ERROR_WIDTH - 1).collect();
-                        row["Error"] = format!("{cut}…").into();
-                    }
-                }
-            }
-            if quiet {
-                for row in rows {
-                    println!("{}", row["ID"].as_str().unwrap_or_default());
-                }
-                return Ok(());
-            }
-            output::print_json_rows(
-                &rows,
-                format.format,
-                &[
-                    "ID",
-                    "NAME",
-                    "IMAGE",
-                    "NODE",
-                    "DESIRED STATE",
-                    "CURRENT STATE",
-                    "ERROR",
-                    "PORTS",
-                ],
-                &[
-                    "ID",
-                    "Name",
-                    "Image",
-                    "Node",
-                    "DesiredState",
-                    "CurrentState",
-                    "Error",
-                    "Ports",
-                ],
-                (!no_trunc).then_some(12),
-            )
+            let rows = rows(call(host, &Request::SwarmServiceTasks { services })?)?;
+            print_tasks(rows, format.format, quiet, no_trunc)
         }
         ServiceCommand::Inspect { services } => {
             let mut all = Vec::new();
@@ -712,6 +666,71 @@ impl PolicyArgs {
             ..ServiceUpdateRequest::default()
         }
     }
+}
+
+/// `service ls` (and `stack services`) as Docker's table or JSON lines.
+pub(super) fn print_services(
+    rows: &[serde_json::Value],
+    format: super::Format,
+) -> anyhow::Result<()> {
+    output::print_json_rows(
+        rows,
+        format,
+        &["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"],
+        &["ID", "Name", "Mode", "Replicas", "Image", "Ports"],
+        Some(12),
+    )
+}
+
+/// `service ps` (and `stack ps`): IDs only with `quiet`; a table cuts IDs
+/// and errors short unless `no_trunc`.
+pub(super) fn print_tasks(
+    mut rows: Vec<serde_json::Value>,
+    format: super::Format,
+    quiet: bool,
+    no_trunc: bool,
+) -> anyhow::Result<()> {
+    if quiet {
+        for row in &rows {
+            println!("{}", row["ID"].as_str().unwrap_or_default());
+        }
+        return Ok(());
+    }
+    if !no_trunc && format == super::Format::Table {
+        for row in &mut rows {
+            if let Some(error) = row["Error"].as_str()
+                && error.chars().count() > ERROR_WIDTH
+            {
+                let cut: String = error.chars().take(ERROR_WIDTH - 1).collect();
+                row["Error"] = format!("{cut}…").into();
+            }
+        }
+    }
+    output::print_json_rows(
+        &rows,
+        format,
+        &[
+            "ID",
+            "NAME",
+            "IMAGE",
+            "NODE",
+            "DESIRED STATE",
+            "CURRENT STATE",
+            "ERROR",
+            "PORTS",
+        ],
+        &[
+            "ID",
+            "Name",
+            "Image",
+            "Node",
+            "DesiredState",
+            "CurrentState",
+            "Error",
+            "Ports",
+        ],
+        (!no_trunc).then_some(12),
+    )
 }
 
 /// How much of an error `service ps` shows without `--no-trunc`.

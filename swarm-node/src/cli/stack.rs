@@ -112,13 +112,7 @@ pub fn run(host: &str, command: StackCommand) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
-            output::print_json_rows(
-                &rows,
-                format.format,
-                &["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"],
-                &["ID", "Name", "Mode", "Replicas", "Image", "Ports"],
-                Some(12),
-            )
+            super::service::print_services(&rows, format.format)
         }
         StackCommand::Ps {
             quiet,
@@ -133,37 +127,7 @@ pub fn run(host: &str, command: StackCommand) -> anyhow::Result<()> {
             let Response::Rows(rows) = call(host, &Request::SwarmServiceTasks { services })? else {
                 anyhow::bail!("the daemon answered `stack ps` with something else");
             };
-            if quiet {
-                for row in &rows {
-                    println!("{}", row["ID"].as_str().unwrap_or_default());
-                }
-                return Ok(());
-            }
-            output::print_json_rows(
-                &rows,
-                format.format,
-                &[
-                    "ID",
-                    "NAME",
-                    "IMAGE",
-                    "NODE",
-                    "DESIRED STATE",
-                    "CURRENT STATE",
-                    "ERROR",
-                    "PORTS",
-                ],
-                &[
-                    "ID",
-                    "Name",
-                    "Image",
-                    "Node",
-                    "DesiredState",
-                    "CurrentState",
-                    "Error",
-                    "Ports",
-                ],
-                (!no_trunc).then_some(12),
-            )
+            super::service::print_tasks(rows, format.format, quiet, no_trunc)
         }
         StackCommand::Rm { stacks } => {
             for stack in stacks {
