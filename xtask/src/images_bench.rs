@@ -100,14 +100,20 @@ pub fn run(runtime: Runtime) -> anyhow::Result<RuntimeImages> {
             warm_s,
         });
     }
-    // The next run starts cold again; the engines still run here.
+    // The daemons remove their containers while the engines run; the
+    // engines stop (unmounting what they mounted) while their namespaces
+    // are still there; then the namespaces go.
+    for i in 0..NODES {
+        topology.daemon_mut(i).stop()?;
+    }
+    // The next run starts cold again.
     for engine in &engines {
         if let Err(err) = forget_bench_images(engine) {
             eprintln!("bench: images: {err:#}");
         }
     }
-    drop(topology);
     drop(engines);
+    drop(topology);
     Ok(RuntimeImages { runtime, images })
 }
 
