@@ -506,13 +506,7 @@ pub fn iface_holding(addr: Ipv4Addr) -> Result<String, DaemonError> {
 
 /// `volume ls|inspect`'s row, in Docker's words.
 fn volume_row(volume: &VolumeInfo) -> serde_json::Value {
-    let created = time::OffsetDateTime::from_unix_timestamp(volume.created_at as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default();
+    let created = crate::clock::rfc3339(volume.created_at);
     serde_json::json!({
         "Name": volume.name,
         "Driver": "local",

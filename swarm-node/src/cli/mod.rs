@@ -834,10 +834,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("the daemon answered `volume ls` with something else");
             };
             if quiet {
-                for row in &rows {
-                    println!("{}", row["Name"].as_str().unwrap_or_default());
-                }
-                return Ok(());
+                return output::print_keys(&rows, "Name");
             }
             output::print_json_rows(
                 &rows,
@@ -865,10 +862,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("the daemon answered `image ls` with something else");
             };
             if quiet {
-                for row in &rows {
-                    println!("{}", row["ID"].as_str().unwrap_or_default());
-                }
-                return Ok(());
+                return output::print_keys(&rows, "ID");
             }
             output::print_json_rows(
                 &rows,

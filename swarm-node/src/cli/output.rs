@@ -308,6 +308,15 @@ fn write_table<const N: usize>(
 
 /// JSON rows as one object per line, or as a table of `keys` under
 /// `headers`; `id_width` cuts the ID column as Docker does.
+/// `-q`: one `key` of each row a line (IDs, names).
+pub fn print_keys(rows: &[serde_json::Value], key: &str) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    for row in rows {
+        writeln!(out, "{}", row[key].as_str().unwrap_or_default())?;
+    }
+    Ok(())
+}
+
 pub fn print_json_rows(
     rows: &[serde_json::Value],
     format: Format,

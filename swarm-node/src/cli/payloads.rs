@@ -71,10 +71,7 @@ pub fn run(host: &str, kind: PayloadKind, command: PayloadCommand) -> anyhow::Re
                 anyhow::bail!("the daemon answered `{word} ls` with something else");
             };
             if quiet {
-                for row in &rows {
-                    println!("{}", row["ID"].as_str().unwrap_or_default());
-                }
-                return Ok(());
+                return output::print_keys(&rows, "ID");
             }
             let (headers, keys): (&[&str], &[&str]) = match kind {
                 PayloadKind::Secret => (

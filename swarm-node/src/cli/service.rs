@@ -691,10 +691,7 @@ pub(super) fn print_tasks(
     no_trunc: bool,
 ) -> anyhow::Result<()> {
     if quiet {
-        for row in &rows {
-            println!("{}", row["ID"].as_str().unwrap_or_default());
-        }
-        return Ok(());
+        return output::print_keys(&rows, "ID");
     }
     if !no_trunc && format == super::Format::Table {
         for row in &mut rows {

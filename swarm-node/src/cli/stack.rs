@@ -107,10 +107,7 @@ pub fn run(host: &str, command: StackCommand) -> anyhow::Result<()> {
         } => {
             let rows = stack_services(host, &stack)?;
             if quiet {
-                for row in &rows {
-                    println!("{}", row["ID"].as_str().unwrap_or_default());
-                }
-                return Ok(());
+                return output::print_keys(&rows, "ID");
             }
             super::service::print_services(&rows, format.format)
         }

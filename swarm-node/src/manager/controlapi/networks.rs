@@ -56,13 +56,7 @@ impl Manager {
         let network = self
             .read_store(|s| s.resolve_network(reference).cloned())?
             .map_err(ClusterError::from)?;
-        let created = time::OffsetDateTime::from_unix_timestamp(network.created_at as i64)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default();
+        let created = crate::clock::rfc3339(network.created_at);
         let (net, prefix) = network.subnet;
         // The nodes this manager gossips with, the endpoints each publishes
         // on this network, and (as Docker's `inspect --verbose`) the

@@ -12,7 +12,7 @@ use crate::{
         control::{PayloadCreateRequest, Response},
         mounts::PayloadKind,
     },
-    clock::now_secs,
+    clock::{now_secs, rfc3339},
     identity::new_id,
     manager::{
         Manager,
@@ -172,14 +172,4 @@ fn check_name(name: &str) -> Result<(), ClusterError> {
             "invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]".into(),
         ))
     }
-}
-
-fn rfc3339(secs: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }

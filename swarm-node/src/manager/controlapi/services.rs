@@ -13,7 +13,7 @@ use crate::{
         specs::{ServiceMode, ServiceSpec},
         tasks::TaskState,
     },
-    clock::{now_millis, now_secs},
+    clock::{now_millis, now_secs, rfc3339},
     identity::new_id,
     manager::{
         Manager,
@@ -35,13 +35,7 @@ impl Manager {
         resolve_image: bool,
     ) -> Result<Response, ClusterError> {
         let mut spec = spec.clone();
-        self.resolve_spec_networks(&mut spec)?;
-        self.resolve_spec_payloads(&mut spec)?;
-        let warnings = if resolve_image {
-            self.pin_image(&mut spec)?
-        } else {
-            Vec::new()
-        };
+        let warnings = self.resolve_spec(&mut spec, resolve_image)?;
         let id = new_id();
         self.commit_here(Command::CreateService(Box::new(ServiceCreate {
             id: id.clone(),
@@ -70,13 +64,7 @@ impl Manager {
             return self.create_service(spec, resolve_image);
         };
         let mut spec = spec.clone();
-        self.resolve_spec_networks(&mut spec)?;
-        self.resolve_spec_payloads(&mut spec)?;
-        let warnings = if resolve_image {
-            self.pin_image(&mut spec)?
-        } else {
-            Vec::new()
-        };
+        let warnings = self.resolve_spec(&mut spec, resolve_image)?;
         // What deploy does not set stays as the service has it.
         spec.force_update = service.spec.force_update;
         if spec.registry_auth.is_none() {
@@ -89,6 +77,18 @@ impl Manager {
             id: service.id,
             warnings,
         })
+    }
+
+    /// Names in `spec` (networks, secrets, configs) to IDs, and its image
+    /// pinned when `pin` says so; the warnings for the user.
+    fn resolve_spec(&self, spec: &mut ServiceSpec, pin: bool) -> Result<Vec<String>, ClusterError> {
+        self.resolve_spec_networks(spec)?;
+        self.resolve_spec_payloads(spec)?;
+        if pin {
+            self.pin_image(spec)
+        } else {
+            Ok(Vec::new())
+        }
     }
 
     /// Pins `spec`'s image to the digest its registry names now, so every
@@ -346,13 +346,10 @@ impl Manager {
         request
             .apply(&mut spec)
             .map_err(|e| ClusterError::Refused(e.to_string()))?;
-        self.resolve_spec_networks(&mut spec)?;
-        self.resolve_spec_payloads(&mut spec)?;
-        let warnings = if request.image.is_some() && !request.no_resolve_image {
-            self.pin_image(&mut spec)?
-        } else {
-            Vec::new()
-        };
+        let warnings = self.resolve_spec(
+            &mut spec,
+            request.image.is_some() && !request.no_resolve_image,
+        )?;
         self.commit_spec(&service.id, spec, false)?;
         Ok(Response::Service {
             id: request.service.clone(),
@@ -484,16 +481,6 @@ fn ports_text(service: &ServiceRecord) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn rfc3339(secs: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 /// `service inspect`, shaped like Docker's.
