@@ -25,8 +25,9 @@ use crate::{
         UnderlayHookChoice,
     },
     dns::Resolver,
+    engine::{EngineError, EngineServer},
     identity::{IdentityError, LocalNode, NodeIdentity},
-    image::{ImageError, ImageStore, Registries},
+    image::{ImageError, ImageSource, ImageStore, Registries},
     node::Membership,
     runtime::{
         Runtime, RuntimeError,
@@ -42,6 +43,8 @@ pub struct DaemonConfig {
     pub advertise_addr: Ipv4Addr,
     pub data_dir: PathBuf,
     pub control_socket: PathBuf,
+    /// Where Docker's Engine API is served.
+    pub docker_api: DockerApi,
     pub hostname: String,
     /// The interface holding the advertise address when not given.
     pub underlay_iface: Option<String>,
@@ -60,6 +63,17 @@ pub struct DaemonConfig {
     pub gossip_port: u16,
     /// Registries reached over plain HTTP (`--insecure-registry`).
     pub insecure_registries: Vec<String>,
+}
+
+/// Where `swarm daemon --docker-api-socket` serves Docker's Engine API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DockerApi {
+    /// The default path: when another daemon on this host serves it
+    /// already, this one serves none and says so.
+    Default(PathBuf),
+    /// A path the user gave: it must be served.
+    At(PathBuf),
+    Off,
 }
 
 /// The task runtime a node uses (`swarm daemon --runtime`).
@@ -89,6 +103,8 @@ pub enum DaemonError {
     Dataplane(#[from] DataplaneError),
     #[error(transparent)]
     Control(#[from] ServerError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error(transparent)]
@@ -147,6 +163,18 @@ pub async fn run(
     // Bound before the data plane loads, so a taken socket fails fast; clients
     // that connect early wait in the backlog until serving starts.
     let server = ControlServer::bind(&config.control_socket).await?;
+    let engine = match &config.docker_api {
+        DockerApi::Off => None,
+        DockerApi::At(path) => Some(EngineServer::bind(path).await?),
+        DockerApi::Default(path) => match EngineServer::bind(path).await {
+            Ok(engine) => Some(engine),
+            Err(err @ EngineError::InUse(_)) => {
+                warn!(error = %err, "this daemon serves no Docker API");
+                None
+            }
+            Err(err) => return Err(err.into()),
+        },
+    };
     let dataplane_config = DataplaneConfig {
         state_file: Some(config.data_dir.join(OVERLAY_STATE_FILE)),
         ..DataplaneConfig::for_node(&identity.node_id, config.data_path_port)
@@ -235,6 +263,11 @@ pub async fn run(
         gossip,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let engine = engine.map(|engine| {
+        let handler: Arc<dyn Handler> = state.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { engine.serve(handler, stop).await })
+    });
     let expiry = tokio::spawn(expire_flows(
         state.clone(),
         config.conntrack_idle_timeout,
@@ -250,6 +283,9 @@ pub async fn run(
     drop(server);
     let _ = stop_tx.send(true);
     let _ = expiry.await;
+    if let Some(engine) = engine {
+        let _ = engine.await;
+    }
     state.membership.stop().await;
 
     // Handler tasks may still hold the state for a moment; the guard unpins regardless.
@@ -302,7 +338,10 @@ impl Handler for DaemonState {
             Request::SwarmJoin(join) => membership.join(join),
             request if request.is_for_managers() => membership.manager_request(request),
             Request::SwarmLeave { force } => membership.leave(force),
-            request @ (Request::ImageList | Request::ImageRemove { .. } | Request::ImagePrune) => {
+            request @ (Request::ImageList
+            | Request::ImageRemove { .. }
+            | Request::ImagePrune
+            | Request::ImageDistribution { .. }) => {
                 return self.handle_images(request);
             }
             request @ (Request::VolumeList
@@ -381,9 +420,37 @@ impl DaemonState {
                         .collect(),
                 )
             }),
+            Request::ImageDistribution {
+                image,
+                registry_auth,
+            } => self.distribution(&image, registry_auth.as_ref()),
             _ => return Response::Error("not an image request".into()),
         };
         result.unwrap_or_else(|err| Response::Error(err.to_string()))
+    }
+
+    /// Docker's `DistributionInspect` for `image`, asked of its registry.
+    fn distribution(
+        &self,
+        image: &str,
+        login: Option<&crate::api::tasks::RegistryAuth>,
+    ) -> Result<Response, ImageError> {
+        let ImageSource::Registry(reference) = ImageSource::parse(image)? else {
+            return Err(ImageError::NotFound(image.to_owned()));
+        };
+        let found = self.images.distribution(&reference, login)?;
+        Ok(Response::Json(serde_json::json!({
+            "Descriptor": {
+                "mediaType": found.media_type,
+                "digest": found.digest,
+                "size": found.size,
+            },
+            "Platforms": found
+                .platforms
+                .iter()
+                .map(|(os, architecture)| serde_json::json!({"os": os, "architecture": architecture}))
+                .collect::<Vec<_>>(),
+        })))
     }
 
     fn handle_dataplane(&self, request: Request) -> Response {

@@ -1,9 +1,9 @@
 //! The swarm node: daemon, CLI, control socket and eBPF data-plane loader.
 //!
 //! Layers, top to bottom (a module uses only those below it; see
-//! docs/architecture.md): `cli` → `daemon` → `node` → `manager`, `agent` →
-//! `runtime` → `ca`, `image`, `dns`, `gossip`, `control` → `api` → `dataplane`,
-//! `identity`, `clock`, `lock`.
+//! docs/architecture.md): `cli` → `daemon` → `node`, `engine` → `manager`,
+//! `agent` → `runtime` → `ca`, `image`, `dns`, `gossip`, `control` → `api` →
+//! `dataplane`, `identity`, `clock`, `lock`.
 
 pub mod agent;
 pub mod api;
@@ -15,6 +15,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod dns;
+pub mod engine;
 pub mod gossip;
 pub mod identity;
 pub mod image;

@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("manager", 5),
     ("agent", 5),
     ("node", 6),
+    ("engine", 6),
     ("daemon", 7),
     ("cli", 8),
 ];

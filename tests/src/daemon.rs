@@ -40,6 +40,8 @@ pub struct Daemon {
     pub addr: std::net::Ipv4Addr,
     pub data_dir: PathBuf,
     pub socket: PathBuf,
+    /// Where it serves Docker's Engine API (`DOCKER_HOST=unix://...`).
+    pub docker_socket: PathBuf,
     pub log_path: PathBuf,
     child: Option<Child>,
     /// Whether teardown removes the pins a killed daemon left (not when a
@@ -54,7 +56,20 @@ impl Daemon {
         fs::create_dir_all(dir)?;
         let data_dir = dir.join("data");
         let socket = dir.join("swarm.sock");
+        let docker_socket = dir.join("docker-api").join("docker.sock");
         let log_path = dir.join("daemon.log");
+        // Each daemon its own Engine API socket, unless the test names one.
+        let docker_api_args: Vec<String> = if extra_args
+            .iter()
+            .any(|a| a.starts_with("--docker-api-socket"))
+        {
+            Vec::new()
+        } else {
+            vec![
+                "--docker-api-socket".into(),
+                docker_socket.display().to_string(),
+            ]
+        };
         let log = File::options().create(true).append(true).open(&log_path)?;
         let child = host
             .netns
@@ -68,6 +83,7 @@ impl Daemon {
             .arg(&socket)
             .arg("--hostname")
             .arg(&host.name)
+            .args(&docker_api_args)
             .args(extra_args)
             .env(
                 "RUST_LOG",
@@ -83,6 +99,7 @@ impl Daemon {
             addr: host.addr,
             data_dir,
             socket,
+            docker_socket,
             log_path,
             child: Some(child),
             remove_pins: true,

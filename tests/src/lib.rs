@@ -8,6 +8,7 @@
 
 mod daemon;
 pub mod docker;
+pub mod docker_cli;
 mod netns;
 mod overlay;
 pub mod packets;

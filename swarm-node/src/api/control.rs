@@ -170,6 +170,45 @@ pub enum Request {
         reference: String,
         tail: Option<u64>,
     },
+    /// Every service as Docker's `Service`, with its `ServiceStatus` (the
+    /// Engine API's `GET /services`).
+    SwarmServiceObjects,
+    /// Every task as Docker's `Task` (`GET /tasks`).
+    SwarmTaskObjects,
+    /// Every node as Docker's `Node` (`GET /nodes`).
+    NodeObjects,
+    /// The swarm as Docker's `Swarm`: its ID, spec and join tokens.
+    SwarmInspect,
+    /// A service's whole spec replaced (the Engine API's update).
+    SwarmServiceReplace(Box<ServiceReplaceRequest>),
+    /// A secret's or config's labels replaced; its data cannot change.
+    PayloadUpdate {
+        kind: PayloadKind,
+        reference: String,
+        version: Option<u64>,
+        labels: std::collections::BTreeMap<String, String>,
+        /// The data the update was sent with: refused unless unchanged.
+        data: Option<Opaque>,
+    },
+    /// What a registry names for an image now (`/distribution`): this
+    /// node asks it.
+    ImageDistribution {
+        image: String,
+        registry_auth: Option<RegistryAuth>,
+    },
+}
+
+/// The Engine API's service update: the whole spec, as read at `version`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServiceReplaceRequest {
+    pub service: String,
+    /// Refused with "update out of sequence" unless the service is at it.
+    pub version: Option<u64>,
+    pub spec: ServiceSpec,
+    /// `?rollback=previous`: the previous spec comes back instead.
+    pub rollback: bool,
+    /// Pin the image to its digest now (the docker CLI pins it itself).
+    pub resolve_image: bool,
 }
 
 /// A new secret or config: its name, labels and data.
@@ -458,6 +497,12 @@ impl Request {
                 | Request::PayloadList { .. }
                 | Request::PayloadInspect { .. }
                 | Request::PayloadRemove { .. }
+                | Request::SwarmServiceObjects
+                | Request::SwarmTaskObjects
+                | Request::NodeObjects
+                | Request::SwarmInspect
+                | Request::SwarmServiceReplace(_)
+                | Request::PayloadUpdate { .. }
         )
     }
 }
@@ -473,6 +518,12 @@ pub struct NodeUpdateRequest {
     /// `--role`: promote or demote.
     #[serde(default)]
     pub role: Option<Role>,
+    /// The labels replaced by these (the Engine API's whole spec).
+    #[serde(default)]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Refused unless the node is at this version.
+    #[serde(default)]
+    pub version: Option<u64>,
 }
 
 /// `swarm join`'s arguments; unset ones take the daemon's defaults.

@@ -21,7 +21,7 @@ use crate::{
         },
     },
     control::{self, Client, DEFAULT_CONTROL_SOCKET, DEFAULT_HOST},
-    daemon::{self, DaemonConfig, RuntimeChoice},
+    daemon::{self, DaemonConfig, DockerApi, RuntimeChoice},
     dataplane::{
         BalancedService, LocalDelivery, LocalEndpointSpec, OverlayNetwork, PublishedPort,
         RemoteEndpointSpec, UnderlayHookChoice, overlay::VXLAN_OVERHEAD,
@@ -415,6 +415,12 @@ pub struct DaemonArgs {
     /// The Unix socket the CLI talks to.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
     pub control_socket: PathBuf,
+    /// Where Docker's Engine API is served, for the docker CLI and tools
+    /// that speak it (DOCKER_HOST=unix://PATH); `none` serves none
+    /// [default: /run/swarm/docker.sock, skipped with a warning when
+    /// another daemon holds it].
+    #[arg(long, value_name = "PATH|none")]
+    pub docker_api_socket: Option<String>,
     /// The node's name in the cluster [default: this host's hostname].
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
@@ -1009,6 +1015,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 label_add,
                 label_rm,
                 role: role.map(Into::into),
+                ..NodeUpdateRequest::default()
             });
             call(&cli.host, &request)?;
             println!("{node}");
@@ -1123,6 +1130,14 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         advertise_addr: args.advertise_addr,
         data_dir: args.data_dir,
         control_socket: args.control_socket,
+        docker_api: match args.docker_api_socket.as_deref() {
+            None => DockerApi::Default(crate::engine::DEFAULT_SOCKET.into()),
+            Some("none") => DockerApi::Off,
+            Some("") => anyhow::bail!(
+                "--docker-api-socket needs a path (e.g. /run/swarm/docker.sock), or `none` to serve no Docker API"
+            ),
+            Some(path) => DockerApi::At(path.into()),
+        },
         hostname,
         underlay_iface: args.underlay_iface,
         data_path_port: args.data_path_port,

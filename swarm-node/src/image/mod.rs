@@ -11,4 +11,4 @@ pub mod store;
 
 pub use config::ImageConfig;
 pub use reference::{HOST_IMAGE, ImageSource, ReferenceError, pinned};
-pub use store::{Image, ImageError, ImageStore, Registries};
+pub use store::{Distribution, Image, ImageError, ImageStore, Registries};

@@ -148,6 +148,8 @@ pub enum ImageError {
         digest: String,
         media_type: String,
     },
+    #[error("image {reference}: its manifest does not parse: {message}")]
+    Manifest { reference: String, message: String },
     #[error("image {reference}: its config is not an image config: {source}")]
     Config {
         reference: String,
@@ -167,6 +169,38 @@ pub enum ImageError {
         #[source]
         source: io::Error,
     },
+}
+
+/// What a registry names for a reference: `/distribution`'s answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Distribution {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    /// (os, architecture) of each platform it runs on.
+    pub platforms: Vec<(String, String)>,
+}
+
+/// The parts of a manifest or index `distribution` reads.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestHead {
+    media_type: Option<String>,
+    manifests: Option<Vec<IndexEntry>>,
+    config: Option<OciDescriptor>,
+}
+
+#[derive(Deserialize)]
+struct IndexEntry {
+    platform: Option<EntryPlatform>,
+}
+
+#[derive(Deserialize)]
+struct EntryPlatform {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
 }
 
 /// The content store and the clients it pulls with.
@@ -231,6 +265,61 @@ impl ImageStore {
                 after: RESOLVE_TIMEOUT,
             })?
             .map_err(|e| registry_error(&name, e))
+        })
+    }
+
+    /// What `reference` names in its registry now, as Docker's
+    /// `/distribution/{name}/json` tells it: the manifest's descriptor and
+    /// the platforms it runs on (an index's entries, or a single image's
+    /// config). Blocks.
+    pub fn distribution(
+        &self,
+        reference: &Reference,
+        login: Option<&Login>,
+    ) -> Result<Distribution, ImageError> {
+        let name = reference.whole();
+        let auth = auth(login);
+        self.runtime.block_on(async {
+            let client = Client::new(self.registries.client_config(reference.registry())?);
+            let accepted = [
+                oci_client::manifest::OCI_IMAGE_INDEX_MEDIA_TYPE,
+                oci_client::manifest::IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+                oci_client::manifest::OCI_IMAGE_MEDIA_TYPE,
+                oci_client::manifest::IMAGE_MANIFEST_MEDIA_TYPE,
+            ];
+            let (body, digest) = tokio::time::timeout(
+                RESOLVE_TIMEOUT,
+                client.pull_manifest_raw(reference, &auth, &accepted),
+            )
+            .await
+            .map_err(|_| ImageError::Unreachable {
+                reference: name.clone(),
+                after: RESOLVE_TIMEOUT,
+            })?
+            .map_err(|e| registry_error(&name, e))?;
+            let manifest: ManifestHead =
+                serde_json::from_slice(&body).map_err(|e| ImageError::Manifest {
+                    reference: name.clone(),
+                    message: e.to_string(),
+                })?;
+            let platforms = match (manifest.manifests, manifest.config) {
+                (Some(entries), _) => entries
+                    .into_iter()
+                    .filter_map(|entry| entry.platform)
+                    .map(|p| (p.os, p.architecture))
+                    .collect(),
+                (None, Some(config)) => {
+                    let config = self.config(&client, reference, &config).await?;
+                    vec![(config.os, config.architecture)]
+                }
+                (None, None) => Vec::new(),
+            };
+            Ok(Distribution {
+                media_type: manifest.media_type.unwrap_or_default(),
+                digest,
+                size: body.len() as u64,
+                platforms,
+            })
         })
     }
 

@@ -93,6 +93,7 @@ impl Manager {
                 os: request.os.clone(),
                 architecture: request.architecture.clone(),
             },
+            version: 1,
         }))?;
         Ok(proto::JoinResponse {
             cluster_id,

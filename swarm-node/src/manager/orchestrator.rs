@@ -93,6 +93,7 @@ impl Manager {
                 spec: Box::new(spec),
                 rollback: true,
                 at: now / 1000,
+                expect_version: None,
             })?;
         }
         for (id, status) in plan.update_statuses {

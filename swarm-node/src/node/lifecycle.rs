@@ -78,6 +78,7 @@ impl Membership {
             labels: BTreeMap::new(),
             resources: NodeResources::of_this_host(),
             platform: crate::api::Platform::of_this_host(),
+            version: 1,
         };
         let state = ClusterState {
             cluster_id: cluster_id.clone(),

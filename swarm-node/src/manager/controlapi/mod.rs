@@ -2,6 +2,7 @@
 //! The control socket (the `swarm` CLI) reaches it through `node`, other
 //! managers through the leader's `Manager` service; both arrive here.
 
+mod cluster;
 mod networks;
 mod nodes;
 mod payloads;
@@ -69,6 +70,18 @@ impl Manager {
                 self.inspect_payloads(*kind, references)
             }
             Request::PayloadRemove { kind, references } => self.remove_payloads(*kind, references),
+            Request::PayloadUpdate {
+                kind,
+                reference,
+                version,
+                labels,
+                data,
+            } => self.update_payload(*kind, reference, *version, labels, data.as_ref()),
+            Request::SwarmServiceObjects => self.service_objects(),
+            Request::SwarmTaskObjects => self.task_objects(),
+            Request::NodeObjects => self.node_objects(),
+            Request::SwarmInspect => self.swarm_inspect(),
+            Request::SwarmServiceReplace(request) => self.replace_service(request),
             other => Err(ClusterError::Refused(format!(
                 "{other:?} is not a request the leader runs"
             ))),

@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use bollard::models as docker;
+
 use crate::{
     api::{
         Availability, ClusterError, Role,
@@ -12,7 +14,7 @@ use crate::{
         Manager,
         leader::Forwarded,
         raft,
-        store::{Command, NodeChange},
+        store::{Command, NodeChange, NodeRecord},
     },
 };
 
@@ -77,60 +79,118 @@ impl Manager {
     }
 
     pub(super) fn inspect(&self, reference: &str) -> Result<Response, ClusterError> {
-        let raft = self.raft()?;
-        let leader = raft.metrics().current_leader;
-        let (node, period) = self.read_store(|s| {
-            s.resolve(reference).map(|id| {
-                (
-                    s.nodes[&id].clone(),
-                    Duration::from_millis(s.heartbeat_millis.max(1)),
-                )
-            })
-        })??;
+        let node = self.read_store(|s| s.resolve(reference).map(|id| s.nodes[&id].clone()))??;
+        let object = self.node_object(&node)?;
+        Ok(Response::NodeInspect(serde_json::Value::Array(vec![
+            object,
+        ])))
+    }
+
+    /// Every node as Docker's objects (the Engine API's list).
+    pub(super) fn node_objects(&self) -> Result<Response, ClusterError> {
+        let nodes = self.read_store(|s| s.nodes.values().cloned().collect::<Vec<_>>())?;
+        let objects = nodes
+            .iter()
+            .map(|node| self.node_object(node))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::Json(serde_json::Value::Array(objects)))
+    }
+
+    /// A node as Docker's `Node`, with whether it is heard from now.
+    fn node_object(&self, node: &NodeRecord) -> Result<serde_json::Value, ClusterError> {
+        let leader = self.raft()?.metrics().current_leader;
+        let period = self.read_store(|s| Duration::from_millis(s.heartbeat_millis.max(1)))?;
         let ready = node.id == self.node.node_id || self.alive(&node.id, period);
-        let mut value = serde_json::json!({
-            "ID": node.id,
-            "Spec": {
-                "Labels": node.labels,
-                "Role": node.role.to_string(),
-                "Availability": availability_word(node.availability).to_lowercase(),
-            },
-            "Description": {
-                "Hostname": node.hostname,
-                "Platform": {
-                    "Architecture": node.platform.architecture,
-                    "OS": node.platform.os,
-                },
-                "Resources": {
-                    "NanoCPUs": node.resources.nano_cpus,
-                    "MemoryBytes": node.resources.memory_bytes,
-                },
-            },
-            "Status": {
-                "State": if ready { "ready" } else { "down" },
-                "Addr": node.addr.ip().to_string(),
-            },
-        });
-        if node.role == Role::Manager {
-            value["ManagerStatus"] = serde_json::json!({
-                "Leader": leader == Some(raft::raft_id(&node.id)),
-                "Reachability": if ready { "reachable" } else { "unreachable" },
-                "Addr": node.addr.to_string(),
-            });
-        }
-        Ok(Response::NodeInspect(serde_json::Value::Array(vec![value])))
+        let object = docker::Node {
+            id: Some(node.id.clone()),
+            version: Some(docker::ObjectVersion {
+                index: Some(node.version),
+            }),
+            created_at: None,
+            updated_at: None,
+            spec: Some(docker::NodeSpec {
+                name: None,
+                labels: Some(node.labels.clone().into_iter().collect()),
+                role: Some(match node.role {
+                    Role::Manager => docker::NodeSpecRoleEnum::MANAGER,
+                    Role::Worker => docker::NodeSpecRoleEnum::WORKER,
+                }),
+                availability: Some(match node.availability {
+                    Availability::Active => docker::NodeSpecAvailabilityEnum::ACTIVE,
+                    Availability::Pause => docker::NodeSpecAvailabilityEnum::PAUSE,
+                    Availability::Drain => docker::NodeSpecAvailabilityEnum::DRAIN,
+                }),
+            }),
+            description: Some(docker::NodeDescription {
+                hostname: Some(node.hostname.clone()),
+                platform: Some(docker::Platform {
+                    architecture: Some(node.platform.architecture.clone()),
+                    os: Some(node.platform.os.clone()),
+                }),
+                resources: Some(docker::ResourceObject {
+                    nano_cpus: Some(node.resources.nano_cpus as i64),
+                    memory_bytes: Some(node.resources.memory_bytes as i64),
+                    generic_resources: None,
+                }),
+                engine: Some(docker::EngineDescription {
+                    engine_version: Some(format!("swarm {}", env!("CARGO_PKG_VERSION"))),
+                    labels: None,
+                    plugins: None,
+                }),
+                tls_info: None,
+            }),
+            status: Some(docker::NodeStatus {
+                state: Some(if ready {
+                    docker::NodeState::READY
+                } else {
+                    docker::NodeState::DOWN
+                }),
+                message: None,
+                addr: Some(node.addr.ip().to_string()),
+            }),
+            manager_status: (node.role == Role::Manager).then(|| docker::ManagerStatus {
+                leader: Some(leader == Some(raft::raft_id(&node.id))),
+                reachability: Some(if ready {
+                    docker::Reachability::REACHABLE
+                } else {
+                    docker::Reachability::UNREACHABLE
+                }),
+                addr: Some(node.addr.to_string()),
+            }),
+        };
+        Ok(serde_json::to_value(object).expect("plain data serializes"))
     }
 
     pub(super) fn update(&self, request: &NodeUpdateRequest) -> Result<Response, ClusterError> {
-        let id = self.read_store(|s| s.resolve(&request.node))??;
+        let (id, labels, version) = self.read_store(|s| {
+            s.resolve(&request.node).map(|id| {
+                let node = &s.nodes[&id];
+                (id.clone(), node.labels.clone(), node.version)
+            })
+        })??;
+        if request.version.is_some_and(|v| v != version) {
+            return Err(ClusterError::Refused("update out of sequence".into()));
+        }
+        let (mut label_add, mut label_rm) = (request.label_add.clone(), request.label_rm.clone());
+        if let Some(wanted) = &request.labels {
+            label_rm.extend(labels.keys().filter(|k| !wanted.contains_key(*k)).cloned());
+            label_add.extend(
+                wanted
+                    .iter()
+                    .filter(|(k, v)| labels.get(*k) != Some(*v))
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        }
         if let Some(role) = request.role {
             self.change_roles(std::slice::from_ref(&id), role)?;
         }
         let change = NodeChange {
             availability: request.availability,
-            label_add: request.label_add.clone(),
-            label_rm: request.label_rm.clone(),
+            label_add,
+            label_rm,
             role: None,
+            // A role change first bumps the version the caller read.
+            expect_version: request.version.filter(|_| request.role.is_none()),
         };
         if change != NodeChange::default() {
             self.commit_here(Command::UpdateNode {

@@ -10,7 +10,7 @@ use crate::{
     api::{
         ClusterError,
         control::{PayloadCreateRequest, Response},
-        mounts::PayloadKind,
+        mounts::{Opaque, PayloadKind},
     },
     clock::{now_secs, rfc3339},
     identity::new_id,
@@ -98,6 +98,34 @@ impl Manager {
             }));
         }
         Ok(Response::Json(serde_json::Value::Array(shown)))
+    }
+
+    /// A secret's or config's labels replaced, as the Engine API's update
+    /// does; its data cannot change (Docker's rule).
+    pub(super) fn update_payload(
+        &self,
+        kind: PayloadKind,
+        reference: &str,
+        version: Option<u64>,
+        labels: &BTreeMap<String, String>,
+        data: Option<&Opaque>,
+    ) -> Result<Response, ClusterError> {
+        let payload = self
+            .read_store(|s| s.resolve_payload(kind, reference).cloned())?
+            .map_err(ClusterError::from)?;
+        if data.is_some_and(|d| !d.0.is_empty() && d.0 != payload.data.0) {
+            return Err(ClusterError::Refused(
+                "only updates to Labels are allowed".into(),
+            ));
+        }
+        self.commit_here(Command::UpdatePayload {
+            kind,
+            id: payload.id.clone(),
+            labels: labels.clone(),
+            expect_version: version,
+            at: now_secs(),
+        })?;
+        Ok(Response::Done)
     }
 
     /// Each one named, in order; the first refused stops the rest.

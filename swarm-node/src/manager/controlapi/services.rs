@@ -5,11 +5,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bollard::models as docker;
+
 use crate::{
     api::{
         ClusterError,
         assignments::LogRequest,
-        control::{Response, ServiceUpdateRequest, TaskOutput},
+        control::{Response, ServiceReplaceRequest, ServiceUpdateRequest, TaskOutput},
+        docker as docker_json,
         specs::{ServiceMode, ServiceSpec},
         tasks::TaskState,
     },
@@ -232,14 +235,73 @@ impl Manager {
     }
 
     pub(super) fn inspect_service(&self, reference: &str) -> Result<Response, ClusterError> {
-        let service = self.resolve_service(reference)?;
-        let prefixes = self.read_store(|s| {
-            s.networks
+        let object = self.read_store(|s| {
+            resolve_service(s, reference).map(|service| service_object(service, s))
+        })??;
+        Ok(Response::Json(serde_json::Value::Array(vec![object])))
+    }
+
+    /// Every service as Docker's objects (the Engine API's list).
+    pub(super) fn service_objects(&self) -> Result<Response, ClusterError> {
+        let objects = self.read_store(|s| {
+            s.services
                 .values()
-                .map(|n| (n.id.clone(), n.subnet.1))
-                .collect::<BTreeMap<String, u8>>()
+                .map(|service| service_object(service, s))
+                .collect()
         })?;
-        Ok(Response::Json(inspect_json(&service, &prefixes)))
+        Ok(Response::Json(serde_json::Value::Array(objects)))
+    }
+
+    /// Every task as Docker's objects.
+    pub(super) fn task_objects(&self) -> Result<Response, ClusterError> {
+        let objects =
+            self.read_store(|s| s.tasks.values().map(|task| task_object(task, s)).collect())?;
+        Ok(Response::Json(serde_json::Value::Array(objects)))
+    }
+
+    /// The Engine API's update: the whole spec as the caller read it at
+    /// `version`, or (`rollback`) the previous spec back.
+    pub(super) fn replace_service(
+        &self,
+        request: &ServiceReplaceRequest,
+    ) -> Result<Response, ClusterError> {
+        let service = self.resolve_service(&request.service)?;
+        if request.rollback {
+            let previous = service.previous_spec.clone().ok_or_else(|| {
+                ClusterError::Refused(format!(
+                    "service {} does not have a previous spec",
+                    request.service
+                ))
+            })?;
+            self.commit_versioned(&service.id, previous, true, request.version)?;
+            return Ok(Response::Service {
+                id: service.id,
+                warnings: Vec::new(),
+            });
+        }
+        let mut spec = request.spec.clone();
+        if spec.name != service.spec.name {
+            return Err(ClusterError::Refused(
+                "renaming services is not supported".into(),
+            ));
+        }
+        if spec.registry_auth.is_none() {
+            spec.registry_auth = service.spec.registry_auth.clone();
+        }
+        let warnings = self.resolve_spec(&mut spec, request.resolve_image)?;
+        if spec == service.spec {
+            // Nothing to change (a stack deployed again): no new tasks,
+            // but a stale version is still refused.
+            if request.version.is_some_and(|v| v != service.revision) {
+                return Err(ClusterError::Refused("update out of sequence".into()));
+            }
+        } else {
+            self.commit_versioned(&service.id, spec, false, request.version)?;
+        }
+        Ok(Response::Service {
+            id: service.id,
+            warnings,
+        })
     }
 
     pub(super) fn service_tasks(&self, references: &[String]) -> Result<Response, ClusterError> {
@@ -326,11 +388,23 @@ impl Manager {
     /// Commits `spec` as service `id`'s new spec (`rollback`: the previous
     /// one coming back).
     fn commit_spec(&self, id: &str, spec: ServiceSpec, rollback: bool) -> Result<(), ClusterError> {
+        self.commit_versioned(id, spec, rollback, None)
+    }
+
+    /// As `commit_spec`, refused unless the service is at `version`.
+    fn commit_versioned(
+        &self,
+        id: &str,
+        spec: ServiceSpec,
+        rollback: bool,
+        version: Option<u64>,
+    ) -> Result<(), ClusterError> {
         self.commit_here(Command::UpdateService {
             id: id.to_owned(),
             spec: Box::new(spec),
             rollback,
             at: now_secs(),
+            expect_version: version,
         })
     }
 
@@ -483,154 +557,140 @@ fn ports_text(service: &ServiceRecord) -> String {
         .join(", ")
 }
 
-/// `service inspect`, shaped like Docker's.
-fn inspect_json(service: &ServiceRecord, prefixes: &BTreeMap<String, u8>) -> serde_json::Value {
+/// A service as Docker's `Service`: its spec, the ports and VIPs it was
+/// given, its update's state, and how many of its tasks run
+/// (`ServiceStatus`), with the spec before the last update.
+fn service_object(service: &ServiceRecord, state: &ClusterState) -> serde_json::Value {
     let spec = &service.spec;
-    let mode = match spec.mode {
-        ServiceMode::Replicated { replicas } => {
-            serde_json::json!({"Replicated": {"Replicas": replicas}})
-        }
-        ServiceMode::Global => serde_json::json!({"Global": {}}),
+    let docker_spec = docker_json::service_spec(spec);
+    let endpoint_spec = docker_spec.endpoint_spec.clone();
+    let running = state
+        .tasks
+        .values()
+        .filter(|t| t.service_id == service.id && t.is_running())
+        .count() as u64;
+    let desired = match spec.mode {
+        ServiceMode::Replicated { replicas } => replicas,
+        ServiceMode::Global => state
+            .tasks
+            .values()
+            .filter(|t| t.service_id == service.id && t.desired == TaskState::Running)
+            .count() as u64,
     };
-    let ports: Vec<serde_json::Value> = service
-        .ports
+    let completed = state
+        .tasks
+        .values()
+        .filter(|t| t.service_id == service.id && t.status.state == TaskState::Complete)
+        .count() as u64;
+    let object = docker::Service {
+        id: Some(service.id.clone()),
+        version: Some(docker::ObjectVersion {
+            index: Some(service.revision),
+        }),
+        created_at: Some(rfc3339(service.created_at)),
+        updated_at: Some(rfc3339(service.updated_at)),
+        spec: Some(docker_spec),
+        endpoint: Some(docker::ServiceEndpoint {
+            spec: endpoint_spec,
+            ports: Some(service.ports.iter().map(docker_json::port).collect()),
+            virtual_ips: Some(
+                service
+                    .vips
+                    .iter()
+                    .map(|(network, ip)| {
+                        let prefix = state.networks.get(network).map_or(24, |n| n.subnet.1);
+                        docker::ServiceEndpointVirtualIps {
+                            network_id: Some(network.clone()),
+                            addr: Some(format!("{ip}/{prefix}")),
+                        }
+                    })
+                    .collect(),
+            ),
+        }),
+        update_status: service
+            .update_status
+            .as_ref()
+            .map(|u| docker::ServiceUpdateStatus {
+                state: serde_json::to_value(u.state)
+                    .ok()
+                    .and_then(|v| serde_json::from_value(v).ok()),
+                started_at: Some(rfc3339(u.started_at)),
+                completed_at: u.completed_at.map(rfc3339),
+                message: Some(u.message.clone()),
+            }),
+        service_status: Some(docker::ServiceServiceStatus {
+            running_tasks: Some(running),
+            desired_tasks: Some(desired),
+            completed_tasks: Some(completed),
+        }),
+        job_status: None,
+    };
+    let mut value = docker_json::to_docker_json(&object);
+    if let Some(previous) = &service.previous_spec {
+        value["PreviousSpec"] = docker_json::to_docker_json(&docker_json::service_spec(previous));
+    }
+    value
+}
+
+/// A task as Docker's `Task`, with the addresses it holds on each network
+/// (`NetworksAttachments`).
+fn task_object(task: &TaskRecord, state: &ClusterState) -> serde_json::Value {
+    let timestamp = rfc3339(task.status.timestamp_millis / 1000);
+    let state_word = |s: TaskState| {
+        serde_json::from_value::<docker::TaskState>(serde_json::Value::String(
+            s.word().to_lowercase(),
+        ))
+        .ok()
+    };
+    let service_name = state
+        .services
+        .get(&task.service_id)
+        .map_or(task.spec.name.as_str(), |s| s.spec.name.as_str());
+    let mut labels = std::collections::HashMap::new();
+    labels.extend(task.spec.labels.clone());
+    let object = docker::Task {
+        id: Some(task.id.clone()),
+        version: Some(docker::ObjectVersion {
+            index: Some(task.spec_version),
+        }),
+        created_at: Some(rfc3339(task.created_at_millis / 1000)),
+        updated_at: Some(timestamp.clone()),
+        name: Some(task.name(service_name)),
+        labels: Some(labels),
+        spec: Some(docker_json::task_spec(&task.spec)),
+        service_id: Some(task.service_id.clone()),
+        slot: (task.slot > 0).then_some(task.slot as i64),
+        node_id: task.node_id.clone(),
+        assigned_generic_resources: None,
+        status: Some(docker::TaskStatus {
+            timestamp: Some(timestamp),
+            state: state_word(task.status.state),
+            message: Some(task.status.message.clone()),
+            err: (!task.status.err.is_empty()).then(|| task.status.err.clone()),
+            container_status: Some(docker::ContainerStatus {
+                container_id: Some(task.id.clone()),
+                pid: None,
+                exit_code: task.status.exit_code.map(i64::from),
+            }),
+            port_status: None,
+        }),
+        desired_state: state_word(task.desired),
+        job_iteration: None,
+    };
+    let mut value = docker_json::to_docker_json(&object);
+    value["NetworksAttachments"] = task
+        .addresses
         .iter()
-        .map(|p| {
+        .map(|(network, ip)| {
+            let (name, prefix) = state
+                .networks
+                .get(network)
+                .map_or((String::new(), 24), |n| (n.name.clone(), n.subnet.1));
             serde_json::json!({
-                "Protocol": p.protocol.to_string(),
-                "TargetPort": p.target,
-                "PublishedPort": p.published,
-                "PublishMode": match p.mode {
-                    crate::dataplane::PublishMode::Ingress => "ingress",
-                    crate::dataplane::PublishMode::Host => "host",
-                },
+                "Network": {"ID": network, "Spec": {"Name": name, "Labels": {}}},
+                "Addresses": [format!("{ip}/{prefix}")],
             })
         })
         .collect();
-    let update_config = |u: &crate::api::specs::UpdateConfig| {
-        serde_json::json!({
-            "Parallelism": u.parallelism,
-            "Delay": u.delay_millis * 1_000_000,
-            "FailureAction": u.failure_action,
-            "Monitor": u.monitor_millis * 1_000_000,
-            "Order": u.order,
-        })
-    };
-    serde_json::json!([{
-        "ID": service.id,
-        "Version": {"Index": service.version},
-        "CreatedAt": rfc3339(service.created_at),
-        "UpdatedAt": rfc3339(service.updated_at),
-        "Spec": {
-            "Name": spec.name,
-            "Labels": spec.labels,
-            "TaskTemplate": {
-                "ContainerSpec": {
-                    "Image": spec.image,
-                    "Command": spec.entrypoint,
-                    "Args": spec.args,
-                    "Dir": spec.workdir,
-                    "User": spec.user,
-                    "Env": spec.env,
-                    "Hostname": spec.hostname,
-                    "StopGracePeriod": spec.stop_grace_millis * 1_000_000,
-                    "Healthcheck": match &spec.healthcheck {
-                        Some(h) => serde_json::json!({
-                            "Test": ["CMD-SHELL", h.command],
-                            "Interval": h.interval_millis * 1_000_000,
-                            "Timeout": h.timeout_millis * 1_000_000,
-                            "Retries": h.retries,
-                            "StartPeriod": h.start_period_millis * 1_000_000,
-                        }),
-                        None if spec.no_healthcheck => serde_json::json!({"Test": ["NONE"]}),
-                        None => serde_json::Value::Null,
-                    },
-                    "Secrets": file_references(&spec.secrets, "Secret", true),
-                    "Configs": file_references(&spec.configs, "Config", false),
-                    "Mounts": spec.mounts.iter().map(mount_json).collect::<Vec<_>>(),
-                },
-                "Resources": {
-                    "Limits": {"NanoCPUs": spec.limits.nano_cpus, "MemoryBytes": spec.limits.memory_bytes},
-                    "Reservations": {"NanoCPUs": spec.reservations.nano_cpus, "MemoryBytes": spec.reservations.memory_bytes},
-                },
-                "RestartPolicy": {
-                    "Condition": spec.restart.condition,
-                    "Delay": spec.restart.delay_millis * 1_000_000,
-                    "MaxAttempts": spec.restart.max_attempts,
-                },
-                "Placement": {
-                    "Constraints": spec.constraints.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "Preferences": spec.placement_prefs.iter().map(|key| serde_json::json!({"Spread": {"SpreadDescriptor": key}})).collect::<Vec<_>>(),
-                    "MaxReplicas": spec.max_replicas_per_node.unwrap_or(0),
-                },
-                "Networks": spec.networks.iter().map(|n| serde_json::json!({"Target": n, "Aliases": spec.aliases.get(n).cloned().unwrap_or_default()})).collect::<Vec<_>>(),
-                "ForceUpdate": spec.force_update,
-            },
-            "Mode": mode,
-            "UpdateConfig": update_config(&spec.update),
-            "RollbackConfig": update_config(&spec.rollback),
-            "EndpointSpec": {"Mode": spec.endpoint_mode, "Ports": ports},
-        },
-        "PreviousSpec": service.previous_spec.as_ref().map(|p| serde_json::json!({"Name": p.name, "Image": p.image})),
-        "Endpoint": {
-            "Spec": {"Mode": spec.endpoint_mode, "Ports": ports},
-            "Ports": ports,
-            "VirtualIPs": service.vips.iter().map(|(network, ip)| serde_json::json!({"NetworkID": network, "Addr": format!("{ip}/{}", prefixes.get(network).copied().unwrap_or(24))})).collect::<Vec<_>>(),
-        },
-        "UpdateStatus": service.update_status.as_ref().map(|u| serde_json::json!({
-            "State": u.state,
-            "StartedAt": rfc3339(u.started_at),
-            "CompletedAt": u.completed_at.map(rfc3339),
-            "Message": u.message,
-        })),
-    }])
-}
-
-/// `--secret`s or `--config`s as Docker's inspect shows them.
-fn file_references(
-    references: &[crate::api::mounts::FileReference],
-    kind: &str,
-    secret: bool,
-) -> serde_json::Value {
-    references
-        .iter()
-        .map(|r| {
-            let name = match (secret, r.target.as_str()) {
-                (_, "") => r.name.clone(),
-                (_, target) => target.to_owned(),
-            };
-            let mut shown = serde_json::json!({
-                "File": {"Name": name, "UID": r.uid.to_string(), "GID": r.gid.to_string(), "Mode": r.mode},
-            });
-            shown[format!("{kind}ID")] = r.id.clone().into();
-            shown[format!("{kind}Name")] = r.name.clone().into();
-            shown
-        })
-        .collect()
-}
-
-fn mount_json(mount: &crate::api::mounts::Mount) -> serde_json::Value {
-    let mut shown = serde_json::json!({
-        "Type": mount.kind.word(),
-        "Source": mount.source,
-        "Target": mount.target,
-        "ReadOnly": mount.readonly,
-    });
-    match mount.kind {
-        crate::api::mounts::MountKind::Volume => {
-            shown["VolumeOptions"] = serde_json::json!({
-                "NoCopy": mount.volume_nocopy,
-                "Labels": mount.volume_labels,
-                "DriverConfig": {"Name": "local"},
-            });
-        }
-        crate::api::mounts::MountKind::Tmpfs => {
-            shown["TmpfsOptions"] = serde_json::json!({
-                "SizeBytes": mount.tmpfs_size,
-                "Mode": mount.tmpfs_mode,
-            });
-        }
-        crate::api::mounts::MountKind::Bind => {}
-    }
-    shown
+    value
 }

@@ -20,6 +20,7 @@ pub fn node(id: &str, role: Role) -> NodeRecord {
         labels: BTreeMap::new(),
         resources: NodeResources::default(),
         platform: crate::api::Platform::of_this_host(),
+        version: 1,
     }
 }
 

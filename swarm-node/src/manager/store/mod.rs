@@ -59,6 +59,9 @@ pub struct NodeRecord {
     /// a node recorded before nodes reported them.
     #[serde(default)]
     pub platform: crate::api::Platform,
+    /// Bumped by every update (Docker's `Version.Index`).
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// The replicated store.
@@ -158,6 +161,10 @@ pub struct NodeChange {
     pub label_add: Vec<(String, String)>,
     pub label_rm: Vec<String>,
     pub role: Option<Role>,
+    /// Refused unless the node is at this version (the Engine API's
+    /// `?version=`).
+    #[serde(default)]
+    pub expect_version: Option<u64>,
 }
 
 /// What the Raft log holds.
@@ -195,6 +202,9 @@ pub enum Command {
         /// update's rollback).
         rollback: bool,
         at: u64,
+        /// Refused unless the service is at this version.
+        #[serde(default)]
+        expect_version: Option<u64>,
     },
     /// The service goes; its tasks are to be removed.
     RemoveService {
@@ -223,6 +233,14 @@ pub enum Command {
     CreatePayload {
         kind: payloads::PayloadKind,
         record: payloads::PayloadRecord,
+    },
+    /// A secret's or config's labels replaced (their data cannot change).
+    UpdatePayload {
+        kind: payloads::PayloadKind,
+        id: String,
+        labels: BTreeMap<String, String>,
+        expect_version: Option<u64>,
+        at: u64,
     },
     /// Refused while a service uses it.
     RemovePayload {
@@ -284,6 +302,7 @@ impl ClusterState {
                 if let Some(known) = state.nodes.get(&node.id) {
                     node.availability = known.availability;
                     node.labels = known.labels.clone();
+                    node.version = known.version + 1;
                 }
                 state.nodes.insert(node.id.clone(), node);
             }
@@ -291,6 +310,9 @@ impl ClusterState {
                 let Some(node) = state.nodes.get_mut(&id) else {
                     return refused(Refusal::NoSuchNode(id));
                 };
+                if change.expect_version.is_some_and(|v| v != node.version) {
+                    return refused(Refusal::OutOfSequence);
+                }
                 if let Some(key) = change
                     .label_rm
                     .iter()
@@ -298,6 +320,7 @@ impl ClusterState {
                 {
                     return refused(Refusal::NoSuchLabel(key.clone()));
                 }
+                node.version += 1;
                 if let Some(availability) = change.availability {
                     node.availability = availability;
                 }
@@ -365,7 +388,12 @@ impl ClusterState {
                 spec,
                 rollback,
                 at,
+                expect_version,
             } => {
+                let current = state.services.get(&id).map(|s| s.revision);
+                if expect_version.is_some() && current.is_some() && expect_version != current {
+                    return refused(Refusal::OutOfSequence);
+                }
                 if let Err(why) = state.update_service(&id, *spec, rollback, at) {
                     return refused(why);
                 }
@@ -383,6 +411,17 @@ impl ClusterState {
             Command::Tasks(changes) => state.change_tasks(changes),
             Command::CreatePayload { kind, record } => {
                 if let Err(why) = state.create_payload(kind, record) {
+                    return refused(why);
+                }
+            }
+            Command::UpdatePayload {
+                kind,
+                id,
+                labels,
+                expect_version,
+                at,
+            } => {
+                if let Err(why) = state.update_payload(kind, &id, labels, expect_version, at) {
                     return refused(why);
                 }
             }

@@ -108,6 +108,30 @@ impl ClusterState {
         Ok(())
     }
 
+    pub(super) fn update_payload(
+        &mut self,
+        kind: PayloadKind,
+        id: &str,
+        labels: BTreeMap<String, String>,
+        expect_version: Option<u64>,
+        at: u64,
+    ) -> Result<(), Refusal> {
+        let payload =
+            self.payloads_mut(kind)
+                .get_mut(id)
+                .ok_or_else(|| Refusal::NoSuchPayload {
+                    kind,
+                    reference: id.to_owned(),
+                })?;
+        if expect_version.is_some_and(|v| v != payload.version) {
+            return Err(Refusal::OutOfSequence);
+        }
+        payload.labels = labels;
+        payload.version += 1;
+        payload.updated_at = at;
+        Ok(())
+    }
+
     pub(super) fn remove_payload(&mut self, kind: PayloadKind, id: &str) -> Result<(), Refusal> {
         let users = self.payload_users(kind, id);
         let payload = self

@@ -16,6 +16,10 @@ pub enum Refusal {
     NoSuchNode(String),
     #[error("key {0} doesn't exist in node's labels")]
     NoSuchLabel(String),
+    /// The object changed since the version the update was made from
+    /// (Docker's words and meaning).
+    #[error("update out of sequence")]
+    OutOfSequence,
     #[error("a gossip key rotation period of {secs}s is too short; use at least {min}s")]
     RotationTooShort { secs: u64, min: u64 },
     #[error("network with name {0} already exists")]

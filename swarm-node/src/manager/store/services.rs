@@ -53,6 +53,10 @@ pub struct ServiceRecord {
     /// `spec.ports` with every published port filled in.
     pub ports: Vec<PortConfig>,
     pub update_status: Option<UpdateStatus>,
+    /// Bumped by every change to the record, the update status's too
+    /// (Docker's `Version.Index`, which updates must name).
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl ServiceRecord {
@@ -178,6 +182,7 @@ impl ClusterState {
             vips: BTreeMap::new(),
             ports: Vec::new(),
             update_status: None,
+            revision: 1,
         };
         self.allocate_endpoint(&mut service)?;
         self.services.insert(service.id.clone(), service);
@@ -208,6 +213,7 @@ impl ClusterState {
             service.previous_spec = None;
         }
         service.updated_at = at;
+        service.revision += 1;
         if tasks_change {
             service.version += 1;
             service.update_status = Some(UpdateStatus {
@@ -248,6 +254,7 @@ impl ClusterState {
             .get_mut(id)
             .ok_or_else(|| Refusal::NoSuchService(id.to_owned()))?;
         service.update_status = Some(status);
+        service.revision += 1;
         Ok(())
     }
 

@@ -1,0 +1,240 @@
+//! `/swarm` (init, join, leave, update, unlock) and `/nodes`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use bollard::models as docker;
+use hyper::{Method, StatusCode};
+
+use super::{ApiError, Call, Engine, Reply, empty_reply, filters::Filters, json_reply, no_route};
+use crate::api::{
+    Availability, Role,
+    control::{NodeUpdateRequest, Request, Response, SwarmInitRequest, SwarmJoinRequest},
+};
+
+/// The control-plane port when an address names none.
+const DEFAULT_PORT: u16 = 2377;
+
+pub async fn route(engine: &Engine, call: &Call, path: &[&str]) -> Result<Reply, ApiError> {
+    match (&call.method, path) {
+        (&Method::GET, ["swarm"]) => {
+            let swarm = engine.json(Request::SwarmInspect).await?;
+            Ok(json_reply(StatusCode::OK, &swarm))
+        }
+        (&Method::POST, ["swarm", "init"]) => init(engine, call).await,
+        (&Method::POST, ["swarm", "join"]) => join(engine, call).await,
+        (&Method::POST, ["swarm", "leave"]) => {
+            engine
+                .call(Request::SwarmLeave {
+                    force: call.flag("force"),
+                })
+                .await?;
+            Ok(empty_reply(StatusCode::OK))
+        }
+        (&Method::POST, ["swarm", "update"]) => update(engine, call).await,
+        (&Method::GET, ["swarm", "unlockkey"]) => {
+            // Autolock is not built (issue 24): no key, as Docker answers
+            // a swarm that is not locked.
+            engine.json(Request::SwarmInspect).await?;
+            Ok(json_reply(
+                StatusCode::OK,
+                &serde_json::json!({"UnlockKey": ""}),
+            ))
+        }
+        (&Method::POST, ["swarm", "unlock"]) => {
+            engine.json(Request::SwarmInspect).await?;
+            Err(ApiError::bad_request("swarm is not locked"))
+        }
+        (&Method::GET, ["nodes"]) => list_nodes(engine, call).await,
+        (&Method::GET, ["nodes", node]) => {
+            let node = engine
+                .first(Request::NodeInspect {
+                    node: (*node).to_owned(),
+                })
+                .await?;
+            Ok(json_reply(StatusCode::OK, &node))
+        }
+        (&Method::POST, ["nodes", node, "update"]) => update_node(engine, call, node).await,
+        (&Method::DELETE, ["nodes", node]) => {
+            engine
+                .call(Request::NodeRemove {
+                    node: (*node).to_owned(),
+                    force: call.flag("force"),
+                })
+                .await?;
+            Ok(empty_reply(StatusCode::OK))
+        }
+        _ => Err(no_route(call)),
+    }
+}
+
+/// `ListenAddr`'s port (`0.0.0.0:2377`, `:2377`, an interface and port).
+fn listen_port(listen: Option<&str>) -> Result<Option<u16>, ApiError> {
+    let Some(listen) = listen.filter(|l| !l.is_empty()) else {
+        return Ok(None);
+    };
+    match listen.rsplit_once(':') {
+        Some((_, port)) => port.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid ListenAddr {listen:?}: the port must be a number"
+            ))
+        }),
+        None => Ok(None),
+    }
+}
+
+/// `AdvertiseAddr`: an IPv4 address (with or without a port) or the name
+/// of an interface holding one.
+fn advertise_ip(addr: Option<&str>) -> Result<Option<Ipv4Addr>, ApiError> {
+    let Some(addr) = addr.filter(|a| !a.is_empty()) else {
+        return Ok(None);
+    };
+    let host = match addr.parse::<SocketAddr>() {
+        Ok(socket) => socket.ip().to_string(),
+        Err(_) => addr.split(':').next().unwrap_or(addr).to_owned(),
+    };
+    if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        return Ok(Some(ip));
+    }
+    let interfaces = nix::ifaddrs::getifaddrs()
+        .map_err(|e| ApiError::bad_request(format!("listing interfaces: {e}")))?;
+    for interface in interfaces.filter(|i| i.interface_name == host) {
+        if let Some(ip) = interface
+            .address
+            .as_ref()
+            .and_then(|a| a.as_sockaddr_in())
+            .map(|sin| sin.ip())
+        {
+            return Ok(Some(ip));
+        }
+    }
+    Err(ApiError::bad_request(format!(
+        "advertise address must be a non-zero IP address or network interface (with optional port number): {addr}"
+    )))
+}
+
+async fn init(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
+    let request: docker::SwarmInitRequest = call.json()?;
+    let raw: serde_json::Value = call.json()?;
+    if request.force_new_cluster == Some(true) {
+        return Err(ApiError::bad_request(
+            "--force-new-cluster is not supported by swarm: a manager that lost its quorum is restored from its Raft snapshot (see docs/operations.md)",
+        ));
+    }
+    if raw["AutoLockManagers"] == true {
+        return Err(ApiError::bad_request(
+            "--autolock is not supported by swarm yet",
+        ));
+    }
+    let spec = request.spec.unwrap_or_default();
+    let millis = |nanos: Option<i64>| nanos.filter(|n| *n > 0).map(|n| (n / 1_000_000) as u64);
+    let init = SwarmInitRequest {
+        advertise_addr: advertise_ip(request.advertise_addr.as_deref())?,
+        listen_port: listen_port(request.listen_addr.as_deref())?,
+        cert_expiry_secs: millis(spec.ca_config.and_then(|c| c.node_cert_expiry)).map(|m| m / 1000),
+        heartbeat_millis: millis(spec.dispatcher.and_then(|d| d.heartbeat_period)),
+        gossip_key_rotation_secs: None,
+    };
+    match engine.call(Request::SwarmInit(init)).await? {
+        Response::SwarmInitialized { node_id, .. } => Ok(json_reply(StatusCode::OK, &node_id)),
+        other => Err(super::unexpected(&other)),
+    }
+}
+
+async fn join(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
+    let request: docker::SwarmJoinRequest = call.json()?;
+    let remote = request
+        .remote_addrs
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::bad_request("RemoteAddrs: give the address of a manager"))?;
+    let manager = match remote.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => format!("{remote}:{DEFAULT_PORT}").parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid remote address {remote:?}: give a manager's IP:PORT"
+            ))
+        })?,
+    };
+    let join = SwarmJoinRequest {
+        token: request.join_token.unwrap_or_default(),
+        manager,
+        advertise_addr: advertise_ip(request.advertise_addr.as_deref())?,
+        listen_port: listen_port(request.listen_addr.as_deref())?,
+    };
+    engine.call(Request::SwarmJoin(join)).await?;
+    Ok(empty_reply(StatusCode::OK))
+}
+
+/// `swarm update`: join tokens rotated as asked. The spec's other settings
+/// (heartbeat, certificate expiry) are not changed through it.
+async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
+    call.version("swarm")?;
+    for (flag, role) in [
+        ("rotateWorkerToken", Role::Worker),
+        ("rotateManagerToken", Role::Manager),
+    ] {
+        if call.flag(flag) {
+            engine
+                .call(Request::JoinToken { role, rotate: true })
+                .await?;
+        }
+    }
+    if call.flag("rotateManagerUnlockKey") {
+        return Err(ApiError::bad_request(
+            "autolock is not supported by swarm yet: there is no unlock key to rotate",
+        ));
+    }
+    Ok(empty_reply(StatusCode::OK))
+}
+
+async fn list_nodes(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
+    let filters = Filters::parse(
+        call,
+        &["id", "label", "membership", "name", "node.label", "role"],
+    )?;
+    let nodes = engine.json(Request::NodeObjects).await?;
+    let shown: Vec<&serde_json::Value> = nodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+            let role = text(&n["Spec"]["Role"]);
+            filters.prefix("id", &text(&n["ID"]))
+                && filters.prefix("name", &text(&n["Description"]["Hostname"]))
+                && filters.exact("role", &role)
+                && filters.exact("membership", "accepted")
+                && filters.labels(&n["Spec"]["Labels"])
+                && filters.labels_of("node.label", &n["Spec"]["Labels"])
+        })
+        .collect();
+    Ok(json_reply(StatusCode::OK, &shown))
+}
+
+async fn update_node(engine: &Engine, call: &Call, node: &str) -> Result<Reply, ApiError> {
+    let version = call.version("node")?;
+    let spec: docker::NodeSpec = call.json()?;
+    let availability = match spec.availability {
+        Some(docker::NodeSpecAvailabilityEnum::ACTIVE) => Some(Availability::Active),
+        Some(docker::NodeSpecAvailabilityEnum::PAUSE) => Some(Availability::Pause),
+        Some(docker::NodeSpecAvailabilityEnum::DRAIN) => Some(Availability::Drain),
+        _ => None,
+    };
+    let role = match spec.role {
+        Some(docker::NodeSpecRoleEnum::MANAGER) => Some(Role::Manager),
+        Some(docker::NodeSpecRoleEnum::WORKER) => Some(Role::Worker),
+        _ => None,
+    };
+    engine
+        .call(Request::NodeUpdate(NodeUpdateRequest {
+            node: node.to_owned(),
+            availability,
+            role,
+            labels: Some(spec.labels.unwrap_or_default().into_iter().collect()),
+            version,
+            ..NodeUpdateRequest::default()
+        }))
+        .await?;
+    Ok(empty_reply(StatusCode::OK))
+}

@@ -1,0 +1,67 @@
+//! The swarm itself as the leader shows it: Docker's `Swarm` object.
+
+use bollard::models as docker;
+
+use crate::{
+    api::{ClusterError, Role, control::Response},
+    clock::rfc3339,
+    manager::Manager,
+};
+
+const NANOS_PER_MILLI: i64 = 1_000_000;
+
+impl Manager {
+    /// The swarm's ID, settings and join tokens (`GET /swarm`). Its
+    /// version is the index of the Raft entry last applied.
+    pub(super) fn swarm_inspect(&self) -> Result<Response, ClusterError> {
+        let applied = self
+            .raft()?
+            .metrics()
+            .last_applied
+            .map_or(0, |log_id| log_id.index);
+        let object = self.read_store(|s| docker::Swarm {
+            id: Some(s.cluster_id.clone()),
+            version: Some(docker::ObjectVersion {
+                index: Some(applied),
+            }),
+            created_at: Some(rfc3339(s.created_at)),
+            updated_at: Some(rfc3339(s.created_at)),
+            spec: Some(docker::SwarmSpec {
+                name: Some("default".into()),
+                labels: Some(Default::default()),
+                orchestration: Some(docker::SwarmSpecOrchestration {
+                    task_history_retention_limit: Some(
+                        crate::manager::store::services::TASK_HISTORY as i64,
+                    ),
+                }),
+                raft: None,
+                dispatcher: Some(docker::SwarmSpecDispatcher {
+                    heartbeat_period: Some(s.heartbeat_millis as i64 * NANOS_PER_MILLI),
+                }),
+                ca_config: Some(docker::SwarmSpecCaConfig {
+                    node_cert_expiry: Some(s.cert_expiry_secs as i64 * 1_000 * NANOS_PER_MILLI),
+                    ..Default::default()
+                }),
+                encryption_config: Some(docker::SwarmSpecEncryptionConfig {
+                    auto_lock_managers: Some(false),
+                }),
+                task_defaults: None,
+            }),
+            tls_info: Some(docker::TlsInfo {
+                trust_root: Some(s.ca_cert_pem.clone()),
+                ..Default::default()
+            }),
+            root_rotation_in_progress: Some(false),
+            data_path_port: None,
+            default_addr_pool: Some(vec!["10.0.0.0/8".into()]),
+            subnet_size: Some(24),
+            join_tokens: Some(docker::JoinTokens {
+                worker: Some(s.token(Role::Worker).to_owned()),
+                manager: Some(s.token(Role::Manager).to_owned()),
+            }),
+        })?;
+        Ok(Response::Json(
+            serde_json::to_value(object).expect("plain data serializes"),
+        ))
+    }
+}
