@@ -341,7 +341,8 @@ impl Handler for DaemonState {
             request @ (Request::ImageList
             | Request::ImageRemove { .. }
             | Request::ImagePrune
-            | Request::ImageDistribution { .. }) => {
+            | Request::ImageDistribution { .. }
+            | Request::RegistryLogin { .. }) => {
                 return self.handle_images(request);
             }
             request @ (Request::VolumeList
@@ -424,6 +425,13 @@ impl DaemonState {
                 image,
                 registry_auth,
             } => self.distribution(&image, registry_auth.as_ref()),
+            Request::RegistryLogin {
+                registry,
+                registry_auth,
+            } => self
+                .images
+                .check_login(&registry, &registry_auth)
+                .map(|()| Response::Notes(vec!["Login Succeeded".into()])),
             _ => return Response::Error("not an image request".into()),
         };
         result.unwrap_or_else(|err| Response::Error(err.to_string()))

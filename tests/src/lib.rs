@@ -22,7 +22,7 @@ pub use daemon::{Daemon, swarm_bin};
 pub use netns::{Netns, in_netns, spawn_in_netns, sweep_stale};
 pub use overlay::OverlayTask;
 pub use raw::send_raw_frames;
-pub use registry::{Registry, TestImage, TestLayer};
+pub use registry::{Registry, TestImage, TestLayer, htpasswd_file, test_certificates};
 pub use swarm::{Formed, Swarm};
 pub use topology::{Host, Topology, TopologyOptions, UNDERLAY_PREFIX_LEN};
 

@@ -534,3 +534,88 @@ fn digest(bytes: &[u8]) -> String {
         hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
     )
 }
+
+/// `openssl` in `dir`: a CA, and a certificate it signs for IP `ip`; the
+/// paths of the CA's certificate, the server's certificate and its key.
+pub fn test_certificates(dir: &Path, ip: &str) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    let days = "2";
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        days,
+        "-subj",
+        "/CN=swarm test CA",
+    ])?;
+    let subject = format!("/CN={ip}");
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        &subject,
+    ])?;
+    std::fs::write(dir.join("san.ext"), format!("subjectAltName=IP:{ip}\n"))?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        days,
+        "-extfile",
+        "san.ext",
+    ])?;
+    Ok((
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    ))
+}
+
+/// An htpasswd file in `dir` holding `user` with `password` (bcrypt).
+pub fn htpasswd_file(dir: &Path, user: &str, password: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join("htpasswd");
+    let out = Command::new("htpasswd")
+        .arg("-Bbc")
+        .arg(&path)
+        .args([user, password])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "htpasswd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(path)
+}

@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 use swarm_tests::{
     Registry, TestImage, TestLayer, Topology, TopologyOptions,
     docker_cli::{DOCKER_20_10, DOCKER_28, DockerCli, HttpStream, has_line, http},
+    htpasswd_file,
     servers::http_get,
-    wait_until,
+    test_certificates, wait_until,
 };
 
 const REGISTRY: &str = "198.18.0.100:5000";
@@ -40,8 +41,8 @@ secrets:
 
 /// Three daemons, in no swarm yet, and a registry with two tags of one
 /// busybox image.
-fn bed(tag: &str) -> (Topology, Registry) {
-    let mut options = TopologyOptions::new(tag, 3);
+fn bed(tag: &str, hosts: usize) -> (Topology, Registry) {
+    let mut options = TopologyOptions::new(tag, hosts);
     options.daemon_args = vec!["--insecure-registry".into(), REGISTRY.into()];
     let mut topology = Topology::new(&options).unwrap();
     topology.start_daemons().unwrap();
@@ -76,7 +77,7 @@ fn web_answers(topology: &Topology, port: u16, body: &str) {
 
 /// Everything a Swarm user does with the docker CLI, on `bin`.
 fn drive_a_swarm(bin: &str, tag: &str) -> (Topology, Registry, DockerCli) {
-    let (topology, registry) = bed(tag);
+    let (topology, registry) = bed(tag, 3);
     let docker = DockerCli::new(bin, topology.daemon(0)).unwrap();
     let hosts: Vec<String> = topology.hosts.iter().map(|h| h.name.clone()).collect();
 
@@ -543,7 +544,12 @@ fn docker_28_drives_a_swarm_and_the_api_answers_as_dockerd() {
         .unwrap()
     };
     let fresh = update(version);
-    assert_eq!(fresh.status, 200, "{}", String::from_utf8_lossy(&fresh.body));
+    assert_eq!(
+        fresh.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&fresh.body)
+    );
     let stale = update(version);
     assert_eq!(stale.status, 500);
     assert!(
@@ -572,4 +578,98 @@ fn docker_28_drives_a_swarm_and_the_api_answers_as_dockerd() {
 #[test]
 fn docker_20_10_drives_a_swarm() {
     drive_a_swarm(DOCKER_20_10, "swdk20");
+}
+
+#[test]
+fn docker_login_and_with_registry_auth_pull_from_a_private_registry() {
+    let (topology, plain) = bed("swdkau", 2);
+    let docker = DockerCli::new(DOCKER_28, topology.daemon(0)).unwrap();
+    let addr = topology.hosts[0].addr.to_string();
+    docker
+        .ok(&["swarm", "init", "--advertise-addr", &addr])
+        .unwrap();
+    let token = docker.ok(&["swarm", "join-token", "-q", "worker"]).unwrap();
+    docker
+        .at(topology.daemon(1))
+        .unwrap()
+        .ok(&[
+            "swarm",
+            "join",
+            "--token",
+            token.trim(),
+            &format!("{addr}:2377"),
+        ])
+        .unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_certificates(certs.path(), "198.18.0.100").unwrap();
+    let htpasswd = htpasswd_file(certs.path(), "tester", "right-password").unwrap();
+    let secure = "198.18.0.100:5443";
+    let _secure =
+        Registry::start_secure(&plain, secure.parse().unwrap(), &cert, &key, &htpasswd).unwrap();
+    for host in 0..2 {
+        let dir = topology.daemon(host).data_dir.join("certs.d").join(secure);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(&ca, dir.join("ca.crt")).unwrap();
+    }
+
+    // The daemon asks the registry: a wrong password is refused.
+    let wrong = docker
+        .run_with_stdin(
+            &["login", secure, "-u", "tester", "--password-stdin"],
+            b"wrong-password",
+        )
+        .unwrap();
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success(), "{err}");
+    assert!(err.contains("unauthorized"), "{err}");
+    let right = docker
+        .ok_with_stdin(
+            &["login", secure, "-u", "tester", "--password-stdin"],
+            b"right-password",
+        )
+        .unwrap();
+    assert!(right.contains("Login Succeeded"), "{right}");
+
+    // The CLI sends the login with the service; both nodes pull with it.
+    let image = format!("{secure}/tools:1");
+    let created = docker
+        .run(&[
+            "service",
+            "create",
+            "--name",
+            "private",
+            "--mode",
+            "global",
+            "--with-registry-auth",
+            &image,
+            "/bin/busybox",
+            "sleep",
+            "100000",
+        ])
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&created.stdout),
+        String::from_utf8_lossy(&created.stderr),
+    );
+    assert!(created.status.success(), "{out}{err}");
+    assert!(out.contains("converged"), "{out}{err}");
+    let pinned = docker
+        .ok(&[
+            "service",
+            "inspect",
+            "private",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        ])
+        .unwrap();
+    assert!(pinned.contains("tools:1@sha256:"), "{pinned}");
+    let running = docker
+        .ok(&[
+            "service",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Mode}} {{.Replicas}}",
+        ])
+        .unwrap();
+    assert!(has_line(&running, "private global 2/2"), "{running}");
 }

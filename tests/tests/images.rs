@@ -11,7 +11,7 @@ use std::{
 
 use swarm_tests::{
     Registry, Swarm, TestImage, TestLayer, Topology, TopologyOptions, docker::DockerEngine,
-    servers::http_get, wait_until,
+    htpasswd_file, servers::http_get, test_certificates, wait_until,
 };
 
 const REGISTRY: &str = "198.18.0.100:5000";
@@ -428,75 +428,6 @@ fn the_docker_runtime_pulls_an_image_it_lacks() {
     ]);
 }
 
-/// `openssl` in `dir`: a CA, and a certificate it signs for IP `ip`.
-fn ca_and_certificate(
-    dir: &std::path::Path,
-    ip: &str,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=swarm test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        &format!("/CN={ip}"),
-    ]);
-    std::fs::write(dir.join("san.ext"), format!("subjectAltName=IP:{ip}\n")).unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-    (
-        dir.join("ca.crt"),
-        dir.join("server.crt"),
-        dir.join("server.key"),
-    )
-}
-
 /// A docker config.json in `dir` holding `user:password` for `registry`.
 fn docker_config(dir: &std::path::Path, registry: &str, user: &str, password: &str) {
     use base64::Engine as _;
@@ -527,22 +458,8 @@ fn a_tls_registry_with_a_login_pulls_with_its_ca_and_the_right_password_only() {
         .push("private", "1", &versioned_image("secret"))
         .unwrap();
     let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = ca_and_certificate(certs.path(), "198.18.0.100");
-    let htpasswd = certs.path().join("htpasswd");
-    let out = std::process::Command::new("htpasswd")
-        .args([
-            "-Bbc",
-            htpasswd.to_str().unwrap(),
-            "tester",
-            "right-password",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ca, cert, key) = test_certificates(certs.path(), "198.18.0.100").unwrap();
+    let htpasswd = htpasswd_file(certs.path(), "tester", "right-password").unwrap();
     let secure_addr = "198.18.0.100:5443";
     let _secure =
         Registry::start_secure(&plain, secure_addr.parse().unwrap(), &cert, &key, &htpasswd)

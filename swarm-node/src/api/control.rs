@@ -196,6 +196,11 @@ pub enum Request {
         image: String,
         registry_auth: Option<RegistryAuth>,
     },
+    /// Whether a registry takes a login (`docker login`): this node asks.
+    RegistryLogin {
+        registry: String,
+        registry_auth: RegistryAuth,
+    },
 }
 
 /// The Engine API's service update: the whole spec, as read at `version`.

@@ -302,7 +302,7 @@ impl Engine {
             Some("_ping" | "version" | "info") => version::route(self, call, &path).await,
             Some("swarm" | "nodes") => swarm::route(self, call, &path).await,
             Some("services" | "tasks") => services::route(self, call, &path).await,
-            Some("networks" | "secrets" | "configs" | "distribution") => {
+            Some("networks" | "secrets" | "configs" | "distribution" | "auth") => {
                 objects::route(self, call, &path).await
             }
             Some("events") if call.method == Method::GET => events::stream(self, call).await,

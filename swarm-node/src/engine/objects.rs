@@ -59,6 +59,7 @@ pub async fn route(engine: &Engine, call: &Call, path: &[&str]) -> Result<Reply,
                 .await?;
             Ok(empty_reply(StatusCode::NO_CONTENT))
         }
+        (&Method::POST, ["auth"]) => login(engine, call).await,
         (&Method::GET, ["distribution", image @ .., "json"]) if !image.is_empty() => {
             distribution(engine, call, &image.join("/")).await
         }
@@ -315,4 +316,51 @@ async fn distribution(engine: &Engine, call: &Call, image: &str) -> Result<Reply
         })
         .await?;
     Ok(json_reply(StatusCode::OK, &answer))
+}
+
+/// `docker login`: the registry asked whether it takes the login. The
+/// login is not kept: the CLI keeps it and sends it with each request
+/// that needs it (`--with-registry-auth`).
+async fn login(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
+    #[derive(Default, serde::Deserialize)]
+    struct AuthConfig {
+        #[serde(default)]
+        username: String,
+        #[serde(default)]
+        password: String,
+        #[serde(default)]
+        serveraddress: String,
+    }
+    let auth: AuthConfig = call.json()?;
+    let server = auth
+        .serveraddress
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    // Docker Hub's login address names no registry host.
+    let registry = match server {
+        "" | "index.docker.io/v1" | "registry-1.docker.io" => "docker.io",
+        other => other,
+    };
+    let login = crate::api::tasks::RegistryAuth {
+        username: auth.username,
+        password: auth.password,
+    };
+    match engine
+        .call(Request::RegistryLogin {
+            registry: registry.to_owned(),
+            registry_auth: login,
+        })
+        .await
+    {
+        Ok(_) => Ok(json_reply(
+            StatusCode::OK,
+            &serde_json::json!({"Status": "Login Succeeded", "IdentityToken": ""}),
+        )),
+        Err(err) if err.message.contains("unauthorized") => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!("login attempt to {server} failed: {}", err.message),
+        )),
+        Err(err) => Err(err),
+    }
 }

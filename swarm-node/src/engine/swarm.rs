@@ -166,10 +166,64 @@ async fn join(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     Ok(empty_reply(StatusCode::OK))
 }
 
-/// `swarm update`: join tokens rotated as asked. The spec's other settings
-/// (heartbeat, certificate expiry) are not changed through it.
+/// `swarm update`: join tokens rotated as asked. A change to the spec's
+/// settings (heartbeat, certificate expiry, Raft, autolock) is refused
+/// rather than ignored: they are not changed through this API yet.
 async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     call.version("swarm")?;
+    let wanted: docker::SwarmSpec = call.json()?;
+    let current: docker::Swarm =
+        serde_json::from_value(engine.json(Request::SwarmInspect).await?).unwrap_or_default();
+    let current = current.spec.unwrap_or_default();
+    let differs = |a: Option<i64>, b: Option<i64>| a.is_some_and(|a| a != 0) && a != b;
+    let raft = wanted.raft.clone().unwrap_or_default();
+    let changes = [
+        (
+            "the heartbeat period (--dispatcher-heartbeat)",
+            differs(
+                wanted.dispatcher.as_ref().and_then(|d| d.heartbeat_period),
+                current.dispatcher.as_ref().and_then(|d| d.heartbeat_period),
+            ),
+        ),
+        (
+            "the certificate expiry (--cert-expiry)",
+            differs(
+                wanted.ca_config.as_ref().and_then(|c| c.node_cert_expiry),
+                current.ca_config.as_ref().and_then(|c| c.node_cert_expiry),
+            ),
+        ),
+        (
+            "the task history limit (--task-history-limit)",
+            differs(
+                wanted
+                    .orchestration
+                    .as_ref()
+                    .and_then(|o| o.task_history_retention_limit),
+                current
+                    .orchestration
+                    .as_ref()
+                    .and_then(|o| o.task_history_retention_limit),
+            ),
+        ),
+        (
+            "Raft's settings (--snapshot-interval, --max-snapshots)",
+            raft.snapshot_interval.is_some_and(|v| v != 0)
+                || raft.keep_old_snapshots.is_some_and(|v| v != 0),
+        ),
+        (
+            "autolock (--autolock)",
+            wanted
+                .encryption_config
+                .as_ref()
+                .and_then(|e| e.auto_lock_managers)
+                == Some(true),
+        ),
+    ];
+    if let Some((what, _)) = changes.iter().find(|(_, changed)| *changed) {
+        return Err(ApiError::bad_request(format!(
+            "changing {what} is not supported by swarm yet; nothing was changed"
+        )));
+    }
     for (flag, role) in [
         ("rotateWorkerToken", Role::Worker),
         ("rotateManagerToken", Role::Manager),

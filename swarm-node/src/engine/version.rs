@@ -162,6 +162,14 @@ fn kernel_version() -> String {
         .unwrap_or_default()
 }
 
+/// Bytes of memory this machine has (`/proc/meminfo`'s MemTotal).
+fn mem_total() -> Option<i64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// `/info`: the node, and its `Swarm` section as dockerd fills it.
 async fn info(engine: &Engine) -> Result<Reply, ApiError> {
     let info = daemon_info(engine).await?;
@@ -220,6 +228,7 @@ async fn info(engine: &Engine) -> Result<Reply, ApiError> {
             .ok()
             .map(|n| n.get() as i64),
         docker_root_dir: Some(info.data_dir.clone()),
+        mem_total: mem_total(),
         containers: Some(0),
         images: Some(0),
         swarm: Some(section),

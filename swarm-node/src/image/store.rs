@@ -268,6 +268,21 @@ impl ImageStore {
         })
     }
 
+    /// Whether `registry` takes `login` (`docker login`): it is asked for
+    /// a repository no one has, which a registry that takes the login
+    /// answers as unknown and one that does not as unauthorized. Blocks.
+    pub fn check_login(&self, registry: &str, login: &Login) -> Result<(), ImageError> {
+        let super::ImageSource::Registry(reference) =
+            super::ImageSource::parse(&format!("{registry}/swarm/login-check:latest"))?
+        else {
+            return Err(ImageError::NotFound(registry.to_owned()));
+        };
+        match self.resolve(&reference, Some(login)) {
+            Ok(_) | Err(ImageError::NotFound(_)) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
     /// What `reference` names in its registry now, as Docker's
     /// `/distribution/{name}/json` tells it: the manifest's descriptor and
     /// the platforms it runs on (an index's entries, or a single image's
