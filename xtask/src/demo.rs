@@ -273,6 +273,16 @@ pub fn run() -> anyhow::Result<()> {
         )?;
         println!("  GET http://{}:8080/ -> {reply}", topology.hosts[2].addr);
     }
+    let docker = swarm_tests::docker_cli::DockerCli::new(
+        swarm_tests::docker_cli::DOCKER_28,
+        topology.daemon(0),
+    )?;
+    println!(
+        "\n== the docker CLI, through h1's Engine API socket: DOCKER_HOST=unix://{} docker node ls; docker service ls",
+        topology.daemon(0).docker_socket.display()
+    );
+    print!("{}", docker.ok(&["node", "ls"])?);
+    print!("{}", docker.ok(&["service", "ls"])?);
     println!("\n== `swarm service logs web` (each task's output, fetched from its node)");
     print!(
         "{}",
