@@ -75,6 +75,32 @@ fn web_answers(topology: &Topology, port: u16, body: &str) {
     });
 }
 
+/// The image a service's spec names.
+fn image_of(docker: &DockerCli, service: &str) -> String {
+    docker
+        .ok(&[
+            "service",
+            "inspect",
+            service,
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        ])
+        .unwrap()
+}
+
+/// `docker service create ARGS`, which must wait until the service
+/// converged (the CLI's own progress display); its stderr.
+fn create_converged(docker: &DockerCli, args: &[&str]) -> String {
+    let created = docker.run(args).unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&created.stdout).into_owned(),
+        String::from_utf8_lossy(&created.stderr).into_owned(),
+    );
+    assert!(created.status.success(), "{out}{err}");
+    assert!(out.contains("converged"), "the CLI waited: {out}{err}");
+    err
+}
+
 /// Everything a Swarm user does with the docker CLI, on `bin`.
 fn drive_a_swarm(bin: &str, tag: &str) -> (Topology, Registry, DockerCli) {
     let (topology, registry) = bed(tag, 3);
@@ -265,26 +291,12 @@ fn drive_a_swarm(bin: &str, tag: &str) -> (Topology, Registry, DockerCli) {
         &image,
     ];
     create.extend_from_slice(WEB_COMMAND);
-    let created = docker.run(&create).unwrap();
-    let (out, err) = (
-        String::from_utf8_lossy(&created.stdout),
-        String::from_utf8_lossy(&created.stderr),
-    );
-    assert!(created.status.success(), "{out}{err}");
-    assert!(out.contains("converged"), "the CLI waited: {out}{err}");
+    let err = create_converged(&docker, &create);
     assert!(
         !err.contains("could not be accessed on a registry"),
         "{err}"
     );
-    let pinned = docker
-        .ok(&[
-            "service",
-            "inspect",
-            "web",
-            "--format",
-            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-        ])
-        .unwrap();
+    let pinned = image_of(&docker, "web");
     assert!(pinned.contains("tools:1@sha256:"), "{pinned}");
     let listed = docker
         .ok(&[
@@ -331,26 +343,10 @@ fn drive_a_swarm(bin: &str, tag: &str) -> (Topology, Registry, DockerCli) {
     docker
         .ok(&["service", "update", "--image", &newer, "web"])
         .unwrap();
-    let updated = docker
-        .ok(&[
-            "service",
-            "inspect",
-            "web",
-            "--format",
-            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-        ])
-        .unwrap();
+    let updated = image_of(&docker, "web");
     assert!(updated.contains("tools:2@sha256:"), "{updated}");
     docker.ok(&["service", "rollback", "web"]).unwrap();
-    let back = docker
-        .ok(&[
-            "service",
-            "inspect",
-            "web",
-            "--format",
-            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-        ])
-        .unwrap();
+    let back = image_of(&docker, "web");
     assert!(back.contains("tools:1@sha256:"), "{back}");
 
     // Logs, with the CLI's own task prefix.
@@ -632,8 +628,9 @@ fn docker_login_and_with_registry_auth_pull_from_a_private_registry() {
 
     // The CLI sends the login with the service; both nodes pull with it.
     let image = format!("{secure}/tools:1");
-    let created = docker
-        .run(&[
+    create_converged(
+        &docker,
+        &[
             "service",
             "create",
             "--name",
@@ -645,23 +642,9 @@ fn docker_login_and_with_registry_auth_pull_from_a_private_registry() {
             "/bin/busybox",
             "sleep",
             "100000",
-        ])
-        .unwrap();
-    let (out, err) = (
-        String::from_utf8_lossy(&created.stdout),
-        String::from_utf8_lossy(&created.stderr),
+        ],
     );
-    assert!(created.status.success(), "{out}{err}");
-    assert!(out.contains("converged"), "{out}{err}");
-    let pinned = docker
-        .ok(&[
-            "service",
-            "inspect",
-            "private",
-            "--format",
-            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-        ])
-        .unwrap();
+    let pinned = image_of(&docker, "private");
     assert!(pinned.contains("tools:1@sha256:"), "{pinned}");
     let running = docker
         .ok(&[

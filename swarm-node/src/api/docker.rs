@@ -146,12 +146,7 @@ pub fn task_spec(spec: &ServiceSpec) -> docker::TaskSpec {
                 .secrets
                 .iter()
                 .map(|r| docker::TaskSpecContainerSpecSecrets {
-                    file: Some(docker::TaskSpecContainerSpecFile {
-                        name: Some(file_name(r)),
-                        uid: Some(r.uid.to_string()),
-                        gid: Some(r.gid.to_string()),
-                        mode: Some(r.mode),
-                    }),
+                    file: Some(file_of(r)),
                     secret_id: Some(r.id.clone()),
                     secret_name: Some(r.name.clone()),
                 })
@@ -162,12 +157,8 @@ pub fn task_spec(spec: &ServiceSpec) -> docker::TaskSpec {
                 .configs
                 .iter()
                 .map(|r| docker::TaskSpecContainerSpecConfigs {
-                    file: Some(docker::TaskSpecContainerSpecFile1 {
-                        name: Some(file_name(r)),
-                        uid: Some(r.uid.to_string()),
-                        gid: Some(r.gid.to_string()),
-                        mode: Some(r.mode),
-                    }),
+                    // The same fields under another generated name.
+                    file: same_word(file_of(r)),
                     runtime: None,
                     config_id: Some(r.id.clone()),
                     config_name: Some(r.name.clone()),
@@ -244,13 +235,19 @@ pub fn task_spec(spec: &ServiceSpec) -> docker::TaskSpec {
     }
 }
 
-/// A file reference's file name as Docker shows it: the target, or the
-/// name when no target was given.
-fn file_name(reference: &FileReference) -> String {
-    if reference.target.is_empty() {
+/// A secret's or config's file as Docker shows it; its name is the
+/// target, or the secret's name when no target was given.
+fn file_of(reference: &FileReference) -> docker::TaskSpecContainerSpecFile {
+    let name = if reference.target.is_empty() {
         reference.name.clone()
     } else {
         reference.target.clone()
+    };
+    docker::TaskSpecContainerSpecFile {
+        name: Some(name),
+        uid: Some(reference.uid.to_string()),
+        gid: Some(reference.gid.to_string()),
+        mode: Some(reference.mode),
     }
 }
 
@@ -411,28 +408,14 @@ pub fn from_service_spec(
         .clone()
         .unwrap_or_default()
         .into_iter()
-        .map(|s| {
-            let file = s.file.unwrap_or_default();
-            file_reference(
-                s.secret_id,
-                s.secret_name,
-                (file.name, file.uid, file.gid, file.mode),
-            )
-        })
+        .map(|s| file_reference(s.secret_id, s.secret_name, s.file))
         .collect::<Result<_, _>>()?;
     ours.configs = container
         .configs
         .clone()
         .unwrap_or_default()
         .into_iter()
-        .map(|c| {
-            let file = c.file.unwrap_or_default();
-            file_reference(
-                c.config_id,
-                c.config_name,
-                (file.name, file.uid, file.gid, file.mode),
-            )
-        })
+        .map(|c| file_reference(c.config_id, c.config_name, c.file.and_then(same_word)))
         .collect::<Result<_, _>>()?;
     warn_unsupported(&container, &template, &mut warnings);
     if let Some(resources) = template.resources {
@@ -616,13 +599,17 @@ fn shell_quote(arg: &str) -> String {
     }
 }
 
-type FileFields = (Option<String>, Option<String>, Option<String>, Option<u32>);
-
 fn file_reference(
     id: Option<String>,
     name: Option<String>,
-    (file_name, uid, gid, mode): FileFields,
+    file: Option<docker::TaskSpecContainerSpecFile>,
 ) -> Result<FileReference, SpecError> {
+    let docker::TaskSpecContainerSpecFile {
+        name: file_name,
+        uid,
+        gid,
+        mode,
+    } = file.unwrap_or_default();
     let name = name.unwrap_or_default();
     let id = id.unwrap_or_default();
     if name.is_empty() && id.is_empty() {

@@ -6,7 +6,7 @@ mod client;
 mod server;
 
 pub use client::{Client, ClientError, parse_host};
-pub use server::{ControlServer, Handler, ServerError};
+pub use server::{ControlServer, Handler, ServerError, bind_private};
 
 /// The daemon's default control socket, like Docker's /var/run/docker.sock.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/swarm/swarm.sock";

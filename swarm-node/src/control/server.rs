@@ -43,22 +43,13 @@ pub struct ControlServer {
 impl ControlServer {
     /// Binds `path`, replacing a stale socket file but never a live daemon's.
     pub async fn bind(path: &Path) -> Result<Self, ServerError> {
-        let bind_err = |source| ServerError::Bind {
-            path: path.to_owned(),
-            source,
-        };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(bind_err)?;
-        }
-        if path.exists() {
-            if UnixStream::connect(path).await.is_ok() {
-                return Err(ServerError::InUse(path.to_owned()));
-            }
-            std::fs::remove_file(path).map_err(bind_err)?;
-        }
-        let listener = UnixListener::bind(path).map_err(bind_err)?;
-        // The socket drives a root daemon: root only, like docker.sock without the group.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+        let listener = bind_private(path)
+            .await
+            .map_err(|source| ServerError::Bind {
+                path: path.to_owned(),
+                source,
+            })?
+            .ok_or_else(|| ServerError::InUse(path.to_owned()))?;
         Ok(Self {
             listener,
             path: path.to_owned(),
@@ -84,6 +75,28 @@ impl ControlServer {
             }
         }
     }
+}
+
+/// Binds a Unix socket only root may use at `path` (the socket 0600, a
+/// directory made for it 0700: it drives a root daemon, like docker.sock
+/// without the group). A stale socket file is replaced; `None` when a live
+/// server answers there.
+pub async fn bind_private(path: &Path) -> io::Result<Option<UnixListener>> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        std::fs::create_dir_all(parent)?;
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Ok(None);
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(Some(listener))
 }
 
 impl Drop for ControlServer {

@@ -15,7 +15,6 @@ mod version;
 use std::{
     convert::Infallible,
     io,
-    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -25,10 +24,7 @@ use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
 use hyper::{Method, StatusCode, body::Incoming, header, service::service_fn};
 use hyper_util::rt::TokioIo;
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::{
-    net::{UnixListener, UnixStream},
-    sync::watch,
-};
+use tokio::{net::UnixListener, sync::watch};
 use tracing::{debug, info, warn};
 
 pub use error::ApiError;
@@ -68,25 +64,13 @@ impl EngineServer {
     /// Binds `path` in a directory only root may enter, as dockerd's
     /// socket is root's; a stale socket file is replaced, a live one is not.
     pub async fn bind(path: &Path) -> Result<Self, EngineError> {
-        let bind_err = |source| EngineError::Bind {
-            path: path.to_owned(),
-            source,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
-            && !parent.exists()
-        {
-            std::fs::create_dir_all(parent).map_err(bind_err)?;
-            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))
-                .map_err(bind_err)?;
-        }
-        if path.exists() {
-            if UnixStream::connect(path).await.is_ok() {
-                return Err(EngineError::InUse(path.to_owned()));
-            }
-            std::fs::remove_file(path).map_err(bind_err)?;
-        }
-        let listener = UnixListener::bind(path).map_err(bind_err)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+        let listener = crate::control::bind_private(path)
+            .await
+            .map_err(|source| EngineError::Bind {
+                path: path.to_owned(),
+                source,
+            })?
+            .ok_or_else(|| EngineError::InUse(path.to_owned()))?;
         info!(socket = %path.display(), "serving the Docker Engine API");
         Ok(Self {
             listener,
