@@ -443,6 +443,58 @@ fn docker_28_drives_a_swarm_and_the_api_answers_as_dockerd() {
     let (topology, _registry, docker) = drive_a_swarm(DOCKER_28, "swdk28");
     let socket = &topology.daemon(0).docker_socket;
 
+    // swarm update: the agents take the new heartbeat from their next
+    // heartbeat's answer; certificates signed from now on last 48 h.
+    let updated = docker
+        .ok(&[
+            "swarm",
+            "update",
+            "--dispatcher-heartbeat",
+            "2s",
+            "--cert-expiry",
+            "48h",
+        ])
+        .unwrap();
+    assert!(updated.contains("Swarm updated."), "{updated}");
+    let state = topology
+        .daemon(1)
+        .data_dir
+        .join("cluster")
+        .join("state.json");
+    wait_until("h2's agent taking the 2 s heartbeat", || {
+        let text = std::fs::read_to_string(&state).map_err(|e| e.to_string())?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        (json["heartbeat_millis"] == 2000).then_some(()).ok_or(text)
+    });
+    let token = docker.ok(&["swarm", "join-token", "-q", "worker"]).unwrap();
+    let addr = format!("{}:2377", topology.hosts[0].addr);
+    docker
+        .at(topology.daemon(2))
+        .unwrap()
+        .ok(&["swarm", "join", "--token", token.trim(), &addr])
+        .unwrap();
+    let cert = topology.daemon(2).data_dir.join("cluster").join("node.pem");
+    let lasts_beyond = |hours: u64| {
+        std::process::Command::new("openssl")
+            .args([
+                "x509",
+                "-noout",
+                "-checkend",
+                &(hours * 3600).to_string(),
+                "-in",
+            ])
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(lasts_beyond(47) && !lasts_beyond(49), "a 48 h certificate");
+    let refused = docker
+        .fails(&["swarm", "update", "--task-history-limit", "3"])
+        .unwrap();
+    assert!(refused.contains("not supported by swarm yet"), "{refused}");
+
     // Version negotiation.
     let ping = http(socket, "HEAD", "/_ping", None).unwrap();
     assert_eq!(ping.status, 200);

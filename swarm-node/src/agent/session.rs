@@ -134,10 +134,15 @@ impl Link<'_> {
                 Ok(Err(status)) => return Ended::Failed(status.message().to_owned()),
                 Ok(Ok(answer)) => answer.into_inner(),
             };
+            let asked = Duration::from_millis(answer.period_millis);
+            // A new period (`swarm update --dispatcher-heartbeat`) is kept
+            // for the next start as the managers' addresses are.
+            let period_changed = answer.period_millis > 0 && asked != *self.period;
             if answer.period_millis > 0 {
-                *self.period = Duration::from_millis(answer.period_millis);
+                *self.period = asked;
             }
-            if !answer.managers.is_empty() && *self.managers != answer.managers {
+            if !answer.managers.is_empty() && (*self.managers != answer.managers || period_changed)
+            {
                 *self.managers = answer.managers.clone();
                 if let Some(host) = self.host.upgrade() {
                     let parsed = answer.managers.iter().filter_map(|m| m.parse().ok());

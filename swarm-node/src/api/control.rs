@@ -165,6 +165,11 @@ pub enum Request {
     SwarmSetGossipKeyRotation {
         secs: u64,
     },
+    /// `swarm update --dispatcher-heartbeat --cert-expiry`.
+    SwarmUpdateSettings {
+        heartbeat_millis: Option<u64>,
+        cert_expiry_secs: Option<u64>,
+    },
     /// `swarm service logs`: a service's tasks (or one task) output.
     SwarmServiceLogs {
         reference: String,
@@ -497,6 +502,7 @@ impl Request {
                 | Request::SwarmServiceLogs { .. }
                 | Request::SwarmRotateGossipKey
                 | Request::SwarmSetGossipKeyRotation { .. }
+                | Request::SwarmUpdateSettings { .. }
                 | Request::SwarmServiceDeploy { .. }
                 | Request::PayloadCreate(_)
                 | Request::PayloadList { .. }

@@ -392,7 +392,7 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     clap::ArgGroup::new("change")
         .required(true)
         .multiple(true)
-        .args(["rotate_gossip_key", "gossip_key_rotation"])
+        .args(["rotate_gossip_key", "gossip_key_rotation", "cert_expiry", "dispatcher_heartbeat"])
 ))]
 pub struct SwarmUpdateArgs {
     /// Seal gossip between nodes with a new key now (the old one stays
@@ -402,6 +402,14 @@ pub struct SwarmUpdateArgs {
     /// How often the leader rotates the gossip key from now on, e.g. 12h or 30m (at least 2s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub gossip_key_rotation: Option<std::time::Duration>,
+    /// How long node certificates last from now on, e.g. 48h (at least
+    /// 1h); each node's takes it when next renewed.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub cert_expiry: Option<std::time::Duration>,
+    /// How often agents report to managers from now on, e.g. 2s; a node
+    /// is Down after three missed.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub dispatcher_heartbeat: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -781,7 +789,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         CliCommand::Update(SwarmUpdateArgs {
             rotate_gossip_key,
             gossip_key_rotation,
+            cert_expiry,
+            dispatcher_heartbeat,
         }) => {
+            if cert_expiry.is_some() || dispatcher_heartbeat.is_some() {
+                let least = crate::manager::store::MIN_CERT_EXPIRY;
+                if let Some(expiry) = cert_expiry.filter(|e| *e < least) {
+                    anyhow::bail!("--cert-expiry {expiry:?} is too short: use at least {least:?}");
+                }
+                if dispatcher_heartbeat.is_some_and(|h| h.is_zero()) {
+                    anyhow::bail!("--dispatcher-heartbeat must be positive, e.g. 1s");
+                }
+                print_notes(call(
+                    &cli.host,
+                    &Request::SwarmUpdateSettings {
+                        heartbeat_millis: dispatcher_heartbeat
+                            .map(|h| (h.as_millis() as u64).max(1)),
+                        cert_expiry_secs: cert_expiry.map(|e| e.as_secs()),
+                    },
+                )?)?;
+            }
             if let Some(period) = gossip_key_rotation {
                 let secs = period.as_secs();
                 let least = crate::manager::store::MIN_GOSSIP_KEY_ROTATION;

@@ -166,35 +166,33 @@ async fn join(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     Ok(empty_reply(StatusCode::OK))
 }
 
-/// `swarm update`: join tokens rotated as asked. A change to the spec's
-/// settings (heartbeat, certificate expiry, Raft, autolock) is refused
-/// rather than ignored: they are not changed through this API yet.
+/// `swarm update`: the heartbeat and certificate expiry changed, join
+/// tokens rotated, as asked. A change to settings swarm does not have
+/// (task history, Raft's snapshots, autolock) is refused rather than
+/// ignored.
 async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     call.version("swarm")?;
     let wanted: docker::SwarmSpec = call.json()?;
     let current: docker::Swarm =
         serde_json::from_value(engine.json(Request::SwarmInspect).await?).unwrap_or_default();
     let current = current.spec.unwrap_or_default();
-    let differs = |a: Option<i64>, b: Option<i64>| a.is_some_and(|a| a != 0) && a != b;
+    // A value the caller changed: set, not zero, not what it read.
+    let changed = |wanted: Option<i64>, current: Option<i64>| {
+        wanted.filter(|w| *w != 0 && Some(*w) != current)
+    };
+    let heartbeat = changed(
+        wanted.dispatcher.as_ref().and_then(|d| d.heartbeat_period),
+        current.dispatcher.as_ref().and_then(|d| d.heartbeat_period),
+    );
+    let expiry = changed(
+        wanted.ca_config.as_ref().and_then(|c| c.node_cert_expiry),
+        current.ca_config.as_ref().and_then(|c| c.node_cert_expiry),
+    );
     let raft = wanted.raft.clone().unwrap_or_default();
-    let changes = [
-        (
-            "the heartbeat period (--dispatcher-heartbeat)",
-            differs(
-                wanted.dispatcher.as_ref().and_then(|d| d.heartbeat_period),
-                current.dispatcher.as_ref().and_then(|d| d.heartbeat_period),
-            ),
-        ),
-        (
-            "the certificate expiry (--cert-expiry)",
-            differs(
-                wanted.ca_config.as_ref().and_then(|c| c.node_cert_expiry),
-                current.ca_config.as_ref().and_then(|c| c.node_cert_expiry),
-            ),
-        ),
+    let refused = [
         (
             "the task history limit (--task-history-limit)",
-            differs(
+            changed(
                 wanted
                     .orchestration
                     .as_ref()
@@ -203,7 +201,8 @@ async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
                     .orchestration
                     .as_ref()
                     .and_then(|o| o.task_history_retention_limit),
-            ),
+            )
+            .is_some(),
         ),
         (
             "Raft's settings (--snapshot-interval, --max-snapshots)",
@@ -219,10 +218,19 @@ async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
                 == Some(true),
         ),
     ];
-    if let Some((what, _)) = changes.iter().find(|(_, changed)| *changed) {
+    if let Some((what, _)) = refused.iter().find(|(_, changed)| *changed) {
         return Err(ApiError::bad_request(format!(
             "changing {what} is not supported by swarm yet; nothing was changed"
         )));
+    }
+    if heartbeat.is_some() || expiry.is_some() {
+        const NANOS_PER_MILLI: i64 = 1_000_000;
+        engine
+            .call(Request::SwarmUpdateSettings {
+                heartbeat_millis: heartbeat.map(|n| (n / NANOS_PER_MILLI).max(1) as u64),
+                cert_expiry_secs: expiry.map(|n| (n / (1000 * NANOS_PER_MILLI)) as u64),
+            })
+            .await?;
     }
     for (flag, role) in [
         ("rotateWorkerToken", Role::Worker),

@@ -60,6 +60,15 @@ impl Manager {
                         whole_units(*secs)
                     )])
                 }),
+            Request::SwarmUpdateSettings {
+                heartbeat_millis,
+                cert_expiry_secs,
+            } => self
+                .commit_here(Command::SetSwarmSettings {
+                    heartbeat_millis: *heartbeat_millis,
+                    cert_expiry_secs: *cert_expiry_secs,
+                })
+                .map(|()| Response::Notes(vec!["Swarm updated.".into()])),
             Request::SwarmServiceDeploy {
                 spec,
                 resolve_image,

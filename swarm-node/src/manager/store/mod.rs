@@ -38,6 +38,8 @@ pub const DEFAULT_GOSSIP_KEY_ROTATION: Duration = Duration::from_secs(12 * 3600)
 /// A key must reach every node before the next replaces it (the one before
 /// stays accepted): agents hear of a new one within a heartbeat or two.
 pub const MIN_GOSSIP_KEY_ROTATION: Duration = Duration::from_secs(2);
+/// The shortest node certificate life `swarm update` takes (Docker's).
+pub const MIN_CERT_EXPIRY: Duration = Duration::from_secs(3600);
 /// Docker's control-plane port.
 pub const DEFAULT_LISTEN_PORT: u16 = 2377;
 
@@ -229,6 +231,13 @@ pub enum Command {
     SetGossipKeyRotation {
         secs: u64,
     },
+    /// `swarm update --dispatcher-heartbeat --cert-expiry`: agents take the
+    /// new period from their next heartbeat's answer, certificates the new
+    /// expiry when next signed.
+    SetSwarmSettings {
+        heartbeat_millis: Option<u64>,
+        cert_expiry_secs: Option<u64>,
+    },
     /// A new secret or config; its name must be free.
     CreatePayload {
         kind: payloads::PayloadKind,
@@ -352,6 +361,23 @@ impl ClusterState {
                     });
                 }
                 state.gossip_key_rotation_secs = secs;
+            }
+            Command::SetSwarmSettings {
+                heartbeat_millis,
+                cert_expiry_secs,
+            } => {
+                if heartbeat_millis == Some(0) {
+                    return refused(Refusal::HeartbeatZero);
+                }
+                if cert_expiry_secs.is_some_and(|s| s < MIN_CERT_EXPIRY.as_secs()) {
+                    return refused(Refusal::CertExpiryTooShort);
+                }
+                if let Some(millis) = heartbeat_millis {
+                    state.heartbeat_millis = millis;
+                }
+                if let Some(secs) = cert_expiry_secs {
+                    state.cert_expiry_secs = secs;
+                }
             }
             Command::SetToken { role, token } => match role {
                 Role::Worker => state.worker_token = token,
@@ -652,5 +678,37 @@ mod tests {
         let state = store.as_ref().unwrap();
         assert_eq!(state.networks["f"].subnet, (Ipv4Addr::new(10, 0, 1, 0), 24));
         assert_eq!(state.networks["f"].vni, 4097);
+    }
+
+    #[test]
+    fn swarm_settings_change_and_bad_ones_are_refused() {
+        let mut store = created();
+        let set = |store: &mut Option<ClusterState>, heartbeat, expiry| {
+            ClusterState::apply(
+                store,
+                Command::SetSwarmSettings {
+                    heartbeat_millis: heartbeat,
+                    cert_expiry_secs: expiry,
+                },
+            )
+        };
+        let before = store.clone();
+        assert!(matches!(
+            set(&mut store, Some(0), None),
+            CommandResult::Refused(_)
+        ));
+        assert!(
+            matches!(set(&mut store, None, Some(60)), CommandResult::Refused(m) if m.contains("1h0m0s"))
+        );
+        assert_eq!(store, before);
+        assert_eq!(
+            set(&mut store, Some(2000), Some(48 * 3600)),
+            CommandResult::Done
+        );
+        let state = store.as_ref().unwrap();
+        assert_eq!(state.heartbeat_millis, 2000);
+        assert_eq!(state.cert_expiry_secs, 48 * 3600);
+        assert_eq!(set(&mut store, None, None), CommandResult::Done);
+        assert_eq!(store.as_ref().unwrap().heartbeat_millis, 2000);
     }
 }

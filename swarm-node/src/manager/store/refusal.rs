@@ -20,6 +20,10 @@ pub enum Refusal {
     /// (Docker's words and meaning).
     #[error("update out of sequence")]
     OutOfSequence,
+    #[error("the dispatcher heartbeat period must be positive")]
+    HeartbeatZero,
+    #[error("minimum certificate expiry time is 1h0m0s")]
+    CertExpiryTooShort,
     #[error("a gossip key rotation period of {secs}s is too short; use at least {min}s")]
     RotationTooShort { secs: u64, min: u64 },
     #[error("network with name {0} already exists")]
