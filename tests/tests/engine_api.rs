@@ -471,8 +471,21 @@ fn docker_28_drives_a_swarm_and_the_api_answers_as_dockerd() {
     docker
         .at(topology.daemon(2))
         .unwrap()
-        .ok(&["swarm", "join", "--token", token.trim(), &addr])
+        .ok(&[
+            "swarm",
+            "join",
+            "--availability",
+            "drain",
+            "--token",
+            token.trim(),
+            &addr,
+        ])
         .unwrap();
+    let h3 = &topology.hosts[2].name;
+    let drained = docker
+        .ok(&["node", "inspect", h3, "--format", "{{.Spec.Availability}}"])
+        .unwrap();
+    assert_eq!(drained.trim(), "drain", "joined drained");
     let cert = topology.daemon(2).data_dir.join("cluster").join("node.pem");
     let lasts_beyond = |hours: u64| {
         std::process::Command::new("openssl")
@@ -491,9 +504,73 @@ fn docker_28_drives_a_swarm_and_the_api_answers_as_dockerd() {
     };
     assert!(lasts_beyond(47) && !lasts_beyond(49), "a 48 h certificate");
     let refused = docker
-        .fails(&["swarm", "update", "--task-history-limit", "3"])
+        .fails(&["swarm", "update", "--snapshot-interval", "5000"])
         .unwrap();
     assert!(refused.contains("not supported by swarm yet"), "{refused}");
+
+    // --task-history-limit 1: two forced updates leave one ended task.
+    docker
+        .ok(&["swarm", "update", "--task-history-limit", "1"])
+        .unwrap();
+    let image = format!("{REGISTRY}/tools:1");
+    create_converged(
+        &docker,
+        &[
+            "service",
+            "create",
+            "--name",
+            "hist",
+            &image,
+            "/bin/busybox",
+            "sleep",
+            "100000",
+        ],
+    );
+    for _ in 0..2 {
+        docker
+            .ok(&["service", "update", "--force", "hist"])
+            .unwrap();
+    }
+    wait_until("one ended task kept for hist.1", || {
+        let tasks = docker
+            .ok(&["service", "ps", "hist", "--format", "{{.DesiredState}}"])
+            .map_err(|e| e.to_string())?;
+        let states: Vec<&str> = tasks.lines().collect();
+        (states == ["Running", "Shutdown"])
+            .then_some(())
+            .ok_or(tasks)
+    });
+    docker.ok(&["service", "rm", "hist"]).unwrap();
+
+    // A global service skips the node that joined drained.
+    create_converged(
+        &docker,
+        &[
+            "service",
+            "create",
+            "--name",
+            "everywhere",
+            "--mode",
+            "global",
+            &image,
+            "/bin/busybox",
+            "sleep",
+            "100000",
+        ],
+    );
+    let nodes = docker
+        .ok(&["service", "ps", "everywhere", "--format", "{{.Node}}"])
+        .unwrap();
+    let mut nodes: Vec<&str> = nodes.lines().collect();
+    nodes.sort_unstable();
+    assert_eq!(
+        nodes,
+        [
+            topology.hosts[0].name.as_str(),
+            topology.hosts[1].name.as_str()
+        ]
+    );
+    docker.ok(&["service", "rm", "everywhere"]).unwrap();
 
     // Version negotiation.
     let ping = http(socket, "HEAD", "/_ping", None).unwrap();

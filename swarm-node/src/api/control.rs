@@ -169,6 +169,8 @@ pub enum Request {
     SwarmUpdateSettings {
         heartbeat_millis: Option<u64>,
         cert_expiry_secs: Option<u64>,
+        #[serde(default)]
+        task_history_limit: Option<u64>,
     },
     /// `swarm service logs`: a service's tasks (or one task) output.
     SwarmServiceLogs {
@@ -547,6 +549,9 @@ pub struct SwarmJoinRequest {
     /// Where this node's API listens if it is (or becomes) a manager.
     #[serde(default)]
     pub listen_port: Option<u16>,
+    /// `--availability`: what the node takes from the start.
+    #[serde(default)]
+    pub availability: Option<Availability>,
 }
 
 /// `swarm network create`'s flags.
@@ -583,6 +588,12 @@ pub struct SwarmInitRequest {
     /// How often the leader rotates the gossip key.
     #[serde(default)]
     pub gossip_key_rotation_secs: Option<u64>,
+    /// Ended tasks kept per slot.
+    #[serde(default)]
+    pub task_history_limit: Option<u64>,
+    /// `--availability` of this first node.
+    #[serde(default)]
+    pub availability: Option<Availability>,
 }
 
 /// This node's part in a swarm, with Docker's `docker info` keys.

@@ -42,6 +42,8 @@ pub struct Joiner<'a> {
     pub hostname: &'a str,
     pub advertise_addr: IpAddr,
     pub listen_port: u16,
+    /// What the node is to take from the start (`join --availability`).
+    pub availability: crate::api::Availability,
 }
 
 pub async fn join(
@@ -90,6 +92,10 @@ pub async fn join(
             memory_bytes: resources.memory_bytes,
             os: std::env::consts::OS.to_owned(),
             architecture: std::env::consts::ARCH.to_owned(),
+            availability: serde_json::to_value(joiner.availability)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
         })
         .await
         .map_err(|status| ClusterError::Join(status.message().to_owned()))?

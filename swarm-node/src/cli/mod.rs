@@ -204,6 +204,12 @@ pub struct InitArgs {
     /// How often the leader rotates the key gossip is sealed with, e.g. 12h or 30m [default: 12h, as Docker; at least 2s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub gossip_key_rotation: Option<std::time::Duration>,
+    /// Ended tasks kept per slot for `service ps` [default: 5].
+    #[arg(long, value_name = "N")]
+    pub task_history_limit: Option<u64>,
+    /// What this node takes from the start: active, pause or drain [default: active].
+    #[arg(long, value_enum)]
+    pub availability: Option<Availability>,
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +226,9 @@ pub struct JoinArgs {
     /// A manager's control-plane address, HOST[:PORT] (port 2377 by default).
     #[arg(value_name = "HOST:PORT", value_parser = parse_manager_addr)]
     pub manager: std::net::SocketAddr,
+    /// What this node takes from the start: active, pause or drain [default: active].
+    #[arg(long, value_enum)]
+    pub availability: Option<Availability>,
 }
 
 #[derive(Debug, Args)]
@@ -392,7 +401,7 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     clap::ArgGroup::new("change")
         .required(true)
         .multiple(true)
-        .args(["rotate_gossip_key", "gossip_key_rotation", "cert_expiry", "dispatcher_heartbeat"])
+        .args(["rotate_gossip_key", "gossip_key_rotation", "cert_expiry", "dispatcher_heartbeat", "task_history_limit"])
 ))]
 pub struct SwarmUpdateArgs {
     /// Seal gossip between nodes with a new key now (the old one stays
@@ -410,6 +419,9 @@ pub struct SwarmUpdateArgs {
     /// is Down after three missed.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub dispatcher_heartbeat: Option<std::time::Duration>,
+    /// Ended tasks kept per slot for `service ps` from now on.
+    #[arg(long, value_name = "N")]
+    pub task_history_limit: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -791,8 +803,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             gossip_key_rotation,
             cert_expiry,
             dispatcher_heartbeat,
+            task_history_limit,
         }) => {
-            if cert_expiry.is_some() || dispatcher_heartbeat.is_some() {
+            if cert_expiry.is_some()
+                || dispatcher_heartbeat.is_some()
+                || task_history_limit.is_some()
+            {
                 let least = crate::manager::store::MIN_CERT_EXPIRY;
                 if let Some(expiry) = cert_expiry.filter(|e| *e < least) {
                     anyhow::bail!("--cert-expiry {expiry:?} is too short: use at least {least:?}");
@@ -806,6 +822,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         heartbeat_millis: dispatcher_heartbeat
                             .map(|h| (h.as_millis() as u64).max(1)),
                         cert_expiry_secs: cert_expiry.map(|e| e.as_secs()),
+                        task_history_limit,
                     },
                 )?)?;
             }
@@ -956,6 +973,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     .dispatcher_heartbeat
                     .map(|d| d.as_millis().max(1) as u64),
                 gossip_key_rotation_secs: args.gossip_key_rotation.map(|d| d.as_secs()),
+                task_history_limit: args.task_history_limit,
+                availability: args.availability,
             });
             let Response::SwarmInitialized {
                 node_id,
@@ -978,6 +997,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 manager: args.manager,
                 advertise_addr: args.advertise_addr,
                 listen_port: args.listen_addr,
+                availability: args.availability,
             });
             let Response::Joined { role } = call(&cli.host, &request)? else {
                 anyhow::bail!("the daemon answered `join` with something else");

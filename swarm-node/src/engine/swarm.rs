@@ -133,10 +133,29 @@ async fn init(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
         cert_expiry_secs: millis(spec.ca_config.and_then(|c| c.node_cert_expiry)).map(|m| m / 1000),
         heartbeat_millis: millis(spec.dispatcher.and_then(|d| d.heartbeat_period)),
         gossip_key_rotation_secs: None,
+        task_history_limit: spec
+            .orchestration
+            .and_then(|o| o.task_history_retention_limit)
+            .filter(|l| *l > 0)
+            .map(|l| l as u64),
+        availability: availability(&raw)?,
     };
     match engine.call(Request::SwarmInit(init)).await? {
         Response::SwarmInitialized { node_id, .. } => Ok(json_reply(StatusCode::OK, &node_id)),
         other => Err(super::unexpected(&other)),
+    }
+}
+
+/// The request's `Availability` (bollard's init and join models lack it).
+fn availability(raw: &serde_json::Value) -> Result<Option<Availability>, ApiError> {
+    match raw["Availability"].as_str().unwrap_or_default() {
+        "" => Ok(None),
+        "active" => Ok(Some(Availability::Active)),
+        "pause" => Ok(Some(Availability::Pause)),
+        "drain" => Ok(Some(Availability::Drain)),
+        other => Err(ApiError::bad_request(format!(
+            "invalid Availability {other:?}: active, pause or drain"
+        ))),
     }
 }
 
@@ -161,14 +180,15 @@ async fn join(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
         manager,
         advertise_addr: advertise_ip(request.advertise_addr.as_deref())?,
         listen_port: listen_port(request.listen_addr.as_deref())?,
+        availability: availability(&call.json()?)?,
     };
     engine.call(Request::SwarmJoin(join)).await?;
     Ok(empty_reply(StatusCode::OK))
 }
 
-/// `swarm update`: the heartbeat and certificate expiry changed, join
-/// tokens rotated, as asked. A change to settings swarm does not have
-/// (task history, Raft's snapshots, autolock) is refused rather than
+/// `swarm update`: the heartbeat, certificate expiry and task history
+/// limit changed, join tokens rotated, as asked. A change to settings
+/// swarm does not have (Raft's snapshots, autolock) is refused rather than
 /// ignored.
 async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     call.version("swarm")?;
@@ -188,22 +208,18 @@ async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
         wanted.ca_config.as_ref().and_then(|c| c.node_cert_expiry),
         current.ca_config.as_ref().and_then(|c| c.node_cert_expiry),
     );
+    let history = changed(
+        wanted
+            .orchestration
+            .as_ref()
+            .and_then(|o| o.task_history_retention_limit),
+        current
+            .orchestration
+            .as_ref()
+            .and_then(|o| o.task_history_retention_limit),
+    );
     let raft = wanted.raft.clone().unwrap_or_default();
     let refused = [
-        (
-            "the task history limit (--task-history-limit)",
-            changed(
-                wanted
-                    .orchestration
-                    .as_ref()
-                    .and_then(|o| o.task_history_retention_limit),
-                current
-                    .orchestration
-                    .as_ref()
-                    .and_then(|o| o.task_history_retention_limit),
-            )
-            .is_some(),
-        ),
         (
             "Raft's settings (--snapshot-interval, --max-snapshots)",
             raft.snapshot_interval.is_some_and(|v| v != 0)
@@ -223,12 +239,18 @@ async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
             "changing {what} is not supported by swarm yet; nothing was changed"
         )));
     }
-    if heartbeat.is_some() || expiry.is_some() {
+    if let Some(limit) = history.filter(|l| *l < 0) {
+        return Err(ApiError::bad_request(format!(
+            "invalid task history limit {limit}: give 0 or more"
+        )));
+    }
+    if heartbeat.is_some() || expiry.is_some() || history.is_some() {
         const NANOS_PER_MILLI: i64 = 1_000_000;
         engine
             .call(Request::SwarmUpdateSettings {
                 heartbeat_millis: heartbeat.map(|n| (n / NANOS_PER_MILLI).max(1) as u64),
                 cert_expiry_secs: expiry.map(|n| (n / (1000 * NANOS_PER_MILLI)) as u64),
+                task_history_limit: history.map(|l| l as u64),
             })
             .await?;
     }

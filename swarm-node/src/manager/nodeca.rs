@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     Manager,
-    store::{Command, DEFAULT_LISTEN_PORT, NodeRecord},
+    store::{Command, DEFAULT_LISTEN_PORT, NodeChange, NodeRecord},
 };
 use crate::{
     api::{
@@ -78,12 +78,22 @@ impl Manager {
             let managers: Vec<String> = s.managers().map(|m| m.addr.to_string()).collect();
             Ok::<_, ClusterError>((role, cert, s.cluster_id.clone(), s.ca_cert_pem.clone(), managers))
         })??;
+        let availability = match request.availability.as_str() {
+            "" | "active" => Availability::Active,
+            "pause" => Availability::Pause,
+            "drain" => Availability::Drain,
+            other => {
+                return Err(ClusterError::Refused(format!(
+                    "invalid availability {other:?}: give active, pause or drain"
+                )));
+            }
+        };
         self.write(Command::AddNode(NodeRecord {
             id: node_id.clone(),
             hostname: request.hostname.clone(),
             addr: SocketAddr::new(addr, listen_port),
             role,
-            availability: Availability::Active,
+            availability,
             labels: BTreeMap::new(),
             resources: NodeResources {
                 nano_cpus: request.nano_cpus,
@@ -95,6 +105,16 @@ impl Manager {
             },
             version: 1,
         }))?;
+        // A node joining again keeps its availability, unless it asks for one.
+        if !request.availability.is_empty() {
+            self.write(Command::UpdateNode {
+                id: node_id.clone(),
+                change: NodeChange {
+                    availability: Some(availability),
+                    ..NodeChange::default()
+                },
+            })?;
+        }
         Ok(proto::JoinResponse {
             cluster_id,
             role: role.to_string(),

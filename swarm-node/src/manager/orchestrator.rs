@@ -17,9 +17,7 @@ use super::{
     scheduler::{satisfies, schedule},
     store::{
         ClusterState, Command, NodeRecord,
-        services::{
-            ServiceRecord, TASK_HISTORY, TaskChange, TaskRecord, UpdateState, UpdateStatus,
-        },
+        services::{ServiceRecord, TaskChange, TaskRecord, UpdateState, UpdateStatus},
     },
 };
 use crate::{
@@ -270,7 +268,10 @@ pub fn reconcile(
                 .iter()
                 .filter(|t| t.desired != TaskState::Running && t.status.state.is_terminal())
                 .collect();
-            for task in ended.iter().take(ended.len().saturating_sub(TASK_HISTORY)) {
+            for task in ended
+                .iter()
+                .take(ended.len().saturating_sub(state.task_history()))
+            {
                 plan.tasks.push(TaskChange::Delete {
                     id: task.id.clone(),
                 });

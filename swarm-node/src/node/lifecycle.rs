@@ -74,7 +74,7 @@ impl Membership {
             hostname: self.node.hostname.clone(),
             addr: advertise,
             role: Role::Manager,
-            availability: Availability::Active,
+            availability: request.availability.unwrap_or(Availability::Active),
             labels: BTreeMap::new(),
             resources: NodeResources::of_this_host(),
             platform: crate::api::Platform::of_this_host(),
@@ -101,6 +101,7 @@ impl Membership {
             previous_gossip_key: None,
             gossip_key_made_at: now_secs(),
             gossip_key_rotation_secs: gossip_key_rotation.as_secs(),
+            task_history_limit: request.task_history_limit,
             secrets: BTreeMap::new(),
             configs: BTreeMap::new(),
         };
@@ -189,6 +190,7 @@ impl Membership {
             hostname: &self.node.hostname,
             advertise_addr: addr.ip(),
             listen_port: addr.port(),
+            availability: request.availability.unwrap_or(Availability::Active),
         };
         let joined = self
             .runtime

@@ -30,9 +30,7 @@ impl Manager {
                 name: Some("default".into()),
                 labels: Some(Default::default()),
                 orchestration: Some(docker::SwarmSpecOrchestration {
-                    task_history_retention_limit: Some(
-                        crate::manager::store::services::TASK_HISTORY as i64,
-                    ),
+                    task_history_retention_limit: Some(s.task_history() as i64),
                 }),
                 raft: None,
                 dispatcher: Some(docker::SwarmSpecDispatcher {

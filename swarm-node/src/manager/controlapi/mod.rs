@@ -63,10 +63,12 @@ impl Manager {
             Request::SwarmUpdateSettings {
                 heartbeat_millis,
                 cert_expiry_secs,
+                task_history_limit,
             } => self
                 .commit_here(Command::SetSwarmSettings {
                     heartbeat_millis: *heartbeat_millis,
                     cert_expiry_secs: *cert_expiry_secs,
+                    task_history_limit: *task_history_limit,
                 })
                 .map(|()| Response::Notes(vec!["Swarm updated.".into()])),
             Request::SwarmServiceDeploy {

@@ -47,6 +47,7 @@ pub fn store(nodes: &[(&str, Role)]) -> ClusterState {
         previous_gossip_key: None,
         gossip_key_made_at: 0,
         gossip_key_rotation_secs: 0,
+        task_history_limit: None,
         secrets: BTreeMap::new(),
         configs: BTreeMap::new(),
     }

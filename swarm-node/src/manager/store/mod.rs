@@ -111,6 +111,10 @@ pub struct ClusterState {
     /// before this setting: the default.
     #[serde(default)]
     pub gossip_key_rotation_secs: u64,
+    /// Ended tasks kept per slot for `service ps` (`--task-history-limit`);
+    /// `None`: Docker's 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_history_limit: Option<u64>,
     /// Secrets by ID.
     #[serde(default)]
     pub secrets: BTreeMap<String, payloads::PayloadRecord>,
@@ -237,6 +241,8 @@ pub enum Command {
     SetSwarmSettings {
         heartbeat_millis: Option<u64>,
         cert_expiry_secs: Option<u64>,
+        #[serde(default)]
+        task_history_limit: Option<u64>,
     },
     /// A new secret or config; its name must be free.
     CreatePayload {
@@ -365,6 +371,7 @@ impl ClusterState {
             Command::SetSwarmSettings {
                 heartbeat_millis,
                 cert_expiry_secs,
+                task_history_limit,
             } => {
                 if heartbeat_millis == Some(0) {
                     return refused(Refusal::HeartbeatZero);
@@ -377,6 +384,9 @@ impl ClusterState {
                 }
                 if let Some(secs) = cert_expiry_secs {
                     state.cert_expiry_secs = secs;
+                }
+                if task_history_limit.is_some() {
+                    state.task_history_limit = task_history_limit;
                 }
             }
             Command::SetToken { role, token } => match role {
@@ -490,6 +500,12 @@ impl ClusterState {
         } else {
             None
         }
+    }
+
+    /// Ended tasks kept per slot.
+    pub fn task_history(&self) -> usize {
+        self.task_history_limit
+            .map_or(services::TASK_HISTORY, |limit| limit as usize)
     }
 
     pub fn token(&self, role: Role) -> &str {
@@ -689,6 +705,7 @@ mod tests {
                 Command::SetSwarmSettings {
                     heartbeat_millis: heartbeat,
                     cert_expiry_secs: expiry,
+                    task_history_limit: None,
                 },
             )
         };
