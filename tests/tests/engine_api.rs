@@ -235,10 +235,22 @@ fn drive_a_swarm(bin: &str, tag: &str) -> (Topology, Registry, DockerCli) {
             "-d",
             "overlay",
             "--attachable",
+            "-o",
+            "com.docker.network.driver.mtu=1400",
             "appnet",
         ])
         .unwrap();
     assert!(!network.trim().is_empty());
+    let mtu = docker
+        .ok(&[
+            "network",
+            "inspect",
+            "appnet",
+            "--format",
+            "{{index .Options \"com.docker.network.driver.mtu\"}}",
+        ])
+        .unwrap();
+    assert_eq!(mtu.trim(), "1400");
     let networks = docker
         .ok(&[
             "network",

@@ -56,7 +56,7 @@ fn networks_are_allocated_by_the_leader_and_seen_by_every_manager() {
             "10.0.9.254",
             "--attachable",
             "-o",
-            "mtu=1400",
+            "com.docker.network.driver.mtu=1400",
             "--label",
             "team=a",
             "back",

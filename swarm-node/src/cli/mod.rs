@@ -28,6 +28,9 @@ use crate::{
     },
 };
 
+/// The MTU driver option as Docker spells it.
+const MTU_OPTION: &str = "com.docker.network.driver.mtu";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "swarm",
@@ -155,7 +158,8 @@ pub enum NetworkCommand {
         /// outside services is not supported yet.
         #[arg(long)]
         attachable: bool,
-        /// Driver option, KEY=VALUE: mtu=N sets the MTU inside the tasks (default 1450).
+        /// Driver option, KEY=VALUE: mtu=N (or Docker's
+        /// com.docker.network.driver.mtu=N) sets the MTU inside the tasks (default 1450).
         #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE", value_parser = parse_label)]
         opt: Vec<(String, String)>,
         /// Add a label, KEY=VALUE (repeat for each).
@@ -329,7 +333,7 @@ fn network_command(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
             let mut mtu = None;
             for (key, value) in opt {
                 match key.as_str() {
-                    "mtu" => {
+                    "mtu" | MTU_OPTION => {
                         let parsed = value
                             .parse::<u32>()
                             .ok()
@@ -339,7 +343,9 @@ fn network_command(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
                         })?);
                     }
                     other => {
-                        anyhow::bail!("-o {other}: unknown option; the overlay driver takes mtu=N")
+                        anyhow::bail!(
+                            "-o {other}: unknown option; the overlay driver takes mtu=N (or {MTU_OPTION}=N)"
+                        )
                     }
                 }
             }

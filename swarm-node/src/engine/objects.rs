@@ -166,8 +166,14 @@ async fn create_network(engine: &Engine, call: &Call) -> Result<Reply, ApiError>
     let mtu = match options.get("com.docker.network.driver.mtu") {
         None => None,
         Some(text) => Some(
-            text.parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid MTU {text}")))?,
+            text.parse::<u32>()
+                .ok()
+                .filter(|m| (576..=9000).contains(m))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "invalid com.docker.network.driver.mtu {text}: give a number from 576 to 9000"
+                    ))
+                })?,
         ),
     };
     let create = SwarmNetworkCreateRequest {
