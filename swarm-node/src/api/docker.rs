@@ -262,15 +262,14 @@ fn update_config(config: &UpdateConfig) -> docker::ServiceSpecUpdateConfig {
     }
 }
 
+/// The same fields as an update's, under another generated type; a
+/// rollback cannot itself roll back, so that action is not carried.
 fn rollback_config(config: &UpdateConfig) -> docker::ServiceSpecRollbackConfig {
-    docker::ServiceSpecRollbackConfig {
-        parallelism: Some(config.parallelism as i64),
-        delay: Some(nanos(config.delay_millis)),
-        failure_action: same_word(config.failure_action),
-        monitor: Some(nanos(config.monitor_millis)),
-        max_failure_ratio: Some(0.0),
-        order: same_word(config.order),
+    let mut fields = update_config(config);
+    if fields.failure_action == Some(docker::ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK) {
+        fields.failure_action = None;
     }
+    same_word(fields).unwrap_or_default()
 }
 
 /// Ports as Docker's endpoint spec holds them.
