@@ -447,18 +447,26 @@ impl DaemonState {
             return Err(ImageError::NotFound(image.to_owned()));
         };
         let found = self.images.distribution(&reference, login)?;
-        Ok(Response::Json(serde_json::json!({
-            "Descriptor": {
-                "mediaType": found.media_type,
-                "digest": found.digest,
-                "size": found.size,
+        let answer = bollard::models::DistributionInspect {
+            descriptor: bollard::models::OciDescriptor {
+                media_type: Some(found.media_type),
+                digest: Some(found.digest),
+                size: Some(found.size as i64),
+                ..Default::default()
             },
-            "Platforms": found
+            platforms: found
                 .platforms
-                .iter()
-                .map(|(os, architecture)| serde_json::json!({"os": os, "architecture": architecture}))
-                .collect::<Vec<_>>(),
-        })))
+                .into_iter()
+                .map(|(os, architecture)| bollard::models::OciPlatform {
+                    os: Some(os),
+                    architecture: Some(architecture),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        Ok(Response::Json(
+            serde_json::to_value(answer).expect("plain data serializes"),
+        ))
     }
 
     fn handle_dataplane(&self, request: Request) -> Response {

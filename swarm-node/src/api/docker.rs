@@ -481,22 +481,11 @@ pub fn from_service_spec(
         ours.networks.push(target);
     }
     if let Some(config) = spec.update_config {
-        ours.update = from_update_config(
-            config.parallelism,
-            config.delay,
-            config.failure_action.and_then(same_word),
-            config.monitor,
-            config.order.and_then(same_word),
-        );
+        ours.update = from_update_config(config);
     }
-    if let Some(config) = spec.rollback_config {
-        ours.rollback = from_update_config(
-            config.parallelism,
-            config.delay,
-            config.failure_action.and_then(same_word),
-            config.monitor,
-            config.order.and_then(same_word),
-        );
+    // The same fields under another generated type (its actions a subset).
+    if let Some(config) = spec.rollback_config.and_then(same_word) {
+        ours.rollback = from_update_config(config);
     }
     if let Some(endpoint) = spec.endpoint_spec {
         ours.endpoint_mode = endpoint
@@ -517,25 +506,23 @@ fn positive(value: Option<i64>) -> Option<u64> {
     value.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0)
 }
 
-fn from_update_config(
-    parallelism: Option<i64>,
-    delay: Option<i64>,
-    failure_action: Option<super::specs::FailureAction>,
-    monitor: Option<i64>,
-    order: Option<super::specs::UpdateOrder>,
-) -> UpdateConfig {
+fn from_update_config(config: docker::ServiceSpecUpdateConfig) -> UpdateConfig {
     let defaults = UpdateConfig::default();
     UpdateConfig {
-        parallelism: parallelism
+        parallelism: config
+            .parallelism
             .and_then(|p| u64::try_from(p).ok())
             .unwrap_or(defaults.parallelism),
-        delay_millis: millis(delay, defaults.delay_millis),
-        failure_action: failure_action.unwrap_or(defaults.failure_action),
-        monitor_millis: match millis(monitor, defaults.monitor_millis) {
+        delay_millis: millis(config.delay, defaults.delay_millis),
+        failure_action: config
+            .failure_action
+            .and_then(same_word)
+            .unwrap_or(defaults.failure_action),
+        monitor_millis: match millis(config.monitor, defaults.monitor_millis) {
             0 => defaults.monitor_millis,
             m => m,
         },
-        order: order.unwrap_or(defaults.order),
+        order: config.order.and_then(same_word).unwrap_or(defaults.order),
     }
 }
 

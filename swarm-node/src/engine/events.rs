@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{ApiError, Call, Engine, Reply, filters::Filters, streaming_reply};
+use super::{ApiError, Call, Engine, Reply, filters::Filters, streaming_reply, text};
 use crate::{
     api::{control::Request, mounts::PayloadKind},
     clock::now_millis,
@@ -100,14 +100,6 @@ fn parse_time(raw: &str) -> Result<u64, ApiError> {
                 "invalid time {raw:?}: give Unix seconds, as 1700000000 or 1700000000.5"
             ))
         })
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
 }
 
 /// What the control API lists now, by kind and ID.

@@ -161,13 +161,13 @@ impl Call {
         }
     }
 
-    /// The body as `T`; an empty one is `T`'s default, as Docker takes it.
+    /// The body as `T`, in Docker's spellings; an empty one is `T`'s
+    /// default, as Docker takes it.
     pub fn json<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(T::default());
         }
-        serde_json::from_slice(&self.body)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+        crate::api::docker::parse_docker_json(&self.body).map_err(|e| ApiError::bad_request(e.0))
     }
 
     /// The registry login of `X-Registry-Auth` (base64url JSON), if any.
@@ -292,6 +292,16 @@ impl Engine {
             Some("events") if call.method == Method::GET => events::stream(self, call).await,
             _ => Err(no_route(call)),
         }
+    }
+}
+
+/// A field of Docker's JSON as text: a string as it is, null as empty,
+/// anything else as JSON (`2`, `true`).
+pub fn text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
     }
 }
 

@@ -6,7 +6,9 @@ use bollard::models as docker;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{ApiError, Call, Engine, Reply, empty_reply, filters::Filters, json_reply, no_route};
+use super::{
+    ApiError, Call, Engine, Reply, empty_reply, filters::Filters, json_reply, no_route, text,
+};
 use crate::api::{
     control::{PayloadCreateRequest, Request, Response, SwarmNetworkCreateRequest},
     mounts::{Opaque, PayloadKind},
@@ -67,10 +69,6 @@ pub async fn route(engine: &Engine, call: &Call, path: &[&str]) -> Result<Reply,
     }
 }
 
-fn text(value: &Value) -> String {
-    value.as_str().unwrap_or_default().to_owned()
-}
-
 /// A swarm network as Docker shows it, `Containers` included (none: tasks
 /// are not containers of this engine).
 async fn inspect_network(engine: &Engine, reference: &str) -> Result<Value, ApiError> {
@@ -119,9 +117,7 @@ async fn list_networks(engine: &Engine, call: &Call) -> Result<Reply, ApiError> 
 }
 
 async fn create_network(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
-    let body: Value = call.json()?;
-    let request: docker::NetworkCreateRequest = serde_json::from_value(body.clone())
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let request: docker::NetworkCreateRequest = call.json()?;
     if request.name.trim().is_empty() {
         return Err(ApiError::bad_request("network name must be given"));
     }

@@ -11,12 +11,12 @@ use tokio::sync::mpsc;
 
 use super::{
     ApiError, Call, Engine, Reply, empty_reply, filters::Filters, json_reply, no_route,
-    streaming_reply,
+    streaming_reply, text,
 };
 use crate::{
     api::{
         control::{Request, Response, ServiceReplaceRequest},
-        docker::{from_service_spec, parse_docker_json},
+        docker::from_service_spec,
     },
     clock::now_millis,
 };
@@ -48,7 +48,7 @@ pub async fn route(engine: &Engine, call: &Call, path: &[&str]) -> Result<Reply,
         (&Method::GET, ["services", service, "logs"]) => {
             let object = inspect(engine, service).await?;
             let id = text(&object["ID"]);
-            logs(engine, call, id).await
+            logs(engine, call, id.clone(), id).await
         }
         (&Method::GET, ["tasks"]) => list_tasks(engine, call).await,
         (&Method::GET, ["tasks", task]) => {
@@ -57,14 +57,16 @@ pub async fn route(engine: &Engine, call: &Call, path: &[&str]) -> Result<Reply,
         }
         (&Method::GET, ["tasks", task, "logs"]) => {
             let object = find_task(engine, task).await?;
-            logs(engine, call, text(&object["ID"])).await
+            logs(
+                engine,
+                call,
+                text(&object["ID"]),
+                text(&object["ServiceID"]),
+            )
+            .await
         }
         _ => Err(no_route(call)),
     }
-}
-
-fn text(value: &Value) -> String {
-    value.as_str().unwrap_or_default().to_owned()
 }
 
 async fn inspect(engine: &Engine, service: &str) -> Result<Value, ApiError> {
@@ -125,7 +127,7 @@ fn random_name() -> String {
 }
 
 async fn create(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
-    let docker_spec: docker::ServiceSpec = service_spec_of(call)?;
+    let docker_spec: docker::ServiceSpec = call.json()?;
     let (mut spec, mut warnings) =
         from_service_spec(docker_spec, random_name).map_err(|e| ApiError::bad_request(e.0))?;
     spec.registry_auth = call.registry_auth()?;
@@ -166,7 +168,7 @@ async fn update(engine: &Engine, call: &Call, service: &str) -> Result<Reply, Ap
     {
         return Err(ApiError::bad_request("unsupported registryAuthFrom value"));
     }
-    let docker_spec: docker::ServiceSpec = service_spec_of(call)?;
+    let docker_spec: docker::ServiceSpec = call.json()?;
     let current = inspect(engine, service).await?;
     let name = text(&current["Spec"]["Name"]);
     let (mut spec, mut warnings) =
@@ -199,14 +201,6 @@ async fn update(engine: &Engine, call: &Call, service: &str) -> Result<Reply, Ap
         }
         other => Err(super::unexpected(&other)),
     }
-}
-
-/// The body's service spec, as the docker CLI spells it.
-fn service_spec_of(call: &Call) -> Result<docker::ServiceSpec, ApiError> {
-    if call.body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(docker::ServiceSpec::default());
-    }
-    parse_docker_json(&call.body).map_err(|e| ApiError::bad_request(e.0))
 }
 
 /// Docker's task filter `desired-state=VALUE`.
@@ -352,9 +346,14 @@ impl LogOptions {
 /// task IDs when `details` is asked (the docker CLI always asks), and with
 /// the time when `timestamps` is. Lines carry no time of their own in
 /// swarm's logs: the time is when the line was first read.
-async fn logs(engine: &Engine, call: &Call, reference: String) -> Result<Reply, ApiError> {
+async fn logs(
+    engine: &Engine,
+    call: &Call,
+    reference: String,
+    service_id: String,
+) -> Result<Reply, ApiError> {
     let options = LogOptions::of(call)?;
-    let first = fetch_logs(engine, &reference).await?;
+    let first = fetch_logs(engine, &reference, &service_id).await?;
     let (sender, receiver) = mpsc::channel::<Bytes>(64);
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     emit(&sender, &first, &options, &mut seen, true).await;
@@ -369,7 +368,7 @@ async fn logs(engine: &Engine, call: &Call, reference: String) -> Result<Reply, 
                     _ = sender.closed() => return,
                     _ = shutdown.wait_for(|stop| *stop) => return,
                 }
-                let Ok(now) = fetch_logs(&engine, &reference).await else {
+                let Ok(now) = fetch_logs(&engine, &reference, &service_id).await else {
                     // The service is gone: the stream ends, as Docker's does.
                     return;
                 };
@@ -395,14 +394,13 @@ struct TaskLog {
     output: String,
 }
 
-async fn fetch_logs(engine: &Engine, reference: &str) -> Result<Vec<TaskLog>, ApiError> {
-    let tasks = engine.json(Request::SwarmTaskObjects).await?;
-    let service_of: BTreeMap<String, String> = tasks
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|t| (text(&t["ID"]), text(&t["ServiceID"])))
-        .collect();
+/// The output of `reference` (a service, or one task), whose tasks are
+/// all `service_id`'s.
+async fn fetch_logs(
+    engine: &Engine,
+    reference: &str,
+    service_id: &str,
+) -> Result<Vec<TaskLog>, ApiError> {
     match engine
         .call(Request::SwarmServiceLogs {
             reference: reference.to_owned(),
@@ -413,7 +411,7 @@ async fn fetch_logs(engine: &Engine, reference: &str) -> Result<Vec<TaskLog>, Ap
         Response::Logs { tasks, .. } => Ok(tasks
             .into_iter()
             .map(|t| TaskLog {
-                service_id: service_of.get(&t.task_id).cloned().unwrap_or_default(),
+                service_id: service_id.to_owned(),
                 task_id: t.task_id,
                 node_id: t.node_id,
                 output: t.output,

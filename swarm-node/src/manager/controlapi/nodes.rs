@@ -80,7 +80,8 @@ impl Manager {
 
     pub(super) fn inspect(&self, reference: &str) -> Result<Response, ClusterError> {
         let node = self.read_store(|s| s.resolve(reference).map(|id| s.nodes[&id].clone()))??;
-        let object = self.node_object(&node)?;
+        let (leader, period) = self.node_view()?;
+        let object = self.node_object(&node, leader, period);
         Ok(Response::NodeInspect(serde_json::Value::Array(vec![
             object,
         ])))
@@ -89,17 +90,28 @@ impl Manager {
     /// Every node as Docker's objects (the Engine API's list).
     pub(super) fn node_objects(&self) -> Result<Response, ClusterError> {
         let nodes = self.read_store(|s| s.nodes.values().cloned().collect::<Vec<_>>())?;
+        let (leader, period) = self.node_view()?;
         let objects = nodes
             .iter()
-            .map(|node| self.node_object(node))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|node| self.node_object(node, leader, period))
+            .collect();
         Ok(Response::Json(serde_json::Value::Array(objects)))
     }
 
-    /// A node as Docker's `Node`, with whether it is heard from now.
-    fn node_object(&self, node: &NodeRecord) -> Result<serde_json::Value, ClusterError> {
+    /// The Raft ID of the leader, and how often nodes beat.
+    fn node_view(&self) -> Result<(Option<u64>, Duration), ClusterError> {
         let leader = self.raft()?.metrics().current_leader;
         let period = self.read_store(|s| Duration::from_millis(s.heartbeat_millis.max(1)))?;
+        Ok((leader, period))
+    }
+
+    /// A node as Docker's `Node`, with whether it is heard from now.
+    fn node_object(
+        &self,
+        node: &NodeRecord,
+        leader: Option<u64>,
+        period: Duration,
+    ) -> serde_json::Value {
         let ready = node.id == self.node.node_id || self.alive(&node.id, period);
         let object = docker::Node {
             id: Some(node.id.clone()),
@@ -158,7 +170,7 @@ impl Manager {
                 addr: Some(node.addr.to_string()),
             }),
         };
-        Ok(serde_json::to_value(object).expect("plain data serializes"))
+        serde_json::to_value(object).expect("plain data serializes")
     }
 
     pub(super) fn update(&self, request: &NodeUpdateRequest) -> Result<Response, ClusterError> {
