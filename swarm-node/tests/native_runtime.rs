@@ -63,6 +63,7 @@ impl Tasks {
             user: None,
             files: Vec::new(),
             mounts: Vec::new(),
+            container: Default::default(),
         }
     }
 
@@ -425,6 +426,7 @@ fn limits_show_in_the_task_cgroup() {
     spec.resources = Resources {
         nano_cpus: Some(500_000_000),
         memory_bytes: Some(64 << 20),
+        pids: None,
     };
     tasks.prepare_and_start(&spec);
     let log = tasks.wait_for_log(&spec.task_id, "listed");

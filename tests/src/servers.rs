@@ -218,6 +218,42 @@ impl Conversation {
     }
 }
 
+/// What [`fake_dns_upstream`] answers for every name.
+pub const FAKE_DNS_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
+
+/// A resolver on `addr`:53 in `netns` that answers every A query with
+/// [`FAKE_DNS_ANSWER`]: an upstream for the tasks' resolver to forward to.
+/// It runs until the test process ends; its namespace goes with the topology.
+pub fn fake_dns_upstream(netns: &str, addr: Ipv4Addr) {
+    let ready = Arc::new(std::sync::Barrier::new(2));
+    let bound = ready.clone();
+    drop(spawn_in_netns::<()>(netns, move || {
+        let socket = UdpSocket::bind((addr, 53))?;
+        bound.wait();
+        let mut buffer = [0u8; 512];
+        loop {
+            let (len, from) = socket.recv_from(&mut buffer)?;
+            if len < 12 {
+                continue;
+            }
+            // The header and the question, without dig's EDNS record.
+            let mut end = 12;
+            while end < len && buffer[end] != 0 {
+                end += usize::from(buffer[end]) + 1;
+            }
+            let mut answer = buffer[..(end + 5).min(len)].to_vec();
+            answer[2] |= 0x80;
+            answer[3] = 0x80;
+            answer[7] = 1;
+            answer[11] = 0;
+            answer.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+            answer.extend_from_slice(&FAKE_DNS_ANSWER.octets());
+            socket.send_to(&answer, from)?;
+        }
+    }));
+    ready.wait();
+}
+
 /// An HTTP/1.0 GET of `/` from `netns` to `target`: the status line and body.
 pub fn http_get(netns: &str, target: SocketAddr) -> anyhow::Result<String> {
     in_netns(netns, move || {

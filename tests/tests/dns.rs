@@ -2,52 +2,17 @@
 //! only on shared networks, answers that follow scaling and a dead node,
 //! forwarding of other names, and malformed queries dropped and counted.
 
-use std::{
-    collections::BTreeSet,
-    net::{Ipv4Addr, UdpSocket},
-};
+use std::{collections::BTreeSet, net::Ipv4Addr};
 
-use swarm_tests::{Swarm, Topology, TopologyOptions, spawn_in_netns, wait_until};
+use swarm_tests::{Swarm, Topology, TopologyOptions, wait_until};
 
 /// What the fake upstream resolver answers for every name.
-const UPSTREAM_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
+const UPSTREAM_ANSWER: Ipv4Addr = swarm_tests::servers::FAKE_DNS_ANSWER;
 const WEB: &[&str] = swarm_tests::WEB_TASK;
 
-/// A resolver in the client namespace that answers every A query with
-/// UPSTREAM_ANSWER: the upstream the daemons forward other names to.
+/// The upstream the daemons forward other names to, in the client namespace.
 fn fake_upstream(topology: &Topology) {
-    let addr = topology.client.addr;
-    let ready = std::sync::Arc::new(std::sync::Barrier::new(2));
-    let bound = ready.clone();
-    // Runs until the test process ends; its namespace goes with the topology.
-    drop(spawn_in_netns::<()>(
-        topology.client.netns.name(),
-        move || {
-            let socket = UdpSocket::bind((addr, 53))?;
-            bound.wait();
-            let mut buffer = [0u8; 512];
-            loop {
-                let (len, from) = socket.recv_from(&mut buffer)?;
-                if len < 12 {
-                    continue;
-                }
-                // The header and the question, without dig's EDNS record.
-                let mut end = 12;
-                while end < len && buffer[end] != 0 {
-                    end += usize::from(buffer[end]) + 1;
-                }
-                let mut answer = buffer[..(end + 5).min(len)].to_vec();
-                answer[2] |= 0x80;
-                answer[3] = 0x80;
-                answer[7] = 1;
-                answer[11] = 0;
-                answer.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-                answer.extend_from_slice(&UPSTREAM_ANSWER.octets());
-                socket.send_to(&answer, from)?;
-            }
-        },
-    ));
-    ready.wait();
+    swarm_tests::servers::fake_dns_upstream(topology.client.netns.name(), topology.client.addr);
 }
 
 /// `dig` from inside task `task`'s network namespace.

@@ -423,8 +423,11 @@ impl Executor {
                 .cloned()
                 .collect();
             tracing::info!(task = %id, "task adopted after a restart");
-            let vnis = task.addresses.iter().map(|(vni, _)| *vni).collect();
-            if let Err(err) = self.deps.resolver.serve(&id, &netns_path(&id), vnis) {
+            if let Err(err) = self
+                .deps
+                .resolver
+                .serve(&id, &netns_path(&id), resolver_client(task))
+            {
                 tracing::warn!(task = %id, error = %err, "serving an adopted task's resolver failed");
             }
             self.tasks.insert(id, LocalTask { state, endpoints });
@@ -698,10 +701,9 @@ impl Executor {
                 local.endpoints.push(id);
             }
         }
-        let vnis = task.addresses.iter().map(|(vni, _)| *vni).collect();
         self.deps
             .resolver
-            .serve(&task.id, &netns, vnis)
+            .serve(&task.id, &netns, resolver_client(task))
             .map_err(StartError::Resolver)?;
         Ok(self.deps.runtime.start(&task.spec)?)
     }
@@ -855,4 +857,11 @@ fn status(state: TaskState, message: &str, err: String, exit_code: Option<i32>) 
         err,
         exit_code,
     }
+}
+
+/// What the task's resolver serves it: names on its networks, others
+/// forwarded to its `--dns` servers or the daemon's.
+fn resolver_client(task: &AssignedTask) -> crate::dns::TaskClient {
+    let vnis = task.addresses.iter().map(|(vni, _)| *vni).collect();
+    crate::dns::TaskClient::new(vnis, &task.spec.container.dns_servers)
 }

@@ -8,8 +8,8 @@ use super::{
     mounts::{FileReference, Mount, Opaque, PayloadKind},
     nodes::{Availability, Role},
     specs::{
-        Constraint, FailureAction, PortConfig, RestartCondition, ServiceMode, ServiceSpec,
-        UpdateOrder,
+        Constraint, ContainerSettings, ExtraHost, FailureAction, PortConfig, RestartCondition,
+        ServiceMode, ServiceSpec, Ulimit, UpdateOrder,
     },
     tasks::RegistryAuth,
 };
@@ -312,6 +312,100 @@ pub struct ServiceUpdateRequest {
     /// `--replicas-max-per-node`; 0 lifts the limit.
     #[serde(default)]
     pub max_replicas_per_node: Option<u64>,
+    /// `--limit-pids`; 0 lifts the limit.
+    #[serde(default)]
+    pub limit_pids: Option<u64>,
+    /// DNS, hosts, capabilities, sysctls, ulimits, groups, container labels.
+    #[serde(default)]
+    pub container: ContainerUpdate,
+}
+
+/// `service update`'s changes to how the task's process is set up.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ContainerUpdate {
+    pub dns_add: Vec<std::net::IpAddr>,
+    pub dns_rm: Vec<std::net::IpAddr>,
+    pub dns_search_add: Vec<String>,
+    pub dns_search_rm: Vec<String>,
+    pub dns_option_add: Vec<String>,
+    pub dns_option_rm: Vec<String>,
+    pub host_add: Vec<ExtraHost>,
+    /// `HOST` or `HOST:IP`.
+    pub host_rm: Vec<String>,
+    /// Capabilities as Docker spells them (`CAP_NET_ADMIN`, `ALL`).
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub sysctl_add: Vec<(String, String)>,
+    pub sysctl_rm: Vec<String>,
+    pub ulimit_add: Vec<Ulimit>,
+    /// By name (`nofile`).
+    pub ulimit_rm: Vec<String>,
+    pub group_add: Vec<String>,
+    pub group_rm: Vec<String>,
+    pub label_add: Vec<(String, String)>,
+    pub label_rm: Vec<String>,
+    pub read_only: Option<bool>,
+    pub init: Option<bool>,
+    pub stop_signal: Option<String>,
+}
+
+impl ContainerUpdate {
+    pub fn apply(&self, settings: &mut ContainerSettings) {
+        fn edit<T: PartialEq + Clone>(list: &mut Vec<T>, remove: &[T], add: &[T]) {
+            list.retain(|item| !remove.contains(item));
+            for item in add {
+                if !list.contains(item) {
+                    list.push(item.clone());
+                }
+            }
+        }
+        edit(&mut settings.dns_servers, &self.dns_rm, &self.dns_add);
+        edit(
+            &mut settings.dns_search,
+            &self.dns_search_rm,
+            &self.dns_search_add,
+        );
+        edit(
+            &mut settings.dns_options,
+            &self.dns_option_rm,
+            &self.dns_option_add,
+        );
+        settings.extra_hosts.retain(|extra| {
+            !self
+                .host_rm
+                .iter()
+                .any(|rm| *rm == extra.host || *rm == extra.to_string())
+        });
+        edit(&mut settings.extra_hosts, &[], &self.host_add);
+        // As docker/cli: adding takes a capability out of the drops, and
+        // dropping takes it out of the adds.
+        edit(&mut settings.cap_drop, &self.cap_add, &[]);
+        edit(&mut settings.cap_add, &self.cap_drop, &self.cap_add);
+        edit(&mut settings.cap_drop, &[], &self.cap_drop);
+        for key in &self.sysctl_rm {
+            settings.sysctls.remove(key);
+        }
+        settings.sysctls.extend(self.sysctl_add.iter().cloned());
+        settings.ulimits.retain(|limit| {
+            !self.ulimit_rm.contains(&limit.name)
+                && !self.ulimit_add.iter().any(|add| add.name == limit.name)
+        });
+        settings.ulimits.extend(self.ulimit_add.iter().cloned());
+        edit(&mut settings.groups, &self.group_rm, &self.group_add);
+        for key in &self.label_rm {
+            settings.labels.remove(key);
+        }
+        settings.labels.extend(self.label_add.iter().cloned());
+        if let Some(read_only) = self.read_only {
+            settings.read_only = read_only;
+        }
+        if let Some(init) = self.init {
+            settings.init = Some(init);
+        }
+        if let Some(signal) = &self.stop_signal {
+            settings.stop_signal = Some(signal.clone()).filter(|s| !s.is_empty());
+        }
+    }
 }
 
 /// An update that cannot apply to a service's spec.
@@ -469,6 +563,10 @@ impl ServiceUpdateRequest {
         if let Some(max) = self.max_replicas_per_node {
             spec.max_replicas_per_node = (max > 0).then_some(max);
         }
+        if let Some(pids) = self.limit_pids {
+            spec.limits.pids = (pids > 0).then_some(pids);
+        }
+        self.container.apply(&mut spec.container);
         if self.force {
             spec.force_update += 1;
         }

@@ -10,8 +10,8 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::{
     mounts::{FileReference, Mount, MountKind},
     specs::{
-        Constraint, EndpointMode, PortConfig, ResourceSpec, RestartPolicy, ServiceMode,
-        ServiceSpec, UpdateConfig,
+        Constraint, ContainerSettings, EndpointMode, ExtraHost, PortConfig, ResourceSpec,
+        RestartPolicy, ServiceMode, ServiceSpec, Ulimit, UpdateConfig,
     },
     tasks::HealthCheck,
 };
@@ -165,6 +165,35 @@ pub fn task_spec(spec: &ServiceSpec) -> docker::TaskSpec {
                 })
                 .collect::<Vec<_>>(),
         ),
+        labels: non_empty_map(&spec.container.labels),
+        groups: non_empty(&spec.container.groups),
+        read_only: spec.container.read_only.then_some(true),
+        stop_signal: spec.container.stop_signal.clone(),
+        hosts: non_empty(
+            &spec
+                .container
+                .extra_hosts
+                .iter()
+                .map(|extra| format!("{} {}", extra.ip, extra.host))
+                .collect::<Vec<_>>(),
+        ),
+        dns_config: dns_config(&spec.container),
+        init: spec.container.init,
+        sysctls: non_empty_map(&spec.container.sysctls),
+        capability_add: non_empty(&spec.container.cap_add),
+        capability_drop: non_empty(&spec.container.cap_drop),
+        ulimits: non_empty(
+            &spec
+                .container
+                .ulimits
+                .iter()
+                .map(|limit| docker::ResourcesUlimits {
+                    name: Some(limit.name.clone()),
+                    soft: Some(limit.soft),
+                    hard: Some(limit.hard),
+                })
+                .collect::<Vec<_>>(),
+        ),
         ..Default::default()
     };
     let resources = |r: &ResourceSpec| {
@@ -181,7 +210,7 @@ pub fn task_spec(spec: &ServiceSpec) -> docker::TaskSpec {
             limits: Some(docker::Limit {
                 nano_cpus: limit_cpus,
                 memory_bytes: limit_memory,
-                pids: None,
+                pids: spec.limits.pids.map(|p| p as i64),
             }),
             reservations: Some(docker::ResourceObject {
                 nano_cpus: reserve_cpus,
@@ -416,17 +445,20 @@ pub fn from_service_spec(
         .into_iter()
         .map(|c| file_reference(c.config_id, c.config_name, c.file.and_then(same_word)))
         .collect::<Result<_, _>>()?;
+    ours.container = container_settings(&container)?;
     warn_unsupported(&container, &template, &mut warnings);
     if let Some(resources) = template.resources {
         let limits = resources.limits.unwrap_or_default();
         ours.limits = ResourceSpec {
             nano_cpus: positive(limits.nano_cpus),
             memory_bytes: positive(limits.memory_bytes),
+            pids: positive(limits.pids),
         };
         let reservations = resources.reservations.unwrap_or_default();
         ours.reservations = ResourceSpec {
             nano_cpus: positive(reservations.nano_cpus),
             memory_bytes: positive(reservations.memory_bytes),
+            pids: None,
         };
     }
     if let Some(policy) = template.restart_policy {
@@ -709,6 +741,110 @@ fn is_set(value: &serde_json::Value) -> bool {
 }
 
 /// Fields set that swarm's runtimes do not apply.
+/// Docker's `DNSConfig` of ours; none when nothing is set.
+fn dns_config(settings: &ContainerSettings) -> Option<docker::TaskSpecContainerSpecDnsConfig> {
+    let servers: Vec<String> = settings
+        .dns_servers
+        .iter()
+        .map(|ip| ip.to_string())
+        .collect();
+    let config = docker::TaskSpecContainerSpecDnsConfig {
+        nameservers: non_empty(&servers),
+        search: non_empty(&settings.dns_search),
+        options: non_empty(&settings.dns_options),
+    };
+    (config != Default::default()).then_some(config)
+}
+
+fn non_empty_map(map: &BTreeMap<String, String>) -> Option<HashMap<String, String>> {
+    (!map.is_empty()).then(|| map.clone().into_iter().collect())
+}
+
+/// The ContainerSpec fields of our `ContainerSettings`, refused as Docker
+/// words it when malformed.
+fn container_settings(
+    container: &docker::TaskSpecContainerSpec,
+) -> Result<ContainerSettings, SpecError> {
+    use docker::TaskSpecContainerSpecIsolationEnum as Isolation;
+    if let Some(isolation) = container
+        .isolation
+        .filter(|i| !matches!(i, Isolation::DEFAULT | Isolation::EMPTY))
+    {
+        return Err(SpecError(format!(
+            "ContainerSpec: isolation {isolation} is for Windows containers; swarm runs Linux tasks with the default isolation"
+        )));
+    }
+    let dns = container.dns_config.clone().unwrap_or_default();
+    let dns_servers = dns
+        .nameservers
+        .unwrap_or_default()
+        .iter()
+        .map(|server| {
+            server
+                .parse()
+                .map_err(|_| SpecError(format!("invalid DNS nameserver {server:?}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut extra_hosts = Vec::new();
+    for line in container.hosts.clone().unwrap_or_default() {
+        // "IP HOST [ALIAS...]", as a hosts file line.
+        let mut fields = line.split_whitespace();
+        let ip = fields
+            .next()
+            .and_then(|ip| ip.parse().ok())
+            .ok_or_else(|| {
+                SpecError(format!(
+                    "invalid hosts entry {line:?}: want \"IP HOSTNAME\""
+                ))
+            })?;
+        for host in fields {
+            extra_hosts.push(ExtraHost {
+                host: host.to_owned(),
+                ip,
+            });
+        }
+    }
+    let ulimits = container
+        .ulimits
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|limit| {
+            let name = limit.name.unwrap_or_default();
+            let soft = limit.soft.unwrap_or(0);
+            let hard = limit.hard.unwrap_or(soft);
+            format!("{name}={soft}:{hard}")
+                .parse::<Ulimit>()
+                .map_err(SpecError)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ContainerSettings {
+        dns_servers,
+        dns_search: dns.search.unwrap_or_default(),
+        dns_options: dns.options.unwrap_or_default(),
+        extra_hosts,
+        cap_add: container.capability_add.clone().unwrap_or_default(),
+        cap_drop: container.capability_drop.clone().unwrap_or_default(),
+        sysctls: container
+            .sysctls
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        read_only: container.read_only.unwrap_or(false),
+        init: container.init,
+        stop_signal: container.stop_signal.clone().filter(|s| !s.is_empty()),
+        ulimits,
+        groups: container.groups.clone().unwrap_or_default(),
+        labels: container
+            .labels
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+    })
+}
+
 fn warn_unsupported(
     container: &docker::TaskSpecContainerSpec,
     template: &docker::TaskSpec,
@@ -721,30 +857,9 @@ fn warn_unsupported(
             "OpenStdin",
             json(serde_json::to_value(container.open_stdin)),
         ),
-        ("ReadOnly", json(serde_json::to_value(container.read_only))),
         (
             "Privileges",
             json(serde_json::to_value(&container.privileges)),
-        ),
-        ("Hosts", json(serde_json::to_value(&container.hosts))),
-        (
-            "DNSConfig",
-            json(serde_json::to_value(&container.dns_config)),
-        ),
-        ("Groups", json(serde_json::to_value(&container.groups))),
-        ("Sysctls", json(serde_json::to_value(&container.sysctls))),
-        (
-            "CapabilityAdd",
-            json(serde_json::to_value(&container.capability_add)),
-        ),
-        (
-            "CapabilityDrop",
-            json(serde_json::to_value(&container.capability_drop)),
-        ),
-        ("Ulimits", json(serde_json::to_value(&container.ulimits))),
-        (
-            "StopSignal",
-            json(serde_json::to_value(&container.stop_signal)),
         ),
         (
             "LogDriver",
@@ -795,6 +910,22 @@ mod tests {
         spec.secrets = vec![FileReference::parse("source=s1,target=app,mode=0400").unwrap()];
         spec.mounts = vec![Mount::parse("type=tmpfs,target=/cache").unwrap()];
         spec.force_update = 2;
+        spec.limits.pids = Some(50);
+        spec.container = ContainerSettings {
+            dns_servers: vec!["198.18.0.53".parse().unwrap()],
+            dns_search: vec!["example.test".into()],
+            dns_options: vec!["timeout:2".into()],
+            extra_hosts: vec!["db:198.18.0.7".parse().unwrap()],
+            cap_add: vec!["CAP_NET_ADMIN".into()],
+            cap_drop: vec!["CAP_NET_RAW".into()],
+            sysctls: BTreeMap::from([("net.core.somaxconn".into(), "1024".into())]),
+            read_only: true,
+            init: Some(true),
+            stop_signal: Some("SIGINT".into()),
+            ulimits: vec!["nofile=512:1024".parse().unwrap()],
+            groups: vec!["staff".into()],
+            labels: BTreeMap::from([("team".into(), "web".into())]),
+        };
         assert_eq!(round_trip(&spec), spec);
     }
 

@@ -152,6 +152,334 @@ impl fmt::Display for Constraint {
 pub struct ResourceSpec {
     pub nano_cpus: Option<u64>,
     pub memory_bytes: Option<u64>,
+    /// `--limit-pids`: processes the task may hold at once (limits only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+}
+
+/// How the task's process is set up beyond its image and command, as
+/// Docker's ContainerSpec holds it; every node's runtime applies it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSettings {
+    /// `--dns`: where the task's resolver sends names that are not the
+    /// swarm's (instead of the daemon's upstreams).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_servers: Vec<std::net::IpAddr>,
+    /// `--dns-search`: the `search` line of the task's resolv.conf.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    /// `--dns-option`: more `options` of the task's resolv.conf.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_options: Vec<String>,
+    /// `--host HOST:IP`: more lines of the task's /etc/hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<ExtraHost>,
+    /// `--cap-add`: capabilities on top of Docker's default set (`ALL`: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`: capabilities taken out of it (`ALL`: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// `--sysctl`: namespaced kernel settings (`net.*`) set in the task.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    /// `--read-only`: the root filesystem is mounted read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// `--init`: an init reaps and forwards signals (the native runtime
+    /// always runs one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    /// `--stop-signal`: what stopping sends first [default: SIGTERM].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// `--ulimit`: resource limits of the task's process.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    /// `--group`: more groups the process runs with, by name or number.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// `--container-label`: labels of the container (Docker runtime) or of
+    /// the task (shown by inspect).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One `--host` line: `HOST:IP`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraHost {
+    pub host: String,
+    pub ip: std::net::IpAddr,
+}
+
+impl FromStr for ExtraHost {
+    type Err = String;
+
+    /// `HOST:IP` as Docker's `--host` (and `HOST=IP`), IPv6 allowed.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let split = text
+            .split_once('=')
+            .or_else(|| text.split_once(':'))
+            .filter(|(host, _)| !host.is_empty());
+        let parsed = split.and_then(|(host, ip)| {
+            let ip = ip.trim_start_matches('[').trim_end_matches(']');
+            Some(ExtraHost {
+                host: host.to_owned(),
+                ip: ip.parse().ok()?,
+            })
+        });
+        parsed.ok_or_else(|| {
+            format!("--host {text:?}: write HOST:IP, for example --host db:198.18.0.5")
+        })
+    }
+}
+
+impl fmt::Display for ExtraHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.ip)
+    }
+}
+
+/// One `--ulimit NAME=SOFT[:HARD]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
+}
+
+/// The limits `--ulimit` knows, as Docker names them.
+pub const ULIMIT_NAMES: [&str; 16] = [
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+    "as",
+];
+
+impl FromStr for Ulimit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let fix = "write NAME=SOFT[:HARD], for example --ulimit nofile=1024:2048";
+        let (name, values) = text
+            .split_once('=')
+            .ok_or_else(|| format!("--ulimit {text:?}: {fix}"))?;
+        if !ULIMIT_NAMES.contains(&name) {
+            return Err(format!(
+                "--ulimit {text:?}: unknown limit {name:?}; one of {}",
+                ULIMIT_NAMES.join(", ")
+            ));
+        }
+        let number = |value: &str| {
+            value
+                .parse::<i64>()
+                .map_err(|_| format!("--ulimit {text:?}: {value:?} is not a number; {fix}"))
+        };
+        let (soft, hard) = match values.split_once(':') {
+            Some((soft, hard)) => (number(soft)?, number(hard)?),
+            None => (number(values)?, number(values)?),
+        };
+        // -1 is "unlimited" for either; otherwise soft may not pass hard.
+        if hard != -1 && (soft == -1 || soft > hard) {
+            return Err(format!(
+                "--ulimit {text:?}: the soft limit {soft} is above the hard limit {hard}"
+            ));
+        }
+        Ok(Ulimit {
+            name: name.to_owned(),
+            soft,
+            hard,
+        })
+    }
+}
+
+impl fmt::Display for Ulimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}:{}", self.name, self.soft, self.hard)
+    }
+}
+
+/// The capabilities Docker gives a container unless told otherwise.
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// A capability as Docker accepts it (`NET_ADMIN`, `CAP_NET_ADMIN`,
+/// `net_admin`, `ALL`), spelled as Docker stores it: `CAP_NET_ADMIN`, `ALL`.
+pub fn normalize_capability(text: &str) -> Result<String, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    if upper == "ALL" {
+        return Ok(upper);
+    }
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    if capability_number(bare).is_none() {
+        return Err(format!(
+            "unknown capability {text:?}: use a Linux capability name such as NET_ADMIN or SYS_PTRACE (see capabilities(7)), or ALL"
+        ));
+    }
+    Ok(format!("CAP_{bare}"))
+}
+
+/// A capability's number in the kernel's ABI (capability.h), by its name
+/// without `CAP_`.
+pub fn capability_number(name: &str) -> Option<u32> {
+    const NAMES: [&str; 41] = [
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "LINUX_IMMUTABLE",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_ADMIN",
+        "NET_RAW",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "SYS_MODULE",
+        "SYS_RAWIO",
+        "SYS_CHROOT",
+        "SYS_PTRACE",
+        "SYS_PACCT",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_NICE",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "MKNOD",
+        "LEASE",
+        "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
+        "MAC_OVERRIDE",
+        "MAC_ADMIN",
+        "SYSLOG",
+        "WAKE_ALARM",
+        "BLOCK_SUSPEND",
+        "AUDIT_READ",
+        "PERFMON",
+        "BPF",
+        "CHECKPOINT_RESTORE",
+    ];
+    let name = name.strip_prefix("CAP_").unwrap_or(name);
+    NAMES.iter().position(|n| *n == name).map(|i| i as u32)
+}
+
+impl ContainerSettings {
+    /// Refuses what no runtime could apply, and spells capabilities as
+    /// Docker stores them (`CAP_NET_ADMIN`).
+    pub fn normalize(&mut self) -> Result<(), String> {
+        for caps in [&mut self.cap_add, &mut self.cap_drop] {
+            for cap in caps.iter_mut() {
+                *cap = normalize_capability(cap)?;
+            }
+            caps.sort();
+            caps.dedup();
+        }
+        for key in self.sysctls.keys() {
+            check_sysctl(key)?;
+        }
+        if let Some(signal) = &self.stop_signal {
+            signal_number(signal)?;
+        }
+        Ok(())
+    }
+
+    /// The capabilities the task's process keeps, as kernel numbers:
+    /// Docker's defaults, then `--cap-drop`, then `--cap-add` (an added
+    /// one wins over a dropped one, as in Docker).
+    pub fn capabilities(&self) -> Vec<u32> {
+        let all = || (0..=40).collect::<Vec<u32>>();
+        let mut kept: Vec<u32> = if self.cap_drop.iter().any(|c| c == "ALL") {
+            Vec::new()
+        } else {
+            DEFAULT_CAPABILITIES
+                .iter()
+                .filter_map(|name| capability_number(name))
+                .filter(|cap| {
+                    !self
+                        .cap_drop
+                        .iter()
+                        .any(|drop| capability_number(drop) == Some(*cap))
+                })
+                .collect()
+        };
+        if self.cap_add.iter().any(|c| c == "ALL") {
+            return all();
+        }
+        kept.extend(self.cap_add.iter().filter_map(|c| capability_number(c)));
+        kept.sort_unstable();
+        kept.dedup();
+        kept
+    }
+}
+
+/// `--sysctl KEY=VALUE`: only settings a task's own namespaces hold.
+pub fn check_sysctl(key: &str) -> Result<(), String> {
+    let namespaced = key.starts_with("net.")
+        && !key.contains("..")
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if namespaced {
+        Ok(())
+    } else {
+        Err(format!(
+            "--sysctl {key}: only network settings (net.*) belong to a task's own namespace; set others on the host"
+        ))
+    }
+}
+
+/// A signal by Docker's spelling (`SIGUSR1`, `USR1`, `10`), as its number.
+pub fn signal_number(text: &str) -> Result<i32, String> {
+    if let Ok(number) = text.parse::<i32>()
+        && nix::sys::signal::Signal::try_from(number).is_ok()
+    {
+        return Ok(number);
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|signal| signal as i32)
+        .map_err(|_| {
+            format!(
+                "--stop-signal {text:?}: not a signal; use a name such as SIGINT, SIGQUIT or SIGUSR1, or its number"
+            )
+        })
 }
 
 /// What `swarm service create` declares.
@@ -218,6 +546,14 @@ pub struct ServiceSpec {
     /// `--mount`: binds, volumes and tmpfs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<super::mounts::Mount>,
+    /// DNS, hosts, capabilities, sysctls, ulimits and the rest of how the
+    /// process is set up.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub container: ContainerSettings,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 impl ServiceSpec {
@@ -255,6 +591,7 @@ impl ServiceSpec {
             secrets: Vec::new(),
             configs: Vec::new(),
             mounts: Vec::new(),
+            container: ContainerSettings::default(),
         }
     }
 }

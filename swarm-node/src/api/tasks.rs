@@ -102,6 +102,10 @@ pub struct TaskSpec {
     pub files: Vec<super::mounts::TaskFile>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<super::mounts::Mount>,
+    /// DNS, capabilities, sysctls, ulimits and the rest, as the service
+    /// declares them (templates already expanded).
+    #[serde(default)]
+    pub container: super::specs::ContainerSettings,
 }
 
 /// A login to a registry, as `docker login` keeps it. Sent only to the
@@ -160,4 +164,7 @@ pub struct Resources {
     /// CPUs in billionths (`--limit-cpu 0.5` is 500_000_000).
     pub nano_cpus: Option<u64>,
     pub memory_bytes: Option<u64>,
+    /// `--limit-pids`: the cgroup's `pids.max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
 }

@@ -1,5 +1,6 @@
 //! The `swarm` command line: Docker's verbs, talking to the local daemon.
 
+mod container;
 mod output;
 mod payloads;
 mod registry_login;
@@ -39,11 +40,11 @@ const MTU_OPTION: &str = "com.docker.network.driver.mtu";
     propagate_version = true
 )]
 pub struct Cli {
-    /// The daemon to talk to: its control socket as unix:///path.
+    /// The daemon to talk to: its control socket as unix:///path (before
+    /// the command, as docker's -H; `service create --host` is a hosts line).
     #[arg(
         long,
         short = 'H',
-        global = true,
         env = "SWARM_HOST",
         default_value = DEFAULT_HOST
     )]

@@ -9,11 +9,12 @@ use std::{
 
 use clap::{Args, Subcommand};
 
+use super::container::{ContainerArgs, ContainerUpdateArgs};
 use super::registry_login;
 use super::{FormatArgs, call, output, parse_label, print_notes};
 use crate::api::{
     assignments::tail,
-    control::{Request, Response, ServiceUpdateRequest, TaskOutput},
+    control::{ContainerUpdate, Request, Response, ServiceUpdateRequest, TaskOutput},
     mounts::{FileReference, Mount},
     specs::{
         Constraint, EndpointMode, FailureAction, PortConfig, RestartCondition, ServiceMode,
@@ -168,6 +169,8 @@ pub struct CreateArgs {
     mount: Vec<Mount>,
     #[command(flatten)]
     policies: PolicyArgs,
+    #[command(flatten)]
+    container: ContainerArgs,
     /// Return at once instead of waiting for the tasks to run.
     #[arg(short, long)]
     detach: bool,
@@ -258,6 +261,36 @@ pub struct PolicyArgs {
     /// No health check (drops one set before).
     #[arg(long, conflicts_with = "health_cmd")]
     no_healthcheck: bool,
+    /// Processes the task may hold at once (0: no limit).
+    #[arg(long, value_name = "N")]
+    limit_pids: Option<u64>,
+    /// Mount the image's root filesystem read-only (--read-only=false undoes it).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    read_only: Option<bool>,
+    /// Run an init in the task that reaps orphans and forwards signals (the
+    /// native runtime always runs one; the docker runtime does by default).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    init: Option<bool>,
+    /// The signal that stops a task, e.g. SIGINT or SIGQUIT [default: SIGTERM].
+    #[arg(long, value_name = "SIGNAL", value_parser = parse_stop_signal)]
+    stop_signal: Option<String>,
+    /// Container isolation: only `default` exists for Linux tasks (process
+    /// and hyperv are Windows settings).
+    #[arg(long, value_name = "KIND", value_parser = parse_isolation)]
+    isolation: Option<String>,
+}
+
+fn parse_stop_signal(text: &str) -> Result<String, String> {
+    crate::api::specs::signal_number(text).map(|_| text.to_owned())
+}
+
+fn parse_isolation(text: &str) -> Result<String, String> {
+    match text {
+        "default" => Ok(text.to_owned()),
+        other => Err(format!(
+            "--isolation {other}: process and hyperv isolation are Windows container settings; swarm runs Linux tasks, which take only `default` (leave the flag out)"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -323,6 +356,8 @@ pub struct ServiceUpdateArgs {
     mount_rm: Vec<String>,
     #[command(flatten)]
     policies: PolicyArgs,
+    #[command(flatten)]
+    container: ContainerUpdateArgs,
     /// Replace the tasks even if nothing changed.
     #[arg(long)]
     force: bool,
@@ -513,11 +548,19 @@ fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
             anyhow::bail!("--env {env:?}: write it as KEY=VALUE");
         }
     }
+    // --env wins over --env-file, as in Docker: later values of a key win.
+    let mut env = args.container.env_files()?;
+    let key = |var: &str| var.split('=').next().unwrap_or(var).to_owned();
+    for var in args.env {
+        env.retain(|earlier| key(earlier) != key(&var));
+        env.push(var);
+    }
     let policies = &args.policies;
     let mut spec = ServiceSpec {
         labels: args.label.into_iter().collect::<BTreeMap<_, _>>(),
         args: args.command,
-        env: args.env,
+        env,
+        container: args.container.settings(),
         networks: args.network.iter().map(|(name, _)| name.clone()).collect(),
         aliases: args
             .network
@@ -563,6 +606,12 @@ fn update(host: &str, args: ServiceUpdateArgs) -> anyhow::Result<()> {
         )?)?;
     } else {
         let mut request = args.policies.to_update(args.service.clone());
+        request.container = ContainerUpdate {
+            read_only: request.container.read_only,
+            init: request.container.init,
+            stop_signal: request.container.stop_signal.clone(),
+            ..args.container.update()
+        };
         if let Some(image) = &args.image {
             ImageSource::parse(image)?;
         }
@@ -663,6 +712,13 @@ impl PolicyArgs {
             health_start_period_millis: millis(self.health_start_period),
             no_healthcheck: self.no_healthcheck,
             max_replicas_per_node: self.replicas_max_per_node,
+            limit_pids: self.limit_pids,
+            container: ContainerUpdate {
+                read_only: self.read_only,
+                init: self.init,
+                stop_signal: self.stop_signal.clone(),
+                ..ContainerUpdate::default()
+            },
             ..ServiceUpdateRequest::default()
         }
     }

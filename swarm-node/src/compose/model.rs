@@ -65,9 +65,43 @@ pub struct Service {
     pub labels: Option<ListOrMap>,
     #[serde(default)]
     pub deploy: Option<Deploy>,
+    #[serde(default)]
+    pub dns: Option<StringOrList>,
+    #[serde(default)]
+    pub dns_search: Option<StringOrList>,
+    #[serde(default)]
+    pub dns_opt: Vec<String>,
+    /// `HOST:IP` lines, or a map of host to IP.
+    #[serde(default)]
+    pub extra_hosts: Option<ListOrMap>,
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    #[serde(default)]
+    pub sysctls: Option<ListOrMap>,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub init: Option<bool>,
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    /// `nofile: 1024` or `nofile: {soft: 1024, hard: 2048}`.
+    #[serde(default)]
+    pub ulimits: BTreeMap<String, ComposeUlimit>,
+    #[serde(default)]
+    pub group_add: Vec<Scalar>,
     /// Every other key: `build`, `container_name`, `depends_on`, ...
     #[serde(flatten)]
     pub unsupported: BTreeMap<String, Value>,
+}
+
+/// One of a service's `ulimits`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ComposeUlimit {
+    Single(i64),
+    Pair { soft: i64, hard: i64 },
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -93,6 +93,30 @@ struct Shared {
     counters: Counters,
 }
 
+/// Who a served task is, to the resolver: the networks whose names it
+/// sees, and where its other names go.
+#[derive(Clone, Debug, Default)]
+pub struct TaskClient {
+    pub vnis: Vec<u32>,
+    /// `--dns`: these instead of the daemon's upstreams.
+    pub upstreams: Option<Vec<SocketAddr>>,
+}
+
+impl TaskClient {
+    /// `--dns` servers on port 53.
+    pub fn new(vnis: Vec<u32>, dns_servers: &[std::net::IpAddr]) -> Self {
+        Self {
+            vnis,
+            upstreams: (!dns_servers.is_empty()).then(|| {
+                dns_servers
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, 53))
+                    .collect()
+            }),
+        }
+    }
+}
+
 pub struct Resolver {
     shared: Arc<Shared>,
     runtime: tokio::runtime::Handle,
@@ -133,7 +157,7 @@ impl Resolver {
 
     /// Serves 127.0.0.11:53 in the namespace at `netns` for a task on the
     /// networks `vnis`. Serving one already served is a no-op.
-    pub fn serve(&self, task_id: &str, netns: &Path, vnis: Vec<u32>) -> std::io::Result<()> {
+    pub fn serve(&self, task_id: &str, netns: &Path, client: TaskClient) -> std::io::Result<()> {
         let mut servers = self.servers.locked();
         if servers.contains_key(task_id) {
             return Ok(());
@@ -142,12 +166,12 @@ impl Resolver {
         let _entered = self.runtime.enter();
         let udp = UdpSocket::from_std(udp)?;
         let tcp = TcpListener::from_std(tcp)?;
-        let vnis = Arc::new(vnis);
+        let client = Arc::new(client);
         let handles = vec![
             self.runtime
-                .spawn(serve_udp(udp, self.shared.clone(), vnis.clone())),
+                .spawn(serve_udp(udp, self.shared.clone(), client.clone())),
             self.runtime
-                .spawn(serve_tcp(tcp, self.shared.clone(), vnis)),
+                .spawn(serve_tcp(tcp, self.shared.clone(), client)),
         ];
         servers.insert(task_id.to_owned(), handles);
         Ok(())
@@ -209,7 +233,7 @@ fn bind_in(netns: &Path) -> std::io::Result<(std::net::UdpSocket, std::net::TcpL
         .unwrap_or_else(|_| Err(std::io::Error::other("the binding thread panicked")))
 }
 
-async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>, vnis: Arc<Vec<u32>>) {
+async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>, client: Arc<TaskClient>) {
     let socket = Arc::new(socket);
     let mut buffer = vec![0u8; MAX_UDP];
     loop {
@@ -217,28 +241,28 @@ async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>, vnis: Arc<Vec<u32>>) 
             continue;
         };
         let packet = buffer[..len].to_vec();
-        let (socket, shared, vnis) = (socket.clone(), shared.clone(), vnis.clone());
+        let (socket, shared, client) = (socket.clone(), shared.clone(), client.clone());
         // Forwarding waits on upstreams: one task per query.
         tokio::spawn(async move {
-            if let Some(answer) = answer(&shared, &vnis, &packet).await {
+            if let Some(answer) = answer(&shared, &client, &packet).await {
                 let _ = socket.send_to(&answer, from).await;
             }
         });
     }
 }
 
-async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, vnis: Arc<Vec<u32>>) {
+async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, client: Arc<TaskClient>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        tokio::spawn(serve_tcp_client(stream, shared.clone(), vnis.clone()));
+        tokio::spawn(serve_tcp_client(stream, shared.clone(), client.clone()));
     }
 }
 
 /// Queries framed by a two-byte length, answered in turn, until the client
 /// closes or idles.
-async fn serve_tcp_client(mut stream: TcpStream, shared: Arc<Shared>, vnis: Arc<Vec<u32>>) {
+async fn serve_tcp_client(mut stream: TcpStream, shared: Arc<Shared>, client: Arc<TaskClient>) {
     loop {
         let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, stream.read_u16()).await else {
             return;
@@ -247,7 +271,7 @@ async fn serve_tcp_client(mut stream: TcpStream, shared: Arc<Shared>, vnis: Arc<
         if stream.read_exact(&mut packet).await.is_err() {
             return;
         }
-        let Some(answer) = answer(&shared, &vnis, &packet).await else {
+        let Some(answer) = answer(&shared, &client, &packet).await else {
             return;
         };
         let Ok(len) = u16::try_from(answer.len()) else {
@@ -259,9 +283,9 @@ async fn serve_tcp_client(mut stream: TcpStream, shared: Arc<Shared>, vnis: Arc<
     }
 }
 
-/// The answer to `packet` from a task on `vnis`; `None` when it is to be
-/// dropped (not even a header).
-async fn answer(shared: &Shared, vnis: &[u32], packet: &[u8]) -> Option<Vec<u8>> {
+/// The answer to `packet` from `client`; `None` when it is to be dropped
+/// (not even a header).
+async fn answer(shared: &Shared, client: &TaskClient, packet: &[u8]) -> Option<Vec<u8>> {
     let counters = &shared.counters;
     bump(&counters.queries);
     let query = match message::parse_query(packet) {
@@ -272,7 +296,7 @@ async fn answer(shared: &Shared, vnis: &[u32], packet: &[u8]) -> Option<Vec<u8>>
             return message::query_id(packet).map(|id| message::error_answer(id, Rcode::FormErr));
         }
     };
-    let local = shared.table.read_locked().lookup(&query.name, vnis);
+    let local = shared.table.read_locked().lookup(&query.name, &client.vnis);
     if let Some(addresses) = local {
         bump(&counters.answered);
         // A swarm name has A records only: other types get none (NODATA).
@@ -283,12 +307,13 @@ async fn answer(shared: &Shared, vnis: &[u32], packet: &[u8]) -> Option<Vec<u8>>
         };
         return Some(query.answer(Rcode::NoError, &addresses));
     }
-    if shared.upstreams.is_empty() {
+    let upstreams = client.upstreams.as_ref().unwrap_or(&shared.upstreams);
+    if upstreams.is_empty() {
         bump(&counters.nxdomain);
         return Some(query.answer(Rcode::NxDomain, &[]));
     }
     bump(&counters.forwarded);
-    match forward(&shared.upstreams, packet).await {
+    match forward(upstreams, packet).await {
         Some(answer) => Some(answer),
         None => {
             bump(&counters.servfail);

@@ -8,6 +8,7 @@ use super::store::{
     ClusterState,
     services::{ServiceRecord, TaskRecord},
 };
+use super::templates::TemplateContext;
 use crate::{
     api::{
         assignments::{
@@ -39,7 +40,24 @@ pub fn node_view(state: &ClusterState, node_id: &str, version: u64) -> NodeView 
             let service = state.services.get(&task.service_id);
             let service_name = service.map_or(task.spec.name.as_str(), |s| s.spec.name.as_str());
             let name = task.name(service_name);
-            let spec = &task.spec;
+            let templates = TemplateContext {
+                service_id: &task.service_id,
+                service_name,
+                service_labels: service.map_or(&task.spec.labels, |s| &s.spec.labels),
+                node_id,
+                node_hostname: state.nodes.get(node_id).map_or("", |n| n.hostname.as_str()),
+                platform: &state
+                    .nodes
+                    .get(node_id)
+                    .map(|n| n.platform.clone())
+                    .unwrap_or_default(),
+                task_id: &task.id,
+                slot: task.slot,
+            };
+            // Checked at create and update; a spec stored before that
+            // check keeps its text as written.
+            let expanded = templates.expand_spec(&task.spec);
+            let spec = expanded.as_ref().unwrap_or(&task.spec);
             tasks.push(AssignedTask {
                 id: task.id.clone(),
                 service_id: task.service_id.clone(),
@@ -58,6 +76,7 @@ pub fn node_view(state: &ClusterState, node_id: &str, version: u64) -> NodeView 
                     resources: Resources {
                         nano_cpus: spec.limits.nano_cpus,
                         memory_bytes: spec.limits.memory_bytes,
+                        pids: spec.limits.pids,
                     },
                     healthcheck: spec.healthcheck.clone(),
                     no_healthcheck: spec.no_healthcheck,
@@ -67,6 +86,7 @@ pub fn node_view(state: &ClusterState, node_id: &str, version: u64) -> NodeView 
                     entrypoint: spec.entrypoint.clone(),
                     workdir: spec.workdir.clone(),
                     user: spec.user.clone(),
+                    container: spec.container.clone(),
                 },
                 addresses: ordered
                     .iter()

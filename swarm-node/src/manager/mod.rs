@@ -20,6 +20,7 @@ pub mod reference;
 pub mod scheduler;
 pub mod server;
 pub mod store;
+pub mod templates;
 
 use std::{
     net::SocketAddr,

@@ -13,7 +13,7 @@ use bollard::{
     errors::Error as DockerError,
     models::{
         ContainerCreateBody, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum, HostConfig,
-        Mount as DockerMount, MountTmpfsOptions, MountType, MountVolumeOptions,
+        Mount as DockerMount, MountTmpfsOptions, MountType, MountVolumeOptions, ResourcesUlimits,
     },
     query_parameters::{
         CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
@@ -193,10 +193,20 @@ impl Runtime for DockerRuntime {
             })
             .collect();
         mounts.extend(spec.mounts.iter().map(docker_mount));
-        let labels = HashMap::from([
-            (TASK_LABEL.to_owned(), task.to_owned()),
-            (NODE_LABEL.to_owned(), self.node_id.clone()),
-        ]);
+        let container = &spec.container;
+        // The user's container labels, with ours (which find the task) over them.
+        let mut labels: HashMap<String, String> = container.labels.clone().into_iter().collect();
+        labels.insert(TASK_LABEL.to_owned(), task.to_owned());
+        labels.insert(NODE_LABEL.to_owned(), self.node_id.clone());
+        let mut dns_options = vec!["ndots:0".to_owned()];
+        if container
+            .dns_options
+            .iter()
+            .any(|o| o.starts_with("ndots:"))
+        {
+            dns_options.clear();
+        }
+        dns_options.extend(container.dns_options.iter().cloned());
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
@@ -206,6 +216,7 @@ impl Runtime for DockerRuntime {
             env: Some(spec.env.clone()),
             hostname: Some(spec.hostname.clone()),
             labels: Some(labels),
+            stop_signal: container.stop_signal.clone(),
             // None: the engine runs the image's HEALTHCHECK, as Docker does.
             healthcheck: match &spec.healthcheck {
                 Some(check) => Some(HealthConfig {
@@ -224,17 +235,42 @@ impl Runtime for DockerRuntime {
             },
             host_config: Some(HostConfig {
                 network_mode: Some("none".into()),
+                // Our resolver, which forwards to the --dns servers.
                 dns: Some(vec![crate::dns::RESOLVER_ADDR.to_string()]),
-                dns_options: Some(vec!["ndots:0".into()]),
+                dns_options: Some(dns_options),
+                dns_search: Some(container.dns_search.clone()),
                 nano_cpus: spec.resources.nano_cpus.map(|n| n as i64),
                 memory: spec.resources.memory_bytes.map(|m| m as i64),
+                pids_limit: spec.resources.pids.map(|p| p as i64),
                 extra_hosts: Some(
                     spec.hosts
                         .iter()
                         .map(|(ip, name)| format!("{name}:{ip}"))
+                        .chain(
+                            container
+                                .extra_hosts
+                                .iter()
+                                .map(|extra| format!("{}:{}", extra.host, extra.ip)),
+                        )
                         .collect(),
                 ),
-                init: Some(true),
+                cap_add: Some(container.cap_add.clone()),
+                cap_drop: Some(container.cap_drop.clone()),
+                sysctls: Some(container.sysctls.clone().into_iter().collect()),
+                readonly_rootfs: Some(container.read_only),
+                group_add: Some(container.groups.clone()),
+                ulimits: Some(
+                    container
+                        .ulimits
+                        .iter()
+                        .map(|limit| ResourcesUlimits {
+                            name: Some(limit.name.clone()),
+                            soft: Some(limit.soft),
+                            hard: Some(limit.hard),
+                        })
+                        .collect(),
+                ),
+                init: Some(container.init.unwrap_or(true)),
                 mounts: Some(mounts),
                 ..Default::default()
             }),

@@ -59,6 +59,8 @@ const INIT_PID_FILE: &str = "init.pid";
 const HOSTS_FILE: &str = "hosts";
 const RESOLV_CONF_FILE: &str = "resolv.conf";
 const HOSTNAME_FILE: &str = "hostname";
+/// The signal `stop` sends first, by number, when it is not SIGTERM.
+const STOP_SIGNAL_FILE: &str = "stop-signal";
 
 pub use crate::image::HOST_IMAGE;
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -86,6 +88,8 @@ pub struct NativeRuntime {
     /// Where named volumes live; without it, volume mounts are refused.
     volumes: Option<Volumes>,
     cgroups: CgroupLayout,
+    /// The highest capability this kernel knows (`cap_last_cap`).
+    last_capability: u32,
     /// Held while a task starts, so that two starts cannot race.
     starting: Mutex<()>,
     health: health::HealthChecks,
@@ -105,6 +109,8 @@ struct Process {
     env: Vec<String>,
     cwd: String,
     user: Option<User>,
+    /// `--group`, resolved in the root it runs in.
+    groups: Vec<u32>,
 }
 
 impl NativeRuntime {
@@ -117,12 +123,19 @@ impl NativeRuntime {
         ))?;
         let cgroups =
             CgroupLayout::detect().map_err(io_error(NO_TASK, "finding the cgroup hierarchies"))?;
+        // 40 (CAP_CHECKPOINT_RESTORE) on the kernels of 2020 on.
+        let last_capability = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(40)
+            .min(63);
         debug!(state_dir = %state_dir.display(), ?cgroups, "native runtime ready");
         Ok(Self {
             state_dir,
             images: None,
             volumes: None,
             cgroups,
+            last_capability,
             starting: Mutex::new(()),
             health: health::HealthChecks::default(),
         })
@@ -330,6 +343,7 @@ impl NativeRuntime {
                 env: task_env(spec, &[]),
                 cwd: spec.workdir.clone().unwrap_or_else(|| "/".into()),
                 user,
+                groups: groups(spec, &root)?,
             };
             return Ok((image, own));
         };
@@ -351,6 +365,7 @@ impl NativeRuntime {
             env: task_env(spec, &config.env(&[])),
             cwd,
             user,
+            groups: groups(spec, &root)?,
         };
         Ok((Image::Root(root), process))
     }
@@ -388,6 +403,20 @@ impl NativeRuntime {
             &read,
             "the network namespace",
         )?));
+        // Through the host's /proc, which shows the namespace just entered.
+        for (key, value) in &spec.container.sysctls {
+            let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+            if !path.exists() {
+                return Err(invalid(
+                    task,
+                    format!("--sysctl {key}: this kernel has no such setting"),
+                ));
+            }
+            steps.push(Step::WriteFile {
+                path: path_c_string(task, &path)?,
+                value: value.clone().into_bytes(),
+            });
+        }
         steps.push(Step::Unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS));
         // Before any mount: nothing the task mounts may reach the host.
         steps.push(mount_step(
@@ -463,6 +492,11 @@ impl NativeRuntime {
             self.mount_steps(spec, &root, false, &mut steps)?;
         }
         if matches!(image, Image::Root(_)) {
+            if spec.container.read_only {
+                // Only the root's own mount: /tmp, /dev, /proc, /etc's
+                // files and the user's mounts stay as they are, as in Docker.
+                steps.push(Step::RemountReadOnly(path_c_string(task, &root)?));
+            }
             steps.push(Step::Chroot(path_c_string(task, &root)?));
         }
         steps.push(Step::Chdir(c_string(task, process.cwd.as_str(), "a path")?));
@@ -497,6 +531,20 @@ impl NativeRuntime {
             argv: c_strings(&process.args, "an argument")?,
             env: c_strings(env, "an environment variable")?,
             user: process.user,
+            groups: process.groups.clone(),
+            capabilities: spec
+                .container
+                .capabilities()
+                .into_iter()
+                .filter(|cap| *cap <= self.last_capability)
+                .fold(0u64, |mask, cap| mask | 1 << cap),
+            last_capability: self.last_capability,
+            rlimits: spec
+                .container
+                .ulimits
+                .iter()
+                .map(|limit| rlimit(task, limit))
+                .collect::<Result<_, _>>()?,
             steps,
             log: open(&dir.join(LOG_FILE), &append, "the log")?,
             stdin: open(Path::new("/dev/null"), &read, "stdin")?,
@@ -581,11 +629,7 @@ impl Runtime for NativeRuntime {
         self.prepare_volumes(spec, &image)?;
         // The agent's resolver answers there, in the task's namespace, and
         // forwards what is not the swarm's to the host's resolvers.
-        let resolv_conf = format!(
-            "nameserver {}\noptions ndots:0\n",
-            crate::dns::RESOLVER_ADDR
-        )
-        .into_bytes();
+        let resolv_conf = resolv_conf(spec).into_bytes();
         for (name, contents) in [
             (HOSTS_FILE, hosts_file(spec).into_bytes()),
             (RESOLV_CONF_FILE, resolv_conf),
@@ -639,6 +683,22 @@ impl Runtime for NativeRuntime {
         }
         let (image, process) = self.process(spec, image)?;
         mounts::write_task_files(task, &self.task_dir(task), &spec.files)?;
+        let stop_signal_file = self.task_dir(task).join(STOP_SIGNAL_FILE);
+        match &spec.container.stop_signal {
+            Some(signal) => {
+                let number = crate::api::specs::signal_number(signal)
+                    .map_err(|message| invalid(task, message))?;
+                write_atomically(&stop_signal_file, format!("{number}\n").as_bytes())
+            }
+            None => fs::remove_file(&stop_signal_file).or_else(|e| match e.kind() {
+                io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            }),
+        }
+        .map_err(io_error(
+            task,
+            format!("writing {}", stop_signal_file.display()),
+        ))?;
         let cgroup_procs = self.cgroups.create(task, &spec.resources)?;
         let plan = self.plan(spec, &image, &process, &cgroup_procs)?;
         let launched = match launch::launch(&plan) {
@@ -712,15 +772,19 @@ impl Runtime for NativeRuntime {
                 .ok()
                 .and_then(|pid| pid.trim().parse().ok())
                 .map(Pid::from_raw);
-            // Init forwards SIGTERM to the program. Only a PID still in the
-            // cgroup is signalled: a recorded one may have been reused.
+            let signal = fs::read_to_string(self.task_dir(task_id).join(STOP_SIGNAL_FILE))
+                .ok()
+                .and_then(|n| Signal::try_from(n.trim().parse::<i32>().ok()?).ok())
+                .unwrap_or(Signal::SIGTERM);
+            // Init forwards the signal to the program. Only a PID still in
+            // the cgroup is signalled: a recorded one may have been reused.
             match init.filter(|pid| self.cgroups.pids(task_id).contains(pid)) {
                 Some(init) => {
-                    if let Err(err) = kill(init, Signal::SIGTERM) {
-                        debug!(task = task_id, %init, %err, "cannot SIGTERM the task's init");
+                    if let Err(err) = kill(init, signal) {
+                        debug!(task = task_id, %init, %err, ?signal, "cannot signal the task's init");
                     }
                 }
-                None => self.cgroups.signal_all(task_id, Signal::SIGTERM),
+                None => self.cgroups.signal_all(task_id, signal),
             }
         }
         if !self.wait_until_empty(task_id, grace) {
@@ -896,6 +960,14 @@ fn check_spec(spec: &TaskSpec) -> Result<Image, RuntimeError> {
             ),
         ));
     }
+    if spec.container.read_only && matches!(source, ImageSource::Host) {
+        return Err(invalid(
+            task,
+            format!(
+                "--read-only makes an image's root read-only; `{HOST_IMAGE}` is the host's own filesystem: use an image, or leave --read-only out"
+            ),
+        ));
+    }
     match source {
         ImageSource::Host => Ok(Image::Host),
         ImageSource::Registry(reference) => Ok(Image::Registry(reference)),
@@ -932,7 +1004,72 @@ fn hosts_file(spec: &TaskSpec) -> String {
     for (address, name) in &spec.hosts {
         hosts.push_str(&format!("{address}\t{name}\n"));
     }
+    for extra in &spec.container.extra_hosts {
+        hosts.push_str(&format!("{}\t{}\n", extra.ip, extra.host));
+    }
     hosts
+}
+
+/// The agent's resolver answers at 127.0.0.11 in the task's namespace, and
+/// forwards what is not the swarm's (to `--dns` servers when given, as
+/// Docker's embedded DNS does); search domains and options as asked.
+fn resolv_conf(spec: &TaskSpec) -> String {
+    let mut conf = format!("nameserver {}\n", crate::dns::RESOLVER_ADDR);
+    let container = &spec.container;
+    if !container.dns_search.is_empty() {
+        conf.push_str(&format!("search {}\n", container.dns_search.join(" ")));
+    }
+    let mut options = vec!["ndots:0".to_owned()];
+    for option in &container.dns_options {
+        // A user's ndots replaces the default one.
+        if option.starts_with("ndots:") {
+            options.retain(|o| !o.starts_with("ndots:"));
+        }
+        options.push(option.clone());
+    }
+    conf.push_str(&format!("options {}\n", options.join(" ")));
+    conf
+}
+
+/// `--group`s as numbers, looked up in the root the task runs in.
+fn groups(spec: &TaskSpec, root: &Path) -> Result<Vec<u32>, RuntimeError> {
+    spec.container
+        .groups
+        .iter()
+        .map(|group| user::resolve_group(group, root).map_err(|m| invalid(&spec.task_id, m)))
+        .collect()
+}
+
+/// One `--ulimit` as setrlimit takes it (-1: unlimited).
+fn rlimit(
+    task: &str,
+    limit: &crate::api::specs::Ulimit,
+) -> Result<(libc::c_int, libc::rlim_t, libc::rlim_t), RuntimeError> {
+    let resource = match limit.name.as_str() {
+        "core" => libc::RLIMIT_CORE,
+        "cpu" => libc::RLIMIT_CPU,
+        "data" => libc::RLIMIT_DATA,
+        "fsize" => libc::RLIMIT_FSIZE,
+        "locks" => libc::RLIMIT_LOCKS,
+        "memlock" => libc::RLIMIT_MEMLOCK,
+        "msgqueue" => libc::RLIMIT_MSGQUEUE,
+        "nice" => libc::RLIMIT_NICE,
+        "nofile" => libc::RLIMIT_NOFILE,
+        "nproc" => libc::RLIMIT_NPROC,
+        "rss" => libc::RLIMIT_RSS,
+        "rtprio" => libc::RLIMIT_RTPRIO,
+        "rttime" => libc::RLIMIT_RTTIME,
+        "sigpending" => libc::RLIMIT_SIGPENDING,
+        "stack" => libc::RLIMIT_STACK,
+        "as" => libc::RLIMIT_AS,
+        other => return Err(invalid(task, format!("--ulimit: unknown limit {other:?}"))),
+    };
+    let value = |v: i64| u64::try_from(v).unwrap_or(libc::RLIM_INFINITY);
+    Ok((
+        resource as libc::c_int,
+        value(limit.soft),
+        value(limit.hard),
+    ))
 }
 
 /// The task's environment: its own, with PATH and HOSTNAME when it lacks them.

@@ -10,8 +10,9 @@ use crate::{
     api::{
         mounts::{FileReference, Mount},
         specs::{
-            Constraint, EndpointMode, FailureAction, PortConfig, RestartCondition, ServiceMode,
-            ServiceSpec, UpdateOrder,
+            Constraint, ContainerSettings, EndpointMode, ExtraHost, FailureAction, PortConfig,
+            RestartCondition, ServiceMode, ServiceSpec, Ulimit, UpdateOrder, check_sysctl,
+            normalize_capability, signal_number,
         },
         tasks::HealthCheck,
     },
@@ -241,7 +242,6 @@ fn unsupported_in(key: &str, service: &Service) -> Vec<String> {
             keys.push(format!("services.{key}.{what}"));
         }
     };
-    note(service.labels.is_some(), "labels");
     if let Some(check) = &service.healthcheck {
         note(check.start_interval.is_some(), "healthcheck.start_interval");
     }
@@ -261,11 +261,18 @@ fn unsupported_in(key: &str, service: &Service) -> Vec<String> {
             );
         }
         if let Some(resources) = &deploy.resources {
+            // A pids limit is a limit only (Docker has no pids reservation).
+            note(
+                resources
+                    .reservations
+                    .as_ref()
+                    .is_some_and(|r| r.pids.is_some()),
+                "deploy.resources.reservations.pids",
+            );
             for amounts in [&resources.limits, &resources.reservations]
                 .into_iter()
                 .flatten()
             {
-                note(amounts.pids.is_some(), "deploy.resources.pids");
                 note(amounts.devices.is_some(), "deploy.resources.devices");
                 note(
                     amounts.generic_resources.is_some(),
@@ -281,6 +288,102 @@ fn unsupported_in(key: &str, service: &Service) -> Vec<String> {
         );
     }
     keys
+}
+
+/// The keys of a compose service that set up its process, as
+/// `docker stack deploy` turns them into the ContainerSpec.
+fn container_settings(key: &str, service: &Service) -> Result<ContainerSettings, StackError> {
+    use crate::compose::model::ComposeUlimit;
+    let field = |what: &str, message: String| refuse(format!("services.{key}.{what}: {message}"));
+    let dns_servers = service
+        .dns
+        .as_ref()
+        .map(|d| d.words())
+        .unwrap_or_default()
+        .iter()
+        .map(|ip| {
+            ip.parse()
+                .map_err(|_| field("dns", format!("{ip:?} is not an IP address")))
+        })
+        .collect::<Result<_, _>>()?;
+    let extra_hosts = match &service.extra_hosts {
+        None => Vec::new(),
+        Some(crate::compose::model::ListOrMap::List(lines)) => lines
+            .iter()
+            .map(|line| {
+                line.parse::<ExtraHost>()
+                    .map_err(|e| field("extra_hosts", e))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(map) => map
+            .pairs()
+            .into_iter()
+            .map(|(host, ip)| {
+                format!("{host}:{}", ip.unwrap_or_default())
+                    .parse::<ExtraHost>()
+                    .map_err(|e| field("extra_hosts", e))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let capabilities = |caps: &[String], what: &str| {
+        caps.iter()
+            .map(|c| normalize_capability(c).map_err(|e| field(what, e)))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let mut sysctls = BTreeMap::new();
+    for (name, value) in service
+        .sysctls
+        .as_ref()
+        .map(|s| s.pairs())
+        .unwrap_or_default()
+    {
+        check_sysctl(&name).map_err(|e| field("sysctls", e))?;
+        sysctls.insert(name, value.unwrap_or_default());
+    }
+    let ulimits = service
+        .ulimits
+        .iter()
+        .map(|(name, limit)| {
+            let (soft, hard) = match limit {
+                ComposeUlimit::Single(n) => (*n, *n),
+                ComposeUlimit::Pair { soft, hard } => (*soft, *hard),
+            };
+            format!("{name}={soft}:{hard}")
+                .parse::<Ulimit>()
+                .map_err(|e| field("ulimits", e))
+        })
+        .collect::<Result<_, _>>()?;
+    if let Some(signal) = &service.stop_signal {
+        signal_number(signal).map_err(|e| field("stop_signal", e))?;
+    }
+    Ok(ContainerSettings {
+        dns_servers,
+        dns_search: service
+            .dns_search
+            .as_ref()
+            .map(|d| d.words())
+            .unwrap_or_default(),
+        dns_options: service.dns_opt.clone(),
+        extra_hosts,
+        cap_add: capabilities(&service.cap_add, "cap_add")?,
+        cap_drop: capabilities(&service.cap_drop, "cap_drop")?,
+        sysctls,
+        read_only: service.read_only,
+        init: service.init,
+        stop_signal: service.stop_signal.clone(),
+        ulimits,
+        groups: service.group_add.iter().map(|g| g.text()).collect(),
+        // A service's `labels` are its containers' (deploy.labels are the
+        // service's own).
+        labels: service
+            .labels
+            .as_ref()
+            .map(|l| l.pairs())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_default()))
+            .collect(),
+    })
 }
 
 /// `10.0.9.0/24`.
@@ -499,6 +602,25 @@ fn service_spec(
             }
         }
     }
+    if let Some(pids) = deploy
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.pids.as_ref())
+    {
+        let pids: u64 = pids.text().parse().map_err(|_| {
+            refuse(format!(
+                "services.{key}.deploy.resources.limits.pids: {:?} is not a whole number",
+                pids.text()
+            ))
+        })?;
+        spec.limits.pids = (pids > 0).then_some(pids);
+    }
+    spec.container = container_settings(key, service)?;
+    // As docker stack deploy marks the containers too.
+    spec.container
+        .labels
+        .insert(NAMESPACE_LABEL.into(), stack.into());
     if let Some(restart) = &deploy.restart_policy {
         if let Some(condition) = restart.condition.as_deref() {
             spec.restart.condition = match condition {
@@ -792,9 +914,16 @@ services:
     volumes: ["cache:/cache", "./static:/static:ro", "/srv:/srv"]
     secrets: [pw]
     labels: [a=b]
+    dns: 198.18.0.53
+    extra_hosts: ["db:198.18.0.7"]
+    cap_add: [net_admin]
+    sysctls: {net.core.somaxconn: 1024}
+    ulimits: {nofile: {soft: 1024, hard: 2048}, nproc: 64}
+    read_only: true
+    stop_signal: SIGINT
     deploy:
       placement: {preferences: [{spread: node.labels.zone}]}
-      resources: {limits: {cpus: "0.5", memory: 64M}}
+      resources: {limits: {cpus: "0.5", memory: 64M, pids: 50}}
       update_config: {order: start-first, delay: 1m30s}
 volumes:
   cache:
@@ -826,7 +955,22 @@ secrets:
         assert_eq!(web.limits.memory_bytes, Some(64 << 20));
         assert_eq!(web.update.delay_millis, 90_000);
         assert_eq!(web.placement_prefs, ["node.labels.zone"]);
-        assert_eq!(plan.unsupported, ["services.web.labels"]);
+        assert!(plan.unsupported.is_empty(), "{:?}", plan.unsupported);
+        let container = &web.container;
+        assert_eq!(container.labels["a"], "b");
+        assert_eq!(container.labels[NAMESPACE_LABEL], "shop");
+        assert_eq!(
+            container.dns_servers,
+            ["198.18.0.53".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(container.extra_hosts[0].to_string(), "db:198.18.0.7");
+        assert_eq!(container.cap_add, ["CAP_NET_ADMIN"]);
+        assert_eq!(container.sysctls["net.core.somaxconn"], "1024");
+        let ulimits: Vec<String> = container.ulimits.iter().map(|u| u.to_string()).collect();
+        assert_eq!(ulimits, ["nofile=1024:2048", "nproc=64:64"]);
+        assert!(container.read_only);
+        assert_eq!(container.stop_signal.as_deref(), Some("SIGINT"));
+        assert_eq!(web.limits.pids, Some(50));
     }
 
     #[test]

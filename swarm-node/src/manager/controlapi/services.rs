@@ -85,6 +85,8 @@ impl Manager {
     /// Names in `spec` (networks, secrets, configs) to IDs, and its image
     /// pinned when `pin` says so; the warnings for the user.
     fn resolve_spec(&self, spec: &mut ServiceSpec, pin: bool) -> Result<Vec<String>, ClusterError> {
+        spec.container.normalize().map_err(ClusterError::Refused)?;
+        crate::manager::templates::check(spec).map_err(ClusterError::Refused)?;
         self.resolve_spec_networks(spec)?;
         self.resolve_spec_payloads(spec)?;
         if pin {

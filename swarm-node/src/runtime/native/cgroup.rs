@@ -112,6 +112,7 @@ impl CgroupLayout {
             .nano_cpus
             .filter(|&nano| nano > 0)
             .map(|nano| (nano.saturating_mul(CPU_PERIOD_US) / 1_000_000_000).max(1000));
+        let pids = resources.pids.filter(|&pids| pids > 0);
         let limits: Vec<(PathBuf, String)> = match self {
             Self::V2 { root } => {
                 let dir = root.join(PARENT).join(task_id);
@@ -128,6 +129,12 @@ impl CgroupLayout {
                         "cpu",
                         quota.map(|q| format!("{q} {CPU_PERIOD_US}")),
                         format!("max {CPU_PERIOD_US}"),
+                    ),
+                    (
+                        "pids.max",
+                        "pids",
+                        pids.map(|p| p.to_string()),
+                        "max".to_owned(),
                     ),
                 ] {
                     // The file exists only where the controller is enabled.
@@ -150,7 +157,11 @@ impl CgroupLayout {
                 }
                 limits
             }
-            Self::V1 { memory, cpu, .. } => {
+            Self::V1 {
+                memory,
+                cpu,
+                pids: pids_root,
+            } => {
                 let controller_dir = |root: &Option<PathBuf>, name: &str, wanted: bool| match root {
                     Some(root) => Ok(Some(root.join(PARENT).join(task_id))),
                     None if wanted => Err(RuntimeError::Invalid {
@@ -170,6 +181,10 @@ impl CgroupLayout {
                     limits.push((dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string()));
                     let quota = quota.map_or("-1".to_owned(), |q| q.to_string());
                     limits.push((dir.join("cpu.cfs_quota_us"), quota));
+                }
+                if let Some(dir) = controller_dir(pids_root, "pids", pids.is_some())? {
+                    let max = pids.map_or("max".to_owned(), |p| p.to_string());
+                    limits.push((dir.join("pids.max"), max));
                 }
                 limits
             }

@@ -38,7 +38,9 @@ use nix::{errno::Errno, fcntl::OFlag, unistd::Pid};
 /// How long the daemon waits for the program to exec before it gives up.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The signals init passes on to the program, as tini does.
+/// Signals init resets to their default before it forks the program (the
+/// usual stop signals); it passes every signal but SIGCHLD on, as tini does,
+/// so any `--stop-signal` reaches the program.
 const FORWARDED_SIGNALS: [c_int; 6] = [
     libc::SIGTERM,
     libc::SIGINT,
@@ -84,6 +86,14 @@ pub(super) enum Step {
         link: CString,
     },
     SetHostname(CString),
+    /// Writes `value` to an existing file: a `/proc/sys/net` setting,
+    /// which is the task's own once its network namespace is entered.
+    WriteFile {
+        path: CString,
+        value: Vec<u8>,
+    },
+    /// Makes the mount at this path read-only (`--read-only` on the root).
+    RemountReadOnly(CString),
     Chroot(CString),
     Chdir(CString),
 }
@@ -109,6 +119,12 @@ impl Step {
             Self::Mknod { path, .. } => format!("creating device {}", show(path)),
             Self::Symlink { link, .. } => format!("creating symlink {}", show(link)),
             Self::SetHostname(name) => format!("setting the hostname to {}", show(name)),
+            Self::WriteFile { path, value } => format!(
+                "writing {} to {}",
+                String::from_utf8_lossy(value),
+                show(path)
+            ),
+            Self::RemountReadOnly(target) => format!("making {} read-only", show(target)),
             Self::Chroot(root) => format!("changing root to {}", show(root)),
             Self::Chdir(dir) => format!("changing directory to {}", show(dir)),
         }
@@ -149,6 +165,27 @@ impl Step {
                 ),
                 Self::Symlink { target, link } => libc::symlink(target.as_ptr(), link.as_ptr()),
                 Self::SetHostname(name) => libc::sethostname(name.as_ptr(), name.as_bytes().len()),
+                Self::WriteFile { path, value } => {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        -1
+                    } else {
+                        let written = libc::write(fd, value.as_ptr().cast(), value.len());
+                        libc::close(fd);
+                        if written == value.len() as isize {
+                            0
+                        } else {
+                            -1
+                        }
+                    }
+                }
+                Self::RemountReadOnly(target) => libc::mount(
+                    ptr::null(),
+                    target.as_ptr(),
+                    ptr::null(),
+                    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                    ptr::null(),
+                ),
                 Self::Chroot(root) => libc::chroot(root.as_ptr()),
                 Self::Chdir(dir) => libc::chdir(dir.as_ptr()),
             }
@@ -173,6 +210,15 @@ pub(super) struct Plan {
     pub env: Vec<CString>,
     /// Who the program runs as (init stays root); `None`: root.
     pub user: Option<super::user::User>,
+    /// Supplementary groups of the program (`--group`).
+    pub groups: Vec<libc::gid_t>,
+    /// Capabilities the program keeps, one bit per capability; the rest
+    /// leave its bounding set (and, for root, every other set).
+    pub capabilities: u64,
+    /// The highest capability this kernel knows.
+    pub last_capability: u32,
+    /// `--ulimit`s: (resource, soft, hard).
+    pub rlimits: Vec<(c_int, libc::rlim_t, libc::rlim_t)>,
     pub steps: Vec<Step>,
     /// Becomes stdout and stderr (opened for appending).
     pub log: OwnedFd,
@@ -225,6 +271,8 @@ const AT_SHIM_FORK_INIT: i32 = -3;
 const AT_INIT_FORK_PROGRAM: i32 = -4;
 const AT_PROGRAM_EXEC: i32 = -5;
 const AT_PROGRAM_USER: i32 = -6;
+const AT_PROGRAM_RLIMIT: i32 = -7;
+const AT_PROGRAM_CAPABILITIES: i32 = -8;
 
 /// Report kinds on the pipe: `[kind, value, errno]` as three native i32.
 const REPORT_INIT_PID: i32 = 1;
@@ -320,7 +368,9 @@ fn read_reports(mut pipe: File, shim: Pid, plan: &Plan) -> Result<Launched, Laun
                     AT_SHIM_UNSHARE_PID => "unsharing the PID namespace".to_owned(),
                     AT_SHIM_FORK_INIT => "forking the task's init".to_owned(),
                     AT_INIT_FORK_PROGRAM => "forking the task's program".to_owned(),
-                    AT_PROGRAM_USER => "switching to the image's user".to_owned(),
+                    AT_PROGRAM_USER => "switching to the task's user and groups".to_owned(),
+                    AT_PROGRAM_RLIMIT => "setting the task's ulimits".to_owned(),
+                    AT_PROGRAM_CAPABILITIES => "dropping capabilities".to_owned(),
                     AT_PROGRAM_EXEC => format!(
                         "executing {}",
                         plan.argv
@@ -480,14 +530,44 @@ impl Children<'_> {
             let mut none: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut none);
             libc::sigprocmask(libc::SIG_SETMASK, &none, ptr::null_mut());
+            for (resource, soft, hard) in &self.plan.rlimits {
+                let limit = libc::rlimit {
+                    rlim_cur: *soft,
+                    rlim_max: *hard,
+                };
+                // The resource is a c_int constant; glibc's prototype wants
+                // its own enum type.
+                #[allow(clippy::useless_conversion)]
+                if libc::setrlimit((*resource).try_into().unwrap_or_default(), &limit) != 0 {
+                    self.fail(AT_PROGRAM_RLIMIT, Errno::last(), EXIT_SETUP_FAILED);
+                }
+            }
+            // Out of the bounding set first: it needs CAP_SETPCAP, which
+            // the program may not keep.
+            for cap in 0..=self.plan.last_capability {
+                if self.plan.capabilities & (1 << cap) == 0
+                    && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
+                {
+                    self.fail(AT_PROGRAM_CAPABILITIES, Errno::last(), EXIT_SETUP_FAILED);
+                }
+            }
+            let groups = &self.plan.groups;
+            // The groups first: once the uid is not root, they cannot change.
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+                self.fail(AT_PROGRAM_USER, Errno::last(), EXIT_SETUP_FAILED);
+            }
             if let Some(user) = self.plan.user {
-                // The group first: once the uid is not root, it cannot change.
-                let dropped = libc::setgroups(0, ptr::null()) == 0
-                    && libc::setgid(user.gid) == 0
-                    && libc::setuid(user.uid) == 0;
+                let dropped = libc::setgid(user.gid) == 0 && libc::setuid(user.uid) == 0;
                 if !dropped {
                     self.fail(AT_PROGRAM_USER, Errno::last(), EXIT_SETUP_FAILED);
                 }
+            }
+            // A program that is still root keeps only its capabilities (for
+            // another user, setuid has emptied its sets already).
+            if self.plan.user.is_none_or(|user| user.uid == 0)
+                && set_capabilities(self.plan.capabilities) != 0
+            {
+                self.fail(AT_PROGRAM_CAPABILITIES, Errno::last(), EXIT_SETUP_FAILED);
             }
             // As execvp: a permission error wins over a later "not found".
             let mut errno = Errno::ENOENT;
@@ -544,7 +624,7 @@ unsafe fn supervise(program: libc::pid_t) -> ! {
                         libc::_exit(exit_code(status));
                     }
                 }
-            } else if FORWARDED_SIGNALS.contains(&signal) {
+            } else if signal > 0 {
                 libc::kill(program, signal);
             }
         }
@@ -624,6 +704,41 @@ unsafe fn close_all_but(keep: &[RawFd]) {
         next = next.max(fd + 1);
     }
     close_range(next, u32::MAX);
+}
+
+/// The kernel's capability header and one of its two data words (capset(2),
+/// version 3: 64 capabilities in two 32-bit halves).
+#[repr(C)]
+struct CapabilityHeader {
+    version: u32,
+    pid: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapabilityData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Sets the effective, permitted and inheritable capabilities of this
+/// process to `mask`; returns the syscall's result.
+fn set_capabilities(mask: u64) -> libc::c_long {
+    let mut header = CapabilityHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let half = |bits: u32| CapabilityData {
+        effective: bits,
+        permitted: bits,
+        inheritable: bits,
+    };
+    let data = [half(mask as u32), half((mask >> 32) as u32)];
+    // SAFETY: capset reads a header and two data words that live on the stack.
+    unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) }
 }
 
 /// The name `ps` shows for the current process (its `comm`).

@@ -36,21 +36,22 @@ impl User {
         };
         let gid = match group {
             None => primary_gid,
-            Some(group) => match group.parse::<u32>() {
-                Ok(gid) => gid,
-                Err(_) => {
-                    let groups = fs::read_to_string(root.join("etc/group")).unwrap_or_default();
-                    entries(&groups)
-                        .find(|fields| fields.first() == Some(&group))
-                        .and_then(|fields| fields.get(2)?.parse().ok())
-                        .ok_or_else(|| {
-                            format!("the image's group {group:?} is not in its /etc/group")
-                        })?
-                }
-            },
+            Some(group) => resolve_group(group, root)?,
         };
         Ok(Self { uid, gid })
     }
+}
+
+/// A group by number, or by name in the image's /etc/group (`--group`).
+pub(in crate::runtime) fn resolve_group(group: &str, root: &Path) -> Result<u32, String> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let groups = fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+    entries(&groups)
+        .find(|fields| fields.first() == Some(&group))
+        .and_then(|fields| fields.get(2)?.parse().ok())
+        .ok_or_else(|| format!("the image's group {group:?} is not in its /etc/group"))
 }
 
 /// The colon-separated fields of each line of a passwd or group file.
