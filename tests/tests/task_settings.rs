@@ -2,7 +2,8 @@
 //! DNS, /etc/hosts, capabilities, sysctls, ulimits, groups, a read-only
 //! root, a pids limit, the stop signal, env files and hostname templates;
 //! what each task sees from inside, on two nodes running a busybox image
-//! from a real registry; their -add/-rm forms on update; the refusals.
+//! from a real registry; their -add/-rm forms on update; the refusals;
+//! and the --rollback-* flags a rollback follows.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -301,4 +302,89 @@ fn the_stop_signal_reaches_the_program_and_bad_settings_are_refused() {
     refused(&["--hostname", "{{.Service.Name"], "template");
     let services = h1.swarm_json(&["service", "ls"]).unwrap();
     assert!(services.is_empty(), "{services:?}");
+}
+
+/// The IDs of `service`'s running tasks.
+fn running_ids(topology: &Topology, service: &str) -> std::collections::BTreeSet<String> {
+    topology
+        .daemon(0)
+        .swarm_json(&["service", "ps", service])
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| swarm_tests::is_running_row(r))
+        .filter_map(|r| r["ID"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_rollback_follows_its_own_parallelism_delay_and_monitor() {
+    let (topology, _registry, image) = swarm_with_registry("rollback");
+    let h1 = topology.daemon(0);
+    h1.swarm_ok(&[
+        "service",
+        "create",
+        "--name",
+        "rolling",
+        "--replicas",
+        "2",
+        "--update-parallelism",
+        "0",
+        "--update-monitor",
+        "1s",
+        "--rollback-parallelism",
+        "1",
+        "--rollback-delay",
+        "1h",
+        "--rollback-monitor",
+        "1s",
+        "--rollback-order",
+        "start-first",
+        &image,
+        "/bin/busybox",
+        "sleep",
+        "3600",
+    ])
+    .unwrap();
+    let config = &h1
+        .swarm_inspect(&["service", "inspect", "rolling"])
+        .unwrap()[0]["Spec"]["RollbackConfig"];
+    assert_eq!(config["Parallelism"], 1, "{config}");
+    assert_eq!(config["Delay"], 3_600_000_000_000u64, "{config}");
+    assert_eq!(config["Monitor"], 1_000_000_000u64, "{config}");
+    assert_eq!(config["Order"], "start-first", "{config}");
+    h1.swarm_ok(&["service", "update", "--env-add", "V=2", "rolling"])
+        .unwrap();
+    let updated = running_ids(&topology, "rolling");
+    assert_eq!(updated.len(), 2, "{updated:?}");
+    h1.swarm_ok(&["service", "rollback", "--detach", "rolling"])
+        .unwrap();
+    // One task goes back at a time, and the next batch waits an hour.
+    let mut seen = Default::default();
+    wait_until("one task rolled back", || {
+        seen = running_ids(&topology, "rolling");
+        let rolled = seen.difference(&updated).count();
+        let kept = seen.intersection(&updated).count();
+        (rolled == 1 && kept == 1)
+            .then_some(())
+            .ok_or(format!("{seen:?}"))
+    });
+    // Well past the rollback monitor: with Docker's default delay (0s)
+    // the second task would have gone back by now.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let now = running_ids(&topology, "rolling");
+    assert_eq!(now, seen, "the second batch waits for --rollback-delay");
+    let refused = h1
+        .swarm(&[
+            "service",
+            "update",
+            "--rollback-failure-action",
+            "rollback",
+            "rolling",
+        ])
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("pause or continue"),
+        "{stderr}"
+    );
 }

@@ -278,6 +278,17 @@ pub struct ServiceUpdateRequest {
     pub update_failure_action: Option<FailureAction>,
     pub update_monitor_millis: Option<u64>,
     pub update_order: Option<UpdateOrder>,
+    /// `--rollback-*`: how a rollback replaces the tasks.
+    #[serde(default)]
+    pub rollback_parallelism: Option<u64>,
+    #[serde(default)]
+    pub rollback_delay_millis: Option<u64>,
+    #[serde(default)]
+    pub rollback_failure_action: Option<FailureAction>,
+    #[serde(default)]
+    pub rollback_monitor_millis: Option<u64>,
+    #[serde(default)]
+    pub rollback_order: Option<UpdateOrder>,
     pub stop_grace_millis: Option<u64>,
     pub health_cmd: Option<String>,
     pub health_interval_millis: Option<u64>,
@@ -458,6 +469,26 @@ impl ServiceUpdateRequest {
         Ok(())
     }
 
+    /// The `--rollback-*` changes alone.
+    pub fn apply_rollback(&self, spec: &mut ServiceSpec) {
+        let rollback = &mut spec.rollback;
+        if let Some(parallelism) = self.rollback_parallelism {
+            rollback.parallelism = parallelism;
+        }
+        if let Some(delay) = self.rollback_delay_millis {
+            rollback.delay_millis = delay;
+        }
+        if let Some(action) = self.rollback_failure_action {
+            rollback.failure_action = action;
+        }
+        if let Some(monitor) = self.rollback_monitor_millis {
+            rollback.monitor_millis = monitor;
+        }
+        if let Some(order) = self.rollback_order {
+            rollback.order = order;
+        }
+    }
+
     /// Applies the changes to `spec`.
     pub fn apply(&self, spec: &mut ServiceSpec) -> Result<(), InvalidUpdate> {
         if let Some(image) = &self.image {
@@ -540,6 +571,7 @@ impl ServiceUpdateRequest {
         if let Some(order) = self.update_order {
             spec.update.order = order;
         }
+        self.apply_rollback(spec);
         if let Some(grace) = self.stop_grace_millis {
             spec.stop_grace_millis = grace;
         }

@@ -224,6 +224,21 @@ pub struct PolicyArgs {
     /// stop-first or start-first [default: stop-first].
     #[arg(long, value_enum)]
     update_order: Option<UpdateOrder>,
+    /// Tasks a rollback replaces at once (0: all) [default: as --update-parallelism].
+    #[arg(long, value_name = "N")]
+    rollback_parallelism: Option<u64>,
+    /// Wait between rollback batches [default: as --update-delay].
+    #[arg(long, value_parser = parse_duration)]
+    rollback_delay: Option<Duration>,
+    /// When a rolled-back task fails: pause or continue [default: pause].
+    #[arg(long, value_parser = parse_rollback_action)]
+    rollback_failure_action: Option<FailureAction>,
+    /// How long a task must run to count as rolled back [default: as --update-monitor].
+    #[arg(long, value_parser = parse_duration)]
+    rollback_monitor: Option<Duration>,
+    /// stop-first or start-first [default: as --update-order].
+    #[arg(long, value_enum)]
+    rollback_order: Option<UpdateOrder>,
     /// CPUs the task may use, e.g. 0.5.
     #[arg(long, value_parser = parse_cpus)]
     limit_cpu: Option<u64>,
@@ -278,6 +293,16 @@ pub struct PolicyArgs {
     /// and hyperv are Windows settings).
     #[arg(long, value_name = "KIND", value_parser = parse_isolation)]
     isolation: Option<String>,
+}
+
+fn parse_rollback_action(text: &str) -> Result<FailureAction, String> {
+    match text {
+        "pause" => Ok(FailureAction::Pause),
+        "continue" => Ok(FailureAction::Continue),
+        other => Err(format!(
+            "--rollback-failure-action {other}: a rollback can pause or continue when a task fails (there is no rollback of a rollback)"
+        )),
+    }
 }
 
 fn parse_stop_signal(text: &str) -> Result<String, String> {
@@ -577,11 +602,11 @@ fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
         mounts: args.mount,
         ..ServiceSpec::new(name.clone(), args.image, mode)
     };
-    policies
-        .to_update(String::new())
-        .apply(&mut spec)
-        .map_err(anyhow::Error::msg)?;
+    let policy = policies.to_update(String::new());
+    policy.apply(&mut spec).map_err(anyhow::Error::msg)?;
+    // A rollback goes as the update went, unless --rollback-* say otherwise.
     spec.rollback = spec.update.clone();
+    policy.apply_rollback(&mut spec);
     if args.with_registry_auth {
         spec.registry_auth = registry_login::for_image(&spec.image)?;
     }
@@ -704,6 +729,11 @@ impl PolicyArgs {
             update_failure_action: self.update_failure_action,
             update_monitor_millis: millis(self.update_monitor),
             update_order: self.update_order,
+            rollback_parallelism: self.rollback_parallelism,
+            rollback_delay_millis: millis(self.rollback_delay),
+            rollback_failure_action: self.rollback_failure_action,
+            rollback_monitor_millis: millis(self.rollback_monitor),
+            rollback_order: self.rollback_order,
             stop_grace_millis: millis(self.stop_grace_period),
             health_cmd: self.health_cmd.clone(),
             health_interval_millis: millis(self.health_interval),
