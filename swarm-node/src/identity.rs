@@ -113,6 +113,32 @@ pub struct LocalNode {
     pub listen_addr: SocketAddr,
 }
 
+/// An address of this host given as Docker takes one: an IPv4 address
+/// this host holds (or 0.0.0.0, every one), or the name of an interface
+/// holding one.
+pub fn local_ipv4(host: &str) -> Result<Ipv4Addr, String> {
+    let interfaces: Vec<(String, Ipv4Addr)> = nix::ifaddrs::getifaddrs()
+        .map_err(|e| format!("listing this host's interfaces: {e}"))?
+        .filter_map(|i| {
+            let ip = i.address.as_ref()?.as_sockaddr_in()?.ip();
+            Some((i.interface_name, ip))
+        })
+        .collect();
+    match host.parse::<Ipv4Addr>() {
+        Ok(ip) if ip.is_unspecified() || interfaces.iter().any(|(_, held)| *held == ip) => Ok(ip),
+        Ok(ip) => Err(format!(
+            "{ip} is not an address of this host; give one of its addresses or an interface name"
+        )),
+        Err(_) => interfaces
+            .into_iter()
+            .find(|(name, _)| name == host)
+            .map(|(_, ip)| ip)
+            .ok_or_else(|| {
+                format!("{host:?} is neither an IPv4 address nor an interface of this host")
+            }),
+    }
+}
+
 /// 25 lowercase alphanumerics, like Docker's IDs: a node's, and every
 /// object's in the store.
 pub fn new_id() -> String {

@@ -171,6 +171,10 @@ pub enum Request {
         cert_expiry_secs: Option<u64>,
         #[serde(default)]
         task_history_limit: Option<u64>,
+        #[serde(default)]
+        snapshot_interval: Option<u64>,
+        #[serde(default)]
+        max_snapshots: Option<u64>,
     },
     /// `swarm service logs`: a service's tasks (or one task) output.
     SwarmServiceLogs {
@@ -679,6 +683,10 @@ pub struct SwarmJoinRequest {
     /// Where this node's API listens if it is (or becomes) a manager.
     #[serde(default)]
     pub listen_port: Option<u16>,
+    /// `--listen-addr`'s address: an IPv4 address or an interface holding
+    /// one, resolved by the daemon [default: the daemon's --listen-addr].
+    #[serde(default)]
+    pub listen_host: Option<String>,
     /// `--availability`: what the node takes from the start.
     #[serde(default)]
     pub availability: Option<Availability>,
@@ -724,6 +732,25 @@ pub struct SwarmInitRequest {
     /// `--availability` of this first node.
     #[serde(default)]
     pub availability: Option<Availability>,
+    /// `--listen-addr`'s address, as for `join`.
+    #[serde(default)]
+    pub listen_host: Option<String>,
+    /// `--default-addr-pool`: where network subnets come from.
+    #[serde(default)]
+    pub address_pools: Vec<(std::net::Ipv4Addr, u8)>,
+    /// `--default-addr-pool-mask-length`.
+    #[serde(default)]
+    pub subnet_size: Option<u8>,
+    /// `--snapshot-interval`: Raft entries between snapshots.
+    #[serde(default)]
+    pub snapshot_interval: Option<u64>,
+    /// `--max-snapshots`: older snapshots kept besides the current one.
+    #[serde(default)]
+    pub max_snapshots: Option<u64>,
+    /// `--force-new-cluster`: a manager that lost its quorum becomes the
+    /// only manager of the same swarm, keeping its state.
+    #[serde(default)]
+    pub force_new_cluster: bool,
 }
 
 /// This node's part in a swarm, with Docker's `docker info` keys.
@@ -767,6 +794,9 @@ pub struct RaftInfo {
     /// snapshot).
     pub purged_index: u64,
     pub voters: usize,
+    /// Replaced snapshots this manager keeps (`--max-snapshots`).
+    #[serde(default)]
+    pub retained_snapshots: usize,
 }
 
 /// One task's output for `swarm service logs`.

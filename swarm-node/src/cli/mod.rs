@@ -197,9 +197,10 @@ pub struct InitArgs {
     /// Address other nodes reach this manager at [default: the daemon's --advertise-addr].
     #[arg(long, value_name = "IP")]
     pub advertise_addr: Option<Ipv4Addr>,
-    /// Control-plane listen port, ADDR:PORT or :PORT (the daemon's --listen-addr chooses the address) [default: the daemon's --listen-addr port, 2377].
+    /// Where this manager's control-plane API listens: ADDR[:PORT],
+    /// INTERFACE[:PORT] or :PORT [default: the daemon's --listen-addr, 0.0.0.0:2377].
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen_addr)]
-    pub listen_addr: Option<u16>,
+    pub listen_addr: Option<ListenAddr>,
     /// How long node certificates last, e.g. 2160h or 90d [default: 90 days].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub cert_expiry: Option<std::time::Duration>,
@@ -215,6 +216,24 @@ pub struct InitArgs {
     /// What this node takes from the start: active, pause or drain [default: active].
     #[arg(long, value_enum)]
     pub availability: Option<Availability>,
+    /// Where network subnets come from, as CIDR (repeat for several pools,
+    /// used in order) [default: 10.0.0.0/8].
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub default_addr_pool: Vec<(Ipv4Addr, u8)>,
+    /// The prefix length of each network's subnet carved from the pools [default: 24].
+    #[arg(long, value_name = "N")]
+    pub default_addr_pool_mask_length: Option<u8>,
+    /// Raft entries between snapshots of the store (at least 10) [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub snapshot_interval: Option<u64>,
+    /// Older Raft snapshots each manager keeps besides the current one [default: 0].
+    #[arg(long, value_name = "N")]
+    pub max_snapshots: Option<u64>,
+    /// On a manager whose swarm lost its quorum: become the only manager of
+    /// the same swarm, keeping its services, networks, secrets and nodes;
+    /// the other managers are demoted and may join again as managers.
+    #[arg(long)]
+    pub force_new_cluster: bool,
 }
 
 #[derive(Debug, Args)]
@@ -225,9 +244,10 @@ pub struct JoinArgs {
     /// Address other nodes reach this node at [default: the daemon's --advertise-addr].
     #[arg(long, value_name = "IP")]
     pub advertise_addr: Option<Ipv4Addr>,
-    /// Where this node's control-plane API listens if it is or becomes a manager, ADDR:PORT or :PORT (the port is used) [default: the daemon's --listen-addr port, 2377].
+    /// Where this node's control-plane API listens if it is or becomes a
+    /// manager: ADDR[:PORT], INTERFACE[:PORT] or :PORT [default: the daemon's --listen-addr, 0.0.0.0:2377].
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen_addr)]
-    pub listen_addr: Option<u16>,
+    pub listen_addr: Option<ListenAddr>,
     /// A manager's control-plane address, HOST[:PORT] (port 2377 by default).
     #[arg(value_name = "HOST:PORT", value_parser = parse_manager_addr)]
     pub manager: std::net::SocketAddr,
@@ -408,7 +428,7 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     clap::ArgGroup::new("change")
         .required(true)
         .multiple(true)
-        .args(["rotate_gossip_key", "gossip_key_rotation", "cert_expiry", "dispatcher_heartbeat", "task_history_limit"])
+        .args(["rotate_gossip_key", "gossip_key_rotation", "cert_expiry", "dispatcher_heartbeat", "task_history_limit", "snapshot_interval", "max_snapshots"])
 ))]
 pub struct SwarmUpdateArgs {
     /// Seal gossip between nodes with a new key now (the old one stays
@@ -429,6 +449,12 @@ pub struct SwarmUpdateArgs {
     /// Ended tasks kept per slot for `service ps` from now on.
     #[arg(long, value_name = "N")]
     pub task_history_limit: Option<u64>,
+    /// Raft entries between snapshots of the store, from now on (at least 10).
+    #[arg(long, value_name = "N")]
+    pub snapshot_interval: Option<u64>,
+    /// Older Raft snapshots each manager keeps besides the current one.
+    #[arg(long, value_name = "N")]
+    pub max_snapshots: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -712,12 +738,39 @@ fn parse_manager_addr(text: &str) -> Result<std::net::SocketAddr, String> {
 
 /// `ADDR:PORT` or `:PORT`; only the port is used for now (the daemon
 /// listens on all addresses).
-fn parse_listen_addr(text: &str) -> Result<u16, String> {
-    let port = text.rsplit_once(':').map_or(text, |(_, port)| port);
-    port.parse::<u16>()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("{text:?} has no port; write it like 0.0.0.0:2377 or :2377"))
+/// `init|join --listen-addr`: an address or interface (resolved by the
+/// daemon, on its host), a port, or both.
+#[derive(Clone, Debug, Default)]
+pub struct ListenAddr {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+}
+
+fn parse_listen_addr(text: &str) -> Result<ListenAddr, String> {
+    let bad = || {
+        format!(
+            "{text:?} is not a listen address; write it like 198.18.0.1:2377, eth0:2377 or :2377"
+        )
+    };
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            Some(
+                port.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(bad)?,
+            ),
+        ),
+        None => (text, None),
+    };
+    if host.contains(['/', ' ']) || (host.is_empty() && port.is_none()) {
+        return Err(bad());
+    }
+    Ok(ListenAddr {
+        host: (!host.is_empty()).then(|| host.to_owned()),
+        port,
+    })
 }
 
 /// `ADDR:PORT` or `:PORT` (all addresses) to bind to.
@@ -811,10 +864,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cert_expiry,
             dispatcher_heartbeat,
             task_history_limit,
+            snapshot_interval,
+            max_snapshots,
         }) => {
             if cert_expiry.is_some()
                 || dispatcher_heartbeat.is_some()
                 || task_history_limit.is_some()
+                || snapshot_interval.is_some()
+                || max_snapshots.is_some()
             {
                 let least = crate::manager::store::MIN_CERT_EXPIRY;
                 if let Some(expiry) = cert_expiry.filter(|e| *e < least) {
@@ -830,6 +887,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                             .map(|h| (h.as_millis() as u64).max(1)),
                         cert_expiry_secs: cert_expiry.map(|e| e.as_secs()),
                         task_history_limit,
+                        snapshot_interval,
+                        max_snapshots,
                     },
                 )?)?;
             }
@@ -972,9 +1031,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         CliCommand::Init(args) => {
+            let listen = args.listen_addr.unwrap_or_default();
             let request = Request::SwarmInit(SwarmInitRequest {
                 advertise_addr: args.advertise_addr,
-                listen_port: args.listen_addr,
+                listen_port: listen.port,
+                listen_host: listen.host,
+                address_pools: args.default_addr_pool,
+                subnet_size: args.default_addr_pool_mask_length,
+                snapshot_interval: args.snapshot_interval,
+                max_snapshots: args.max_snapshots,
+                force_new_cluster: args.force_new_cluster,
                 cert_expiry_secs: args.cert_expiry.map(|d| d.as_secs().max(1)),
                 heartbeat_millis: args
                     .dispatcher_heartbeat
@@ -999,11 +1065,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         CliCommand::Join(args) => {
+            let listen = args.listen_addr.unwrap_or_default();
             let request = Request::SwarmJoin(SwarmJoinRequest {
                 token: args.token,
                 manager: args.manager,
                 advertise_addr: args.advertise_addr,
-                listen_port: args.listen_addr,
+                listen_port: listen.port,
+                listen_host: listen.host,
                 availability: args.availability,
             });
             let Response::Joined { role } = call(&cli.host, &request)? else {

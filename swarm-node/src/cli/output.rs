@@ -172,13 +172,14 @@ pub fn print_info(info: &DaemonInfo, format: Format) -> anyhow::Result<()> {
                 if let Some(raft) = &swarm.raft {
                     writeln!(
                         out,
-                        " Raft:\n  Term: {}\n  Voters: {}\n  Last Applied: {}\n  Last Log Index: {}\n  Snapshot Index: {}\n  Purged Index: {}",
+                        " Raft:\n  Term: {}\n  Voters: {}\n  Last Applied: {}\n  Last Log Index: {}\n  Snapshot Index: {}\n  Purged Index: {}\n  Retained Snapshots: {}",
                         raft.term,
                         raft.voters,
                         raft.last_applied,
                         raft.last_log_index,
                         raft.snapshot_index,
-                        raft.purged_index
+                        raft.purged_index,
+                        raft.retained_snapshots
                     )?;
                 }
             }

@@ -82,6 +82,20 @@ fn listen_port(listen: Option<&str>) -> Result<Option<u16>, ApiError> {
     }
 }
 
+/// `ListenAddr`'s address or interface (`0.0.0.0:2377`, `eth0:2377`,
+/// `198.18.0.1`), if it names one.
+fn listen_host(listen: Option<&str>) -> Option<String> {
+    let listen = listen.filter(|l| !l.is_empty())?;
+    let host = listen.rsplit_once(':').map_or(listen, |(host, _)| host);
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+/// `A.B.C.D/N`.
+fn parse_cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
+    let (ip, prefix) = text.split_once('/')?;
+    Some((ip.parse().ok()?, prefix.parse().ok().filter(|p| *p <= 32)?))
+}
+
 /// `AdvertiseAddr`: an IPv4 address (with or without a port) or the name
 /// of an interface holding one.
 fn advertise_ip(addr: Option<&str>) -> Result<Option<Ipv4Addr>, ApiError> {
@@ -115,11 +129,6 @@ fn advertise_ip(addr: Option<&str>) -> Result<Option<Ipv4Addr>, ApiError> {
 async fn init(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     let request: docker::SwarmInitRequest = call.json()?;
     let raw: serde_json::Value = call.json()?;
-    if request.force_new_cluster == Some(true) {
-        return Err(ApiError::bad_request(
-            "--force-new-cluster is not supported by swarm: a manager that lost its quorum is restored from its Raft snapshot (see docs/operations.md)",
-        ));
-    }
     if raw["AutoLockManagers"] == true {
         return Err(ApiError::bad_request(
             "--autolock is not supported by swarm yet",
@@ -127,9 +136,41 @@ async fn init(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     }
     let spec = request.spec.unwrap_or_default();
     let millis = |nanos: Option<i64>| nanos.filter(|n| *n > 0).map(|n| (n / 1_000_000) as u64);
+    let address_pools = request
+        .default_addr_pool
+        .unwrap_or_default()
+        .iter()
+        .map(|pool| {
+            parse_cidr(pool).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "invalid default address pool {pool:?}: give an IPv4 CIDR like 10.20.0.0/16"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let subnet_size = match request.subnet_size.filter(|s| *s != 0) {
+        None => None,
+        Some(size) => Some(
+            u8::try_from(size)
+                .ok()
+                .filter(|s| *s <= 32)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "invalid subnet size {size}: give a prefix length"
+                    ))
+                })?,
+        ),
+    };
+    let raft = spec.raft.clone().unwrap_or_default();
     let init = SwarmInitRequest {
         advertise_addr: advertise_ip(request.advertise_addr.as_deref())?,
         listen_port: listen_port(request.listen_addr.as_deref())?,
+        listen_host: listen_host(request.listen_addr.as_deref()),
+        address_pools,
+        subnet_size,
+        snapshot_interval: raft.snapshot_interval.filter(|n| *n != 0),
+        max_snapshots: raft.keep_old_snapshots.filter(|n| *n != 0),
+        force_new_cluster: request.force_new_cluster == Some(true),
         cert_expiry_secs: millis(spec.ca_config.and_then(|c| c.node_cert_expiry)).map(|m| m / 1000),
         heartbeat_millis: millis(spec.dispatcher.and_then(|d| d.heartbeat_period)),
         gossip_key_rotation_secs: None,
@@ -180,6 +221,7 @@ async fn join(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
         manager,
         advertise_addr: advertise_ip(request.advertise_addr.as_deref())?,
         listen_port: listen_port(request.listen_addr.as_deref())?,
+        listen_host: listen_host(request.listen_addr.as_deref()),
         availability: availability(&call.json()?)?,
     };
     engine.call(Request::SwarmJoin(join)).await?;
@@ -219,21 +261,23 @@ async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
             .and_then(|o| o.task_history_retention_limit),
     );
     let raft = wanted.raft.clone().unwrap_or_default();
-    let refused = [
-        (
-            "Raft's settings (--snapshot-interval, --max-snapshots)",
-            raft.snapshot_interval.is_some_and(|v| v != 0)
-                || raft.keep_old_snapshots.is_some_and(|v| v != 0),
-        ),
-        (
-            "autolock (--autolock)",
-            wanted
-                .encryption_config
-                .as_ref()
-                .and_then(|e| e.auto_lock_managers)
-                == Some(true),
-        ),
-    ];
+    let current_raft = current.raft.clone().unwrap_or_default();
+    let snapshot_interval = changed(
+        raft.snapshot_interval.map(|v| v as i64),
+        current_raft.snapshot_interval.map(|v| v as i64),
+    )
+    .map(|v| v as u64);
+    let max_snapshots = raft
+        .keep_old_snapshots
+        .filter(|v| Some(*v) != current_raft.keep_old_snapshots);
+    let refused = [(
+        "autolock (--autolock)",
+        wanted
+            .encryption_config
+            .as_ref()
+            .and_then(|e| e.auto_lock_managers)
+            == Some(true),
+    )];
     if let Some((what, _)) = refused.iter().find(|(_, changed)| *changed) {
         return Err(ApiError::bad_request(format!(
             "changing {what} is not supported by swarm yet; nothing was changed"
@@ -244,13 +288,20 @@ async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
             "invalid task history limit {limit}: give 0 or more"
         )));
     }
-    if heartbeat.is_some() || expiry.is_some() || history.is_some() {
+    if heartbeat.is_some()
+        || expiry.is_some()
+        || history.is_some()
+        || snapshot_interval.is_some()
+        || max_snapshots.is_some()
+    {
         const NANOS_PER_MILLI: i64 = 1_000_000;
         engine
             .call(Request::SwarmUpdateSettings {
                 heartbeat_millis: heartbeat.map(|n| (n / NANOS_PER_MILLI).max(1) as u64),
                 cert_expiry_secs: expiry.map(|n| (n / (1000 * NANOS_PER_MILLI)) as u64),
                 task_history_limit: history.map(|l| l as u64),
+                snapshot_interval,
+                max_snapshots,
             })
             .await?;
     }

@@ -19,6 +19,9 @@ pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 /// Docker's default address pool, carved into /24s, and its first VXLAN ID.
 pub const POOL: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 0, 0, 0), 8);
 pub const POOL_PREFIX: u8 = 24;
+/// The smallest subnet `--default-addr-pool-mask-length` may ask for: a
+/// /29 holds a gateway, a VIP and four tasks.
+pub const MAX_SUBNET_PREFIX: u8 = 29;
 pub const FIRST_VNI: u32 = 4096;
 /// Underlay MTU 1500 less the 50 bytes of VXLAN encapsulation.
 pub const DEFAULT_OVERLAY_MTU: u32 = 1450;
@@ -44,24 +47,12 @@ impl ClusterState {
                 }
                 subnet
             }
-            None => {
-                let base = u32::from(POOL.0);
-                let count = 1u32 << (POOL_PREFIX - POOL.1);
-                (0..count)
-                    .map(|i| {
-                        (
-                            Ipv4Addr::from(base + (i << (32 - POOL_PREFIX))),
-                            POOL_PREFIX,
-                        )
-                    })
-                    .find(|candidate| {
-                        !self
-                            .networks
-                            .values()
-                            .any(|n| overlaps(n.subnet, *candidate))
-                    })
-                    .ok_or(Refusal::PoolExhausted)?
-            }
+            None => first_free_subnet(
+                &self.address_pools(),
+                self.subnet_size(),
+                self.networks.values().map(|n| n.subnet),
+            )
+            .ok_or(Refusal::PoolExhausted)?,
         };
         let vni = (FIRST_VNI..)
             .find(|vni| !self.networks.values().any(|n| n.vni == *vni))
@@ -170,6 +161,56 @@ impl ClusterState {
     }
 }
 
+/// The first subnet of `size` bits carved from `pools`, in order, that
+/// overlaps none of `taken`.
+pub fn first_free_subnet(
+    pools: &[(Ipv4Addr, u8)],
+    size: u8,
+    taken: impl Iterator<Item = (Ipv4Addr, u8)> + Clone,
+) -> Option<(Ipv4Addr, u8)> {
+    pools.iter().find_map(|&(base, prefix)| {
+        let count = 1u64 << size.saturating_sub(prefix);
+        let base = u64::from(u32::from(base));
+        (0..count)
+            .map(|i| (Ipv4Addr::from((base + (i << (32 - size))) as u32), size))
+            .find(|candidate| !taken.clone().any(|t| overlaps(t, *candidate)))
+    })
+}
+
+/// Checks `--default-addr-pool` and `--default-addr-pool-mask-length`
+/// as `init` is given them: each pool a network address that holds at
+/// least one subnet of the size asked, no two pools overlapping.
+pub fn check_address_pools(pools: &[(Ipv4Addr, u8)], size: u8) -> Result<(), String> {
+    if !(1..=MAX_SUBNET_PREFIX).contains(&size) {
+        return Err(format!(
+            "--default-addr-pool-mask-length {size}: give a prefix length up to {MAX_SUBNET_PREFIX} (Docker's default is {POOL_PREFIX})"
+        ));
+    }
+    for (i, &(base, prefix)) in pools.iter().enumerate() {
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        if u32::from(base) & !mask != 0 {
+            return Err(format!(
+                "--default-addr-pool {base}/{prefix}: not a network address; did you mean {}/{prefix}?",
+                Ipv4Addr::from(u32::from(base) & mask)
+            ));
+        }
+        if prefix > size {
+            return Err(format!(
+                "--default-addr-pool {base}/{prefix} is smaller than a /{size} subnet: give a larger pool or a longer --default-addr-pool-mask-length"
+            ));
+        }
+        if let Some(&(other, other_prefix)) = pools[..i]
+            .iter()
+            .find(|other| overlaps(**other, (base, prefix)))
+        {
+            return Err(format!(
+                "--default-addr-pool {base}/{prefix} overlaps {other}/{other_prefix}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether two subnets share an address.
 fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
     contains(a, b.0) || contains(b, a.0)
@@ -190,14 +231,14 @@ fn first_free(network: &NetworkRecord, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4
         .find(|ip| !used.contains(ip))
 }
 
-/// Docker's `ingress` network, made by `init`: the first /24 of the pool,
-/// the first VNI.
-pub fn ingress_network(id: String, created_at: u64) -> NetworkRecord {
+/// Docker's `ingress` network, made by `init`: the first subnet of the
+/// address pools (10.0.0.0/24 by default), the first VNI.
+pub fn ingress_network(id: String, created_at: u64, subnet: (Ipv4Addr, u8)) -> NetworkRecord {
     NetworkRecord {
         id,
         name: "ingress".into(),
-        subnet: (POOL.0, POOL_PREFIX),
-        gateway: Ipv4Addr::new(10, 0, 0, 1),
+        subnet,
+        gateway: Ipv4Addr::from(u32::from(subnet.0) + 1),
         vni: FIRST_VNI,
         mtu: DEFAULT_OVERLAY_MTU,
         attachable: false,

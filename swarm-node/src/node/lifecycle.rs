@@ -22,12 +22,12 @@ use crate::{
         pki::{DEFAULT_CERT_EXPIRY, JoinToken, RootCa},
     },
     clock::now_secs,
-    identity::new_id,
+    identity::{local_ipv4, new_id},
     lock::Locked as _,
     manager::{
-        allocator::ingress_network,
+        allocator::{POOL, POOL_PREFIX, check_address_pools, first_free_subnet, ingress_network},
         leader::{ADD_VOTER_WAIT, ForwardError, Forwarded},
-        raft::{Member, RaftNode},
+        raft::{Member, RaftNode, check_snapshot_settings},
         store::{
             ClusterState, Command, DEFAULT_GOSSIP_KEY_ROTATION, DEFAULT_HEARTBEAT,
             MIN_GOSSIP_KEY_ROTATION, NodeRecord,
@@ -38,9 +38,23 @@ use crate::{
 impl Membership {
     pub fn init(self: &Arc<Self>, request: SwarmInitRequest) -> Result<Response, ClusterError> {
         let _transition = self.transition.locked();
+        if request.force_new_cluster {
+            return self.force_new_cluster(request);
+        }
         if self.lock().is_some() {
             return Err(ClusterError::AlreadyInSwarm);
         }
+        let listen_ip = listen_ip(request.listen_host.as_deref())?;
+        let subnet_size = request.subnet_size.unwrap_or(POOL_PREFIX);
+        check_address_pools(&request.address_pools, subnet_size).map_err(ClusterError::Refused)?;
+        check_snapshot_settings(request.snapshot_interval).map_err(ClusterError::Refused)?;
+        let pools = if request.address_pools.is_empty() {
+            vec![POOL]
+        } else {
+            request.address_pools.clone()
+        };
+        let ingress_subnet = first_free_subnet(&pools, subnet_size, std::iter::empty())
+            .ok_or_else(|| ClusterError::Refused("--default-addr-pool holds no subnet".into()))?;
         let ip = request.advertise_addr.unwrap_or(self.node.advertise_addr);
         let port = request.listen_port.unwrap_or(self.node.listen_addr.port());
         let advertise = SocketAddr::from((ip, port));
@@ -91,7 +105,7 @@ impl Membership {
             ca_key_pem: ca.key_pem(),
             nodes: BTreeMap::from([(me.id.clone(), me)]),
             networks: {
-                let ingress = ingress_network(new_id(), now_secs());
+                let ingress = ingress_network(new_id(), now_secs(), ingress_subnet);
                 BTreeMap::from([(ingress.id.clone(), ingress)])
             },
             services: BTreeMap::new(),
@@ -104,12 +118,17 @@ impl Membership {
             task_history_limit: request.task_history_limit,
             secrets: BTreeMap::new(),
             configs: BTreeMap::new(),
+            address_pools: request.address_pools,
+            subnet_size: request.subnet_size,
+            snapshot_interval: request.snapshot_interval,
+            max_snapshots: request.max_snapshots,
         };
         let local = LocalState {
             cluster_id: cluster_id.clone(),
             addr: advertise,
             managers: vec![advertise],
             heartbeat_millis: state.heartbeat_millis,
+            listen_ip,
         };
         let mut cluster = Cluster::create(
             &self.node.data_dir,
@@ -161,6 +180,103 @@ impl Membership {
         })
     }
 
+    /// `init --force-new-cluster`: on a manager whose swarm lost its
+    /// quorum, Raft starts afresh with this node its only voter and the
+    /// store as this node last applied it: the same swarm (ID, CA, tokens,
+    /// nodes, services, networks, secrets). The other managers become
+    /// workers in the store, so this Raft refuses their calls; one that
+    /// comes back renews its certificate as a worker and can be promoted.
+    fn force_new_cluster(
+        self: &Arc<Self>,
+        request: SwarmInitRequest,
+    ) -> Result<Response, ClusterError> {
+        let ignored_settings = request.listen_host.is_some()
+            || request.listen_port.is_some()
+            || request.advertise_addr.is_some()
+            || !request.address_pools.is_empty()
+            || request.subnet_size.is_some();
+        if ignored_settings {
+            return Err(ClusterError::Refused(
+                "--force-new-cluster keeps this manager's addresses and the swarm's address pools; run it without --advertise-addr, --listen-addr and --default-addr-pool*".into(),
+            ));
+        }
+        check_snapshot_settings(request.snapshot_interval).map_err(ClusterError::Refused)?;
+        let (old_raft, addr, credentials, dir) = {
+            let slot = self.lock();
+            let cluster = slot.as_ref().ok_or_else(|| {
+                ClusterError::Refused(
+                    "--force-new-cluster restarts a swarm this node manages, and it is in none; run `swarm init` without it".into(),
+                )
+            })?;
+            let raft = cluster.raft.clone().ok_or_else(|| {
+                ClusterError::Refused(
+                    "--force-new-cluster must run on a manager; this node is a worker".into(),
+                )
+            })?;
+            (
+                raft,
+                cluster.local.addr,
+                cluster.credentials.clone(),
+                cluster.raft_dir(),
+            )
+        };
+        let mut state = old_raft.read_store(Clone::clone)?;
+        let me = self.node.node_id.clone();
+        for node in state.nodes.values_mut().filter(|n| n.id != me) {
+            if node.role == Role::Manager {
+                node.role = Role::Worker;
+                node.version += 1;
+            }
+        }
+        if let Some(node) = state.nodes.get_mut(&me) {
+            if let Some(availability) = request.availability {
+                node.availability = availability;
+            }
+            node.version += 1;
+        }
+        if let Some(limit) = request.task_history_limit {
+            state.task_history_limit = Some(limit);
+        }
+        if request.snapshot_interval.is_some() {
+            state.snapshot_interval = request.snapshot_interval;
+        }
+        if request.max_snapshots.is_some() {
+            state.max_snapshots = request.max_snapshots;
+        }
+        if let Some(cluster) = self.lock().as_mut() {
+            cluster.raft = None;
+        }
+        let _ = self.runtime.block_on(old_raft.raft.shutdown());
+        if let Some(cluster) = self.lock().as_ref() {
+            cluster.remove_raft_store()?;
+        }
+        let raft = self.runtime.block_on(async {
+            let raft = RaftNode::start(&dir, &me, credentials).await?;
+            raft.bootstrap(Member {
+                node_id: me.clone(),
+                addr: addr.to_string(),
+            })
+            .await?;
+            Ok::<_, ClusterError>(raft)
+        })?;
+        if let Some(cluster) = self.lock().as_mut() {
+            cluster.raft = Some(raft.clone());
+            cluster.local.managers = vec![addr];
+            cluster.save_local()?;
+        }
+        self.manager.watch_leadership(&raft);
+        let worker_token = state.worker_token.clone();
+        let cluster_id = state.cluster_id.clone();
+        self.manager.write(Command::Create(Box::new(state)))?;
+        self.sync_api();
+        tracing::warn!(%cluster_id, node_id = %me, "forced a new cluster: this node is the swarm's only manager");
+        Ok(Response::SwarmInitialized {
+            node_id: me,
+            worker_token,
+            manager_addr: addr.to_string(),
+        })
+    }
+
     /// Undoes a membership that could not be completed.
     fn abandon(self: &Arc<Self>) {
         let Some(mut cluster) = self.lock().take() else {
@@ -181,6 +297,7 @@ impl Membership {
             return Err(ClusterError::AlreadyInSwarm);
         }
         let manager = request.manager;
+        let listen_ip = listen_ip(request.listen_host.as_deref())?;
         let addr = SocketAddr::from((
             request.advertise_addr.unwrap_or(self.node.advertise_addr),
             request.listen_port.unwrap_or(self.node.listen_addr.port()),
@@ -204,6 +321,7 @@ impl Membership {
                 joined.managers
             },
             heartbeat_millis: DEFAULT_HEARTBEAT.as_millis() as u64,
+            listen_ip,
         };
         let cluster = Cluster::create(
             &self.node.data_dir,
@@ -342,4 +460,12 @@ impl Membership {
         tracing::info!("left the swarm");
         Ok(Response::Done)
     }
+}
+
+/// `--listen-addr`'s address, resolved on this host.
+fn listen_ip(host: Option<&str>) -> Result<Option<std::net::Ipv4Addr>, ClusterError> {
+    host.map(|host| {
+        local_ipv4(host).map_err(|why| ClusterError::Refused(format!("--listen-addr: {why}")))
+    })
+    .transpose()
 }

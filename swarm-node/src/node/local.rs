@@ -35,6 +35,10 @@ pub struct LocalState {
     pub managers: Vec<SocketAddr>,
     /// How often this node's agent reports, as last heard.
     pub heartbeat_millis: u64,
+    /// The address a manager's API listens on (`--listen-addr`); `None`:
+    /// the daemon's --listen-addr address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// This node's membership. On a manager, `raft` runs and holds the

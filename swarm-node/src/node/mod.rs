@@ -145,7 +145,12 @@ impl Membership {
                         key_pem: c.certificate.key_pem.clone(),
                         ca_pem: c.ca_pem().to_owned(),
                     },
-                    c.local.addr.port(),
+                    SocketAddr::new(
+                        c.local
+                            .listen_ip
+                            .map_or(self.node.listen_addr.ip(), Into::into),
+                        c.local.addr.port(),
+                    ),
                 )
             })
         };
@@ -155,7 +160,7 @@ impl Membership {
             *api = None;
         }
         match (serving, api.is_some()) {
-            (Some((credentials, port)), false) => {
+            (Some((credentials, addr)), false) => {
                 if let Err(err) = self.served_certificate.set(
                     &credentials.cert_pem,
                     &credentials.key_pem,
@@ -165,7 +170,6 @@ impl Membership {
                     return;
                 }
                 let (stop_tx, stop_rx) = watch::channel(false);
-                let addr = SocketAddr::new(self.node.listen_addr.ip(), port);
                 let manager = self.manager.clone();
                 let certificate = self.served_certificate.clone();
                 let task = self.runtime.spawn(async move {

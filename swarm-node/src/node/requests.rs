@@ -63,6 +63,7 @@ impl Membership {
                     snapshot_index: metrics.snapshot.map_or(0, |l| l.index),
                     purged_index: metrics.purged.map_or(0, |l| l.index),
                     voters: metrics.membership_config.membership().voter_ids().count(),
+                    retained_snapshots: raft.retained_snapshots(),
                 }
             }),
         }

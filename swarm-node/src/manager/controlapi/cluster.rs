@@ -5,7 +5,7 @@ use bollard::models as docker;
 use crate::{
     api::{ClusterError, Role, control::Response},
     clock::rfc3339,
-    manager::Manager,
+    manager::{Manager, raft::LOG_KEPT_BEHIND_SNAPSHOT},
 };
 
 const NANOS_PER_MILLI: i64 = 1_000_000;
@@ -32,7 +32,12 @@ impl Manager {
                 orchestration: Some(docker::SwarmSpecOrchestration {
                     task_history_retention_limit: Some(s.task_history() as i64),
                 }),
-                raft: None,
+                raft: Some(docker::SwarmSpecRaft {
+                    snapshot_interval: Some(s.snapshot_interval()),
+                    keep_old_snapshots: Some(s.max_snapshots.unwrap_or(0)),
+                    log_entries_for_slow_followers: Some(LOG_KEPT_BEHIND_SNAPSHOT),
+                    ..Default::default()
+                }),
                 dispatcher: Some(docker::SwarmSpecDispatcher {
                     heartbeat_period: Some(s.heartbeat_millis as i64 * NANOS_PER_MILLI),
                 }),
@@ -51,8 +56,13 @@ impl Manager {
             }),
             root_rotation_in_progress: Some(false),
             data_path_port: None,
-            default_addr_pool: Some(vec!["10.0.0.0/8".into()]),
-            subnet_size: Some(24),
+            default_addr_pool: Some(
+                s.address_pools()
+                    .iter()
+                    .map(|(ip, prefix)| format!("{ip}/{prefix}"))
+                    .collect(),
+            ),
+            subnet_size: Some(u32::from(s.subnet_size())),
             join_tokens: Some(docker::JoinTokens {
                 worker: Some(s.token(Role::Worker).to_owned()),
                 manager: Some(s.token(Role::Manager).to_owned()),

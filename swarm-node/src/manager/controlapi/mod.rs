@@ -64,11 +64,15 @@ impl Manager {
                 heartbeat_millis,
                 cert_expiry_secs,
                 task_history_limit,
+                snapshot_interval,
+                max_snapshots,
             } => self
                 .commit_here(Command::SetSwarmSettings {
                     heartbeat_millis: *heartbeat_millis,
                     cert_expiry_secs: *cert_expiry_secs,
                     task_history_limit: *task_history_limit,
+                    snapshot_interval: *snapshot_interval,
+                    max_snapshots: *max_snapshots,
                 })
                 .map(|()| Response::Notes(vec!["Swarm updated.".into()])),
             Request::SwarmServiceDeploy {

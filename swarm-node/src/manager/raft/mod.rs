@@ -7,6 +7,7 @@ pub mod data_key;
 mod log_store;
 pub mod network;
 pub mod server;
+mod snapshots;
 mod state_machine;
 
 use std::{
@@ -84,12 +85,26 @@ pub fn raft_id(node_id: &str) -> u64 {
 pub const HEARTBEAT: Duration = Duration::from_millis(50);
 const ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(150);
 const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(300);
-/// A snapshot is taken every this many entries, and older entries are
-/// dropped, so the log stays bounded on disk.
+/// A snapshot is taken every this many entries unless `--snapshot-interval`
+/// says otherwise, and older entries are dropped, so the log stays bounded
+/// on disk.
 pub const SNAPSHOT_EVERY: u64 = 1000;
+/// The shortest `--snapshot-interval`: a snapshot per handful of entries
+/// would write the whole store on nearly every change.
+pub const MIN_SNAPSHOT_INTERVAL: u64 = 10;
+
+/// Refuses a `--snapshot-interval` under the minimum.
+pub fn check_snapshot_settings(interval: Option<u64>) -> Result<(), String> {
+    match interval {
+        Some(n) if n < MIN_SNAPSHOT_INTERVAL => Err(format!(
+            "--snapshot-interval {n}: give at least {MIN_SNAPSHOT_INTERVAL} entries (Docker's default is 10000, swarm's {SNAPSHOT_EVERY})"
+        )),
+        _ => Ok(()),
+    }
+}
 /// Entries kept behind a snapshot, so that a follower a little behind is
 /// sent entries rather than the whole snapshot.
-const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 200;
+pub const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 200;
 
 fn config() -> Result<Arc<Config>, RaftStoreError> {
     let config = Config {
@@ -97,7 +112,9 @@ fn config() -> Result<Arc<Config>, RaftStoreError> {
         heartbeat_interval: HEARTBEAT.as_millis() as u64,
         election_timeout_min: ELECTION_TIMEOUT_MIN.as_millis() as u64,
         election_timeout_max: ELECTION_TIMEOUT_MAX.as_millis() as u64,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
+        // The interval is the swarm's setting, read from the store as it
+        // changes: `snapshots::trigger` asks for each snapshot.
+        snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT,
         ..Default::default()
     };
@@ -116,6 +133,7 @@ pub struct RaftNode {
     pub id: u64,
     pub raft: Raft,
     pub store: SharedStore,
+    db: Arc<redb::Database>,
 }
 
 impl RaftNode {
@@ -149,7 +167,7 @@ impl RaftNode {
         })?;
         let key = Arc::new(key);
         let log_store = LogStore::open(db.clone(), key.clone()).map_err(open_err)?;
-        let state_machine = StateMachine::open(db, key).map_err(open_err)?;
+        let state_machine = StateMachine::open(db.clone(), key).map_err(open_err)?;
         let store = state_machine.store();
         let raft = Raft::new(
             id,
@@ -160,7 +178,13 @@ impl RaftNode {
         )
         .await
         .map_err(|e| RaftStoreError::Start(e.to_string()))?;
-        Ok(Self { id, raft, store })
+        tokio::spawn(snapshots::trigger(raft.clone(), store.clone()));
+        Ok(Self {
+            id,
+            raft,
+            store,
+            db,
+        })
     }
 
     /// Makes this node the one voter of a new cluster.
@@ -182,6 +206,11 @@ impl RaftNode {
             )
         })?;
         Ok(read(state))
+    }
+
+    /// Replaced snapshots this manager keeps (`--max-snapshots`).
+    pub fn retained_snapshots(&self) -> usize {
+        state_machine::retained_snapshots(&self.db)
     }
 
     pub fn metrics(&self) -> RaftMetrics {

@@ -11,7 +11,7 @@ use openraft::{
     EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
     StorageIOError, StoredMembership, storage::RaftStateMachine,
 };
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::{Member, SharedStore, TypeConfig, data_key::DataKey};
@@ -20,6 +20,8 @@ use crate::manager::store::{ClusterState, CommandResult};
 
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
 const CURRENT: &str = "current";
+/// Older snapshots kept by `--max-snapshots`, by when they were replaced.
+const RETAINED_PREFIX: &str = "retained/";
 
 type Result<T> = std::result::Result<T, StorageError<u64>>;
 
@@ -158,7 +160,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             data: snapshot.into_inner(),
         };
         self.load(&stored)?;
-        write_snapshot(&self.db, &self.key, &stored)
+        let keep = retained_wanted(self.store.read_locked().as_ref());
+        write_snapshot(&self.db, &self.key, &stored, keep)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
@@ -196,7 +199,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotView {
             meta: meta.clone(),
             data,
         };
-        write_snapshot(&self.db, &self.key, &stored)?;
+        write_snapshot(
+            &self.db,
+            &self.key,
+            &stored,
+            retained_wanted(self.store.as_ref()),
+        )?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(stored.data)),
@@ -204,8 +212,38 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotView {
     }
 }
 
-/// Keeps `snapshot` as the current one, durably.
-fn write_snapshot(db: &Database, key: &DataKey, snapshot: &StoredSnapshot) -> Result<()> {
+/// How many replaced snapshots the store asks each manager to keep.
+fn retained_wanted(store: Option<&ClusterState>) -> usize {
+    store.and_then(|s| s.max_snapshots).unwrap_or(0) as usize
+}
+
+/// How many replaced snapshots this manager keeps now.
+pub fn retained_snapshots(db: &Database) -> usize {
+    let Ok(txn) = db.begin_read() else {
+        return 0;
+    };
+    let Ok(table) = txn.open_table(SNAPSHOT) else {
+        return 0;
+    };
+    table
+        .range(RETAINED_PREFIX..)
+        .map(|range| {
+            range
+                .filter_map(|entry| entry.ok())
+                .take_while(|(k, _)| k.value().starts_with(RETAINED_PREFIX))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Keeps `snapshot` as the current one, durably; the one it replaces is
+/// kept too while fewer than `keep` older ones are (`--max-snapshots`).
+fn write_snapshot(
+    db: &Database,
+    key: &DataKey,
+    snapshot: &StoredSnapshot,
+    keep: usize,
+) -> Result<()> {
     let signature = Some(snapshot.meta.signature());
     let plain = serde_json::to_vec(snapshot)
         .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
@@ -219,9 +257,31 @@ fn write_snapshot(db: &Database, key: &DataKey, snapshot: &StoredSnapshot) -> Re
         let mut table = txn
             .open_table(SNAPSHOT)
             .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
-        table
+        let replaced = table
             .insert(CURRENT, bytes.as_slice())
-            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?
+            .map(|old| old.value().to_vec());
+        if let Some(replaced) = replaced.filter(|_| keep > 0) {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let name = format!("{RETAINED_PREFIX}{nanos:030}");
+            table
+                .insert(name.as_str(), replaced.as_slice())
+                .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        }
+        let retained: Vec<String> = table
+            .range(RETAINED_PREFIX..)
+            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?
+            .filter_map(|entry| entry.ok())
+            .map(|(k, _)| k.value().to_owned())
+            .take_while(|k| k.starts_with(RETAINED_PREFIX))
+            .collect();
+        for name in &retained[..retained.len().saturating_sub(keep)] {
+            table
+                .remove(name.as_str())
+                .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        }
     }
     tokio::task::block_in_place(|| txn.commit())
         .map_err(|e| StorageIOError::write_snapshot(signature, &e).into())

@@ -121,6 +121,22 @@ pub struct ClusterState {
     /// Configs by ID.
     #[serde(default)]
     pub configs: BTreeMap<String, payloads::PayloadRecord>,
+    /// `init --default-addr-pool`: where network subnets come from; empty:
+    /// Docker's 10.0.0.0/8.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub address_pools: Vec<(std::net::Ipv4Addr, u8)>,
+    /// `init --default-addr-pool-mask-length`: the prefix length of each
+    /// network's subnet; `None`: Docker's 24.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_size: Option<u8>,
+    /// `--snapshot-interval`: Raft entries between snapshots; `None`:
+    /// the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_interval: Option<u64>,
+    /// `--max-snapshots`: older snapshots each manager keeps besides the
+    /// current one; `None`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_snapshots: Option<u64>,
 }
 
 /// Log requests are answered within seconds; older ones are dropped.
@@ -243,6 +259,10 @@ pub enum Command {
         cert_expiry_secs: Option<u64>,
         #[serde(default)]
         task_history_limit: Option<u64>,
+        #[serde(default)]
+        snapshot_interval: Option<u64>,
+        #[serde(default)]
+        max_snapshots: Option<u64>,
     },
     /// A new secret or config; its name must be free.
     CreatePayload {
@@ -372,10 +392,16 @@ impl ClusterState {
                 heartbeat_millis,
                 cert_expiry_secs,
                 task_history_limit,
+                snapshot_interval,
+                max_snapshots,
             } => {
                 if heartbeat_millis == Some(0) {
                     return refused(Refusal::HeartbeatZero);
                 }
+                if let Err(why) = crate::manager::raft::check_snapshot_settings(snapshot_interval) {
+                    return CommandResult::Refused(why);
+                }
+
                 if cert_expiry_secs.is_some_and(|s| s < MIN_CERT_EXPIRY.as_secs()) {
                     return refused(Refusal::CertExpiryTooShort);
                 }
@@ -387,6 +413,12 @@ impl ClusterState {
                 }
                 if task_history_limit.is_some() {
                     state.task_history_limit = task_history_limit;
+                }
+                if snapshot_interval.is_some() {
+                    state.snapshot_interval = snapshot_interval;
+                }
+                if max_snapshots.is_some() {
+                    state.max_snapshots = max_snapshots;
                 }
             }
             Command::SetToken { role, token } => match role {
@@ -500,6 +532,27 @@ impl ClusterState {
         } else {
             None
         }
+    }
+
+    /// The pools network subnets are carved from.
+    pub fn address_pools(&self) -> Vec<(std::net::Ipv4Addr, u8)> {
+        if self.address_pools.is_empty() {
+            vec![crate::manager::allocator::POOL]
+        } else {
+            self.address_pools.clone()
+        }
+    }
+
+    /// The prefix length of a network's subnet.
+    pub fn subnet_size(&self) -> u8 {
+        self.subnet_size
+            .unwrap_or(crate::manager::allocator::POOL_PREFIX)
+    }
+
+    /// Raft entries between snapshots.
+    pub fn snapshot_interval(&self) -> u64 {
+        self.snapshot_interval
+            .unwrap_or(crate::manager::raft::SNAPSHOT_EVERY)
     }
 
     /// Ended tasks kept per slot.
@@ -706,6 +759,8 @@ mod tests {
                     heartbeat_millis: heartbeat,
                     cert_expiry_secs: expiry,
                     task_history_limit: None,
+                    snapshot_interval: None,
+                    max_snapshots: None,
                 },
             )
         };
