@@ -24,7 +24,7 @@ pub use overlay::OverlayTask;
 pub use raw::send_raw_frames;
 pub use registry::{Registry, TestImage, TestLayer, htpasswd_file, test_certificates};
 pub use swarm::{Formed, Swarm};
-pub use topology::{Host, Topology, TopologyOptions, UNDERLAY_PREFIX_LEN};
+pub use topology::{DATA_IFACE, Host, Topology, TopologyOptions, UNDERLAY_PREFIX_LEN};
 
 /// A native task (`service create ... WEB_TASK`) that answers HTTP on port
 /// 80 with its hostname: its task ID prefix unless --hostname is given.

@@ -14,6 +14,8 @@ pub const UNDERLAY_PREFIX_LEN: u8 = 24;
 const UNDERLAY_BRIDGE: &str = "br0";
 /// The interface name of the underlay inside every host and the client.
 const UNDERLAY_IFACE: &str = "eth0";
+/// The data network's interface, with [`Topology::add_data_network`].
+pub const DATA_IFACE: &str = "eth1";
 
 static NEXT_TOPOLOGY: AtomicU32 = AtomicU32::new(0);
 
@@ -203,6 +205,39 @@ impl Topology {
     }
 
     /// A new namespace named `<prefix>-<role>`, deleted with the topology.
+    /// A second network between the hosts, as a separate data network:
+    /// `eth1` in host i with 198.19.0.(i+1)/24, on a bridge of its own.
+    pub fn add_data_network(&mut self) -> anyhow::Result<()> {
+        let bridge = Netns::create(&format!("{}-dp", self.prefix))?;
+        bridge.ip(&["link", "add", "br1", "type", "bridge"])?;
+        bridge.ip(&["link", "set", "br1", "up"])?;
+        for (i, host) in self.hosts.iter().enumerate() {
+            bridge.ip(&[
+                "link",
+                "add",
+                &host.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                DATA_IFACE,
+                "netns",
+                host.netns.name(),
+            ])?;
+            bridge.ip(&["link", "set", &host.name, "master", "br1", "up"])?;
+            host.netns.ip(&[
+                "addr",
+                "add",
+                &format!("198.19.0.{}/24", i + 1),
+                "dev",
+                DATA_IFACE,
+            ])?;
+            host.netns.ip(&["link", "set", DATA_IFACE, "up"])?;
+        }
+        self.extra_netns.push(bridge);
+        Ok(())
+    }
+
     pub fn add_netns(&mut self, role: &str) -> anyhow::Result<&Netns> {
         let netns = Netns::create(&format!("{}-{role}", self.prefix))?;
         self.extra_netns.push(netns);

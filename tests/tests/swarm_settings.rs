@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use swarm_tests::{
-    Registry, Swarm, TestImage, TestLayer, Topology, TopologyOptions, is_running_row,
+    DATA_IFACE, Registry, Swarm, TestImage, TestLayer, Topology, TopologyOptions, is_running_row,
     wait_until_within,
 };
 
@@ -283,4 +283,126 @@ fn force_new_cluster_brings_back_a_swarm_that_lost_its_quorum() {
         .daemon(1)
         .swarm_ok(&["node", "update", "--label-add", "back=yes", "h4"])
         .unwrap();
+}
+
+/// Packets sent or received on `iface` in host `host`'s namespace.
+fn packets(topology: &Topology, host: usize, iface: &str, direction: &str) -> u64 {
+    let path = format!("/sys/class/net/{iface}/statistics/{direction}_packets");
+    topology.hosts[host]
+        .netns
+        .exec("cat", &[&path])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_data_path_address_carries_the_overlay_on_its_own_network() {
+    let mut options = TopologyOptions::new("dpa", 2);
+    options.daemon_args = vec!["--insecure-registry".into(), REGISTRY.into()];
+    let mut topology = Topology::new(&options).unwrap();
+    topology.add_data_network().unwrap();
+    topology.start_daemons().unwrap();
+    let registry =
+        Registry::start(topology.client.netns.name(), REGISTRY.parse().unwrap()).unwrap();
+    let image = TestImage {
+        layers: vec![TestLayer::busybox()],
+        config: serde_json::json!({"Env": ["PATH=/bin"]}),
+    };
+    registry.push("tools", "1", &image).unwrap();
+
+    let err = refused(&topology, &["init", "--data-path-addr", "198.19.9.9"]);
+    assert!(err.contains("--data-path-addr"), "{err}");
+    topology
+        .daemon(0)
+        .swarm_ok(&["init", "--data-path-addr", DATA_IFACE])
+        .unwrap();
+    let token = topology
+        .daemon(0)
+        .swarm_ok(&["join-token", "-q", "worker"])
+        .unwrap();
+    let join = |addr: &str| {
+        topology.daemon(1).swarm(&[
+            "join",
+            "--token",
+            token.trim(),
+            "--data-path-addr",
+            addr,
+            "198.18.0.1:2377",
+        ])
+    };
+    let output = join("0.0.0.0").unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--data-path-addr"),
+        "{output:?}"
+    );
+    assert!(join("198.19.0.2").unwrap().status.success());
+    let info = topology.daemon(0).swarm_json(&["info"]).unwrap()[0]["Swarm"].clone();
+    assert_eq!(info["DataPathAddr"], "198.19.0.1", "{info}");
+
+    let h1 = topology.daemon(0);
+    h1.swarm_ok(&["network", "create", "-d", "overlay", "data"])
+        .unwrap();
+    h1.swarm_ok(&[
+        "service",
+        "create",
+        "--name",
+        "pinger",
+        "--mode",
+        "global",
+        "--network",
+        "data",
+        &format!("{REGISTRY}/tools:1"),
+        "/bin/busybox",
+        "sleep",
+        "3600",
+    ])
+    .unwrap();
+
+    // Each node sends the other's tasks' traffic to its data path address.
+    let mut remote = None;
+    wait_until_within("h1 programs h2's task behind 198.19.0.2", PATIENCE, || {
+        let rows = topology
+            .daemon(0)
+            .swarm_json(&["dataplane", "endpoints"])
+            .map_err(|e| e.to_string())?;
+        remote = rows
+            .iter()
+            .find(|r| r["Location"] == "remote" && r["Via"] == "198.19.0.2")
+            .and_then(|r| r["IP"].as_str().map(str::to_owned));
+        remote.as_ref().map(drop).ok_or(format!("{rows:?}"))
+    });
+    wait_until_within("h2 programs h1's task behind 198.19.0.1", PATIENCE, || {
+        let rows = topology
+            .daemon(1)
+            .swarm_json(&["dataplane", "endpoints"])
+            .map_err(|e| e.to_string())?;
+        rows.iter()
+            .any(|r| r["Location"] == "remote" && r["Via"] == "198.19.0.1")
+            .then_some(())
+            .ok_or(format!("{rows:?}"))
+    });
+    let local_task = topology
+        .daemon(0)
+        .swarm_json(&["service", "ps", "pinger"])
+        .unwrap()
+        .into_iter()
+        .find(|r| r["Node"] == "h1" && is_running_row(r))
+        .and_then(|r| r["ID"].as_str().map(str::to_owned))
+        .expect("pinger runs on h1");
+
+    // The task's packets to the other node's task cross eth1.
+    let sent_before = packets(&topology, 0, DATA_IFACE, "tx");
+    let received_before = packets(&topology, 1, DATA_IFACE, "rx");
+    let out = swarm_tests::ping(
+        &format!("swarm-{local_task}"),
+        remote.as_deref().unwrap(),
+        &[],
+    )
+    .unwrap();
+    assert!(out.contains("0% packet loss"), "{out}");
+    assert!(packets(&topology, 0, DATA_IFACE, "tx") >= sent_before + 3);
+    assert!(packets(&topology, 1, DATA_IFACE, "rx") >= received_before + 3);
 }

@@ -757,21 +757,34 @@ impl Executor {
     /// Remote endpoints: the managers' word, less what sits on nodes gossip
     /// holds dead, overridden and completed by what live nodes gossip.
     fn sync_remotes(&mut self, view: &NodeView) {
+        // Gossip names nodes by the address they gossip on; overlay traffic
+        // goes to their data path address where they have one of their own.
+        let data_path = |gossip_addr: Ipv4Addr| {
+            view.gossip
+                .as_ref()
+                .and_then(|g| g.data_paths.get(&gossip_addr).copied())
+                .unwrap_or(gossip_addr)
+        };
+        let dead: BTreeSet<Ipv4Addr> = self
+            .gossiped
+            .iter()
+            .flat_map(|g| g.dead_nodes.iter().map(|n| data_path(*n)))
+            .collect();
         let mut by_address: BTreeMap<(u32, Ipv4Addr), RemoteEndpoint> = view
             .remote_endpoints
             .iter()
-            .filter(|r| {
-                self.gossiped
-                    .as_ref()
-                    .is_none_or(|g| !g.dead_nodes.contains(&r.node))
-            })
+            .filter(|r| !dead.contains(&r.node))
             .map(|r| ((r.vni, r.ip), r.clone()))
             .collect();
         if let Some(gossiped) = &self.gossiped {
             let local = self.published_endpoints(view);
             for endpoint in &gossiped.endpoints {
                 if !local.contains_key(&(endpoint.vni, endpoint.ip)) {
-                    by_address.insert((endpoint.vni, endpoint.ip), endpoint.clone());
+                    let endpoint = RemoteEndpoint {
+                        node: data_path(endpoint.node),
+                        ..endpoint.clone()
+                    };
+                    by_address.insert((endpoint.vni, endpoint.ip), endpoint);
                 }
             }
         }

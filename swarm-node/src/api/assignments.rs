@@ -97,6 +97,10 @@ pub struct GossipConfig {
     /// Every node's address: the seeds (on this node's gossip port, which
     /// is the same on every node, as Docker's).
     pub peers: Vec<Ipv4Addr>,
+    /// Nodes whose overlay traffic goes to another address than the one
+    /// they gossip on (`--data-path-addr`): gossip address to data path.
+    #[serde(default)]
+    pub data_paths: std::collections::BTreeMap<Ipv4Addr, Ipv4Addr>,
 }
 
 /// A manager asks the nodes for some tasks' output.

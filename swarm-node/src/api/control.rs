@@ -687,6 +687,11 @@ pub struct SwarmJoinRequest {
     /// one, resolved by the daemon [default: the daemon's --listen-addr].
     #[serde(default)]
     pub listen_host: Option<String>,
+    /// `--data-path-addr`: where other nodes send this node's overlay
+    /// traffic, an address or interface resolved by the daemon [default:
+    /// the advertise address].
+    #[serde(default)]
+    pub data_path_addr: Option<String>,
     /// `--availability`: what the node takes from the start.
     #[serde(default)]
     pub availability: Option<Availability>,
@@ -735,6 +740,9 @@ pub struct SwarmInitRequest {
     /// `--listen-addr`'s address, as for `join`.
     #[serde(default)]
     pub listen_host: Option<String>,
+    /// `--data-path-addr`, as for `join`.
+    #[serde(default)]
+    pub data_path_addr: Option<String>,
     /// `--default-addr-pool`: where network subnets come from.
     #[serde(default)]
     pub address_pools: Vec<(std::net::Ipv4Addr, u8)>,
@@ -762,6 +770,9 @@ pub struct SwarmInfo {
     #[serde(rename = "NodeID")]
     pub node_id: String,
     pub node_addr: String,
+    /// Where other nodes send its overlay traffic (`--data-path-addr`).
+    #[serde(default)]
+    pub data_path_addr: String,
     /// Whether this node is a manager.
     pub control_available: bool,
     #[serde(rename = "ClusterID")]

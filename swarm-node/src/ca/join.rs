@@ -44,6 +44,8 @@ pub struct Joiner<'a> {
     pub listen_port: u16,
     /// What the node is to take from the start (`join --availability`).
     pub availability: crate::api::Availability,
+    /// `join --data-path-addr`.
+    pub data_path_addr: Option<std::net::Ipv4Addr>,
 }
 
 pub async fn join(
@@ -95,6 +97,10 @@ pub async fn join(
             availability: serde_json::to_value(joiner.availability)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            data_path_addr: joiner
+                .data_path_addr
+                .map(|ip| ip.to_string())
                 .unwrap_or_default(),
         })
         .await

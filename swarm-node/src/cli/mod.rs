@@ -220,6 +220,11 @@ pub struct InitArgs {
     /// used in order) [default: 10.0.0.0/8].
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
     pub default_addr_pool: Vec<(Ipv4Addr, u8)>,
+    /// Where other nodes send this node's overlay (VXLAN) traffic: an
+    /// address or interface of this host, e.g. on a separate data network
+    /// [default: the advertise address].
+    #[arg(long, value_name = "ADDR|INTERFACE")]
+    pub data_path_addr: Option<String>,
     /// The prefix length of each network's subnet carved from the pools [default: 24].
     #[arg(long, value_name = "N")]
     pub default_addr_pool_mask_length: Option<u8>,
@@ -254,6 +259,10 @@ pub struct JoinArgs {
     /// What this node takes from the start: active, pause or drain [default: active].
     #[arg(long, value_enum)]
     pub availability: Option<Availability>,
+    /// Where other nodes send this node's overlay (VXLAN) traffic: an
+    /// address or interface of this host [default: the advertise address].
+    #[arg(long, value_name = "ADDR|INTERFACE")]
+    pub data_path_addr: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -1036,6 +1045,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 advertise_addr: args.advertise_addr,
                 listen_port: listen.port,
                 listen_host: listen.host,
+                data_path_addr: args.data_path_addr,
                 address_pools: args.default_addr_pool,
                 subnet_size: args.default_addr_pool_mask_length,
                 snapshot_interval: args.snapshot_interval,
@@ -1072,6 +1082,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 advertise_addr: args.advertise_addr,
                 listen_port: listen.port,
                 listen_host: listen.host,
+                data_path_addr: args.data_path_addr,
                 availability: args.availability,
             });
             let Response::Joined { role } = call(&cli.host, &request)? else {

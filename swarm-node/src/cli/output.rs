@@ -165,6 +165,7 @@ pub fn print_info(info: &DaemonInfo, format: Format) -> anyhow::Result<()> {
                     ("Leader Address", swarm.leader_addr.clone()),
                     ("Nodes", swarm.nodes.to_string()),
                     ("Node Address", swarm.node_addr.clone()),
+                    ("Data Path Address", swarm.data_path_addr.clone()),
                 ];
                 for (name, value) in fields {
                     writeln!(out, " {name}: {value}")?;

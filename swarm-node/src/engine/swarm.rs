@@ -166,6 +166,7 @@ async fn init(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
         advertise_addr: advertise_ip(request.advertise_addr.as_deref())?,
         listen_port: listen_port(request.listen_addr.as_deref())?,
         listen_host: listen_host(request.listen_addr.as_deref()),
+        data_path_addr: request.data_path_addr.filter(|a| !a.is_empty()),
         address_pools,
         subnet_size,
         snapshot_interval: raft.snapshot_interval.filter(|n| *n != 0),
@@ -222,6 +223,7 @@ async fn join(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
         advertise_addr: advertise_ip(request.advertise_addr.as_deref())?,
         listen_port: listen_port(request.listen_addr.as_deref())?,
         listen_host: listen_host(request.listen_addr.as_deref()),
+        data_path_addr: request.data_path_addr.filter(|a| !a.is_empty()),
         availability: availability(&call.json()?)?,
     };
     engine.call(Request::SwarmJoin(join)).await?;

@@ -27,6 +27,7 @@ pub async fn endpoint_convergence(nodes: usize, port: u16) -> anyhow::Result<Dur
         key: new_key_hex(),
         previous_key: None,
         peers: (0..SEEDS.min(nodes)).map(addr).collect(),
+        data_paths: Default::default(),
     };
     let mut all = Vec::with_capacity(nodes);
     for i in 0..nodes {

@@ -103,7 +103,8 @@ pub fn node_view(state: &ClusterState, node_id: &str, version: u64) -> NodeView 
         if !task.holds_addresses() {
             continue;
         }
-        let Some(node_ip) = node_ip(node) else {
+        let data_path = state.nodes.get(node).and_then(|n| n.data_path_addr);
+        let Some(node_ip) = data_path.or_else(|| node_ip(node)) else {
             continue;
         };
         for (network, ip) in &task.addresses {
@@ -178,6 +179,11 @@ pub fn node_view(state: &ClusterState, node_id: &str, version: u64) -> NodeView 
                 .nodes
                 .values()
                 .filter_map(|n| node_ip(&n.id))
+                .collect(),
+            data_paths: state
+                .nodes
+                .values()
+                .filter_map(|n| Some((node_ip(&n.id)?, n.data_path_addr?)))
                 .collect(),
         }),
     }

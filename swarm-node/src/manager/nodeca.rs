@@ -78,6 +78,13 @@ impl Manager {
             let managers: Vec<String> = s.managers().map(|m| m.addr.to_string()).collect();
             Ok::<_, ClusterError>((role, cert, s.cluster_id.clone(), s.ca_cert_pem.clone(), managers))
         })??;
+        let data_path_addr =
+            match request.data_path_addr.as_str() {
+                "" => None,
+                text => Some(text.parse().map_err(|_| {
+                    ClusterError::Join(format!("invalid data path address {text:?}"))
+                })?),
+            };
         let availability = match request.availability.as_str() {
             "" | "active" => Availability::Active,
             "pause" => Availability::Pause,
@@ -103,6 +110,7 @@ impl Manager {
                 os: request.os.clone(),
                 architecture: request.architecture.clone(),
             },
+            data_path_addr,
             version: 1,
         }))?;
         // A node joining again keeps its availability, unless it asks for one.

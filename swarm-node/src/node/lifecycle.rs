@@ -45,6 +45,7 @@ impl Membership {
             return Err(ClusterError::AlreadyInSwarm);
         }
         let listen_ip = listen_ip(request.listen_host.as_deref())?;
+        let data_path_addr = data_path_addr(request.data_path_addr.as_deref())?;
         let subnet_size = request.subnet_size.unwrap_or(POOL_PREFIX);
         check_address_pools(&request.address_pools, subnet_size).map_err(ClusterError::Refused)?;
         check_snapshot_settings(request.snapshot_interval).map_err(ClusterError::Refused)?;
@@ -92,6 +93,7 @@ impl Membership {
             labels: BTreeMap::new(),
             resources: NodeResources::of_this_host(),
             platform: crate::api::Platform::of_this_host(),
+            data_path_addr,
             version: 1,
         };
         let state = ClusterState {
@@ -129,6 +131,7 @@ impl Membership {
             managers: vec![advertise],
             heartbeat_millis: state.heartbeat_millis,
             listen_ip,
+            data_path_addr,
         };
         let mut cluster = Cluster::create(
             &self.node.data_dir,
@@ -193,11 +196,12 @@ impl Membership {
         let ignored_settings = request.listen_host.is_some()
             || request.listen_port.is_some()
             || request.advertise_addr.is_some()
+            || request.data_path_addr.is_some()
             || !request.address_pools.is_empty()
             || request.subnet_size.is_some();
         if ignored_settings {
             return Err(ClusterError::Refused(
-                "--force-new-cluster keeps this manager's addresses and the swarm's address pools; run it without --advertise-addr, --listen-addr and --default-addr-pool*".into(),
+                "--force-new-cluster keeps this manager's addresses and the swarm's address pools; run it without --advertise-addr, --listen-addr, --data-path-addr and --default-addr-pool*".into(),
             ));
         }
         check_snapshot_settings(request.snapshot_interval).map_err(ClusterError::Refused)?;
@@ -298,6 +302,7 @@ impl Membership {
         }
         let manager = request.manager;
         let listen_ip = listen_ip(request.listen_host.as_deref())?;
+        let data_path_addr = data_path_addr(request.data_path_addr.as_deref())?;
         let addr = SocketAddr::from((
             request.advertise_addr.unwrap_or(self.node.advertise_addr),
             request.listen_port.unwrap_or(self.node.listen_addr.port()),
@@ -308,6 +313,7 @@ impl Membership {
             advertise_addr: addr.ip(),
             listen_port: addr.port(),
             availability: request.availability.unwrap_or(Availability::Active),
+            data_path_addr,
         };
         let joined = self
             .runtime
@@ -322,6 +328,7 @@ impl Membership {
             },
             heartbeat_millis: DEFAULT_HEARTBEAT.as_millis() as u64,
             listen_ip,
+            data_path_addr,
         };
         let cluster = Cluster::create(
             &self.node.data_dir,
@@ -468,4 +475,16 @@ fn listen_ip(host: Option<&str>) -> Result<Option<std::net::Ipv4Addr>, ClusterEr
         local_ipv4(host).map_err(|why| ClusterError::Refused(format!("--listen-addr: {why}")))
     })
     .transpose()
+}
+
+/// `--data-path-addr`, resolved on this host: an address other nodes can
+/// send to, so not 0.0.0.0.
+fn data_path_addr(host: Option<&str>) -> Result<Option<std::net::Ipv4Addr>, ClusterError> {
+    let refused = |why: String| ClusterError::Refused(format!("--data-path-addr: {why}"));
+    match host.map(local_ipv4).transpose().map_err(refused)? {
+        Some(ip) if ip.is_unspecified() => Err(refused(
+            "0.0.0.0 is no address another node can send to; give one of this host's addresses or an interface".into(),
+        )),
+        ip => Ok(ip),
+    }
 }

@@ -39,6 +39,10 @@ pub struct LocalState {
     /// the daemon's --listen-addr address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen_ip: Option<std::net::Ipv4Addr>,
+    /// Where other nodes send this node's overlay traffic
+    /// (`--data-path-addr`); `None`: its advertise address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_path_addr: Option<std::net::Ipv4Addr>,
 }
 
 /// This node's membership. On a manager, `raft` runs and holds the

@@ -45,6 +45,10 @@ impl Membership {
             local_node_state: "active".into(),
             node_id: cluster.node_id.clone(),
             node_addr: cluster.local.addr.ip().to_string(),
+            data_path_addr: cluster
+                .local
+                .data_path_addr
+                .map_or_else(|| cluster.local.addr.ip().to_string(), |ip| ip.to_string()),
             control_available: cluster.raft.is_some(),
             cluster_id: cluster.local.cluster_id.clone(),
             // A worker does not see the cluster's node list.

@@ -12,6 +12,7 @@ use crate::{
 /// An active node whose hostname is its ID.
 pub fn node(id: &str, role: Role) -> NodeRecord {
     NodeRecord {
+        data_path_addr: None,
         id: id.into(),
         hostname: id.into(),
         addr: "198.18.0.1:2377".parse().unwrap(),

@@ -61,6 +61,10 @@ pub struct NodeRecord {
     /// a node recorded before nodes reported them.
     #[serde(default)]
     pub platform: crate::api::Platform,
+    /// Where other nodes send its overlay traffic (`--data-path-addr`);
+    /// `None`: its control-plane address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_path_addr: Option<std::net::Ipv4Addr>,
     /// Bumped by every update (Docker's `Version.Index`).
     #[serde(default)]
     pub version: u64,
