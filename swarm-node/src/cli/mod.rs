@@ -6,6 +6,7 @@ mod payloads;
 mod registry_login;
 mod service;
 mod stack;
+mod unsupported;
 mod values;
 
 use std::{net::Ipv4Addr, path::PathBuf};
@@ -145,6 +146,7 @@ pub enum VolumeCommand {
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
     /// Create an overlay network; prints its ID.
+    #[command(after_help = unsupported::NETWORK_CREATE_AFTER_HELP)]
     Create {
         /// Driver: only overlay networks span a swarm.
         #[arg(short, long, default_value = "overlay", value_parser = parse_driver)]
@@ -166,6 +168,8 @@ pub enum NetworkCommand {
         /// Add a label, KEY=VALUE (repeat for each).
         #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
         label: Vec<(String, String)>,
+        #[command(flatten)]
+        unsupported: Box<unsupported::UnsupportedNetworkArgs>,
         name: String,
     },
     /// List the swarm's networks.
@@ -193,6 +197,7 @@ fn parse_driver(text: &str) -> Result<String, String> {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = unsupported::SWARM_AFTER_HELP)]
 pub struct InitArgs {
     /// Address other nodes reach this manager at [default: the daemon's --advertise-addr].
     #[arg(long, value_name = "IP")]
@@ -239,6 +244,8 @@ pub struct InitArgs {
     /// the other managers are demoted and may join again as managers.
     #[arg(long)]
     pub force_new_cluster: bool,
+    #[command(flatten)]
+    pub unsupported: unsupported::UnsupportedSwarmArgs,
 }
 
 #[derive(Debug, Args)]
@@ -358,8 +365,10 @@ fn network_command(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
             attachable,
             opt,
             label,
+            unsupported,
             name,
         } => {
+            unsupported.refuse()?;
             let mut mtu = None;
             for (key, value) in opt {
                 match key.as_str() {
@@ -437,8 +446,9 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     clap::ArgGroup::new("change")
         .required(true)
         .multiple(true)
-        .args(["rotate_gossip_key", "gossip_key_rotation", "cert_expiry", "dispatcher_heartbeat", "task_history_limit", "snapshot_interval", "max_snapshots"])
+        .args(["rotate_gossip_key", "gossip_key_rotation", "cert_expiry", "dispatcher_heartbeat", "task_history_limit", "snapshot_interval", "max_snapshots", "autolock", "external_ca", "data_path_port"])
 ))]
+#[command(after_help = unsupported::SWARM_AFTER_HELP)]
 pub struct SwarmUpdateArgs {
     /// Seal gossip between nodes with a new key now (the old one stays
     /// accepted while the new one spreads).
@@ -464,6 +474,8 @@ pub struct SwarmUpdateArgs {
     /// Older Raft snapshots each manager keeps besides the current one.
     #[arg(long, value_name = "N")]
     pub max_snapshots: Option<u64>,
+    #[command(flatten)]
+    pub unsupported: unsupported::UnsupportedSwarmArgs,
 }
 
 #[derive(Debug, Args)]
@@ -875,7 +887,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             task_history_limit,
             snapshot_interval,
             max_snapshots,
+            unsupported,
         }) => {
+            unsupported.refuse()?;
             if cert_expiry.is_some()
                 || dispatcher_heartbeat.is_some()
                 || task_history_limit.is_some()
@@ -1040,6 +1054,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         CliCommand::Init(args) => {
+            args.unsupported.refuse()?;
             let listen = args.listen_addr.unwrap_or_default();
             let request = Request::SwarmInit(SwarmInitRequest {
                 advertise_addr: args.advertise_addr,
@@ -1354,10 +1369,17 @@ mod tests {
     }
 
     #[test]
-    fn listen_addresses_give_their_port() {
-        assert_eq!(parse_listen_addr("0.0.0.0:2377"), Ok(2377));
-        assert_eq!(parse_listen_addr(":4242"), Ok(4242));
-        assert!(parse_listen_addr("0.0.0.0").is_err());
+    fn listen_addresses_give_an_address_an_interface_or_a_port() {
+        let parsed = |text| {
+            parse_listen_addr(text).map(|l| (l.host.unwrap_or_default(), l.port.unwrap_or(0)))
+        };
+        assert_eq!(parsed("0.0.0.0:2377"), Ok(("0.0.0.0".into(), 2377)));
+        assert_eq!(parsed(":4242"), Ok((String::new(), 4242)));
+        assert_eq!(parsed("eth1:2400"), Ok(("eth1".into(), 2400)));
+        assert_eq!(parsed("198.18.0.1"), Ok(("198.18.0.1".into(), 0)));
         assert!(parse_listen_addr(":0").is_err());
+        assert!(parse_listen_addr(":").is_err());
+        assert!(parse_listen_addr("").is_err());
+        assert!(parse_listen_addr("10.0.0.0/8:2377").is_err());
     }
 }

@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 
 use super::container::{ContainerArgs, ContainerUpdateArgs};
 use super::registry_login;
+use super::unsupported;
 use super::{FormatArgs, call, output, parse_label, print_notes};
 use crate::api::{
     assignments::tail,
@@ -113,6 +114,7 @@ fn parse_tail(text: &str) -> Result<Tail, String> {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = unsupported::SERVICE_AFTER_HELP)]
 pub struct CreateArgs {
     /// The service's name [default: a generated one].
     #[arg(long)]
@@ -171,6 +173,8 @@ pub struct CreateArgs {
     policies: PolicyArgs,
     #[command(flatten)]
     container: ContainerArgs,
+    #[command(flatten)]
+    unsupported: unsupported::UnsupportedServiceArgs,
     /// Return at once instead of waiting for the tasks to run.
     #[arg(short, long)]
     detach: bool,
@@ -319,6 +323,7 @@ fn parse_isolation(text: &str) -> Result<String, String> {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = unsupported::SERVICE_AFTER_HELP)]
 pub struct ServiceUpdateArgs {
     #[arg(long)]
     image: Option<String>,
@@ -383,6 +388,8 @@ pub struct ServiceUpdateArgs {
     policies: PolicyArgs,
     #[command(flatten)]
     container: ContainerUpdateArgs,
+    #[command(flatten)]
+    unsupported: unsupported::UnsupportedServiceArgs,
     /// Replace the tasks even if nothing changed.
     #[arg(long)]
     force: bool,
@@ -536,6 +543,7 @@ fn rows(response: Response) -> anyhow::Result<Vec<serde_json::Value>> {
 }
 
 fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
+    args.unsupported.refuse()?;
     ImageSource::parse(&args.image)?;
     let mode = match (args.mode.as_str(), args.replicas) {
         ("global", Some(_)) => {
@@ -622,6 +630,7 @@ fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
 }
 
 fn update(host: &str, args: ServiceUpdateArgs) -> anyhow::Result<()> {
+    args.unsupported.refuse()?;
     if args.rollback {
         print_notes(call(
             host,

@@ -247,3 +247,53 @@ pub fn ingress_network(id: String, created_at: u64, subnet: (Ipv4Addr, u8)) -> N
         created_at,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(text: &str) -> (Ipv4Addr, u8) {
+        let (ip, prefix) = text.split_once('/').unwrap();
+        (ip.parse().unwrap(), prefix.parse().unwrap())
+    }
+
+    #[test]
+    fn subnets_come_from_the_pools_in_order_around_those_taken() {
+        let pools = [net("10.20.0.0/24"), net("192.168.0.0/16")];
+        let none = std::iter::empty();
+        assert_eq!(
+            first_free_subnet(&pools, 26, none),
+            Some(net("10.20.0.0/26"))
+        );
+        let taken = [net("10.20.0.0/26"), net("10.20.0.128/25")];
+        assert_eq!(
+            first_free_subnet(&pools, 26, taken.iter().copied()),
+            Some(net("10.20.0.64/26"))
+        );
+        // The first pool full: the second one's first subnet.
+        let full = [net("10.20.0.0/24")];
+        assert_eq!(
+            first_free_subnet(&pools, 26, full.iter().copied()),
+            Some(net("192.168.0.0/26"))
+        );
+        let everything = [net("0.0.0.0/1"), net("128.0.0.0/1")];
+        assert_eq!(
+            first_free_subnet(&pools, 26, everything.iter().copied()),
+            None
+        );
+    }
+
+    #[test]
+    fn bad_pools_are_refused_naming_the_flag() {
+        assert!(check_address_pools(&[net("10.20.0.0/16")], 24).is_ok());
+        assert!(check_address_pools(&[], 24).is_ok());
+        let err = check_address_pools(&[net("10.20.0.1/16")], 24).unwrap_err();
+        assert!(err.contains("did you mean 10.20.0.0/16"), "{err}");
+        let err = check_address_pools(&[net("10.20.0.0/26")], 24).unwrap_err();
+        assert!(err.contains("smaller than a /24"), "{err}");
+        let err = check_address_pools(&[net("10.0.0.0/8"), net("10.20.0.0/16")], 24).unwrap_err();
+        assert!(err.contains("overlaps 10.0.0.0/8"), "{err}");
+        let err = check_address_pools(&[], 30).unwrap_err();
+        assert!(err.contains("--default-addr-pool-mask-length 30"), "{err}");
+    }
+}

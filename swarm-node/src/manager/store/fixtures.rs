@@ -6,7 +6,7 @@ use super::{ClusterState, NodeRecord};
 use crate::{
     api::{Availability, NodeResources, Role},
     ca::pki::JoinToken,
-    manager::allocator::ingress_network,
+    manager::allocator::{POOL, POOL_PREFIX, ingress_network},
 };
 
 /// An active node whose hostname is its ID.
@@ -40,7 +40,10 @@ pub fn store(nodes: &[(&str, Role)]) -> ClusterState {
             .iter()
             .map(|(id, role)| (id.to_string(), node(id, *role)))
             .collect(),
-        networks: BTreeMap::from([("i".into(), ingress_network("i".into(), 0))]),
+        networks: BTreeMap::from([(
+            "i".into(),
+            ingress_network("i".into(), 0, (POOL.0, POOL_PREFIX)),
+        )]),
         services: BTreeMap::new(),
         tasks: BTreeMap::new(),
         log_requests: BTreeMap::new(),
@@ -51,5 +54,9 @@ pub fn store(nodes: &[(&str, Role)]) -> ClusterState {
         task_history_limit: None,
         secrets: BTreeMap::new(),
         configs: BTreeMap::new(),
+        address_pools: Vec::new(),
+        subnet_size: None,
+        snapshot_interval: None,
+        max_snapshots: None,
     }
 }
