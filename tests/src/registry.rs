@@ -462,6 +462,16 @@ pub struct TestLayer {
     pub zstd: bool,
 }
 
+impl TestImage {
+    /// busybox alone, with `PATH=/bin`.
+    pub fn busybox() -> Self {
+        Self {
+            layers: vec![TestLayer::busybox()],
+            config: serde_json::json!({"Env": ["PATH=/bin"]}),
+        }
+    }
+}
+
 impl TestLayer {
     /// busybox-static as /bin/busybox, `sh` linked to it, and the
     /// directories a root needs.

@@ -123,7 +123,8 @@ fn bad_init_flags_name_the_flag_and_the_fix() {
         err.contains("--cert-expiry") && err.contains("2160h"),
         "{err}"
     );
-    let err = stderr_of(&topology, &["init", "--listen-addr", "0.0.0.0"]);
+    // An address without a port is Docker's form too; a port of 0 is not.
+    let err = stderr_of(&topology, &["init", "--listen-addr", "0.0.0.0:0"]);
     assert!(
         err.contains("--listen-addr") && err.contains(":2377"),
         "{err}"

@@ -515,9 +515,18 @@ fn docker_28_drives_a_swarm_and_the_api_answers_as_dockerd() {
             .success()
     };
     assert!(lasts_beyond(47) && !lasts_beyond(49), "a 48 h certificate");
-    let refused = docker
-        .fails(&["swarm", "update", "--snapshot-interval", "5000"])
+    docker
+        .ok(&["swarm", "update", "--snapshot-interval", "5000"])
         .unwrap();
+    let interval = docker
+        .ok(&[
+            "info",
+            "--format",
+            "{{.Swarm.Cluster.Spec.Raft.SnapshotInterval}}",
+        ])
+        .unwrap();
+    assert_eq!(interval.trim(), "5000");
+    let refused = docker.fails(&["swarm", "update", "--autolock"]).unwrap();
     assert!(refused.contains("not supported by swarm yet"), "{refused}");
 
     // --task-history-limit 1: two forced updates leave one ended task.

@@ -7,8 +7,9 @@
 use std::time::Duration;
 
 use swarm_tests::{
-    DATA_IFACE, Registry, Swarm, TestImage, TestLayer, Topology, TopologyOptions, is_running_row,
-    wait_until_within,
+    DATA_IFACE, Registry, Swarm, TestImage, Topology, TopologyOptions,
+    docker_cli::{DOCKER_28, DockerCli},
+    is_running_row, wait_until_within,
 };
 
 const REGISTRY: &str = "198.18.0.100:5000";
@@ -29,6 +30,14 @@ fn subnet_of(topology: &Topology, network: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// A registry on the client's address holding busybox as `tools:1`.
+fn busybox_registry(topology: &Topology) -> Registry {
+    let registry =
+        Registry::start(topology.client.netns.name(), REGISTRY.parse().unwrap()).unwrap();
+    registry.push("tools", "1", &TestImage::busybox()).unwrap();
+    registry
 }
 
 /// The TCP listeners in host `host`'s namespace, as `ss` prints them.
@@ -173,13 +182,7 @@ fn force_new_cluster_brings_back_a_swarm_that_lost_its_quorum() {
         .patience(PATIENCE)
         .start(&options)
         .unwrap();
-    let registry =
-        Registry::start(topology.client.netns.name(), REGISTRY.parse().unwrap()).unwrap();
-    let image = TestImage {
-        layers: vec![TestLayer::busybox()],
-        config: serde_json::json!({"Env": ["PATH=/bin"]}),
-    };
-    registry.push("tools", "1", &image).unwrap();
+    let _registry = busybox_registry(&topology);
     let h1 = topology.daemon(0);
     h1.swarm_ok(&["network", "create", "-d", "overlay", "kept"])
         .unwrap();
@@ -304,13 +307,7 @@ fn a_data_path_address_carries_the_overlay_on_its_own_network() {
     let mut topology = Topology::new(&options).unwrap();
     topology.add_data_network().unwrap();
     topology.start_daemons().unwrap();
-    let registry =
-        Registry::start(topology.client.netns.name(), REGISTRY.parse().unwrap()).unwrap();
-    let image = TestImage {
-        layers: vec![TestLayer::busybox()],
-        config: serde_json::json!({"Env": ["PATH=/bin"]}),
-    };
-    registry.push("tools", "1", &image).unwrap();
+    let _registry = busybox_registry(&topology);
 
     let err = refused(&topology, &["init", "--data-path-addr", "198.19.9.9"]);
     assert!(err.contains("--data-path-addr"), "{err}");
@@ -405,4 +402,68 @@ fn a_data_path_address_carries_the_overlay_on_its_own_network() {
     assert!(out.contains("0% packet loss"), "{out}");
     assert!(packets(&topology, 0, DATA_IFACE, "tx") >= sent_before + 3);
     assert!(packets(&topology, 1, DATA_IFACE, "rx") >= received_before + 3);
+}
+
+#[test]
+fn the_docker_cli_sets_the_same_settings_through_the_engine_api() {
+    let mut topology = Topology::new(&TopologyOptions::new("sdock", 1)).unwrap();
+    topology.start_daemons().unwrap();
+    let docker = DockerCli::new(DOCKER_28, topology.daemon(0)).unwrap();
+    docker
+        .ok(&[
+            "swarm",
+            "init",
+            "--default-addr-pool",
+            "10.30.0.0/16",
+            "--default-addr-pool-mask-length",
+            "25",
+            "--snapshot-interval",
+            "50",
+            "--max-snapshots",
+            "1",
+            "--listen-addr",
+            "198.18.0.1:2450",
+        ])
+        .unwrap();
+    let settings = |docker: &DockerCli| {
+        docker
+            .ok(&[
+                "info",
+                "--format",
+                "{{json .Swarm.Cluster.DefaultAddrPool}} {{.Swarm.Cluster.SubnetSize}} {{.Swarm.Cluster.Spec.Raft.SnapshotInterval}} {{.Swarm.Cluster.Spec.Raft.KeepOldSnapshots}}",
+            ])
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(settings(&docker), r#"["10.30.0.0/16"] 25 50 1"#);
+    assert!(listeners(&topology, 0).contains("198.18.0.1:2450"));
+    docker
+        .ok(&["network", "create", "-d", "overlay", "dockernet"])
+        .unwrap();
+    let subnet = docker
+        .ok(&[
+            "network",
+            "inspect",
+            "dockernet",
+            "--format",
+            "{{(index .IPAM.Config 0).Subnet}}",
+        ])
+        .unwrap();
+    assert_eq!(subnet.trim(), "10.30.0.128/25");
+    docker
+        .ok(&[
+            "swarm",
+            "update",
+            "--snapshot-interval",
+            "200",
+            "--max-snapshots",
+            "3",
+        ])
+        .unwrap();
+    assert_eq!(settings(&docker), r#"["10.30.0.0/16"] 25 200 3"#);
+    let err = docker
+        .fails(&["swarm", "update", "--snapshot-interval", "2"])
+        .unwrap();
+    assert!(err.contains("--snapshot-interval"), "{err}");
 }

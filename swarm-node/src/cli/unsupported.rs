@@ -36,6 +36,16 @@ Docker's flags not supported yet (refused, never ignored):
   --data-path-port                set per node here: `swarm daemon --data-path-port`
 ";
 
+/// Each flag: whether it was given, its name, and why it is refused.
+type Given<'a> = (bool, &'a str, &'a str);
+
+fn refuse_first(given: &[Given]) -> anyhow::Result<()> {
+    match given.iter().find(|(set, ..)| *set) {
+        Some((_, flag, why)) => anyhow::bail!("{flag} is not supported by swarm: {why}"),
+        None => Ok(()),
+    }
+}
+
 /// Hidden flags of `service create` and `service update` that Docker has.
 #[derive(Debug, Args, Default)]
 pub struct UnsupportedServiceArgs {
@@ -97,10 +107,7 @@ impl UnsupportedServiceArgs {
                 "it is a Windows setting (gMSA), and swarm runs Linux tasks",
             ),
         ];
-        match given.iter().find(|(set, ..)| *set) {
-            Some((_, flag, why)) => anyhow::bail!("{flag} is not supported by swarm: {why}"),
-            None => Ok(()),
-        }
+        refuse_first(&given)
     }
 }
 
@@ -165,10 +172,7 @@ impl UnsupportedNetworkArgs {
                 "overlay networks are swarm-scoped (--scope swarm)",
             ),
         ];
-        match given.iter().find(|(set, ..)| *set) {
-            Some((_, flag, why)) => anyhow::bail!("{flag} is not supported by swarm: {why}"),
-            None => Ok(()),
-        }
+        refuse_first(&given)
     }
 }
 
@@ -203,10 +207,7 @@ impl UnsupportedSwarmArgs {
                 "the VXLAN port is a setting of each node here: start every daemon with `swarm daemon --data-path-port PORT`",
             ),
         ];
-        match given.iter().find(|(set, ..)| *set) {
-            Some((_, flag, why)) => anyhow::bail!("{flag} is not supported by swarm: {why}"),
-            None => Ok(()),
-        }
+        refuse_first(&given)
     }
 }
 

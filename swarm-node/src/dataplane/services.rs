@@ -96,7 +96,7 @@ impl fmt::Display for PublishedPort {
 pub enum PortError {
     #[error("{what} port {value:?} is not a port number (1-65535)")]
     NotAPort { what: &'static str, value: String },
-    #[error("protocol {0:?} is not tcp or udp")]
+    #[error("protocol {0:?} is not tcp or udp{hint}", hint = if .0 == "sctp" { " (SCTP ports are not supported by swarm yet)" } else { "" })]
     Protocol(String),
     #[error("mode {0:?} is not ingress or host")]
     Mode(String),

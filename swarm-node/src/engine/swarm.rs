@@ -230,10 +230,10 @@ async fn join(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     Ok(empty_reply(StatusCode::OK))
 }
 
-/// `swarm update`: the heartbeat, certificate expiry and task history
-/// limit changed, join tokens rotated, as asked. A change to settings
-/// swarm does not have (Raft's snapshots, autolock) is refused rather than
-/// ignored.
+/// `swarm update`: the heartbeat, certificate expiry, task history
+/// limit and Raft's snapshot settings changed, join tokens rotated, as
+/// asked. A change to a setting swarm does not have (autolock) is refused
+/// rather than ignored.
 async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     call.version("swarm")?;
     let wanted: docker::SwarmSpec = call.json()?;

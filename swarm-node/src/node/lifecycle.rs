@@ -398,15 +398,20 @@ impl Membership {
 
     /// Stops Raft and the API on a node whose certificate now says worker.
     fn become_worker(self: &Arc<Self>) -> Result<(), ClusterError> {
-        let raft = self.lock().as_mut().and_then(|c| c.raft.take());
+        // Stopped and removed before the node stops saying it manages, so
+        // that once `swarm info` says worker, no Raft store is left.
+        let raft = self.lock().as_ref().and_then(|c| c.raft.clone());
         if let Some(raft) = raft {
             let _ = self.runtime.block_on(raft.raft.shutdown());
-            tracing::info!("demoted: Raft stopped and its store removed");
         }
-        self.sync_api();
         if let Some(cluster) = self.lock().as_ref() {
             cluster.remove_raft_store()?;
         }
+        if let Some(cluster) = self.lock().as_mut() {
+            cluster.raft = None;
+        }
+        tracing::info!("demoted: Raft stopped and its store removed");
+        self.sync_api();
         Ok(())
     }
 
