@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
+    filters::Filters,
     mounts::{FileReference, Mount, Opaque, PayloadKind},
     nodes::{Availability, Role},
     specs::{
@@ -51,6 +52,8 @@ pub enum Request {
     PayloadCreate(PayloadCreateRequest),
     PayloadList {
         kind: PayloadKind,
+        #[serde(default)]
+        filters: Filters,
     },
     PayloadInspect {
         kind: PayloadKind,
@@ -99,8 +102,11 @@ pub enum Request {
         rotate: bool,
     },
     /// `swarm node ls`.
-    NodeList,
-    /// `swarm node inspect`.
+    NodeList {
+        #[serde(default)]
+        filters: Filters,
+    },
+    /// `swarm node inspect`: by ID, unique ID prefix, hostname, or `self`.
     NodeInspect {
         node: String,
     },
@@ -114,7 +120,10 @@ pub enum Request {
     /// `swarm network create`.
     SwarmNetworkCreate(SwarmNetworkCreateRequest),
     /// `swarm network ls`.
-    SwarmNetworkList,
+    SwarmNetworkList {
+        #[serde(default)]
+        filters: Filters,
+    },
     /// `swarm network inspect`.
     SwarmNetworkInspect {
         network: String,
@@ -142,13 +151,19 @@ pub enum Request {
         /// does unless `--no-resolve-image`.
         resolve_image: bool,
     },
-    SwarmServiceList,
+    SwarmServiceList {
+        #[serde(default)]
+        filters: Filters,
+    },
     SwarmServiceInspect {
         service: String,
     },
-    /// `swarm service ps`.
+    /// `swarm service ps` (and `node ps`, `stack ps`): the tasks of
+    /// `services`, or of every service when none is named.
     SwarmServiceTasks {
         services: Vec<String>,
+        #[serde(default)]
+        filters: Filters,
     },
     SwarmServiceScale {
         scales: Vec<(String, u64)>,
@@ -617,18 +632,18 @@ impl Request {
         matches!(
             self,
             Request::JoinToken { .. }
-                | Request::NodeList
+                | Request::NodeList { .. }
                 | Request::NodeInspect { .. }
                 | Request::NodeUpdate(_)
                 | Request::NodeRemove { .. }
                 | Request::NodePromote { .. }
                 | Request::NodeDemote { .. }
                 | Request::SwarmNetworkCreate(_)
-                | Request::SwarmNetworkList
+                | Request::SwarmNetworkList { .. }
                 | Request::SwarmNetworkInspect { .. }
                 | Request::SwarmNetworkRemove { .. }
                 | Request::SwarmServiceCreate { .. }
-                | Request::SwarmServiceList
+                | Request::SwarmServiceList { .. }
                 | Request::SwarmServiceInspect { .. }
                 | Request::SwarmServiceTasks { .. }
                 | Request::SwarmServiceScale { .. }
@@ -719,6 +734,15 @@ pub struct NetworkRow {
     pub name: String,
     pub driver: String,
     pub scope: String,
+    #[serde(default, rename = "IPv6")]
+    pub ipv6: bool,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// RFC 3339, as Docker's.
+    #[serde(default)]
+    pub created_at: String,
 }
 
 /// `swarm init`'s flags; unset ones take the daemon's defaults.
@@ -837,6 +861,8 @@ pub struct NodeRow {
     /// Whether this row is the node answering.
     #[serde(rename = "Self")]
     pub is_self: bool,
+    #[serde(default)]
+    pub engine_version: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

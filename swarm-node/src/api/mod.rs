@@ -8,6 +8,7 @@ pub mod assignments;
 pub mod control;
 pub mod docker;
 pub mod error;
+pub mod filters;
 pub mod mounts;
 pub mod nodes;
 pub mod proto;

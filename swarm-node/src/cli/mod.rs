@@ -1,6 +1,9 @@
 //! The `swarm` command line: Docker's verbs, talking to the local daemon.
 
 mod container;
+mod format;
+mod inspect;
+mod listing;
 mod output;
 mod payloads;
 mod registry_login;
@@ -13,6 +16,9 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use self::format::{Format, FormatArgs};
+use self::listing::FilterArgs;
 
 use crate::{
     api::{
@@ -172,8 +178,20 @@ pub enum NetworkCommand {
         unsupported: Box<unsupported::UnsupportedNetworkArgs>,
         name: String,
     },
-    /// List the swarm's networks.
-    Ls(FormatArgs),
+    /// List the swarm's networks; -f takes driver, id, label, name, scope, type.
+    #[command(alias = "list")]
+    Ls {
+        /// Only the network IDs.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Whole network IDs.
+        #[arg(long)]
+        no_trunc: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        format: FormatArgs,
+    },
     /// Show networks as JSON, shaped like Docker's.
     Inspect {
         /// ID, unique ID prefix, or name.
@@ -309,12 +327,41 @@ pub struct LeaveArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
-    /// List the swarm's nodes.
-    Ls(FormatArgs),
-    /// Show one node as JSON, shaped like Docker's.
+    /// List the swarm's nodes; -f takes id, label, membership, name, node.label, role.
+    #[command(alias = "list")]
+    Ls {
+        /// Only the node IDs.
+        #[arg(short, long)]
+        quiet: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        format: FormatArgs,
+    },
+    /// Show nodes as JSON shaped like Docker's, or as Docker's text with --pretty.
     Inspect {
-        /// ID, unique ID prefix, or hostname.
-        node: String,
+        /// Docker's human-readable layout instead of JSON.
+        #[arg(long)]
+        pretty: bool,
+        /// IDs, unique ID prefixes, hostnames, or `self` (the node asked).
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// List the tasks on nodes (by default this one); -f takes desired-state, id, name, node.
+    Ps {
+        /// Only the task IDs.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Whole IDs and errors (a table cuts them short).
+        #[arg(long)]
+        no_trunc: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        format: FormatArgs,
+        /// IDs, unique ID prefixes, hostnames, or `self`.
+        #[arg(default_value = "self")]
+        nodes: Vec<String>,
     },
     /// Change a node's availability, labels or role.
     Update {
@@ -402,11 +449,28 @@ fn network_command(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
             });
             print_notes(call(host, &request)?)
         }
-        NetworkCommand::Ls(args) => {
-            let Response::Networks(rows) = call(host, &Request::SwarmNetworkList)? else {
+        NetworkCommand::Ls {
+            quiet,
+            no_trunc,
+            filter,
+            format,
+        } => {
+            let request = Request::SwarmNetworkList {
+                filters: filter.filters(),
+            };
+            let Response::Networks(rows) = call(host, &request)? else {
                 anyhow::bail!("the daemon answered `network ls` with something else");
             };
-            output::print_networks(&rows, args.format)
+            let rows = rows
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()?;
+            let contexts: Vec<_> = rows
+                .iter()
+                .map(|row| listing::network(row, no_trunc))
+                .collect();
+            let format = format.format.or_quiet(quiet, "ID");
+            output::print_listing(&rows, &contexts, &listing::NETWORKS, &format)
         }
         NetworkCommand::Inspect { network } => {
             let Response::NetworkInspect(value) =
@@ -862,19 +926,6 @@ fn parse_mac_arg(text: &str) -> Result<[u8; 6], String> {
         .ok_or_else(|| format!("{text:?} is not a MAC address; write it like 02:42:0a:00:01:02"))
 }
 
-#[derive(Debug, Args)]
-pub struct FormatArgs {
-    /// Output format: a table for people, or one JSON object per line.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
-
 /// Runs one command to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -947,19 +998,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let Response::Info(info) = call(&cli.host, &Request::Info)? else {
                 anyhow::bail!("the daemon answered `info` with something else");
             };
-            output::print_info(&info, args.format)
+            output::print_info(&info, &args.format)
         }
         CliCommand::Dataplane(DataplaneCommand::Stats(args)) => {
             let Response::DataplaneStats(stats) = call(&cli.host, &Request::DataplaneStats)? else {
                 anyhow::bail!("the daemon answered `dataplane stats` with something else");
             };
-            output::print_stats(&stats, args.format)
+            output::print_stats(&stats, &args.format)
         }
         CliCommand::Dataplane(DataplaneCommand::Endpoints(args)) => {
             let Response::Endpoints(rows) = call(&cli.host, &Request::Endpoints)? else {
                 anyhow::bail!("the daemon answered `dataplane endpoints` with something else");
             };
-            output::print_endpoints(&rows, args.format)
+            output::print_endpoints(&rows, &args.format)
         }
         CliCommand::Stack(command) => stack::run(&cli.host, command),
         CliCommand::Secret(command) => {
@@ -972,16 +1023,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let Response::Rows(rows) = call(&cli.host, &Request::VolumeList)? else {
                 anyhow::bail!("the daemon answered `volume ls` with something else");
             };
-            if quiet {
-                return output::print_keys(&rows, "Name");
-            }
-            output::print_json_rows(
-                &rows,
-                format.format,
-                &["DRIVER", "VOLUME NAME", "TASKS"],
-                &["Driver", "Name", "Tasks"],
-                None,
-            )
+            let format = format.format.or_quiet(quiet, "Name");
+            output::print_rows(&rows, &listing::VOLUMES, &format)
         }
         CliCommand::Volume(VolumeCommand::Inspect { names }) => {
             let Response::Json(value) = call(&cli.host, &Request::VolumeInspect { names })? else {
@@ -1000,16 +1043,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let Response::Rows(rows) = call(&cli.host, &Request::ImageList)? else {
                 anyhow::bail!("the daemon answered `image ls` with something else");
             };
-            if quiet {
-                return output::print_keys(&rows, "ID");
-            }
-            output::print_json_rows(
-                &rows,
-                format.format,
-                &["REPOSITORY", "TAG", "IMAGE ID", "SIZE", "TASKS"],
-                &["Repository", "Tag", "ID", "Size", "Tasks"],
-                None,
-            )
+            let format = format.format.or_quiet(quiet, "ID");
+            output::print_rows(&rows, &listing::IMAGES, &format)
         }
         CliCommand::Image(ImageCommand::Rm { images }) => {
             print_notes(call(&cli.host, &Request::ImageRemove { images })?)
@@ -1021,13 +1056,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let Response::Rows(rows) = call(&cli.host, &Request::DataplaneNetworks)? else {
                 anyhow::bail!("the daemon answered `dataplane network ls` with something else");
             };
-            output::print_json_rows(
-                &rows,
-                args.format,
-                &["VNI", "SUBNET", "GATEWAY", "MTU"],
-                &["VNI", "Subnet", "Gateway", "MTU"],
-                None,
-            )
+            output::print_rows(&rows, &listing::DATAPLANE_NETWORKS, &args.format)
         }
         CliCommand::Dataplane(DataplaneCommand::Network(command)) => {
             let request = match command {
@@ -1133,13 +1162,42 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Node left the swarm.");
             Ok(())
         }
-        CliCommand::Node(NodeCommand::Inspect { node }) => {
-            let Response::NodeInspect(value) = call(&cli.host, &Request::NodeInspect { node })?
-            else {
-                anyhow::bail!("the daemon answered `node inspect` with something else");
-            };
-            println!("{}", serde_json::to_string_pretty(&value)?);
+        CliCommand::Node(NodeCommand::Inspect { pretty, nodes }) => {
+            let mut all = Vec::new();
+            for node in nodes {
+                let Response::NodeInspect(serde_json::Value::Array(items)) =
+                    call(&cli.host, &Request::NodeInspect { node })?
+                else {
+                    anyhow::bail!("the daemon answered `node inspect` with something else");
+                };
+                all.extend(items);
+            }
+            if pretty {
+                print!("{}", inspect::pretty_nodes(&all));
+            } else {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            }
             Ok(())
+        }
+        CliCommand::Node(NodeCommand::Ps {
+            quiet,
+            no_trunc,
+            filter,
+            format,
+            nodes,
+        }) => {
+            let mut filters = filter.filters();
+            for node in nodes {
+                filters.add("node", node);
+            }
+            let request = Request::SwarmServiceTasks {
+                services: Vec::new(),
+                filters,
+            };
+            let Response::Rows(rows) = call(&cli.host, &request)? else {
+                anyhow::bail!("the daemon answered `node ps` with something else");
+            };
+            service::print_tasks(&rows, format.format, quiet, no_trunc)
         }
         CliCommand::Node(NodeCommand::Update {
             role,
@@ -1188,17 +1246,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{node}");
             Ok(())
         }
-        CliCommand::Node(NodeCommand::Ls(args)) => {
-            let Response::Nodes(rows) = call(&cli.host, &Request::NodeList)? else {
+        CliCommand::Node(NodeCommand::Ls {
+            quiet,
+            filter,
+            format,
+        }) => {
+            let request = Request::NodeList {
+                filters: filter.filters(),
+            };
+            let Response::Nodes(rows) = call(&cli.host, &request)? else {
                 anyhow::bail!("the daemon answered `node ls` with something else");
             };
-            output::print_nodes(&rows, args.format)
+            let rows = rows
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()?;
+            let contexts: Vec<_> = rows.iter().map(listing::node).collect();
+            let format = format.format.or_quiet(quiet, "ID");
+            output::print_listing(&rows, &contexts, &listing::NODES, &format)
         }
         CliCommand::Dataplane(DataplaneCommand::Services(args)) => {
             let Response::Services(rows) = call(&cli.host, &Request::Services)? else {
                 anyhow::bail!("the daemon answered `dataplane services` with something else");
             };
-            output::print_services(&rows, args.format)
+            output::print_services(&rows, &args.format)
         }
         CliCommand::Dataplane(DataplaneCommand::Service(command)) => {
             let request = match command {
@@ -1254,7 +1325,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 EndpointCommand::RmRemote { vni, ip } => Request::RemoteRemove { vni, ip },
             };
             if let Response::Endpoint(row) = call(&cli.host, &request)? {
-                output::print_endpoints(&[row], Format::Table)?;
+                output::print_endpoints(&[row], &Format::Table)?;
             }
             Ok(())
         }

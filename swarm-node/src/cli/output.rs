@@ -1,140 +1,236 @@
-//! How the CLI prints answers: aligned tables for people, JSON lines for scripts.
+//! How the CLI prints answers: Docker's aligned tables for people, JSON
+//! lines for scripts, and Go templates (`--format`) for either.
 
 use std::io::{self, Write as _};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::Format;
+use super::format::{self, Format};
 use crate::{
-    api::control::{DaemonInfo, NetworkRow, NodeRow},
+    api::control::DaemonInfo,
     dataplane::{DataplaneStats, EndpointRow, ServiceRow},
 };
 
-pub fn print_stats(stats: &DataplaneStats, format: Format) -> anyhow::Result<()> {
-    let rows = stats
+/// What a list shows: each field a template names (Docker's, where Docker
+/// has the list) with its column header, and the default table when it is
+/// not every field in order.
+pub struct Listing {
+    pub fields: &'static [(&'static str, &'static str)],
+    pub table: Option<&'static str>,
+}
+
+impl Listing {
+    fn table_template(&self) -> String {
+        match self.table {
+            Some(text) => text.to_owned(),
+            None => self
+                .fields
+                .iter()
+                .map(|(field, _)| format!("{{{{.{field}}}}}"))
+                .collect::<Vec<_>>()
+                .join("\t"),
+        }
+    }
+
+    /// The dot a header row is rendered with: each field's header.
+    fn header(&self) -> Value {
+        Value::Object(
+            self.fields
+                .iter()
+                .map(|(field, header)| ((*field).to_owned(), Value::from(*header)))
+                .collect(),
+        )
+    }
+}
+
+/// A list: `rows` (the daemon's, printed whole by `--format json`) and
+/// `contexts` (each row as the fields `listing` names, for tables and
+/// templates), in the same order.
+pub fn print_listing(
+    rows: &[Value],
+    contexts: &[Value],
+    listing: &Listing,
+    format: &Format,
+) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    let (text, table) = match format {
+        Format::Json => {
+            for row in rows {
+                writeln!(out, "{}", serde_json::to_string(row)?)?;
+            }
+            return Ok(());
+        }
+        Format::Table => (listing.table_template(), true),
+        Format::Template { text, table } => (text.clone(), *table),
+    };
+    let template = format::compile(&text).map_err(anyhow::Error::msg)?;
+    let mut lines = String::new();
+    if table {
+        lines.push_str(&format::render(&template, &listing.header())?);
+        lines.push('\n');
+    }
+    for context in contexts {
+        lines.push_str(&format::render(&template, context)?);
+        lines.push('\n');
+    }
+    if table {
+        out.write_all(align_columns(&lines).as_bytes())?;
+    } else {
+        out.write_all(lines.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// A list whose rows are their own template dots (this project's lists).
+pub fn print_rows(rows: &[Value], listing: &Listing, format: &Format) -> anyhow::Result<()> {
+    print_listing(rows, rows, listing, format)
+}
+
+/// Docker's table writer (Go's tabwriter: minimum width 10, padding 3):
+/// each tab-ended cell padded to its column's width; the last cell of a
+/// line is not a column.
+pub fn align_columns(text: &str) -> String {
+    const MIN_WIDTH: usize = 10;
+    const PADDING: usize = 3;
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|line| line.split('\t').collect())
+        .collect();
+    let mut widths: Vec<usize> = Vec::new();
+    for cells in &lines {
+        for (i, cell) in cells.iter().take(cells.len() - 1).enumerate() {
+            if widths.len() <= i {
+                widths.push(MIN_WIDTH);
+            }
+            widths[i] = widths[i].max(cell.chars().count() + PADDING);
+        }
+    }
+    let mut out = String::new();
+    for cells in &lines {
+        for (i, cell) in cells.iter().enumerate() {
+            out.push_str(cell);
+            if i + 1 < cells.len() {
+                out.extend(std::iter::repeat_n(' ', widths[i] - cell.chars().count()));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+const STATS: Listing = Listing {
+    fields: &[
+        ("Kind", "KIND"),
+        ("Counter", "COUNTER"),
+        ("Packets", "PACKETS"),
+        ("Bytes", "BYTES"),
+    ],
+    table: None,
+};
+
+pub fn print_stats(stats: &DataplaneStats, format: &Format) -> anyhow::Result<()> {
+    let rows: Vec<Value> = stats
         .packets
         .iter()
         .map(|row| ("packet", row))
-        .chain(stats.drops.iter().map(|row| ("drop", row)));
-    let mut out = io::stdout().lock();
-    match format {
-        Format::Json => {
-            for (kind, row) in rows {
-                let line = json!({
-                    "Kind": kind,
-                    "Counter": row.name,
-                    "Packets": row.packets,
-                    "Bytes": row.bytes,
-                });
-                writeln!(out, "{line}")?;
-            }
-        }
-        Format::Table => {
-            let table: Vec<[String; 4]> = rows
-                .map(|(kind, row)| {
-                    [
-                        kind.to_owned(),
-                        row.name.clone(),
-                        row.packets.to_string(),
-                        row.bytes.to_string(),
-                    ]
-                })
-                .collect();
-            write_table(&mut out, ["KIND", "COUNTER", "PACKETS", "BYTES"], &table)?;
-        }
-    }
-    Ok(())
+        .chain(stats.drops.iter().map(|row| ("drop", row)))
+        .map(|(kind, row)| {
+            json!({
+                "Kind": kind,
+                "Counter": row.name,
+                "Packets": row.packets,
+                "Bytes": row.bytes,
+            })
+        })
+        .collect();
+    print_rows(&rows, &STATS, format)
 }
 
-pub fn print_endpoints(rows: &[EndpointRow], format: Format) -> anyhow::Result<()> {
-    let mut out = io::stdout().lock();
-    match format {
-        Format::Json => {
-            for row in rows {
-                let line = json!({
-                    "VNI": row.vni,
-                    "IP": row.ip,
-                    "MAC": row.mac,
-                    "Location": row.location,
-                    "Via": row.via,
-                });
-                writeln!(out, "{line}")?;
-            }
-        }
-        Format::Table => {
-            let table: Vec<[String; 5]> = rows
-                .iter()
-                .map(|row| {
-                    [
-                        row.vni.to_string(),
-                        row.ip.to_string(),
-                        row.mac.clone(),
-                        row.location.clone(),
-                        row.via.clone(),
-                    ]
-                })
-                .collect();
-            write_table(&mut out, ["VNI", "IP", "MAC", "LOCATION", "VIA"], &table)?;
-        }
-    }
-    Ok(())
+const ENDPOINTS: Listing = Listing {
+    fields: &[
+        ("VNI", "VNI"),
+        ("IP", "IP"),
+        ("MAC", "MAC"),
+        ("Location", "LOCATION"),
+        ("Via", "VIA"),
+    ],
+    table: None,
+};
+
+pub fn print_endpoints(rows: &[EndpointRow], format: &Format) -> anyhow::Result<()> {
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            json!({
+                "VNI": row.vni,
+                "IP": row.ip,
+                "MAC": row.mac,
+                "Location": row.location,
+                "Via": row.via,
+            })
+        })
+        .collect();
+    print_rows(&rows, &ENDPOINTS, format)
 }
 
-pub fn print_services(rows: &[ServiceRow], format: Format) -> anyhow::Result<()> {
-    let mut out = io::stdout().lock();
+const BALANCED_SERVICES: Listing = Listing {
+    fields: &[
+        ("Name", "NAME"),
+        ("VNI", "VNI"),
+        ("VIP", "VIP"),
+        ("Published", "PUBLISHED"),
+        ("Backends", "BACKENDS"),
+        ("LocalBackends", "LOCAL"),
+        ("Connections", "CONNECTIONS"),
+    ],
+    table: None,
+};
+
+/// `dataplane services`: lists of addresses joined by commas, `-` for none.
+pub fn print_services(rows: &[ServiceRow], format: &Format) -> anyhow::Result<()> {
     let join = |ips: &[std::net::Ipv4Addr]| {
         ips.iter()
             .map(|ip| ip.to_string())
             .collect::<Vec<_>>()
             .join(",")
     };
-    match format {
-        Format::Json => {
-            for row in rows {
-                writeln!(out, "{}", serde_json::to_string(row)?)?;
-            }
-        }
-        Format::Table => {
-            let table: Vec<[String; 7]> = rows
-                .iter()
-                .map(|row| {
-                    [
-                        row.name.clone(),
-                        row.vni.to_string(),
-                        row.vip.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
-                        if row.published.is_empty() {
-                            "-".to_owned()
-                        } else {
-                            row.published.join(",")
-                        },
-                        join(&row.backends),
-                        join(&row.local_backends),
-                        row.connections.to_string(),
-                    ]
-                })
-                .collect();
-            write_table(
-                &mut out,
-                [
-                    "NAME",
-                    "VNI",
-                    "VIP",
-                    "PUBLISHED",
-                    "BACKENDS",
-                    "LOCAL",
-                    "CONNECTIONS",
-                ],
-                &table,
-            )?;
-        }
-    }
-    Ok(())
+    let contexts: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            json!({
+                "Name": row.name,
+                "VNI": row.vni,
+                "VIP": row.vip.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+                "Published": if row.published.is_empty() {
+                    "-".to_owned()
+                } else {
+                    row.published.join(",")
+                },
+                "Backends": join(&row.backends),
+                "LocalBackends": join(&row.local_backends),
+                "Connections": row.connections,
+            })
+        })
+        .collect();
+    let rows = rows
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    print_listing(&rows, &contexts, &BALANCED_SERVICES, format)
 }
 
-pub fn print_info(info: &DaemonInfo, format: Format) -> anyhow::Result<()> {
+pub fn print_info(info: &DaemonInfo, format: &Format) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     match format {
         Format::Json => writeln!(out, "{}", serde_json::to_string(info)?)?,
+        Format::Template { text, .. } => {
+            let template = format::compile(text).map_err(anyhow::Error::msg)?;
+            writeln!(
+                out,
+                "{}",
+                format::render(&template, &serde_json::to_value(info)?)?
+            )?;
+        }
         Format::Table => {
             let fields = [
                 ("Node ID", info.node_id.clone()),
@@ -207,67 +303,6 @@ pub fn print_info(info: &DaemonInfo, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Rows as one JSON object per line, or as a table with these headers.
-fn print_rows<R: serde::Serialize, const N: usize>(
-    rows: &[R],
-    format: Format,
-    headers: [&str; N],
-    cells: impl Fn(&R) -> [String; N],
-) -> anyhow::Result<()> {
-    let mut out = io::stdout().lock();
-    match format {
-        Format::Json => {
-            for row in rows {
-                writeln!(out, "{}", serde_json::to_string(row)?)?;
-            }
-        }
-        Format::Table => {
-            let table: Vec<[String; N]> = rows.iter().map(cells).collect();
-            write_table(&mut out, headers, &table)?;
-        }
-    }
-    Ok(())
-}
-
-pub fn print_nodes(rows: &[NodeRow], format: Format) -> anyhow::Result<()> {
-    print_rows(
-        rows,
-        format,
-        ["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"],
-        |row| {
-            let id = if row.is_self {
-                format!("{} *", row.id)
-            } else {
-                row.id.clone()
-            };
-            [
-                id,
-                row.hostname.clone(),
-                row.status.clone(),
-                row.availability.clone(),
-                row.manager_status.clone(),
-            ]
-        },
-    )
-}
-
-/// `network ls`: Docker's columns, the ID cut to 12 characters as Docker does.
-pub fn print_networks(rows: &[NetworkRow], format: Format) -> anyhow::Result<()> {
-    print_rows(
-        rows,
-        format,
-        ["NETWORK ID", "NAME", "DRIVER", "SCOPE"],
-        |row| {
-            [
-                row.id.chars().take(12).collect(),
-                row.name.clone(),
-                row.driver.clone(),
-                row.scope.clone(),
-            ]
-        },
-    )
-}
-
 /// Docker's join instructions.
 pub fn print_join_command(role: &str, token: &str, manager_addr: &str) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
@@ -278,120 +313,35 @@ pub fn print_join_command(role: &str, token: &str, manager_addr: &str) -> anyhow
     Ok(())
 }
 
-/// Columns padded to their widest cell, three spaces apart, like docker's tables.
-fn write_table<const N: usize>(
-    out: &mut impl io::Write,
-    header: [&str; N],
-    rows: &[[String; N]],
-) -> io::Result<()> {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    let mut line = |cells: [&str; N]| {
-        let mut text = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == N {
-                text.push_str(cell);
-            } else {
-                text.push_str(&format!("{cell:<width$}   ", width = widths[i]));
-            }
-        }
-        writeln!(out, "{}", text.trim_end())
-    };
-    line(header)?;
-    for row in rows {
-        line(row.each_ref().map(String::as_str))?;
-    }
-    Ok(())
-}
-
-/// JSON rows as one object per line, or as a table of `keys` under
-/// `headers`; `id_width` cuts the ID column as Docker does.
-/// `-q`: one `key` of each row a line (IDs, names).
-pub fn print_keys(rows: &[serde_json::Value], key: &str) -> anyhow::Result<()> {
-    let mut out = io::stdout().lock();
-    for row in rows {
-        writeln!(out, "{}", row[key].as_str().unwrap_or_default())?;
-    }
-    Ok(())
-}
-
-pub fn print_json_rows(
-    rows: &[serde_json::Value],
-    format: Format,
-    headers: &[&str],
-    keys: &[&str],
-    id_width: Option<usize>,
-) -> anyhow::Result<()> {
-    let mut out = io::stdout().lock();
-    if format == Format::Json {
-        for row in rows {
-            writeln!(out, "{}", serde_json::to_string(row)?)?;
-        }
-        return Ok(());
-    }
-    let cell = |row: &serde_json::Value, key: &str| match &row[key] {
-        serde_json::Value::String(text) => text.clone(),
-        serde_json::Value::Null => String::new(),
-        other => other.to_string(),
-    };
-    let table: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            keys.iter()
-                .map(|key| {
-                    let text = cell(row, key);
-                    match (*key, id_width) {
-                        ("ID", Some(width)) => text.chars().take(width).collect(),
-                        _ => text,
-                    }
-                })
-                .collect()
-        })
-        .collect();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in &table {
-        for (width, text) in widths.iter_mut().zip(row) {
-            *width = (*width).max(text.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut text = String::new();
-        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                text.push_str(&format!("{cell:<width$}   "));
-            }
-        }
-        text.trim_end().to_owned()
-    };
-    writeln!(out, "{}", line(headers.to_vec()))?;
-    for row in &table {
-        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn table_columns_align() {
-        let mut out = Vec::new();
-        write_table(
-            &mut out,
-            ["A", "LONGER"],
-            &[["xyz".into(), "1".into()], ["q".into(), "22".into()]],
-        )
-        .unwrap();
+    fn columns_align_as_docker_tabwriter() {
+        let expected = [
+            format!("A{}LONGER{}xyz", " ".repeat(9), " ".repeat(4)),
+            format!("xyz{}1{}", " ".repeat(7), " ".repeat(9)),
+            format!("q{}22{}last", " ".repeat(9), " ".repeat(8)),
+        ];
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "A     LONGER\nxyz   1\nq     22\n"
+            align_columns("A\tLONGER\txyz\nxyz\t1\t\nq\t22\tlast\n"),
+            expected.join("\n") + "\n"
         );
+        // A cell wider than the minimum takes its width and the padding.
+        assert_eq!(
+            align_columns("NETWORK ID\tNAME\nabc\tx\n"),
+            "NETWORK ID   NAME\nabc          x\n"
+        );
+    }
+
+    #[test]
+    fn table_templates_print_a_header_row() {
+        let listing = Listing {
+            fields: &[("ID", "ID"), ("Name", "NAME")],
+            table: None,
+        };
+        assert_eq!(listing.table_template(), "{{.ID}}\t{{.Name}}");
+        assert_eq!(listing.header()["Name"], "NAME");
     }
 }

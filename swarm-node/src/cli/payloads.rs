@@ -6,7 +6,11 @@ use std::io::Read as _;
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use super::{FormatArgs, call, output, parse_label, print_notes};
+use super::{
+    FormatArgs, call,
+    listing::{self, FilterArgs},
+    output, parse_label, print_notes,
+};
 use crate::api::{
     control::{PayloadCreateRequest, Request, Response},
     mounts::{Opaque, PayloadKind},
@@ -23,12 +27,14 @@ pub enum PayloadCommand {
         /// The file holding the data, or `-` for stdin.
         file: String,
     },
-    /// List them.
+    /// List them; -f takes id, label, name.
     #[command(alias = "list")]
     Ls {
         /// Only the IDs.
         #[arg(short, long)]
         quiet: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
         #[command(flatten)]
         format: FormatArgs,
     },
@@ -66,24 +72,28 @@ pub fn run(host: &str, kind: PayloadKind, command: PayloadCommand) -> anyhow::Re
             });
             print_notes(call(host, &request)?)
         }
-        PayloadCommand::Ls { quiet, format } => {
-            let Response::Rows(rows) = call(host, &Request::PayloadList { kind })? else {
+        PayloadCommand::Ls {
+            quiet,
+            filter,
+            format,
+        } => {
+            let request = Request::PayloadList {
+                kind,
+                filters: filter.filters(),
+            };
+            let Response::Rows(rows) = call(host, &request)? else {
                 anyhow::bail!("the daemon answered `{word} ls` with something else");
             };
-            if quiet {
-                return output::print_keys(&rows, "ID");
-            }
-            let (headers, keys): (&[&str], &[&str]) = match kind {
-                PayloadKind::Secret => (
-                    &["ID", "NAME", "DRIVER", "CREATED", "UPDATED"],
-                    &["ID", "Name", "Driver", "CreatedAt", "UpdatedAt"],
-                ),
-                PayloadKind::Config => (
-                    &["ID", "NAME", "CREATED", "UPDATED"],
-                    &["ID", "Name", "CreatedAt", "UpdatedAt"],
-                ),
+            let shown = match kind {
+                PayloadKind::Secret => &listing::SECRETS,
+                PayloadKind::Config => &listing::CONFIGS,
             };
-            output::print_json_rows(&rows, format.format, headers, keys, None)
+            let contexts: Vec<_> = rows
+                .iter()
+                .map(|row| listing::payload(row, shown))
+                .collect();
+            let format = format.format.or_quiet(quiet, "ID");
+            output::print_listing(&rows, &contexts, shown, &format)
         }
         PayloadCommand::Inspect { references } => {
             let Response::Json(value) = call(host, &Request::PayloadInspect { kind, references })?

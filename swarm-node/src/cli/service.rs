@@ -12,7 +12,11 @@ use clap::{Args, Subcommand};
 use super::container::{ContainerArgs, ContainerUpdateArgs};
 use super::registry_login;
 use super::unsupported;
-use super::{FormatArgs, call, output, parse_label, print_notes};
+use super::{
+    Format, FormatArgs, call,
+    listing::{self, FilterArgs},
+    output, parse_label, print_notes,
+};
 use crate::api::{
     assignments::tail,
     control::{ContainerUpdate, Request, Response, ServiceUpdateRequest, TaskOutput},
@@ -28,9 +32,18 @@ use crate::image::ImageSource;
 pub enum ServiceCommand {
     /// Create a service; prints its ID once its tasks run (or at once with -d).
     Create(Box<CreateArgs>),
-    /// List services.
-    Ls(FormatArgs),
-    /// List a service's tasks, with their history.
+    /// List services; -f takes id, label, mode, name.
+    #[command(alias = "list")]
+    Ls {
+        /// Only the service IDs.
+        #[arg(short, long)]
+        quiet: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        format: FormatArgs,
+    },
+    /// List services' tasks, with their history; -f takes desired-state, id, name, node.
     Ps {
         #[command(flatten)]
         format: FormatArgs,
@@ -40,12 +53,17 @@ pub enum ServiceCommand {
         /// Whole IDs and errors (a table cuts them short).
         #[arg(long)]
         no_trunc: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
         /// Service name or ID (one or more).
         #[arg(required = true)]
         services: Vec<String>,
     },
-    /// Show services as JSON, shaped like Docker's.
+    /// Show services as JSON shaped like Docker's, or as Docker's text with --pretty.
     Inspect {
+        /// Docker's human-readable layout instead of JSON.
+        #[arg(long)]
+        pretty: bool,
         #[arg(required = true)]
         services: Vec<String>,
     },
@@ -404,20 +422,32 @@ pub struct ServiceUpdateArgs {
 pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
     match command {
         ServiceCommand::Create(args) => create(host, *args),
-        ServiceCommand::Ls(args) => {
-            let rows = rows(call(host, &Request::SwarmServiceList)?)?;
-            print_services(&rows, args.format)
+        ServiceCommand::Ls {
+            quiet,
+            filter,
+            format,
+        } => {
+            let request = Request::SwarmServiceList {
+                filters: filter.filters(),
+            };
+            let rows = rows(call(host, &request)?)?;
+            print_services(&rows, format.format, quiet)
         }
         ServiceCommand::Ps {
             format,
             quiet,
             no_trunc,
+            filter,
             services,
         } => {
-            let rows = rows(call(host, &Request::SwarmServiceTasks { services })?)?;
-            print_tasks(rows, format.format, quiet, no_trunc)
+            let request = Request::SwarmServiceTasks {
+                services,
+                filters: filter.filters(),
+            };
+            let rows = rows(call(host, &request)?)?;
+            print_tasks(&rows, format.format, quiet, no_trunc)
         }
-        ServiceCommand::Inspect { services } => {
+        ServiceCommand::Inspect { pretty, services } => {
             let mut all = Vec::new();
             for service in services {
                 let Response::Json(serde_json::Value::Array(items)) =
@@ -427,7 +457,11 @@ pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
                 };
                 all.extend(items);
             }
-            println!("{}", serde_json::to_string_pretty(&all)?);
+            if pretty {
+                print!("{}", super::inspect::pretty_services(&all));
+            } else {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            }
             Ok(())
         }
         ServiceCommand::Scale { detach, scales } => {
@@ -763,70 +797,32 @@ impl PolicyArgs {
     }
 }
 
-/// `service ls` (and `stack services`) as Docker's table or JSON lines.
+/// `service ls` (and `stack services`): Docker's columns, or IDs only.
 pub(super) fn print_services(
     rows: &[serde_json::Value],
-    format: super::Format,
+    format: Format,
+    quiet: bool,
 ) -> anyhow::Result<()> {
-    output::print_json_rows(
-        rows,
-        format,
-        &["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"],
-        &["ID", "Name", "Mode", "Replicas", "Image", "Ports"],
-        Some(12),
-    )
+    let contexts: Vec<_> = rows.iter().map(listing::service).collect();
+    let format = format.or_quiet(quiet, "ID");
+    output::print_listing(rows, &contexts, &listing::SERVICES, &format)
 }
 
-/// `service ps` (and `stack ps`): IDs only with `quiet`; a table cuts IDs
-/// and errors short unless `no_trunc`.
+/// `service ps` (and `node ps`, `stack ps`): IDs and errors cut short
+/// unless `no_trunc`, or IDs only.
 pub(super) fn print_tasks(
-    mut rows: Vec<serde_json::Value>,
-    format: super::Format,
+    rows: &[serde_json::Value],
+    format: Format,
     quiet: bool,
     no_trunc: bool,
 ) -> anyhow::Result<()> {
-    if quiet {
-        return output::print_keys(&rows, "ID");
-    }
-    if !no_trunc && format == super::Format::Table {
-        for row in &mut rows {
-            if let Some(error) = row["Error"].as_str()
-                && error.chars().count() > ERROR_WIDTH
-            {
-                let cut: String = error.chars().take(ERROR_WIDTH - 1).collect();
-                row["Error"] = format!("{cut}…").into();
-            }
-        }
-    }
-    output::print_json_rows(
-        &rows,
-        format,
-        &[
-            "ID",
-            "NAME",
-            "IMAGE",
-            "NODE",
-            "DESIRED STATE",
-            "CURRENT STATE",
-            "ERROR",
-            "PORTS",
-        ],
-        &[
-            "ID",
-            "Name",
-            "Image",
-            "Node",
-            "DesiredState",
-            "CurrentState",
-            "Error",
-            "Ports",
-        ],
-        (!no_trunc).then_some(12),
-    )
+    let contexts: Vec<_> = rows
+        .iter()
+        .map(|row| listing::task(row, no_trunc))
+        .collect();
+    let format = format.or_quiet(quiet, "ID");
+    output::print_listing(rows, &contexts, &listing::TASKS, &format)
 }
-
-/// How much of an error `service ps` shows without `--no-trunc`.
-const ERROR_WIDTH: usize = 40;
 
 /// How long `create`, `scale` and `update` wait for the tasks to converge.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -838,7 +834,12 @@ pub(super) fn converge(host: &str, service: &str) -> anyhow::Result<()> {
     let mut stderr = std::io::stderr();
     let mut last = String::new();
     loop {
-        let services = rows(call(host, &Request::SwarmServiceList)?)?;
+        let services = rows(call(
+            host,
+            &Request::SwarmServiceList {
+                filters: Default::default(),
+            },
+        )?)?;
         let row = services
             .iter()
             .find(|r| r["ID"] == service || r["Name"] == service)
@@ -858,6 +859,8 @@ pub(super) fn converge(host: &str, service: &str) -> anyhow::Result<()> {
             .unwrap_or("")
             .to_owned();
         let (running, wanted) = replicas.split_once('/').unwrap_or(("0", "0"));
+        // `2/3 (max 1 per node)`: the count is the first word.
+        let wanted = wanted.split(' ').next().unwrap_or("0");
         let updating = matches!(update_state.as_str(), "updating" | "rollback_started");
         let mut line = format!("overall progress: {running} out of {wanted} tasks");
         for slot in slot_lines(host, service, wanted)? {
@@ -892,6 +895,7 @@ fn slot_lines(host: &str, service: &str, wanted: &str) -> anyhow::Result<Vec<Str
         host,
         &Request::SwarmServiceTasks {
             services: vec![service.to_owned()],
+            filters: Default::default(),
         },
     )?)?;
     let mut lines: Vec<(String, String)> = tasks

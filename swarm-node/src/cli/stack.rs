@@ -6,10 +6,15 @@ use std::{collections::BTreeSet, path::PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::{FormatArgs, call, output, registry_login};
+use super::{
+    FormatArgs, call,
+    listing::{self, FilterArgs},
+    output, registry_login,
+};
 use crate::{
     api::{
         control::{PayloadCreateRequest, Request, Response, SwarmNetworkCreateRequest},
+        filters::Filters,
         mounts::{Opaque, PayloadKind},
     },
     compose,
@@ -24,20 +29,27 @@ pub enum StackCommand {
     /// List the stacks.
     #[command(alias = "list")]
     Ls(FormatArgs),
-    /// List a stack's services.
+    /// List a stack's services; -f takes id, label, mode, name.
     Services {
+        /// Only the service IDs.
         #[arg(short, long)]
         quiet: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
         #[command(flatten)]
         format: FormatArgs,
         stack: String,
     },
-    /// List a stack's tasks.
+    /// List a stack's tasks; -f takes desired-state, id, name, node.
     Ps {
+        /// Only the task IDs.
         #[arg(short, long)]
         quiet: bool,
+        /// Whole IDs and errors (a table cuts them short).
         #[arg(long)]
         no_trunc: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
         #[command(flatten)]
         format: FormatArgs,
         stack: String,
@@ -83,48 +95,50 @@ pub fn run(host: &str, command: StackCommand) -> anyhow::Result<()> {
         StackCommand::Deploy(args) => deploy(host, args),
         StackCommand::Ls(format) => {
             let mut stacks: std::collections::BTreeMap<String, usize> = Default::default();
-            for row in service_rows(host)? {
+            for row in service_rows(host, Filters::default())? {
                 if let Some(stack) = row["Labels"][NAMESPACE_LABEL].as_str() {
                     *stacks.entry(stack.to_owned()).or_default() += 1;
                 }
             }
             let rows: Vec<serde_json::Value> = stacks
                 .into_iter()
-                .map(|(name, services)| serde_json::json!({"Name": name, "Services": services}))
+                .map(|(name, services)| listing::stack(&name, services))
                 .collect();
-            output::print_json_rows(
-                &rows,
-                format.format,
-                &["NAME", "SERVICES"],
-                &["Name", "Services"],
-                None,
-            )
+            output::print_rows(&rows, &listing::STACKS, &format.format)
         }
         StackCommand::Services {
             quiet,
+            filter,
             format,
             stack,
         } => {
-            let rows = stack_services(host, &stack)?;
-            if quiet {
-                return output::print_keys(&rows, "ID");
-            }
-            super::service::print_services(&rows, format.format)
+            let mut filters = filter.filters();
+            filters.add("label", format!("{NAMESPACE_LABEL}={stack}"));
+            let rows = service_rows(host, filters)?;
+            super::service::print_services(&rows, format.format, quiet)
         }
         StackCommand::Ps {
             quiet,
             no_trunc,
+            filter,
             format,
             stack,
         } => {
             let services: Vec<String> = stack_services(host, &stack)?
                 .iter()
-                .filter_map(|r| r["Name"].as_str().map(str::to_owned))
+                .filter_map(|r| r["ID"].as_str().map(str::to_owned))
                 .collect();
-            let Response::Rows(rows) = call(host, &Request::SwarmServiceTasks { services })? else {
+            if services.is_empty() {
+                anyhow::bail!("nothing found in stack: {stack}");
+            }
+            let request = Request::SwarmServiceTasks {
+                services,
+                filters: filter.filters(),
+            };
+            let Response::Rows(rows) = call(host, &request)? else {
                 anyhow::bail!("the daemon answered `stack ps` with something else");
             };
-            super::service::print_tasks(rows, format.format, quiet, no_trunc)
+            super::service::print_tasks(&rows, format.format, quiet, no_trunc)
         }
         StackCommand::Rm { stacks } => {
             for stack in stacks {
@@ -145,7 +159,13 @@ fn deploy(host: &str, args: DeployArgs) -> anyhow::Result<()> {
         eprintln!("Ignoring unsupported options: {}", unsupported.join(", "));
     }
 
-    let Response::Networks(networks) = call(host, &Request::SwarmNetworkList)? else {
+    let Response::Networks(networks) = call(
+        host,
+        &Request::SwarmNetworkList {
+            filters: Default::default(),
+        },
+    )?
+    else {
         anyhow::bail!("the daemon answered `network ls` with something else");
     };
     let existing: BTreeSet<String> = networks.into_iter().map(|n| n.name).collect();
@@ -176,7 +196,14 @@ fn deploy(host: &str, args: DeployArgs) -> anyhow::Result<()> {
         (PayloadKind::Secret, &plan.secrets),
         (PayloadKind::Config, &plan.configs),
     ] {
-        let Response::Rows(rows) = call(host, &Request::PayloadList { kind })? else {
+        let Response::Rows(rows) = call(
+            host,
+            &Request::PayloadList {
+                kind,
+                filters: Default::default(),
+            },
+        )?
+        else {
             anyhow::bail!(
                 "the daemon answered `{} ls` with something else",
                 kind.word()
@@ -271,7 +298,14 @@ fn remove(host: &str, stack: &str) -> anyhow::Result<()> {
         call(host, &Request::SwarmServiceRemove { services })?;
     }
     for kind in [PayloadKind::Secret, PayloadKind::Config] {
-        let Response::Rows(rows) = call(host, &Request::PayloadList { kind })? else {
+        let Response::Rows(rows) = call(
+            host,
+            &Request::PayloadList {
+                kind,
+                filters: Default::default(),
+            },
+        )?
+        else {
             anyhow::bail!(
                 "the daemon answered `{} ls` with something else",
                 kind.word()
@@ -296,7 +330,13 @@ fn remove(host: &str, stack: &str) -> anyhow::Result<()> {
             )?;
         }
     }
-    let Response::Networks(networks) = call(host, &Request::SwarmNetworkList)? else {
+    let Response::Networks(networks) = call(
+        host,
+        &Request::SwarmNetworkList {
+            filters: Default::default(),
+        },
+    )?
+    else {
         anyhow::bail!("the daemon answered `network ls` with something else");
     };
     for network in networks {
@@ -327,16 +367,15 @@ fn remove(host: &str, stack: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn service_rows(host: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-    let Response::Rows(rows) = call(host, &Request::SwarmServiceList)? else {
+fn service_rows(host: &str, filters: Filters) -> anyhow::Result<Vec<serde_json::Value>> {
+    let Response::Rows(rows) = call(host, &Request::SwarmServiceList { filters })? else {
         anyhow::bail!("the daemon answered `service ls` with something else");
     };
     Ok(rows)
 }
 
 fn stack_services(host: &str, stack: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-    Ok(service_rows(host)?
-        .into_iter()
-        .filter(|row| row["Labels"][NAMESPACE_LABEL] == stack)
-        .collect())
+    let mut filters = Filters::default();
+    filters.add("label", format!("{NAMESPACE_LABEL}={stack}"));
+    service_rows(host, filters)
 }

@@ -10,7 +10,11 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{ApiError, Call, Engine, Reply, filters::Filters, streaming_reply, text};
+use super::{
+    ApiError, Call, Engine, Reply,
+    filters::{self, Filters},
+    streaming_reply, text,
+};
 use crate::{
     api::{control::Request, mounts::PayloadKind},
     clock::now_millis,
@@ -48,7 +52,7 @@ type Snapshot = BTreeMap<(&'static str, String), Seen>;
 pub async fn stream(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     let mut accepted = vec!["type", "event", "scope", "label"];
     accepted.extend_from_slice(OBJECT_KEYS);
-    let filters = Filters::parse(call, &accepted)?;
+    let filters = filters::parse(call, &accepted)?;
     let until = match call.query("until").filter(|u| !u.is_empty()) {
         None => None,
         Some(raw) => Some(parse_time(raw)?),
@@ -145,7 +149,13 @@ async fn snapshot(engine: &Engine) -> Result<Snapshot, ApiError> {
             },
         );
     }
-    for network in array(engine.json(Request::SwarmNetworkList).await?) {
+    for network in array(
+        engine
+            .json(Request::SwarmNetworkList {
+                filters: Default::default(),
+            })
+            .await?,
+    ) {
         seen.insert(
             ("network", text(&network["ID"])),
             Seen {
@@ -159,7 +169,14 @@ async fn snapshot(engine: &Engine) -> Result<Snapshot, ApiError> {
         (PayloadKind::Secret, "secret"),
         (PayloadKind::Config, "config"),
     ] {
-        for payload in array(engine.json(Request::PayloadList { kind }).await?) {
+        for payload in array(
+            engine
+                .json(Request::PayloadList {
+                    kind,
+                    filters: Default::default(),
+                })
+                .await?,
+        ) {
             seen.insert(
                 (word, text(&payload["ID"])),
                 Seen {
@@ -230,7 +247,7 @@ fn passes(filters: &Filters, event: &Value) -> bool {
     filters.exact("type", &text(&event["Type"]))
         && filters.exact("event", &text(&event["Action"]))
         && filters.exact("scope", "swarm")
-        && filters.labels(&event["Actor"]["Attributes"])
+        && filters.json_labels("label", &event["Actor"]["Attributes"])
         && OBJECT_KEYS.iter().all(|key| {
             !filters.has(key)
                 || filters

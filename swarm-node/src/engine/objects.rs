@@ -6,9 +6,7 @@ use bollard::models as docker;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{
-    ApiError, Call, Engine, Reply, empty_reply, filters::Filters, json_reply, no_route, text,
-};
+use super::{ApiError, Call, Engine, Reply, empty_reply, filters, json_reply, no_route, text};
 use crate::api::{
     control::{PayloadCreateRequest, Request, Response, SwarmNetworkCreateRequest},
     mounts::{Opaque, PayloadKind},
@@ -88,11 +86,16 @@ async fn inspect_network(engine: &Engine, reference: &str) -> Result<Value, ApiE
 }
 
 async fn list_networks(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
-    let filters = Filters::parse(
+    let filters = filters::parse(
         call,
         &["dangling", "driver", "id", "label", "name", "scope", "type"],
     )?;
-    let rows = match engine.call(Request::SwarmNetworkList).await {
+    let rows = match engine
+        .call(Request::SwarmNetworkList {
+            filters: Default::default(),
+        })
+        .await
+    {
         Ok(Response::Networks(rows)) => rows,
         Ok(other) => return Err(super::unexpected(&other)),
         // A node outside a swarm, or a worker, has no swarm networks to
@@ -103,12 +106,11 @@ async fn list_networks(engine: &Engine, call: &Call) -> Result<Reply, ApiError> 
     let mut shown = Vec::new();
     for row in rows {
         let network = inspect_network(engine, &row.id).await?;
-        let keep = filters.contains("name", &text(&network["Name"]))
-            && filters.prefix("id", &text(&network["Id"]))
-            && filters.exact("driver", "overlay")
-            && filters.exact("scope", "swarm")
-            && filters.exact("type", "custom")
-            && filters.labels(&network["Labels"]);
+        let keep = filters.network_matches(
+            &text(&network["Id"]),
+            &text(&network["Name"]),
+            &filters::label_map(&network["Labels"]),
+        );
         if keep {
             shown.push(network);
         }
@@ -212,8 +214,13 @@ async fn list_payloads(engine: &Engine, call: &Call, kind: PayloadKind) -> Resul
         PayloadKind::Secret => &["id", "label", "name", "names"],
         PayloadKind::Config => &["id", "label", "name"],
     };
-    let filters = Filters::parse(call, accepted)?;
-    let rows = engine.json(Request::PayloadList { kind }).await?;
+    let filters = filters::parse(call, accepted)?;
+    let rows = engine
+        .json(Request::PayloadList {
+            kind,
+            filters: Default::default(),
+        })
+        .await?;
     let ids: Vec<String> = rows
         .as_array()
         .into_iter()
@@ -236,10 +243,11 @@ async fn list_payloads(engine: &Engine, call: &Call, kind: PayloadKind) -> Resul
         .flatten()
         .filter(|p| {
             let name = text(&p["Spec"]["Name"]);
-            filters.prefix("id", &text(&p["ID"]))
-                && filters.prefix("name", &name)
-                && filters.exact("names", &name)
-                && filters.labels(&p["Spec"]["Labels"])
+            filters.payload_matches(
+                &text(&p["ID"]),
+                &name,
+                &filters::label_map(&p["Spec"]["Labels"]),
+            ) && filters.exact("names", &name)
         })
         .collect();
     Ok(json_reply(StatusCode::OK, &shown))

@@ -10,13 +10,14 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{
-    ApiError, Call, Engine, Reply, empty_reply, filters::Filters, json_reply, no_route,
-    streaming_reply, text,
+    ApiError, Call, Engine, Reply, empty_reply, filters, json_reply, no_route, streaming_reply,
+    text,
 };
 use crate::{
     api::{
         control::{Request, Response, ServiceReplaceRequest},
         docker::from_service_spec,
+        filters::ServiceFacts,
     },
     clock::now_millis,
 };
@@ -78,7 +79,7 @@ async fn inspect(engine: &Engine, service: &str) -> Result<Value, ApiError> {
 }
 
 async fn list_services(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
-    let filters = Filters::parse(call, &["id", "label", "mode", "name", "runtime"])?;
+    let filters = filters::parse(call, &["id", "label", "mode", "name", "runtime"])?;
     let status = call.flag("status");
     let services = engine.json(Request::SwarmServiceObjects).await?;
     let shown: Vec<Value> = services
@@ -91,11 +92,12 @@ async fn list_services(engine: &Engine, call: &Call) -> Result<Reply, ApiError> 
             } else {
                 "replicated"
             };
-            filters.prefix("id", &text(&s["ID"]))
-                && filters.prefix("name", &text(&s["Spec"]["Name"]))
-                && filters.exact("mode", mode)
-                && filters.exact("runtime", "container")
-                && filters.labels(&s["Spec"]["Labels"])
+            filters.service_matches(&ServiceFacts {
+                id: &text(&s["ID"]),
+                name: &text(&s["Spec"]["Name"]),
+                mode,
+                labels: &filters::label_map(&s["Spec"]["Labels"]),
+            }) && filters.exact("runtime", "container")
         })
         .cloned()
         .map(|mut s| {
@@ -203,16 +205,8 @@ async fn update(engine: &Engine, call: &Call, service: &str) -> Result<Reply, Ap
     }
 }
 
-/// Docker's task filter `desired-state=VALUE`.
-fn desired_matches(wanted: &str, desired: &str) -> bool {
-    match wanted {
-        "shutdown" => matches!(desired, "shutdown" | "remove" | "complete" | "failed"),
-        other => other == desired,
-    }
-}
-
 async fn list_tasks(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
-    let filters = Filters::parse(
+    let filters = filters::parse(
         call,
         &[
             "_up-to-date",
@@ -263,16 +257,10 @@ async fn list_tasks(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
             let service = services.get(&text(&t["ServiceID"]));
             let service_labels = service.map_or(Value::Null, |s| s["Spec"]["Labels"].clone());
             let desired = text(&t["DesiredState"]);
-            filters.prefix("id", &text(&t["ID"]))
-                && filters.prefix("name", &text(&t["Name"]))
+            filters.task_matches(&text(&t["ID"]), &text(&t["Name"]), &desired)
                 && (wanted_services.is_empty() || wanted_services.contains(&text(&t["ServiceID"])))
                 && (wanted_nodes.is_empty() || wanted_nodes.contains(&text(&t["NodeID"])))
-                && (!filters.has("desired-state")
-                    || filters
-                        .values("desired-state")
-                        .iter()
-                        .any(|w| desired_matches(w, &desired)))
-                && filters.labels(&service_labels)
+                && filters.json_labels("label", &service_labels)
                 && (!up_to_date || service.is_some_and(|s| s["Spec"]["TaskTemplate"] == t["Spec"]))
         })
         .collect();

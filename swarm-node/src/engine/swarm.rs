@@ -5,10 +5,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use bollard::models as docker;
 use hyper::{Method, StatusCode};
 
-use super::{ApiError, Call, Engine, Reply, empty_reply, filters::Filters, json_reply, no_route};
+use super::{ApiError, Call, Engine, Reply, empty_reply, filters, json_reply, no_route};
 use crate::api::{
     Availability, Role,
     control::{NodeUpdateRequest, Request, Response, SwarmInitRequest, SwarmJoinRequest},
+    filters::NodeFacts,
 };
 
 /// The control-plane port when an address names none.
@@ -326,7 +327,7 @@ async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
 }
 
 async fn list_nodes(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
-    let filters = Filters::parse(
+    let filters = filters::parse(
         call,
         &["id", "label", "membership", "name", "node.label", "role"],
     )?;
@@ -338,12 +339,12 @@ async fn list_nodes(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
         .filter(|n| {
             let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
             let role = text(&n["Spec"]["Role"]);
-            filters.prefix("id", &text(&n["ID"]))
-                && filters.prefix("name", &text(&n["Description"]["Hostname"]))
-                && filters.exact("role", &role)
-                && filters.exact("membership", "accepted")
-                && filters.labels(&n["Spec"]["Labels"])
-                && filters.labels_of("node.label", &n["Spec"]["Labels"])
+            filters.node_matches(&NodeFacts {
+                id: &text(&n["ID"]),
+                hostname: &text(&n["Description"]["Hostname"]),
+                role: &role,
+                labels: &filters::label_map(&n["Spec"]["Labels"]),
+            })
         })
         .collect();
     Ok(json_reply(StatusCode::OK, &shown))

@@ -26,24 +26,26 @@ impl Manager {
         origin: &str,
     ) -> Result<Response, ClusterError> {
         match request {
-            Request::NodeList => self.nodes(origin),
-            Request::NodeInspect { node } => self.inspect(node),
+            Request::NodeList { filters } => self.nodes(origin, filters),
+            Request::NodeInspect { node } => self.inspect(node, origin),
             Request::NodeUpdate(update) => self.update(update),
             Request::NodeRemove { node, force } => self.remove(node, *force),
             Request::NodePromote { nodes } => self.change_roles(nodes, Role::Manager),
             Request::NodeDemote { nodes } => self.change_roles(nodes, Role::Worker),
             Request::JoinToken { role, rotate } => self.join_token_here(*role, *rotate),
             Request::SwarmNetworkCreate(network) => self.create_network(network),
-            Request::SwarmNetworkList => self.networks(),
+            Request::SwarmNetworkList { filters } => self.networks(filters),
             Request::SwarmNetworkInspect { network } => self.inspect_network(network),
             Request::SwarmNetworkRemove { networks } => self.remove_networks(networks),
             Request::SwarmServiceCreate {
                 spec,
                 resolve_image,
             } => self.create_service(spec, *resolve_image),
-            Request::SwarmServiceList => self.list_services(),
+            Request::SwarmServiceList { filters } => self.list_services(filters),
             Request::SwarmServiceInspect { service } => self.inspect_service(service),
-            Request::SwarmServiceTasks { services } => self.service_tasks(services),
+            Request::SwarmServiceTasks { services, filters } => {
+                self.service_tasks(services, filters, origin)
+            }
             Request::SwarmServiceScale { scales } => self.scale_services(scales),
             Request::SwarmServiceUpdate(update) => self.update_service(update),
             Request::SwarmServiceRollback { service } => self.rollback_service(service),
@@ -80,7 +82,7 @@ impl Manager {
                 resolve_image,
             } => self.deploy_service(spec, *resolve_image),
             Request::PayloadCreate(request) => self.create_payload(request),
-            Request::PayloadList { kind } => self.list_payloads(*kind),
+            Request::PayloadList { kind, filters } => self.list_payloads(*kind, filters),
             Request::PayloadInspect { kind, references } => {
                 self.inspect_payloads(*kind, references)
             }

@@ -8,6 +8,7 @@ use crate::{
     api::{
         ClusterError,
         control::{NetworkRow, Response, SwarmNetworkCreateRequest},
+        filters::{self, Filters},
     },
     clock::now_secs,
     identity::new_id,
@@ -37,15 +38,21 @@ impl Manager {
         Ok(Response::Notes(vec![id]))
     }
 
-    pub(super) fn networks(&self) -> Result<Response, ClusterError> {
+    pub(super) fn networks(&self, filters: &Filters) -> Result<Response, ClusterError> {
+        filters.check(filters::NETWORK_KEYS)?;
         let rows = self.read_store(|s| {
             s.networks
                 .values()
+                .filter(|n| filters.network_matches(&n.id, &n.name, &n.labels))
                 .map(|n| NetworkRow {
                     id: n.id.clone(),
                     name: n.name.clone(),
                     driver: "overlay".into(),
                     scope: "swarm".into(),
+                    ipv6: false,
+                    internal: false,
+                    labels: n.labels.clone(),
+                    created_at: crate::clock::rfc3339(n.created_at),
                 })
                 .collect()
         })?;

@@ -8,6 +8,7 @@ use crate::{
     api::{
         Availability, ClusterError, Role,
         control::{NodeRow, NodeUpdateRequest, Response},
+        filters::{self, Filters, NodeFacts},
     },
     ca::pki::{JoinToken, RootCa},
     manager::{
@@ -17,6 +18,9 @@ use crate::{
         store::{Command, NodeChange, NodeRecord},
     },
 };
+
+/// What nodes report as their engine's version.
+const ENGINE_VERSION: &str = concat!("swarm ", env!("CARGO_PKG_VERSION"));
 
 /// How long taking a demoted manager out of the voters may be retried.
 const REMOVE_VOTER_PATIENCE: Duration = Duration::from_secs(15);
@@ -46,7 +50,8 @@ impl Manager {
         })
     }
 
-    pub(super) fn nodes(&self, origin: &str) -> Result<Response, ClusterError> {
+    pub(super) fn nodes(&self, origin: &str, filters: &Filters) -> Result<Response, ClusterError> {
+        filters.check(filters::NODE_KEYS)?;
         let raft = self.raft()?;
         let leader = raft.metrics().current_leader;
         let (nodes, period) = self.read_store(|s| {
@@ -57,6 +62,14 @@ impl Manager {
         })?;
         let rows = nodes
             .into_iter()
+            .filter(|node| {
+                filters.node_matches(&NodeFacts {
+                    id: &node.id,
+                    hostname: &node.hostname,
+                    role: &node.role.to_string(),
+                    labels: &node.labels,
+                })
+            })
             .map(|node| {
                 let here = node.id == self.node.node_id;
                 let ready = here || self.alive(&node.id, period);
@@ -71,6 +84,7 @@ impl Manager {
                         Role::Worker => String::new(),
                     },
                     is_self: node.id == origin,
+                    engine_version: ENGINE_VERSION.into(),
                     id: node.id,
                 }
             })
@@ -78,7 +92,13 @@ impl Manager {
         Ok(Response::Nodes(rows))
     }
 
-    pub(super) fn inspect(&self, reference: &str) -> Result<Response, ClusterError> {
+    /// One node as Docker's `Node`; `self` is the node asking, as in Docker.
+    pub(super) fn inspect(&self, reference: &str, origin: &str) -> Result<Response, ClusterError> {
+        let reference = if reference == "self" {
+            origin
+        } else {
+            reference
+        };
         let node = self.read_store(|s| s.resolve(reference).map(|id| s.nodes[&id].clone()))??;
         let (leader, period) = self.node_view()?;
         let object = self.node_object(&node, leader, period);
@@ -145,7 +165,7 @@ impl Manager {
                     generic_resources: None,
                 }),
                 engine: Some(docker::EngineDescription {
-                    engine_version: Some(format!("swarm {}", env!("CARGO_PKG_VERSION"))),
+                    engine_version: Some(ENGINE_VERSION.into()),
                     labels: None,
                     plugins: None,
                 }),

@@ -10,6 +10,7 @@ use crate::{
     api::{
         ClusterError,
         control::{PayloadCreateRequest, Response},
+        filters::{self, Filters},
         mounts::{Opaque, PayloadKind},
     },
     clock::{now_secs, rfc3339},
@@ -53,10 +54,16 @@ impl Manager {
         Ok(Response::Notes(vec![id]))
     }
 
-    pub(super) fn list_payloads(&self, kind: PayloadKind) -> Result<Response, ClusterError> {
+    pub(super) fn list_payloads(
+        &self,
+        kind: PayloadKind,
+        filters: &Filters,
+    ) -> Result<Response, ClusterError> {
+        filters.check(filters::PAYLOAD_KEYS)?;
         let rows = self.read_store(|s| {
             s.payloads(kind)
                 .values()
+                .filter(|p| filters.payload_matches(&p.id, &p.name, &p.labels))
                 .map(|p| {
                     serde_json::json!({
                         "ID": p.id,

@@ -13,6 +13,7 @@ use crate::{
         assignments::LogRequest,
         control::{Response, ServiceReplaceRequest, ServiceUpdateRequest, TaskOutput},
         docker as docker_json,
+        filters::{self, Filters, ServiceFacts},
         specs::{ServiceMode, ServiceSpec},
         tasks::TaskState,
     },
@@ -199,10 +200,22 @@ impl Manager {
         self.read_store(|s| resolve_service(s, reference).cloned())?
     }
 
-    pub(super) fn list_services(&self) -> Result<Response, ClusterError> {
+    pub(super) fn list_services(&self, filters: &Filters) -> Result<Response, ClusterError> {
+        filters.check(filters::SERVICE_KEYS)?;
         let rows = self.read_store(|s| {
             s.services
                 .values()
+                .filter(|service| {
+                    filters.service_matches(&ServiceFacts {
+                        id: &service.id,
+                        name: &service.spec.name,
+                        mode: match service.spec.mode {
+                            ServiceMode::Replicated { .. } => "replicated",
+                            ServiceMode::Global => "global",
+                        },
+                        labels: &service.spec.labels,
+                    })
+                })
                 .map(|service| {
                     let running = s
                         .tasks
@@ -225,7 +238,13 @@ impl Manager {
                         "ID": service.id,
                         "Name": service.spec.name,
                         "Mode": mode,
-                        "Replicas": format!("{running}/{wanted}"),
+                        "Replicas": match (mode, service.spec.max_replicas_per_node) {
+                            // Docker's column names a per-node cap.
+                            ("replicated", Some(max)) => {
+                                format!("{running}/{wanted} (max {max} per node)")
+                            }
+                            _ => format!("{running}/{wanted}"),
+                        },
                         "Image": service.spec.image,
                         "Ports": ports_text(service),
                         "Labels": service.spec.labels,
@@ -306,15 +325,43 @@ impl Manager {
         })
     }
 
-    pub(super) fn service_tasks(&self, references: &[String]) -> Result<Response, ClusterError> {
+    /// The tasks of the services `references` names (of every service when
+    /// it names none) that `filters` keeps; a `node` filter names nodes as
+    /// `node inspect` does, `self` being the node `origin` asking.
+    pub(super) fn service_tasks(
+        &self,
+        references: &[String],
+        filters: &Filters,
+        origin: &str,
+    ) -> Result<Response, ClusterError> {
+        filters.check(filters::TASK_KEYS)?;
         let rows = self.read_store(|s| {
+            let services: Vec<&ServiceRecord> = if references.is_empty() {
+                let mut all: Vec<&ServiceRecord> = s.services.values().collect();
+                all.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+                all
+            } else {
+                references
+                    .iter()
+                    .map(|reference| resolve_service(s, reference))
+                    .collect::<Result<_, _>>()?
+            };
+            let nodes: Vec<String> = filters
+                .values("node")
+                .iter()
+                .map(|node| s.resolve(if node == "self" { origin } else { node }))
+                .collect::<Result<_, _>>()?;
             let mut rows = Vec::new();
-            for reference in references {
-                let service = resolve_service(s, reference)?;
+            for service in services {
                 let mut tasks: Vec<&TaskRecord> = s
                     .tasks
                     .values()
                     .filter(|t| t.service_id == service.id)
+                    .filter(|t| {
+                        filters.task_matches(&t.id, &t.name(&service.spec.name), t.desired.word())
+                            && (nodes.is_empty()
+                                || t.node_id.as_ref().is_some_and(|n| nodes.contains(n)))
+                    })
                     .collect();
                 // Docker's order: by slot (or node), the newest first.
                 tasks.sort_by(|a, b| {
