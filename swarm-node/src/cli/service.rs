@@ -176,7 +176,8 @@ pub struct CreateArgs {
     policies: PolicyArgs,
     #[command(flatten)]
     container: ContainerArgs,
-    /// Return at once instead of waiting for the tasks to run.
+    /// Return at once instead of waiting for the tasks to run (a job's to
+    /// complete).
     #[arg(short, long)]
     detach: bool,
     /// An image from a registry (`nginx:alpine`, `HOST:PORT/NAME:TAG`,
@@ -205,7 +206,7 @@ pub struct PolicyArgs {
     /// the image [default: the image's User, or root].
     #[arg(short, long, value_name = "USER")]
     user: Option<String>,
-    /// any, on-failure or none [default: any].
+    /// any, on-failure or none [default: any; on-failure for jobs].
     #[arg(long, value_enum)]
     restart_condition: Option<RestartCondition>,
     /// Wait between restarts, e.g. 5s or 500ms [default: 5s].

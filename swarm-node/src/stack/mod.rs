@@ -974,6 +974,45 @@ secrets:
     }
 
     #[test]
+    fn job_modes_restart_windows_and_failure_ratios_are_acted_on() {
+        let plan = planned(
+            r#"
+services:
+  migrate:
+    image: tools:1
+    deploy: {mode: replicated-job, replicas: 3}
+  setup:
+    image: tools:1
+    deploy: {mode: global-job}
+  web:
+    image: web:1
+    deploy:
+      restart_policy: {max_attempts: 3, window: 2m}
+      update_config: {max_failure_ratio: 0.25}
+      rollback_config: {max_failure_ratio: "0.5"}
+"#,
+        );
+        assert!(plan.unsupported.is_empty(), "{:?}", plan.unsupported);
+        let by_name = |name: &str| plan.services.iter().find(|s| s.name == name).unwrap();
+        assert_eq!(
+            by_name("shop_migrate").mode,
+            ServiceMode::ReplicatedJob {
+                max_concurrent: 3,
+                total_completions: 3
+            }
+        );
+        assert_eq!(
+            by_name("shop_migrate").restart.condition,
+            RestartCondition::OnFailure
+        );
+        assert_eq!(by_name("shop_setup").mode, ServiceMode::GlobalJob);
+        let web = by_name("shop_web");
+        assert_eq!(web.restart.window_millis, 120_000);
+        assert_eq!(web.update.max_failure_ratio.get(), 0.25);
+        assert_eq!(web.rollback.max_failure_ratio.get(), 0.5);
+    }
+
+    #[test]
     fn a_service_without_an_image_or_an_unknown_network_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("compose.yml");
