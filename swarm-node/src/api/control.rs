@@ -9,8 +9,8 @@ use super::{
     mounts::{FileReference, Mount, Opaque, PayloadKind},
     nodes::{Availability, Role},
     specs::{
-        Constraint, ContainerSettings, ExtraHost, FailureAction, PortConfig, RestartCondition,
-        ServiceMode, ServiceSpec, Ulimit, UpdateOrder,
+        Constraint, ContainerSettings, ExtraHost, FailureAction, FailureRatio, PortConfig,
+        RestartCondition, ServiceMode, ServiceSpec, Ulimit, UpdateOrder,
     },
     tasks::RegistryAuth,
 };
@@ -292,6 +292,12 @@ pub struct ServiceUpdateRequest {
     pub restart_condition: Option<RestartCondition>,
     pub restart_delay_millis: Option<u64>,
     pub restart_max_attempts: Option<u64>,
+    /// `--restart-window`.
+    #[serde(default)]
+    pub restart_window_millis: Option<u64>,
+    /// `--max-concurrent` of a replicated job.
+    #[serde(default)]
+    pub max_concurrent: Option<u64>,
     pub update_parallelism: Option<u64>,
     pub update_delay_millis: Option<u64>,
     pub update_failure_action: Option<FailureAction>,
@@ -308,6 +314,11 @@ pub struct ServiceUpdateRequest {
     pub rollback_monitor_millis: Option<u64>,
     #[serde(default)]
     pub rollback_order: Option<UpdateOrder>,
+    /// `--update-max-failure-ratio`, `--rollback-max-failure-ratio`.
+    #[serde(default)]
+    pub update_max_failure_ratio: Option<FailureRatio>,
+    #[serde(default)]
+    pub rollback_max_failure_ratio: Option<FailureRatio>,
     pub stop_grace_millis: Option<u64>,
     pub health_cmd: Option<String>,
     pub health_interval_millis: Option<u64>,
@@ -441,8 +452,12 @@ impl ContainerUpdate {
 /// An update that cannot apply to a service's spec.
 #[derive(Debug, thiserror::Error)]
 pub enum InvalidUpdate {
-    #[error("--replicas can only be used with replicated mode")]
+    #[error("replicas can only be used with replicated or replicated-job mode")]
     ReplicasOfGlobal,
+    #[error("max-concurrent can only be used with replicated-job mode")]
+    MaxConcurrentOfNonJob,
+    #[error("update and rollback configuration is not supported for jobs")]
+    UpdateConfigOfJob,
     #[error(
         "--health-interval, --health-timeout, --health-retries and --health-start-period need a health check: give --health-cmd too"
     )]
@@ -506,6 +521,26 @@ impl ServiceUpdateRequest {
         if let Some(order) = self.rollback_order {
             rollback.order = order;
         }
+        if let Some(ratio) = self.rollback_max_failure_ratio {
+            rollback.max_failure_ratio = ratio;
+        }
+    }
+
+    /// Whether any `--update-*` or `--rollback-*` setting is given, which
+    /// a job refuses (it is not rolled out).
+    pub fn sets_update_config(&self) -> bool {
+        self.update_parallelism.is_some()
+            || self.update_delay_millis.is_some()
+            || self.update_failure_action.is_some()
+            || self.update_monitor_millis.is_some()
+            || self.update_order.is_some()
+            || self.update_max_failure_ratio.is_some()
+            || self.rollback_parallelism.is_some()
+            || self.rollback_delay_millis.is_some()
+            || self.rollback_failure_action.is_some()
+            || self.rollback_monitor_millis.is_some()
+            || self.rollback_order.is_some()
+            || self.rollback_max_failure_ratio.is_some()
     }
 
     /// Applies the changes to `spec`.
@@ -526,12 +561,25 @@ impl ServiceUpdateRequest {
             spec.env.push(add.clone());
         }
         if let Some(replicas) = self.replicas {
-            match spec.mode {
-                ServiceMode::Replicated { .. } => spec.mode = ServiceMode::Replicated { replicas },
-                ServiceMode::Global => {
+            match &mut spec.mode {
+                ServiceMode::Replicated { replicas: count }
+                | ServiceMode::ReplicatedJob {
+                    total_completions: count,
+                    ..
+                } => *count = replicas,
+                ServiceMode::Global | ServiceMode::GlobalJob => {
                     return Err(InvalidUpdate::ReplicasOfGlobal);
                 }
             }
+        }
+        if let Some(concurrent) = self.max_concurrent {
+            let ServiceMode::ReplicatedJob { max_concurrent, .. } = &mut spec.mode else {
+                return Err(InvalidUpdate::MaxConcurrentOfNonJob);
+            };
+            *max_concurrent = concurrent;
+        }
+        if spec.mode.is_job() && self.sets_update_config() {
+            return Err(InvalidUpdate::UpdateConfigOfJob);
         }
         spec.ports.retain(|p| !self.publish_rm.contains(&p.target));
         spec.ports.extend(self.publish_add.iter().copied());
@@ -575,6 +623,9 @@ impl ServiceUpdateRequest {
         if let Some(attempts) = self.restart_max_attempts {
             spec.restart.max_attempts = attempts;
         }
+        if let Some(window) = self.restart_window_millis {
+            spec.restart.window_millis = window;
+        }
         if let Some(parallelism) = self.update_parallelism {
             spec.update.parallelism = parallelism;
         }
@@ -589,6 +640,9 @@ impl ServiceUpdateRequest {
         }
         if let Some(order) = self.update_order {
             spec.update.order = order;
+        }
+        if let Some(ratio) = self.update_max_failure_ratio {
+            spec.update.max_failure_ratio = ratio;
         }
         self.apply_rollback(spec);
         if let Some(grace) = self.stop_grace_millis {

@@ -10,8 +10,8 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::{
     mounts::{FileReference, Mount, MountKind},
     specs::{
-        Constraint, ContainerSettings, EndpointMode, ExtraHost, PortConfig, ResourceSpec,
-        RestartPolicy, ServiceMode, ServiceSpec, Ulimit, UpdateConfig,
+        Constraint, ContainerSettings, EndpointMode, ExtraHost, FailureRatio, PortConfig,
+        ResourceSpec, RestartPolicy, ServiceMode, ServiceSpec, Ulimit, UpdateConfig,
     },
     tasks::HealthCheck,
 };
@@ -100,14 +100,30 @@ pub fn service_spec(spec: &ServiceSpec) -> docker::ServiceSpec {
             global: Some(HashMap::new()),
             ..Default::default()
         },
+        ServiceMode::ReplicatedJob {
+            max_concurrent,
+            total_completions,
+        } => docker::ServiceSpecMode {
+            replicated_job: Some(docker::ServiceSpecModeReplicatedJob {
+                max_concurrent: Some(max_concurrent as i64),
+                total_completions: Some(total_completions as i64),
+            }),
+            ..Default::default()
+        },
+        ServiceMode::GlobalJob => docker::ServiceSpecMode {
+            global_job: Some(HashMap::new()),
+            ..Default::default()
+        },
     };
+    // Jobs are not rolled out, so Docker shows no update settings for them.
+    let rolled = !spec.mode.is_job();
     docker::ServiceSpec {
         name: Some(spec.name.clone()),
         labels: Some(map(&spec.labels)),
         task_template: Some(task_spec(spec)),
         mode: Some(mode),
-        update_config: Some(update_config(&spec.update)),
-        rollback_config: Some(rollback_config(&spec.rollback)),
+        update_config: rolled.then(|| update_config(&spec.update)),
+        rollback_config: rolled.then(|| rollback_config(&spec.rollback)),
         networks: None,
         endpoint_spec: Some(endpoint_spec(spec.endpoint_mode, &spec.ports)),
     }
@@ -223,7 +239,7 @@ pub fn task_spec(spec: &ServiceSpec) -> docker::TaskSpec {
             condition: same_word(spec.restart.condition),
             delay: Some(nanos(spec.restart.delay_millis)),
             max_attempts: Some(spec.restart.max_attempts as i64),
-            window: Some(0),
+            window: Some(nanos(spec.restart.window_millis)),
         }),
         placement: Some(docker::TaskSpecPlacement {
             constraints: non_empty(
@@ -286,7 +302,7 @@ fn update_config(config: &UpdateConfig) -> docker::ServiceSpecUpdateConfig {
         delay: Some(nanos(config.delay_millis)),
         failure_action: same_word(config.failure_action),
         monitor: Some(nanos(config.monitor_millis)),
-        max_failure_ratio: Some(0.0),
+        max_failure_ratio: Some(f64::from(config.max_failure_ratio.get())),
         order: same_word(config.order),
     }
 }
@@ -385,18 +401,29 @@ pub fn from_service_spec(
     let mode = match spec.mode {
         None => ServiceMode::Replicated { replicas: 1 },
         Some(docker::ServiceSpecMode {
-            replicated_job: Some(_),
-            ..
-        })
-        | Some(docker::ServiceSpecMode {
-            global_job: Some(_),
+            replicated_job: Some(job),
             ..
         }) => {
-            return Err(SpecError(
-                "job mode services (replicated-job, global-job) are not supported by swarm yet"
-                    .into(),
-            ));
+            let count = |value: Option<i64>, field: &str| {
+                value
+                    .map(|v| {
+                        u64::try_from(v)
+                            .map_err(|_| SpecError(format!("invalid {field} value {v}")))
+                    })
+                    .transpose()
+            };
+            // Docker's defaults: one at a time; as many completions as that.
+            let max_concurrent = count(job.max_concurrent, "MaxConcurrent")?.unwrap_or(1);
+            ServiceMode::ReplicatedJob {
+                max_concurrent,
+                total_completions: count(job.total_completions, "TotalCompletions")?
+                    .unwrap_or(max_concurrent),
+            }
         }
+        Some(docker::ServiceSpecMode {
+            global_job: Some(_),
+            ..
+        }) => ServiceMode::GlobalJob,
         Some(docker::ServiceSpecMode {
             global: Some(_), ..
         }) => ServiceMode::Global,
@@ -462,7 +489,8 @@ pub fn from_service_spec(
         };
     }
     if let Some(policy) = template.restart_policy {
-        let defaults = RestartPolicy::default();
+        // The mode's defaults: a job restarts on failure only.
+        let defaults = ours.restart.clone();
         ours.restart = RestartPolicy {
             condition: policy
                 .condition
@@ -473,6 +501,7 @@ pub fn from_service_spec(
                 .max_attempts
                 .and_then(|m| u64::try_from(m).ok())
                 .unwrap_or(0),
+            window_millis: millis(policy.window, defaults.window_millis),
         };
     }
     if let Some(placement) = template.placement {
@@ -513,11 +542,11 @@ pub fn from_service_spec(
         ours.networks.push(target);
     }
     if let Some(config) = spec.update_config {
-        ours.update = from_update_config(config);
+        ours.update = from_update_config(config)?;
     }
     // The same fields under another generated type (its actions a subset).
     if let Some(config) = spec.rollback_config.and_then(same_word) {
-        ours.rollback = from_update_config(config);
+        ours.rollback = from_update_config(config)?;
     }
     if let Some(endpoint) = spec.endpoint_spec {
         ours.endpoint_mode = endpoint
@@ -538,9 +567,13 @@ fn positive(value: Option<i64>) -> Option<u64> {
     value.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0)
 }
 
-fn from_update_config(config: docker::ServiceSpecUpdateConfig) -> UpdateConfig {
+fn from_update_config(config: docker::ServiceSpecUpdateConfig) -> Result<UpdateConfig, SpecError> {
     let defaults = UpdateConfig::default();
-    UpdateConfig {
+    let max_failure_ratio = match config.max_failure_ratio {
+        Some(ratio) => FailureRatio::new(ratio as f32).map_err(SpecError)?,
+        None => defaults.max_failure_ratio,
+    };
+    Ok(UpdateConfig {
         parallelism: config
             .parallelism
             .and_then(|p| u64::try_from(p).ok())
@@ -555,7 +588,8 @@ fn from_update_config(config: docker::ServiceSpecUpdateConfig) -> UpdateConfig {
             m => m,
         },
         order: config.order.and_then(same_word).unwrap_or(defaults.order),
-    }
+        max_failure_ratio,
+    })
 }
 
 /// Docker's `Test`: `["NONE"]`, `["CMD-SHELL", line]`, `["CMD", arg...]`,
@@ -930,6 +964,63 @@ mod tests {
     }
 
     #[test]
+    fn job_modes_restart_windows_and_failure_ratios_map_both_ways() {
+        use crate::api::specs::RestartCondition;
+        let mut spec = ServiceSpec::new(
+            "batch",
+            "busybox:1",
+            ServiceMode::ReplicatedJob {
+                max_concurrent: 2,
+                total_completions: 5,
+            },
+        );
+        spec.healthcheck = Some(HealthCheck::default());
+        spec.restart.window_millis = 60_000;
+        spec.restart.max_attempts = 3;
+        let docker_spec = service_spec(&spec);
+        let json = to_docker_json(&docker_spec);
+        assert_eq!(
+            json["Mode"],
+            serde_json::json!({"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 5}})
+        );
+        assert_eq!(
+            json["TaskTemplate"]["RestartPolicy"]["Condition"],
+            "on-failure"
+        );
+        assert_eq!(
+            json["TaskTemplate"]["RestartPolicy"]["Window"],
+            60_000_000_000i64
+        );
+        assert!(json.get("UpdateConfig").is_none(), "{json}");
+        assert_eq!(round_trip(&spec), spec);
+
+        spec.mode = ServiceMode::GlobalJob;
+        assert_eq!(round_trip(&spec), spec);
+
+        let mut web = ServiceSpec::new("web", "busybox:1", ServiceMode::Replicated { replicas: 1 });
+        web.healthcheck = Some(HealthCheck::default());
+        web.update.max_failure_ratio = FailureRatio::new(0.25).unwrap();
+        web.rollback.max_failure_ratio = FailureRatio::new(0.5).unwrap();
+        assert_eq!(round_trip(&web), web);
+
+        // What the docker CLI sends for `--mode replicated-job` alone.
+        let docker: docker::ServiceSpec = serde_json::from_value(serde_json::json!({
+            "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}},
+            "Mode": {"ReplicatedJob": {"MaxConcurrent": 3}},
+        }))
+        .unwrap();
+        let (ours, _) = from_service_spec(docker, || "j".into()).unwrap();
+        assert_eq!(
+            ours.mode,
+            ServiceMode::ReplicatedJob {
+                max_concurrent: 3,
+                total_completions: 3
+            }
+        );
+        assert_eq!(ours.restart.condition, RestartCondition::OnFailure);
+    }
+
+    #[test]
     fn docker_defaults_fill_what_the_cli_leaves_out() {
         let docker: docker::ServiceSpec = parse_docker_json(
             serde_json::json!({
@@ -966,7 +1057,8 @@ mod tests {
             refused(serde_json::json!({"TaskTemplate": {"ContainerSpec": {}}}))
                 .contains("image reference must be provided")
         );
-        assert!(refused(serde_json::json!({"TaskTemplate": {"ContainerSpec": {"Image": "a"}}, "Mode": {"ReplicatedJob": {}}})).contains("job mode"));
+        assert!(refused(serde_json::json!({"TaskTemplate": {"ContainerSpec": {"Image": "a"}}, "Mode": {"ReplicatedJob": {"MaxConcurrent": -1}}})).contains("MaxConcurrent"));
+        assert!(refused(serde_json::json!({"TaskTemplate": {"ContainerSpec": {"Image": "a"}}, "UpdateConfig": {"MaxFailureRatio": 1.5}})).contains("max failure ratio"));
         assert!(refused(serde_json::json!({"TaskTemplate": {"ContainerSpec": {"Image": "a"}}, "EndpointSpec": {"Ports": [{"TargetPort": 0}]}})).contains("TargetPort"));
     }
 }

@@ -11,8 +11,54 @@ pub use crate::dataplane::PortConfig;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServiceMode {
-    Replicated { replicas: u64 },
+    Replicated {
+        replicas: u64,
+    },
     Global,
+    /// `--mode replicated-job`: `total_completions` tasks run to
+    /// completion, at most `max_concurrent` at once.
+    ReplicatedJob {
+        max_concurrent: u64,
+        total_completions: u64,
+    },
+    /// `--mode global-job`: one task runs to completion on every eligible
+    /// node.
+    GlobalJob,
+}
+
+impl ServiceMode {
+    /// Whether its tasks run to completion instead of running on.
+    pub fn is_job(&self) -> bool {
+        matches!(
+            self,
+            ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob
+        )
+    }
+
+    /// Whether it runs one task per eligible node.
+    pub fn is_global(&self) -> bool {
+        matches!(self, ServiceMode::Global | ServiceMode::GlobalJob)
+    }
+
+    /// As `service ls` shows it (Docker's words).
+    pub fn word(&self) -> &'static str {
+        match self {
+            ServiceMode::Replicated { .. } => "replicated",
+            ServiceMode::Global => "global",
+            ServiceMode::ReplicatedJob { .. } => "replicated job",
+            ServiceMode::GlobalJob => "global job",
+        }
+    }
+
+    /// As Docker's `mode` filter names it.
+    pub fn filter_word(&self) -> &'static str {
+        match self {
+            ServiceMode::Replicated { .. } => "replicated",
+            ServiceMode::Global => "global",
+            ServiceMode::ReplicatedJob { .. } => "replicated-job",
+            ServiceMode::GlobalJob => "global-job",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +83,10 @@ pub struct RestartPolicy {
     pub delay_millis: u64,
     /// 0: no limit (Docker's default).
     pub max_attempts: u64,
+    /// `--restart-window`: only restarts this recent count toward
+    /// `max_attempts`; 0: every restart counts.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub window_millis: u64,
 }
 
 impl Default for RestartPolicy {
@@ -46,7 +96,60 @@ impl Default for RestartPolicy {
             condition: RestartCondition::Any,
             delay_millis: 5000,
             max_attempts: 0,
+            window_millis: 0,
         }
+    }
+}
+
+impl RestartPolicy {
+    /// Docker's default for jobs: a task that completed is done, so only a
+    /// failed one restarts.
+    pub fn for_jobs() -> Self {
+        Self {
+            condition: RestartCondition::OnFailure,
+            ..Self::default()
+        }
+    }
+}
+
+/// `--update-max-failure-ratio`: the share of updated tasks that may fail
+/// before the failure action applies, 0 to 1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FailureRatio(f32);
+
+// Always a number in 0..=1 (see `new`), so equality is total.
+impl Eq for FailureRatio {}
+
+impl FailureRatio {
+    pub fn new(ratio: f32) -> Result<Self, String> {
+        if (0.0..=1.0).contains(&ratio) {
+            Ok(Self(ratio))
+        } else {
+            Err(format!(
+                "invalid max failure ratio {ratio}: it must be between 0 and 1"
+            ))
+        }
+    }
+
+    pub fn get(self) -> f32 {
+        self.0
+    }
+
+    /// Whether `failures` of `tasks` are more than the ratio allows.
+    pub fn exceeded(self, failures: u64, tasks: u64) -> bool {
+        failures > 0 && failures as f32 / tasks.max(1) as f32 > self.0
+    }
+}
+
+impl FromStr for FailureRatio {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let ratio = text.parse::<f32>().map_err(|_| {
+            format!("invalid max failure ratio {text:?}: write a number such as 0.2")
+        })?;
+        Self::new(ratio)
     }
 }
 
@@ -76,6 +179,9 @@ pub struct UpdateConfig {
     /// How long a new task must run before it counts as updated.
     pub monitor_millis: u64,
     pub order: UpdateOrder,
+    /// Failures of new tasks tolerated, as a share of the tasks updated.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub max_failure_ratio: FailureRatio,
 }
 
 impl Default for UpdateConfig {
@@ -87,6 +193,7 @@ impl Default for UpdateConfig {
             failure_action: FailureAction::Pause,
             monitor_millis: 5000,
             order: UpdateOrder::StopFirst,
+            max_failure_ratio: FailureRatio::default(),
         }
     }
 }
@@ -558,8 +665,14 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 
 impl ServiceSpec {
     /// A service running `image` in `mode`, with Docker's defaults for the
-    /// rest (restart on any exit, 10 s to stop, a VIP, no limits).
+    /// rest (restart on any exit, on failure for jobs, 10 s to stop, a VIP,
+    /// no limits).
     pub fn new(name: impl Into<String>, image: impl Into<String>, mode: ServiceMode) -> Self {
+        let restart = if mode.is_job() {
+            RestartPolicy::for_jobs()
+        } else {
+            RestartPolicy::default()
+        };
         Self {
             name: name.into(),
             labels: BTreeMap::new(),
@@ -578,7 +691,7 @@ impl ServiceSpec {
             constraints: Vec::new(),
             placement_prefs: Vec::new(),
             max_replicas_per_node: None,
-            restart: RestartPolicy::default(),
+            restart,
             update: UpdateConfig::default(),
             rollback: UpdateConfig::default(),
             limits: ResourceSpec::default(),

@@ -22,8 +22,8 @@ use crate::api::{
     control::{ContainerUpdate, Request, Response, ServiceUpdateRequest, TaskOutput},
     mounts::{FileReference, Mount},
     specs::{
-        Constraint, EndpointMode, FailureAction, PortConfig, RestartCondition, ServiceMode,
-        ServiceSpec, UpdateOrder,
+        Constraint, EndpointMode, FailureAction, FailureRatio, PortConfig, RestartCondition,
+        ServiceMode, ServiceSpec, UpdateOrder,
     },
 };
 use crate::image::ImageSource;
@@ -145,12 +145,17 @@ pub struct CreateArgs {
     /// or $DOCKER_CONFIG/config.json) to the nodes that run the tasks.
     #[arg(long)]
     with_registry_auth: bool,
-    /// replicated or global.
-    #[arg(long, default_value = "replicated", value_parser = ["replicated", "global"])]
+    /// replicated, global, replicated-job (tasks that run to completion) or
+    /// global-job (one such task on every node).
+    #[arg(long, default_value = "replicated", value_parser = ["replicated", "global", "replicated-job", "global-job"])]
     mode: String,
-    /// Number of tasks (replicated mode) [default: 1].
+    /// Number of tasks (replicated mode), or of completions (replicated-job
+    /// mode) [default: 1].
     #[arg(long)]
     replicas: Option<u64>,
+    /// Job tasks that run at once (replicated-job mode) [default: --replicas].
+    #[arg(long, value_name = "N")]
+    max_concurrent: Option<u64>,
     /// Publish a port: PUBLISHED:TARGET[/PROTO], TARGET, or
     /// published=P,target=T,protocol=tcp|udp,mode=ingress|host.
     #[arg(short, long, value_parser = parse_port)]
@@ -193,7 +198,8 @@ pub struct CreateArgs {
     container: ContainerArgs,
     #[command(flatten)]
     unsupported: unsupported::UnsupportedServiceArgs,
-    /// Return at once instead of waiting for the tasks to run.
+    /// Return at once instead of waiting for the tasks to run (a job's to
+    /// complete).
     #[arg(short, long)]
     detach: bool,
     /// An image from a registry (`nginx:alpine`, `HOST:PORT/NAME:TAG`,
@@ -222,7 +228,7 @@ pub struct PolicyArgs {
     /// the image [default: the image's User, or root].
     #[arg(short, long, value_name = "USER")]
     user: Option<String>,
-    /// any, on-failure or none [default: any].
+    /// any, on-failure or none [default: any; on-failure for jobs].
     #[arg(long, value_enum)]
     restart_condition: Option<RestartCondition>,
     /// Wait between restarts, e.g. 5s or 500ms [default: 5s].
@@ -231,6 +237,10 @@ pub struct PolicyArgs {
     /// Give up after this many restarts (0: never) [default: 0].
     #[arg(long)]
     restart_max_attempts: Option<u64>,
+    /// Only restarts within this window count toward --restart-max-attempts,
+    /// e.g. 1m (0s: all count) [default: 0s].
+    #[arg(long, value_parser = parse_duration)]
+    restart_window: Option<Duration>,
     /// Tasks updated at once (0: all) [default: 1].
     #[arg(long)]
     update_parallelism: Option<u64>,
@@ -246,6 +256,10 @@ pub struct PolicyArgs {
     /// stop-first or start-first [default: stop-first].
     #[arg(long, value_enum)]
     update_order: Option<UpdateOrder>,
+    /// Share of updated tasks that may fail (or end) within the monitor
+    /// period before the failure action applies, 0 to 1 [default: 0].
+    #[arg(long, value_name = "RATIO")]
+    update_max_failure_ratio: Option<FailureRatio>,
     /// Tasks a rollback replaces at once (0: all) [default: as --update-parallelism].
     #[arg(long, value_name = "N")]
     rollback_parallelism: Option<u64>,
@@ -261,6 +275,10 @@ pub struct PolicyArgs {
     /// stop-first or start-first [default: as --update-order].
     #[arg(long, value_enum)]
     rollback_order: Option<UpdateOrder>,
+    /// Share of rolled-back tasks that may fail before the failure action
+    /// applies, 0 to 1 [default: as --update-max-failure-ratio].
+    #[arg(long, value_name = "RATIO")]
+    rollback_max_failure_ratio: Option<FailureRatio>,
     /// CPUs the task may use, e.g. 0.5.
     #[arg(long, value_parser = parse_cpus)]
     limit_cpu: Option<u64>,
@@ -355,8 +373,12 @@ pub struct ServiceUpdateArgs {
     /// Replace the command's arguments (one string, split on spaces).
     #[arg(long)]
     args: Option<String>,
+    /// Number of tasks, or of completions of a replicated job.
     #[arg(long)]
     replicas: Option<u64>,
+    /// Job tasks that run at once (replicated-job mode).
+    #[arg(long, value_name = "N")]
+    max_concurrent: Option<u64>,
     #[arg(long)]
     env_add: Vec<String>,
     #[arg(long)]
@@ -579,15 +601,7 @@ fn rows(response: Response) -> anyhow::Result<Vec<serde_json::Value>> {
 fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
     args.unsupported.refuse()?;
     ImageSource::parse(&args.image)?;
-    let mode = match (args.mode.as_str(), args.replicas) {
-        ("global", Some(_)) => {
-            anyhow::bail!("--replicas: replicas can only be used with replicated mode")
-        }
-        ("global", None) => ServiceMode::Global,
-        (_, replicas) => ServiceMode::Replicated {
-            replicas: replicas.unwrap_or(1),
-        },
-    };
+    let mode = service_mode(&args.mode, args.replicas, args.max_concurrent)?;
     let name = args.name.unwrap_or_else(generated_name);
     let valid = !name.is_empty()
         && name.len() <= 63
@@ -663,6 +677,33 @@ fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--mode` with `--replicas` and `--max-concurrent`, checked as Docker
+/// checks them.
+fn service_mode(
+    mode: &str,
+    replicas: Option<u64>,
+    max_concurrent: Option<u64>,
+) -> anyhow::Result<ServiceMode> {
+    let replicated = matches!(mode, "replicated" | "replicated-job");
+    if replicas.is_some() && !replicated {
+        anyhow::bail!("replicas can only be used with replicated or replicated-job mode");
+    }
+    if max_concurrent.is_some() && mode != "replicated-job" {
+        anyhow::bail!("max-concurrent can only be used with replicated-job mode");
+    }
+    Ok(match mode {
+        "global" => ServiceMode::Global,
+        "global-job" => ServiceMode::GlobalJob,
+        "replicated-job" => ServiceMode::ReplicatedJob {
+            max_concurrent: max_concurrent.or(replicas).unwrap_or(1),
+            total_completions: replicas.unwrap_or(1),
+        },
+        _ => ServiceMode::Replicated {
+            replicas: replicas.unwrap_or(1),
+        },
+    })
+}
+
 fn update(host: &str, args: ServiceUpdateArgs) -> anyhow::Result<()> {
     args.unsupported.refuse()?;
     if args.rollback {
@@ -688,6 +729,7 @@ fn update(host: &str, args: ServiceUpdateArgs) -> anyhow::Result<()> {
             .args
             .map(|a| a.split_whitespace().map(str::to_owned).collect());
         request.replicas = args.replicas;
+        request.max_concurrent = args.max_concurrent;
         request.env_add = args.env_add;
         request.env_rm = args.env_rm;
         request.publish_add = args.publish_add;
@@ -767,11 +809,14 @@ impl PolicyArgs {
             restart_condition: self.restart_condition,
             restart_delay_millis: millis(self.restart_delay),
             restart_max_attempts: self.restart_max_attempts,
+            restart_window_millis: millis(self.restart_window),
             update_parallelism: self.update_parallelism,
             update_delay_millis: millis(self.update_delay),
             update_failure_action: self.update_failure_action,
             update_monitor_millis: millis(self.update_monitor),
             update_order: self.update_order,
+            update_max_failure_ratio: self.update_max_failure_ratio,
+            rollback_max_failure_ratio: self.rollback_max_failure_ratio,
             rollback_parallelism: self.rollback_parallelism,
             rollback_delay_millis: millis(self.rollback_delay),
             rollback_failure_action: self.rollback_failure_action,
@@ -845,6 +890,18 @@ pub(super) fn converge(host: &str, service: &str) -> anyhow::Result<()> {
             .find(|r| r["ID"] == service || r["Name"] == service)
             .ok_or_else(|| anyhow::anyhow!("service {service} not found"))?;
         let replicas = row["Replicas"].as_str().unwrap_or("0/0").to_owned();
+        if row["Mode"].as_str().is_some_and(|m| m.ends_with(" job")) {
+            if job_complete(&replicas, &mut last)? {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "job {service} did not complete within {CONVERGE_TIMEOUT:?} ({replicas}): see `swarm service ps {service}`"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
         let Response::Json(inspect) = call(
             host,
             &Request::SwarmServiceInspect {
@@ -886,6 +943,31 @@ pub(super) fn converge(host: &str, service: &str) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A job's progress from its REPLICAS (`1/2 (3/5 completed)`), as
+/// Docker's lines on stderr (when they change); whether it is complete.
+fn job_complete(replicas: &str, last: &mut String) -> anyhow::Result<bool> {
+    let (active, completions) = replicas
+        .trim_end_matches(" completed)")
+        .split_once(" (")
+        .unwrap_or((replicas, "0/0"));
+    let (completed, total) = completions.split_once('/').unwrap_or(("0", "0"));
+    let done = completed == total && total != "0";
+    let line = format!(
+        "job progress: {completed} out of {total} complete\nactive tasks: {} out of {} tasks",
+        active.split('/').next().unwrap_or("0"),
+        active.split('/').nth(1).unwrap_or("0"),
+    );
+    let mut stderr = std::io::stderr();
+    if line != *last {
+        writeln!(stderr, "{line}")?;
+        *last = line;
+    }
+    if done {
+        writeln!(stderr, "verify: Job complete")?;
+    }
+    Ok(done)
 }
 
 /// Docker's line per slot under the overall progress: `2/4: running`, or

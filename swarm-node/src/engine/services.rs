@@ -87,8 +87,14 @@ async fn list_services(engine: &Engine, call: &Call) -> Result<Reply, ApiError> 
         .into_iter()
         .flatten()
         .filter(|s| {
-            let mode = if s["Spec"]["Mode"]["Global"].is_object() {
+            // Docker's words for the `mode` filter.
+            let spec_mode = &s["Spec"]["Mode"];
+            let mode = if spec_mode["Global"].is_object() {
                 "global"
+            } else if spec_mode["ReplicatedJob"].is_object() {
+                "replicated-job"
+            } else if spec_mode["GlobalJob"].is_object() {
+                "global-job"
             } else {
                 "replicated"
             };

@@ -440,6 +440,7 @@ mod tests {
                 },
                 addresses: BTreeMap::new(),
                 created_at_millis: 0,
+                running_since_millis: None,
             },
         );
         let mine = node_view(&state, "a", 1);

@@ -11,6 +11,7 @@ pub mod allocator;
 pub mod assignments;
 pub mod controlapi;
 pub mod dispatcher;
+mod jobs;
 pub mod leader;
 pub mod logs;
 pub mod nodeca;

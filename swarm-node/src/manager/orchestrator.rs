@@ -13,7 +13,7 @@ use std::{
 };
 
 use super::{
-    Manager,
+    Manager, jobs,
     scheduler::{satisfies, schedule},
     store::{
         ClusterState, Command, NodeRecord,
@@ -158,11 +158,16 @@ pub fn reconcile(
                 && node.availability != Availability::Drain
                 && satisfies(node, &service.spec.constraints)
         };
-        // Slots: 1..=replicas, or one per eligible node for global services.
+        // Slots: 1..=replicas (or completions), or one per eligible node for
+        // global services.
         let mut slots: BTreeMap<SlotKey, Vec<&TaskRecord>> = BTreeMap::new();
         let wanted: BTreeSet<SlotKey> = match service.spec.mode {
-            ServiceMode::Replicated { replicas } => (1..=replicas).map(SlotKey::Slot).collect(),
-            ServiceMode::Global => state
+            ServiceMode::Replicated { replicas: count }
+            | ServiceMode::ReplicatedJob {
+                total_completions: count,
+                ..
+            } => (1..=count).map(SlotKey::Slot).collect(),
+            ServiceMode::Global | ServiceMode::GlobalJob => state
                 .nodes
                 .values()
                 .filter(|n| eligible_node(n))
@@ -170,14 +175,29 @@ pub fn reconcile(
                 .collect(),
         };
         for task in &tasks {
-            let key = match &service.spec.mode {
-                ServiceMode::Replicated { .. } => SlotKey::Slot(task.slot),
-                ServiceMode::Global => SlotKey::Node(task.node_id.clone().unwrap_or_default()),
+            let key = if service.spec.mode.is_global() {
+                SlotKey::Node(task.node_id.clone().unwrap_or_default())
+            } else {
+                SlotKey::Slot(task.slot)
             };
             slots.entry(key).or_default().push(task);
         }
         for list in slots.values_mut() {
             list.sort_by_key(|t| (t.created_at_millis, t.id.clone()));
+        }
+
+        if service.spec.mode.is_job() {
+            let pass = jobs::JobPass {
+                service,
+                state,
+                ready,
+                slots: &slots,
+                wanted: &wanted,
+                now_millis,
+            };
+            created.extend(pass.reconcile(&mut desired, new_id));
+            trim_history(&slots, state.task_history(), &mut plan.tasks);
+            continue;
         }
 
         // Live tasks that have to go: on a dead, drained or (global) no
@@ -204,7 +224,14 @@ pub fn reconcile(
             }
         }
 
-        let update = rolling_update(service, &slots, &desired, now_millis, &mut plan);
+        let update = rolling_update(
+            service,
+            &slots,
+            wanted.len() as u64,
+            &desired,
+            now_millis,
+            &mut plan,
+        );
         for key in &wanted {
             // A paused node keeps its global task as it is: nothing new
             // starts there, an update included (swarmkit's rule).
@@ -230,7 +257,7 @@ pub fn reconcile(
                 .filter(|t| t.spec_version != service.version)
                 .collect();
             if live.is_empty() {
-                if restart_due(service, list, now_millis) {
+                if restart_decision(service, list, now_millis) == Restart::Now {
                     created.push(new_task(service, key, new_id(), now_millis));
                 }
                 continue;
@@ -262,21 +289,7 @@ pub fn reconcile(
             created.push(new_task(service, key, new_id(), now_millis));
         }
 
-        // History: the latest few ended tasks of each slot stay for `ps`.
-        for list in slots.values() {
-            let ended: Vec<&&TaskRecord> = list
-                .iter()
-                .filter(|t| t.desired != TaskState::Running && t.status.state.is_terminal())
-                .collect();
-            for task in ended
-                .iter()
-                .take(ended.len().saturating_sub(state.task_history()))
-            {
-                plan.tasks.push(TaskChange::Delete {
-                    id: task.id.clone(),
-                });
-            }
-        }
+        trim_history(&slots, state.task_history(), &mut plan.tasks);
     }
 
     for (id, state) in desired {
@@ -287,9 +300,28 @@ pub fn reconcile(
     plan
 }
 
+/// History: the latest `keep` ended tasks of each slot stay for `ps`.
+fn trim_history(
+    slots: &BTreeMap<SlotKey, Vec<&TaskRecord>>,
+    keep: usize,
+    changes: &mut Vec<TaskChange>,
+) {
+    for list in slots.values() {
+        let ended: Vec<&&TaskRecord> = list
+            .iter()
+            .filter(|t| t.desired != TaskState::Running && t.status.state.is_terminal())
+            .collect();
+        for task in ended.iter().take(ended.len().saturating_sub(keep)) {
+            changes.push(TaskChange::Delete {
+                id: task.id.clone(),
+            });
+        }
+    }
+}
+
 /// A slot of a replicated service, or the node of a global one.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum SlotKey {
+pub(super) enum SlotKey {
     Slot(u64),
     Node(String),
 }
@@ -307,6 +339,7 @@ struct UpdatePass {
 fn rolling_update(
     service: &ServiceRecord,
     slots: &BTreeMap<SlotKey, Vec<&TaskRecord>>,
+    slot_count: u64,
     desired: &BTreeMap<String, TaskState>,
     now_millis: u64,
     plan: &mut Plan,
@@ -339,16 +372,23 @@ fn rolling_update(
     let new_tasks: Vec<&&TaskRecord> = tasks()
         .filter(|t| t.spec_version == service.version)
         .collect();
-    // A new task that failed (rather than being stopped) fails the update.
-    let failed = new_tasks.iter().find(|t| {
-        matches!(t.status.state, TaskState::Failed | TaskState::Rejected)
-            && t.status.timestamp_millis >= status.started_at * 1000
-    });
-    if let Some(task) = failed
+    // New tasks that failed or ended (rather than being stopped) within
+    // their monitor period; past the ratio of the slots updated, the
+    // failure action applies (swarmkit's updater).
+    let failures: Vec<&&&TaskRecord> = new_tasks
+        .iter()
+        .filter(|t| failed_while_monitored(t, status.started_at * 1000, config.monitor_millis))
+        .collect();
+    let last_failure = failures.iter().max_by_key(|t| t.status.timestamp_millis);
+    if let Some(task) = last_failure
+        && config
+            .max_failure_ratio
+            .exceeded(failures.len() as u64, slot_count)
         && config.failure_action != FailureAction::Continue
     {
+        let what = if rollback { "rollback" } else { "update" };
         let message = format!(
-            "update paused due to failure or early termination of task {}: {}",
+            "{what} paused due to failure or early termination of task {}: {}",
             task.id, task.status.err
         );
         if config.failure_action == FailureAction::Rollback
@@ -434,41 +474,90 @@ fn rolling_update(
     }
 }
 
-/// Whether a slot whose tasks have all ended gets a new one now, per the
-/// restart policy (condition, delay, attempts).
-fn restart_due(service: &ServiceRecord, history: &[&TaskRecord], now_millis: u64) -> bool {
+/// Whether a task of an update failed or ended by itself before it had
+/// run for the monitor period (`update_started` and the result in ms).
+fn failed_while_monitored(task: &TaskRecord, update_started: u64, monitor_millis: u64) -> bool {
+    let ended = matches!(
+        task.status.state,
+        TaskState::Failed | TaskState::Rejected | TaskState::Complete
+    );
+    ended
+        && task.status.timestamp_millis >= update_started
+        && task
+            .running_since_millis
+            .is_none_or(|since| task.status.timestamp_millis <= since + monitor_millis)
+}
+
+/// What the restart policy says of a slot whose tasks have all ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Restart {
+    /// A new task now.
+    Now,
+    /// A new task once the restart delay has passed.
+    Later,
+    /// No new task: the condition or the attempts say so.
+    Never,
+}
+
+/// Decides, per the restart policy (condition, delay, attempts within the
+/// window), whether a slot whose tasks have all ended gets a new one.
+pub(super) fn restart_decision(
+    service: &ServiceRecord,
+    history: &[&TaskRecord],
+    now_millis: u64,
+) -> Restart {
     let Some(last) = history.last() else {
-        return true;
+        return Restart::Now;
     };
     // Replaced rather than ended (node lost, drained, scaled, updated):
     // always comes back, at once.
     if !last.status.state.is_terminal() || last.status.state == TaskState::Shutdown {
-        return true;
+        return Restart::Now;
     }
     let policy = &service.spec.restart;
     let failed = last.status.state != TaskState::Complete;
     let allowed = match policy.condition {
-        RestartCondition::Any => true,
+        // A job that completed is done, whatever the condition.
+        RestartCondition::Any => failed || !service.spec.mode.is_job(),
         RestartCondition::OnFailure => failed,
         RestartCondition::None => false,
     };
     if !allowed {
-        return false;
+        return Restart::Never;
     }
-    if policy.max_attempts > 0 {
-        let attempts = history
-            .iter()
-            .filter(|t| t.spec_version == service.version && t.status.state.is_terminal())
-            .count() as u64;
-        // The first run is not a restart.
-        if attempts > policy.max_attempts {
-            return false;
-        }
+    if policy.max_attempts > 0 && counted_restarts(service, history, last) >= policy.max_attempts {
+        return Restart::Never;
     }
-    now_millis >= last.status.timestamp_millis + policy.delay_millis
+    if now_millis >= last.status.timestamp_millis + policy.delay_millis {
+        Restart::Now
+    } else {
+        Restart::Later
+    }
 }
 
-fn new_task(service: &ServiceRecord, key: &SlotKey, id: String, now_millis: u64) -> TaskRecord {
+/// The restarts of the slot that count toward `--restart-max-attempts`:
+/// those at the current spec, and with a window only those made within it
+/// before `last` ended (swarmkit's restart supervisor).
+fn counted_restarts(service: &ServiceRecord, history: &[&TaskRecord], last: &TaskRecord) -> u64 {
+    let runs = history
+        .iter()
+        .filter(|t| t.spec_version == service.version && t.status.state.is_terminal());
+    // The first run is not a restart.
+    let restarts = runs.skip(1);
+    let window = service.spec.restart.window_millis;
+    if window == 0 {
+        return restarts.count() as u64;
+    }
+    let since = last.status.timestamp_millis.saturating_sub(window);
+    restarts.filter(|t| t.created_at_millis > since).count() as u64
+}
+
+pub(super) fn new_task(
+    service: &ServiceRecord,
+    key: &SlotKey,
+    id: String,
+    now_millis: u64,
+) -> TaskRecord {
     let (slot, node_id) = match key {
         SlotKey::Slot(slot) => (*slot, None),
         SlotKey::Node(node) => (0, Some(node.clone())),
@@ -490,16 +579,17 @@ fn new_task(service: &ServiceRecord, key: &SlotKey, id: String, now_millis: u64)
         },
         addresses: BTreeMap::new(),
         created_at_millis: now_millis,
+        running_since_millis: None,
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
     use crate::{
-        api::{NodeResources, Role},
+        api::{NodeResources, Role, specs::FailureRatio},
         manager::store::{fixtures::store, services::ServiceCreate},
     };
 
@@ -549,6 +639,93 @@ mod tests {
             state.change_tasks(running);
         }
         panic!("never settled");
+    }
+
+    fn report(id: &str, state: TaskState, at: u64) -> TaskChange {
+        TaskChange::Status {
+            id: id.to_owned(),
+            status: TaskStatus {
+                state,
+                timestamp_millis: at,
+                message: String::new(),
+                err: String::new(),
+                exit_code: None,
+            },
+        }
+    }
+
+    /// A small cluster run by hand: each `step` is one orchestrator pass
+    /// at `now`, then the agents' reports, which `outcome` decides for
+    /// every task that runs (None: it keeps running).
+    pub(in crate::manager) struct Cluster {
+        pub state: ClusterState,
+        pub ready: BTreeSet<String>,
+        next_id: usize,
+        pub now: u64,
+    }
+
+    impl Cluster {
+        pub fn new(nodes: &[(&str, Role)], spec: ServiceSpec) -> Self {
+            let mut state = store(nodes);
+            state
+                .create_service(ServiceCreate {
+                    id: "s".into(),
+                    spec,
+                    at: 0,
+                })
+                .unwrap();
+            let ready = state.nodes.keys().cloned().collect();
+            Self {
+                state,
+                ready,
+                next_id: 0,
+                now: 1_000,
+            }
+        }
+
+        pub fn step(&mut self, outcome: &dyn Fn(&TaskRecord) -> Option<TaskState>) {
+            self.now += 100;
+            let next = &mut self.next_id;
+            let plan = reconcile(&self.state, &self.ready, self.now, &mut || {
+                *next += 1;
+                format!("t{next:03}")
+            });
+            for (id, spec) in plan.rollbacks {
+                self.state
+                    .update_service(&id, spec, true, self.now / 1000)
+                    .unwrap();
+            }
+            for (id, status) in plan.update_statuses {
+                self.state.set_update_status(&id, status).unwrap();
+            }
+            self.state.change_tasks(plan.tasks);
+            let reports: Vec<TaskChange> = self
+                .state
+                .tasks
+                .values()
+                .filter_map(|t| match t.status.state {
+                    TaskState::Assigned => Some(report(&t.id, TaskState::Running, self.now)),
+                    TaskState::Running if t.desired != TaskState::Running => {
+                        Some(report(&t.id, TaskState::Shutdown, self.now))
+                    }
+                    TaskState::Running => outcome(t).map(|s| report(&t.id, s, self.now)),
+                    _ => None,
+                })
+                .collect();
+            self.state.change_tasks(reports);
+        }
+
+        pub fn running(&self) -> usize {
+            self.state.tasks.values().filter(|t| t.is_running()).count()
+        }
+
+        pub fn count(&self, state: TaskState) -> usize {
+            self.state
+                .tasks
+                .values()
+                .filter(|t| t.status.state == state)
+                .count()
+        }
     }
 
     fn per_node(state: &ClusterState) -> BTreeMap<String, usize> {
@@ -830,5 +1007,132 @@ mod tests {
             waiting.status.err,
             "no suitable node (max replicas per node limit exceed on 3)"
         );
+    }
+
+    /// A replicated service of four, updated to a spec whose tasks fail at
+    /// once; returns the update's state and the new tasks that failed.
+    fn failing_update(ratio: f32, action: FailureAction) -> (UpdateState, usize) {
+        let mut web = spec("web", ServiceMode::Replicated { replicas: 4 });
+        web.ports.clear();
+        web.update.max_failure_ratio = FailureRatio::new(ratio).unwrap();
+        web.update.failure_action = action;
+        web.update.monitor_millis = 10_000;
+        web.restart.condition = RestartCondition::None;
+        let mut cluster = Cluster::new(&[("m1", Role::Manager)], web.clone());
+        for _ in 0..5 {
+            cluster.step(&|_| None);
+        }
+        assert_eq!(cluster.running(), 4);
+        web.args = vec!["false".into()];
+        cluster
+            .state
+            .update_service("s", web, false, cluster.now / 1000)
+            .unwrap();
+        for _ in 0..40 {
+            cluster.step(&|t| (t.spec_version == 2).then_some(TaskState::Failed));
+        }
+        let service = &cluster.state.services["s"];
+        let failed = cluster
+            .state
+            .tasks
+            .values()
+            .filter(|t| t.spec_version == 2 && t.status.state == TaskState::Failed)
+            .count();
+        (service.update_status.as_ref().unwrap().state, failed)
+    }
+
+    #[test]
+    fn an_update_pauses_once_failures_pass_the_max_failure_ratio() {
+        // Ratio 0: the first failure pauses the update.
+        assert_eq!(
+            failing_update(0.0, FailureAction::Pause),
+            (UpdateState::Paused, 1)
+        );
+        // 0.5 of four slots: two failures are tolerated, the third is not.
+        assert_eq!(
+            failing_update(0.5, FailureAction::Pause),
+            (UpdateState::Paused, 3)
+        );
+        // A ratio of 1 tolerates every failure: the update runs through.
+        assert_eq!(
+            failing_update(1.0, FailureAction::Pause),
+            (UpdateState::Completed, 4)
+        );
+        // Continue never stops.
+        assert_eq!(
+            failing_update(0.0, FailureAction::Continue),
+            (UpdateState::Completed, 4)
+        );
+    }
+
+    #[test]
+    fn a_failure_after_the_monitor_period_does_not_count() {
+        let task = |running_since: Option<u64>, failed_at: u64| TaskRecord {
+            running_since_millis: running_since,
+            status: TaskStatus {
+                state: TaskState::Failed,
+                timestamp_millis: failed_at,
+                message: String::new(),
+                err: String::new(),
+                exit_code: Some(1),
+            },
+            ..new_task(
+                &ServiceRecord {
+                    id: "s".into(),
+                    spec: spec("web", ServiceMode::Replicated { replicas: 1 }),
+                    previous_spec: None,
+                    version: 2,
+                    created_at: 0,
+                    updated_at: 0,
+                    vips: BTreeMap::new(),
+                    ports: Vec::new(),
+                    update_status: None,
+                    revision: 1,
+                },
+                &SlotKey::Slot(1),
+                "t".into(),
+                0,
+            )
+        };
+        assert!(failed_while_monitored(&task(None, 2_000), 1_000, 5_000));
+        assert!(failed_while_monitored(
+            &task(Some(2_000), 6_000),
+            1_000,
+            5_000
+        ));
+        assert!(!failed_while_monitored(
+            &task(Some(2_000), 8_000),
+            1_000,
+            5_000
+        ));
+        // Ended before this update began: another update's failure.
+        assert!(!failed_while_monitored(&task(None, 500), 1_000, 5_000));
+    }
+
+    #[test]
+    fn only_restarts_within_the_window_count_toward_max_attempts() {
+        let mut crashing = spec("crash", ServiceMode::Replicated { replicas: 1 });
+        crashing.ports.clear();
+        crashing.restart.delay_millis = 0;
+        crashing.restart.max_attempts = 1;
+        let run_for = |window_millis: u64| {
+            let mut crashing = crashing.clone();
+            crashing.restart.window_millis = window_millis;
+            let mut cluster = Cluster::new(&[("m1", Role::Manager)], crashing);
+            // Each task runs a second (ten steps), then fails.
+            for _ in 0..100 {
+                let now = cluster.now;
+                cluster
+                    .step(&|t| (now >= t.created_at_millis + 1_000).then_some(TaskState::Failed));
+            }
+            cluster.state.tasks.len()
+        };
+        // No window: one restart in all.
+        assert_eq!(run_for(0), 2);
+        // A window shorter than a run: no restart is recent when a task
+        // fails, so they go on (history keeps the last five).
+        assert!(run_for(500) >= 5, "{}", run_for(500));
+        // A window longer than a run: the one before counts.
+        assert_eq!(run_for(1_500), 2);
     }
 }

@@ -10,9 +10,9 @@ use crate::{
     api::{
         mounts::{FileReference, Mount},
         specs::{
-            Constraint, ContainerSettings, EndpointMode, ExtraHost, FailureAction, PortConfig,
-            RestartCondition, ServiceMode, ServiceSpec, Ulimit, UpdateOrder, check_sysctl,
-            normalize_capability, signal_number,
+            Constraint, ContainerSettings, EndpointMode, ExtraHost, FailureAction, FailureRatio,
+            PortConfig, RestartCondition, ServiceMode, ServiceSpec, Ulimit, UpdateOrder,
+            check_sysctl, normalize_capability, signal_number,
         },
         tasks::HealthCheck,
     },
@@ -245,40 +245,24 @@ fn unsupported_in(key: &str, service: &Service) -> Vec<String> {
     if let Some(check) = &service.healthcheck {
         note(check.start_interval.is_some(), "healthcheck.start_interval");
     }
-    if let Some(deploy) = &service.deploy {
-        if let Some(restart) = &deploy.restart_policy {
-            note(restart.window.is_some(), "deploy.restart_policy.window");
-        }
-        for (config, what) in [
-            (&deploy.update_config, "update_config"),
-            (&deploy.rollback_config, "rollback_config"),
-        ] {
+    if let Some(resources) = service.deploy.as_ref().and_then(|d| d.resources.as_ref()) {
+        // A pids limit is a limit only (Docker has no pids reservation).
+        note(
+            resources
+                .reservations
+                .as_ref()
+                .is_some_and(|r| r.pids.is_some()),
+            "deploy.resources.reservations.pids",
+        );
+        for amounts in [&resources.limits, &resources.reservations]
+            .into_iter()
+            .flatten()
+        {
+            note(amounts.devices.is_some(), "deploy.resources.devices");
             note(
-                config
-                    .as_ref()
-                    .is_some_and(|c| c.max_failure_ratio.is_some()),
-                &format!("deploy.{what}.max_failure_ratio"),
+                amounts.generic_resources.is_some(),
+                "deploy.resources.generic_resources",
             );
-        }
-        if let Some(resources) = &deploy.resources {
-            // A pids limit is a limit only (Docker has no pids reservation).
-            note(
-                resources
-                    .reservations
-                    .as_ref()
-                    .is_some_and(|r| r.pids.is_some()),
-                "deploy.resources.reservations.pids",
-            );
-            for amounts in [&resources.limits, &resources.reservations]
-                .into_iter()
-                .flatten()
-            {
-                note(amounts.devices.is_some(), "deploy.resources.devices");
-                note(
-                    amounts.generic_resources.is_some(),
-                    "deploy.resources.generic_resources",
-                );
-            }
         }
     }
     if let Some(crate::compose::model::ServiceNetworks::Map(map)) = &service.networks {
@@ -413,9 +397,16 @@ fn service_spec(
             replicas: deploy.replicas.unwrap_or(1),
         },
         "global" => ServiceMode::Global,
+        // As docker stack deploy: the replicas are the completions and as
+        // many run at once.
+        "replicated-job" => ServiceMode::ReplicatedJob {
+            max_concurrent: deploy.replicas.unwrap_or(1),
+            total_completions: deploy.replicas.unwrap_or(1),
+        },
+        "global-job" => ServiceMode::GlobalJob,
         other => {
             return Err(refuse(format!(
-                "services.{key}.deploy.mode: {other:?} is not replicated or global"
+                "services.{key}.deploy.mode: {other:?} is not replicated, global, replicated-job or global-job"
             )));
         }
     };
@@ -640,6 +631,9 @@ fn service_spec(
         if let Some(attempts) = restart.max_attempts {
             spec.restart.max_attempts = attempts;
         }
+        if let Some(window) = millis(key, &restart.window)? {
+            spec.restart.window_millis = window;
+        }
     }
     for (config, target) in [
         (&deploy.update_config, &mut spec.update),
@@ -690,6 +684,12 @@ fn apply_update_config(
             "stop-first" => UpdateOrder::StopFirst,
             other => return Err(refuse(format!("services.{key}: order {other:?}"))),
         };
+    }
+    if let Some(ratio) = &config.max_failure_ratio {
+        target.max_failure_ratio = ratio
+            .text()
+            .parse::<FailureRatio>()
+            .map_err(|e| refuse(format!("services.{key}: max_failure_ratio: {e}")))?;
     }
     Ok(())
 }
@@ -971,6 +971,45 @@ secrets:
         assert!(container.read_only);
         assert_eq!(container.stop_signal.as_deref(), Some("SIGINT"));
         assert_eq!(web.limits.pids, Some(50));
+    }
+
+    #[test]
+    fn job_modes_restart_windows_and_failure_ratios_are_acted_on() {
+        let plan = planned(
+            r#"
+services:
+  migrate:
+    image: tools:1
+    deploy: {mode: replicated-job, replicas: 3}
+  setup:
+    image: tools:1
+    deploy: {mode: global-job}
+  web:
+    image: web:1
+    deploy:
+      restart_policy: {max_attempts: 3, window: 2m}
+      update_config: {max_failure_ratio: 0.25}
+      rollback_config: {max_failure_ratio: "0.5"}
+"#,
+        );
+        assert!(plan.unsupported.is_empty(), "{:?}", plan.unsupported);
+        let by_name = |name: &str| plan.services.iter().find(|s| s.name == name).unwrap();
+        assert_eq!(
+            by_name("shop_migrate").mode,
+            ServiceMode::ReplicatedJob {
+                max_concurrent: 3,
+                total_completions: 3
+            }
+        );
+        assert_eq!(
+            by_name("shop_migrate").restart.condition,
+            RestartCondition::OnFailure
+        );
+        assert_eq!(by_name("shop_setup").mode, ServiceMode::GlobalJob);
+        let web = by_name("shop_web");
+        assert_eq!(web.restart.window_millis, 120_000);
+        assert_eq!(web.update.max_failure_ratio.get(), 0.25);
+        assert_eq!(web.rollback.max_failure_ratio.get(), 0.5);
     }
 
     #[test]

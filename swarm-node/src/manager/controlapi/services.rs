@@ -209,41 +209,23 @@ impl Manager {
                     filters.service_matches(&ServiceFacts {
                         id: &service.id,
                         name: &service.spec.name,
-                        mode: match service.spec.mode {
-                            ServiceMode::Replicated { .. } => "replicated",
-                            ServiceMode::Global => "global",
-                        },
+                        mode: service.spec.mode.filter_word(),
                         labels: &service.spec.labels,
                     })
                 })
                 .map(|service| {
-                    let running = s
-                        .tasks
-                        .values()
-                        .filter(|t| t.service_id == service.id && t.is_running())
-                        .count();
-                    let (mode, wanted) = match service.spec.mode {
-                        ServiceMode::Replicated { replicas } => ("replicated", replicas as usize),
-                        ServiceMode::Global => (
-                            "global",
-                            s.tasks
-                                .values()
-                                .filter(|t| {
-                                    t.service_id == service.id && t.desired == TaskState::Running
-                                })
-                                .count(),
-                        ),
-                    };
+                    let counts = TaskCounts::of(service, s);
                     serde_json::json!({
                         "ID": service.id,
                         "Name": service.spec.name,
-                        "Mode": mode,
-                        "Replicas": match (mode, service.spec.max_replicas_per_node) {
+                        "Mode": service.spec.mode.word(),
+                        "Replicas": match (&service.spec.mode, service.spec.max_replicas_per_node) {
                             // Docker's column names a per-node cap.
-                            ("replicated", Some(max)) => {
-                                format!("{running}/{wanted} (max {max} per node)")
-                            }
-                            _ => format!("{running}/{wanted}"),
+                            (ServiceMode::Replicated { .. }, Some(max)) => format!(
+                                "{} (max {max} per node)",
+                                counts.replicas_text(&service.spec.mode)
+                            ),
+                            (mode, _) => counts.replicas_text(mode),
                         },
                         "Image": service.spec.image,
                         "Ports": ports_text(service),
@@ -393,7 +375,7 @@ impl Manager {
                         "Name": if history { format!(" \\_ {name}") } else { name },
                         "Image": task.spec.image,
                         "Node": node,
-                        "DesiredState": task.desired.word(),
+                        "DesiredState": shown_desired(task, service).word(),
                         "CurrentState": format!(
                             "{} {}",
                             task.status.state.word(),
@@ -419,15 +401,20 @@ impl Manager {
         let mut notes = Vec::new();
         for (reference, replicas) in scales {
             let service = self.resolve_service(reference)?;
-            if service.spec.mode == ServiceMode::Global {
-                return Err(ClusterError::Refused(format!(
-                    "{reference}: scale can only be used with replicated mode"
-                )));
-            }
             let mut spec = service.spec.clone();
-            spec.mode = ServiceMode::Replicated {
-                replicas: *replicas,
-            };
+            // A replicated job's count is its completions (Docker's rule).
+            match &mut spec.mode {
+                ServiceMode::Replicated { replicas: count }
+                | ServiceMode::ReplicatedJob {
+                    total_completions: count,
+                    ..
+                } => *count = *replicas,
+                ServiceMode::Global | ServiceMode::GlobalJob => {
+                    return Err(ClusterError::Refused(format!(
+                        "{reference}: scale can only be used with replicated or replicated-job mode"
+                    )));
+                }
+            }
             self.commit_spec(&service.id, spec, false)?;
             notes.push(format!("{reference} scaled to {replicas}"));
         }
@@ -613,24 +600,7 @@ fn service_object(service: &ServiceRecord, state: &ClusterState) -> serde_json::
     let spec = &service.spec;
     let docker_spec = docker_json::service_spec(spec);
     let endpoint_spec = docker_spec.endpoint_spec.clone();
-    let running = state
-        .tasks
-        .values()
-        .filter(|t| t.service_id == service.id && t.is_running())
-        .count() as u64;
-    let desired = match spec.mode {
-        ServiceMode::Replicated { replicas } => replicas,
-        ServiceMode::Global => state
-            .tasks
-            .values()
-            .filter(|t| t.service_id == service.id && t.desired == TaskState::Running)
-            .count() as u64,
-    };
-    let completed = state
-        .tasks
-        .values()
-        .filter(|t| t.service_id == service.id && t.status.state == TaskState::Complete)
-        .count() as u64;
+    let counts = TaskCounts::of(service, state);
     let object = docker::Service {
         id: Some(service.id.clone()),
         version: Some(docker::ObjectVersion {
@@ -668,17 +638,98 @@ fn service_object(service: &ServiceRecord, state: &ClusterState) -> serde_json::
                 message: Some(u.message.clone()),
             }),
         service_status: Some(docker::ServiceServiceStatus {
-            running_tasks: Some(running),
-            desired_tasks: Some(desired),
-            completed_tasks: Some(completed),
+            running_tasks: Some(counts.running),
+            desired_tasks: Some(counts.desired),
+            completed_tasks: Some(counts.completed),
         }),
-        job_status: None,
+        // A job's iteration is its version: every update runs it again.
+        job_status: spec.mode.is_job().then(|| docker::ServiceJobStatus {
+            job_iteration: Some(docker::ObjectVersion {
+                index: Some(service.version),
+            }),
+            last_execution: Some(rfc3339(service.updated_at)),
+        }),
     };
     let mut value = docker_json::to_docker_json(&object);
     if let Some(previous) = &service.previous_spec {
         value["PreviousSpec"] = docker_json::to_docker_json(&docker_json::service_spec(previous));
     }
     value
+}
+
+/// How many of a service's tasks run, are wanted and completed, as
+/// swarmkit counts them (`ServiceStatus`); a job counts only the tasks of
+/// its current iteration.
+struct TaskCounts {
+    running: u64,
+    desired: u64,
+    completed: u64,
+}
+
+impl TaskCounts {
+    fn of(service: &ServiceRecord, state: &ClusterState) -> Self {
+        let job = service.spec.mode.is_job();
+        let tasks = state
+            .tasks
+            .values()
+            .filter(|t| t.service_id == service.id && (!job || t.spec_version == service.version));
+        let mut counts = TaskCounts {
+            running: 0,
+            desired: match service.spec.mode {
+                ServiceMode::Replicated { replicas } => replicas,
+                ServiceMode::ReplicatedJob { max_concurrent, .. } => max_concurrent,
+                ServiceMode::Global | ServiceMode::GlobalJob => 0,
+            },
+            completed: 0,
+        };
+        for task in tasks {
+            if task.is_running() {
+                counts.running += 1;
+            }
+            if task.status.state == TaskState::Complete {
+                counts.completed += 1;
+            }
+            // Global: the tasks meant to run (for a job, not yet done).
+            if service.spec.mode.is_global()
+                && task.desired == TaskState::Running
+                && task.status.state != TaskState::Complete
+            {
+                counts.desired += 1;
+            }
+        }
+        counts
+    }
+
+    /// `service ls`'s REPLICAS, as the docker CLI writes it.
+    fn replicas_text(&self, mode: &ServiceMode) -> String {
+        let Self {
+            running,
+            desired,
+            completed,
+        } = self;
+        match mode {
+            ServiceMode::ReplicatedJob {
+                total_completions, ..
+            } => format!("{running}/{desired} ({completed}/{total_completions} completed)"),
+            ServiceMode::GlobalJob => format!(
+                "{running}/{desired} ({completed}/{} completed)",
+                desired + completed
+            ),
+            ServiceMode::Replicated { .. } | ServiceMode::Global => {
+                format!("{running}/{desired}")
+            }
+        }
+    }
+}
+
+/// A job's task that is meant to run is meant to complete, as Docker shows
+/// it.
+fn shown_desired(task: &TaskRecord, service: &ServiceRecord) -> TaskState {
+    if service.spec.mode.is_job() && task.desired == TaskState::Running {
+        TaskState::Complete
+    } else {
+        task.desired
+    }
 }
 
 /// A task as Docker's `Task`, with the addresses it holds on each network
@@ -723,8 +774,15 @@ fn task_object(task: &TaskRecord, state: &ClusterState) -> serde_json::Value {
             }),
             port_status: None,
         }),
-        desired_state: state_word(task.desired),
-        job_iteration: None,
+        desired_state: state_word(
+            state
+                .services
+                .get(&task.service_id)
+                .map_or(task.desired, |service| shown_desired(task, service)),
+        ),
+        job_iteration: task.spec.mode.is_job().then_some(docker::ObjectVersion {
+            index: Some(task.spec_version),
+        }),
     };
     let mut value = docker_json::to_docker_json(&object);
     value["NetworksAttachments"] = task

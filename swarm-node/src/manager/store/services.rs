@@ -82,7 +82,10 @@ impl ServiceRecord {
     pub fn replicas(&self) -> Option<u64> {
         match self.spec.mode {
             ServiceMode::Replicated { replicas } => Some(replicas),
-            ServiceMode::Global => None,
+            ServiceMode::ReplicatedJob {
+                total_completions, ..
+            } => Some(total_completions),
+            ServiceMode::Global | ServiceMode::GlobalJob => None,
         }
     }
 }
@@ -103,6 +106,10 @@ pub struct TaskRecord {
     /// Its address on each network, by network ID.
     pub addresses: BTreeMap<String, Ipv4Addr>,
     pub created_at_millis: u64,
+    /// When its node first reported it running: a rolling update
+    /// watches it for the monitor period from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_since_millis: Option<u64>,
 }
 
 impl TaskRecord {
@@ -206,7 +213,9 @@ impl ClusterState {
         if service.spec.name != spec.name {
             return Err(Refusal::Rename);
         }
-        let tasks_change = task_relevant(&service.spec) != task_relevant(&spec);
+        // Any change to a job runs it again (Docker's next JobIteration).
+        let job = spec.mode.is_job();
+        let tasks_change = job || task_relevant(&service.spec) != task_relevant(&spec);
         service.previous_spec = Some(std::mem::replace(&mut service.spec, spec));
         if rollback {
             // Docker forgets the previous spec once it is rolled back to.
@@ -214,7 +223,11 @@ impl ClusterState {
         }
         service.updated_at = at;
         service.revision += 1;
-        if tasks_change {
+        if job {
+            // A job's tasks are not rolled: the new iteration replaces them.
+            service.version += 1;
+            service.update_status = None;
+        } else if tasks_change {
             service.version += 1;
             service.update_status = Some(UpdateStatus {
                 state: if rollback {
@@ -319,6 +332,9 @@ impl ClusterState {
                         && status.state > task.status.state
                         && !task.status.state.is_terminal()
                     {
+                        if status.state == TaskState::Running {
+                            task.running_since_millis = Some(status.timestamp_millis);
+                        }
                         task.status = status;
                     }
                 }
@@ -336,7 +352,7 @@ fn task_relevant(spec: &ServiceSpec) -> serde_json::Value {
     let mut spec = spec.clone();
     spec.mode = match spec.mode {
         ServiceMode::Replicated { .. } => ServiceMode::Replicated { replicas: 0 },
-        ServiceMode::Global => ServiceMode::Global,
+        mode => mode,
     };
     spec.update = UpdateConfig::default();
     spec.rollback = UpdateConfig::default();
