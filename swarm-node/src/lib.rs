@@ -20,6 +20,7 @@ pub mod gossip;
 pub mod identity;
 pub mod image;
 pub mod lock;
+pub mod log_time;
 pub mod manager;
 pub mod node;
 pub mod runtime;

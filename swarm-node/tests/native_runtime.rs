@@ -7,7 +7,7 @@ use std::{
     fs,
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use swarm_node::{
@@ -106,7 +106,11 @@ impl Tasks {
     }
 
     fn log(&self, task_id: &str) -> String {
-        String::from_utf8(self.runtime.logs(task_id).expect("logs")).expect("a UTF-8 log")
+        let lines = self.runtime.logs(task_id).expect("logs");
+        lines
+            .iter()
+            .map(|line| format!("{}\n", line.text))
+            .collect()
     }
 
     /// Removes the task and checks that nothing of it is left.
@@ -500,6 +504,56 @@ fn a_restarted_daemon_finds_and_stops_its_running_tasks() {
     assert_eq!(
         tasks.runtime.state(&spec.task_id).unwrap(),
         RunState::Exited { code: 143 }
+    );
+    tasks.remove(&spec.task_id);
+}
+
+#[test]
+fn output_lines_carry_the_time_they_were_written() {
+    let mut tasks = Tasks::new();
+    let spec = tasks.spec(&[
+        "sh",
+        "-c",
+        "echo one; sleep 1; echo two >&2; head -c 40000 /dev/zero | tr '\\0' x; echo; printf partial",
+    ]);
+    tasks.runtime.prepare(&spec).expect("prepare");
+    // A log from before lines were stamped is read first, without times.
+    let task_dir = tasks.state_dir.path().join("tasks").join(&spec.task_id);
+    fs::write(task_dir.join("log"), "from an older swarm\n").expect("an old log");
+    let started = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    tasks.runtime.start(&spec).expect("start");
+    assert_eq!(tasks.wait_exited(&spec.task_id), 0);
+    let ended = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+
+    let lines = tasks.runtime.logs(&spec.task_id).expect("logs");
+    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(
+        texts[..3],
+        ["from an older swarm", "one", "two"],
+        "{texts:?}"
+    );
+    assert_eq!(lines[0].at_nanos, None);
+    // The long line arrives whole, in pieces of at most 16 KiB.
+    let long: Vec<&str> = texts[3..texts.len() - 1].to_vec();
+    assert_eq!(
+        long.iter().map(|l| l.len()).collect::<Vec<_>>(),
+        [16384, 16384, 7232]
+    );
+    assert!(long.iter().all(|l| l.bytes().all(|b| b == b'x')));
+    // The last line had no newline: the shim writes it when the task ends.
+    assert_eq!(texts.last(), Some(&"partial"));
+
+    let times: Vec<i64> = lines[1..]
+        .iter()
+        .map(|l| l.at_nanos.expect("a time"))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(
+        times[0] >= started.as_nanos() as i64 && times[times.len() - 1] <= ended.as_nanos() as i64
+    );
+    assert!(
+        times[1] - times[0] >= 900_000_000,
+        "`sleep 1` between: {times:?}"
     );
     tasks.remove(&spec.task_id);
 }

@@ -390,6 +390,16 @@ fn the_same_scenario_on_the_docker_runtime() {
         let line = format!("{}@{node}    | serving as {}", &id[..12], &id[..12]);
         assert!(logs.contains(&line), "no `{line}` in:\n{logs}");
     }
+    // Each line with the time the engine keeps for it (-t).
+    let timed = topology
+        .daemon(2)
+        .swarm_ok(&["service", "logs", "-t", "--raw", "--tail", "1", &tasks[0].0])
+        .unwrap();
+    let (stamp, text) = timed.trim_end().split_once(' ').unwrap();
+    assert_eq!(text, format!("serving as {}", &tasks[0].0[..12]));
+    let written = swarm_node::log_time::parse_stamp(stamp).expect("a time");
+    let age = swarm_node::log_time::now_nanos() - written;
+    assert!((0..600_000_000_000).contains(&age), "{timed}");
 
     // A container killed from outside is a failed task, replaced.
     let (victim, _) = &tasks[0];

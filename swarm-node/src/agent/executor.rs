@@ -256,16 +256,15 @@ async fn answer_logs(
     let Some(credentials) = membership.upgrade().and_then(|m| m.credentials()) else {
         return;
     };
-    let (tasks, tail) = (request.tasks.clone(), request.tail);
+    let (tasks, tail, since) = (request.tasks.clone(), request.tail, request.since_nanos);
     let logs = tokio::task::spawn_blocking(move || {
         tasks
             .into_iter()
             .map(|task_id| {
                 // A task this node no longer holds has no output left.
-                let output = runtime.logs(&task_id).unwrap_or_default();
-                let output = String::from_utf8_lossy(&output);
+                let lines = runtime.logs(&task_id).unwrap_or_default();
                 TaskLog {
-                    output: assignments::tail(&output, tail).to_owned(),
+                    lines: assignments::select(lines, since, tail),
                     task_id,
                 }
             })

@@ -113,45 +113,85 @@ pub struct LogRequest {
     /// The manager API address the nodes answer to.
     pub reply_to: String,
     pub at_millis: u64,
+    /// Only lines written at or after this time (nanoseconds since the
+    /// epoch): `--since`.
+    #[serde(default)]
+    pub since_nanos: Option<i64>,
 }
 
 /// One task's output, as its node keeps it (stdout and stderr together).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskLog {
     pub task_id: String,
-    pub output: String,
+    pub lines: Vec<LogLine>,
 }
 
-/// The last `lines` lines of `output` (all of it without a limit).
-pub fn tail(output: &str, lines: Option<u64>) -> &str {
-    let Some(lines) = lines else { return output };
-    if lines == 0 {
-        return "";
+/// One line a task wrote, without its newline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// When it was written, in nanoseconds since the epoch; none for lines
+    /// written before swarm kept times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_nanos: Option<i64>,
+    pub text: String,
+}
+
+/// The last `count` of `lines` (all of them without a limit).
+pub fn tail<T>(lines: &[T], count: Option<u64>) -> &[T] {
+    let Some(count) = count else { return lines };
+    let keep = usize::try_from(count)
+        .unwrap_or(usize::MAX)
+        .min(lines.len());
+    &lines[lines.len() - keep..]
+}
+
+/// The lines a request asks for: those written at or after `since` (a
+/// line without a time is not known to be), then the last `count`.
+pub fn select(
+    mut lines: Vec<LogLine>,
+    since_nanos: Option<i64>,
+    count: Option<u64>,
+) -> Vec<LogLine> {
+    if let Some(since) = since_nanos {
+        lines.retain(|line| line.at_nanos.is_some_and(|at| at >= since));
     }
-    let body = output.strip_suffix('\n').unwrap_or(output);
-    let mut seen = 0;
-    for (at, byte) in body.bytes().enumerate().rev() {
-        if byte == b'\n' {
-            seen += 1;
-            if seen == lines {
-                return &output[at + 1..];
-            }
-        }
-    }
-    output
+    let keep = tail(&lines, count).len();
+    lines.split_off(lines.len() - keep)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::tail;
+    use super::*;
 
     #[test]
     fn tail_keeps_the_last_lines() {
-        assert_eq!(tail("a\nb\nc\n", Some(2)), "b\nc\n");
-        assert_eq!(tail("a\nb\nc", Some(2)), "b\nc");
-        assert_eq!(tail("a\nb\nc\n", Some(5)), "a\nb\nc\n");
-        assert_eq!(tail("a\nb\nc\n", Some(0)), "");
-        assert_eq!(tail("a\nb\nc\n", None), "a\nb\nc\n");
-        assert_eq!(tail("", Some(3)), "");
+        let lines = ["a", "b", "c"];
+        assert_eq!(tail(&lines, Some(2)), ["b", "c"]);
+        assert_eq!(tail(&lines, Some(5)), lines);
+        assert!(tail(&lines, Some(0)).is_empty());
+        assert_eq!(tail(&lines, None), lines);
+        assert!(tail::<&str>(&[], Some(3)).is_empty());
+    }
+
+    fn line(at_nanos: Option<i64>, text: &str) -> LogLine {
+        LogLine {
+            at_nanos,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn select_filters_by_time_then_tails() {
+        let lines = vec![
+            line(None, "old"),
+            line(Some(10), "a"),
+            line(Some(20), "b"),
+            line(Some(30), "c"),
+        ];
+        assert_eq!(select(lines.clone(), None, None), lines);
+        assert_eq!(select(lines.clone(), Some(20), None), lines[2..]);
+        assert_eq!(select(lines.clone(), Some(11), Some(1)), lines[3..]);
+        assert_eq!(select(lines.clone(), None, Some(3)), lines[1..]);
+        assert!(select(lines, Some(31), None).is_empty());
     }
 }

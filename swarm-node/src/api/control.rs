@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
+    assignments::LogLine,
     filters::Filters,
     mounts::{FileReference, Mount, Opaque, PayloadKind},
     nodes::{Availability, Role},
@@ -195,6 +196,10 @@ pub enum Request {
     SwarmServiceLogs {
         reference: String,
         tail: Option<u64>,
+        /// Only lines written at or after this time (nanoseconds since the
+        /// epoch).
+        #[serde(default)]
+        since_nanos: Option<i64>,
     },
     /// Every service as Docker's `Service`, with its `ServiceStatus` (the
     /// Engine API's `GET /services`).
@@ -896,7 +901,19 @@ pub struct TaskOutput {
     pub name: String,
     pub node_id: String,
     pub node: String,
-    pub output: String,
+    pub service_id: String,
+    pub lines: Vec<LogLine>,
+}
+
+impl TaskOutput {
+    /// The attributes Docker gives each line of a swarm task's log (what
+    /// `--details` shows), sorted by key, as its API writes them.
+    pub fn details(&self) -> String {
+        format!(
+            "com.docker.swarm.node.id={},com.docker.swarm.service.id={},com.docker.swarm.task.id={}",
+            self.node_id, self.service_id, self.task_id
+        )
+    }
 }
 
 /// One row of `swarm node ls`, with Docker's keys.

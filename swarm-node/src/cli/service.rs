@@ -18,7 +18,7 @@ use super::{
     output, parse_label, print_notes,
 };
 use crate::api::{
-    assignments::tail,
+    assignments::{LogLine, tail},
     control::{ContainerUpdate, Request, Response, ServiceUpdateRequest, TaskOutput},
     mounts::{FileReference, Mount},
     specs::{
@@ -102,6 +102,18 @@ pub struct LogsArgs {
     /// Only the last N lines of each task's output: a number or `all`.
     #[arg(short = 'n', long, default_value = "all", value_parser = parse_tail)]
     tail: Tail,
+    /// Only lines written since a time: a date (e.g. "2013-01-02T13:23:37Z"),
+    /// a Unix timestamp, or a time before now (e.g. "42m" for 42 minutes).
+    #[arg(long, value_parser = parse_since)]
+    since: Option<Since>,
+    /// Start each line with the time it was written.
+    #[arg(short, long)]
+    timestamps: bool,
+    /// Show the attributes of each line, as Docker: with --raw, the
+    /// swarm's (node, service and task IDs); else those other than these,
+    /// which swarm's logs have none of.
+    #[arg(long)]
+    details: bool,
     /// Leave the task ID out of each line's prefix.
     #[arg(long)]
     no_task_ids: bool,
@@ -116,6 +128,16 @@ pub struct LogsArgs {
     raw: bool,
     /// Service name or ID, or a task ID.
     service: String,
+}
+
+/// `--since`: nanoseconds since the epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct Since(i64);
+
+fn parse_since(text: &str) -> Result<Since, String> {
+    crate::log_time::parse_since(text, crate::log_time::now_nanos())
+        .map(Since)
+        .map_err(|err| format!("{err}; for example --since 2013-01-02T13:23:37Z or --since 42m"))
 }
 
 /// `--tail`: `all` or a line count.
@@ -524,7 +546,8 @@ pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
 const FOLLOW_PERIOD: Duration = Duration::from_secs(1);
 
 fn logs(host: &str, args: &LogsArgs) -> anyhow::Result<()> {
-    // Bytes of each task's output already printed (when following).
+    // Lines of each task's output already printed (when following): a
+    // task's log only grows, and so do the lines of it since a time.
     let mut printed: HashMap<String, usize> = HashMap::new();
     let mut first = true;
     loop {
@@ -532,6 +555,7 @@ fn logs(host: &str, args: &LogsArgs) -> anyhow::Result<()> {
             reference: args.service.clone(),
             // A follower needs whole outputs to see what is new.
             tail: if args.follow { None } else { args.tail.0 },
+            since_nanos: args.since.map(|since| since.0),
         };
         let Response::Logs { tasks, unanswered } = call(host, &request)? else {
             anyhow::bail!("the daemon answered `service logs` with something else");
@@ -549,19 +573,16 @@ fn logs(host: &str, args: &LogsArgs) -> anyhow::Result<()> {
             let seen = printed.entry(task.task_id.clone()).or_insert(0);
             // Output shorter than what was printed: the task was replaced
             // under the same ID (never, in practice) or its log rotated.
-            let new = task.output.get(*seen..).unwrap_or(&task.output);
+            let new = task.lines.get(*seen..).unwrap_or(&task.lines);
             let new = if first && args.follow {
                 tail(new, args.tail.0)
             } else {
                 new
             };
-            *seen = task.output.len();
-            for line in new.lines() {
-                if args.raw {
-                    writeln!(out, "{line}")?;
-                } else {
-                    writeln!(out, "{prefix:width$}    | {line}")?;
-                }
+            *seen = task.lines.len();
+            let details = task.details();
+            for line in new {
+                writeln!(out, "{}", log_line(line, prefix, width, &details, args))?;
             }
         }
         out.flush()?;
@@ -571,6 +592,30 @@ fn logs(host: &str, args: &LogsArgs) -> anyhow::Result<()> {
         first = false;
         std::thread::sleep(FOLLOW_PERIOD);
     }
+}
+
+/// A line as `docker service logs` prints it: `[<time> ]<prefix>    |
+/// [<details> ]<text>`, or with --raw as the engine sends it: `[<time>
+/// ][<details> ]<text>`. Docker's CLI takes the swarm's attributes out of
+/// the details it prints in front of a prefix (the prefix says as much),
+/// leaving an empty list and its space.
+fn log_line(line: &LogLine, prefix: &str, width: usize, details: &str, args: &LogsArgs) -> String {
+    let mut shown = String::new();
+    if args.timestamps {
+        shown.push_str(&crate::log_time::stamp(line.at_nanos));
+        shown.push(' ');
+    }
+    if !args.raw {
+        shown.push_str(&format!("{prefix:width$}    | "));
+    }
+    if args.details {
+        if args.raw {
+            shown.push_str(details);
+        }
+        shown.push(' ');
+    }
+    shown.push_str(&line.text);
+    shown
 }
 
 /// Docker's prefix: `<service>.<slot>.<task id>@<node>`.

@@ -15,11 +15,12 @@ use super::{
 };
 use crate::{
     api::{
-        control::{Request, Response, ServiceReplaceRequest},
+        assignments::LogLine,
+        control::{Request, Response, ServiceReplaceRequest, TaskOutput},
         docker::from_service_spec,
         filters::ServiceFacts,
     },
-    clock::now_millis,
+    log_time,
 };
 
 /// How often followed logs ask the nodes for more.
@@ -311,6 +312,10 @@ struct LogOptions {
     tail: Option<usize>,
     timestamps: bool,
     details: bool,
+    /// Lines written at or after this time, and at or before that one
+    /// (nanoseconds since the epoch).
+    since: Option<i64>,
+    until: Option<i64>,
 }
 
 impl LogOptions {
@@ -331,15 +336,36 @@ impl LogOptions {
             tail,
             timestamps: call.flag("timestamps"),
             details: call.flag("details"),
+            since: time_param(call, "since")?,
+            until: time_param(call, "until")?,
         })
+    }
+
+    fn shows(&self, line: &LogLine) -> bool {
+        self.until
+            .is_none_or(|until| line.at_nanos.is_some_and(|at| at <= until))
+    }
+}
+
+/// `since` or `until`: a Unix timestamp, as the docker CLI sends them
+/// (`0` or nothing: no limit).
+fn time_param(call: &Call, name: &str) -> Result<Option<i64>, ApiError> {
+    match call.query(name) {
+        None | Some("") | Some("0") => Ok(None),
+        Some(value) => log_time::parse_unix_timestamp(value)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "invalid value for {name}: {value:?} is not a Unix timestamp"
+                ))
+            }),
     }
 }
 
 /// A service's (or task's) output as dockerd streams it: one stdcopy
 /// frame per line, the line prefixed with the task's node, service and
 /// task IDs when `details` is asked (the docker CLI always asks), and with
-/// the time when `timestamps` is. Lines carry no time of their own in
-/// swarm's logs: the time is when the line was first read.
+/// the time it was written when `timestamps` is.
 async fn logs(
     engine: &Engine,
     call: &Call,
@@ -347,7 +373,8 @@ async fn logs(
     service_id: String,
 ) -> Result<Reply, ApiError> {
     let options = LogOptions::of(call)?;
-    let first = fetch_logs(engine, &reference, &service_id).await?;
+    let since = options.since;
+    let first = fetch_logs(engine, &reference, &service_id, since).await?;
     let (sender, receiver) = mpsc::channel::<Bytes>(64);
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     emit(&sender, &first, &options, &mut seen, true).await;
@@ -362,7 +389,7 @@ async fn logs(
                     _ = sender.closed() => return,
                     _ = shutdown.wait_for(|stop| *stop) => return,
                 }
-                let Ok(now) = fetch_logs(&engine, &reference, &service_id).await else {
+                let Ok(now) = fetch_logs(&engine, &reference, &service_id, since).await else {
                     // The service is gone: the stream ends, as Docker's does.
                     return;
                 };
@@ -380,37 +407,28 @@ async fn logs(
     ))
 }
 
-/// One task's output as the nodes told it.
-struct TaskLog {
-    task_id: String,
-    node_id: String,
-    service_id: String,
-    output: String,
-}
-
 /// The output of `reference` (a service, or one task), whose tasks are
-/// all `service_id`'s.
+/// all `service_id`'s, written since `since_nanos`.
 async fn fetch_logs(
     engine: &Engine,
     reference: &str,
     service_id: &str,
-) -> Result<Vec<TaskLog>, ApiError> {
+    since_nanos: Option<i64>,
+) -> Result<Vec<TaskOutput>, ApiError> {
     match engine
         .call(Request::SwarmServiceLogs {
             reference: reference.to_owned(),
             tail: None,
+            since_nanos,
         })
         .await?
     {
-        Response::Logs { tasks, .. } => Ok(tasks
-            .into_iter()
-            .map(|t| TaskLog {
-                service_id: service_id.to_owned(),
-                task_id: t.task_id,
-                node_id: t.node_id,
-                output: t.output,
-            })
-            .collect()),
+        Response::Logs { mut tasks, .. } => {
+            for task in &mut tasks {
+                task.service_id = service_id.to_owned();
+            }
+            Ok(tasks)
+        }
         other => Err(super::unexpected(&other)),
     }
 }
@@ -419,14 +437,13 @@ async fn fetch_logs(
 /// the first round); false once the client is gone.
 async fn emit(
     sender: &mpsc::Sender<Bytes>,
-    logs: &[TaskLog],
+    logs: &[TaskOutput],
     options: &LogOptions,
     seen: &mut BTreeMap<String, usize>,
     first: bool,
 ) -> bool {
-    let stamp = crate::clock::rfc3339_nanos(now_millis());
     for log in logs {
-        let lines: Vec<&str> = log.output.lines().collect();
+        let lines = &log.lines;
         let done = seen.entry(log.task_id.clone()).or_insert(0);
         if lines.len() < *done {
             // The log started over (the task's output was cut).
@@ -436,19 +453,17 @@ async fn emit(
         if first && let Some(tail) = options.tail {
             start = lines.len().saturating_sub(tail);
         }
-        for line in &lines[start..] {
+        for line in lines[start..].iter().filter(|line| options.shows(line)) {
             let mut payload = String::new();
             if options.timestamps {
-                payload.push_str(&stamp);
+                payload.push_str(&log_time::stamp(line.at_nanos));
                 payload.push(' ');
             }
             if options.details {
-                payload.push_str(&format!(
-                    "com.docker.swarm.node.id={},com.docker.swarm.service.id={},com.docker.swarm.task.id={} ",
-                    log.node_id, log.service_id, log.task_id
-                ));
+                payload.push_str(&log.details());
+                payload.push(' ');
             }
-            payload.push_str(line);
+            payload.push_str(&line.text);
             payload.push('\n');
             if sender
                 .send(stdcopy_frame(1, payload.as_bytes()))

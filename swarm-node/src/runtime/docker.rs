@@ -23,8 +23,8 @@ use bollard::{
 };
 use futures::TryStreamExt;
 
-use super::{Health, RunState, Runtime, RuntimeError, TaskSpec, netns, netns_path};
-use crate::lock::Locked as _;
+use super::{Health, RunState, Runtime, RuntimeError, TaskSpec, log_lines, netns, netns_path};
+use crate::{api::assignments::LogLine, lock::Locked as _};
 
 /// Labels that mark a container as a swarm task.
 const TASK_LABEL: &str = "swarm.task.id";
@@ -416,10 +416,12 @@ impl Runtime for DockerRuntime {
         }))
     }
 
-    fn logs(&self, task_id: &str) -> Result<Vec<u8>, RuntimeError> {
+    fn logs(&self, task_id: &str) -> Result<Vec<LogLine>, RuntimeError> {
+        // The engine keeps each line's time: it starts the line it returns.
         let options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
+            .timestamps(true)
             .build();
         let chunks = self.calls.block_on(
             self.docker
@@ -427,9 +429,10 @@ impl Runtime for DockerRuntime {
                 .try_collect::<Vec<_>>(),
         );
         match chunks {
+            // One chunk per line (or per piece of a line the engine split).
             Ok(chunks) => Ok(chunks
                 .iter()
-                .flat_map(|chunk| chunk.as_ref().to_vec())
+                .map(|chunk| log_lines::stamped_line(chunk.as_ref()))
                 .collect()),
             Err(err) if is_not_found(&err) => Err(RuntimeError::NoSuchTask(task_id.to_owned())),
             Err(err) => Err(Self::engine_error(task_id, "reading its logs", err)),

@@ -10,9 +10,11 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::assignments::LogLine;
 pub use crate::api::tasks::{Health, HealthCheck, Resources, TaskSpec};
 
 pub mod docker;
+pub mod log_lines;
 pub mod mounts;
 pub mod native;
 mod netns;
@@ -99,8 +101,9 @@ pub trait Runtime: Send + Sync {
     /// with the task's spec, so that a runtime can take up checking a task
     /// it adopted after a restart.
     fn health(&self, spec: &TaskSpec) -> Result<Option<Health>, RuntimeError>;
-    /// What the task wrote to stdout and stderr, interleaved, in order.
-    fn logs(&self, task_id: &str) -> Result<Vec<u8>, RuntimeError>;
+    /// What the task wrote to stdout and stderr, interleaved, in order,
+    /// line by line with the time each was written.
+    fn logs(&self, task_id: &str) -> Result<Vec<LogLine>, RuntimeError>;
     /// The tasks this runtime holds on this node, running or not (after a
     /// daemon restart: what to adopt or remove).
     fn list(&self) -> Result<Vec<String>, RuntimeError>;

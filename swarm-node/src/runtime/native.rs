@@ -11,6 +11,7 @@
 mod cgroup;
 mod health;
 mod launch;
+mod stamp;
 mod user;
 
 use std::{
@@ -42,16 +43,20 @@ use self::{
     launch::{LaunchError, Plan, Step},
 };
 use super::{
-    Health, RunState, Runtime, RuntimeError, TaskSpec,
+    Health, RunState, Runtime, RuntimeError, TaskSpec, log_lines,
     mounts::{self, Volumes},
     netns, netns_path,
 };
 use crate::{
-    api::mounts::MountKind,
+    api::{assignments::LogLine, mounts::MountKind},
     image::{Image as PulledImage, ImageSource, ImageStore, rootfs::RootfsPaths},
 };
 
-const LOG_FILE: &str = "log";
+/// The task's output, stamped line by line by its shim.
+const LOG_FILE: &str = "output.log";
+/// The output of a task started before swarm stamped lines, without times;
+/// read before [`LOG_FILE`] (a task started again goes on there).
+const UNSTAMPED_LOG_FILE: &str = "log";
 /// Written by the task's shim when its init exits; present means exited.
 const EXIT_FILE: &str = "exit";
 /// Init's PID as the host sees it; present means started.
@@ -873,17 +878,20 @@ impl Runtime for NativeRuntime {
             .verdict(task, find_check, dir.join(INIT_PID_FILE)))
     }
 
-    fn logs(&self, task_id: &str) -> Result<Vec<u8>, RuntimeError> {
+    fn logs(&self, task_id: &str) -> Result<Vec<LogLine>, RuntimeError> {
         check_task_id(task_id)?;
         let dir = self.task_dir(task_id);
         if !dir.is_dir() {
             return Err(RuntimeError::NoSuchTask(task_id.to_owned()));
         }
-        match fs::read(dir.join(LOG_FILE)) {
+        let read = |name: &str| match fs::read(dir.join(name)) {
             Ok(log) => Ok(log),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(source) => Err(io_error(task_id, "reading the log")(source)),
-        }
+        };
+        let mut lines = log_lines::unstamped(&read(UNSTAMPED_LOG_FILE)?);
+        lines.extend(log_lines::stamped(&read(LOG_FILE)?));
+        Ok(lines)
     }
 
     fn list(&self) -> Result<Vec<String>, RuntimeError> {

@@ -50,7 +50,11 @@ impl Manager {
             Request::SwarmServiceUpdate(update) => self.update_service(update),
             Request::SwarmServiceRollback { service } => self.rollback_service(service),
             Request::SwarmServiceRemove { services } => self.remove_services(services),
-            Request::SwarmServiceLogs { reference, tail } => self.service_logs(reference, *tail),
+            Request::SwarmServiceLogs {
+                reference,
+                tail,
+                since_nanos,
+            } => self.service_logs(reference, *tail, *since_nanos),
             Request::SwarmRotateGossipKey => self
                 .commit_here(Command::rotate_gossip_key(now_secs()))
                 .map(|()| Response::Notes(vec!["Gossip key rotated.".into()])),

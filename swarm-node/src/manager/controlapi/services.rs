@@ -150,6 +150,7 @@ impl Manager {
         &self,
         reference: &str,
         tail: Option<u64>,
+        since_nanos: Option<i64>,
     ) -> Result<Response, ClusterError> {
         let mut tasks = self.read_store(|s| logged_tasks(s, reference))??;
         let reply_to = self
@@ -165,6 +166,7 @@ impl Manager {
             tail,
             reply_to,
             at_millis: now_millis(),
+            since_nanos,
         }));
         let mut waiting: BTreeSet<String> = tasks.iter().map(|t| t.node_id.clone()).collect();
         let deadline = Instant::now() + LOGS_WAIT;
@@ -180,7 +182,7 @@ impl Manager {
                     .iter_mut()
                     .find(|t| t.task_id == log.task_id && t.node_id == node_id)
                 {
-                    task.output = log.output;
+                    task.lines = log.lines;
                 }
             }
         }
@@ -557,7 +559,8 @@ fn logged_tasks(state: &ClusterState, reference: &str) -> Result<Vec<TaskOutput>
                     .get(&node_id)
                     .map_or_else(|| node_id.clone(), |n| n.hostname.clone()),
                 node_id,
-                output: String::new(),
+                service_id: task.service_id.clone(),
+                lines: Vec::new(),
             })
         })
         .collect())

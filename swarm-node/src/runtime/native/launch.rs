@@ -4,9 +4,12 @@
 //! daemon ─fork─▶ shim ─(unshare PID)─fork─▶ init (PID 1) ─fork─▶ program
 //! ```
 //!
-//! The shim stays outside the task's PID namespace and cgroup: it waits for
-//! init and records its exit code in the task's `exit` file, so the code
-//! survives a SIGKILL of the whole cgroup and a restart of the daemon. Init
+//! The shim stays outside the task's PID namespace and cgroup: it reads
+//! the task's stdout and stderr from a pipe and appends each line to the
+//! log with the time it was written (see [`super::stamp`]), then waits for
+//! init and records its exit code in the task's `exit` file, so lines and
+//! code survive a SIGKILL of the whole cgroup and a restart of the daemon.
+//! The pipe ends when the task's PID namespace dies with init. Init
 //! joins the cgroup, enters the namespaces, mounts, then forks the program
 //! and acts as Docker's `--init`: it forwards signals, reaps orphans and
 //! exits with the program's code.
@@ -35,6 +38,8 @@ use std::{
 use libc::{c_char, c_int, c_ulong};
 use nix::{errno::Errno, fcntl::OFlag, unistd::Pid};
 
+use super::stamp;
+
 /// How long the daemon waits for the program to exec before it gives up.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -49,6 +54,10 @@ const FORWARDED_SIGNALS: [c_int; 6] = [
     libc::SIGUSR1,
     libc::SIGUSR2,
 ];
+
+/// How long the shim waits on the task's output before it checks whether
+/// init exited anyway (a write end of the pipe that outlives the task).
+const OUTPUT_POLL_MS: c_int = 1_000;
 
 /// Exit codes of init and the program when they fail before the program
 /// runs, as a shell reports them.
@@ -220,7 +229,8 @@ pub(super) struct Plan {
     /// `--ulimit`s: (resource, soft, hard).
     pub rlimits: Vec<(c_int, libc::rlim_t, libc::rlim_t)>,
     pub steps: Vec<Step>,
-    /// Becomes stdout and stderr (opened for appending).
+    /// The log (opened for appending), where the shim writes the task's
+    /// stdout and stderr, stamped line by line.
     pub log: OwnedFd,
     /// Becomes stdin (/dev/null).
     pub stdin: OwnedFd,
@@ -285,18 +295,32 @@ pub(super) fn launch(plan: &Plan) -> Result<Launched, LaunchError> {
     let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| daemon_err("creating a pipe")(e.into()))?;
     let report_write = above_stdio(report_write).map_err(daemon_err("moving a pipe fd"))?;
+    // The task's stdout and stderr, which the shim reads.
+    let (output_read, output_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| daemon_err("creating a pipe")(e.into()))?;
+    let output_read = above_stdio(output_read).map_err(daemon_err("moving a pipe fd"))?;
+    let output_write = above_stdio(output_write).map_err(daemon_err("moving a pipe fd"))?;
+    // Made before the fork: the shim may not allocate.
+    let mut line_buffer = vec![0u8; stamp::LINE_MAX];
     let argv = null_terminated(&plan.argv);
     let env = null_terminated(&plan.env);
     // The fds the shim keeps besides stdio; it closes every other one, so
     // that no fd of the daemon (another task's pipe, a socket) leaks into it.
     let mut keep: Vec<RawFd> = plan.steps.iter().filter_map(Step::fd).collect();
-    keep.extend([report_write.as_raw_fd(), plan.task_dir.as_raw_fd()]);
+    keep.extend([
+        report_write.as_raw_fd(),
+        plan.task_dir.as_raw_fd(),
+        plan.log.as_raw_fd(),
+        output_read.as_raw_fd(),
+    ]);
     keep.sort_unstable();
     let child = Children {
         plan,
         argv: &argv,
         env: &env,
         report: report_write.as_raw_fd(),
+        output_read: output_read.as_raw_fd(),
+        output_write: output_write.as_raw_fd(),
         keep: &keep,
     };
 
@@ -308,10 +332,11 @@ pub(super) fn launch(plan: &Plan) -> Result<Launched, LaunchError> {
     }
     if shim == 0 {
         // SAFETY: in the forked child, as `shim` requires.
-        unsafe { child.shim() }
+        unsafe { child.shim(&mut line_buffer) }
     }
     let shim = Pid::from_raw(shim);
-    drop(report_write);
+    // Only the task may hold the write end: its end is the end of output.
+    drop((report_write, output_read, output_write));
     read_reports(File::from(report_read), shim, plan)
 }
 
@@ -431,13 +456,17 @@ struct Children<'a> {
     argv: &'a [*const c_char],
     env: &'a [*const c_char],
     report: RawFd,
+    /// The pipe of the task's stdout and stderr.
+    output_read: RawFd,
+    output_write: RawFd,
     keep: &'a [RawFd],
 }
 
 impl Children<'_> {
-    /// The shim: makes stdio, forks init into a new PID namespace, waits for
-    /// it and records its exit code.
-    unsafe fn shim(&self) -> ! {
+    /// The shim: makes stdio, forks init into a new PID namespace, writes
+    /// the task's output to the log until the namespace dies, waits for
+    /// init and records its exit code.
+    unsafe fn shim(&self, line_buffer: &mut [u8]) -> ! {
         // SAFETY: raw syscalls on fds and buffers that stay valid.
         unsafe {
             // Signals wait until init's loop takes them; the program unblocks them.
@@ -449,8 +478,8 @@ impl Children<'_> {
             libc::setsid();
             set_name(c"swarm-shim");
             if libc::dup2(self.plan.stdin.as_raw_fd(), 0) < 0
-                || libc::dup2(self.plan.log.as_raw_fd(), 1) < 0
-                || libc::dup2(self.plan.log.as_raw_fd(), 2) < 0
+                || libc::dup2(self.output_write, 1) < 0
+                || libc::dup2(self.output_write, 2) < 0
             {
                 self.fail(AT_SHIM_STDIO, Errno::last(), 1);
             }
@@ -466,22 +495,18 @@ impl Children<'_> {
                 self.init();
             }
             self.send(REPORT_INIT_PID, init, 0);
-            // Only the task's files are needed from here on.
+            // Only the task's files and output are needed from here on; the
+            // shim's stdout and stderr go, so that only the task holds the
+            // pipe's write end.
+            let log = self.plan.log.as_raw_fd();
             for &fd in self.keep {
-                if fd != self.plan.task_dir.as_raw_fd() {
+                if fd != self.plan.task_dir.as_raw_fd() && fd != log && fd != self.output_read {
                     libc::close(fd);
                 }
             }
-            let code = loop {
-                let mut status = 0;
-                let waited = libc::waitpid(init, &mut status, 0);
-                if waited == init {
-                    break exit_code(status);
-                }
-                if waited < 0 && Errno::last() != Errno::EINTR {
-                    break 255;
-                }
-            };
+            libc::dup2(0, 1);
+            libc::dup2(0, 2);
+            let code = copy_output(self.output_read, log, line_buffer, init);
             write_exit_code(self.plan.task_dir.as_raw_fd(), code);
             libc::_exit(0)
         }
@@ -493,6 +518,9 @@ impl Children<'_> {
         // SAFETY: raw syscalls on data that stays valid.
         unsafe {
             set_name(c"swarm-init");
+            // The shim's: the log is written by the shim alone.
+            libc::close(self.output_read);
+            libc::close(self.plan.log.as_raw_fd());
             for (index, step) in self.plan.steps.iter().enumerate() {
                 if let Err(errno) = step.run() {
                     self.fail(index as i32, errno, EXIT_SETUP_FAILED);
@@ -596,6 +624,121 @@ impl Children<'_> {
         unsafe {
             self.send(REPORT_FAILED, at, errno as i32);
             libc::_exit(exit)
+        }
+    }
+}
+
+/// The shim's loop: writes what the task prints to `log`, one stamped line
+/// at a time, until the pipe ends (every process of the task is gone), then
+/// returns init's exit code. Should a write end outlive the task (passed
+/// out of it), the shim stops reading once init has exited and the pipe
+/// is drained.
+unsafe fn copy_output(
+    output: RawFd,
+    log: RawFd,
+    line_buffer: &mut [u8],
+    init: libc::pid_t,
+) -> c_int {
+    let mut lines = stamp::LineSplitter::new(line_buffer);
+    let mut exited: Option<c_int> = None;
+    // SAFETY: raw syscalls on fds the shim holds and on its own buffers.
+    unsafe {
+        loop {
+            let mut poll = libc::pollfd {
+                fd: output,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // Once init is gone, what is left in the pipe is all there is.
+            let timeout = if exited.is_some() { 0 } else { OUTPUT_POLL_MS };
+            let ready = libc::poll(&mut poll, 1, timeout);
+            if ready > 0 {
+                let spare = lines.spare();
+                let read = libc::read(output, spare.as_mut_ptr().cast(), spare.len());
+                if read > 0 {
+                    lines.take(read as usize, |line| write_stamped_line(log, line));
+                    continue;
+                }
+                if read == 0 || Errno::last() != Errno::EINTR {
+                    break;
+                }
+                continue;
+            }
+            if ready < 0 && Errno::last() == Errno::EINTR {
+                continue;
+            }
+            if exited.is_some() || ready < 0 {
+                break;
+            }
+            let mut status = 0;
+            if libc::waitpid(init, &mut status, libc::WNOHANG) == init {
+                exited = Some(exit_code(status));
+            }
+        }
+        lines.finish(|line| write_stamped_line(log, line));
+        libc::close(output);
+        if let Some(code) = exited {
+            return code;
+        }
+        loop {
+            let mut status = 0;
+            let waited = libc::waitpid(init, &mut status, 0);
+            if waited == init {
+                return exit_code(status);
+            }
+            if waited < 0 && Errno::last() != Errno::EINTR {
+                return 255;
+            }
+        }
+    }
+}
+
+/// Appends `<now> <line>\n` to `log` in one write, so that a reader never
+/// sees half a line (short of a full disk).
+fn write_stamped_line(log: RawFd, line: &[u8]) {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills a timespec on the stack.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+    let mut prefix = [b' '; stamp::STAMP_LEN + 1];
+    let stamp = stamp::format_stamp(now.tv_sec, now.tv_nsec.clamp(0, 999_999_999) as u32);
+    prefix[..stamp::STAMP_LEN].copy_from_slice(&stamp);
+    let mut parts: [&[u8]; 3] = [&prefix, line, b"\n"];
+    let mut first = 0;
+    while first < parts.len() {
+        let iovecs = [0, 1, 2].map(|i| {
+            let part = parts.get(i).copied().unwrap_or_default();
+            libc::iovec {
+                iov_base: part.as_ptr() as *mut libc::c_void,
+                iov_len: part.len(),
+            }
+        });
+        let pending = iovecs.get(first..).unwrap_or_default();
+        // SAFETY: the iovecs point into live buffers of their length.
+        let written = unsafe { libc::writev(log, pending.as_ptr(), pending.len() as c_int) };
+        if written < 0 {
+            if Errno::last() == Errno::EINTR {
+                continue;
+            }
+            return; // A full disk loses the line, not the task.
+        }
+        // A short write: go on after what was written.
+        let mut left = written as usize;
+        while first < parts.len() {
+            let part = parts.get(first).copied().unwrap_or_default();
+            if left < part.len() {
+                if let Some(slot) = parts.get_mut(first) {
+                    *slot = part.get(left..).unwrap_or_default();
+                }
+                break;
+            }
+            left -= part.len();
+            first += 1;
+        }
+        if written == 0 && first < parts.len() {
+            return;
         }
     }
 }
