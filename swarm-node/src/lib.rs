@@ -3,7 +3,7 @@
 //! Layers, top to bottom (a module uses only those below it; see
 //! docs/architecture.md): `cli` → `daemon` → `node`, `engine` → `manager`,
 //! `agent` → `runtime` → `ca`, `image`, `dns`, `gossip`, `control` → `api` →
-//! `dataplane`, `identity`, `clock`, `lock`.
+//! `dataplane`, `identity`, `clock`, `log_time`, `lock`.
 
 pub mod agent;
 pub mod api;

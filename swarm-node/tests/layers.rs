@@ -13,6 +13,7 @@ use std::{
 /// a lower layer.
 const LAYERS: &[(&str, u32)] = &[
     ("clock", 0),
+    ("log_time", 0),
     ("lock", 0),
     ("identity", 0),
     ("dataplane", 0),
