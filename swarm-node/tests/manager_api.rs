@@ -62,7 +62,8 @@ fn call_all(topology: &Topology, host: usize, credentials: Credentials) -> [Outc
             let forward = tokio::time::timeout(
                 timeout,
                 ManagerClient::new(connect()).forward(ForwardRequest {
-                    request_json: br#"{"Request":{"request":{"NodeList":{}},"origin":"x"}}"#.to_vec(),
+                    request_json: br#"{"Request":{"request":{"NodeList":{}},"origin":"x"}}"#
+                        .to_vec(),
                     hops: 0,
                 }),
             )
