@@ -22,7 +22,9 @@ pub use daemon::{Daemon, swarm_bin};
 pub use netns::{Netns, in_netns, spawn_in_netns, sweep_stale};
 pub use overlay::OverlayTask;
 pub use raw::send_raw_frames;
-pub use registry::{Registry, TestImage, TestLayer, htpasswd_file, test_certificates};
+pub use registry::{
+    Registry, TEST_REGISTRY, TestImage, TestLayer, busybox_swarm, htpasswd_file, test_certificates,
+};
 pub use swarm::{Formed, Swarm};
 pub use topology::{DATA_IFACE, Host, Topology, TopologyOptions, UNDERLAY_PREFIX_LEN};
 

@@ -15,7 +15,20 @@ use std::{
 use anyhow::Context as _;
 use sha2::{Digest as _, Sha256};
 
-use crate::{in_netns, try_wait_until};
+use crate::{Swarm, Topology, TopologyOptions, in_netns, try_wait_until};
+
+/// Where a test's registry listens: its topology's client address.
+pub const TEST_REGISTRY: &str = "198.18.0.100:5000";
+
+/// Two hosts, h1 the manager and h2 a worker, trusting a registry on the
+/// client that holds busybox as `tools:1`; with that image's reference.
+pub fn busybox_swarm(tag: &str) -> (Topology, Registry, String) {
+    let mut options = TopologyOptions::new(tag, 2);
+    options.daemon_args = vec!["--insecure-registry".into(), TEST_REGISTRY.into()];
+    let topology = Swarm::new().workers([1]).start(&options).unwrap();
+    let (registry, image) = Registry::with_busybox(&topology).unwrap();
+    (topology, registry, image)
+}
 
 const REGISTRY: &str = "/usr/bin/docker-registry";
 const BUSYBOX: &str = "/bin/busybox";
@@ -460,6 +473,16 @@ pub struct TestLayer {
     pub whiteouts: Vec<String>,
     /// Compressed with zstd instead of gzip.
     pub zstd: bool,
+}
+
+impl Registry {
+    /// A registry on `topology`'s client holding busybox as `tools:1`,
+    /// and that image's reference.
+    pub fn with_busybox(topology: &Topology) -> anyhow::Result<(Self, String)> {
+        let registry = Self::start(topology.client.netns.name(), TEST_REGISTRY.parse()?)?;
+        registry.push("tools", "1", &TestImage::busybox())?;
+        Ok((registry, format!("{TEST_REGISTRY}/tools:1")))
+    }
 }
 
 impl TestImage {

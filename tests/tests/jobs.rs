@@ -8,26 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use swarm_tests::{
-    Daemon, Registry, Swarm, TestImage, TestLayer, Topology, TopologyOptions, docker_cli::http,
-    is_running_row, wait_until,
-};
-
-const REGISTRY: &str = "198.18.0.100:5000";
-
-fn swarm_with_registry(tag: &str) -> (Topology, Registry, String) {
-    let mut options = TopologyOptions::new(tag, 2);
-    options.daemon_args = vec!["--insecure-registry".into(), REGISTRY.into()];
-    let topology = Swarm::new().workers([1]).start(&options).unwrap();
-    let registry =
-        Registry::start(topology.client.netns.name(), REGISTRY.parse().unwrap()).unwrap();
-    let image = TestImage {
-        layers: vec![TestLayer::busybox()],
-        config: serde_json::json!({"Env": ["PATH=/bin"]}),
-    };
-    registry.push("tools", "1", &image).unwrap();
-    (topology, registry, format!("{REGISTRY}/tools:1"))
-}
+use swarm_tests::{Daemon, busybox_swarm, docker_cli::http, is_running_row, wait_until};
 
 fn tasks(daemon: &Daemon, service: &str) -> Vec<serde_json::Value> {
     daemon.swarm_json(&["service", "ps", service]).unwrap()
@@ -58,7 +39,7 @@ fn inspect(daemon: &Daemon, service: &str) -> serde_json::Value {
 
 #[test]
 fn jobs_run_to_completion_once_restart_on_failure_and_rerun_on_update() {
-    let (topology, _registry, image) = swarm_with_registry("jobs");
+    let (topology, _registry, image) = busybox_swarm("jobs");
     let h1 = topology.daemon(0);
 
     // Five completions, two at a time: never more than two run.
@@ -256,7 +237,7 @@ fn update_outcome(daemon: &Daemon, service: &str) -> (String, usize, usize) {
 
 #[test]
 fn failure_ratio_lets_updates_past_failures_and_the_window_renews_restarts() {
-    let (topology, _registry, image) = swarm_with_registry("ratio");
+    let (topology, _registry, image) = busybox_swarm("ratio");
     let h1 = topology.daemon(0);
 
     // Four tasks updated one by one to a command that fails at once: ratio

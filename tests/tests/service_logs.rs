@@ -13,12 +13,10 @@ use std::{
 
 use swarm_node::log_time;
 use swarm_tests::{
-    Registry, Swarm, TestImage, TestLayer, Topology, TopologyOptions,
+    busybox_swarm,
     docker_cli::{DOCKER_28, DockerCli},
     swarm_bin, wait_until,
 };
-
-const REGISTRY: &str = "198.18.0.100:5000";
 
 /// The shim's line buffer: a longer line arrives in pieces of this size.
 const LINE_MAX: usize = 16 * 1024;
@@ -40,20 +38,6 @@ fn expected_lines() -> Vec<String> {
     }
     lines.extend(["third", "fourth", "fifth"].map(String::from));
     lines
-}
-
-fn swarm_with_registry(tag: &str) -> (Topology, Registry, String) {
-    let mut options = TopologyOptions::new(tag, 2);
-    options.daemon_args = vec!["--insecure-registry".into(), REGISTRY.into()];
-    let topology = Swarm::new().workers([1]).start(&options).unwrap();
-    let registry =
-        Registry::start(topology.client.netns.name(), REGISTRY.parse().unwrap()).unwrap();
-    let image = TestImage {
-        layers: vec![TestLayer::busybox()],
-        config: serde_json::json!({"Env": ["PATH=/bin"]}),
-    };
-    registry.push("tools", "1", &image).unwrap();
-    (topology, registry, format!("{REGISTRY}/tools:1"))
 }
 
 /// Lines short enough for a failure message: each one's start and length.
@@ -101,7 +85,7 @@ fn stamped(output: &str) -> Vec<(i64, String)> {
 
 #[test]
 fn service_logs_show_when_each_line_was_written() {
-    let (topology, _registry, image) = swarm_with_registry("logs");
+    let (topology, _registry, image) = busybox_swarm("logs");
     let manager = topology.daemon(0);
     let began = now_nanos();
     manager

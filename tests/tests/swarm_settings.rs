@@ -7,12 +7,11 @@
 use std::time::Duration;
 
 use swarm_tests::{
-    DATA_IFACE, Registry, Swarm, TestImage, Topology, TopologyOptions,
+    DATA_IFACE, Registry, Swarm, TEST_REGISTRY, Topology, TopologyOptions,
     docker_cli::{DOCKER_28, DockerCli},
     is_running_row, wait_until_within,
 };
 
-const REGISTRY: &str = "198.18.0.100:5000";
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn subnet_of(topology: &Topology, network: &str) -> String {
@@ -30,14 +29,6 @@ fn subnet_of(topology: &Topology, network: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
-}
-
-/// A registry on the client's address holding busybox as `tools:1`.
-fn busybox_registry(topology: &Topology) -> Registry {
-    let registry =
-        Registry::start(topology.client.netns.name(), REGISTRY.parse().unwrap()).unwrap();
-    registry.push("tools", "1", &TestImage::busybox()).unwrap();
-    registry
 }
 
 /// The TCP listeners in host `host`'s namespace, as `ss` prints them.
@@ -175,14 +166,14 @@ fn address_pools_listen_addresses_and_snapshot_settings_take_effect() {
 #[test]
 fn force_new_cluster_brings_back_a_swarm_that_lost_its_quorum() {
     let mut options = TopologyOptions::new("fnc", 4);
-    options.daemon_args = vec!["--insecure-registry".into(), REGISTRY.into()];
+    options.daemon_args = vec!["--insecure-registry".into(), TEST_REGISTRY.into()];
     let mut topology = Swarm::new()
         .managers([1, 2])
         .workers([3])
         .patience(PATIENCE)
         .start(&options)
         .unwrap();
-    let _registry = busybox_registry(&topology);
+    let (_registry, image) = Registry::with_busybox(&topology).unwrap();
     let h1 = topology.daemon(0);
     h1.swarm_ok(&["network", "create", "-d", "overlay", "kept"])
         .unwrap();
@@ -203,7 +194,7 @@ fn force_new_cluster_brings_back_a_swarm_that_lost_its_quorum() {
         "kept",
         "--constraint",
         "node.role==worker",
-        &format!("{REGISTRY}/tools:1"),
+        &image,
         "/bin/busybox",
         "sleep",
         "3600",
@@ -303,11 +294,11 @@ fn packets(topology: &Topology, host: usize, iface: &str, direction: &str) -> u6
 #[test]
 fn a_data_path_address_carries_the_overlay_on_its_own_network() {
     let mut options = TopologyOptions::new("dpa", 2);
-    options.daemon_args = vec!["--insecure-registry".into(), REGISTRY.into()];
+    options.daemon_args = vec!["--insecure-registry".into(), TEST_REGISTRY.into()];
     let mut topology = Topology::new(&options).unwrap();
     topology.add_data_network().unwrap();
     topology.start_daemons().unwrap();
-    let _registry = busybox_registry(&topology);
+    let (_registry, image) = Registry::with_busybox(&topology).unwrap();
 
     let err = refused(&topology, &["init", "--data-path-addr", "198.19.9.9"]);
     assert!(err.contains("--data-path-addr"), "{err}");
@@ -351,7 +342,7 @@ fn a_data_path_address_carries_the_overlay_on_its_own_network() {
         "global",
         "--network",
         "data",
-        &format!("{REGISTRY}/tools:1"),
+        &image,
         "/bin/busybox",
         "sleep",
         "3600",
