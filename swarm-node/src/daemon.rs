@@ -63,6 +63,8 @@ pub struct DaemonConfig {
     pub gossip_port: u16,
     /// Registries reached over plain HTTP (`--insecure-registry`).
     pub insecure_registries: Vec<String>,
+    /// This node's engine labels (`--label`).
+    pub engine_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Where `swarm daemon --docker-api-socket` serves Docker's Engine API.
@@ -248,6 +250,7 @@ pub async fn run(
             hostname: config.hostname.clone(),
             advertise_addr: config.advertise_addr,
             listen_addr: config.listen_addr,
+            engine_labels: config.engine_labels.clone(),
         },
         executor,
         images.clone(),

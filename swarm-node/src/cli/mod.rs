@@ -615,6 +615,12 @@ pub struct DaemonArgs {
     /// registry's own CA goes in <data dir>/certs.d/HOST:PORT/ca.crt.
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_registry)]
     pub insecure_registry: Vec<String>,
+    /// An engine label of this node, KEY=VALUE (repeatable), as dockerd's
+    /// --label: services place by it with `--constraint
+    /// engine.labels.KEY==VALUE` or `--placement-pref spread=engine.labels.KEY`.
+    /// A restart with other labels replaces them in the swarm.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
 }
 
 fn parse_registry(text: &str) -> Result<String, String> {
@@ -1366,6 +1372,7 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         listen_addr: args.listen_addr,
         gossip_port: args.gossip_port,
         insecure_registries: args.insecure_registry,
+        engine_labels: args.labels.into_iter().collect(),
         dns_upstreams: if args.dns_upstream.is_empty() {
             crate::dns::host_upstreams()
         } else {

@@ -189,7 +189,8 @@ pub struct CreateArgs {
     network: Vec<(String, Vec<String>)>,
     #[arg(long, value_enum, default_value = "vip")]
     endpoint_mode: EndpointMode,
-    /// Placement constraint, e.g. node.role==worker or node.labels.zone!=a.
+    /// Placement constraint, e.g. node.role==worker, node.labels.zone!=a or
+    /// engine.labels.disk==ssd (a daemon's --label).
     #[arg(long, value_parser = parse_constraint)]
     constraint: Vec<Constraint>,
     /// Environment variable KEY=VALUE.
@@ -199,7 +200,8 @@ pub struct CreateArgs {
     #[arg(short, long, value_parser = parse_label)]
     label: Vec<(String, String)>,
     /// Spread tasks evenly over a node attribute's values:
-    /// spread=node.labels.KEY (repeat for more, in order).
+    /// spread=node.labels.KEY or spread=engine.labels.KEY (repeat for more,
+    /// in order).
     #[arg(long, value_name = "PREF", value_parser = parse_placement_pref)]
     placement_pref: Vec<String>,
     /// A secret the tasks see at /run/secrets/NAME: NAME, or
@@ -1105,12 +1107,15 @@ fn parse_port(text: &str) -> Result<PortConfig, String> {
 fn parse_placement_pref(text: &str) -> Result<String, String> {
     match text.split_once('=') {
         Some(("spread", key))
-            if key == "node.id" || key == "node.hostname" || key.starts_with("node.labels.") =>
+            if key == "node.id"
+                || key == "node.hostname"
+                || key.starts_with("node.labels.")
+                || key.starts_with("engine.labels.") =>
         {
             Ok(key.to_owned())
         }
         _ => Err(format!(
-            "{text:?}: write it as spread=node.labels.KEY (spread is the only strategy)"
+            "{text:?}: write it as spread=node.labels.KEY or spread=engine.labels.KEY (spread is the only strategy)"
         )),
     }
 }

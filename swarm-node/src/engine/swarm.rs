@@ -344,6 +344,7 @@ async fn list_nodes(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
                 hostname: &text(&n["Description"]["Hostname"]),
                 role: &role,
                 labels: &filters::label_map(&n["Spec"]["Labels"]),
+                engine_labels: &filters::label_map(&n["Description"]["Engine"]["Labels"]),
             })
         })
         .collect();

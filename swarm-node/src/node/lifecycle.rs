@@ -91,6 +91,7 @@ impl Membership {
             role: Role::Manager,
             availability: request.availability.unwrap_or(Availability::Active),
             labels: BTreeMap::new(),
+            engine_labels: self.node.engine_labels.clone(),
             resources: NodeResources::of_this_host(),
             platform: crate::api::Platform::of_this_host(),
             data_path_addr,
@@ -314,6 +315,7 @@ impl Membership {
             listen_port: addr.port(),
             availability: request.availability.unwrap_or(Availability::Active),
             data_path_addr,
+            engine_labels: &self.node.engine_labels,
         };
         let joined = self
             .runtime

@@ -54,6 +54,10 @@ pub struct NodeRecord {
     pub availability: Availability,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The labels its daemon was started with (`swarm daemon --label`,
+    /// Docker's engine labels), as it last reported them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub engine_labels: BTreeMap<String, String>,
     /// What it offers tasks, as it reported when it joined.
     #[serde(default)]
     pub resources: NodeResources,
@@ -187,6 +191,9 @@ pub struct NodeChange {
     pub label_add: Vec<(String, String)>,
     pub label_rm: Vec<String>,
     pub role: Option<Role>,
+    /// The engine labels the node reported in a heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_labels: Option<BTreeMap<String, String>>,
     /// Refused unless the node is at this version (the Engine API's
     /// `?version=`).
     #[serde(default)]
@@ -371,6 +378,9 @@ impl ClusterState {
                 }
                 if let Some(role) = change.role {
                     node.role = role;
+                }
+                if let Some(labels) = change.engine_labels {
+                    node.engine_labels = labels;
                 }
             }
             Command::RemoveNode { id } => {
