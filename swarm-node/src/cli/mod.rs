@@ -17,7 +17,7 @@ use std::{net::Ipv4Addr, path::PathBuf};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use self::format::{Format, FormatArgs};
+pub use self::format::{Format, FormatArgs, InspectFormatArgs, inspected};
 use self::listing::FilterArgs;
 
 use crate::{
@@ -129,6 +129,8 @@ pub enum VolumeCommand {
     },
     /// Show volumes as JSON.
     Inspect {
+        #[command(flatten)]
+        format: InspectFormatArgs,
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -194,6 +196,8 @@ pub enum NetworkCommand {
     },
     /// Show networks as JSON, shaped like Docker's.
     Inspect {
+        #[command(flatten)]
+        format: InspectFormatArgs,
         /// ID, unique ID prefix, or name.
         network: String,
     },
@@ -343,22 +347,16 @@ pub enum NodeCommand {
         /// Docker's human-readable layout instead of JSON.
         #[arg(long)]
         pretty: bool,
+        #[command(flatten)]
+        format: InspectFormatArgs,
         /// IDs, unique ID prefixes, hostnames, or `self` (the node asked).
         #[arg(required = true)]
         nodes: Vec<String>,
     },
     /// List the tasks on nodes (by default this one); -f takes desired-state, id, name, node.
     Ps {
-        /// Only the task IDs.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Whole IDs and errors (a table cuts them short).
-        #[arg(long)]
-        no_trunc: bool,
         #[command(flatten)]
-        filter: FilterArgs,
-        #[command(flatten)]
-        format: FormatArgs,
+        list: service::TaskListArgs,
         /// IDs, unique ID prefixes, hostnames, or `self`.
         #[arg(default_value = "self")]
         nodes: Vec<String>,
@@ -472,14 +470,13 @@ fn network_command(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
             let format = format.format.or_quiet(quiet, "ID");
             output::print_listing(&rows, &contexts, &listing::NETWORKS, &format)
         }
-        NetworkCommand::Inspect { network } => {
+        NetworkCommand::Inspect { format, network } => {
             let Response::NetworkInspect(value) =
                 call(host, &Request::SwarmNetworkInspect { network })?
             else {
                 anyhow::bail!("the daemon answered `network inspect` with something else");
             };
-            println!("{}", serde_json::to_string_pretty(&value)?);
-            Ok(())
+            format.print(&inspected(value))
         }
         NetworkCommand::Rm { networks } => {
             print_notes(call(host, &Request::SwarmNetworkRemove { networks })?)
@@ -1032,12 +1029,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let format = format.format.or_quiet(quiet, "Name");
             output::print_rows(&rows, &listing::VOLUMES, &format)
         }
-        CliCommand::Volume(VolumeCommand::Inspect { names }) => {
+        CliCommand::Volume(VolumeCommand::Inspect { format, names }) => {
             let Response::Json(value) = call(&cli.host, &Request::VolumeInspect { names })? else {
                 anyhow::bail!("the daemon answered `volume inspect` with something else");
             };
-            println!("{}", serde_json::to_string_pretty(&value)?);
-            Ok(())
+            format.print(&inspected(value))
         }
         CliCommand::Volume(VolumeCommand::Rm { names }) => {
             print_notes(call(&cli.host, &Request::VolumeRemove { names })?)
@@ -1168,7 +1164,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Node left the swarm.");
             Ok(())
         }
-        CliCommand::Node(NodeCommand::Inspect { pretty, nodes }) => {
+        CliCommand::Node(NodeCommand::Inspect {
+            pretty,
+            format,
+            nodes,
+        }) => {
+            format.check_pretty(pretty)?;
             let mut all = Vec::new();
             for node in nodes {
                 let Response::NodeInspect(serde_json::Value::Array(items)) =
@@ -1180,19 +1181,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if pretty {
                 print!("{}", inspect::pretty_nodes(&all));
+                Ok(())
             } else {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                format.print(&all)
             }
-            Ok(())
         }
-        CliCommand::Node(NodeCommand::Ps {
-            quiet,
-            no_trunc,
-            filter,
-            format,
-            nodes,
-        }) => {
-            let mut filters = filter.filters();
+        CliCommand::Node(NodeCommand::Ps { list, nodes }) => {
+            let mut filters = list.filter.filters();
             for node in nodes {
                 filters.add("node", node);
             }
@@ -1203,7 +1198,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let Response::Rows(rows) = call(&cli.host, &request)? else {
                 anyhow::bail!("the daemon answered `node ps` with something else");
             };
-            service::print_tasks(&rows, format.format, quiet, no_trunc)
+            list.print(&rows)
         }
         CliCommand::Node(NodeCommand::Update {
             role,
