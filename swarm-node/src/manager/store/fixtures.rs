@@ -58,5 +58,6 @@ pub fn store(nodes: &[(&str, Role)]) -> ClusterState {
         subnet_size: None,
         snapshot_interval: None,
         max_snapshots: None,
+        unlock_key: None,
     }
 }
