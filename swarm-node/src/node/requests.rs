@@ -68,6 +68,9 @@ impl Membership {
         if let Some(raft) = raft {
             self.manager.watch_leadership(&raft);
         }
+        // A key rotated while this manager was down takes over at once
+        // when its own store already holds it.
+        self.sync_lock();
         self.sync_api();
         tracing::info!("unlocked: this manager's keys are open and it runs again");
         Ok(Response::Done)
