@@ -55,7 +55,10 @@ fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
 /// private key and no clear Raft entry.
 fn assert_nothing_in_clear(topology: &Topology, host: usize) {
     let dir = topology.daemon(host).data_dir.join("cluster");
-    assert!(dir.join("raft/raft.redb").exists(), "no Raft store in {dir:?}");
+    assert!(
+        dir.join("raft/raft.redb").exists(),
+        "no Raft store in {dir:?}"
+    );
     let all = topology.daemon(host).data_dir.clone();
     for needle in [
         LABEL_VALUE.as_bytes(),
@@ -171,17 +174,42 @@ fn an_autolocked_manager_stays_locked_on_restart_until_given_its_key() {
         true,
         "{swarm:?}"
     );
+    // `swarm ca`: the root certificate, as `GET /swarm` has it; rotation refused by name.
+    let root = topology.daemon(0).swarm_ok(&["ca", "-q"]).unwrap();
+    assert!(root.starts_with("-----BEGIN CERTIFICATE-----"), "{root}");
+    assert_eq!(
+        root.trim(),
+        swarm.json()["TLSInfo"]["TrustRoot"]
+            .as_str()
+            .unwrap()
+            .trim()
+    );
+    let err = failure(&topology, 0, &["ca", "--rotate"]);
+    assert!(err.contains("--rotate is not supported by swarm"), "{err}");
+    let err = docker.fails(&["swarm", "ca", "--rotate", "-d"]).unwrap();
+    assert!(err.contains("rotating the root CA"), "{err}");
 
     // What must never be in clear: a node label and a secret.
     topology
         .daemon(0)
-        .swarm_ok(&["node", "update", "--label-add", &format!("rack={LABEL_VALUE}"), "h1"])
+        .swarm_ok(&[
+            "node",
+            "update",
+            "--label-add",
+            &format!("rack={LABEL_VALUE}"),
+            "h1",
+        ])
         .unwrap();
     let secret_file = topology.host_dir(0).join("secret.txt");
     std::fs::write(&secret_file, SECRET_VALUE).unwrap();
     topology
         .daemon(0)
-        .swarm_ok(&["secret", "create", "autolock-secret", secret_file.to_str().unwrap()])
+        .swarm_ok(&[
+            "secret",
+            "create",
+            "autolock-secret",
+            secret_file.to_str().unwrap(),
+        ])
         .unwrap();
     std::fs::remove_file(&secret_file).unwrap();
     assert_nothing_in_clear(&topology, 0);
@@ -190,7 +218,10 @@ fn an_autolocked_manager_stays_locked_on_restart_until_given_its_key() {
     restart(&mut topology, 0);
     assert_eq!(local_state(&topology, 0), "locked");
     let info = topology.daemon(0).swarm_ok(&["info"]).unwrap();
-    assert!(info.contains("Swarm: locked") && info.contains(LOCKED), "{info}");
+    assert!(
+        info.contains("Swarm: locked") && info.contains(LOCKED),
+        "{info}"
+    );
     for args in [
         &["node", "ls"][..],
         &["service", "ls"],
@@ -207,7 +238,10 @@ fn an_autolocked_manager_stays_locked_on_restart_until_given_its_key() {
         err.contains(LOCKED) && err.contains("\"docker swarm unlock\""),
         "{err}"
     );
-    assert!(!listens_on_2377(&topology, 0), "a locked manager serves its API");
+    assert!(
+        !listens_on_2377(&topology, 0),
+        "a locked manager serves its API"
+    );
     assert_nothing_in_clear(&topology, 0);
 
     // A malformed key and a wrong one are refused, as Docker refuses them.
@@ -228,7 +262,10 @@ fn an_autolocked_manager_stays_locked_on_restart_until_given_its_key() {
             .then_some(())
             .ok_or("not listening on 2377".into())
     });
-    let node = topology.daemon(0).swarm_inspect(&["node", "inspect", "h1"]).unwrap();
+    let node = topology
+        .daemon(0)
+        .swarm_inspect(&["node", "inspect", "h1"])
+        .unwrap();
     assert_eq!(node[0]["Spec"]["Labels"]["rack"], LABEL_VALUE, "{node}");
     let secrets = topology.daemon(0).swarm_ok(&["secret", "ls"]).unwrap();
     assert!(secrets.contains("autolock-secret"), "{secrets}");
@@ -253,7 +290,10 @@ fn an_autolocked_manager_stays_locked_on_restart_until_given_its_key() {
         .daemon(0)
         .swarm_ok(&["unlock-key", "--rotate"])
         .unwrap();
-    assert!(rotated.contains("Successfully rotated manager unlock key."), "{rotated}");
+    assert!(
+        rotated.contains("Successfully rotated manager unlock key."),
+        "{rotated}"
+    );
     let new_key = key_in(&rotated);
     assert_ne!(new_key, formed_key);
     restart(&mut topology, 0);
@@ -274,6 +314,12 @@ fn an_autolocked_manager_stays_locked_on_restart_until_given_its_key() {
     assert!(err.contains("no unlock key is set"), "{err}");
     restart(&mut topology, 0);
     assert_eq!(local_state(&topology, 0), "active");
+    // Without autolock the Raft store is still sealed: only the keys are in clear.
+    let data = topology.daemon(0).data_dir.clone();
+    for needle in [LABEL_VALUE, SECRET_VALUE, "\"log_id\""] {
+        let found = files_holding(&data, needle.as_bytes());
+        assert!(found.is_empty(), "{needle} in clear in {found:?}");
+    }
     // On again through `update`: a new key is printed and locks the next start.
     let out = topology
         .daemon(0)
@@ -302,7 +348,13 @@ fn a_rotated_unlock_key_reaches_every_manager_and_the_old_one_opens_one_that_was
         .to_owned();
     topology
         .daemon(0)
-        .swarm_ok(&["node", "update", "--label-add", &format!("rack={LABEL_VALUE}"), "h2"])
+        .swarm_ok(&[
+            "node",
+            "update",
+            "--label-add",
+            &format!("rack={LABEL_VALUE}"),
+            "h2",
+        ])
         .unwrap();
     // Every manager seals its keys under the key once it has the store.
     for host in 0..3 {
@@ -320,7 +372,10 @@ fn a_rotated_unlock_key_reaches_every_manager_and_the_old_one_opens_one_that_was
     topology.daemon_mut(2).stop().unwrap();
     let docker = DockerCli::new(DOCKER_28, topology.daemon(0)).unwrap();
     let out = docker.ok(&["swarm", "unlock-key", "--rotate"]).unwrap();
-    assert!(out.contains("Successfully rotated manager unlock key."), "{out}");
+    assert!(
+        out.contains("Successfully rotated manager unlock key."),
+        "{out}"
+    );
     let new_key = key_in(&out);
     assert_ne!(new_key, old_key);
 

@@ -147,7 +147,13 @@ mod tests {
 
     #[test]
     fn malformed_keys_are_refused_with_dockers_words() {
-        for text in ["", "SWMKEY-1-", "SWMKEY-2-abc", "SWMKEY-1-!!!!", "SWMKEY-1-YWJj"] {
+        for text in [
+            "",
+            "SWMKEY-1-",
+            "SWMKEY-2-abc",
+            "SWMKEY-1-!!!!",
+            "SWMKEY-1-YWJj",
+        ] {
             let err = text.parse::<UnlockKey>().unwrap_err();
             assert_eq!(err.to_string(), "invalid key string", "{text}");
         }

@@ -1,6 +1,7 @@
 //! The `swarm` command line: Docker's verbs, talking to the local daemon.
 
 mod autolock;
+mod ca;
 mod container;
 mod format;
 mod inspect;
@@ -94,6 +95,8 @@ pub enum CliCommand {
     Leave(LeaveArgs),
     /// Change the swarm's settings.
     Update(SwarmUpdateArgs),
+    /// Show the swarm's root CA certificate (PEM); --cert-expiry changes how long node certificates last.
+    Ca(ca::CaArgs),
     /// Show (or rotate) the key that unlocks a manager restarted with autolock on.
     UnlockKey(autolock::UnlockKeyArgs),
     /// Unlock a manager restarted with autolock on: reads the unlock key
@@ -1186,6 +1189,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             output::print_join_command(&role.to_string(), &token, &manager_addr)
         }
+        CliCommand::Ca(args) => ca::run(&cli.host, &args),
         CliCommand::UnlockKey(args) => autolock::run_unlock_key(&cli.host, &args),
         CliCommand::Unlock => autolock::run_unlock(&cli.host),
         CliCommand::Leave(args) => {

@@ -107,16 +107,13 @@ mod tests {
             ApiError::from_control("invalid constraint").status,
             StatusCode::BAD_REQUEST
         );
-        let locked = ApiError::from_control(
-            &crate::api::ClusterError::SwarmLocked.to_string(),
-        );
+        let locked = ApiError::from_control(&crate::api::ClusterError::SwarmLocked.to_string());
         assert_eq!(locked.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             locked.message,
             "Swarm is encrypted and needs to be unlocked before it can be used. Please use \"docker swarm unlock\" to unlock it."
         );
-        let wrong =
-            ApiError::from_control("swarm could not be unlocked: invalid key provided");
+        let wrong = ApiError::from_control("swarm could not be unlocked: invalid key provided");
         assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     }
 }

@@ -277,6 +277,22 @@ async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     let max_snapshots = raft
         .keep_old_snapshots
         .filter(|v| Some(*v) != current_raft.keep_old_snapshots);
+    // `docker swarm ca --rotate` (and --ca-cert/--ca-key): refused, not
+    // ignored; the root CA does not rotate yet.
+    let ca = wanted.ca_config.clone().unwrap_or_default();
+    let rotates = ca.force_rotate.unwrap_or(0)
+        != current
+            .ca_config
+            .as_ref()
+            .and_then(|c| c.force_rotate)
+            .unwrap_or(0)
+        || ca.signing_ca_cert.as_deref().is_some_and(|c| !c.is_empty())
+        || ca.signing_ca_key.as_deref().is_some_and(|k| !k.is_empty());
+    if rotates {
+        return Err(ApiError::bad_request(
+            "rotating the root CA (docker swarm ca --rotate, --ca-cert, --ca-key) is not supported by swarm yet; nothing was changed",
+        ));
+    }
     let autolock = wanted
         .encryption_config
         .as_ref()

@@ -478,7 +478,8 @@ impl Membership {
                 return Err(ClusterError::ManagerLeaving);
             }
             Cluster::forget(&self.node.data_dir)?;
-            self.locked.store(false, std::sync::atomic::Ordering::SeqCst);
+            self.locked
+                .store(false, std::sync::atomic::Ordering::SeqCst);
             self.manager.forget_all();
             tracing::info!("left the swarm while locked");
             return Ok(Response::Done);

@@ -60,8 +60,7 @@ impl Membership {
             })?;
         let mut cluster = Cluster::load(&self.node.data_dir, &self.node.node_id, Some(&key))?
             .ok_or(ClusterError::NotInSwarm)?;
-        self.runtime
-            .block_on(start_raft_if_manager(&mut cluster))?;
+        self.runtime.block_on(start_raft_if_manager(&mut cluster))?;
         let raft = cluster.raft.clone();
         *self.lock() = Some(cluster);
         self.locked.store(false, Ordering::SeqCst);
@@ -105,7 +104,9 @@ impl Membership {
         }
         let on = wanted.is_some();
         match cluster.seal_keys_under(wanted) {
-            Ok(()) if on => tracing::info!("autolock: this manager's keys are sealed under the current unlock key"),
+            Ok(()) if on => tracing::info!(
+                "autolock: this manager's keys are sealed under the current unlock key"
+            ),
             Ok(()) => tracing::info!("autolock off: this node's keys are in clear"),
             Err(err) => tracing::error!(error = %err, "sealing this node's keys failed; retrying"),
         }

@@ -3,6 +3,9 @@
 //! snapshot sealed, then renamed over the old one: rewriting values in place
 //! would leave their clear bytes in the B-tree's freed pages.
 
+// redb's Error is large; it is what its calls return, once, on start.
+#![allow(clippy::result_large_err)]
+
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -123,7 +126,10 @@ mod tests {
     const LABEL: &[u8] = b"zone-label-value-7f3a";
 
     fn holds(path: &Path, needle: &[u8]) -> bool {
-        fs::read(path).unwrap().windows(needle.len()).any(|w| w == needle)
+        fs::read(path)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
     }
 
     #[test]
@@ -137,14 +143,19 @@ mod tests {
             {
                 let mut log = txn.open_table(LOG).unwrap();
                 for index in 1..=50u64 {
-                    let entry = format!("{{\"index\":{index},\"label\":\"zone-label-value-7f3a\"}}");
+                    let entry =
+                        format!("{{\"index\":{index},\"label\":\"zone-label-value-7f3a\"}}");
                     log.insert(index, entry.as_bytes()).unwrap();
                 }
                 // One entry sealed already, as a store half-way through.
-                log.insert(51, key.seal(b"sealed").unwrap().as_slice()).unwrap();
+                log.insert(51, key.seal(b"sealed").unwrap().as_slice())
+                    .unwrap();
                 txn.open_table(SNAPSHOT)
                     .unwrap()
-                    .insert("current", b"{\"snapshot\":\"zone-label-value-7f3a\"}".as_slice())
+                    .insert(
+                        "current",
+                        b"{\"snapshot\":\"zone-label-value-7f3a\"}".as_slice(),
+                    )
                     .unwrap();
                 txn.open_table(META)
                     .unwrap()
@@ -164,9 +175,14 @@ mod tests {
         assert_eq!(log.len().unwrap(), 51);
         let first = key.open(log.get(1).unwrap().unwrap().value()).unwrap();
         assert_eq!(first, b"{\"index\":1,\"label\":\"zone-label-value-7f3a\"}");
-        assert_eq!(key.open(log.get(51).unwrap().unwrap().value()).unwrap(), b"sealed");
+        assert_eq!(
+            key.open(log.get(51).unwrap().unwrap().value()).unwrap(),
+            b"sealed"
+        );
         let snapshot = txn.open_table(SNAPSHOT).unwrap();
-        let current = key.open(snapshot.get("current").unwrap().unwrap().value()).unwrap();
+        let current = key
+            .open(snapshot.get("current").unwrap().unwrap().value())
+            .unwrap();
         assert_eq!(current, b"{\"snapshot\":\"zone-label-value-7f3a\"}");
         let meta = txn.open_table(META).unwrap();
         assert_eq!(meta.get("vote").unwrap().unwrap().value(), b"{\"term\":3}");
