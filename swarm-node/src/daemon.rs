@@ -339,6 +339,7 @@ impl Handler for DaemonState {
             }))),
             Request::SwarmInit(init) => membership.init(init),
             Request::SwarmJoin(join) => membership.join(join),
+            Request::SwarmUnlock { key } => membership.unlock(&key),
             request if request.is_for_managers() => membership.manager_request(request),
             Request::SwarmLeave { force } => membership.leave(force),
             request @ (Request::ImageList

@@ -1,5 +1,7 @@
 //! The `swarm` command line: Docker's verbs, talking to the local daemon.
 
+mod autolock;
+mod ca;
 mod container;
 mod format;
 mod inspect;
@@ -93,6 +95,13 @@ pub enum CliCommand {
     Leave(LeaveArgs),
     /// Change the swarm's settings.
     Update(SwarmUpdateArgs),
+    /// Show the swarm's root CA certificate (PEM); --cert-expiry changes how long node certificates last.
+    Ca(ca::CaArgs),
+    /// Show (or rotate) the key that unlocks a manager restarted with autolock on.
+    UnlockKey(autolock::UnlockKeyArgs),
+    /// Unlock a manager restarted with autolock on: reads the unlock key
+    /// from a prompt (or a line of stdin).
+    Unlock,
     /// Manage the swarm's nodes.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -266,6 +275,10 @@ pub struct InitArgs {
     /// the other managers are demoted and may join again as managers.
     #[arg(long)]
     pub force_new_cluster: bool,
+    /// Seal each manager's TLS key and Raft data key under an unlock key
+    /// on disk: a restarted manager runs nothing until `swarm unlock`.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = autolock::parse_bool)]
+    pub autolock: Option<bool>,
     #[command(flatten)]
     pub unsupported: unsupported::UnsupportedSwarmArgs,
 }
@@ -535,6 +548,10 @@ pub struct SwarmUpdateArgs {
     /// Older Raft snapshots each manager keeps besides the current one.
     #[arg(long, value_name = "N")]
     pub max_snapshots: Option<u64>,
+    /// Turn autolock on (a new unlock key is printed) or off: each manager
+    /// seals its keys under the unlock key, or writes them in clear.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = autolock::parse_bool)]
+    pub autolock: Option<bool>,
     #[command(flatten)]
     pub unsupported: unsupported::UnsupportedSwarmArgs,
 }
@@ -941,14 +958,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             task_history_limit,
             snapshot_interval,
             max_snapshots,
+            autolock,
             unsupported,
         }) => {
             unsupported.refuse()?;
+            // As docker/cli: the key is printed when autolock turns on.
+            let was_locking = match autolock {
+                Some(true) => autolock::autolock_on(&cli.host)?,
+                _ => true,
+            };
             if cert_expiry.is_some()
                 || dispatcher_heartbeat.is_some()
                 || task_history_limit.is_some()
                 || snapshot_interval.is_some()
                 || max_snapshots.is_some()
+                || autolock.is_some()
             {
                 let least = crate::manager::store::MIN_CERT_EXPIRY;
                 if let Some(expiry) = cert_expiry.filter(|e| *e < least) {
@@ -966,8 +990,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         task_history_limit,
                         snapshot_interval,
                         max_snapshots,
+                        autolock,
                     },
                 )?)?;
+                if !was_locking {
+                    autolock::print_unlock_command(&autolock::unlock_key(&cli.host, false)?);
+                }
             }
             if let Some(period) = gossip_key_rotation {
                 let secs = period.as_secs();
@@ -1088,6 +1116,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             args.unsupported.refuse()?;
             let listen = args.listen_addr.unwrap_or_default();
             let request = Request::SwarmInit(SwarmInitRequest {
+                autolock: args.autolock.unwrap_or(false),
                 advertise_addr: args.advertise_addr,
                 listen_port: listen.port,
                 listen_host: listen.host,
@@ -1118,6 +1147,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "To add a manager to this swarm, run 'swarm join-token manager' and follow the instructions.\n"
             );
+            if args.autolock == Some(true) {
+                autolock::print_unlock_command(&autolock::unlock_key(&cli.host, false)?);
+            }
             Ok(())
         }
         CliCommand::Join(args) => {
@@ -1159,6 +1191,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             output::print_join_command(&role.to_string(), &token, &manager_addr)
         }
+        CliCommand::Ca(args) => ca::run(&cli.host, &args),
+        CliCommand::UnlockKey(args) => autolock::run_unlock_key(&cli.host, &args),
+        CliCommand::Unlock => autolock::run_unlock(&cli.host),
         CliCommand::Leave(args) => {
             call(&cli.host, &Request::SwarmLeave { force: args.force })?;
             println!("Node left the swarm.");

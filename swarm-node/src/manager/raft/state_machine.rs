@@ -18,7 +18,7 @@ use super::{Member, SharedStore, TypeConfig, data_key::DataKey};
 use crate::lock::ReadWriteLocked as _;
 use crate::manager::store::{ClusterState, CommandResult};
 
-const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
+pub(super) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
 const CURRENT: &str = "current";
 /// Older snapshots kept by `--max-snapshots`, by when they were replaced.
 const RETAINED_PREFIX: &str = "retained/";

@@ -59,5 +59,6 @@ pub fn store(nodes: &[(&str, Role)]) -> ClusterState {
         subnet_size: None,
         snapshot_interval: None,
         max_snapshots: None,
+        unlock_key: None,
     }
 }

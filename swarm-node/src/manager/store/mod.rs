@@ -145,6 +145,11 @@ pub struct ClusterState {
     /// current one; `None`: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_snapshots: Option<u64>,
+    /// Autolock's unlock key (`SWMKEY-1-...`), while autolock is on: every
+    /// manager seals its TLS key and Raft data key under it. Safe here as
+    /// the CA key is: the store is sealed on disk with those data keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_key: Option<String>,
 }
 
 /// Log requests are answered within seconds; older ones are dropped.
@@ -274,6 +279,10 @@ pub enum Command {
         snapshot_interval: Option<u64>,
         #[serde(default)]
         max_snapshots: Option<u64>,
+    },
+    /// Autolock on with this unlock key (a new one rotates it), or off.
+    SetUnlockKey {
+        key: Option<String>,
     },
     /// A new secret or config; its name must be free.
     CreatePayload {
@@ -435,6 +444,7 @@ impl ClusterState {
                     state.max_snapshots = max_snapshots;
                 }
             }
+            Command::SetUnlockKey { key } => state.unlock_key = key,
             Command::SetToken { role, token } => match role {
                 Role::Worker => state.worker_token = token,
                 Role::Manager => state.manager_token = token,
