@@ -1,7 +1,9 @@
-//! Faults while clients work: three managers, clients writing and reading
-//! node labels through every manager, and a nemesis that kills the leader
-//! (-9) and restarts it, pauses a manager (SIGSTOP), and cuts one manager
-//! off from the others (nftables in its namespace). The history of every
+//! Faults while clients work: three managers and two workers, clients
+//! writing and reading node labels through every manager, and a nemesis
+//! that kills the leader (-9) and restarts it, pauses a manager (SIGSTOP),
+//! cuts one manager off from the others both ways or one way (nftables in
+//! its namespace), and promotes a worker to a fourth manager and demotes it
+//! again. The history of every
 //! operation is checked for linearizability per label
 //! (`swarm_tests::linearizable`), and after healing a service's tasks
 //! converge: the replicas Running, one per slot.
@@ -33,6 +35,8 @@ use swarm_tests::{
 };
 
 const MANAGERS: usize = 3;
+/// The worker the nemesis promotes and demotes.
+const PROMOTED: usize = 3;
 const KEYS: &[&str] = &["k0", "k1", "k2"];
 /// How long a client waits for one command before calling it unknown.
 const CALL_TIMEOUT: Duration = Duration::from_secs(8);
@@ -152,15 +156,23 @@ fn leader(topology: &Topology, alive: &[bool]) -> Option<usize> {
     })
 }
 
-/// Drops everything between manager `i` and the other managers.
-fn isolate(topology: &Topology, i: usize) {
+/// Drops what manager `i` receives from the other managers, and what it
+/// sends them unless `one_way`.
+fn isolate(topology: &Topology, i: usize, one_way: bool) {
     let others: Vec<String> = (0..MANAGERS)
         .filter(|&j| j != i)
         .map(|j| topology.hosts[j].addr.to_string())
         .collect();
     let set = others.join(", ");
+    let output = if one_way {
+        String::new()
+    } else {
+        format!(
+            " chain output {{ type filter hook output priority 0; ip daddr {{ {set} }} drop; }}\n"
+        )
+    };
     let rules = format!(
-        "table inet nemesis {{\n chain input {{ type filter hook input priority 0; ip saddr {{ {set} }} drop; }}\n chain output {{ type filter hook output priority 0; ip daddr {{ {set} }} drop; }}\n}}\n"
+        "table inet nemesis {{\n chain input {{ type filter hook input priority 0; ip saddr {{ {set} }} drop; }}\n{output}}}\n"
     );
     let path = topology.workdir.path().join(format!("nemesis-{i}.nft"));
     std::fs::write(&path, rules).unwrap();
@@ -184,7 +196,8 @@ fn histories_under_crashes_pauses_and_partitions_are_linearizable() {
         .unwrap_or(30);
     let mut topology = Swarm::new()
         .managers([1, 2])
-        .start(&TopologyOptions::new("nemesis", MANAGERS))
+        .workers([3, 4])
+        .start(&TopologyOptions::new("nemesis", MANAGERS + 2))
         .unwrap();
     let mut args = vec!["service", "create", "--name", "web", "--replicas", "3"];
     args.extend_from_slice(swarm_tests::WEB_TASK);
@@ -207,7 +220,7 @@ fn histories_under_crashes_pauses_and_partitions_are_linearizable() {
     let end = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < end {
         thread::sleep(Duration::from_millis(1000 + rng.below(1000) as u64));
-        match rng.below(4) {
+        match rng.below(6) {
             // The leader more often than the others.
             0 | 1 => {
                 let victim = leader(&topology, &alive).unwrap_or_else(|| rng.below(MANAGERS));
@@ -226,12 +239,29 @@ fn histories_under_crashes_pauses_and_partitions_are_linearizable() {
                 kill(pid, Signal::SIGCONT).unwrap();
                 *faults.entry("pause").or_default() += 1;
             }
-            _ => {
+            3 | 4 => {
                 let victim = leader(&topology, &alive).unwrap_or_else(|| rng.below(MANAGERS));
-                isolate(&topology, victim);
+                let one_way = rng.below(2) == 0;
+                isolate(&topology, victim, one_way);
                 thread::sleep(Duration::from_millis(2000 + rng.below(2000) as u64));
                 heal(&topology, victim);
-                *faults.entry("partition").or_default() += 1;
+                let fault = if one_way {
+                    "one-way partition"
+                } else {
+                    "partition"
+                };
+                *faults.entry(fault).or_default() += 1;
+            }
+            _ => {
+                // A membership change under load: h4 becomes a manager and a
+                // worker again (through any manager that answers).
+                let through = (0..MANAGERS).find(|&i| alive[i]).unwrap_or(0);
+                let promoted = format!("h{}", PROMOTED + 1);
+                for verb in ["promote", "demote"] {
+                    let _ = topology.daemon(through).swarm(&["node", verb, &promoted]);
+                    thread::sleep(Duration::from_millis(1500));
+                }
+                *faults.entry("promote and demote").or_default() += 1;
             }
         }
     }
@@ -260,6 +290,19 @@ fn histories_under_crashes_pauses_and_partitions_are_linearizable() {
     }
     assert!(anomalies.is_empty(), "not linearizable: {anomalies:#?}");
 
+    // The membership settles: three managers, the promoted node a worker.
+    wait_until("h4 a worker again", || {
+        let out = topology
+            .daemon(0)
+            .swarm_ok(&["node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}"])
+            .map_err(|e| e.to_string())?;
+        // `h4 ` for a worker; `h1 Leader`, `h2 Reachable` for managers.
+        let managers = out
+            .lines()
+            .filter(|l| l.split(' ').nth(1).is_some_and(|status| !status.is_empty()))
+            .count();
+        (managers == MANAGERS).then_some(()).ok_or(out)
+    });
     // The tasks converge: three Running, one per slot.
     wait_until("web's three slots Running once each", || {
         let rows = topology
