@@ -379,7 +379,10 @@ fn aaaa_ptr_edns_and_truncation_to_tcp() {
     assert!(kept > 0 && kept < MANY, "{kept} answers: {cut}");
     // dig retries a truncated answer over TCP, and gets it whole.
     let retried = dig(&client, &["+noedns", "tasks.many"]);
-    assert!(retried.contains("Truncated, retrying in TCP mode"), "{retried}");
+    assert!(
+        retried.contains("Truncated, retrying in TCP mode"),
+        "{retried}"
+    );
     assert_eq!(answer_count(&retried), MANY, "{retried}");
     let tcp = dig(&client, &["+tcp", "tasks.many"]);
     assert!(!truncated(&tcp), "{tcp}");
@@ -389,7 +392,10 @@ fn aaaa_ptr_edns_and_truncation_to_tcp() {
     let big = dig(&client, &["+bufsize=1232", "+ignore", "tasks.many"]);
     assert!(!truncated(&big), "{big}");
     assert_eq!(answer_count(&big), MANY, "{big}");
-    assert!(big.contains("; EDNS: version: 0, flags:; udp: 4096"), "{big}");
+    assert!(
+        big.contains("; EDNS: version: 0, flags:; udp: 4096"),
+        "{big}"
+    );
     let small = dig(&client, &["+bufsize=512", "+ignore", "tasks.many"]);
     assert!(truncated(&small), "{small}");
 

@@ -259,8 +259,8 @@ mod tests {
         assert_eq!(plain.max_answer_len(Transport::Udp), 512);
         assert_eq!(big.max_answer_len(Transport::Udp), 1232);
         assert_eq!(tiny.max_answer_len(Transport::Udp), 512);
-        let answer = Message::from_vec(&big.answer(Rcode::NoError, &addresses(3), Transport::Udp))
-            .unwrap();
+        let answer =
+            Message::from_vec(&big.answer(Rcode::NoError, &addresses(3), Transport::Udp)).unwrap();
         let edns = answer.extensions().as_ref().expect("OPT echoed");
         assert_eq!(edns.max_payload(), MAX_UDP);
         assert_eq!(edns.version(), 0);

@@ -422,9 +422,7 @@ mod tests {
             vni,
             name: name.into(),
             addresses: vec![Ipv4Addr::new(10, 0, 1, last)],
-            reverse: name
-                .starts_with("web.")
-                .then(|| format!("{name}.net{vni}")),
+            reverse: name.starts_with("web.").then(|| format!("{name}.net{vni}")),
         };
         let table = NameTable::new(&[
             record(4097, "web", 2),
