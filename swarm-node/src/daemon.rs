@@ -113,6 +113,14 @@ pub enum DaemonError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Images(#[from] ImageError),
+    #[error(
+        "a swarm daemon is running on data dir {0}: --cleanup is for a daemon that died; stop a live one with SIGTERM, which removes what it made itself"
+    )]
+    StillRunning(PathBuf),
+    #[error(
+        "{0} holds no swarm node (no node-id file): give --cleanup the --data-dir the dead daemon ran with"
+    )]
+    NoNode(PathBuf),
 }
 
 /// Runs the daemon until `shutdown` completes, then cleans up: the XDP program
@@ -143,25 +151,14 @@ pub async fn run(
     let volumes = Volumes::new(config.data_dir.join(VOLUMES_DIR));
     // Before any kernel object is made: a missing engine fails the start
     // with nothing to undo.
-    let task_runtime: Arc<dyn Runtime> = match &config.runtime {
-        RuntimeChoice::Native => Arc::new(
-            NativeRuntime::new(config.data_dir.join(TASKS_DIR))?
-                .with_images(images.clone())
-                .with_volumes(volumes.clone()),
-        ),
-        RuntimeChoice::Docker { host } => {
-            let (host, node_id) = (host.clone(), identity.node_id.clone());
-            let state_dir = config.data_dir.join(TASKS_DIR);
-            // It starts a runtime of its own: not from within this one.
-            Arc::new(
-                tokio::task::spawn_blocking(move || {
-                    DockerRuntime::connect(&host, &node_id, state_dir)
-                })
-                .await
-                .expect("connecting to Docker panicked")?,
-            )
-        }
-    };
+    let task_runtime = open_runtime(
+        &config.runtime,
+        &config.data_dir,
+        &identity.node_id,
+        images.clone(),
+        volumes.clone(),
+    )
+    .await?;
     // Bound before the data plane loads, so a taken socket fails fast; clients
     // that connect early wait in the backlog until serving starts.
     let server = ControlServer::bind(&config.control_socket).await?;
@@ -314,6 +311,108 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// The task runtime `choice` names, keeping its tasks under the data dir.
+async fn open_runtime(
+    choice: &RuntimeChoice,
+    data_dir: &Path,
+    node_id: &str,
+    images: Arc<ImageStore>,
+    volumes: Volumes,
+) -> Result<Arc<dyn Runtime>, DaemonError> {
+    let state_dir = data_dir.join(TASKS_DIR);
+    Ok(match choice {
+        RuntimeChoice::Native => Arc::new(
+            NativeRuntime::new(state_dir)?
+                .with_images(images)
+                .with_volumes(volumes),
+        ),
+        RuntimeChoice::Docker { host } => {
+            let (host, node_id) = (host.clone(), node_id.to_owned());
+            // It starts a runtime of its own: not from within this one.
+            Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    DockerRuntime::connect(&host, &node_id, state_dir)
+                })
+                .await
+                .expect("connecting to Docker panicked")?,
+            )
+        }
+    })
+}
+
+/// Where `swarm daemon --cleanup` looks.
+#[derive(Clone, Debug)]
+pub struct CleanupConfig {
+    pub data_dir: PathBuf,
+    pub runtime: RuntimeChoice,
+    pub data_path_port: u16,
+}
+
+/// What `swarm daemon --cleanup` removed.
+#[derive(Debug, Default)]
+pub struct Cleaned {
+    pub node_id: String,
+    pub tasks: Vec<String>,
+    pub links: Vec<String>,
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// Removes what a daemon that died without a clean stop (kill -9, a
+/// crash, power cut short of a reboot) left on this host for its data dir:
+/// its tasks (processes, cgroups, namespaces, mounts), the host side of
+/// their veths, its VXLAN device and its pinned maps. The node's identity,
+/// certificates and Raft data stay: the next start is the same node.
+/// Refused while a daemon runs on that data dir.
+pub async fn cleanup(config: CleanupConfig) -> Result<Cleaned, DaemonError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(DaemonError::NotRoot);
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let identity = match NodeIdentity::claim_existing(&config.data_dir) {
+        Ok(Some(identity)) => identity,
+        Ok(None) => return Err(DaemonError::NoNode(config.data_dir)),
+        Err(IdentityError::DataDirInUse { path }) => return Err(DaemonError::StillRunning(path)),
+        Err(err) => return Err(err.into()),
+    };
+    let images = Arc::new(ImageStore::open(
+        config.data_dir.join(IMAGES_DIR),
+        Registries {
+            insecure: Vec::new(),
+            certs_dir: config.data_dir.join(CERTS_DIR),
+        },
+        tokio::runtime::Handle::current(),
+    )?);
+    let volumes = Volumes::new(config.data_dir.join(VOLUMES_DIR));
+    let runtime = open_runtime(
+        &config.runtime,
+        &config.data_dir,
+        &identity.node_id,
+        images,
+        volumes,
+    )
+    .await?;
+    let dataplane_config = DataplaneConfig {
+        state_file: Some(config.data_dir.join(OVERLAY_STATE_FILE)),
+        ..DataplaneConfig::for_node(&identity.node_id, config.data_path_port)
+    };
+    tokio::task::spawn_blocking(move || {
+        let tasks = runtime.list()?;
+        for task in &tasks {
+            runtime.remove(task)?;
+            info!(task = %task, "leftover task removed");
+        }
+        let leftovers = dataplane::overlay::remove_leftovers(&dataplane_config, &tasks)?;
+        Ok(Cleaned {
+            node_id: identity.node_id.clone(),
+            tasks,
+            links: leftovers.links,
+            pin_dir: leftovers.pin_dir,
+        })
+    })
+    .await
+    .expect("cleaning up panicked")
 }
 
 struct DaemonState {

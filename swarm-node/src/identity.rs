@@ -42,6 +42,15 @@ pub struct NodeIdentity {
 }
 
 impl NodeIdentity {
+    /// Locks `data_dir` and reads its node ID when a node ran there;
+    /// `None` (and nothing created) when none did.
+    pub fn claim_existing(data_dir: &Path) -> Result<Option<Self>, IdentityError> {
+        if !data_dir.join(NODE_ID_FILE).exists() {
+            return Ok(None);
+        }
+        Self::claim(data_dir).map(Some)
+    }
+
     /// Locks `data_dir` (creating it) and reads the node ID, making one on first start.
     pub fn claim(data_dir: &Path) -> Result<Self, IdentityError> {
         fs::create_dir_all(data_dir).map_err(|source| IdentityError::CreateDataDir {

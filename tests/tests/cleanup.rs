@@ -1,12 +1,13 @@
 //! Nothing the harness or a daemon makes outlives them: namespaces, daemons,
-//! pins, files; after success, after a panic, and across a daemon crash.
+//! pins, files; after success, after a panic, and across a daemon crash;
+//! and `swarm daemon --cleanup` removes what a killed daemon left.
 
 use std::{
     path::{Path, PathBuf},
     sync::Mutex,
 };
 
-use swarm_tests::{Host, Topology, TopologyOptions, run};
+use swarm_tests::{Host, Swarm, Topology, TopologyOptions, run, wait_until};
 
 /// What a topology made, recorded so it can be looked for after it is gone.
 #[derive(Debug, Default)]
@@ -149,4 +150,152 @@ fn a_crashed_daemon_restarts_into_its_pinned_counters() {
         link.contains(" xdp"),
         "not re-attached after restart: {link}"
     );
+}
+
+/// The running task of `service` on h1, once there is one.
+fn running_task(topology: &Topology, service: &str) -> String {
+    let mut task = String::new();
+    wait_until(&format!("a running task of {service}"), || {
+        let rows = topology
+            .daemon(0)
+            .swarm_json(&["service", "ps", service])
+            .map_err(|e| e.to_string())?;
+        let row = rows
+            .iter()
+            .find(|r| swarm_tests::is_running_row(r))
+            .ok_or(format!("{rows:?}"))?;
+        task = row["ID"].as_str().unwrap_or_default().to_owned();
+        Ok::<(), String>(())
+    });
+    task
+}
+
+/// The processes in a task's cgroup (v2, or the pids hierarchy of v1).
+fn task_pids(task: &str) -> Vec<u32> {
+    ["/sys/fs/cgroup/swarm", "/sys/fs/cgroup/pids/swarm"]
+        .iter()
+        .find_map(|root| std::fs::read_to_string(format!("{root}/{task}/cgroup.procs")).ok())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|pid| pid.trim().parse().ok())
+        .collect()
+}
+
+/// The host's links a daemon makes: task veths (`swh...`) and the VXLAN
+/// device.
+fn swarm_links(host: &Host) -> Vec<String> {
+    host.netns
+        .ip(&["-o", "link", "show"])
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_owned())
+        .filter(|name| name.starts_with("swh") || name == "swarm-vxlan")
+        .collect()
+}
+
+/// Whether a process is alive (a zombie is not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(") ")
+            .next()
+            .is_some_and(|rest| !rest.starts_with('Z'))
+    })
+}
+
+#[test]
+fn cleanup_removes_what_a_killed_daemon_left() {
+    let mut topology = Topology::new(&TopologyOptions::new("swt", 1)).unwrap();
+    topology.start_daemons().unwrap();
+    Swarm::new().form(&topology).unwrap();
+    let h1 = topology.daemon(0);
+    h1.swarm_ok(&["network", "create", "-d", "overlay", "back"])
+        .unwrap();
+    h1.swarm_ok(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--network",
+        "back",
+        "host",
+        "sleep",
+        "600",
+    ])
+    .unwrap();
+    let task = running_task(&topology, "web");
+    let pids = task_pids(&task);
+    let pin_dir = h1.pin_dir().unwrap();
+    let data_dir = h1.data_dir.to_str().unwrap().to_owned();
+    let node_id = h1.node_id().unwrap();
+    // In the host's network namespace, as the daemon ran; `ip netns exec`
+    // would mount a /sys of its own, without the host's cgroups and bpffs.
+    let cleanup = |topology: &Topology| -> Result<String, String> {
+        let out = topology.hosts[0]
+            .netns
+            .command(swarm_tests::swarm_bin())
+            .unwrap()
+            .args(["daemon", "--cleanup", "--data-dir", &data_dir])
+            .output()
+            .unwrap();
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        if out.status.success() {
+            Ok(text(&out.stdout))
+        } else {
+            Err(text(&out.stderr))
+        }
+    };
+
+    // A live daemon's data dir is refused, with the reason.
+    let refused = cleanup(&topology).unwrap_err();
+    assert!(
+        refused.contains("a swarm daemon is running on data dir"),
+        "{refused}"
+    );
+
+    topology.daemon_mut(0).kill().unwrap();
+    // What a kill -9 leaves.
+    assert!(
+        !pids.is_empty() && pids.iter().all(|&pid| alive(pid)),
+        "{pids:?}"
+    );
+    assert!(pin_dir.exists());
+    let links = swarm_links(&topology.hosts[0]);
+    assert!(links.len() >= 2, "{links:?}");
+    assert!(
+        run("ip", &["netns", "list"])
+            .unwrap()
+            .contains(&format!("swarm-{task}"))
+    );
+
+    let said = cleanup(&topology).unwrap();
+    assert!(
+        said.contains(&format!("node {node_id}: removed 1 task(s)")),
+        "{said}"
+    );
+    for pid in &pids {
+        assert!(!alive(*pid), "task process {pid} survives --cleanup");
+    }
+    assert!(!pin_dir.exists(), "pins left in {}", pin_dir.display());
+    assert_eq!(swarm_links(&topology.hosts[0]), Vec::<String>::new());
+    assert!(
+        !run("ip", &["netns", "list"])
+            .unwrap()
+            .contains(&format!("swarm-{task}"))
+    );
+    assert!(task_pids(&task).is_empty());
+    // A second run finds nothing.
+    let again = cleanup(&topology).unwrap();
+    assert!(
+        again.contains("removed 0 task(s), 0 link(s), no pins"),
+        "{again}"
+    );
+
+    // The node starts again as itself, and its swarm replaces the task.
+    topology.start_daemon(0).unwrap();
+    assert_eq!(topology.daemon(0).node_id().unwrap(), node_id);
+    wait_until("a new task of web running", || {
+        let now = running_task(&topology, "web");
+        (now != task).then_some(()).ok_or(now)
+    });
 }

@@ -1,6 +1,8 @@
 //! The embedded resolver at 127.0.0.11 inside tasks: every kind of name,
 //! only on shared networks, answers that follow scaling and a dead node,
-//! forwarding of other names, and malformed queries dropped and counted.
+//! forwarding of other names, and malformed queries dropped and counted;
+//! AAAA answered empty, reverse lookups of task addresses, EDNS, and an
+//! answer too big for UDP truncated and whole over TCP.
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
@@ -309,4 +311,113 @@ fn tasks_resolve_services_task_lists_and_task_names_on_shared_networks() {
             .then_some(())
             .ok_or(format!("saw {seen:?}, live {live:?}, dead {dead:?}"))
     });
+}
+
+/// How many answers `dig` printed in its header line.
+fn answer_count(out: &str) -> usize {
+    out.lines()
+        .find_map(|l| l.split("ANSWER: ").nth(1))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ANSWER count in {out}"))
+}
+
+/// Whether the answer `dig` printed had the TC bit.
+fn truncated(out: &str) -> bool {
+    out.lines()
+        .find_map(|l| l.strip_prefix(";; flags: "))
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("no flags in {out}"))
+        .split_whitespace()
+        .any(|flag| flag == "tc")
+}
+
+/// A service with more tasks than a 512-byte UDP answer holds, and the
+/// record types and transports Docker's resolver serves beyond A over UDP.
+#[test]
+fn aaaa_ptr_edns_and_truncation_to_tcp() {
+    const MANY: usize = 40;
+    let mut options = TopologyOptions::new("swdx", 1);
+    options.daemon_args = vec!["--dns-upstream".into(), "none".into()];
+    let mut topology = Topology::new(&options).unwrap();
+    topology.start_daemons().unwrap();
+    Swarm::new().form(&topology).unwrap();
+    let h1 = topology.daemon(0);
+    h1.swarm_ok(&["network", "create", "-d", "overlay", "back"])
+        .unwrap();
+    let replicas = MANY.to_string();
+    for (name, replicas) in [("many", replicas.as_str()), ("client", "1")] {
+        h1.swarm_ok(&[
+            "service",
+            "create",
+            "--name",
+            name,
+            "--replicas",
+            replicas,
+            "--network",
+            "back",
+            "host",
+            "sleep",
+            "600",
+        ])
+        .unwrap();
+    }
+    let (client, client_ip) = wait_for_tasks(&topology, "client", 1).remove(0);
+    let many = wait_for_tasks(&topology, "many", MANY);
+    let all: BTreeSet<String> = many.iter().map(|(_, ip)| ip.clone()).collect();
+    wait_until("tasks.many lists every task", || {
+        let seen = dig(&client, &["+tcp", "+short", "tasks.many"]);
+        let seen: BTreeSet<String> = seen.lines().map(str::to_owned).collect();
+        (seen == all).then_some(()).ok_or(format!("{seen:?}"))
+    });
+
+    // Without EDNS a UDP answer holds 512 bytes: cut, with TC set (`+ignore`
+    // keeps dig from retrying over TCP).
+    let cut = dig(&client, &["+noedns", "+ignore", "tasks.many"]);
+    assert!(truncated(&cut), "{cut}");
+    let kept = answer_count(&cut);
+    assert!(kept > 0 && kept < MANY, "{kept} answers: {cut}");
+    // dig retries a truncated answer over TCP, and gets it whole.
+    let retried = dig(&client, &["+noedns", "tasks.many"]);
+    assert!(
+        retried.contains("Truncated, retrying in TCP mode"),
+        "{retried}"
+    );
+    assert_eq!(answer_count(&retried), MANY, "{retried}");
+    let tcp = dig(&client, &["+tcp", "tasks.many"]);
+    assert!(!truncated(&tcp), "{tcp}");
+    assert_eq!(answer_count(&tcp), MANY, "{tcp}");
+    // With EDNS the client's size is honoured, and the OPT record echoed
+    // with the resolver's own.
+    let big = dig(&client, &["+bufsize=1232", "+ignore", "tasks.many"]);
+    assert!(!truncated(&big), "{big}");
+    assert_eq!(answer_count(&big), MANY, "{big}");
+    assert!(
+        big.contains("; EDNS: version: 0, flags:; udp: 4096"),
+        "{big}"
+    );
+    let small = dig(&client, &["+bufsize=512", "+ignore", "tasks.many"]);
+    assert!(truncated(&small), "{small}");
+
+    // AAAA of a swarm name: it exists, with no IPv6 address.
+    for name in ["many", "tasks.many"] {
+        let out = dig(&client, &[name, "AAAA"]);
+        assert_eq!(status_of(&client, &[name, "AAAA"]), "NOERROR", "{out}");
+        assert_eq!(answer_count(&out), 0, "{out}");
+    }
+    assert_eq!(status_of(&client, &["nosuchname", "AAAA"]), "NXDOMAIN");
+
+    // A task's address names the task on its network, as Docker's
+    // `<service>.<slot>.<task id>.<network>`.
+    let ps = h1.swarm_json(&["service", "ps", "many", "client"]).unwrap();
+    let name_of = |id: &str| {
+        let row = ps.iter().find(|r| r["ID"] == id).unwrap();
+        format!("{}.{id}.back.", row["Name"].as_str().unwrap())
+    };
+    for (id, ip) in many.iter().take(3).chain([&(client.clone(), client_ip)]) {
+        let out = dig(&client, &["+short", "-x", ip]);
+        assert_eq!(out.trim(), name_of(id), "dig -x {ip}");
+    }
+    // An address no task has is not the swarm's: with no upstream, NXDOMAIN.
+    assert_eq!(status_of(&client, &["-x", "198.18.99.99"]), "NXDOMAIN");
 }

@@ -40,6 +40,10 @@ pub struct DnsRecord {
     pub vni: u32,
     pub name: String,
     pub addresses: Vec<Ipv4Addr>,
+    /// For a task's own name: what a reverse (PTR) lookup of its address
+    /// answers, `<task name>.<network name>` as in Docker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse: Option<String>,
 }
 
 /// The names a task's address on one network answers to. The task's node

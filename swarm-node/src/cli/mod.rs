@@ -559,8 +559,16 @@ pub struct SwarmUpdateArgs {
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
     /// This node's address on the underlay, which other nodes and clients reach it by.
-    #[arg(long, value_name = "IP")]
-    pub advertise_addr: Ipv4Addr,
+    #[arg(long, value_name = "IP", required_unless_present = "cleanup")]
+    pub advertise_addr: Option<Ipv4Addr>,
+    /// Remove what a daemon on --data-dir that died without a clean stop
+    /// (kill -9, a crash) left on this host, then exit: its tasks
+    /// (processes, cgroups, namespaces), their veths, its VXLAN device and
+    /// its pinned maps under /sys/fs/bpf/swarm/<node id>. The node's
+    /// identity and swarm state stay. Run it in the network namespace the
+    /// daemon ran in; refused while a daemon runs on --data-dir.
+    #[arg(long)]
+    pub cleanup: bool,
     /// Where the node keeps its state.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/swarm")]
     pub data_dir: PathBuf,
@@ -1374,6 +1382,39 @@ fn call(host: &str, request: &Request) -> anyhow::Result<Response> {
 }
 
 fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
+    let runtime_choice = match args.runtime {
+        RuntimeKind::Native => RuntimeChoice::Native,
+        RuntimeKind::Docker => RuntimeChoice::Docker {
+            host: args.docker_host.clone(),
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    if args.cleanup {
+        let cleaned = runtime.block_on(daemon::cleanup(daemon::CleanupConfig {
+            data_dir: args.data_dir,
+            runtime: runtime_choice,
+            data_path_port: args.data_path_port,
+        }))?;
+        println!(
+            "node {}: removed {} task(s), {} link(s), {}",
+            cleaned.node_id,
+            cleaned.tasks.len(),
+            cleaned.links.len(),
+            match &cleaned.pin_dir {
+                Some(dir) => format!("the pins in {}", dir.display()),
+                None => "no pins (none were left)".to_owned(),
+            }
+        );
+        return Ok(());
+    }
+    let Some(advertise_addr) = args.advertise_addr else {
+        anyhow::bail!(
+            "swarm daemon needs --advertise-addr IP (this node's address on the underlay)"
+        );
+    };
     let hostname = match args.hostname {
         Some(name) => name,
         None => nix::unistd::gethostname()
@@ -1382,7 +1423,7 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
             .into_owned(),
     };
     let config = DaemonConfig {
-        advertise_addr: args.advertise_addr,
+        advertise_addr,
         data_dir: args.data_dir,
         control_socket: args.control_socket,
         docker_api: match args.docker_api_socket.as_deref() {
@@ -1408,17 +1449,8 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         } else {
             args.dns_upstream.into_iter().flatten().collect()
         },
-        runtime: match args.runtime {
-            RuntimeKind::Native => RuntimeChoice::Native,
-            RuntimeKind::Docker => RuntimeChoice::Docker {
-                host: args.docker_host,
-            },
-        },
+        runtime: runtime_choice,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     runtime.block_on(async {
         daemon::run(config, shutdown_signal()).await?;
         Ok(())

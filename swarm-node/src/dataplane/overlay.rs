@@ -645,6 +645,70 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
+/// What [`remove_leftovers`] found and removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Host-side task veths and the VXLAN device.
+    pub links: Vec<String>,
+    /// The pinned maps' directory, when it was there.
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// Removes what a daemon that died without a clean stop left in this
+/// network namespace and on bpffs for `config`'s node: the host side of
+/// its task veths (those of `task_ids` and those its state file names),
+/// its VXLAN device, its state file and its pinned maps. Its programs
+/// went with its process: their links are not pinned.
+pub fn remove_leftovers(
+    config: &super::DataplaneConfig,
+    task_ids: &[String],
+) -> Result<Leftovers, DataplaneError> {
+    let state_error = |path: &PathBuf, e: &dyn std::fmt::Display| DataplaneError::State {
+        path: path.clone(),
+        message: e.to_string(),
+    };
+    let recorded: PersistedOverlay = match &config.state_file {
+        Some(path) => match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| state_error(path, &e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PersistedOverlay::default(),
+            Err(e) => return Err(state_error(path, &e)),
+        },
+        None => PersistedOverlay::default(),
+    };
+    let pinned = config.pin_dir.exists();
+    let mut leftovers = Leftovers::default();
+    let netlink = netlink::Netlink::open()?;
+    let mut names: Vec<String> = task_ids.iter().map(|id| veth_names(id).0).collect();
+    names.extend(recorded.endpoints.into_iter().map(|e| e.host_iface));
+    // The VXLAN device is this node's only when something of it is left:
+    // its pins or its state.
+    let recorded_anything = config.state_file.as_ref().is_some_and(|p| p.exists());
+    if pinned || recorded_anything {
+        names.push(TUNNEL_IFACE.to_owned());
+    }
+    names.sort();
+    names.dedup();
+    for name in names {
+        if let Some(index) = netlink.link_index(&name)? {
+            netlink.delete_link(index)?;
+            leftovers.links.push(name);
+        }
+    }
+    if let Some(path) = &config.state_file {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(state_error(path, &e));
+            }
+            _ => {}
+        }
+    }
+    if pinned {
+        super::bpffs::remove_pin_dir(&config.pin_dir)?;
+        leftovers.pin_dir = Some(config.pin_dir.clone());
+    }
+    Ok(leftovers)
+}
+
 /// Host-side and temporary peer names for endpoint `id`: short, stable, unique.
 pub fn veth_names(id: &str) -> (String, String) {
     // FNV-1a: stable across runs, unlike std's hasher.

@@ -24,7 +24,9 @@ use tokio::{
     task::JoinHandle,
 };
 
-use self::message::{Rcode, TYPE_A};
+use hickory_proto::rr::RecordType;
+
+use self::message::{Rcode, Transport};
 use crate::api::{assignments::DnsRecord, control::DnsStats};
 use crate::lock::{Locked as _, ReadWriteLocked as _};
 
@@ -35,7 +37,6 @@ const RESOLVER_PORT: u16 = 53;
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 /// An idle TCP client is dropped after this.
 const TCP_IDLE: Duration = Duration::from_secs(10);
-const MAX_UDP: usize = 4096;
 
 #[derive(Default)]
 struct Counters {
@@ -51,22 +52,34 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Names by (lower-case) name, each with its addresses per network.
+/// Names by (lower-case) name, each with its addresses per network; and
+/// task addresses with the name a reverse lookup answers, per network.
 #[derive(Default)]
 struct NameTable {
     names: HashMap<String, Vec<(u32, Vec<Ipv4Addr>)>>,
+    reverse: HashMap<Ipv4Addr, Vec<(u32, String)>>,
 }
 
 impl NameTable {
     fn new(records: &[DnsRecord]) -> Self {
-        let mut names: HashMap<String, Vec<(u32, Vec<Ipv4Addr>)>> = HashMap::new();
+        let mut table = Self::default();
         for record in records {
-            names
+            table
+                .names
                 .entry(record.name.clone())
                 .or_default()
                 .push((record.vni, record.addresses.clone()));
+            if let Some(reverse) = &record.reverse {
+                for address in &record.addresses {
+                    table
+                        .reverse
+                        .entry(*address)
+                        .or_default()
+                        .push((record.vni, reverse.clone()));
+                }
+            }
         }
-        Self { names }
+        table
     }
 
     /// The addresses of `name` on the networks in `vnis`; `None` when it is
@@ -84,6 +97,19 @@ impl NameTable {
                 .flat_map(|(_, addresses)| addresses.iter().copied())
                 .collect(),
         )
+    }
+
+    /// The names of the task at `address` on the networks in `vnis`;
+    /// `None` when no task there has it.
+    fn lookup_reverse(&self, address: Ipv4Addr, vnis: &[u32]) -> Option<Vec<String>> {
+        let names: Vec<String> = self
+            .reverse
+            .get(&address)?
+            .iter()
+            .filter(|(vni, _)| vnis.contains(vni))
+            .map(|(_, name)| name.clone())
+            .collect();
+        (!names.is_empty()).then_some(names)
     }
 }
 
@@ -235,7 +261,7 @@ fn bind_in(netns: &Path) -> std::io::Result<(std::net::UdpSocket, std::net::TcpL
 
 async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>, client: Arc<TaskClient>) {
     let socket = Arc::new(socket);
-    let mut buffer = vec![0u8; MAX_UDP];
+    let mut buffer = vec![0u8; usize::from(message::MAX_UDP)];
     loop {
         let Ok((len, from)) = socket.recv_from(&mut buffer).await else {
             continue;
@@ -244,7 +270,7 @@ async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>, client: Arc<TaskClien
         let (socket, shared, client) = (socket.clone(), shared.clone(), client.clone());
         // Forwarding waits on upstreams: one task per query.
         tokio::spawn(async move {
-            if let Some(answer) = answer(&shared, &client, &packet).await {
+            if let Some(answer) = answer(&shared, &client, &packet, Transport::Udp).await {
                 let _ = socket.send_to(&answer, from).await;
             }
         });
@@ -271,7 +297,7 @@ async fn serve_tcp_client(mut stream: TcpStream, shared: Arc<Shared>, client: Ar
         if stream.read_exact(&mut packet).await.is_err() {
             return;
         }
-        let Some(answer) = answer(&shared, &client, &packet).await else {
+        let Some(answer) = answer(&shared, &client, &packet, Transport::Tcp).await else {
             return;
         };
         let Ok(len) = u16::try_from(answer.len()) else {
@@ -283,9 +309,14 @@ async fn serve_tcp_client(mut stream: TcpStream, shared: Arc<Shared>, client: Ar
     }
 }
 
-/// The answer to `packet` from `client`; `None` when it is to be dropped
-/// (not even a header).
-async fn answer(shared: &Shared, client: &TaskClient, packet: &[u8]) -> Option<Vec<u8>> {
+/// The answer to `packet` from `client` over `transport`; `None` when it
+/// is to be dropped (not even a header).
+async fn answer(
+    shared: &Shared,
+    client: &TaskClient,
+    packet: &[u8],
+    transport: Transport,
+) -> Option<Vec<u8>> {
     let counters = &shared.counters;
     bump(&counters.queries);
     let query = match message::parse_query(packet) {
@@ -296,30 +327,50 @@ async fn answer(shared: &Shared, client: &TaskClient, packet: &[u8]) -> Option<V
             return message::query_id(packet).map(|id| message::error_answer(id, Rcode::FormErr));
         }
     };
-    let local = shared.table.read_locked().lookup(&query.name, &client.vnis);
-    if let Some(addresses) = local {
+    if let Some(records) = local_answer(shared, client, &query) {
         bump(&counters.answered);
-        // A swarm name has A records only: other types get none (NODATA).
-        let addresses = if query.qtype == TYPE_A {
-            addresses
-        } else {
-            Vec::new()
-        };
-        return Some(query.answer(Rcode::NoError, &addresses));
+        return Some(query.answer(Rcode::NoError, &records, transport));
     }
     let upstreams = client.upstreams.as_ref().unwrap_or(&shared.upstreams);
     if upstreams.is_empty() {
         bump(&counters.nxdomain);
-        return Some(query.answer(Rcode::NxDomain, &[]));
+        return Some(query.answer(Rcode::NxDomain, &[], transport));
     }
     bump(&counters.forwarded);
     match forward(upstreams, packet).await {
         Some(answer) => Some(answer),
         None => {
             bump(&counters.servfail);
-            Some(query.answer(Rcode::ServFail, &[]))
+            Some(query.answer(Rcode::ServFail, &[], transport))
         }
     }
+}
+
+/// The records that answer `query` when it asks about a swarm name or a
+/// task's address on the client's networks; `None` when it does not.
+fn local_answer(
+    shared: &Shared,
+    client: &TaskClient,
+    query: &message::Query,
+) -> Option<Vec<hickory_proto::rr::RData>> {
+    let table = shared.table.read_locked();
+    if let Some(address) = query.reverse_address() {
+        let names = table.lookup_reverse(address, &client.vnis)?;
+        return Some(
+            names
+                .iter()
+                .filter_map(|name| message::ptr_record(name))
+                .collect(),
+        );
+    }
+    let addresses = table.lookup(&query.name, &client.vnis)?;
+    // A swarm name has A records only: AAAA and other types are answered
+    // with none (NOERROR, not NXDOMAIN: the name exists), as Docker does.
+    Some(if query.qtype == RecordType::A {
+        addresses.into_iter().map(message::a_record).collect()
+    } else {
+        Vec::new()
+    })
 }
 
 /// Asks each upstream in turn; the first answer with the query's ID wins.
@@ -337,7 +388,7 @@ async fn forward(upstreams: &[SocketAddr], packet: &[u8]) -> Option<Vec<u8>> {
         if socket.send_to(packet, upstream).await.is_err() {
             continue;
         }
-        let mut buffer = vec![0u8; MAX_UDP];
+        let mut buffer = vec![0u8; usize::from(message::MAX_UDP)];
         let deadline = tokio::time::Instant::now() + UPSTREAM_TIMEOUT;
         while let Ok(Ok((len, from))) =
             tokio::time::timeout_at(deadline, socket.recv_from(&mut buffer)).await
@@ -371,11 +422,13 @@ mod tests {
             vni,
             name: name.into(),
             addresses: vec![Ipv4Addr::new(10, 0, 1, last)],
+            reverse: name.starts_with("web.").then(|| format!("{name}.net{vni}")),
         };
         let table = NameTable::new(&[
             record(4097, "web", 2),
             record(4098, "web", 9),
             record(4097, "tasks.web", 3),
+            record(4097, "web.1.abc", 3),
         ]);
         assert_eq!(
             table.lookup("web", &[4097]),
@@ -384,5 +437,18 @@ mod tests {
         assert_eq!(table.lookup("web", &[4099]), None);
         assert_eq!(table.lookup("web", &[4097, 4098]).unwrap().len(), 2);
         assert_eq!(table.lookup("api", &[4097]), None);
+        // A task's address names the task, on its own network only.
+        assert_eq!(
+            table.lookup_reverse(Ipv4Addr::new(10, 0, 1, 3), &[4097]),
+            Some(vec!["web.1.abc.net4097".to_owned()])
+        );
+        assert_eq!(
+            table.lookup_reverse(Ipv4Addr::new(10, 0, 1, 3), &[4098]),
+            None
+        );
+        assert_eq!(
+            table.lookup_reverse(Ipv4Addr::new(10, 0, 1, 2), &[4097]),
+            None
+        );
     }
 }

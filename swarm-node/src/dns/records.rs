@@ -32,7 +32,14 @@ pub fn merge(
         .map(|endpoint| (endpoint.vni, endpoint.ip))
         .collect();
     let mut merged: BTreeMap<(u32, String), Vec<Ipv4Addr>> = BTreeMap::new();
+    // A task name's reverse name, as the managers gave it: a task only
+    // gossip knows of has none until they do (gossip does not carry its
+    // network's name).
+    let mut reverse: BTreeMap<(u32, String), String> = BTreeMap::new();
     for record in records {
+        if let Some(name) = &record.reverse {
+            reverse.insert((record.vni, record.name.clone()), name.clone());
+        }
         let addresses = merged.entry((record.vni, record.name.clone())).or_default();
         addresses.extend(
             record
@@ -70,6 +77,7 @@ pub fn merge(
     merged
         .into_iter()
         .map(|((vni, name), addresses)| DnsRecord {
+            reverse: reverse.remove(&(vni, name.clone())),
             vni,
             name,
             addresses,
@@ -95,6 +103,7 @@ mod tests {
             vni: VNI,
             name: name.into(),
             addresses: addresses.to_vec(),
+            reverse: None,
         }
     }
 
@@ -129,7 +138,10 @@ mod tests {
             vec![
                 record("web", &[ip(2)]),
                 record("tasks.web", &[ip(10), ip(11)]),
-                record("web.1.a", &[ip(10)]),
+                DnsRecord {
+                    reverse: Some("web.1.a.back".into()),
+                    ..record("web.1.a", &[ip(10)])
+                },
                 record("web.2.b", &[ip(11)]),
             ],
             vec![remote(10, LIVE_NODE), remote(11, DEAD_NODE)],
@@ -153,6 +165,9 @@ mod tests {
         assert_eq!(addresses_of(&merged, "tasks.web"), Some(&[ip(10)][..]));
         assert_eq!(addresses_of(&merged, "web.2.b"), Some(&[][..]));
         assert_eq!(addresses_of(&merged, "web"), Some(&[ip(2)][..]));
+        // A task's reverse name is kept.
+        let live = merged.iter().find(|r| r.name == "web.1.a").unwrap();
+        assert_eq!(live.reverse.as_deref(), Some("web.1.a.back"));
     }
 
     #[test]

@@ -241,6 +241,7 @@ fn dns_records(state: &ClusterState, service: &ServiceRecord) -> Vec<DnsRecord> 
             vni: network.vni,
             name: name.to_ascii_lowercase(),
             addresses,
+            reverse: None,
         };
         if let Some(service_addresses) = service_addresses {
             for alias in service.spec.aliases.get(network_id).into_iter().flatten() {
@@ -250,7 +251,11 @@ fn dns_records(state: &ClusterState, service: &ServiceRecord) -> Vec<DnsRecord> 
         }
         records.push(record(format!("tasks.{}", service.spec.name), addresses));
         for (task_name, ip) in running {
-            records.push(record(task_name, vec![ip]));
+            let reverse = format!("{task_name}.{}", network.name).to_ascii_lowercase();
+            records.push(DnsRecord {
+                reverse: Some(reverse),
+                ..record(task_name, vec![ip])
+            });
         }
     }
     records
