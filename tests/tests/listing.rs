@@ -501,6 +501,33 @@ fn lists_filter_quiet_template_and_pretty_print_as_docker() {
     );
     assert!(refused(h1, &["service", "inspect", "-f", "{{.Spec", "web"]).contains("template"));
 
+    // TLS status from the certificate each node calls the leader with:
+    // signed by the swarm's root, so Ready; TLSInfo as Docker shows it.
+    wait_until("TLS status Ready on both nodes", || {
+        let out = listed(
+            h1,
+            &["node", "ls", "--format", "{{.Hostname}} {{.TLSStatus}}"],
+        );
+        (out == set(&["h1 Ready", "h2 Ready"]))
+            .then_some(())
+            .ok_or(format!("{out:?}"))
+    });
+    let tls =
+        h1.swarm_inspect(&["node", "inspect", "h2"]).unwrap()[0]["Description"]["TLSInfo"].clone();
+    let root = h1.swarm_ok(&["ca"]).unwrap();
+    assert_eq!(tls["TrustRoot"].as_str().unwrap().trim(), root.trim());
+    assert!(
+        !tls["CertIssuerSubject"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+            && !tls["CertIssuerPublicKey"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty(),
+        "{tls}"
+    );
+
     // ps --no-resolve: service and node IDs where their names were.
     let h2_id = topology.daemon(1).node_id().unwrap();
     let resolved = listed(

@@ -951,6 +951,11 @@ pub struct NodeRow {
     pub is_self: bool,
     #[serde(default)]
     pub engine_version: String,
+    /// Docker's TLS status: `Ready` when the node's certificate is signed
+    /// by the swarm's root CA, `Needs Rotation` when by another, `Unknown`
+    /// until the leader has heard from it.
+    #[serde(default, rename = "TLSStatus")]
+    pub tls_status: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -194,6 +194,20 @@ pub struct CertificateSubject {
     pub not_before: i64,
     /// Seconds since the Unix epoch.
     pub not_after: i64,
+    /// Who signed it: the issuer's name, DER.
+    pub issuer: Vec<u8>,
+}
+
+/// A CA certificate's name and public key (DER), as Docker's `TLSInfo`
+/// shows an issuer's.
+pub fn ca_identity(ca_pem: &str) -> Result<(Vec<u8>, Vec<u8>), PkiError> {
+    let der = pem_der(ca_pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+    Ok((
+        cert.subject().as_raw().to_vec(),
+        cert.public_key().raw.to_vec(),
+    ))
 }
 
 impl CertificateSubject {
@@ -232,6 +246,7 @@ impl CertificateSubject {
             cluster_id,
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
+            issuer: cert.issuer().as_raw().to_vec(),
         })
     }
 

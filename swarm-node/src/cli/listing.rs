@@ -231,12 +231,13 @@ pub fn task(row: &Value, no_trunc: bool, no_resolve: bool) -> Value {
     Value::Object(fields)
 }
 
-/// A node row: Docker shows whole node IDs; a node's TLS status needs the
-/// certificate details Docker compares, which swarm does not report.
+/// A node row: Docker shows whole node IDs; TLS status as the leader saw
+/// the node's certificate (`Unknown` from an older daemon).
 pub fn node(row: &Value) -> Value {
     let mut fields = pick(row, &NODES);
     fields.insert("Self".into(), row["Self"].as_bool().unwrap_or(false).into());
-    fields.insert("TLSStatus".into(), "Unknown".into());
+    let tls = row["TLSStatus"].as_str().filter(|s| !s.is_empty());
+    fields.insert("TLSStatus".into(), tls.unwrap_or("Unknown").into());
     Value::Object(fields)
 }
 

@@ -39,6 +39,9 @@ pub(super) struct Liveness {
     /// When this manager became leader: nodes count as heard from then, so
     /// a new leader does not call every node Down before they report to it.
     pub(super) leader_since: Option<Instant>,
+    /// The issuer of the certificate each node last called with (DER
+    /// name), for Docker's TLS status.
+    pub(super) issuers: HashMap<String, Vec<u8>>,
 }
 
 impl Manager {
@@ -66,9 +69,13 @@ impl Manager {
         })?;
         let leading = raft.is_leader();
         if leading {
-            self.liveness()
+            let mut liveness = self.liveness();
+            liveness
                 .seen
                 .insert(subject.node_id.clone(), Instant::now());
+            liveness
+                .issuers
+                .insert(subject.node_id.clone(), subject.issuer.clone());
         }
         let response = proto::HeartbeatResponse {
             period_millis: period.max(1),
@@ -117,7 +124,14 @@ impl Manager {
 
     /// Forgets a removed node.
     pub(super) fn forget(&self, id: &str) {
-        self.liveness().seen.remove(id);
+        let mut liveness = self.liveness();
+        liveness.seen.remove(id);
+        liveness.issuers.remove(id);
+    }
+
+    /// Who issued the certificate node `id` last called with, if heard.
+    pub(super) fn issuer_of(&self, id: &str) -> Option<Vec<u8>> {
+        self.liveness().issuers.get(id).cloned()
     }
 
     /// An agent's assignments, once the store is past `known` (or after a

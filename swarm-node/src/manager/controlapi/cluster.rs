@@ -1,5 +1,6 @@
 //! The swarm itself as the leader shows it: Docker's `Swarm` object.
 
+use base64::Engine as _;
 use bollard::models as docker;
 
 use crate::{
@@ -51,9 +52,17 @@ impl Manager {
                 }),
                 task_defaults: None,
             }),
-            tls_info: Some(docker::TlsInfo {
-                trust_root: Some(s.ca_cert_pem.clone()),
-                ..Default::default()
+            // The root's own name and key as the issuer: what a node's
+            // TLSInfo holds when its certificate is the root's (Docker's
+            // CLI compares the two for TLS STATUS).
+            tls_info: Some({
+                let identity = crate::ca::pki::ca_identity(&s.ca_cert_pem).ok();
+                let encode = |der: &Vec<u8>| base64::engine::general_purpose::STANDARD.encode(der);
+                docker::TlsInfo {
+                    trust_root: Some(s.ca_cert_pem.clone()),
+                    cert_issuer_subject: identity.as_ref().map(|(subject, _)| encode(subject)),
+                    cert_issuer_public_key: identity.as_ref().map(|(_, key)| encode(key)),
+                }
             }),
             root_rotation_in_progress: Some(false),
             data_path_port: None,

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use base64::{Engine as _, engine::general_purpose::STANDARD};
 use bollard::models as docker;
 
 use crate::{
@@ -10,7 +11,7 @@ use crate::{
         control::{NodeRow, NodeUpdateRequest, Response},
         filters::{self, Filters, NodeFacts},
     },
-    ca::pki::{JoinToken, RootCa},
+    ca::pki::{self, JoinToken, RootCa},
     manager::{
         Manager,
         leader::Forwarded,
@@ -21,6 +22,13 @@ use crate::{
 
 /// What nodes report as their engine's version.
 const ENGINE_VERSION: &str = concat!("swarm ", env!("CARGO_PKG_VERSION"));
+
+/// The swarm's root CA, as a node's TLS facts are compared with it.
+struct RootFacts {
+    pem: String,
+    subject: Vec<u8>,
+    public_key: Vec<u8>,
+}
 
 /// How long taking a demoted manager out of the voters may be retried.
 const REMOVE_VOTER_PATIENCE: Duration = Duration::from_secs(15);
@@ -50,8 +58,39 @@ impl Manager {
         })
     }
 
+    fn root_facts(&self) -> Option<RootFacts> {
+        let pem = self.read_store(|s| s.ca_cert_pem.clone()).ok()?;
+        let (subject, public_key) = pki::ca_identity(&pem).ok()?;
+        Some(RootFacts {
+            pem,
+            subject,
+            public_key,
+        })
+    }
+
+    /// Node `id`'s TLS facts as Docker shows them (the root it trusts, the
+    /// issuer of the certificate it last called the leader with) and its
+    /// TLS status: `Ready` when that issuer is the swarm's root CA.
+    fn tls_of(
+        &self,
+        id: &str,
+        root: Option<&RootFacts>,
+    ) -> (Option<docker::TlsInfo>, &'static str) {
+        let (Some(root), Some(issuer)) = (root, self.issuer_of(id)) else {
+            return (None, "Unknown");
+        };
+        let by_root = issuer == root.subject;
+        let info = docker::TlsInfo {
+            trust_root: Some(root.pem.clone()),
+            cert_issuer_subject: Some(STANDARD.encode(&issuer)),
+            cert_issuer_public_key: by_root.then(|| STANDARD.encode(&root.public_key)),
+        };
+        (Some(info), if by_root { "Ready" } else { "Needs Rotation" })
+    }
+
     pub(super) fn nodes(&self, origin: &str, filters: &Filters) -> Result<Response, ClusterError> {
         filters.check(filters::NODE_KEYS)?;
+        let root = self.root_facts();
         let raft = self.raft()?;
         let leader = raft.metrics().current_leader;
         let (nodes, period) = self.read_store(|s| {
@@ -86,6 +125,7 @@ impl Manager {
                     },
                     is_self: node.id == origin,
                     engine_version: ENGINE_VERSION.into(),
+                    tls_status: self.tls_of(&node.id, root.as_ref()).1.into(),
                     id: node.id,
                 }
             })
@@ -170,7 +210,7 @@ impl Manager {
                     labels: Some(node.engine_labels.clone().into_iter().collect()),
                     plugins: None,
                 }),
-                tls_info: None,
+                tls_info: self.tls_of(&node.id, self.root_facts().as_ref()).0,
             }),
             status: Some(docker::NodeStatus {
                 state: Some(if ready {
