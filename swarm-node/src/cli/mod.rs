@@ -615,6 +615,10 @@ pub struct DaemonArgs {
     /// registry's own CA goes in <data dir>/certs.d/HOST:PORT/ca.crt.
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_registry)]
     pub insecure_registry: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics, as Docker's
+    /// `metrics-addr` (e.g. 127.0.0.1:9323) [default: not served].
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_addr)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn parse_registry(text: &str) -> Result<String, String> {
@@ -1337,6 +1341,13 @@ fn call(host: &str, request: &Request) -> anyhow::Result<Response> {
     Ok(Client::connect(&path)?.call(request)?)
 }
 
+/// `--metrics-addr`: an address and a port, as Docker's daemon takes it.
+fn parse_metrics_addr(value: &str) -> Result<std::net::SocketAddr, String> {
+    value.parse().map_err(|_| {
+        format!("invalid --metrics-addr {value:?}: give ADDR:PORT, e.g. 127.0.0.1:9323")
+    })
+}
+
 fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
     let hostname = match args.hostname {
         Some(name) => name,
@@ -1366,6 +1377,7 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         listen_addr: args.listen_addr,
         gossip_port: args.gossip_port,
         insecure_registries: args.insecure_registry,
+        metrics_addr: args.metrics_addr,
         dns_upstreams: if args.dns_upstream.is_empty() {
             crate::dns::host_upstreams()
         } else {

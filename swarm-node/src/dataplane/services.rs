@@ -509,6 +509,22 @@ impl Dataplane {
         .map(|gone| gone.len())
     }
 
+    /// Entries of the connection table by kind (`forward`, `reply`,
+    /// `return`), read from the map now.
+    pub fn conntrack_counts(&mut self) -> Result<[(&'static str, u64); 3], DataplaneError> {
+        let conntrack = self.hash_map::<CtKey, CtEntry>(map_names::CONNTRACK)?;
+        let mut counts = [("forward", 0), ("reply", 0), ("return", 0)];
+        for key in conntrack.keys().filter_map(Result::ok) {
+            let slot = match key.kind {
+                CT_FORWARD => 0,
+                CT_REPLY => 1,
+                _ => 2,
+            };
+            counts[slot].1 += 1;
+        }
+        Ok(counts)
+    }
+
     /// Removes the tracked flows `doomed` picks; returns them.
     fn forget_flows(
         &mut self,

@@ -179,6 +179,7 @@ impl RaftNode {
         .await
         .map_err(|e| RaftStoreError::Start(e.to_string()))?;
         tokio::spawn(snapshots::trigger(raft.clone(), store.clone()));
+        tokio::spawn(count_leader_changes(raft.clone()));
         Ok(Self {
             id,
             raft,
@@ -244,6 +245,20 @@ impl RaftNode {
             .membership()
             .get_node(&leader)
             .cloned()
+    }
+}
+
+/// Counts each change of leader this manager sees, for the metrics,
+/// until Raft shuts down.
+async fn count_leader_changes(raft: Raft) {
+    let mut metrics = raft.metrics();
+    let mut leader = metrics.borrow().current_leader;
+    while metrics.changed().await.is_ok() {
+        let now = metrics.borrow().current_leader;
+        if now != leader {
+            leader = now;
+            crate::metrics::instruments().raft_leader_changes.inc();
+        }
     }
 }
 

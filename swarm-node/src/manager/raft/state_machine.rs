@@ -116,6 +116,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut results = Vec::new();
         let mut store = self.store.write_locked();
         for entry in entries {
@@ -129,11 +130,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             });
         }
+        crate::metrics::instruments()
+            .raft_apply_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.snapshots_built += 1;
+        crate::metrics::instruments().raft_snapshots_built.inc();
         // A copy taken now: entries applied while it is written do not leak in.
         let store = self.store.read_locked().clone();
         SnapshotView {
