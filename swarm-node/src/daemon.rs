@@ -355,6 +355,7 @@ impl Handler for DaemonState {
                 ..self.info.clone()
             }))),
             Request::SwarmInit(init) => membership.init(init),
+            Request::Events { after, wait_millis } => membership.events(after, wait_millis),
             Request::SwarmJoin(join) => membership.join(join),
             request if request.is_for_managers() => membership.manager_request(request),
             Request::SwarmLeave { force } => membership.leave(force),

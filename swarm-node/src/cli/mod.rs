@@ -1,6 +1,7 @@
 //! The `swarm` command line: Docker's verbs, talking to the local daemon.
 
 mod container;
+mod events;
 mod format;
 mod inspect;
 mod listing;
@@ -77,6 +78,9 @@ pub enum CliCommand {
     },
     /// Show this node's daemon and swarm: identity, underlay, data plane, membership.
     Info(FormatArgs),
+    /// Stream the swarm's changes (services, nodes, networks, secrets,
+    /// configs, tasks) as a manager applies them (managers only).
+    Events(events::EventsArgs),
     /// Inspect (and, low-level, program) what the kernel data plane holds and counts.
     #[command(subcommand)]
     Dataplane(DataplaneCommand),
@@ -998,6 +1002,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{:.3}", took.as_secs_f64());
             Ok(())
         }
+        CliCommand::Events(args) => events::run(&cli.host, args),
         CliCommand::Info(args) => {
             let Response::Info(info) = call(&cli.host, &Request::Info)? else {
                 anyhow::bail!("the daemon answered `info` with something else");

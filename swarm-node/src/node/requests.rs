@@ -118,3 +118,21 @@ impl Membership {
         })
     }
 }
+
+/// The longest one `swarm events` request waits for a change: the CLI asks
+/// again, so a manager that goes away is noticed.
+const EVENTS_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Membership {
+    /// `swarm events`: this manager's changes after number `after`.
+    pub fn events(&self, after: Option<u64>, wait_millis: u64) -> Result<Response, ClusterError> {
+        let log = {
+            let cluster = self.lock();
+            let cluster = cluster.as_ref().ok_or(ClusterError::NotInSwarm)?;
+            cluster.require_manager()?.events.clone()
+        };
+        let wait = std::time::Duration::from_millis(wait_millis).min(EVENTS_WAIT_MAX);
+        let (events, last) = log.after(after, wait);
+        Ok(Response::Events { events, last })
+    }
+}

@@ -133,6 +133,8 @@ pub struct RaftNode {
     pub id: u64,
     pub raft: Raft,
     pub store: SharedStore,
+    /// What applying entries changed, for `swarm events`.
+    pub events: Arc<crate::manager::store::events::EventLog>,
     db: Arc<redb::Database>,
 }
 
@@ -169,6 +171,7 @@ impl RaftNode {
         let log_store = LogStore::open(db.clone(), key.clone()).map_err(open_err)?;
         let state_machine = StateMachine::open(db.clone(), key).map_err(open_err)?;
         let store = state_machine.store();
+        let events = state_machine.events();
         let raft = Raft::new(
             id,
             config()?,
@@ -184,6 +187,7 @@ impl RaftNode {
             id,
             raft,
             store,
+            events,
             db,
         })
     }
