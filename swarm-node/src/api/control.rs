@@ -938,6 +938,20 @@ pub struct SwarmEvent {
     pub attributes: std::collections::BTreeMap<String, String>,
 }
 
+impl SwarmEvent {
+    /// Docker's `events.Message`, as `/events` and `--format json` give it.
+    pub fn docker_message(&self) -> serde_json::Value {
+        serde_json::json!({
+            "Type": self.kind,
+            "Action": self.action,
+            "Actor": { "ID": self.id, "Attributes": self.attributes },
+            "scope": "swarm",
+            "time": self.time_nanos.div_euclid(1_000_000_000),
+            "timeNano": self.time_nanos,
+        })
+    }
+}
+
 /// One row of `swarm node ls`, with Docker's keys.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

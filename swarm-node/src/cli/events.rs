@@ -104,7 +104,7 @@ pub fn run(host: &str, args: EventsArgs) -> anyhow::Result<()> {
         if !filters.pass(event) {
             return Ok(());
         }
-        let message = docker_message(event);
+        let message = event.docker_message();
         let line = match (&args.format, &template) {
             (Some(Format::Json), _) => message.to_string(),
             (_, Some(template)) => render(template, &message)?,
@@ -161,16 +161,4 @@ fn line(event: &SwarmEvent) -> String {
         event.action,
         event.id
     )
-}
-
-/// Docker's `events.Message`.
-pub fn docker_message(event: &SwarmEvent) -> serde_json::Value {
-    serde_json::json!({
-        "Type": event.kind,
-        "Action": event.action,
-        "Actor": { "ID": event.id, "Attributes": event.attributes },
-        "scope": "swarm",
-        "time": event.time_nanos.div_euclid(1_000_000_000),
-        "timeNano": event.time_nanos,
-    })
 }
