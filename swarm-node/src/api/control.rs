@@ -84,6 +84,10 @@ pub enum Request {
         ip: std::net::Ipv4Addr,
     },
     Services,
+    /// The balanced flows this node tracks, all or one service's.
+    DataplaneFlows {
+        service: Option<String>,
+    },
     ServiceCreate(BalancedService),
     ServiceUpdate {
         name: String,

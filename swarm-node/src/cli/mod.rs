@@ -701,6 +701,15 @@ pub enum DataplaneCommand {
     /// Services the load balancer holds: VIP, published ports, backends
     /// (local ones too) and the connections it tracks.
     Services(FormatArgs),
+    /// The balanced flows this node tracks (its connection table): client,
+    /// what it dialled, backend, the backend's node, idle time and state.
+    Flows {
+        /// Only this service's flows (its name as `dataplane services` shows it).
+        #[arg(long, value_name = "SERVICE")]
+        service: Option<String>,
+        #[command(flatten)]
+        format: FormatArgs,
+    },
     /// Low-level: install services (VIPs, published ports, backends) by hand.
     #[command(subcommand)]
     Service(DataplaneServiceCommand),
@@ -1060,6 +1069,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         CliCommand::Image(ImageCommand::Prune { .. }) => {
             print_notes(call(&cli.host, &Request::ImagePrune)?)
+        }
+        CliCommand::Dataplane(DataplaneCommand::Flows { service, format }) => {
+            let Response::Rows(rows) = call(&cli.host, &Request::DataplaneFlows { service })? else {
+                anyhow::bail!("the daemon answered `dataplane flows` with something else");
+            };
+            output::print_rows(&rows, &listing::DATAPLANE_FLOWS, &format.format)
         }
         CliCommand::Dataplane(DataplaneCommand::Network(DataplaneNetworkCommand::Ls(args))) => {
             let Response::Rows(rows) = call(&cli.host, &Request::DataplaneNetworks)? else {

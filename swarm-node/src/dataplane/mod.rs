@@ -35,6 +35,7 @@ pub use netlink::NetlinkError;
 pub use overlay::{EndpointRow, LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec};
 
 pub use services::{
+    FlowRow,
     BalancedService, PortConfig, PortError, Protocol, PublishMode, PublishedPort, ServiceRow,
 };
 pub use stats::{CounterRow, DataplaneStats};
