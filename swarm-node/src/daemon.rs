@@ -527,13 +527,15 @@ impl DaemonState {
                 .remove_remote_endpoint(vni, ip)
                 .map(|()| Response::Done),
             Request::Services => dataplane.services().map(Response::Services),
-            Request::DataplaneFlows { service } => dataplane.flows(service.as_deref()).map(|rows| {
-                Response::Rows(
-                    rows.iter()
-                        .map(|row| serde_json::to_value(row).expect("plain data serializes"))
-                        .collect(),
-                )
-            }),
+            Request::DataplaneFlows { service } => {
+                dataplane.flows(service.as_deref()).map(|rows| {
+                    Response::Rows(
+                        rows.iter()
+                            .map(|row| serde_json::to_value(row).expect("plain data serializes"))
+                            .collect(),
+                    )
+                })
+            }
             Request::ServiceCreate(spec) => dataplane.create_service(spec).map(|()| Response::Done),
             Request::ServiceUpdate { name, add, remove } => dataplane
                 .update_service_backends(&name, &add, &remove)

@@ -9,7 +9,10 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use swarm_tests::{Daemon, Swarm, Topology, TopologyOptions, swarm_bin, wait_until};
+use swarm_tests::{Daemon, Swarm, TopologyOptions, swarm_bin, wait_until};
+
+/// An event looked for: type, action and attributes it must hold.
+type Wanted<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
 
 /// A running `swarm events`, its lines gathered; killed when dropped.
 struct Stream {
@@ -56,7 +59,7 @@ fn unix_now() -> String {
     format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
 }
 
-/// The JSON events of `lines` as (Type, Action, name, the rest).
+/// Each line as the JSON event it is.
 fn parsed(lines: &[String]) -> Vec<serde_json::Value> {
     lines
         .iter()
@@ -66,7 +69,12 @@ fn parsed(lines: &[String]) -> Vec<serde_json::Value> {
 
 /// Index of the first event of `kind` and `action` whose attributes hold
 /// all of `attributes`.
-fn find(events: &[serde_json::Value], kind: &str, action: &str, attrs: &[(&str, &str)]) -> Option<usize> {
+fn find(
+    events: &[serde_json::Value],
+    kind: &str,
+    action: &str,
+    attrs: &[(&str, &str)],
+) -> Option<usize> {
     events.iter().position(|e| {
         e["Type"] == kind
             && e["Action"] == action
@@ -85,11 +93,31 @@ fn events_stream_changes_in_order_with_filters_since_and_until() {
     let h1 = topology.daemon(0);
     let start = unix_now();
     let all = Stream::start(h1, &["--since", &start, "--format", "json"]);
-    let nodes = Stream::start(h1, &["--since", &start, "--format", "json", "--filter", "type=node"]);
+    let nodes = Stream::start(
+        h1,
+        &[
+            "--since",
+            &start,
+            "--format",
+            "json",
+            "--filter",
+            "type=node",
+        ],
+    );
     let text = Stream::start(h1, &["--filter", "type=service"]);
 
-    h1.swarm_ok(&["service", "create", "--name", "web", "--replicas", "1", "host", "sleep", "600"])
-        .unwrap();
+    h1.swarm_ok(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "1",
+        "host",
+        "sleep",
+        "600",
+    ])
+    .unwrap();
     h1.swarm_ok(&["service", "scale", "web=2"]).unwrap();
     h1.swarm_ok(&["node", "update", "--availability", "drain", "h2"])
         .unwrap();
@@ -98,10 +126,26 @@ fn events_stream_changes_in_order_with_filters_since_and_until() {
     h1.swarm_ok(&["secret", "create", "pw", secret.to_str().unwrap()])
         .unwrap();
 
-    let wanted: [(&str, &str, &[(&str, &str)]); 5] = [
+    let wanted: [Wanted; 5] = [
         ("service", "create", &[("name", "web"), ("replicas", "1")]),
-        ("service", "update", &[("name", "web"), ("replicas.new", "2"), ("replicas.old", "1")]),
-        ("node", "update", &[("name", "h2"), ("availability.new", "drain"), ("availability.old", "active")]),
+        (
+            "service",
+            "update",
+            &[
+                ("name", "web"),
+                ("replicas.new", "2"),
+                ("replicas.old", "1"),
+            ],
+        ),
+        (
+            "node",
+            "update",
+            &[
+                ("name", "h2"),
+                ("availability.new", "drain"),
+                ("availability.old", "active"),
+            ],
+        ),
         ("secret", "create", &[("name", "pw")]),
         // Tasks change state as they start.
         ("task", "update", &[("state.new", "running")]),
@@ -148,7 +192,17 @@ fn events_stream_changes_in_order_with_filters_since_and_until() {
     // --until: the kept events between the two times, then it ends.
     let until = unix_now();
     let output = h1
-        .swarm(&["events", "--since", &start, "--until", &until, "--format", "json", "--filter", "type=secret"])
+        .swarm(&[
+            "events",
+            "--since",
+            &start,
+            "--until",
+            &until,
+            "--format",
+            "json",
+            "--filter",
+            "type=secret",
+        ])
         .unwrap();
     assert!(output.status.success());
     let bounded = parsed(
@@ -161,7 +215,15 @@ fn events_stream_changes_in_order_with_filters_since_and_until() {
     assert_eq!(bounded[0]["Actor"]["Attributes"]["name"], "pw");
     // Nothing since a moment ago, until now: none.
     let output = h1
-        .swarm(&["events", "--since", &until, "--until", &unix_now(), "--filter", "type=secret"])
+        .swarm(&[
+            "events",
+            "--since",
+            &until,
+            "--until",
+            &unix_now(),
+            "--filter",
+            "type=secret",
+        ])
         .unwrap();
     assert!(output.status.success());
     assert!(output.stdout.is_empty());

@@ -62,19 +62,19 @@ fn flows_show_client_backend_node_and_state_per_service() {
     });
     let (client, client_host, client_ip) = running(&topology, "client").remove(0);
     let back = h1.swarm_inspect(&["network", "inspect", "back"]).unwrap()[0]["Id"].clone();
-    let vip = h1.swarm_inspect(&["service", "inspect", "web"]).unwrap()[0]["Endpoint"]
-        ["VirtualIPs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["NetworkID"] == back)
-        .unwrap()["Addr"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let vip =
+        h1.swarm_inspect(&["service", "inspect", "web"]).unwrap()[0]["Endpoint"]["VirtualIPs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["NetworkID"] == back)
+            .unwrap()["Addr"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
     let node = topology.daemon(client_host);
     // Nothing dialled yet: no flows of web.
     let before = node
@@ -89,7 +89,18 @@ fn flows_show_client_backend_node_and_state_per_service() {
     for _ in 0..4 {
         swarm_tests::run(
             "nsenter",
-            &["-t", &pid, "-n", "wget", "-q", "-T", "3", "-O", "-", &format!("http://{vip}/")],
+            &[
+                "-t",
+                &pid,
+                "-n",
+                "wget",
+                "-q",
+                "-T",
+                "3",
+                "-O",
+                "-",
+                &format!("http://{vip}/"),
+            ],
         )
         .unwrap();
     }

@@ -81,9 +81,8 @@ fn parse_openmetrics(text: &str) -> Result<Scraped, String> {
     let mut types: BTreeMap<String, String> = BTreeMap::new();
     let mut helps: BTreeMap<String, String> = BTreeMap::new();
     let mut samples = BTreeMap::new();
-    let mut lines = text.lines().peekable();
     let mut ended = false;
-    while let Some(line) = lines.next() {
+    for line in text.lines() {
         if ended {
             return Err(format!("a line after # EOF: {line:?}"));
         }
@@ -130,7 +129,10 @@ fn parse_openmetrics(text: &str) -> Result<Scraped, String> {
                 let labels = labels
                     .strip_suffix('}')
                     .ok_or_else(|| format!("unclosed labels: {line:?}"))?;
-                (name, parse_labels(labels).map_err(|e| format!("{e}: {line:?}"))?)
+                (
+                    name,
+                    parse_labels(labels).map_err(|e| format!("{e}: {line:?}"))?,
+                )
             }
             None => (series, BTreeMap::new()),
         };
@@ -156,10 +158,7 @@ fn parse_openmetrics(text: &str) -> Result<Scraped, String> {
         {
             return Err(format!("a bucket without le: {line:?}"));
         }
-        if samples
-            .insert((name.to_owned(), labels), value)
-            .is_some()
-        {
+        if samples.insert((name.to_owned(), labels), value).is_some() {
             return Err(format!("a series given twice: {line:?}"));
         }
     }
@@ -176,7 +175,9 @@ fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
         let (key, after) = rest.split_once("=\"").ok_or("a label without =\"")?;
         let end = after.find('"').ok_or("an unclosed label value")?;
         labels.insert(key.to_owned(), after[..end].to_owned());
-        rest = after[end + 1..].strip_prefix(',').unwrap_or(&after[end + 1..]);
+        rest = after[end + 1..]
+            .strip_prefix(',')
+            .unwrap_or(&after[end + 1..]);
     }
     Ok(labels)
 }
@@ -276,11 +277,11 @@ fn metrics_follow_tasks_nodes_raft_and_traffic() {
     for task in &web {
         let memory = total(&both, "swarm_task_memory_bytes", &[("task", task)]);
         assert!(memory > 0.0, "task {task} uses no memory by the metrics");
-        assert!(both.iter().any(|s| s
-            .samples
-            .keys()
-            .any(|(n, l)| n == "swarm_task_cpu_seconds_total"
-                && l.get("task") == Some(task))));
+        assert!(both.iter().any(|s| {
+            s.samples
+                .keys()
+                .any(|(n, l)| n == "swarm_task_cpu_seconds_total" && l.get("task") == Some(task))
+        }));
     }
 
     // Traffic from the client task to web's VIP, by name.
@@ -295,7 +296,17 @@ fn metrics_follow_tasks_nodes_raft_and_traffic() {
         let body = swarm_tests::run(
             "nsenter",
             &[
-                "-t", &pid, "-m", "-n", "wget", "-q", "-T", "3", "-O", "-", "http://web/",
+                "-t",
+                &pid,
+                "-m",
+                "-n",
+                "wget",
+                "-q",
+                "-T",
+                "3",
+                "-O",
+                "-",
+                "http://web/",
             ],
         )
         .unwrap();
@@ -318,7 +329,12 @@ fn metrics_follow_tasks_nodes_raft_and_traffic() {
             &[("counter", "overlay-from-task")]
         ) > 0.0
     );
-    assert!(moved("swarm_dataplane_bytes_total", &[("counter", "overlay-from-task")]) > 0.0);
+    assert!(
+        moved(
+            "swarm_dataplane_bytes_total",
+            &[("counter", "overlay-from-task")]
+        ) > 0.0
+    );
     assert!(
         moved(
             "swarm_dataplane_packets_total",

@@ -23,10 +23,13 @@ const METRICS_PORT: u16 = 9323;
 fn metrics_demo(topology: &Topology) -> anyhow::Result<()> {
     let host = &topology.hosts[0];
     let target = std::net::SocketAddr::from((host.addr, METRICS_PORT));
-    println!("\n== a few of h1's Prometheus metrics (`swarm daemon --metrics-addr`): GET http://{target}/metrics");
+    println!(
+        "\n== a few of h1's Prometheus metrics (`swarm daemon --metrics-addr`): GET http://{target}/metrics"
+    );
     let body = in_netns(host.netns.name(), move || {
         use std::io::{Read as _, Write as _};
-        let mut conn = std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_secs(2))?;
+        let mut conn =
+            std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_secs(2))?;
         conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
         write!(conn, "GET /metrics HTTP/1.0\r\nHost: {target}\r\n\r\n")?;
         let mut response = String::new();

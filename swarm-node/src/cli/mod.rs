@@ -1071,7 +1071,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print_notes(call(&cli.host, &Request::ImagePrune)?)
         }
         CliCommand::Dataplane(DataplaneCommand::Flows { service, format }) => {
-            let Response::Rows(rows) = call(&cli.host, &Request::DataplaneFlows { service })? else {
+            let Response::Rows(rows) = call(&cli.host, &Request::DataplaneFlows { service })?
+            else {
                 anyhow::bail!("the daemon answered `dataplane flows` with something else");
             };
             output::print_rows(&rows, &listing::DATAPLANE_FLOWS, &format.format)

@@ -52,10 +52,7 @@ pub async fn stream(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     // What the manager keeps; only with `since` is any of it sent.
     let (kept, mut last) = events(engine, None, Duration::ZERO).await?;
     let kept: Vec<SwarmEvent> = match since {
-        Some(since) => kept
-            .into_iter()
-            .filter(|e| e.time_nanos >= since)
-            .collect(),
+        Some(since) => kept.into_iter().filter(|e| e.time_nanos >= since).collect(),
         None => Vec::new(),
     };
     let (sender, receiver) = mpsc::channel::<Bytes>(256);
@@ -148,4 +145,3 @@ fn passes(filters: &Filters, event: &Value) -> bool {
                     .any(|v| id.starts_with(v.as_str()) || name.starts_with(v.as_str()))
         })
 }
-

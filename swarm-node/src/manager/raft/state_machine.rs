@@ -141,7 +141,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             });
         }
-        self.events.push(before.events(store.as_ref(), crate::log_time::now_nanos()));
+        self.events
+            .push(before.events(store.as_ref(), crate::log_time::now_nanos()));
         crate::metrics::instruments()
             .raft_apply_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -34,7 +34,10 @@ fn digests(state: Option<&ClusterState>) -> Digests {
     };
     for node in state.nodes.values() {
         let attributes = BTreeMap::from([
-            ("availability", format!("{:?}", node.availability).to_lowercase()),
+            (
+                "availability",
+                format!("{:?}", node.availability).to_lowercase(),
+            ),
             ("role", node.role.to_string()),
         ]);
         all.insert(
@@ -147,10 +150,7 @@ impl Before {
                         let was = old.attributes.get(k);
                         if was != Some(v) {
                             attributes.insert(format!("{k}.new"), v.clone());
-                            attributes.insert(
-                                format!("{k}.old"),
-                                was.cloned().unwrap_or_default(),
-                            );
+                            attributes.insert(format!("{k}.old"), was.cloned().unwrap_or_default());
                         }
                     }
                     events.push(event(key, "update", attributes));
