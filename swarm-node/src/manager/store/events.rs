@@ -211,3 +211,70 @@ impl EventLog {
         (events, *next)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::nodes::{Availability, Role};
+    use crate::manager::store::fixtures;
+
+    #[test]
+    fn creates_updates_and_removals_are_each_reported_once_with_what_changed() {
+        let before_state = fixtures::store(&[("n1", Role::Manager), ("n2", Role::Worker)]);
+        let before = Before::of(Some(&before_state));
+        let mut after = before_state.clone();
+        let n2 = after.nodes.get_mut("n2").unwrap();
+        n2.availability = Availability::Drain;
+        n2.version += 1;
+        after.nodes.remove("n1");
+        after
+            .nodes
+            .insert("n3".into(), fixtures::node("n3", Role::Worker));
+        let events = before.events(Some(&after), 7);
+        let actions: Vec<(&str, &str, &str)> = events
+            .iter()
+            .map(|e| (e.kind.as_str(), e.action.as_str(), e.id.as_str()))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("node", "remove", "n1"),
+                ("node", "update", "n2"),
+                ("node", "create", "n3")
+            ]
+        );
+        let update = &events[1].attributes;
+        assert_eq!(update["availability.old"], "active");
+        assert_eq!(update["availability.new"], "drain");
+        assert!(!update.contains_key("role.new"));
+        assert_eq!(events[1].time_nanos, 7);
+        assert!(Before::of(Some(&after)).events(Some(&after), 8).is_empty());
+    }
+
+    #[test]
+    fn the_log_numbers_events_keeps_the_latest_and_waits_for_more() {
+        let log = EventLog::default();
+        let event = |id: &str| SwarmEvent {
+            seq: 0,
+            time_nanos: 0,
+            kind: "service".into(),
+            action: "create".into(),
+            id: id.into(),
+            attributes: BTreeMap::new(),
+        };
+        log.push((0..RETAINED + 5).map(|i| event(&i.to_string())).collect());
+        let (kept, last) = log.after(None, Duration::ZERO);
+        assert_eq!(kept.len(), RETAINED);
+        assert_eq!(last, (RETAINED + 5) as u64);
+        assert_eq!(kept[0].seq, 6);
+        let started = std::time::Instant::now();
+        let (none, same) = log.after(Some(last), Duration::from_millis(50));
+        assert!(none.is_empty());
+        assert_eq!(same, last);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        log.push(vec![event("new")]);
+        let (new, _) = log.after(Some(last), Duration::from_secs(5));
+        assert_eq!(new.len(), 1);
+        assert_eq!(new[0].id, "new");
+    }
+}
