@@ -367,7 +367,7 @@ pub fn run() -> anyhow::Result<()> {
     }
     let client_task = topology
         .daemon(0)
-        .swarm_ok(&["service", "ps", "-q", "client"])?
+        .swarm_ok(&["service", "ps", "-q", "--no-trunc", "client"])?
         .lines()
         .next()
         .unwrap_or_default()
