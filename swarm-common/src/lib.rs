@@ -4,7 +4,11 @@
 //! the layout byte for byte; sizes are asserted at compile time.
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod overlay;
+pub mod sctp;
 pub mod service;
 pub mod stats;
 

@@ -110,6 +110,7 @@ pub const CT_FLAG_HAIRPIN: u8 = 8;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_SCTP: u8 = 132;
 
 /// Most VIP frontends one node holds (every network's services).
 pub const MAX_VIPS: u32 = 65_536;

@@ -156,7 +156,7 @@ counter_index! {
         NotLocal = 23 => "not-local",
         /// Services: a UDP datagram to a VIP or published port with no backend.
         NoBackend = 24 => "no-backend",
-        /// Services: a protocol a VIP does not balance (only TCP and UDP are).
+        /// Services: a protocol a VIP does not balance (only TCP, UDP and SCTP are).
         ServiceProtocol = 25 => "service-protocol",
         /// Services: an IPv4 header with options, which the NAT does not rewrite.
         ServiceIpOptions = 26 => "service-ip-options",
@@ -167,5 +167,8 @@ counter_index! {
         ConntrackFull = 28 => "conntrack-full",
         /// Routing mesh: a backend slot pointing at an address no node has.
         BackendUnknown = 29 => "backend-unknown",
+        /// Services: an SCTP common header cut short, or a length the
+        /// checksum update cannot cover.
+        SctpTruncated = 30 => "sctp-truncated",
     }
 }

@@ -8,13 +8,14 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use swarm_common::{
-    service::{IPPROTO_TCP, IPPROTO_UDP},
+    sctp,
+    service::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP},
     stats::DropReason,
 };
 
 use crate::{
     packet::ptr_at,
-    parse::{ETH_HLEN, ETH_P_IPV4, EthHdr, Ipv4Hdr, TcpHdr, UdpHdr},
+    parse::{ETH_HLEN, ETH_P_IPV4, EthHdr, Ipv4Hdr, SctpHdr, TcpHdr, UdpHdr},
 };
 
 const IP_CHECK_OFF: usize = ETH_HLEN + 10;
@@ -26,13 +27,15 @@ pub const L4_SPORT_OFF: usize = L4_OFF;
 pub const L4_DPORT_OFF: usize = L4_OFF + 2;
 const TCP_CHECK_OFF: usize = L4_OFF + 16;
 const UDP_CHECK_OFF: usize = L4_OFF + 6;
+const SCTP_CHECK_OFF: usize = L4_OFF + sctp::CHECKSUM_OFFSET;
+const IP_TOT_LEN_OFF: usize = ETH_HLEN + 2;
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-/// The 5-tuple of a TCP or UDP packet, as it is on the wire (network order).
+/// The 5-tuple of a TCP, UDP or SCTP packet, as it is on the wire (network order).
 #[derive(Clone, Copy)]
 pub struct Flow {
     pub saddr: u32,
@@ -40,7 +43,7 @@ pub struct Flow {
     pub sport: u16,
     pub dport: u16,
     pub protocol: u8,
-    /// TCP flags; 0 for UDP.
+    /// TCP flags; 0 for UDP and SCTP.
     pub tcp_flags: u8,
 }
 
@@ -76,7 +79,7 @@ pub fn ipv4_daddr(ctx: &TcContext) -> Option<u32> {
     Some(unsafe { (*ip).daddr })
 }
 
-/// The flow of an untagged IPv4 TCP or UDP packet the parser already checked.
+/// The flow of an untagged IPv4 TCP, UDP or SCTP packet the parser already checked.
 /// `Err` for what the NAT cannot rewrite: other protocols, IP options,
 /// fragments.
 #[inline(always)]
@@ -92,7 +95,7 @@ pub fn flow(ctx: &TcContext) -> Result<Flow, DropReason> {
             (*ip).daddr,
         )
     };
-    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
+    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP && protocol != IPPROTO_SCTP {
         return Err(DropReason::ServiceProtocol);
     }
     // More-fragments set or an offset: the ports are not in every fragment.
@@ -103,10 +106,14 @@ pub fn flow(ctx: &TcContext) -> Result<Flow, DropReason> {
         let tcp: *const TcpHdr = ptr_at(ctx, L4_OFF).ok_or(DropReason::TcpTruncated)?;
         // SAFETY: bounds-checked by ptr_at.
         unsafe { ((*tcp).source, (*tcp).dest, (*tcp).flags) }
-    } else {
+    } else if protocol == IPPROTO_UDP {
         let udp: *const UdpHdr = ptr_at(ctx, L4_OFF).ok_or(DropReason::UdpTruncated)?;
         // SAFETY: bounds-checked by ptr_at.
         unsafe { ((*udp).source, (*udp).dest, 0) }
+    } else {
+        let sctp: *const SctpHdr = ptr_at(ctx, L4_OFF).ok_or(DropReason::SctpTruncated)?;
+        // SAFETY: bounds-checked by ptr_at.
+        unsafe { ((*sctp).source, (*sctp).dest, 0) }
     };
     Ok(Flow {
         saddr,
@@ -129,7 +136,8 @@ fn l4_check(protocol: u8) -> (usize, u64) {
 }
 
 /// Replaces the IPv4 address at `field` (source or destination offset),
-/// fixing the IP checksum and the TCP/UDP pseudo-header checksum.
+/// fixing the IP checksum and the TCP/UDP pseudo-header checksum (SCTP's
+/// covers no addresses).
 #[inline(always)]
 pub fn rewrite_addr(
     ctx: &TcContext,
@@ -142,13 +150,14 @@ pub fn rewrite_addr(
     let skb = ctx.skb.skb;
     // SAFETY: helper calls on the program's own skb; `new` outlives the call.
     unsafe {
-        if bpf_l4_csum_replace(
-            skb,
-            check_off as u32,
-            old as u64,
-            new as u64,
-            flags | BPF_F_PSEUDO_HDR as u64 | 4,
-        ) < 0
+        if (protocol != IPPROTO_SCTP
+            && bpf_l4_csum_replace(
+                skb,
+                check_off as u32,
+                old as u64,
+                new as u64,
+                flags | BPF_F_PSEUDO_HDR as u64 | 4,
+            ) < 0)
             || bpf_l3_csum_replace(skb, IP_CHECK_OFF as u32, old as u64, new as u64, 4) < 0
             || bpf_skb_store_bytes(skb, field as u32, &new as *const u32 as *const _, 4, 0) < 0
         {
@@ -170,12 +179,51 @@ pub fn rewrite_port(
     if old == new {
         return Ok(());
     }
+    if protocol == IPPROTO_SCTP {
+        return rewrite_sctp_port(ctx, field, old, new);
+    }
     let (check_off, flags) = l4_check(protocol);
     let skb = ctx.skb.skb;
     // SAFETY: helper calls on the program's own skb; `new` outlives the call.
     unsafe {
         if bpf_l4_csum_replace(skb, check_off as u32, old as u64, new as u64, flags | 2) < 0
             || bpf_skb_store_bytes(skb, field as u32, &new as *const u16 as *const _, 2, 0) < 0
+        {
+            return Err(DropReason::HelperFailed);
+        }
+    }
+    Ok(())
+}
+
+/// Replaces an SCTP port, updating the packet's CRC32c for the change
+/// (see `swarm_common::sctp`).
+#[inline(always)]
+fn rewrite_sctp_port(ctx: &TcContext, field: usize, old: u16, new: u16) -> Result<(), DropReason> {
+    let total: *const u16 = ptr_at(ctx, IP_TOT_LEN_OFF).ok_or(DropReason::Ipv4Truncated)?;
+    let checksum: *const u32 = ptr_at(ctx, SCTP_CHECK_OFF).ok_or(DropReason::SctpTruncated)?;
+    // SAFETY: bounds-checked by ptr_at.
+    let (total, checksum) = unsafe { (u16::from_be(*total) as u32, *checksum) };
+    // `flow` accepted only option-free headers: 20 bytes of IP.
+    let packet_len = total.checked_sub(20).ok_or(DropReason::SctpTruncated)?;
+    let updated = sctp::checksum_after(
+        checksum,
+        packet_len,
+        (field - L4_OFF) as u32,
+        old.to_ne_bytes(),
+        new.to_ne_bytes(),
+    )
+    .ok_or(DropReason::SctpTruncated)?;
+    let skb = ctx.skb.skb;
+    // SAFETY: helper calls on the program's own skb; the values outlive them.
+    unsafe {
+        if bpf_skb_store_bytes(skb, field as u32, &new as *const u16 as *const _, 2, 0) < 0
+            || bpf_skb_store_bytes(
+                skb,
+                SCTP_CHECK_OFF as u32,
+                &updated as *const u32 as *const _,
+                4,
+                0,
+            ) < 0
         {
             return Err(DropReason::HelperFailed);
         }

@@ -87,6 +87,17 @@ pub struct UdpHdr {
     pub check: u16,
 }
 
+/// SCTP's common header (RFC 9260 3.1).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SctpHdr {
+    pub source: u16,
+    pub dest: u16,
+    pub verification_tag: u32,
+    /// CRC32c, stored little-endian.
+    pub checksum: u32,
+}
+
 /// Network layer of a well-formed frame.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum L3 {

@@ -68,6 +68,8 @@ pub struct DaemonConfig {
     pub insecure_registries: Vec<String>,
     /// Where Prometheus metrics are served (`--metrics-addr`), if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// This node's engine labels (`--label`).
+    pub engine_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Where `swarm daemon --docker-api-socket` serves Docker's Engine API.
@@ -259,6 +261,7 @@ pub async fn run(
             hostname: config.hostname.clone(),
             advertise_addr: config.advertise_addr,
             listen_addr: config.listen_addr,
+            engine_labels: config.engine_labels.clone(),
         },
         executor,
         images.clone(),
@@ -357,6 +360,7 @@ impl Handler for DaemonState {
             Request::SwarmInit(init) => membership.init(init),
             Request::Events { after, wait_millis } => membership.events(after, wait_millis),
             Request::SwarmJoin(join) => membership.join(join),
+            Request::SwarmUnlock { key } => membership.unlock(&key),
             request if request.is_for_managers() => membership.manager_request(request),
             Request::SwarmLeave { force } => membership.leave(force),
             request @ (Request::ImageList

@@ -111,6 +111,8 @@ pub struct LocalNode {
     /// The daemon's `--listen-addr`: the address the API binds to, and the
     /// port a swarm's API uses unless `init`/`join` name another.
     pub listen_addr: SocketAddr,
+    /// The daemon's `--label`s, reported to the swarm as engine labels.
+    pub engine_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// An address of this host given as Docker takes one: an IPv4 address

@@ -47,7 +47,7 @@ fn call_all(topology: &Topology, host: usize, credentials: Credentials) -> [Outc
             let timeout = Duration::from_secs(5);
             let heartbeat = tokio::time::timeout(
                 timeout,
-                DispatcherClient::new(connect()).heartbeat(HeartbeatRequest {}),
+                DispatcherClient::new(connect()).heartbeat(HeartbeatRequest::default()),
             )
             .await
             .expect("heartbeat answered");

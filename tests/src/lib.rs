@@ -9,6 +9,7 @@
 mod daemon;
 pub mod docker;
 pub mod docker_cli;
+pub mod linearizable;
 mod netns;
 mod overlay;
 pub mod packets;

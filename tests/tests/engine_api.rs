@@ -526,8 +526,14 @@ fn docker_28_drives_a_swarm_and_the_api_answers_as_dockerd() {
         ])
         .unwrap();
     assert_eq!(interval.trim(), "5000");
-    let refused = docker.fails(&["swarm", "update", "--autolock"]).unwrap();
-    assert!(refused.contains("not supported by swarm yet"), "{refused}");
+    // Autolock on through the Engine API prints the unlock key, as Docker.
+    let locked = docker.ok(&["swarm", "update", "--autolock"]).unwrap();
+    assert!(locked.contains("SWMKEY-1-"), "{locked}");
+    let key = docker.ok(&["swarm", "unlock-key", "-q"]).unwrap();
+    assert!(locked.contains(key.trim()), "{locked} {key}");
+    docker.ok(&["swarm", "update", "--autolock=false"]).unwrap();
+    let none = docker.fails(&["swarm", "unlock-key"]).unwrap();
+    assert!(none.contains("no unlock key is set"), "{none}");
 
     // --task-history-limit 1: two forced updates leave one ended task.
     docker

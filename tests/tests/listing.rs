@@ -286,7 +286,8 @@ fn lists_filter_quiet_template_and_pretty_print_as_docker() {
     assert_eq!(hostnames("role=worker"), set(&["h2"]));
     assert_eq!(hostnames("role=manager"), set(&["h1"]));
     assert_eq!(hostnames("node.label=zone=east"), set(&["h2"]));
-    assert_eq!(hostnames("label=zone"), set(&["h2"]));
+    // `label` is engine labels (tests/tests/engine_labels.rs), as Docker's.
+    assert!(hostnames("label=zone").is_empty());
     assert_eq!(hostnames("name=h1"), set(&["h1"]));
     assert_eq!(hostnames("membership=accepted"), set(&["h1", "h2"]));
     assert_eq!(
@@ -429,5 +430,143 @@ fn lists_filter_quiet_template_and_pretty_print_as_docker() {
             .unwrap();
         assert_eq!(table, "NAME      LABELS\napi-key   kind=api\n");
         assert!(refused(h1, &[kind, "ls", "-f", "driver=x"]).contains("invalid filter 'driver'"));
+        // CREATED and UPDATED say how long ago, as Docker's table does.
+        let ages = listed(
+            h1,
+            &[
+                kind,
+                "ls",
+                "-f",
+                "name=api",
+                "--format",
+                "{{.CreatedAt}}|{{.UpdatedAt}}",
+            ],
+        );
+        let age = ages.iter().next().unwrap();
+        assert!(
+            age.ends_with(" ago") && age.split('|').all(|a| a.ends_with(" ago")),
+            "{age}"
+        );
     }
+
+    // inspect -f: a Go template per object, `json` the array on one line;
+    // refused with --pretty as Docker refuses it.
+    assert_eq!(
+        h1.swarm_ok(&[
+            "service",
+            "inspect",
+            "-f",
+            "{{.Spec.Name}} {{.Spec.Labels.tier}}",
+            "web",
+            "cache"
+        ])
+        .unwrap(),
+        "web front\ncache back\n"
+    );
+    let one_line = h1
+        .swarm_ok(&["service", "inspect", "--format", "json", "web"])
+        .unwrap();
+    assert_eq!(one_line.lines().count(), 1, "{one_line}");
+    let parsed: serde_json::Value = serde_json::from_str(&one_line).unwrap();
+    assert_eq!(parsed[0]["Spec"]["Name"], "web");
+    assert_eq!(
+        h1.swarm_ok(&["node", "inspect", "-f", "{{.Description.Hostname}}", "self"])
+            .unwrap(),
+        "h1\n"
+    );
+    assert_eq!(
+        h1.swarm_ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{.Name}} {{.Labels.purpose}}",
+            "front-net"
+        ])
+        .unwrap(),
+        "front-net test\n"
+    );
+    for kind in ["secret", "config"] {
+        assert_eq!(
+            h1.swarm_ok(&[kind, "inspect", "-f", "{{.Spec.Name}}", "db-pass"])
+                .unwrap(),
+            "db-pass\n"
+        );
+    }
+    assert!(
+        refused(
+            h1,
+            &["node", "inspect", "--pretty", "-f", "{{.ID}}", "self"]
+        )
+        .contains("--format is incompatible with human friendly format")
+    );
+    assert!(refused(h1, &["service", "inspect", "-f", "{{.Spec", "web"]).contains("template"));
+
+    // ps --no-resolve: service and node IDs where their names were.
+    let h2_id = topology.daemon(1).node_id().unwrap();
+    let resolved = listed(
+        h1,
+        &[
+            "service",
+            "ps",
+            "-f",
+            "node=h2",
+            "--format",
+            "{{.Name}} {{.Node}}",
+            "cache",
+        ],
+    );
+    let cache_id = h1
+        .swarm_ok(&["service", "inspect", "-f", "{{.ID}}", "cache"])
+        .unwrap();
+    assert_eq!(resolved, set(&[&format!("cache.{h2_id} h2")]));
+    let unresolved = listed(
+        h1,
+        &[
+            "service",
+            "ps",
+            "--no-resolve",
+            "-f",
+            "node=h2",
+            "--format",
+            "{{.Name}} {{.Node}}",
+            "cache",
+        ],
+    );
+    assert_eq!(
+        unresolved,
+        set(&[&format!("{}.{h2_id} {h2_id}", cache_id.trim())])
+    );
+
+    // create and update -q: the ID alone, no progress, having waited.
+    let created = h1
+        .swarm(&[
+            "service",
+            "create",
+            "-q",
+            "--name",
+            "quiet",
+            &image,
+            "/bin/busybox",
+            "sleep",
+            "600",
+        ])
+        .unwrap();
+    assert!(created.status.success());
+    assert!(
+        created.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let id = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    assert_eq!(id.len(), 25, "{id}");
+    let rows = h1.swarm_json(&["service", "ps", "quiet"]).unwrap();
+    assert!(rows.iter().any(swarm_tests::is_running_row), "{rows:?}");
+    let loud = h1
+        .swarm(&["service", "update", "--env-add", "A=1", "quiet"])
+        .unwrap();
+    assert!(String::from_utf8_lossy(&loud.stderr).contains("overall progress"));
+    let updated = h1
+        .swarm(&["service", "update", "-q", "--env-add", "A=2", "quiet"])
+        .unwrap();
+    assert!(updated.status.success() && updated.stderr.is_empty());
 }

@@ -37,6 +37,14 @@ enum Task {
     },
     /// Three hosts in namespaces, three daemons, client traffic, counters; then clean up.
     Demo,
+    /// The fault-injection suite (tests/tests/nemesis.rs) for longer than
+    /// `cargo xtask test` runs it: kills, pauses and partitions of managers
+    /// while clients write and read, the history checked for linearizability.
+    Chaos {
+        /// How long the nemesis injects faults.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        minutes: u64,
+    },
     /// Data-plane paths side by side with their baselines (underlay, kernel
     /// VXLAN, nftables DNAT), then the control plane's rows.
     Bench {
@@ -75,6 +83,24 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             build_swarm(false)?;
             demo::run()
+        }
+        Task::Chaos { minutes } => {
+            setup::run()?;
+            require_root("cargo xtask chaos")?;
+            build_swarm(false)?;
+            // SAFETY: xtask is single-threaded here.
+            unsafe { std::env::set_var("NEMESIS_SECONDS", (minutes * 60).to_string()) };
+            let (passed, failed) = process::cargo_test(&[
+                "test",
+                "--package",
+                "swarm-tests",
+                "--test",
+                "nemesis",
+                "--",
+                "--nocapture",
+            ])?;
+            anyhow::ensure!(failed == 0 && passed == 1, "the nemesis suite failed");
+            Ok(())
         }
         Task::Bench {
             control_plane_only,

@@ -118,6 +118,17 @@ impl Link<'_> {
             .map(|s| s.role)
             .ok();
         let mut role_changed = false;
+        let engine_labels: std::collections::HashMap<String, String> = self
+            .host
+            .upgrade()
+            .map(|host| {
+                host.local_node()
+                    .engine_labels
+                    .clone()
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default();
         loop {
             if role_changed || renewal_due(&self.credentials.cert_pem) {
                 match renew(&mut ca).await {
@@ -127,8 +138,13 @@ impl Link<'_> {
                     }
                 }
             }
-            let answer =
-                tokio::time::timeout(CALL_TIMEOUT, client.heartbeat(HeartbeatRequest {})).await;
+            let answer = tokio::time::timeout(
+                CALL_TIMEOUT,
+                client.heartbeat(HeartbeatRequest {
+                    engine_labels: engine_labels.clone(),
+                }),
+            )
+            .await;
             let answer = match answer {
                 Err(_) => return Ended::Failed(format!("no answer within {CALL_TIMEOUT:?}")),
                 Ok(Err(status)) => return Ended::Failed(status.message().to_owned()),

@@ -195,6 +195,19 @@ pub enum Request {
         snapshot_interval: Option<u64>,
         #[serde(default)]
         max_snapshots: Option<u64>,
+        /// `--autolock=true|false`.
+        #[serde(default)]
+        autolock: Option<bool>,
+    },
+    /// `swarm unlock-key [--rotate]`: the unlock key as Docker's
+    /// `{"UnlockKey": ...}` (empty while autolock is off), a new one first
+    /// with `rotate`.
+    SwarmUnlockKey {
+        rotate: bool,
+    },
+    /// `swarm unlock`: this locked manager's keys opened with `key`.
+    SwarmUnlock {
+        key: String,
     },
     /// `swarm service logs`: a service's tasks (or one task) output.
     SwarmServiceLogs {
@@ -724,6 +737,7 @@ impl Request {
                 | Request::SwarmRotateGossipKey
                 | Request::SwarmSetGossipKeyRotation { .. }
                 | Request::SwarmUpdateSettings { .. }
+                | Request::SwarmUnlockKey { .. }
                 | Request::SwarmServiceDeploy { .. }
                 | Request::PayloadCreate(_)
                 | Request::PayloadList { .. }
@@ -818,6 +832,9 @@ pub struct NetworkRow {
 /// `swarm init`'s flags; unset ones take the daemon's defaults.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SwarmInitRequest {
+    /// `--autolock`: managers' keys sealed under an unlock key on disk.
+    #[serde(default)]
+    pub autolock: bool,
     pub advertise_addr: Option<std::net::Ipv4Addr>,
     pub listen_port: Option<u16>,
     pub cert_expiry_secs: Option<u64>,

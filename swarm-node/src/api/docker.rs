@@ -331,6 +331,7 @@ pub fn port(port: &PortConfig) -> docker::EndpointPortConfig {
         protocol: Some(match port.protocol {
             Protocol::Tcp => docker::EndpointPortConfigProtocolEnum::TCP,
             Protocol::Udp => docker::EndpointPortConfigProtocolEnum::UDP,
+            Protocol::Sctp => docker::EndpointPortConfigProtocolEnum::SCTP,
         }),
         target_port: Some(i64::from(port.target)),
         published_port: port.published.map(i64::from),
@@ -727,11 +728,7 @@ fn from_port(port: docker::EndpointPortConfig) -> Result<PortConfig, SpecError> 
         | Some(docker::EndpointPortConfigProtocolEnum::TCP)
         | Some(docker::EndpointPortConfigProtocolEnum::EMPTY) => Protocol::Tcp,
         Some(docker::EndpointPortConfigProtocolEnum::UDP) => Protocol::Udp,
-        Some(docker::EndpointPortConfigProtocolEnum::SCTP) => {
-            return Err(SpecError(
-                "port protocol sctp is not supported by swarm: use tcp or udp".into(),
-            ));
-        }
+        Some(docker::EndpointPortConfigProtocolEnum::SCTP) => Protocol::Sctp,
     };
     let target = port
         .target_port

@@ -53,6 +53,18 @@ pub enum ClusterError {
     Raft(Cause),
     #[error("cluster state in {path}: {message}")]
     Store { path: PathBuf, message: String },
+    /// Docker's words: autolock is on and this manager was restarted.
+    #[error(
+        "Swarm is encrypted and needs to be unlocked before it can be used. Please use \"swarm unlock\" to unlock it."
+    )]
+    SwarmLocked,
+    /// `swarm unlock` on a node that is not locked (Docker's words).
+    #[error("swarm is not locked")]
+    NotLocked,
+    /// An unlock key that is malformed or does not open this manager's
+    /// keys (Docker's words, from `ca::unlock_key`).
+    #[error("{0}")]
+    UnlockKey(String),
 }
 
 /// A cluster error as a gRPC status; the codes callers retry on are

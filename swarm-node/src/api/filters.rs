@@ -136,13 +136,14 @@ impl Filters {
     }
 
     /// A node: ID and hostname by prefix, role exactly, labels; every
-    /// listed node is an accepted member.
+    /// listed node is an accepted member. As Docker's, `label` looks at
+    /// engine labels and `node.label` at node labels.
     pub fn node_matches(&self, node: &NodeFacts<'_>) -> bool {
         self.prefix("id", node.id)
             && self.prefix("name", node.hostname)
             && self.exact_folded("role", node.role)
             && self.exact_folded("membership", "accepted")
-            && self.map_labels("label", node.labels)
+            && self.map_labels("label", node.engine_labels)
             && self.map_labels("node.label", node.labels)
     }
 
@@ -189,7 +190,10 @@ pub struct NodeFacts<'a> {
     pub hostname: &'a str,
     /// `manager` or `worker`.
     pub role: &'a str,
+    /// Set by `node update --label-add`.
     pub labels: &'a BTreeMap<String, String>,
+    /// Its daemon's `--label`s.
+    pub engine_labels: &'a BTreeMap<String, String>,
 }
 
 /// What a service filter looks at.
@@ -291,16 +295,21 @@ mod tests {
         assert!(!running.task_matches("t1", "web.2", "Running"));
 
         let zone = labels(&[("zone", "east")]);
+        let disk = labels(&[("disk", "ssd")]);
         let node = NodeFacts {
             id: "n1abc",
             hostname: "h1",
             role: "manager",
             labels: &zone,
+            engine_labels: &disk,
         };
         for (arg, expected) in [
             ("role=manager", true),
             ("role=worker", false),
             ("node.label=zone=east", true),
+            ("node.label=disk", false),
+            ("label=disk=ssd", true),
+            ("label=zone", false),
             ("membership=accepted", true),
             ("membership=pending", false),
             ("name=h2", false),

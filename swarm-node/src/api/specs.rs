@@ -202,7 +202,7 @@ impl Default for UpdateConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Constraint {
     /// `node.id`, `node.hostname`, `node.role`, `node.labels.<key>`,
-    /// `node.platform.os`, `node.platform.arch`.
+    /// `engine.labels.<key>`, `node.platform.os`, `node.platform.arch`.
     pub key: String,
     pub equal: bool,
     pub value: String,
@@ -214,7 +214,7 @@ pub enum ConstraintError {
     #[error("constraint {0:?} has no == or != (e.g. node.role==manager)")]
     NoOperator(String),
     #[error(
-        "constraint key {0:?} is not one of node.id, node.hostname, node.role, node.labels.<label>, node.platform.os, node.platform.arch"
+        "constraint key {0:?} is not one of node.id, node.hostname, node.role, node.labels.<label>, engine.labels.<label>, node.platform.os, node.platform.arch"
     )]
     UnknownKey(String),
 }
@@ -236,6 +236,7 @@ impl FromStr for Constraint {
             "node.id" | "node.hostname" | "node.role" | "node.platform.os" | "node.platform.arch"
         ) || key
             .strip_prefix("node.labels.")
+            .or_else(|| key.strip_prefix("engine.labels."))
             .is_some_and(|l| !l.is_empty());
         if !known {
             return Err(ConstraintError::UnknownKey(key.to_owned()));

@@ -46,6 +46,8 @@ pub struct Joiner<'a> {
     pub availability: crate::api::Availability,
     /// `join --data-path-addr`.
     pub data_path_addr: Option<std::net::Ipv4Addr>,
+    /// The daemon's `--label`s.
+    pub engine_labels: &'a std::collections::BTreeMap<String, String>,
 }
 
 pub async fn join(
@@ -102,6 +104,7 @@ pub async fn join(
                 .data_path_addr
                 .map(|ip| ip.to_string())
                 .unwrap_or_default(),
+            engine_labels: joiner.engine_labels.clone().into_iter().collect(),
         })
         .await
         .map_err(|status| ClusterError::Join(status.message().to_owned()))?

@@ -6,3 +6,4 @@ pub mod client;
 pub mod join;
 pub mod pki;
 pub mod tls;
+pub mod unlock_key;

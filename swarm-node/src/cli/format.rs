@@ -41,6 +41,68 @@ impl Format {
     }
 }
 
+/// `inspect`'s `-f, --format`, as Docker's: the indented JSON array by
+/// default, `json` for it on one line, or a Go template run for each object.
+#[derive(Debug, Args)]
+pub struct InspectFormatArgs {
+    /// Output format: `json` (the JSON array on one line), or a Go template
+    /// run for each object ('{{.ID}}', '{{.Spec.Name}}', '{{json .Spec.Labels}}')
+    /// [default: the indented JSON array].
+    #[arg(short, long, value_name = "FORMAT", value_parser = parse_inspect_format)]
+    pub format: Option<InspectFormat>,
+}
+
+#[derive(Clone, Debug)]
+pub enum InspectFormat {
+    Json,
+    Template(String),
+}
+
+fn parse_inspect_format(text: &str) -> Result<InspectFormat, String> {
+    match text.trim() {
+        "json" => Ok(InspectFormat::Json),
+        body => {
+            let body = body.replace("\\t", "\t").replace("\\n", "\n");
+            compile(&body).map_err(|err| format!("template parsing error: {err}"))?;
+            Ok(InspectFormat::Template(body))
+        }
+    }
+}
+
+impl InspectFormatArgs {
+    /// Prints `objects` (what an `inspect` found) as asked.
+    pub fn print(&self, objects: &[serde_json::Value]) -> anyhow::Result<()> {
+        match &self.format {
+            None => println!("{}", serde_json::to_string_pretty(objects)?),
+            Some(InspectFormat::Json) => println!("{}", serde_json::to_string(objects)?),
+            Some(InspectFormat::Template(text)) => {
+                let template = compile(text).map_err(anyhow::Error::msg)?;
+                for object in objects {
+                    println!("{}", render(&template, object)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses `--pretty` with a format, as Docker does.
+    pub fn check_pretty(&self, pretty: bool) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !(pretty && self.format.is_some()),
+            "--format is incompatible with human friendly format"
+        );
+        Ok(())
+    }
+}
+
+/// The objects of an `inspect` answer: an array's items, or one object.
+pub fn inspected(value: serde_json::Value) -> Vec<serde_json::Value> {
+    match value {
+        serde_json::Value::Array(items) => items,
+        one => vec![one],
+    }
+}
+
 /// `--format`'s value; a template that does not parse is refused here.
 pub fn parse_format(text: &str) -> Result<Format, String> {
     let trimmed = text.trim();

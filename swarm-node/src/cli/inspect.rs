@@ -163,11 +163,24 @@ pub fn pretty_nodes(nodes: &[Value]) -> String {
             out,
             "\nResources:\n CPUs:\t\t\t{cpus}\n Memory:\t\t{memory}"
         );
-        let _ = writeln!(
+        let _ = write!(
             out,
             "\nEngine Version:\t\t{}",
             text(&description["Engine"]["EngineVersion"])
         );
+        if let Some(labels) = description["Engine"]["Labels"]
+            .as_object()
+            .filter(|l| !l.is_empty())
+        {
+            out.push_str("\nEngine Labels:");
+            for (key, value) in labels {
+                match value.as_str().unwrap_or_default() {
+                    "" => _ = write!(out, "\n - {key}"),
+                    value => _ = write!(out, "\n - {key}={value}"),
+                }
+            }
+        }
+        out.push('\n');
     }
     out
 }

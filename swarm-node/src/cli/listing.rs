@@ -215,9 +215,25 @@ pub fn service(row: &Value) -> Value {
 }
 
 /// A task row: short ID and error unless `no_trunc`.
-pub fn task(row: &Value, no_trunc: bool) -> Value {
+pub fn task(row: &Value, no_trunc: bool, no_resolve: bool) -> Value {
     let mut fields = pick(row, &TASKS);
     fields.insert("ID".into(), short(&row["ID"], no_trunc));
+    if no_resolve {
+        // Docker's `--no-resolve`: IDs where names would be.
+        let text = |key: &str| row[key].as_str().unwrap_or_default().to_owned();
+        let history = if text("Name").starts_with(" \\_ ") {
+            " \\_ "
+        } else {
+            ""
+        };
+        let suffix = match row["Slot"].as_u64() {
+            Some(slot) if slot != 0 => slot.to_string(),
+            _ => text("NodeID"),
+        };
+        let name = format!("{history}{}.{suffix}", text("ServiceID"));
+        fields.insert("Name".into(), name.into());
+        fields.insert("Node".into(), text("NodeID").into());
+    }
     if let Some(error) = row["Error"].as_str() {
         let error = if !no_trunc && error.chars().count() > ERROR_WIDTH {
             let cut: String = error.chars().take(ERROR_WIDTH - 1).collect();
@@ -251,10 +267,18 @@ pub fn network(row: &Value, no_trunc: bool) -> Value {
     Value::Object(fields)
 }
 
-/// A secret or config row: Docker shows whole IDs.
+/// A secret or config row: Docker shows whole IDs, and how long ago it
+/// was created and updated.
 pub fn payload(row: &Value, listing: &Listing) -> Value {
     let mut fields = pick(row, listing);
     fields.insert("Labels".into(), labels_text(&row["Labels"]));
+    for key in ["CreatedAt", "UpdatedAt"] {
+        if let Some(then) = row[key].as_str().and_then(crate::log_time::parse_stamp) {
+            let secs = (crate::log_time::now_nanos() - then).max(0) / 1_000_000_000;
+            let ago = format!("{} ago", crate::clock::human_duration(secs as u64));
+            fields.insert(key.into(), ago.into());
+        }
+    }
     Value::Object(fields)
 }
 
@@ -272,16 +296,38 @@ mod tests {
         let id = "abcdefghijklmnopqrstuvwxy";
         let row = json!({"ID": id, "Name": "web.1", "Error": "e".repeat(50)});
         assert_eq!(service(&row)["ID"], "abcdefghijkl");
-        assert_eq!(task(&row, false)["ID"], "abcdefghijkl");
-        assert_eq!(task(&row, true)["ID"], id);
+        assert_eq!(task(&row, false, false)["ID"], "abcdefghijkl");
+        assert_eq!(task(&row, true, false)["ID"], id);
         assert_eq!(
-            task(&row, false)["Error"].as_str().unwrap().chars().count(),
+            task(&row, false, false)["Error"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count(),
             40
         );
-        assert_eq!(task(&row, true)["Error"].as_str().unwrap().len(), 50);
+        assert_eq!(task(&row, true, false)["Error"].as_str().unwrap().len(), 50);
         assert_eq!(network(&row, false)["ID"], "abcdefghijkl");
         assert_eq!(network(&row, true)["ID"], id);
         assert_eq!(node(&json!({"ID": id, "Self": true}))["ID"], id);
+    }
+
+    #[test]
+    fn no_resolve_shows_ids_where_names_were() {
+        let row = json!({"ID": "t1", "Name": "web.2", "Node": "h1", "NodeID": "n1",
+                         "ServiceID": "s1", "Slot": 2});
+        let shown = task(&row, false, true);
+        assert_eq!(
+            (&shown["Name"], &shown["Node"]),
+            (&json!("s1.2"), &json!("n1"))
+        );
+        let old = json!({"ID": "t0", "Name": " \\_ web.2", "NodeID": "n1", "ServiceID": "s1",
+                         "Slot": 2});
+        assert_eq!(task(&old, false, true)["Name"], " \\_ s1.2");
+        let global = json!({"ID": "t2", "Name": "agent.n1", "NodeID": "n1", "ServiceID": "s2",
+                            "Slot": 0});
+        assert_eq!(task(&global, false, true)["Name"], "s2.n1");
+        assert_eq!(task(&global, false, false)["Name"], "agent.n1");
     }
 
     #[test]

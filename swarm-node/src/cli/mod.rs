@@ -1,5 +1,7 @@
 //! The `swarm` command line: Docker's verbs, talking to the local daemon.
 
+mod autolock;
+mod ca;
 mod container;
 mod events;
 mod format;
@@ -18,7 +20,7 @@ use std::{net::Ipv4Addr, path::PathBuf};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use self::format::{Format, FormatArgs};
+pub use self::format::{Format, FormatArgs, InspectFormatArgs, inspected};
 use self::listing::FilterArgs;
 
 use crate::{
@@ -97,6 +99,13 @@ pub enum CliCommand {
     Leave(LeaveArgs),
     /// Change the swarm's settings.
     Update(SwarmUpdateArgs),
+    /// Show the swarm's root CA certificate (PEM); --cert-expiry changes how long node certificates last.
+    Ca(ca::CaArgs),
+    /// Show (or rotate) the key that unlocks a manager restarted with autolock on.
+    UnlockKey(autolock::UnlockKeyArgs),
+    /// Unlock a manager restarted with autolock on: reads the unlock key
+    /// from a prompt (or a line of stdin).
+    Unlock,
     /// Manage the swarm's nodes.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -133,6 +142,8 @@ pub enum VolumeCommand {
     },
     /// Show volumes as JSON.
     Inspect {
+        #[command(flatten)]
+        format: InspectFormatArgs,
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -198,6 +209,8 @@ pub enum NetworkCommand {
     },
     /// Show networks as JSON, shaped like Docker's.
     Inspect {
+        #[command(flatten)]
+        format: InspectFormatArgs,
         /// ID, unique ID prefix, or name.
         network: String,
     },
@@ -266,6 +279,10 @@ pub struct InitArgs {
     /// the other managers are demoted and may join again as managers.
     #[arg(long)]
     pub force_new_cluster: bool,
+    /// Seal each manager's TLS key and Raft data key under an unlock key
+    /// on disk: a restarted manager runs nothing until `swarm unlock`.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = autolock::parse_bool)]
+    pub autolock: Option<bool>,
     #[command(flatten)]
     pub unsupported: unsupported::UnsupportedSwarmArgs,
 }
@@ -347,22 +364,16 @@ pub enum NodeCommand {
         /// Docker's human-readable layout instead of JSON.
         #[arg(long)]
         pretty: bool,
+        #[command(flatten)]
+        format: InspectFormatArgs,
         /// IDs, unique ID prefixes, hostnames, or `self` (the node asked).
         #[arg(required = true)]
         nodes: Vec<String>,
     },
     /// List the tasks on nodes (by default this one); -f takes desired-state, id, name, node.
     Ps {
-        /// Only the task IDs.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Whole IDs and errors (a table cuts them short).
-        #[arg(long)]
-        no_trunc: bool,
         #[command(flatten)]
-        filter: FilterArgs,
-        #[command(flatten)]
-        format: FormatArgs,
+        list: service::TaskListArgs,
         /// IDs, unique ID prefixes, hostnames, or `self`.
         #[arg(default_value = "self")]
         nodes: Vec<String>,
@@ -476,14 +487,13 @@ fn network_command(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
             let format = format.format.or_quiet(quiet, "ID");
             output::print_listing(&rows, &contexts, &listing::NETWORKS, &format)
         }
-        NetworkCommand::Inspect { network } => {
+        NetworkCommand::Inspect { format, network } => {
             let Response::NetworkInspect(value) =
                 call(host, &Request::SwarmNetworkInspect { network })?
             else {
                 anyhow::bail!("the daemon answered `network inspect` with something else");
             };
-            println!("{}", serde_json::to_string_pretty(&value)?);
-            Ok(())
+            format.print(&inspected(value))
         }
         NetworkCommand::Rm { networks } => {
             print_notes(call(host, &Request::SwarmNetworkRemove { networks })?)
@@ -542,6 +552,10 @@ pub struct SwarmUpdateArgs {
     /// Older Raft snapshots each manager keeps besides the current one.
     #[arg(long, value_name = "N")]
     pub max_snapshots: Option<u64>,
+    /// Turn autolock on (a new unlock key is printed) or off: each manager
+    /// seals its keys under the unlock key, or writes them in clear.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = autolock::parse_bool)]
+    pub autolock: Option<bool>,
     #[command(flatten)]
     pub unsupported: unsupported::UnsupportedSwarmArgs,
 }
@@ -623,6 +637,12 @@ pub struct DaemonArgs {
     /// `metrics-addr` (e.g. 127.0.0.1:9323) [default: not served].
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_addr)]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// An engine label of this node, KEY=VALUE (repeatable), as dockerd's
+    /// --label: services place by it with `--constraint
+    /// engine.labels.KEY==VALUE` or `--placement-pref spread=engine.labels.KEY`.
+    /// A restart with other labels replaces them in the swarm.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
 }
 
 fn parse_registry(text: &str) -> Result<String, String> {
@@ -955,14 +975,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             task_history_limit,
             snapshot_interval,
             max_snapshots,
+            autolock,
             unsupported,
         }) => {
             unsupported.refuse()?;
+            // As docker/cli: the key is printed when autolock turns on.
+            let was_locking = match autolock {
+                Some(true) => autolock::autolock_on(&cli.host)?,
+                _ => true,
+            };
             if cert_expiry.is_some()
                 || dispatcher_heartbeat.is_some()
                 || task_history_limit.is_some()
                 || snapshot_interval.is_some()
                 || max_snapshots.is_some()
+                || autolock.is_some()
             {
                 let least = crate::manager::store::MIN_CERT_EXPIRY;
                 if let Some(expiry) = cert_expiry.filter(|e| *e < least) {
@@ -980,8 +1007,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         task_history_limit,
                         snapshot_interval,
                         max_snapshots,
+                        autolock,
                     },
                 )?)?;
+                if !was_locking {
+                    autolock::print_unlock_command(&autolock::unlock_key(&cli.host, false)?);
+                }
             }
             if let Some(period) = gossip_key_rotation {
                 let secs = period.as_secs();
@@ -1044,12 +1075,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let format = format.format.or_quiet(quiet, "Name");
             output::print_rows(&rows, &listing::VOLUMES, &format)
         }
-        CliCommand::Volume(VolumeCommand::Inspect { names }) => {
+        CliCommand::Volume(VolumeCommand::Inspect { format, names }) => {
             let Response::Json(value) = call(&cli.host, &Request::VolumeInspect { names })? else {
                 anyhow::bail!("the daemon answered `volume inspect` with something else");
             };
-            println!("{}", serde_json::to_string_pretty(&value)?);
-            Ok(())
+            format.print(&inspected(value))
         }
         CliCommand::Volume(VolumeCommand::Rm { names }) => {
             print_notes(call(&cli.host, &Request::VolumeRemove { names })?)
@@ -1111,6 +1141,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             args.unsupported.refuse()?;
             let listen = args.listen_addr.unwrap_or_default();
             let request = Request::SwarmInit(SwarmInitRequest {
+                autolock: args.autolock.unwrap_or(false),
                 advertise_addr: args.advertise_addr,
                 listen_port: listen.port,
                 listen_host: listen.host,
@@ -1141,6 +1172,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "To add a manager to this swarm, run 'swarm join-token manager' and follow the instructions.\n"
             );
+            if args.autolock == Some(true) {
+                autolock::print_unlock_command(&autolock::unlock_key(&cli.host, false)?);
+            }
             Ok(())
         }
         CliCommand::Join(args) => {
@@ -1182,12 +1216,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             output::print_join_command(&role.to_string(), &token, &manager_addr)
         }
+        CliCommand::Ca(args) => ca::run(&cli.host, &args),
+        CliCommand::UnlockKey(args) => autolock::run_unlock_key(&cli.host, &args),
+        CliCommand::Unlock => autolock::run_unlock(&cli.host),
         CliCommand::Leave(args) => {
             call(&cli.host, &Request::SwarmLeave { force: args.force })?;
             println!("Node left the swarm.");
             Ok(())
         }
-        CliCommand::Node(NodeCommand::Inspect { pretty, nodes }) => {
+        CliCommand::Node(NodeCommand::Inspect {
+            pretty,
+            format,
+            nodes,
+        }) => {
+            format.check_pretty(pretty)?;
             let mut all = Vec::new();
             for node in nodes {
                 let Response::NodeInspect(serde_json::Value::Array(items)) =
@@ -1199,19 +1241,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if pretty {
                 print!("{}", inspect::pretty_nodes(&all));
+                Ok(())
             } else {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                format.print(&all)
             }
-            Ok(())
         }
-        CliCommand::Node(NodeCommand::Ps {
-            quiet,
-            no_trunc,
-            filter,
-            format,
-            nodes,
-        }) => {
-            let mut filters = filter.filters();
+        CliCommand::Node(NodeCommand::Ps { list, nodes }) => {
+            let mut filters = list.filter.filters();
             for node in nodes {
                 filters.add("node", node);
             }
@@ -1222,7 +1258,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let Response::Rows(rows) = call(&cli.host, &request)? else {
                 anyhow::bail!("the daemon answered `node ps` with something else");
             };
-            service::print_tasks(&rows, format.format, quiet, no_trunc)
+            list.print(&rows)
         }
         CliCommand::Node(NodeCommand::Update {
             role,
@@ -1399,6 +1435,7 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         gossip_port: args.gossip_port,
         insecure_registries: args.insecure_registry,
         metrics_addr: args.metrics_addr,
+        engine_labels: args.labels.into_iter().collect(),
         dns_upstreams: if args.dns_upstream.is_empty() {
             crate::dns::host_upstreams()
         } else {

@@ -251,6 +251,9 @@ pub fn print_info(info: &DaemonInfo, format: &Format) -> anyhow::Result<()> {
                 writeln!(out, "{name}: {value}")?;
             }
             let swarm = &info.swarm;
+            if swarm.local_node_state == "locked" {
+                writeln!(out, " {}", crate::api::ClusterError::SwarmLocked)?;
+            }
             if swarm.local_node_state == "active" {
                 let fields = [
                     ("NodeID", swarm.node_id.clone()),

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 
 use super::{
-    FormatArgs, call,
+    FormatArgs, InspectFormatArgs, call, inspected,
     listing::{self, FilterArgs},
     output, parse_label, print_notes,
 };
@@ -40,6 +40,8 @@ pub enum PayloadCommand {
     },
     /// Show them as JSON, shaped like Docker's (a secret without its data).
     Inspect {
+        #[command(flatten)]
+        format: InspectFormatArgs,
         #[arg(required = true)]
         references: Vec<String>,
     },
@@ -95,13 +97,12 @@ pub fn run(host: &str, kind: PayloadKind, command: PayloadCommand) -> anyhow::Re
             let format = format.format.or_quiet(quiet, "ID");
             output::print_listing(&rows, &contexts, shown, &format)
         }
-        PayloadCommand::Inspect { references } => {
+        PayloadCommand::Inspect { format, references } => {
             let Response::Json(value) = call(host, &Request::PayloadInspect { kind, references })?
             else {
                 anyhow::bail!("the daemon answered `{word} inspect` with something else");
             };
-            println!("{}", serde_json::to_string_pretty(&value)?);
-            Ok(())
+            format.print(&inspected(value))
         }
         PayloadCommand::Rm { references } => {
             print_notes(call(host, &Request::PayloadRemove { kind, references })?)

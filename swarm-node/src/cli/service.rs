@@ -3,7 +3,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    io::Write as _,
+    io::Write,
     time::Duration,
 };
 
@@ -13,7 +13,7 @@ use super::container::{ContainerArgs, ContainerUpdateArgs};
 use super::registry_login;
 use super::unsupported;
 use super::{
-    Format, FormatArgs, call,
+    Format, FormatArgs, InspectFormatArgs, call,
     listing::{self, FilterArgs},
     output, parse_label, print_notes,
 };
@@ -46,15 +46,7 @@ pub enum ServiceCommand {
     /// List services' tasks, with their history; -f takes desired-state, id, name, node.
     Ps {
         #[command(flatten)]
-        format: FormatArgs,
-        /// Only the task IDs.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Whole IDs and errors (a table cuts them short).
-        #[arg(long)]
-        no_trunc: bool,
-        #[command(flatten)]
-        filter: FilterArgs,
+        list: TaskListArgs,
         /// Service name or ID (one or more).
         #[arg(required = true)]
         services: Vec<String>,
@@ -64,6 +56,8 @@ pub enum ServiceCommand {
         /// Docker's human-readable layout instead of JSON.
         #[arg(long)]
         pretty: bool,
+        #[command(flatten)]
+        format: InspectFormatArgs,
         #[arg(required = true)]
         services: Vec<String>,
     },
@@ -80,8 +74,12 @@ pub enum ServiceCommand {
     Update(Box<ServiceUpdateArgs>),
     /// Go back to the spec before the last update.
     Rollback {
+        /// Return at once instead of waiting for the tasks.
         #[arg(short, long)]
         detach: bool,
+        /// Print no progress while waiting.
+        #[arg(short, long)]
+        quiet: bool,
         service: String,
     },
     /// Remove services and their tasks.
@@ -189,7 +187,8 @@ pub struct CreateArgs {
     network: Vec<(String, Vec<String>)>,
     #[arg(long, value_enum, default_value = "vip")]
     endpoint_mode: EndpointMode,
-    /// Placement constraint, e.g. node.role==worker or node.labels.zone!=a.
+    /// Placement constraint, e.g. node.role==worker, node.labels.zone!=a or
+    /// engine.labels.disk==ssd (a daemon's --label).
     #[arg(long, value_parser = parse_constraint)]
     constraint: Vec<Constraint>,
     /// Environment variable KEY=VALUE.
@@ -199,7 +198,8 @@ pub struct CreateArgs {
     #[arg(short, long, value_parser = parse_label)]
     label: Vec<(String, String)>,
     /// Spread tasks evenly over a node attribute's values:
-    /// spread=node.labels.KEY (repeat for more, in order).
+    /// spread=node.labels.KEY or spread=engine.labels.KEY (repeat for more,
+    /// in order).
     #[arg(long, value_name = "PREF", value_parser = parse_placement_pref)]
     placement_pref: Vec<String>,
     /// A secret the tasks see at /run/secrets/NAME: NAME, or
@@ -224,6 +224,9 @@ pub struct CreateArgs {
     /// complete).
     #[arg(short, long)]
     detach: bool,
+    /// Print no progress while waiting (only the service ID).
+    #[arg(short, long)]
+    quiet: bool,
     /// An image from a registry (`nginx:alpine`, `HOST:PORT/NAME:TAG`,
     /// `NAME@sha256:...`), pulled by each node that runs a task of it;
     /// with the native runtime also `host` (the host's filesystem) or a
@@ -458,8 +461,12 @@ pub struct ServiceUpdateArgs {
     /// Roll back to the previous spec.
     #[arg(long)]
     rollback: bool,
+    /// Return at once instead of waiting for the tasks.
     #[arg(short, long)]
     detach: bool,
+    /// Print no progress while waiting.
+    #[arg(short, long)]
+    quiet: bool,
     service: String,
 }
 
@@ -477,21 +484,20 @@ pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
             let rows = rows(call(host, &request)?)?;
             print_services(&rows, format.format, quiet)
         }
-        ServiceCommand::Ps {
-            format,
-            quiet,
-            no_trunc,
-            filter,
-            services,
-        } => {
+        ServiceCommand::Ps { list, services } => {
             let request = Request::SwarmServiceTasks {
                 services,
-                filters: filter.filters(),
+                filters: list.filter.filters(),
             };
             let rows = rows(call(host, &request)?)?;
-            print_tasks(&rows, format.format, quiet, no_trunc)
+            list.print(&rows)
         }
-        ServiceCommand::Inspect { pretty, services } => {
+        ServiceCommand::Inspect {
+            pretty,
+            format,
+            services,
+        } => {
+            format.check_pretty(pretty)?;
             let mut all = Vec::new();
             for service in services {
                 let Response::Json(serde_json::Value::Array(items)) =
@@ -503,10 +509,10 @@ pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
             }
             if pretty {
                 print!("{}", super::inspect::pretty_services(&all));
+                Ok(())
             } else {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                format.print(&all)
             }
-            Ok(())
         }
         ServiceCommand::Scale { detach, scales } => {
             print_notes(call(
@@ -517,13 +523,17 @@ pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
             )?)?;
             if !detach {
                 for (service, _) in &scales {
-                    converge(host, service)?;
+                    converge(host, service, false)?;
                 }
             }
             Ok(())
         }
         ServiceCommand::Update(args) => update(host, *args),
-        ServiceCommand::Rollback { detach, service } => {
+        ServiceCommand::Rollback {
+            detach,
+            quiet,
+            service,
+        } => {
             print_notes(call(
                 host,
                 &Request::SwarmServiceRollback {
@@ -531,7 +541,7 @@ pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
                 },
             )?)?;
             if !detach {
-                converge(host, &service)?;
+                converge(host, &service, quiet)?;
             }
             Ok(())
         }
@@ -717,7 +727,7 @@ fn create(host: &str, args: CreateArgs) -> anyhow::Result<()> {
     };
     let id = print_service(call(host, &request)?)?;
     if !args.detach {
-        converge(host, &id)?;
+        converge(host, &id, args.quiet)?;
     }
     Ok(())
 }
@@ -817,7 +827,7 @@ fn update(host: &str, args: ServiceUpdateArgs) -> anyhow::Result<()> {
         print_service(call(host, &Request::SwarmServiceUpdate(Box::new(request)))?)?;
     }
     if !args.detach {
-        converge(host, &args.service)?;
+        converge(host, &args.service, args.quiet)?;
     }
     Ok(())
 }
@@ -900,18 +910,34 @@ pub(super) fn print_services(
 
 /// `service ps` (and `node ps`, `stack ps`): IDs and errors cut short
 /// unless `no_trunc`, or IDs only.
-pub(super) fn print_tasks(
-    rows: &[serde_json::Value],
-    format: Format,
-    quiet: bool,
-    no_trunc: bool,
-) -> anyhow::Result<()> {
-    let contexts: Vec<_> = rows
-        .iter()
-        .map(|row| listing::task(row, no_trunc))
-        .collect();
-    let format = format.or_quiet(quiet, "ID");
-    output::print_listing(rows, &contexts, &listing::TASKS, &format)
+/// The flags of every task listing: `service ps`, `node ps`, `stack ps`.
+#[derive(Debug, Args)]
+pub struct TaskListArgs {
+    /// Only the task IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Whole IDs and errors (a table cuts them short).
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Show service and node IDs instead of their names.
+    #[arg(long)]
+    pub no_resolve: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+impl TaskListArgs {
+    /// Prints the daemon's task rows as asked.
+    pub fn print(self, rows: &[serde_json::Value]) -> anyhow::Result<()> {
+        let contexts: Vec<_> = rows
+            .iter()
+            .map(|row| listing::task(row, self.no_trunc, self.no_resolve))
+            .collect();
+        let format = self.format.format.or_quiet(self.quiet, "ID");
+        output::print_listing(rows, &contexts, &listing::TASKS, &format)
+    }
 }
 
 /// How long `create`, `scale` and `update` wait for the tasks to converge.
@@ -919,9 +945,15 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Waits until the service's tasks all run at its current spec (Docker's
 /// progress display, as lines on stderr).
-pub(super) fn converge(host: &str, service: &str) -> anyhow::Result<()> {
+/// Waits until `service` runs as its spec asks (a job: completes), showing
+/// Docker's progress on stderr unless `quiet`.
+pub(super) fn converge(host: &str, service: &str, quiet: bool) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
-    let mut stderr = std::io::stderr();
+    let mut stderr: Box<dyn Write> = if quiet {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(std::io::stderr())
+    };
     let mut last = String::new();
     loop {
         let services = rows(call(
@@ -936,7 +968,7 @@ pub(super) fn converge(host: &str, service: &str) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("service {service} not found"))?;
         let replicas = row["Replicas"].as_str().unwrap_or("0/0").to_owned();
         if row["Mode"].as_str().is_some_and(|m| m.ends_with(" job")) {
-            if job_complete(&replicas, &mut last)? {
+            if job_complete(&replicas, &mut last, &mut stderr)? {
                 return Ok(());
             }
             if std::time::Instant::now() >= deadline {
@@ -992,7 +1024,7 @@ pub(super) fn converge(host: &str, service: &str) -> anyhow::Result<()> {
 
 /// A job's progress from its REPLICAS (`1/2 (3/5 completed)`), as
 /// Docker's lines on stderr (when they change); whether it is complete.
-fn job_complete(replicas: &str, last: &mut String) -> anyhow::Result<bool> {
+fn job_complete(replicas: &str, last: &mut String, stderr: &mut dyn Write) -> anyhow::Result<bool> {
     let (active, completions) = replicas
         .trim_end_matches(" completed)")
         .split_once(" (")
@@ -1004,7 +1036,6 @@ fn job_complete(replicas: &str, last: &mut String) -> anyhow::Result<bool> {
         active.split('/').next().unwrap_or("0"),
         active.split('/').nth(1).unwrap_or("0"),
     );
-    let mut stderr = std::io::stderr();
     if line != *last {
         writeln!(stderr, "{line}")?;
         *last = line;
@@ -1105,12 +1136,15 @@ fn parse_port(text: &str) -> Result<PortConfig, String> {
 fn parse_placement_pref(text: &str) -> Result<String, String> {
     match text.split_once('=') {
         Some(("spread", key))
-            if key == "node.id" || key == "node.hostname" || key.starts_with("node.labels.") =>
+            if key == "node.id"
+                || key == "node.hostname"
+                || key.starts_with("node.labels.")
+                || key.starts_with("engine.labels.") =>
         {
             Ok(key.to_owned())
         }
         _ => Err(format!(
-            "{text:?}: write it as spread=node.labels.KEY (spread is the only strategy)"
+            "{text:?}: write it as spread=node.labels.KEY or spread=engine.labels.KEY (spread is the only strategy)"
         )),
     }
 }

@@ -42,16 +42,8 @@ pub enum StackCommand {
     },
     /// List a stack's tasks; -f takes desired-state, id, name, node.
     Ps {
-        /// Only the task IDs.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Whole IDs and errors (a table cuts them short).
-        #[arg(long)]
-        no_trunc: bool,
         #[command(flatten)]
-        filter: FilterArgs,
-        #[command(flatten)]
-        format: FormatArgs,
+        list: super::service::TaskListArgs,
         stack: String,
     },
     /// Remove stacks: their services, networks, secrets and configs.
@@ -80,6 +72,9 @@ pub struct DeployArgs {
     /// for every service to converge.
     #[arg(short, long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     detach: bool,
+    /// Print no progress while waiting (with --detach=false).
+    #[arg(short, long)]
+    quiet: bool,
     stack: String,
 }
 
@@ -117,13 +112,7 @@ pub fn run(host: &str, command: StackCommand) -> anyhow::Result<()> {
             let rows = service_rows(host, filters)?;
             super::service::print_services(&rows, format.format, quiet)
         }
-        StackCommand::Ps {
-            quiet,
-            no_trunc,
-            filter,
-            format,
-            stack,
-        } => {
+        StackCommand::Ps { list, stack } => {
             let services: Vec<String> = stack_services(host, &stack)?
                 .iter()
                 .filter_map(|r| r["ID"].as_str().map(str::to_owned))
@@ -133,12 +122,12 @@ pub fn run(host: &str, command: StackCommand) -> anyhow::Result<()> {
             }
             let request = Request::SwarmServiceTasks {
                 services,
-                filters: filter.filters(),
+                filters: list.filter.filters(),
             };
             let Response::Rows(rows) = call(host, &request)? else {
                 anyhow::bail!("the daemon answered `stack ps` with something else");
             };
-            super::service::print_tasks(&rows, format.format, quiet, no_trunc)
+            list.print(&rows)
         }
         StackCommand::Rm { stacks } => {
             for stack in stacks {
@@ -277,7 +266,7 @@ fn deploy(host: &str, args: DeployArgs) -> anyhow::Result<()> {
     }
     if !args.detach {
         for spec in &plan.services {
-            super::service::converge(host, &spec.name)?;
+            super::service::converge(host, &spec.name, args.quiet)?;
         }
     }
     Ok(())

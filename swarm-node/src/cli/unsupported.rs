@@ -31,7 +31,6 @@ Docker's flags not supported yet (refused, never ignored):
 /// What `swarm init --help` and `swarm update --help` say after the options.
 pub const SWARM_AFTER_HELP: &str = "\
 Docker's flags not supported yet (refused, never ignored):
-  --autolock                      locking managers' keys at rest (see issue 24)
   --external-ca                   an external CA signing node certificates
   --data-path-port                set per node here: `swarm daemon --data-path-port`
 ";
@@ -179,8 +178,6 @@ impl UnsupportedNetworkArgs {
 /// Hidden flags of `swarm init` and `swarm update` that Docker has.
 #[derive(Debug, Args, Default)]
 pub struct UnsupportedSwarmArgs {
-    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    autolock: Option<String>,
     #[arg(long, hide = true, value_name = "SPEC")]
     external_ca: Vec<String>,
     #[arg(long, hide = true, value_name = "PORT")]
@@ -191,11 +188,6 @@ impl UnsupportedSwarmArgs {
     /// Refuses the first unsupported flag given, with why.
     pub fn refuse(&self) -> anyhow::Result<()> {
         let given = [
-            (
-                self.autolock.as_deref().is_some_and(|v| v != "false"),
-                "--autolock",
-                "managers' keys are not locked at rest yet (issue 24); the Raft store is sealed with each manager's own key",
-            ),
             (
                 !self.external_ca.is_empty(),
                 "--external-ca",
@@ -279,12 +271,11 @@ mod tests {
                 .unsupported
                 .refuse()
         };
-        assert!(swarm(&["--autolock=false"]).is_ok());
         assert!(
-            swarm(&["--autolock"])
+            swarm(&["--external-ca", "protocol=cfssl,url=https://ca"])
                 .unwrap_err()
                 .to_string()
-                .contains("--autolock")
+                .contains("--external-ca")
         );
         assert!(
             swarm(&["--data-path-port", "4790"])
@@ -317,7 +308,7 @@ mod tests {
         ] {
             assert!(NETWORK_CREATE_AFTER_HELP.contains(flag), "{flag}");
         }
-        for flag in ["--autolock", "--external-ca", "--data-path-port"] {
+        for flag in ["--external-ca", "--data-path-port"] {
             assert!(SWARM_AFTER_HELP.contains(flag), "{flag}");
         }
     }

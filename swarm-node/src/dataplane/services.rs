@@ -18,8 +18,8 @@ use swarm_common::{
     overlay::{Endpoint, EndpointKey, NETWORK_INGRESS, Network},
     service::{
         BackendKey, CT_FLAG_CLOSING, CT_FLAG_ESTABLISHED, CT_FLAG_MESH, CT_FORWARD, CT_REPLY,
-        CtEntry, CtKey, FRONTEND_HOST_MODE, Frontend, IPPROTO_TCP, IPPROTO_UDP, MAX_BACKEND_SETS,
-        PublishedKey, VipKey,
+        CtEntry, CtKey, FRONTEND_HOST_MODE, Frontend, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+        MAX_BACKEND_SETS, PublishedKey, VipKey,
     },
 };
 use tracing::info;
@@ -41,6 +41,9 @@ const STATE_SAVE_INTERVAL: Duration = Duration::from_millis(200);
 pub enum Protocol {
     Tcp,
     Udp,
+    /// Balanced and published as TCP and UDP are; the NAT keeps SCTP's
+    /// CRC32c right when the mesh changes a port.
+    Sctp,
 }
 
 impl Protocol {
@@ -48,6 +51,7 @@ impl Protocol {
         match self {
             Protocol::Tcp => IPPROTO_TCP,
             Protocol::Udp => IPPROTO_UDP,
+            Protocol::Sctp => IPPROTO_SCTP,
         }
     }
 }
@@ -57,6 +61,7 @@ impl fmt::Display for Protocol {
         f.write_str(match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
         })
     }
 }
@@ -96,7 +101,7 @@ impl fmt::Display for PublishedPort {
 pub enum PortError {
     #[error("{what} port {value:?} is not a port number (1-65535)")]
     NotAPort { what: &'static str, value: String },
-    #[error("protocol {0:?} is not tcp or udp{hint}", hint = if .0 == "sctp" { " (SCTP ports are not supported by swarm yet)" } else { "" })]
+    #[error("protocol {0:?} is not tcp, udp or sctp")]
     Protocol(String),
     #[error("mode {0:?} is not ingress or host")]
     Mode(String),
@@ -158,6 +163,7 @@ impl FromStr for PortConfig {
         let protocol = |value: &str| match value {
             "tcp" => Ok(Protocol::Tcp),
             "udp" => Ok(Protocol::Udp),
+            "sctp" => Ok(Protocol::Sctp),
             other => Err(PortError::Protocol(other.to_owned())),
         };
         let mut config = PortConfig {
@@ -1006,7 +1012,7 @@ mod tests {
         for bad in [
             "8080",
             "0:80",
-            "8080:80/sctp",
+            "8080:80/dccp",
             "published=1",
             "mode=x,published=1,target=2",
             "a:b",

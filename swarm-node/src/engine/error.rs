@@ -46,6 +46,19 @@ impl ApiError {
         {
             return Self::new(StatusCode::SERVICE_UNAVAILABLE, message);
         }
+        // Docker's statuses for autolock's refusals (moby's errdefs kinds).
+        if message.starts_with("Swarm is encrypted") {
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                message.replace("\"swarm unlock\"", "\"docker swarm unlock\""),
+            );
+        }
+        if message == "swarm is not locked" {
+            return Self::new(StatusCode::CONFLICT, message);
+        }
+        if message.ends_with("invalid key provided") {
+            return Self::new(StatusCode::UNAUTHORIZED, message);
+        }
         if message.starts_with("This node is already part of a swarm") {
             return Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -94,5 +107,13 @@ mod tests {
             ApiError::from_control("invalid constraint").status,
             StatusCode::BAD_REQUEST
         );
+        let locked = ApiError::from_control(&crate::api::ClusterError::SwarmLocked.to_string());
+        assert_eq!(locked.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            locked.message,
+            "Swarm is encrypted and needs to be unlocked before it can be used. Please use \"docker swarm unlock\" to unlock it."
+        );
+        let wrong = ApiError::from_control("swarm could not be unlocked: invalid key provided");
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     }
 }

@@ -33,17 +33,19 @@ pub async fn route(engine: &Engine, call: &Call, path: &[&str]) -> Result<Reply,
         }
         (&Method::POST, ["swarm", "update"]) => update(engine, call).await,
         (&Method::GET, ["swarm", "unlockkey"]) => {
-            // Autolock is not built (issue 24): no key, as Docker answers
-            // a swarm that is not locked.
-            engine.json(Request::SwarmInspect).await?;
-            Ok(json_reply(
-                StatusCode::OK,
-                &serde_json::json!({"UnlockKey": ""}),
-            ))
+            let key = engine
+                .json(Request::SwarmUnlockKey { rotate: false })
+                .await?;
+            Ok(json_reply(StatusCode::OK, &key))
         }
         (&Method::POST, ["swarm", "unlock"]) => {
-            engine.json(Request::SwarmInspect).await?;
-            Err(ApiError::bad_request("swarm is not locked"))
+            let request: docker::SwarmUnlockRequest = call.json()?;
+            engine
+                .call(Request::SwarmUnlock {
+                    key: request.unlock_key.unwrap_or_default(),
+                })
+                .await?;
+            Ok(empty_reply(StatusCode::OK))
         }
         (&Method::GET, ["nodes"]) => list_nodes(engine, call).await,
         (&Method::GET, ["nodes", node]) => {
@@ -130,12 +132,14 @@ fn advertise_ip(addr: Option<&str>) -> Result<Option<Ipv4Addr>, ApiError> {
 async fn init(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     let request: docker::SwarmInitRequest = call.json()?;
     let raw: serde_json::Value = call.json()?;
-    if raw["AutoLockManagers"] == true {
-        return Err(ApiError::bad_request(
-            "--autolock is not supported by swarm yet",
-        ));
-    }
     let spec = request.spec.unwrap_or_default();
+    // docker/cli sends it at the top and, when the flag is given, in the spec.
+    let autolock = raw["AutoLockManagers"] == true
+        || spec
+            .encryption_config
+            .as_ref()
+            .and_then(|e| e.auto_lock_managers)
+            == Some(true);
     let millis = |nanos: Option<i64>| nanos.filter(|n| *n > 0).map(|n| (n / 1_000_000) as u64);
     let address_pools = request
         .default_addr_pool
@@ -164,6 +168,7 @@ async fn init(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     };
     let raft = spec.raft.clone().unwrap_or_default();
     let init = SwarmInitRequest {
+        autolock,
         advertise_addr: advertise_ip(request.advertise_addr.as_deref())?,
         listen_port: listen_port(request.listen_addr.as_deref())?,
         listen_host: listen_host(request.listen_addr.as_deref()),
@@ -232,9 +237,8 @@ async fn join(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
 }
 
 /// `swarm update`: the heartbeat, certificate expiry, task history
-/// limit and Raft's snapshot settings changed, join tokens rotated, as
-/// asked. A change to a setting swarm does not have (autolock) is refused
-/// rather than ignored.
+/// limit, Raft's snapshot settings and autolock changed, join tokens and
+/// the unlock key rotated, as asked.
 async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     call.version("swarm")?;
     let wanted: docker::SwarmSpec = call.json()?;
@@ -273,19 +277,33 @@ async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     let max_snapshots = raft
         .keep_old_snapshots
         .filter(|v| Some(*v) != current_raft.keep_old_snapshots);
-    let refused = [(
-        "autolock (--autolock)",
-        wanted
-            .encryption_config
+    // `docker swarm ca --rotate` (and --ca-cert/--ca-key): refused, not
+    // ignored; the root CA does not rotate yet.
+    let ca = wanted.ca_config.clone().unwrap_or_default();
+    let rotates = ca.force_rotate.unwrap_or(0)
+        != current
+            .ca_config
             .as_ref()
-            .and_then(|e| e.auto_lock_managers)
-            == Some(true),
-    )];
-    if let Some((what, _)) = refused.iter().find(|(_, changed)| *changed) {
-        return Err(ApiError::bad_request(format!(
-            "changing {what} is not supported by swarm yet; nothing was changed"
-        )));
+            .and_then(|c| c.force_rotate)
+            .unwrap_or(0)
+        || ca.signing_ca_cert.as_deref().is_some_and(|c| !c.is_empty())
+        || ca.signing_ca_key.as_deref().is_some_and(|k| !k.is_empty());
+    if rotates {
+        return Err(ApiError::bad_request(
+            "rotating the root CA (docker swarm ca --rotate, --ca-cert, --ca-key) is not supported by swarm yet; nothing was changed",
+        ));
     }
+    let autolock = wanted
+        .encryption_config
+        .as_ref()
+        .and_then(|e| e.auto_lock_managers)
+        .filter(|on| {
+            Some(*on)
+                != current
+                    .encryption_config
+                    .as_ref()
+                    .and_then(|e| e.auto_lock_managers)
+        });
     if let Some(limit) = history.filter(|l| *l < 0) {
         return Err(ApiError::bad_request(format!(
             "invalid task history limit {limit}: give 0 or more"
@@ -296,6 +314,7 @@ async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
         || history.is_some()
         || snapshot_interval.is_some()
         || max_snapshots.is_some()
+        || autolock.is_some()
     {
         const NANOS_PER_MILLI: i64 = 1_000_000;
         engine
@@ -305,6 +324,7 @@ async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
                 task_history_limit: history.map(|l| l as u64),
                 snapshot_interval,
                 max_snapshots,
+                autolock,
             })
             .await?;
     }
@@ -319,9 +339,9 @@ async fn update(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
         }
     }
     if call.flag("rotateManagerUnlockKey") {
-        return Err(ApiError::bad_request(
-            "autolock is not supported by swarm yet: there is no unlock key to rotate",
-        ));
+        engine
+            .call(Request::SwarmUnlockKey { rotate: true })
+            .await?;
     }
     Ok(empty_reply(StatusCode::OK))
 }
@@ -344,6 +364,7 @@ async fn list_nodes(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
                 hostname: &text(&n["Description"]["Hostname"]),
                 role: &role,
                 labels: &filters::label_map(&n["Spec"]["Labels"]),
+                engine_labels: &filters::label_map(&n["Description"]["Engine"]["Labels"]),
             })
         })
         .collect();

@@ -4,7 +4,7 @@
 //! `service logs` requests.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -24,7 +24,7 @@ use crate::{
         tasks::TaskStatus,
     },
     ca::{pki::CertificateSubject, tls::caller},
-    manager::store::{Command, services::TaskChange},
+    manager::store::{Command, NodeChange, NodeRecord, services::TaskChange},
 };
 
 /// How long an agent's request for assignments waits for a change.
@@ -48,7 +48,7 @@ impl Manager {
     pub fn heartbeat(
         &self,
         subject: &CertificateSubject,
-    ) -> Result<proto::HeartbeatResponse, ClusterError> {
+    ) -> Result<(proto::HeartbeatResponse, Option<NodeRecord>), ClusterError> {
         self.authorize_member(subject)?;
         let raft = self.raft()?;
         let (record, managers, period) = self.read_store(|s| {
@@ -70,7 +70,7 @@ impl Manager {
                 .seen
                 .insert(subject.node_id.clone(), Instant::now());
         }
-        Ok(proto::HeartbeatResponse {
+        let response = proto::HeartbeatResponse {
             period_millis: period.max(1),
             leader: if leading {
                 String::new()
@@ -79,6 +79,26 @@ impl Manager {
             },
             managers,
             role: record.role.to_string(),
+        };
+        Ok((response, leading.then_some(record)))
+    }
+
+    /// The leader records the engine labels a node reports when the store
+    /// holds others (its daemon restarted with other `--label`s).
+    fn note_engine_labels(
+        &self,
+        record: &NodeRecord,
+        reported: BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        if record.engine_labels == reported {
+            return Ok(());
+        }
+        self.write(Command::UpdateNode {
+            id: record.id.clone(),
+            change: NodeChange {
+                engine_labels: Some(reported),
+                ..NodeChange::default()
+            },
         })
     }
 
@@ -162,10 +182,17 @@ impl Dispatcher for DispatcherService {
         // TLS has checked the certificate against the CA; its subject says
         // which node is calling.
         let subject = caller(&request)?;
-        self.manager
-            .heartbeat(&subject)
-            .map(Response::new)
-            .map_err(Status::from)
+        let (response, record) = self.manager.heartbeat(&subject).map_err(Status::from)?;
+        let reported: BTreeMap<String, String> =
+            request.into_inner().engine_labels.into_iter().collect();
+        if let Some(record) = record.filter(|r| r.engine_labels != reported) {
+            let manager = self.manager.clone();
+            tokio::task::spawn_blocking(move || manager.note_engine_labels(&record, reported))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(Status::from)?;
+        }
+        Ok(Response::new(response))
     }
 
     async fn assignments(

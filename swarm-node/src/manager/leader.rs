@@ -146,7 +146,10 @@ impl Manager {
     /// Runs `work` on this manager, which must be the leader.
     pub fn run_here(&self, work: &Forwarded) -> Result<Response, ClusterError> {
         match work {
-            Forwarded::Request { request, origin } => self.serve_request(request, origin),
+            Forwarded::Request { request, origin } => {
+                self.confirm_leadership()?;
+                self.serve_request(request, origin)
+            }
             Forwarded::Command(command) => {
                 self.commit_here(command.clone()).map(|()| Response::Done)
             }
@@ -156,6 +159,27 @@ impl Manager {
             Forwarded::RemoveVoter { node_id } => {
                 self.remove_voter_here(node_id).map(|()| Response::Done)
             }
+        }
+    }
+
+    /// Confirms with a quorum that this manager still leads, and waits
+    /// until its store has applied all that was committed before: what it
+    /// answers then is not stale. Without it, a leader cut off from the
+    /// others answered from its old store (tests/tests/nemesis.rs found it).
+    fn confirm_leadership(&self) -> Result<(), ClusterError> {
+        let raft = self.raft()?;
+        let confirmed = self.runtime.block_on(tokio::time::timeout(
+            LEADER_WAIT,
+            raft.raft.ensure_linearizable(),
+        ));
+        match confirmed {
+            Ok(Ok(_)) => Ok(()),
+            // Another leader, or no quorum heard: not this one's to answer.
+            Ok(Err(RaftError::APIError(_))) => Err(ClusterError::NotLeader),
+            Ok(Err(err)) => Err(ClusterError::Unavailable(err.to_string())),
+            Err(_) => Err(ClusterError::Unavailable(format!(
+                "a majority of managers did not confirm this leader within {LEADER_WAIT:?}"
+            ))),
         }
     }
 

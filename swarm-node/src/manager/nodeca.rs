@@ -102,6 +102,7 @@ impl Manager {
             role,
             availability,
             labels: BTreeMap::new(),
+            engine_labels: request.engine_labels.clone().into_iter().collect(),
             resources: NodeResources {
                 nano_cpus: request.nano_cpus,
                 memory_bytes: request.memory_bytes,

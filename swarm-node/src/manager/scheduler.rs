@@ -175,10 +175,19 @@ fn placement_value<'a>(node: &'a NodeRecord, key: &str) -> Option<&'a str> {
     match key {
         "node.id" => Some(node.id.as_str()),
         "node.hostname" => Some(node.hostname.as_str()),
-        key => key
-            .strip_prefix("node.labels.")
-            .and_then(|label| node.labels.get(label))
-            .map(String::as_str),
+        key => label_value(node, key),
+    }
+}
+
+/// A node's label named by `node.labels.KEY` (set by `node update`) or
+/// `engine.labels.KEY` (its daemon's `--label`).
+fn label_value<'a>(node: &'a NodeRecord, key: &str) -> Option<&'a str> {
+    if let Some(label) = key.strip_prefix("node.labels.") {
+        node.labels.get(label).map(String::as_str)
+    } else {
+        key.strip_prefix("engine.labels.")
+            .and_then(|label| node.engine_labels.get(label))
+            .map(String::as_str)
     }
 }
 
@@ -226,9 +235,7 @@ pub fn satisfies(node: &NodeRecord, constraints: &[Constraint]) -> bool {
             "node.platform.arch" => {
                 Some(node.platform.architecture.clone()).filter(|arch| !arch.is_empty())
             }
-            key => key
-                .strip_prefix("node.labels.")
-                .and_then(|label| node.labels.get(label).cloned()),
+            key => label_value(node, key).map(str::to_owned),
         };
         // A missing label equals nothing, as in swarmkit.
         match actual {

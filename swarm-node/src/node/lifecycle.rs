@@ -20,6 +20,7 @@ use crate::{
     ca::{
         join::{self, Joiner},
         pki::{DEFAULT_CERT_EXPIRY, JoinToken, RootCa},
+        unlock_key::UnlockKey,
     },
     clock::now_secs,
     identity::{local_ipv4, new_id},
@@ -38,6 +39,9 @@ use crate::{
 impl Membership {
     pub fn init(self: &Arc<Self>, request: SwarmInitRequest) -> Result<Response, ClusterError> {
         let _transition = self.transition.locked();
+        if self.is_locked() {
+            return Err(ClusterError::SwarmLocked);
+        }
         if request.force_new_cluster {
             return self.force_new_cluster(request);
         }
@@ -91,6 +95,7 @@ impl Membership {
             role: Role::Manager,
             availability: request.availability.unwrap_or(Availability::Active),
             labels: BTreeMap::new(),
+            engine_labels: self.node.engine_labels.clone(),
             resources: NodeResources::of_this_host(),
             platform: crate::api::Platform::of_this_host(),
             data_path_addr,
@@ -124,6 +129,12 @@ impl Membership {
             subnet_size: request.subnet_size,
             snapshot_interval: request.snapshot_interval,
             max_snapshots: request.max_snapshots,
+            unlock_key: request
+                .autolock
+                .then(UnlockKey::generate)
+                .transpose()
+                .map_err(|e| ClusterError::Unavailable(e.to_string()))?
+                .map(|key| key.to_string()),
         };
         let local = LocalState {
             cluster_id: cluster_id.clone(),
@@ -145,6 +156,7 @@ impl Membership {
                 &cluster.raft_dir(),
                 &self.node.node_id,
                 cluster.credentials.clone(),
+                cluster.data_key()?,
             )
             .await?;
             raft.bootstrap(Member {
@@ -169,6 +181,8 @@ impl Membership {
             self.abandon();
             return Err(err);
         }
+        // With --autolock, the keys are sealed before `init` answers.
+        self.sync_lock();
         self.sync_api();
         tracing::info!(
             %cluster_id,
@@ -205,7 +219,7 @@ impl Membership {
             ));
         }
         check_snapshot_settings(request.snapshot_interval).map_err(ClusterError::Refused)?;
-        let (old_raft, addr, credentials, dir) = {
+        let (old_raft, addr, credentials, dir, data_key) = {
             let slot = self.lock();
             let cluster = slot.as_ref().ok_or_else(|| {
                 ClusterError::Refused(
@@ -222,6 +236,7 @@ impl Membership {
                 cluster.local.addr,
                 cluster.credentials.clone(),
                 cluster.raft_dir(),
+                cluster.data_key()?,
             )
         };
         let mut state = old_raft.read_store(Clone::clone)?;
@@ -255,7 +270,7 @@ impl Membership {
             cluster.remove_raft_store()?;
         }
         let raft = self.runtime.block_on(async {
-            let raft = RaftNode::start(&dir, &me, credentials).await?;
+            let raft = RaftNode::start(&dir, &me, credentials, data_key).await?;
             raft.bootstrap(Member {
                 node_id: me.clone(),
                 addr: addr.to_string(),
@@ -297,6 +312,9 @@ impl Membership {
     /// new manager starts Raft and is made a voter before this returns.
     pub fn join(self: &Arc<Self>, request: SwarmJoinRequest) -> Result<Response, ClusterError> {
         let _transition = self.transition.locked();
+        if self.is_locked() {
+            return Err(ClusterError::SwarmLocked);
+        }
         if self.lock().is_some() {
             return Err(ClusterError::AlreadyInSwarm);
         }
@@ -314,6 +332,7 @@ impl Membership {
             listen_port: addr.port(),
             availability: request.availability.unwrap_or(Availability::Active),
             data_path_addr,
+            engine_labels: &self.node.engine_labels,
         };
         let joined = self
             .runtime
@@ -353,17 +372,24 @@ impl Membership {
     /// Starts Raft and the API on a node whose certificate now says manager,
     /// and asks the managers at `through` to make it a voter.
     fn become_manager(self: &Arc<Self>, through: &[SocketAddr]) -> Result<(), ClusterError> {
-        let (dir, credentials) = {
+        let (dir, credentials, data_key) = {
             let slot = self.lock();
             let cluster = slot.as_ref().ok_or(ClusterError::NotInSwarm)?;
             if cluster.raft.is_some() {
                 return Ok(());
             }
-            (cluster.raft_dir(), cluster.credentials.clone())
+            (
+                cluster.raft_dir(),
+                cluster.credentials.clone(),
+                cluster.data_key()?,
+            )
         };
-        let raft = self
-            .runtime
-            .block_on(RaftNode::start(&dir, &self.node.node_id, credentials))?;
+        let raft = self.runtime.block_on(RaftNode::start(
+            &dir,
+            &self.node.node_id,
+            credentials,
+            data_key,
+        ))?;
         if let Some(cluster) = self.lock().as_mut() {
             cluster.raft = Some(raft.clone());
         }
@@ -448,6 +474,18 @@ impl Membership {
 
     pub fn leave(self: &Arc<Self>, force: bool) -> Result<Response, ClusterError> {
         let _transition = self.transition.locked();
+        if self.is_locked() {
+            // Docker's way out for a lost unlock key: leave, then join again.
+            if !force {
+                return Err(ClusterError::ManagerLeaving);
+            }
+            Cluster::forget(&self.node.data_dir)?;
+            self.locked
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            self.manager.forget_all();
+            tracing::info!("left the swarm while locked");
+            return Ok(Response::Done);
+        }
         {
             let slot = self.lock();
             let cluster = slot.as_ref().ok_or(ClusterError::NotInSwarm)?;

@@ -17,7 +17,10 @@ mod requests;
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex, MutexGuard, Weak},
+    sync::{
+        Arc, Mutex, MutexGuard, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -38,6 +41,9 @@ use crate::{
 pub struct Membership {
     node: LocalNode,
     cluster: Mutex<Option<Cluster>>,
+    /// A manager restarted with its keys sealed under the unlock key: in a
+    /// swarm, but nothing runs until `swarm unlock`.
+    locked: AtomicBool,
     /// Held while joining, leaving or changing role, so those never overlap.
     transition: Mutex<()>,
     runtime: tokio::runtime::Handle,
@@ -66,19 +72,15 @@ impl Membership {
         executor: ExecutorDeps,
         images: Arc<ImageStore>,
     ) -> Result<Arc<Self>, ClusterError> {
-        let mut cluster = Cluster::load(&node.data_dir, &node.node_id)?;
-        if let Some(cluster) = cluster
-            .as_mut()
-            .filter(|c| c.role == crate::api::Role::Manager)
-        {
-            cluster.raft = Some(
-                RaftNode::start(
-                    &cluster.raft_dir(),
-                    &cluster.node_id,
-                    cluster.credentials.clone(),
-                )
-                .await?,
-            );
+        // A manager whose keys are sealed under an unlock key (autolock)
+        // stays locked, running nothing, until `swarm unlock`.
+        let (mut cluster, locked) = match Cluster::load(&node.data_dir, &node.node_id, None) {
+            Ok(cluster) => (cluster, false),
+            Err(ClusterError::SwarmLocked) => (None, true),
+            Err(err) => return Err(err),
+        };
+        if let Some(cluster) = cluster.as_mut() {
+            start_raft_if_manager(cluster).await?;
         }
         let runtime = tokio::runtime::Handle::current();
         let membership = Arc::new_cyclic(|me: &Weak<Self>| {
@@ -87,6 +89,7 @@ impl Membership {
                 manager: Manager::new(host, node.clone(), runtime.clone()),
                 node,
                 cluster: Mutex::new(None),
+                locked: AtomicBool::new(locked),
                 transition: Mutex::new(()),
                 runtime,
                 served_certificate: Arc::default(),
@@ -113,6 +116,7 @@ impl Membership {
                     return;
                 };
                 let _ = tokio::task::spawn_blocking(move || {
+                    membership.sync_lock();
                     membership.renew_own_if_due();
                     membership.sync_role();
                     membership.sync_api();
@@ -125,6 +129,11 @@ impl Membership {
 
     fn lock(&self) -> MutexGuard<'_, Option<Cluster>> {
         self.cluster.locked()
+    }
+
+    /// Whether this manager waits for `swarm unlock`.
+    fn is_locked(&self) -> bool {
+        self.locked.load(Ordering::SeqCst)
     }
 
     /// This node's Raft, on a manager.
@@ -350,4 +359,23 @@ impl AgentHost for Membership {
     fn role_changed(self: Arc<Self>) {
         self.sync_role();
     }
+}
+
+/// Starts Raft on a manager's membership, over its store sealed with its
+/// data key.
+async fn start_raft_if_manager(cluster: &mut Cluster) -> Result<(), ClusterError> {
+    if cluster.role != crate::api::Role::Manager {
+        return Ok(());
+    }
+    let key = cluster.data_key()?;
+    cluster.raft = Some(
+        RaftNode::start(
+            &cluster.raft_dir(),
+            &cluster.node_id,
+            cluster.credentials.clone(),
+            key,
+        )
+        .await?,
+    );
+    Ok(())
 }

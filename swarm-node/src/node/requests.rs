@@ -1,12 +1,17 @@
-//! The control socket's cluster requests, handed to the leader, and
-//! `swarm info`, which this node answers itself.
+//! The control socket's cluster requests, handed to the leader, `swarm
+//! info`, which this node answers itself, and autolock on this node:
+//! `swarm unlock`, and its keys kept sealed under the swarm's unlock key.
 
-use super::Membership;
+use std::sync::{Arc, atomic::Ordering};
+
+use super::{Membership, local::Cluster, start_raft_if_manager};
+use crate::lock::Locked as _;
 use crate::{
     api::{
-        ClusterError,
+        ClusterError, Role,
         control::{RaftInfo, Request, Response, SwarmInfo},
     },
+    ca::unlock_key::UnlockKey,
     manager::leader::Forwarded,
 };
 
@@ -14,22 +19,107 @@ impl Membership {
     /// A request for the managers (node and token commands): run by the
     /// leader.
     pub fn manager_request(&self, request: Request) -> Result<Response, ClusterError> {
+        if self.is_locked() {
+            return Err(ClusterError::SwarmLocked);
+        }
         {
             let slot = self.lock();
             slot.as_ref()
                 .ok_or(ClusterError::NotInSwarm)?
                 .require_manager()?;
         }
-        self.manager.lead(
+        let answer = self.manager.lead(
             Forwarded::Request {
                 request,
                 origin: self.node.node_id.clone(),
             },
             0,
-        )
+        );
+        // An autolock change applied here is sealed at once, not at the
+        // next tick.
+        self.sync_lock();
+        answer
+    }
+
+    /// `swarm unlock`: opens this locked manager's keys with `key`, then
+    /// runs what a manager runs. A malformed or wrong key is refused with
+    /// Docker's words and the node stays locked.
+    pub fn unlock(self: &Arc<Self>, key: &str) -> Result<Response, ClusterError> {
+        let _transition = self.transition.locked();
+        if !self.is_locked() {
+            return Err(if self.lock().is_some() {
+                ClusterError::NotLocked
+            } else {
+                ClusterError::NotInSwarm
+            });
+        }
+        let key: UnlockKey = key
+            .parse()
+            .map_err(|e: crate::ca::unlock_key::UnlockKeyError| {
+                ClusterError::UnlockKey(e.to_string())
+            })?;
+        let mut cluster = Cluster::load(&self.node.data_dir, &self.node.node_id, Some(&key))?
+            .ok_or(ClusterError::NotInSwarm)?;
+        self.runtime.block_on(start_raft_if_manager(&mut cluster))?;
+        let raft = cluster.raft.clone();
+        *self.lock() = Some(cluster);
+        self.locked.store(false, Ordering::SeqCst);
+        if let Some(raft) = raft {
+            self.manager.watch_leadership(&raft);
+        }
+        // A key rotated while this manager was down takes over at once
+        // when its own store already holds it.
+        self.sync_lock();
+        self.sync_api();
+        tracing::info!("unlocked: this manager's keys are open and it runs again");
+        Ok(Response::Done)
+    }
+
+    /// Keeps this node's keys on disk sealed under the swarm's unlock key
+    /// while autolock is on (under the new one once it is rotated), and in
+    /// clear while it is off. Only managers lock; a worker's keys are in
+    /// clear, as in Docker.
+    pub fn sync_lock(&self) {
+        let mut slot = self.lock();
+        let Some(cluster) = slot.as_mut() else {
+            return;
+        };
+        let wanted = if cluster.role == Role::Manager {
+            // A manager that has not received the store yet keeps what it has.
+            let Ok(text) = cluster.with_store(|s| s.unlock_key.clone()) else {
+                return;
+            };
+            match text.map(|t| t.parse::<UnlockKey>()).transpose() {
+                Ok(key) => key,
+                Err(err) => {
+                    tracing::error!(error = %err, "the swarm's unlock key does not parse");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        if wanted.as_ref() == cluster.unlock_key() {
+            return;
+        }
+        let on = wanted.is_some();
+        match cluster.seal_keys_under(wanted) {
+            Ok(()) if on => tracing::info!(
+                "autolock: this manager's keys are sealed under the current unlock key"
+            ),
+            Ok(()) => tracing::info!("autolock off: this node's keys are in clear"),
+            Err(err) => tracing::error!(error = %err, "sealing this node's keys failed; retrying"),
+        }
     }
 
     pub fn info(&self) -> SwarmInfo {
+        if self.is_locked() {
+            return SwarmInfo {
+                local_node_state: "locked".into(),
+                node_id: self.node.node_id.clone(),
+                ..SwarmInfo::default()
+            };
+        }
         let cluster = self.lock();
         let Some(cluster) = cluster.as_ref() else {
             return SwarmInfo {

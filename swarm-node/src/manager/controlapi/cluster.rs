@@ -4,8 +4,9 @@ use bollard::models as docker;
 
 use crate::{
     api::{ClusterError, Role, control::Response},
+    ca::unlock_key::UnlockKey,
     clock::rfc3339,
-    manager::{Manager, raft::LOG_KEPT_BEHIND_SNAPSHOT},
+    manager::{Manager, raft::LOG_KEPT_BEHIND_SNAPSHOT, store::Command},
 };
 
 const NANOS_PER_MILLI: i64 = 1_000_000;
@@ -46,7 +47,7 @@ impl Manager {
                     ..Default::default()
                 }),
                 encryption_config: Some(docker::SwarmSpecEncryptionConfig {
-                    auto_lock_managers: Some(false),
+                    auto_lock_managers: Some(s.unlock_key.is_some()),
                 }),
                 task_defaults: None,
             }),
@@ -72,4 +73,46 @@ impl Manager {
             serde_json::to_value(object).expect("plain data serializes"),
         ))
     }
+
+    /// `swarm update --autolock=true|false`: a new unlock key when turned
+    /// on (an existing one is kept), none when turned off. Each manager
+    /// seals its keys under it (or writes them in clear) once it applies
+    /// the change.
+    pub(super) fn set_autolock(&self, on: bool) -> Result<(), ClusterError> {
+        let current = self.read_store(|s| s.unlock_key.clone())?;
+        let key = match (on, current) {
+            (true, Some(_)) | (false, None) => return Ok(()),
+            (true, None) => Some(new_unlock_key()?),
+            (false, Some(_)) => None,
+        };
+        self.commit_here(Command::SetUnlockKey { key })
+    }
+
+    /// `swarm unlock-key [--rotate]`: the unlock key, as Docker's
+    /// `{"UnlockKey": ...}`; empty while autolock is off. A rotated key
+    /// replaces the old one in the store; a manager keeps its keys sealed
+    /// under the old one until it applies the change, so the old key
+    /// still unlocks a manager that was down meanwhile.
+    pub(super) fn unlock_key(&self, rotate: bool) -> Result<Response, ClusterError> {
+        if rotate {
+            if self.read_store(|s| s.unlock_key.is_none())? {
+                return Err(ClusterError::Refused(
+                    "cannot rotate because autolock is not turned on".into(),
+                ));
+            }
+            self.commit_here(Command::SetUnlockKey {
+                key: Some(new_unlock_key()?),
+            })?;
+        }
+        let key = self.read_store(|s| s.unlock_key.clone())?;
+        Ok(Response::Json(
+            serde_json::json!({ "UnlockKey": key.unwrap_or_default() }),
+        ))
+    }
+}
+
+fn new_unlock_key() -> Result<String, ClusterError> {
+    UnlockKey::generate()
+        .map(|key| key.to_string())
+        .map_err(|e| ClusterError::Unavailable(e.to_string()))
 }

@@ -72,15 +72,21 @@ impl Manager {
                 task_history_limit,
                 snapshot_interval,
                 max_snapshots,
-            } => self
-                .commit_here(Command::SetSwarmSettings {
+                autolock,
+            } => {
+                self.commit_here(Command::SetSwarmSettings {
                     heartbeat_millis: *heartbeat_millis,
                     cert_expiry_secs: *cert_expiry_secs,
                     task_history_limit: *task_history_limit,
                     snapshot_interval: *snapshot_interval,
                     max_snapshots: *max_snapshots,
-                })
-                .map(|()| Response::Notes(vec!["Swarm updated.".into()])),
+                })?;
+                if let Some(on) = autolock {
+                    self.set_autolock(*on)?;
+                }
+                Ok(Response::Notes(vec!["Swarm updated.".into()]))
+            }
+            Request::SwarmUnlockKey { rotate } => self.unlock_key(*rotate),
             Request::SwarmServiceDeploy {
                 spec,
                 resolve_image,

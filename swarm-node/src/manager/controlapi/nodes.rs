@@ -68,6 +68,7 @@ impl Manager {
                     hostname: &node.hostname,
                     role: &node.role.to_string(),
                     labels: &node.labels,
+                    engine_labels: &node.engine_labels,
                 })
             })
             .map(|node| {
@@ -166,7 +167,7 @@ impl Manager {
                 }),
                 engine: Some(docker::EngineDescription {
                     engine_version: Some(ENGINE_VERSION.into()),
-                    labels: None,
+                    labels: Some(node.engine_labels.clone().into_iter().collect()),
                     plugins: None,
                 }),
                 tls_info: None,
@@ -221,6 +222,7 @@ impl Manager {
             label_add,
             label_rm,
             role: None,
+            engine_labels: None,
             // A role change first bumps the version the caller read.
             expect_version: request.version.filter(|_| request.role.is_none()),
         };

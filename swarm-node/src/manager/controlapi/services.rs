@@ -17,7 +17,7 @@ use crate::{
         specs::{ServiceMode, ServiceSpec},
         tasks::TaskState,
     },
-    clock::{now_millis, now_secs, rfc3339},
+    clock::{human_duration, now_millis, now_secs, rfc3339},
     identity::new_id,
     manager::{
         Manager,
@@ -387,6 +387,7 @@ impl Manager {
                         "Ports": "",
                         "Slot": task.slot,
                         "NodeID": task.node_id,
+                        "ServiceID": service.id,
                         "Addresses": task.addresses,
                     }));
                 }
@@ -569,14 +570,7 @@ fn logged_tasks(state: &ClusterState, reference: &str) -> Result<Vec<TaskOutput>
 /// Docker's `CurrentState` suffix: "2 seconds ago".
 fn ago(millis: u64) -> String {
     let secs = now_millis().saturating_sub(millis) / 1000;
-    match secs {
-        0 => "less than a second ago".into(),
-        1 => "1 second ago".into(),
-        s if s < 60 => format!("{s} seconds ago"),
-        s if s < 120 => "about a minute ago".into(),
-        s if s < 3600 => format!("{} minutes ago", s / 60),
-        s => format!("{} hours ago", s / 3600),
-    }
+    format!("{} ago", human_duration(secs).to_lowercase())
 }
 
 /// `service ls`'s PORTS: `*:8080->80/tcp`.

@@ -1,7 +1,8 @@
 //! The manager's data encryption key (swarmkit's raft DEK): every Raft log
 //! entry and snapshot is sealed with it before it reaches the disk, so the
 //! secrets in the store are never there in clear. Each manager has its own,
-//! kept beside its TLS key (autolock, later, will lock both).
+//! kept beside its TLS key. With autolock on, the key file itself is sealed
+//! under the swarm's unlock key, as the TLS key is.
 
 use std::{
     fs,
@@ -10,6 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::ca::unlock_key::{self, UnlockKey, UnlockKeyError};
 use ring::{
     aead::{self, Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
     rand::{SecureRandom as _, SystemRandom},
@@ -30,41 +32,46 @@ pub enum DataKeyError {
     Open,
     #[error("no randomness for a nonce")]
     Random,
+    #[error("{path} is locked: {source}")]
+    Locked {
+        path: PathBuf,
+        source: UnlockKeyError,
+    },
 }
 
 pub struct DataKey {
     key: LessSafeKey,
+    /// Kept to write the key file again under another unlock key.
+    raw: [u8; KEY_LEN],
     random: SystemRandom,
 }
 
 impl DataKey {
-    /// The key at `path`, made (owner-only) on first use.
-    pub fn load_or_create(path: &Path) -> Result<Self, DataKeyError> {
+    /// The key at `path`, made (owner-only) on first use. A key file
+    /// sealed under an unlock key needs `unlock`; a new one is sealed
+    /// under it.
+    pub fn load_or_create(path: &Path, unlock: Option<&UnlockKey>) -> Result<Self, DataKeyError> {
         let io_error = |source| DataKeyError::Io {
             path: path.to_owned(),
             source,
         };
         let bytes = match fs::read(path) {
+            Ok(stored) if unlock_key::is_locked(&stored) => unlock
+                .ok_or(UnlockKeyError::Wrong)
+                .and_then(|key| key.open(&stored))
+                .map_err(|source| DataKeyError::Locked {
+                    path: path.to_owned(),
+                    source,
+                })?,
             Ok(bytes) => bytes,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                let mut bytes = vec![0u8; KEY_LEN];
+                let mut bytes = [0u8; KEY_LEN];
                 SystemRandom::new()
                     .fill(&mut bytes)
                     .map_err(|_| DataKeyError::Random)?;
-                let tmp = path.with_extension("tmp");
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(io_error)?;
-                file.write_all(&bytes)
-                    .and_then(|()| file.sync_all())
-                    .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)))
-                    .and_then(|()| fs::rename(&tmp, path))
-                    .map_err(io_error)?;
-                bytes
+                let key = Self::from_bytes(&bytes).expect("a key of the right length");
+                key.store(path, unlock)?;
+                return Ok(key);
             }
             Err(err) => return Err(io_error(err)),
         };
@@ -73,15 +80,46 @@ impl DataKey {
         })
     }
 
+    /// Writes the key file at `path` (owner-only, whole or not at all):
+    /// sealed under `unlock` when autolock is on, else as it is.
+    pub fn store(&self, path: &Path, unlock: Option<&UnlockKey>) -> Result<(), DataKeyError> {
+        let io_error = |source| DataKeyError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let bytes = match unlock {
+            Some(key) => key.seal(&self.raw).map_err(|_| DataKeyError::Random)?,
+            None => self.raw.to_vec(),
+        };
+        let tmp = path.with_extension("tmp");
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_error)?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)))
+            .and_then(|()| fs::rename(&tmp, path))
+            .map_err(io_error)
+    }
+
     fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != KEY_LEN {
-            return None;
-        }
-        let key = UnboundKey::new(&CHACHA20_POLY1305, bytes).ok()?;
+        let raw: [u8; KEY_LEN] = bytes.try_into().ok()?;
+        let key = UnboundKey::new(&CHACHA20_POLY1305, &raw).ok()?;
         Some(Self {
             key: LessSafeKey::new(key),
+            raw,
             random: SystemRandom::new(),
         })
+    }
+
+    /// Whether a stored value was sealed (a value from before sealing was
+    /// not).
+    pub fn is_sealed(stored: &[u8]) -> bool {
+        stored.starts_with(MAGIC)
     }
 
     /// `plain` sealed: the magic, a random nonce, the ciphertext and tag.
@@ -165,11 +203,34 @@ mod tests {
     fn the_key_file_is_made_once_and_owner_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raft-dek");
-        let first = DataKey::load_or_create(&path).unwrap();
+        let first = DataKey::load_or_create(&path, None).unwrap();
         let sealed = first.seal(b"x").unwrap();
-        let again = DataKey::load_or_create(&path).unwrap();
+        let again = DataKey::load_or_create(&path, None).unwrap();
         assert_eq!(again.open(&sealed).unwrap(), b"x");
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_locked_key_file_needs_its_unlock_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-dek");
+        let unlock = UnlockKey::generate().unwrap();
+        let first = DataKey::load_or_create(&path, Some(&unlock)).unwrap();
+        let sealed = first.seal(b"x").unwrap();
+        let on_disk = fs::read(&path).unwrap();
+        assert!(unlock_key::is_locked(&on_disk));
+        assert!(!on_disk.windows(KEY_LEN).any(|w| w == first.raw));
+        assert!(matches!(
+            DataKey::load_or_create(&path, None),
+            Err(DataKeyError::Locked { .. })
+        ));
+        let wrong = UnlockKey::generate().unwrap();
+        assert!(DataKey::load_or_create(&path, Some(&wrong)).is_err());
+        let again = DataKey::load_or_create(&path, Some(&unlock)).unwrap();
+        assert_eq!(again.open(&sealed).unwrap(), b"x");
+        // Autolock off: written back in clear, the same key.
+        again.store(&path, None).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), first.raw);
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod data_key;
 mod log_store;
+mod migrate;
 pub mod network;
 pub mod server;
 mod snapshots;
@@ -125,9 +126,6 @@ fn config() -> Result<Arc<Config>, RaftStoreError> {
 }
 
 /// A manager's Raft and the store it applies to.
-/// The manager's data encryption key, beside its Raft directory.
-const DATA_KEY_FILE: &str = "raft-dek.key";
-
 #[derive(Clone)]
 pub struct RaftNode {
     pub id: u64,
@@ -139,12 +137,14 @@ pub struct RaftNode {
 }
 
 impl RaftNode {
-    /// Starts Raft over the store in `dir` (created when missing): a
-    /// restarted manager comes back with its vote, log and snapshot.
+    /// Starts Raft over the store in `dir` (created when missing), sealed
+    /// with `key`: a restarted manager comes back with its vote, log and
+    /// snapshot. A store from before sealing is sealed first.
     pub async fn start(
         dir: &Path,
         node_id: &str,
         credentials: Arc<RwLock<Credentials>>,
+        key: Arc<DataKey>,
     ) -> Result<Self, RaftStoreError> {
         let id = raft_id(node_id);
         std::fs::create_dir_all(dir).map_err(|e| RaftStoreError::Open {
@@ -152,6 +152,11 @@ impl RaftNode {
             message: e.to_string(),
         })?;
         let db_path = dir.join("raft.redb");
+        // Once, on the first start after sealing came in; blocking briefly.
+        migrate::seal_clear_values(&db_path, &key).map_err(|e| RaftStoreError::Open {
+            path: db_path.clone(),
+            message: e.to_string(),
+        })?;
         let db = redb::Database::create(&db_path).map_err(|e| RaftStoreError::Open {
             path: db_path.clone(),
             message: e.to_string(),
@@ -161,13 +166,6 @@ impl RaftNode {
             path: db_path.clone(),
             message: e.to_string(),
         };
-        // Beside the node's TLS key, outside the Raft store it seals.
-        let key_path = dir.with_file_name(DATA_KEY_FILE);
-        let key = DataKey::load_or_create(&key_path).map_err(|e| RaftStoreError::Open {
-            path: key_path.clone(),
-            message: e.to_string(),
-        })?;
-        let key = Arc::new(key);
         let log_store = LogStore::open(db.clone(), key.clone()).map_err(open_err)?;
         let state_machine = StateMachine::open(db.clone(), key).map_err(open_err)?;
         let store = state_machine.store();

@@ -21,7 +21,7 @@ use crate::manager::store::{
     events::{Before, EventLog},
 };
 
-const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
+pub(super) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
 const CURRENT: &str = "current";
 /// Older snapshots kept by `--max-snapshots`, by when they were replaced.
 const RETAINED_PREFIX: &str = "retained/";

@@ -19,6 +19,7 @@ pub fn node(id: &str, role: Role) -> NodeRecord {
         role,
         availability: Availability::Active,
         labels: BTreeMap::new(),
+        engine_labels: BTreeMap::new(),
         resources: NodeResources::default(),
         platform: crate::api::Platform::of_this_host(),
         version: 1,
@@ -58,5 +59,6 @@ pub fn store(nodes: &[(&str, Role)]) -> ClusterState {
         subnet_size: None,
         snapshot_interval: None,
         max_snapshots: None,
+        unlock_key: None,
     }
 }

@@ -55,6 +55,10 @@ pub struct NodeRecord {
     pub availability: Availability,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The labels its daemon was started with (`swarm daemon --label`,
+    /// Docker's engine labels), as it last reported them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub engine_labels: BTreeMap<String, String>,
     /// What it offers tasks, as it reported when it joined.
     #[serde(default)]
     pub resources: NodeResources,
@@ -142,6 +146,11 @@ pub struct ClusterState {
     /// current one; `None`: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_snapshots: Option<u64>,
+    /// Autolock's unlock key (`SWMKEY-1-...`), while autolock is on: every
+    /// manager seals its TLS key and Raft data key under it. Safe here as
+    /// the CA key is: the store is sealed on disk with those data keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_key: Option<String>,
 }
 
 /// Log requests are answered within seconds; older ones are dropped.
@@ -188,6 +197,9 @@ pub struct NodeChange {
     pub label_add: Vec<(String, String)>,
     pub label_rm: Vec<String>,
     pub role: Option<Role>,
+    /// The engine labels the node reported in a heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_labels: Option<BTreeMap<String, String>>,
     /// Refused unless the node is at this version (the Engine API's
     /// `?version=`).
     #[serde(default)]
@@ -268,6 +280,10 @@ pub enum Command {
         snapshot_interval: Option<u64>,
         #[serde(default)]
         max_snapshots: Option<u64>,
+    },
+    /// Autolock on with this unlock key (a new one rotates it), or off.
+    SetUnlockKey {
+        key: Option<String>,
     },
     /// A new secret or config; its name must be free.
     CreatePayload {
@@ -373,6 +389,9 @@ impl ClusterState {
                 if let Some(role) = change.role {
                     node.role = role;
                 }
+                if let Some(labels) = change.engine_labels {
+                    node.engine_labels = labels;
+                }
             }
             Command::RemoveNode { id } => {
                 if state.nodes.remove(&id).is_none() {
@@ -426,6 +445,7 @@ impl ClusterState {
                     state.max_snapshots = max_snapshots;
                 }
             }
+            Command::SetUnlockKey { key } => state.unlock_key = key,
             Command::SetToken { role, token } => match role {
                 Role::Worker => state.worker_token = token,
                 Role::Manager => state.manager_token = token,
