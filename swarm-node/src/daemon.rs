@@ -12,6 +12,8 @@ use std::{
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+mod scrape;
+
 use crate::lock::Locked as _;
 use crate::{
     agent::executor::{ExecutorDeps, GossipSlot},
@@ -28,6 +30,7 @@ use crate::{
     engine::{EngineError, EngineServer},
     identity::{IdentityError, LocalNode, NodeIdentity},
     image::{ImageError, ImageSource, ImageStore, Registries},
+    metrics::{MetricsError, MetricsServer},
     node::Membership,
     runtime::{
         Runtime, RuntimeError,
@@ -63,6 +66,8 @@ pub struct DaemonConfig {
     pub gossip_port: u16,
     /// Registries reached over plain HTTP (`--insecure-registry`).
     pub insecure_registries: Vec<String>,
+    /// Where Prometheus metrics are served (`--metrics-addr`), if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// This node's engine labels (`--label`).
     pub engine_labels: std::collections::BTreeMap<String, String>,
 }
@@ -121,6 +126,8 @@ pub enum DaemonError {
         "{0} holds no swarm node (no node-id file): give --cleanup the --data-dir the dead daemon ran with"
     )]
     NoNode(PathBuf),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// Runs the daemon until `shutdown` completes, then cleans up: the XDP program
@@ -173,6 +180,10 @@ pub async fn run(
             }
             Err(err) => return Err(err.into()),
         },
+    };
+    let metrics = match config.metrics_addr {
+        Some(addr) => Some(MetricsServer::bind(addr).await?),
+        None => None,
     };
     let dataplane_config = DataplaneConfig {
         state_file: Some(config.data_dir.join(OVERLAY_STATE_FILE)),
@@ -234,7 +245,7 @@ pub async fn run(
     ));
     let gossip = GossipSlot::default();
     let executor = ExecutorDeps {
-        runtime: task_runtime,
+        runtime: task_runtime.clone(),
         dataplane: dataplane.clone(),
         resolver: resolver.clone(),
         gossip_port: config.gossip_port,
@@ -261,12 +272,16 @@ pub async fn run(
         membership,
         resolver,
         gossip,
+        runtime: task_runtime,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let engine = engine.map(|engine| {
         let handler: Arc<dyn Handler> = state.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move { engine.serve(handler, stop).await })
+    });
+    let metrics = metrics.map(|metrics| {
+        tokio::spawn(metrics.serve(scrape::collector(state.clone()), stop_rx.clone()))
     });
     let expiry = tokio::spawn(expire_flows(
         state.clone(),
@@ -283,6 +298,9 @@ pub async fn run(
     drop(server);
     let _ = stop_tx.send(true);
     let _ = expiry.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     if let Some(engine) = engine {
         let _ = engine.await;
     }
@@ -424,6 +442,8 @@ struct DaemonState {
     membership: Arc<Membership>,
     resolver: Arc<Resolver>,
     gossip: GossipSlot,
+    /// What runs this node's tasks: their cgroups' usage for the metrics.
+    runtime: Arc<dyn Runtime>,
 }
 
 impl Handler for DaemonState {
@@ -437,6 +457,7 @@ impl Handler for DaemonState {
                 ..self.info.clone()
             }))),
             Request::SwarmInit(init) => membership.init(init),
+            Request::Events { after, wait_millis } => membership.events(after, wait_millis),
             Request::SwarmJoin(join) => membership.join(join),
             Request::SwarmUnlock { key } => membership.unlock(&key),
             request if request.is_for_managers() => membership.manager_request(request),
@@ -609,6 +630,15 @@ impl DaemonState {
                 .remove_remote_endpoint(vni, ip)
                 .map(|()| Response::Done),
             Request::Services => dataplane.services().map(Response::Services),
+            Request::DataplaneFlows { service } => {
+                dataplane.flows(service.as_deref()).map(|rows| {
+                    Response::Rows(
+                        rows.iter()
+                            .map(|row| serde_json::to_value(row).expect("plain data serializes"))
+                            .collect(),
+                    )
+                })
+            }
             Request::ServiceCreate(spec) => dataplane.create_service(spec).map(|()| Response::Done),
             Request::ServiceUpdate { name, add, remove } => dataplane
                 .update_service_backends(&name, &add, &remove)
@@ -643,7 +673,12 @@ async fn expire_flows(state: Arc<DaemonState>, idle: Duration, mut stop: watch::
         .await;
         match swept {
             Ok(Ok(0)) => {}
-            Ok(Ok(count)) => tracing::debug!(count, "idle flows expired"),
+            Ok(Ok(count)) => {
+                crate::metrics::instruments()
+                    .conntrack_expired
+                    .inc_by(count as u64);
+                tracing::debug!(count, "idle flows expired")
+            }
             Ok(Err(err)) => warn!(error = %err, "expiring idle flows failed"),
             Err(err) => warn!(error = %err, "flow expiry panicked"),
         }

@@ -3,7 +3,7 @@
 //! Layers, top to bottom (a module uses only those below it; see
 //! docs/architecture.md): `cli` → `daemon` → `node`, `engine` → `manager`,
 //! `agent` → `runtime` → `ca`, `image`, `dns`, `gossip`, `control` → `api` →
-//! `dataplane`, `identity`, `clock`, `log_time`, `lock`.
+//! `dataplane`, `identity`, `metrics`, `clock`, `log_time`, `lock`.
 
 pub mod agent;
 pub mod api;
@@ -22,6 +22,7 @@ pub mod image;
 pub mod lock;
 pub mod log_time;
 pub mod manager;
+pub mod metrics;
 pub mod node;
 pub mod runtime;
 pub mod stack;

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("clock", 0),
     ("log_time", 0),
     ("lock", 0),
+    ("metrics", 0),
     ("identity", 0),
     ("dataplane", 0),
     ("api", 1),

@@ -16,10 +16,54 @@ use swarm_tests::{
 /// The registry the demo starts in the client's namespace.
 const REGISTRY: &str = "198.18.0.100:5000";
 
+/// Where each daemon serves Prometheus metrics (`--metrics-addr`).
+const METRICS_PORT: u16 = 9323;
+
+/// A few lines of h1's `/metrics`, as Prometheus scrapes them.
+fn metrics_demo(topology: &Topology) -> anyhow::Result<()> {
+    let host = &topology.hosts[0];
+    let target = std::net::SocketAddr::from((host.addr, METRICS_PORT));
+    println!(
+        "\n== a few of h1's Prometheus metrics (`swarm daemon --metrics-addr`): GET http://{target}/metrics"
+    );
+    let body = in_netns(host.netns.name(), move || {
+        use std::io::{Read as _, Write as _};
+        let mut conn =
+            std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_secs(2))?;
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        write!(conn, "GET /metrics HTTP/1.0\r\nHost: {target}\r\n\r\n")?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response)?;
+        Ok(response)
+    })?;
+    let shown = [
+        "swarm_nodes{",
+        "swarm_tasks{state=\"Running\"}",
+        "swarm_raft_term ",
+        "swarm_raft_is_leader ",
+        "swarm_resolver_queries_total ",
+        "swarm_dataplane_packets_total{counter=\"mesh-new-flow\"}",
+        "swarm_dataplane_packets_total{counter=\"overlay-encap\"}",
+        "swarm_gossip_members ",
+    ];
+    for line in body.lines() {
+        if shown.iter().any(|prefix| line.starts_with(prefix)) {
+            println!("  {line}");
+        }
+    }
+    Ok(())
+}
+
 /// Runs the demo with the `swarm` binary `SWARM_BIN` names.
 pub fn run() -> anyhow::Result<()> {
     let mut options = TopologyOptions::new("swdemo", 3);
-    options.daemon_args = vec!["--insecure-registry".into(), REGISTRY.into()];
+    // Each daemon in its host's namespace: the same port on each.
+    options.daemon_args = vec![
+        "--insecure-registry".into(),
+        REGISTRY.into(),
+        "--metrics-addr".into(),
+        format!("0.0.0.0:{METRICS_PORT}"),
+    ];
     let mut topology = Topology::new(&options)?;
     let namespaces = topology.netns_names();
     println!(
@@ -288,6 +332,7 @@ pub fn run() -> anyhow::Result<()> {
         "{}",
         topology.daemon(0).swarm_ok(&["service", "logs", "web"])?
     );
+    metrics_demo(&topology)?;
     println!("\n== `swarm dataplane services` on h1 (what the agent programmed from the store)");
     print!(
         "{}",
@@ -322,7 +367,7 @@ pub fn run() -> anyhow::Result<()> {
     }
     let client_task = topology
         .daemon(0)
-        .swarm_ok(&["service", "ps", "-q", "client"])?
+        .swarm_ok(&["service", "ps", "-q", "--no-trunc", "client"])?
         .lines()
         .next()
         .unwrap_or_default()

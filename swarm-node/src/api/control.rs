@@ -84,6 +84,10 @@ pub enum Request {
         ip: std::net::Ipv4Addr,
     },
     Services,
+    /// The balanced flows this node tracks, all or one service's.
+    DataplaneFlows {
+        service: Option<String>,
+    },
     ServiceCreate(BalancedService),
     ServiceUpdate {
         name: String,
@@ -239,6 +243,13 @@ pub enum Request {
     ImageDistribution {
         image: String,
         registry_auth: Option<RegistryAuth>,
+    },
+    /// `swarm events`: the changes this manager applied after number
+    /// `after` (all it keeps when `None`), waiting up to `wait_millis` for
+    /// one.
+    Events {
+        after: Option<u64>,
+        wait_millis: u64,
     },
     /// Whether a registry takes a login (`docker login`): this node asks.
     RegistryLogin {
@@ -933,6 +944,35 @@ impl TaskOutput {
     }
 }
 
+/// One change to the swarm's objects, as Docker's events name it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmEvent {
+    /// Its number on the manager that applied it.
+    pub seq: u64,
+    pub time_nanos: i64,
+    /// `service`, `node`, `network`, `secret`, `config` or `task`.
+    pub kind: String,
+    /// `create`, `update` or `remove`.
+    pub action: String,
+    pub id: String,
+    /// `name`, and for an update what changed as `KEY.old` and `KEY.new`.
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+impl SwarmEvent {
+    /// Docker's `events.Message`, as `/events` and `--format json` give it.
+    pub fn docker_message(&self) -> serde_json::Value {
+        serde_json::json!({
+            "Type": self.kind,
+            "Action": self.action,
+            "Actor": { "ID": self.id, "Attributes": self.attributes },
+            "scope": "swarm",
+            "time": self.time_nanos.div_euclid(1_000_000_000),
+            "timeNano": self.time_nanos,
+        })
+    }
+}
+
 /// One row of `swarm node ls`, with Docker's keys.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -1004,6 +1044,11 @@ pub enum Response {
     Logs {
         tasks: Vec<TaskOutput>,
         unanswered: Vec<String>,
+    },
+    /// `swarm events`: changes, in order, and the last number given.
+    Events {
+        events: Vec<SwarmEvent>,
+        last: u64,
     },
     /// Done; nothing to report.
     Done,

@@ -159,6 +159,21 @@ pub const DATAPLANE_NETWORKS: Listing = Listing {
     table: None,
 };
 
+/// `dataplane flows`.
+pub const DATAPLANE_FLOWS: Listing = Listing {
+    fields: &[
+        ("Service", "SERVICE"),
+        ("Protocol", "PROTO"),
+        ("Client", "CLIENT"),
+        ("Frontend", "FRONTEND"),
+        ("Backend", "BACKEND"),
+        ("Node", "NODE"),
+        ("IdleSecs", "IDLE (S)"),
+        ("State", "STATE"),
+    ],
+    table: None,
+};
+
 fn short(id: &Value, no_trunc: bool) -> Value {
     let id = id.as_str().unwrap_or_default();
     if no_trunc {

@@ -3,6 +3,7 @@
 mod autolock;
 mod ca;
 mod container;
+mod events;
 mod format;
 mod inspect;
 mod listing;
@@ -79,6 +80,9 @@ pub enum CliCommand {
     },
     /// Show this node's daemon and swarm: identity, underlay, data plane, membership.
     Info(FormatArgs),
+    /// Stream the swarm's changes (services, nodes, networks, secrets,
+    /// configs, tasks) as a manager applies them (managers only).
+    Events(events::EventsArgs),
     /// Inspect (and, low-level, program) what the kernel data plane holds and counts.
     #[command(subcommand)]
     Dataplane(DataplaneCommand),
@@ -637,6 +641,10 @@ pub struct DaemonArgs {
     /// registry's own CA goes in <data dir>/certs.d/HOST:PORT/ca.crt.
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_registry)]
     pub insecure_registry: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics, as Docker's
+    /// `metrics-addr` (e.g. 127.0.0.1:9323) [default: not served].
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_addr)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// An engine label of this node, KEY=VALUE (repeatable), as dockerd's
     /// --label: services place by it with `--constraint
     /// engine.labels.KEY==VALUE` or `--placement-pref spread=engine.labels.KEY`.
@@ -721,6 +729,15 @@ pub enum DataplaneCommand {
     /// Services the load balancer holds: VIP, published ports, backends
     /// (local ones too) and the connections it tracks.
     Services(FormatArgs),
+    /// The balanced flows this node tracks (its connection table): client,
+    /// what it dialled, backend, the backend's node, idle time and state.
+    Flows {
+        /// Only this service's flows (its name as `dataplane services` shows it).
+        #[arg(long, value_name = "SERVICE")]
+        service: Option<String>,
+        #[command(flatten)]
+        format: FormatArgs,
+    },
     /// Low-level: install services (VIPs, published ports, backends) by hand.
     #[command(subcommand)]
     Service(DataplaneServiceCommand),
@@ -1033,6 +1050,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{:.3}", took.as_secs_f64());
             Ok(())
         }
+        CliCommand::Events(args) => events::run(&cli.host, args),
         CliCommand::Info(args) => {
             let Response::Info(info) = call(&cli.host, &Request::Info)? else {
                 anyhow::bail!("the daemon answered `info` with something else");
@@ -1089,6 +1107,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         CliCommand::Image(ImageCommand::Prune { .. }) => {
             print_notes(call(&cli.host, &Request::ImagePrune)?)
+        }
+        CliCommand::Dataplane(DataplaneCommand::Flows { service, format }) => {
+            let Response::Rows(rows) = call(&cli.host, &Request::DataplaneFlows { service })?
+            else {
+                anyhow::bail!("the daemon answered `dataplane flows` with something else");
+            };
+            output::print_rows(&rows, &listing::DATAPLANE_FLOWS, &format.format)
         }
         CliCommand::Dataplane(DataplaneCommand::Network(DataplaneNetworkCommand::Ls(args))) => {
             let Response::Rows(rows) = call(&cli.host, &Request::DataplaneNetworks)? else {
@@ -1381,6 +1406,13 @@ fn call(host: &str, request: &Request) -> anyhow::Result<Response> {
     Ok(Client::connect(&path)?.call(request)?)
 }
 
+/// `--metrics-addr`: an address and a port, as Docker's daemon takes it.
+fn parse_metrics_addr(value: &str) -> Result<std::net::SocketAddr, String> {
+    value.parse().map_err(|_| {
+        format!("invalid --metrics-addr {value:?}: give ADDR:PORT, e.g. 127.0.0.1:9323")
+    })
+}
+
 fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
     let runtime_choice = match args.runtime {
         RuntimeKind::Native => RuntimeChoice::Native,
@@ -1443,6 +1475,7 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         listen_addr: args.listen_addr,
         gossip_port: args.gossip_port,
         insecure_registries: args.insecure_registry,
+        metrics_addr: args.metrics_addr,
         engine_labels: args.labels.into_iter().collect(),
         dns_upstreams: if args.dns_upstream.is_empty() {
             crate::dns::host_upstreams()

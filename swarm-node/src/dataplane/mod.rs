@@ -35,7 +35,8 @@ pub use netlink::NetlinkError;
 pub use overlay::{EndpointRow, LocalEndpointSpec, OverlayNetwork, RemoteEndpointSpec};
 
 pub use services::{
-    BalancedService, PortConfig, PortError, Protocol, PublishMode, PublishedPort, ServiceRow,
+    BalancedService, FlowRow, PortConfig, PortError, Protocol, PublishMode, PublishedPort,
+    ServiceRow,
 };
 pub use stats::{CounterRow, DataplaneStats};
 

@@ -245,6 +245,28 @@ pub struct ServiceRow {
     pub connections: u64,
 }
 
+/// One balanced flow, as `swarm dataplane flows` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FlowRow {
+    pub service: String,
+    pub protocol: String,
+    /// Who connected: a task, or an outside client through the mesh.
+    pub client: String,
+    /// What it dialled: the VIP or a published port, and the port.
+    pub frontend: String,
+    pub backend: String,
+    /// Where the backend runs: `local`, the node's underlay address, or
+    /// `gone` when its endpoint is no longer known.
+    pub node: String,
+    /// Seconds since the flow last carried a packet (counted to the second).
+    pub idle_secs: u64,
+    /// `new`, `established` or `closing`.
+    pub state: String,
+    /// Came in through the routing mesh (a published port).
+    pub mesh: bool,
+}
+
 /// Services installed on this node.
 #[derive(Default)]
 pub struct Services {
@@ -513,6 +535,98 @@ impl Dataplane {
             }
         })
         .map(|gone| gone.len())
+    }
+
+    /// The balanced flows this node tracks (`swarm dataplane flows`): each
+    /// forward entry of the connection table, with its service, backend,
+    /// the backend's node, how long it idles and its state; only
+    /// `service`'s when given.
+    pub fn flows(&mut self, service: Option<&str>) -> Result<Vec<FlowRow>, DataplaneError> {
+        if let Some(name) = service
+            && !self.services.installed.contains_key(name)
+        {
+            return Err(DataplaneError::InvalidService(format!(
+                "no service {name} on this node (see `swarm dataplane services`)"
+            )));
+        }
+        let by_set: HashMap<u32, String> = self
+            .services
+            .installed
+            .iter()
+            .flat_map(|(name, s)| [(s.all_set, name.clone()), (s.local_set, name.clone())])
+            .collect();
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| Duration::from(t).as_nanos() as u64)
+            .unwrap_or(0);
+        let forward: Vec<(CtKey, CtEntry)> = self
+            .hash_map::<CtKey, CtEntry>(map_names::CONNTRACK)?
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, _)| key.kind == CT_FORWARD)
+            .collect();
+        let endpoints = self.hash_map::<EndpointKey, Endpoint>(map_names::ENDPOINTS)?;
+        let address = |ip: u32, port: u16| {
+            std::net::SocketAddrV4::new(Ipv4Addr::from(ip.to_ne_bytes()), u16::from_be(port))
+        };
+        let mut rows: Vec<FlowRow> = forward
+            .into_iter()
+            .filter_map(|(key, entry)| {
+                let name = by_set.get(&entry.backend_set)?;
+                if service.is_some_and(|wanted| wanted != name) {
+                    return None;
+                }
+                let backend_key = EndpointKey {
+                    vni: entry.vni,
+                    ip: entry.nat_ip,
+                };
+                let node = match endpoints.get(&backend_key, 0) {
+                    Ok(e) if e.ifindex != 0 => "local".to_owned(),
+                    Ok(e) => Ipv4Addr::from(e.node_ip.to_ne_bytes()).to_string(),
+                    Err(_) => "gone".to_owned(),
+                };
+                let state = if entry.flags & CT_FLAG_CLOSING != 0 {
+                    "closing"
+                } else if entry.flags & CT_FLAG_ESTABLISHED != 0 {
+                    "established"
+                } else {
+                    "new"
+                };
+                Some(FlowRow {
+                    service: name.clone(),
+                    protocol: match key.protocol {
+                        IPPROTO_TCP => "tcp",
+                        IPPROTO_UDP => "udp",
+                        _ => "other",
+                    }
+                    .to_owned(),
+                    client: address(key.saddr, key.sport).to_string(),
+                    frontend: address(key.daddr, key.dport).to_string(),
+                    backend: address(entry.nat_ip, entry.nat_port).to_string(),
+                    node,
+                    idle_secs: now.saturating_sub(entry.last_seen_ns) / 1_000_000_000,
+                    state: state.to_owned(),
+                    mesh: entry.flags & CT_FLAG_MESH != 0,
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.service, &a.client).cmp(&(&b.service, &b.client)));
+        Ok(rows)
+    }
+
+    /// Entries of the connection table by kind (`forward`, `reply`,
+    /// `return`), read from the map now.
+    pub fn conntrack_counts(&mut self) -> Result<[(&'static str, u64); 3], DataplaneError> {
+        let conntrack = self.hash_map::<CtKey, CtEntry>(map_names::CONNTRACK)?;
+        let mut counts = [("forward", 0), ("reply", 0), ("return", 0)];
+        for key in conntrack.keys().filter_map(Result::ok) {
+            let slot = match key.kind {
+                CT_FORWARD => 0,
+                CT_REPLY => 1,
+                _ => 2,
+            };
+            counts[slot].1 += 1;
+        }
+        Ok(counts)
     }
 
     /// Removes the tracked flows `doomed` picks; returns them.

@@ -270,7 +270,7 @@ async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>, client: Arc<TaskClien
         let (socket, shared, client) = (socket.clone(), shared.clone(), client.clone());
         // Forwarding waits on upstreams: one task per query.
         tokio::spawn(async move {
-            if let Some(answer) = answer(&shared, &client, &packet, Transport::Udp).await {
+            if let Some(answer) = timed_answer(&shared, &client, &packet, Transport::Udp).await {
                 let _ = socket.send_to(&answer, from).await;
             }
         });
@@ -297,7 +297,7 @@ async fn serve_tcp_client(mut stream: TcpStream, shared: Arc<Shared>, client: Ar
         if stream.read_exact(&mut packet).await.is_err() {
             return;
         }
-        let Some(answer) = answer(&shared, &client, &packet, Transport::Tcp).await else {
+        let Some(answer) = timed_answer(&shared, &client, &packet, Transport::Tcp).await else {
             return;
         };
         let Ok(len) = u16::try_from(answer.len()) else {
@@ -307,6 +307,21 @@ async fn serve_tcp_client(mut stream: TcpStream, shared: Arc<Shared>, client: Ar
             return;
         }
     }
+}
+
+/// [`answer`], its time recorded for the metrics.
+async fn timed_answer(
+    shared: &Shared,
+    client: &TaskClient,
+    packet: &[u8],
+    transport: Transport,
+) -> Option<Vec<u8>> {
+    let started = std::time::Instant::now();
+    let answer = answer(shared, client, packet, transport).await;
+    crate::metrics::instruments()
+        .resolver_seconds
+        .observe(started.elapsed().as_secs_f64());
+    answer
 }
 
 /// The answer to `packet` from `client` over `transport`; `None` when it

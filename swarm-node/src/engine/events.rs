@@ -1,10 +1,8 @@
-//! `/events`: the swarm's service, node, network, secret and config events
-//! as dockerd streams them (one JSON object a line). They are found by
-//! comparing what the control API lists, twice a second, with what it
-//! listed before: a create, an update (a new version, or a node's state
-//! changing) or a removal, each once.
+//! `/events`: the swarm's service, node, network, secret, config and task
+//! events as dockerd streams them (one JSON object a line), from the same
+//! stream as `swarm events`: the changes the manager applies to its store.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -16,12 +14,12 @@ use super::{
     streaming_reply, text,
 };
 use crate::{
-    api::{control::Request, mounts::PayloadKind},
-    clock::now_millis,
+    api::control::{Request, Response, SwarmEvent},
+    log_time::now_nanos,
 };
 
-/// How often the objects are compared.
-const PERIOD: Duration = Duration::from_millis(500);
+/// How long one request to the manager waits for a change.
+const WAIT: Duration = Duration::from_millis(1000);
 
 /// Filter keys that name an object: an event passes when its actor's ID
 /// or name starts with one of the values.
@@ -35,19 +33,9 @@ const OBJECT_KEYS: &[&str] = &[
     "plugin",
     "secret",
     "service",
+    "task",
     "volume",
 ];
-
-/// One object as last seen: its name, what changes with an update, and
-/// the attributes an update event reports old and new.
-#[derive(Clone, Debug, PartialEq)]
-struct Seen {
-    name: String,
-    revision: String,
-    attributes: BTreeMap<&'static str, String>,
-}
-
-type Snapshot = BTreeMap<(&'static str, String), Seen>;
 
 pub async fn stream(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
     let mut accepted = vec!["type", "event", "scope", "label"];
@@ -57,186 +45,87 @@ pub async fn stream(engine: &Engine, call: &Call) -> Result<Reply, ApiError> {
         None => None,
         Some(raw) => Some(parse_time(raw)?),
     };
-    if let Some(since) = call.query("since").filter(|s| !s.is_empty()) {
-        parse_time(since)?;
-    }
-    let mut before = snapshot(engine).await?;
+    let since = match call.query("since").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => Some(parse_time(raw)?),
+    };
+    // What the manager keeps; only with `since` is any of it sent.
+    let (kept, mut last) = events(engine, None, Duration::ZERO).await?;
+    let kept: Vec<SwarmEvent> = match since {
+        Some(since) => kept.into_iter().filter(|e| e.time_nanos >= since).collect(),
+        None => Vec::new(),
+    };
     let (sender, receiver) = mpsc::channel::<Bytes>(256);
     let engine = engine.clone();
     tokio::spawn(async move {
         let mut shutdown = engine.shutdown.clone();
+        let send = |event: &SwarmEvent| {
+            let message = event.docker_message();
+            let mut line = serde_json::to_vec(&message).expect("plain data serializes");
+            line.push(b'\n');
+            (passes(&filters, &message), Bytes::from(line))
+        };
+        let mut batch = kept;
         loop {
-            if until.is_some_and(|until| now_millis() >= until) {
-                return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(PERIOD) => {}
-                _ = sender.closed() => return,
-                _ = shutdown.wait_for(|stop| *stop) => return,
-            }
-            let Ok(now) = snapshot(&engine).await else {
-                // Leadership moving, or the node leaving: try again.
-                continue;
-            };
-            for event in changes(&before, &now, now_millis()) {
-                if passes(&filters, &event) {
-                    let mut line = serde_json::to_vec(&event).expect("plain data serializes");
-                    line.push(b'\n');
-                    if sender.send(Bytes::from(line)).await.is_err() {
-                        return;
-                    }
+            for event in &batch {
+                if until.is_some_and(|until| event.time_nanos > until) {
+                    return;
+                }
+                let (passes, line) = send(event);
+                if passes && sender.send(line).await.is_err() {
+                    return;
                 }
             }
-            before = now;
+            if until.is_some_and(|until| now_nanos() >= until) {
+                return;
+            }
+            let asked = tokio::select! {
+                asked = events(&engine, Some(last), WAIT) => asked,
+                _ = sender.closed() => return,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            match asked {
+                Ok((events, now_last)) => {
+                    batch = events;
+                    last = now_last;
+                }
+                // Leadership moving, or the node leaving: try again.
+                Err(_) => {
+                    batch = Vec::new();
+                    tokio::time::sleep(WAIT).await;
+                }
+            }
         }
     });
     Ok(streaming_reply("application/json", receiver))
 }
 
-/// `since`/`until` as Docker takes them: Unix seconds, with a fraction.
-fn parse_time(raw: &str) -> Result<u64, ApiError> {
-    raw.parse::<f64>()
-        .ok()
-        .filter(|t| *t >= 0.0)
-        .map(|t| (t * 1000.0) as u64)
+/// The manager's events after `after`, and the last number it gave.
+async fn events(
+    engine: &Engine,
+    after: Option<u64>,
+    wait: Duration,
+) -> Result<(Vec<SwarmEvent>, u64), ApiError> {
+    let request = Request::Events {
+        after,
+        wait_millis: wait.as_millis() as u64,
+    };
+    match engine.call(request).await? {
+        Response::Events { events, last } => Ok((events, last)),
+        other => Err(super::unexpected(&other)),
+    }
+}
+
+/// `since`/`until` as Docker takes them: Unix seconds, with a fraction;
+/// nanoseconds since the epoch.
+fn parse_time(raw: &str) -> Result<i64, ApiError> {
+    crate::log_time::parse_unix_timestamp(raw)
+        .filter(|t| *t >= 0)
         .ok_or_else(|| {
             ApiError::bad_request(format!(
                 "invalid time {raw:?}: give Unix seconds, as 1700000000 or 1700000000.5"
             ))
         })
-}
-
-/// What the control API lists now, by kind and ID.
-async fn snapshot(engine: &Engine) -> Result<Snapshot, ApiError> {
-    let mut seen = Snapshot::new();
-    for service in array(engine.json(Request::SwarmServiceObjects).await?) {
-        let replicas = &service["Spec"]["Mode"]["Replicated"]["Replicas"];
-        let mut attributes = BTreeMap::new();
-        attributes.insert(
-            "image",
-            text(&service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]),
-        );
-        if !replicas.is_null() {
-            attributes.insert("replicas", text(replicas));
-        }
-        if !service["UpdateStatus"]["State"].is_null() {
-            attributes.insert("updatestate", text(&service["UpdateStatus"]["State"]));
-        }
-        seen.insert(
-            ("service", text(&service["ID"])),
-            Seen {
-                name: text(&service["Spec"]["Name"]),
-                revision: text(&service["Version"]["Index"]),
-                attributes,
-            },
-        );
-    }
-    for node in array(engine.json(Request::NodeObjects).await?) {
-        let mut attributes = BTreeMap::new();
-        attributes.insert("availability", text(&node["Spec"]["Availability"]));
-        attributes.insert("role", text(&node["Spec"]["Role"]));
-        attributes.insert("state", text(&node["Status"]["State"]));
-        if !node["ManagerStatus"].is_null() {
-            attributes.insert("leader", text(&node["ManagerStatus"]["Leader"]));
-            attributes.insert("reachability", text(&node["ManagerStatus"]["Reachability"]));
-        }
-        seen.insert(
-            ("node", text(&node["ID"])),
-            Seen {
-                name: text(&node["Description"]["Hostname"]),
-                revision: text(&node["Version"]["Index"]),
-                attributes,
-            },
-        );
-    }
-    for network in array(
-        engine
-            .json(Request::SwarmNetworkList {
-                filters: Default::default(),
-            })
-            .await?,
-    ) {
-        seen.insert(
-            ("network", text(&network["ID"])),
-            Seen {
-                name: text(&network["Name"]),
-                revision: String::new(),
-                attributes: BTreeMap::new(),
-            },
-        );
-    }
-    for (kind, word) in [
-        (PayloadKind::Secret, "secret"),
-        (PayloadKind::Config, "config"),
-    ] {
-        for payload in array(
-            engine
-                .json(Request::PayloadList {
-                    kind,
-                    filters: Default::default(),
-                })
-                .await?,
-        ) {
-            seen.insert(
-                (word, text(&payload["ID"])),
-                Seen {
-                    name: text(&payload["Name"]),
-                    revision: text(&payload["UpdatedAt"]),
-                    attributes: BTreeMap::new(),
-                },
-            );
-        }
-    }
-    Ok(seen)
-}
-
-fn array(value: Value) -> Vec<Value> {
-    match value {
-        Value::Array(items) => items,
-        _ => Vec::new(),
-    }
-}
-
-/// The events that take `before` to `now`, stamped `at` (milliseconds).
-fn changes(before: &Snapshot, now: &Snapshot, at: u64) -> Vec<Value> {
-    let mut events = Vec::new();
-    let event = |kind: &str, action: &str, id: &str, attributes: BTreeMap<String, String>| {
-        serde_json::json!({
-            "Type": kind,
-            "Action": action,
-            "Actor": {"ID": id, "Attributes": attributes},
-            "scope": "swarm",
-            "time": at / 1000,
-            "timeNano": u128::from(at) * 1_000_000,
-        })
-    };
-    for ((kind, id), seen) in now {
-        let named = || BTreeMap::from([("name".to_owned(), seen.name.clone())]);
-        match before.get(&(*kind, id.clone())) {
-            None => events.push(event(kind, "create", id, named())),
-            Some(old) if old != seen => {
-                let mut attributes = named();
-                for (key, value) in &seen.attributes {
-                    let previous = old.attributes.get(key);
-                    if previous != Some(value) {
-                        if let Some(previous) = previous {
-                            attributes.insert(format!("{key}.old"), previous.clone());
-                        }
-                        attributes.insert(format!("{key}.new"), value.clone());
-                    }
-                }
-                events.push(event(kind, "update", id, attributes));
-            }
-            Some(_) => {}
-        }
-    }
-    for ((kind, id), old) in before {
-        if !now.contains_key(&(*kind, id.clone())) {
-            let attributes = BTreeMap::from([("name".to_owned(), old.name.clone())]);
-            events.push(event(kind, "remove", id, attributes));
-        }
-    }
-    events
 }
 
 /// Docker's event filters: every key given must match (values of one key
@@ -255,47 +144,4 @@ fn passes(filters: &Filters, event: &Value) -> bool {
                     .iter()
                     .any(|v| id.starts_with(v.as_str()) || name.starts_with(v.as_str()))
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn seen(name: &str, revision: &str, replicas: &str) -> Seen {
-        Seen {
-            name: name.into(),
-            revision: revision.into(),
-            attributes: BTreeMap::from([("replicas", replicas.to_owned())]),
-        }
-    }
-
-    #[test]
-    fn creates_updates_and_removals_are_each_reported_once() {
-        let before = Snapshot::from([
-            (("service", "a".to_owned()), seen("web", "1", "1")),
-            (("service", "b".to_owned()), seen("old", "1", "1")),
-        ]);
-        let now = Snapshot::from([
-            (("service", "a".to_owned()), seen("web", "2", "3")),
-            (("node", "n".to_owned()), seen("node1", "1", "0")),
-        ]);
-        let events = changes(&before, &now, 1_500);
-        let actions: Vec<(String, String)> = events
-            .iter()
-            .map(|e| (text(&e["Type"]), text(&e["Action"])))
-            .collect();
-        assert_eq!(
-            actions,
-            [
-                ("node".into(), "create".into()),
-                ("service".into(), "update".into()),
-                ("service".into(), "remove".into())
-            ]
-        );
-        let update = &events[1]["Actor"]["Attributes"];
-        assert_eq!(update["replicas.old"], "1");
-        assert_eq!(update["replicas.new"], "3");
-        assert_eq!(events[1]["timeNano"], 1_500_000_000u64);
-        assert!(changes(&now, &now, 2_000).is_empty());
-    }
 }

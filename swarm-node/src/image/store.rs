@@ -240,8 +240,15 @@ impl ImageStore {
     /// again), logged in as `login` if given. Blocks; call it off the
     /// async runtime.
     pub fn pull(&self, reference: &Reference, login: Option<&Login>) -> Result<Image, ImageError> {
-        self.runtime
-            .block_on(self.pull_async(reference, &auth(login)))
+        let pulled = self
+            .runtime
+            .block_on(self.pull_async(reference, &auth(login)));
+        let outcome = if pulled.is_ok() { "ok" } else { "error" };
+        crate::metrics::instruments()
+            .image_pulls
+            .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
+            .inc();
+        pulled
     }
 
     /// The digest `reference` names in its registry now, for pinning a
@@ -392,6 +399,7 @@ impl ImageStore {
                     .pull_blob(reference, descriptor, &mut bytes)
                     .await
                     .map_err(|e| registry_error(&reference.whole(), e))?;
+                count_pulled(bytes.len() as u64);
                 write_atomically(&path, &bytes, &self.root.join("tmp"))?;
                 bytes
             }
@@ -442,6 +450,7 @@ impl ImageStore {
             let _ = fs::remove_file(&blob);
             return Err(registry_error(&name, err));
         }
+        count_pulled(fs::metadata(&blob).map_or(0, |m| m.len()));
         let unpacking = tmp.join(format!("{}.unpacking", file_name(&descriptor.digest)));
         let (blob_path, unpack_dir) = (blob.clone(), unpacking.clone());
         let unpacked = tokio::task::spawn_blocking(move || {
@@ -661,6 +670,13 @@ fn file_name(digest: &str) -> String {
 
 /// Written under a name of its own and renamed: tasks pulling the same
 /// image at once each write the same record, and none sees half of one.
+/// Bytes fetched from a registry, for the metrics.
+fn count_pulled(bytes: u64) {
+    crate::metrics::instruments()
+        .image_pulled_bytes
+        .inc_by(bytes);
+}
+
 fn write_atomically(path: &Path, bytes: &[u8], tmp_dir: &Path) -> Result<(), ImageError> {
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

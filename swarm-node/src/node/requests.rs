@@ -163,3 +163,66 @@ impl Membership {
         }
     }
 }
+
+/// What the metrics report of the cluster from this manager's replica of
+/// the store.
+#[derive(Debug, Default)]
+pub struct ClusterMetrics {
+    pub raft: Option<RaftInfo>,
+    pub is_leader: bool,
+    /// Tasks by their current state (Docker's word).
+    pub tasks_by_state: std::collections::BTreeMap<&'static str, u64>,
+    pub services: usize,
+    /// Each task's service name, to label the tasks' usage with.
+    pub task_services: std::collections::BTreeMap<String, String>,
+}
+
+impl Membership {
+    /// `None` on a worker, or outside a swarm: only managers hold the store.
+    pub fn cluster_metrics(&self) -> Option<ClusterMetrics> {
+        let info = self.info();
+        if !info.control_available {
+            return None;
+        }
+        let cluster = self.lock();
+        let cluster = cluster.as_ref()?;
+        let (tasks_by_state, services, task_services) = cluster
+            .with_store(|s| {
+                let mut by_state = std::collections::BTreeMap::new();
+                let mut names = std::collections::BTreeMap::new();
+                for task in s.tasks.values() {
+                    *by_state.entry(task.status.state.word()).or_insert(0) += 1;
+                    if let Some(service) = s.services.get(&task.service_id) {
+                        names.insert(task.id.clone(), service.spec.name.clone());
+                    }
+                }
+                (by_state, s.services.len(), names)
+            })
+            .ok()?;
+        Some(ClusterMetrics {
+            raft: info.raft,
+            is_leader: info.is_leader,
+            tasks_by_state,
+            services,
+            task_services,
+        })
+    }
+}
+
+/// The longest one `swarm events` request waits for a change: the CLI asks
+/// again, so a manager that goes away is noticed.
+const EVENTS_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Membership {
+    /// `swarm events`: this manager's changes after number `after`.
+    pub fn events(&self, after: Option<u64>, wait_millis: u64) -> Result<Response, ClusterError> {
+        let log = {
+            let cluster = self.lock();
+            let cluster = cluster.as_ref().ok_or(ClusterError::NotInSwarm)?;
+            cluster.require_manager()?.events.clone()
+        };
+        let wait = std::time::Duration::from_millis(wait_millis).min(EVENTS_WAIT_MAX);
+        let (events, last) = log.after(after, wait);
+        Ok(Response::Events { events, last })
+    }
+}

@@ -107,4 +107,16 @@ pub trait Runtime: Send + Sync {
     /// The tasks this runtime holds on this node, running or not (after a
     /// daemon restart: what to adopt or remove).
     fn list(&self) -> Result<Vec<String>, RuntimeError>;
+    /// What the task has used so far, for the metrics; `None` where this
+    /// runtime cannot tell.
+    fn usage(&self, _task_id: &str) -> Option<TaskUsage> {
+        None
+    }
+}
+
+/// A task's CPU time and memory, read from its cgroup.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TaskUsage {
+    pub cpu_seconds: f64,
+    pub memory_bytes: u64,
 }

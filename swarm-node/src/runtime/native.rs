@@ -894,6 +894,10 @@ impl Runtime for NativeRuntime {
         Ok(lines)
     }
 
+    fn usage(&self, task_id: &str) -> Option<super::TaskUsage> {
+        self.cgroups.usage(task_id)
+    }
+
     fn list(&self) -> Result<Vec<String>, RuntimeError> {
         let entries = fs::read_dir(&self.state_dir).map_err(io_error(
             NO_TASK,

@@ -131,6 +131,8 @@ pub struct RaftNode {
     pub id: u64,
     pub raft: Raft,
     pub store: SharedStore,
+    /// What applying entries changed, for `swarm events`.
+    pub events: Arc<crate::manager::store::events::EventLog>,
     db: Arc<redb::Database>,
 }
 
@@ -167,6 +169,7 @@ impl RaftNode {
         let log_store = LogStore::open(db.clone(), key.clone()).map_err(open_err)?;
         let state_machine = StateMachine::open(db.clone(), key).map_err(open_err)?;
         let store = state_machine.store();
+        let events = state_machine.events();
         let raft = Raft::new(
             id,
             config()?,
@@ -177,10 +180,12 @@ impl RaftNode {
         .await
         .map_err(|e| RaftStoreError::Start(e.to_string()))?;
         tokio::spawn(snapshots::trigger(raft.clone(), store.clone()));
+        tokio::spawn(count_leader_changes(raft.clone()));
         Ok(Self {
             id,
             raft,
             store,
+            events,
             db,
         })
     }
@@ -242,6 +247,20 @@ impl RaftNode {
             .membership()
             .get_node(&leader)
             .cloned()
+    }
+}
+
+/// Counts each change of leader this manager sees, for the metrics,
+/// until Raft shuts down.
+async fn count_leader_changes(raft: Raft) {
+    let mut metrics = raft.metrics();
+    let mut leader = metrics.borrow().current_leader;
+    while metrics.changed().await.is_ok() {
+        let now = metrics.borrow().current_leader;
+        if now != leader {
+            leader = now;
+            crate::metrics::instruments().raft_leader_changes.inc();
+        }
     }
 }
 

@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Member, SharedStore, TypeConfig, data_key::DataKey};
 use crate::lock::ReadWriteLocked as _;
-use crate::manager::store::{ClusterState, CommandResult};
+use crate::manager::store::{
+    ClusterState, CommandResult,
+    events::{Before, EventLog},
+};
 
 pub(super) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
 const CURRENT: &str = "current";
@@ -41,6 +44,8 @@ pub struct StateMachine {
     last_membership: StoredMembership<u64, Member>,
     /// Makes snapshot IDs unique between snapshots of the same log position.
     snapshots_built: u64,
+    /// What the applied entries changed, for `swarm events`.
+    events: Arc<EventLog>,
 }
 
 impl StateMachine {
@@ -56,6 +61,7 @@ impl StateMachine {
             last_applied: None,
             last_membership: StoredMembership::default(),
             snapshots_built: 0,
+            events: Arc::default(),
         };
         if let Some(snapshot) = machine.read_snapshot()? {
             machine.load(&snapshot)?;
@@ -66,6 +72,10 @@ impl StateMachine {
     /// The store this machine applies to, shared with readers.
     pub fn store(&self) -> SharedStore {
         self.store.clone()
+    }
+
+    pub fn events(&self) -> Arc<EventLog> {
+        self.events.clone()
     }
 
     fn read_snapshot(&self) -> Result<Option<StoredSnapshot>> {
@@ -116,8 +126,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut results = Vec::new();
         let mut store = self.store.write_locked();
+        let before = Before::of(store.as_ref());
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             results.push(match entry.payload {
@@ -129,11 +141,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             });
         }
+        self.events
+            .push(before.events(store.as_ref(), crate::log_time::now_nanos()));
+        crate::metrics::instruments()
+            .raft_apply_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.snapshots_built += 1;
+        crate::metrics::instruments().raft_snapshots_built.inc();
         // A copy taken now: entries applied while it is written do not leak in.
         let store = self.store.read_locked().clone();
         SnapshotView {

@@ -11,6 +11,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub mod events;
 #[cfg(test)]
 pub mod fixtures;
 pub mod payloads;

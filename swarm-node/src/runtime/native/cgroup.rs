@@ -14,7 +14,7 @@ use nix::{
 };
 use tracing::{debug, warn};
 
-use super::super::{Resources, RuntimeError};
+use super::super::{Resources, RuntimeError, TaskUsage};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// The directory under each hierarchy's root that holds the tasks' cgroups.
@@ -194,6 +194,40 @@ impl CgroupLayout {
                 .map_err(io(format!("writing {value} to {}", file.display())))?;
         }
         Ok(dirs.iter().map(|dir| dir.join("cgroup.procs")).collect())
+    }
+
+    /// CPU time and memory the task's cgroup has used; `None` when it has
+    /// no cgroup (gone, or never started).
+    pub(super) fn usage(&self, task_id: &str) -> Option<TaskUsage> {
+        let read = |path: PathBuf| fs::read_to_string(path).ok();
+        let number = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok());
+        match self {
+            Self::V2 { root } => {
+                let dir = root.join(PARENT).join(task_id);
+                let cpu_usec = read(dir.join("cpu.stat")).and_then(|stat| {
+                    stat.lines()
+                        .find_map(|line| line.strip_prefix("usage_usec "))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                });
+                let memory = number(read(dir.join("memory.current")));
+                (cpu_usec.is_some() || memory.is_some()).then(|| TaskUsage {
+                    cpu_seconds: cpu_usec.unwrap_or(0) as f64 / 1e6,
+                    memory_bytes: memory.unwrap_or(0),
+                })
+            }
+            Self::V1 { memory, cpu, .. } => {
+                let in_v1 = |root: &Option<PathBuf>, file: &str| {
+                    root.as_ref()
+                        .and_then(|root| number(read(root.join(PARENT).join(task_id).join(file))))
+                };
+                let cpu_ns = in_v1(cpu, "cpuacct.usage");
+                let memory = in_v1(memory, "memory.usage_in_bytes");
+                (cpu_ns.is_some() || memory.is_some()).then(|| TaskUsage {
+                    cpu_seconds: cpu_ns.unwrap_or(0) as f64 / 1e9,
+                    memory_bytes: memory.unwrap_or(0),
+                })
+            }
+        }
     }
 
     /// The processes in the task's cgroup (none when it has no cgroup).
