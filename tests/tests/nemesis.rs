@@ -1,8 +1,9 @@
-//! Faults while clients work: three managers and two workers, clients
-//! writing and reading node labels through every manager, and a nemesis
-//! that kills the leader (-9) and restarts it, pauses a manager (SIGSTOP),
-//! cuts one manager off from the others both ways or one way (nftables in
-//! its namespace), and promotes a worker to a fourth manager and demotes it
+//! Faults while clients work: three (and five) managers and two workers,
+//! clients writing and reading node labels and service labels (a service
+//! spec, versioned) through every manager, and a nemesis that kills the
+//! leader (-9) and restarts it, pauses a manager (SIGSTOP), cuts one
+//! manager off from the others both ways or one way (nftables in its
+//! namespace), and promotes a worker to one more manager and demotes it
 //! again. The history of every
 //! operation is checked for linearizability per label
 //! (`swarm_tests::linearizable`), and after healing a service's tasks
@@ -34,10 +35,13 @@ use swarm_tests::{
     swarm_bin, wait_until,
 };
 
-const MANAGERS: usize = 3;
-/// The worker the nemesis promotes and demotes.
-const PROMOTED: usize = 3;
-const KEYS: &[&str] = &["k0", "k1", "k2"];
+/// Keys: labels of node h1 and of service web.
+const KEYS: &[(&str, &str)] = &[
+    ("node", "k0"),
+    ("node", "k1"),
+    ("service", "k2"),
+    ("service", "k3"),
+];
 /// How long a client waits for one command before calling it unknown.
 const CALL_TIMEOUT: Duration = Duration::from_secs(8);
 
@@ -98,13 +102,20 @@ fn client(
     let mut n = 0;
     let micros = || started.elapsed().as_micros() as u64;
     while !stop.load(Ordering::Relaxed) {
-        let key = KEYS[rng.below(KEYS.len())];
+        let (kind, key) = KEYS[rng.below(KEYS.len())];
+        let object = if kind == "node" { "h1" } else { "web" };
         let invoked = micros();
         let op = if rng.below(2) == 0 {
             n += 1;
             let value = format!("c{id}-{n}");
             let label = format!("{key}={value}");
-            let answer = call(&socket, &["node", "update", "--label-add", &label, "h1"]);
+            let mut args = vec![kind, "update", "--label-add", &label];
+            if kind == "service" {
+                // The label alone: no rolling update to wait for.
+                args.push("--detach");
+            }
+            args.push(object);
+            let answer = call(&socket, &args);
             let action = match answer {
                 Some((true, _)) => Action::Write(value),
                 // Refused or cut off: it may still have been committed.
@@ -112,7 +123,7 @@ fn client(
             };
             Some((action, micros()))
         } else {
-            match call(&socket, &["node", "inspect", "h1"]) {
+            match call(&socket, &[kind, "inspect", object]) {
                 Some((true, out)) => {
                     serde_json::from_str::<serde_json::Value>(&out)
                         .ok()
@@ -127,7 +138,7 @@ fn client(
         };
         if let Some((action, completed)) = op {
             history.lock().unwrap().push(Operation {
-                key: key.to_owned(),
+                key: format!("{kind} {key}"),
                 action,
                 invoked,
                 completed,
@@ -138,7 +149,7 @@ fn client(
 
 /// The manager that leads, as a reachable manager says.
 fn leader(topology: &Topology, alive: &[bool]) -> Option<usize> {
-    (0..MANAGERS).filter(|&i| alive[i]).find_map(|i| {
+    (0..alive.len()).filter(|&i| alive[i]).find_map(|i| {
         let out = topology
             .daemon(i)
             .swarm_ok(&["node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}"])
@@ -158,8 +169,8 @@ fn leader(topology: &Topology, alive: &[bool]) -> Option<usize> {
 
 /// Drops what manager `i` receives from the other managers, and what it
 /// sends them unless `one_way`.
-fn isolate(topology: &Topology, i: usize, one_way: bool) {
-    let others: Vec<String> = (0..MANAGERS)
+fn isolate(topology: &Topology, managers: usize, i: usize, one_way: bool) {
+    let others: Vec<String> = (0..managers)
         .filter(|&j| j != i)
         .map(|j| topology.hosts[j].addr.to_string())
         .collect();
@@ -189,15 +200,27 @@ fn heal(topology: &Topology, i: usize) {
 }
 
 #[test]
-fn histories_under_crashes_pauses_and_partitions_are_linearizable() {
+fn three_managers_under_crashes_pauses_and_partitions_stay_linearizable() {
+    nemesis("nem3", 3, 0x5eed);
+}
+
+#[test]
+fn five_managers_under_crashes_pauses_and_partitions_stay_linearizable() {
+    nemesis("nem5", 5, 0xfeed);
+}
+
+/// `managers` managers and two workers, faults for `NEMESIS_SECONDS`
+/// (30 by default), the nemesis's choices drawn from `seed`.
+fn nemesis(tag: &str, managers: usize, seed: u64) {
     let seconds: u64 = std::env::var("NEMESIS_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
+    let promoted = managers; // the first worker
     let mut topology = Swarm::new()
-        .managers([1, 2])
-        .workers([3, 4])
-        .start(&TopologyOptions::new("nemesis", MANAGERS + 2))
+        .managers(1..managers)
+        .workers([managers, managers + 1])
+        .start(&TopologyOptions::new(tag, managers + 2))
         .unwrap();
     let mut args = vec!["service", "create", "--name", "web", "--replicas", "3"];
     args.extend_from_slice(swarm_tests::WEB_TASK);
@@ -206,7 +229,7 @@ fn histories_under_crashes_pauses_and_partitions_are_linearizable() {
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let history = Arc::new(Mutex::new(Vec::new()));
-    let clients: Vec<_> = (0..MANAGERS)
+    let clients: Vec<_> = (0..managers)
         .map(|i| {
             let socket = topology.daemon(i).socket.clone();
             let (stop, history) = (stop.clone(), history.clone());
@@ -214,8 +237,8 @@ fn histories_under_crashes_pauses_and_partitions_are_linearizable() {
         })
         .collect();
 
-    let mut rng = Rng(0x5eed);
-    let mut alive = [true; MANAGERS];
+    let mut rng = Rng(seed);
+    let mut alive = vec![true; managers];
     let mut faults: BTreeMap<&str, usize> = BTreeMap::new();
     let end = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < end {
@@ -223,7 +246,7 @@ fn histories_under_crashes_pauses_and_partitions_are_linearizable() {
         match rng.below(6) {
             // The leader more often than the others.
             0 | 1 => {
-                let victim = leader(&topology, &alive).unwrap_or_else(|| rng.below(MANAGERS));
+                let victim = leader(&topology, &alive).unwrap_or_else(|| rng.below(managers));
                 topology.daemon_mut(victim).kill().unwrap();
                 alive[victim] = false;
                 thread::sleep(Duration::from_millis(500 + rng.below(1500) as u64));
@@ -232,7 +255,7 @@ fn histories_under_crashes_pauses_and_partitions_are_linearizable() {
                 *faults.entry("kill -9 and restart").or_default() += 1;
             }
             2 => {
-                let victim = rng.below(MANAGERS);
+                let victim = rng.below(managers);
                 let pid = Pid::from_raw(topology.daemon(victim).pid().unwrap() as i32);
                 kill(pid, Signal::SIGSTOP).unwrap();
                 thread::sleep(Duration::from_millis(1000 + rng.below(2000) as u64));
@@ -240,9 +263,9 @@ fn histories_under_crashes_pauses_and_partitions_are_linearizable() {
                 *faults.entry("pause").or_default() += 1;
             }
             3 | 4 => {
-                let victim = leader(&topology, &alive).unwrap_or_else(|| rng.below(MANAGERS));
+                let victim = leader(&topology, &alive).unwrap_or_else(|| rng.below(managers));
                 let one_way = rng.below(2) == 0;
-                isolate(&topology, victim, one_way);
+                isolate(&topology, managers, victim, one_way);
                 thread::sleep(Duration::from_millis(2000 + rng.below(2000) as u64));
                 heal(&topology, victim);
                 let fault = if one_way {
@@ -255,8 +278,8 @@ fn histories_under_crashes_pauses_and_partitions_are_linearizable() {
             _ => {
                 // A membership change under load: h4 becomes a manager and a
                 // worker again (through any manager that answers).
-                let through = (0..MANAGERS).find(|&i| alive[i]).unwrap_or(0);
-                let promoted = format!("h{}", PROMOTED + 1);
+                let through = (0..managers).find(|&i| alive[i]).unwrap_or(0);
+                let promoted = format!("h{}", promoted + 1);
                 for verb in ["promote", "demote"] {
                     let _ = topology.daemon(through).swarm(&["node", verb, &promoted]);
                     thread::sleep(Duration::from_millis(1500));
@@ -290,18 +313,18 @@ fn histories_under_crashes_pauses_and_partitions_are_linearizable() {
     }
     assert!(anomalies.is_empty(), "not linearizable: {anomalies:#?}");
 
-    // The membership settles: three managers, the promoted node a worker.
-    wait_until("h4 a worker again", || {
+    // The membership settles: the promoted node a worker again.
+    wait_until("the promoted node a worker again", || {
         let out = topology
             .daemon(0)
             .swarm_ok(&["node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}"])
             .map_err(|e| e.to_string())?;
         // `h4 ` for a worker; `h1 Leader`, `h2 Reachable` for managers.
-        let managers = out
+        let count = out
             .lines()
             .filter(|l| l.split(' ').nth(1).is_some_and(|status| !status.is_empty()))
             .count();
-        (managers == MANAGERS).then_some(()).ok_or(out)
+        (count == managers).then_some(()).ok_or(out)
     });
     // The tasks converge: three Running, one per slot.
     wait_until("web's three slots Running once each", || {

@@ -23,11 +23,15 @@ use crate::{
         Manager,
         reference::{Lookup, lookup},
         store::{
-            ClusterState, Command,
+            ClusterState, Command, Refusal,
             services::{ServiceCreate, ServiceRecord, TaskRecord},
         },
     },
 };
+
+/// How many times a change to a service is made again on a newer spec
+/// when another update landed while it was made.
+const UPDATE_ATTEMPTS: u32 = 20;
 
 /// How long `service logs` waits for the nodes to answer.
 const LOGS_WAIT: Duration = Duration::from_secs(5);
@@ -403,22 +407,23 @@ impl Manager {
     ) -> Result<Response, ClusterError> {
         let mut notes = Vec::new();
         for (reference, replicas) in scales {
-            let service = self.resolve_service(reference)?;
-            let mut spec = service.spec.clone();
-            // A replicated job's count is its completions (Docker's rule).
-            match &mut spec.mode {
-                ServiceMode::Replicated { replicas: count }
-                | ServiceMode::ReplicatedJob {
-                    total_completions: count,
-                    ..
-                } => *count = *replicas,
-                ServiceMode::Global | ServiceMode::GlobalJob => {
-                    return Err(ClusterError::Refused(format!(
-                        "{reference}: scale can only be used with replicated or replicated-job mode"
-                    )));
+            self.change_spec(reference, false, |service| {
+                let mut spec = service.spec.clone();
+                // A replicated job's count is its completions (Docker's rule).
+                match &mut spec.mode {
+                    ServiceMode::Replicated { replicas: count }
+                    | ServiceMode::ReplicatedJob {
+                        total_completions: count,
+                        ..
+                    } => *count = *replicas,
+                    ServiceMode::Global | ServiceMode::GlobalJob => {
+                        return Err(ClusterError::Refused(format!(
+                            "{reference}: scale can only be used with replicated or replicated-job mode"
+                        )));
+                    }
                 }
-            }
-            self.commit_spec(&service.id, spec, false)?;
+                Ok((spec, ()))
+            })?;
             notes.push(format!("{reference} scaled to {replicas}"));
         }
         Ok(Response::Notes(notes))
@@ -428,6 +433,33 @@ impl Manager {
     /// one coming back).
     fn commit_spec(&self, id: &str, spec: ServiceSpec, rollback: bool) -> Result<(), ClusterError> {
         self.commit_versioned(id, spec, rollback, None)
+    }
+
+    /// Commits `change` of service `reference`'s spec at the revision it
+    /// was made from: when another update lands in between (two clients
+    /// changing one service at once), the commit is out of sequence and
+    /// the change is made again on the newer spec, so neither is lost
+    /// (tests/tests/nemesis.rs found such lost updates).
+    fn change_spec<T>(
+        &self,
+        reference: &str,
+        rollback: bool,
+        mut change: impl FnMut(&ServiceRecord) -> Result<(ServiceSpec, T), ClusterError>,
+    ) -> Result<T, ClusterError> {
+        let out_of_sequence = Refusal::OutOfSequence.to_string();
+        let mut attempt = 1;
+        loop {
+            let service = self.resolve_service(reference)?;
+            let (spec, made) = change(&service)?;
+            match self.commit_versioned(&service.id, spec, rollback, Some(service.revision)) {
+                Err(ClusterError::Refused(why))
+                    if why == out_of_sequence && attempt < UPDATE_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                committed => return committed.map(|()| made),
+            }
+        }
     }
 
     /// As `commit_spec`, refused unless the service is at `version`.
@@ -451,19 +483,20 @@ impl Manager {
         &self,
         request: &ServiceUpdateRequest,
     ) -> Result<Response, ClusterError> {
-        let service = self.resolve_service(&request.service)?;
-        let mut spec = service.spec.clone();
         // The spec holds network IDs; the user names them.
         let mut request = request.clone();
         request.network_rm = self.resolve_networks(&request.network_rm)?;
-        request
-            .apply(&mut spec)
-            .map_err(|e| ClusterError::Refused(e.to_string()))?;
-        let warnings = self.resolve_spec(
-            &mut spec,
-            request.image.is_some() && !request.no_resolve_image,
-        )?;
-        self.commit_spec(&service.id, spec, false)?;
+        let warnings = self.change_spec(&request.service, false, |service| {
+            let mut spec = service.spec.clone();
+            request
+                .apply(&mut spec)
+                .map_err(|e| ClusterError::Refused(e.to_string()))?;
+            let warnings = self.resolve_spec(
+                &mut spec,
+                request.image.is_some() && !request.no_resolve_image,
+            )?;
+            Ok((spec, warnings))
+        })?;
         Ok(Response::Service {
             id: request.service.clone(),
             warnings,
@@ -471,13 +504,14 @@ impl Manager {
     }
 
     pub(super) fn rollback_service(&self, reference: &str) -> Result<Response, ClusterError> {
-        let service = self.resolve_service(reference)?;
-        let previous = service.previous_spec.clone().ok_or_else(|| {
-            ClusterError::Refused(format!(
-                "service {reference} has no previous spec to roll back to (it was never updated, or was rolled back already)"
-            ))
+        self.change_spec(reference, true, |service| {
+            let previous = service.previous_spec.clone().ok_or_else(|| {
+                ClusterError::Refused(format!(
+                    "service {reference} has no previous spec to roll back to (it was never updated, or was rolled back already)"
+                ))
+            })?;
+            Ok((previous, ()))
         })?;
-        self.commit_spec(&service.id, previous, true)?;
         Ok(Response::Notes(vec![reference.to_owned()]))
     }
 
