@@ -90,18 +90,15 @@ impl Manager {
         Ok((response, leading.then_some(record)))
     }
 
-    /// The leader records the engine labels a node reports when the store
-    /// holds others (its daemon restarted with other `--label`s).
+    /// The leader records the engine labels node `id` reports (its daemon
+    /// restarted with other `--label`s than the store holds).
     fn note_engine_labels(
         &self,
-        record: &NodeRecord,
+        id: String,
         reported: BTreeMap<String, String>,
     ) -> Result<(), ClusterError> {
-        if record.engine_labels == reported {
-            return Ok(());
-        }
         self.write(Command::UpdateNode {
-            id: record.id.clone(),
+            id,
             change: NodeChange {
                 engine_labels: Some(reported),
                 ..NodeChange::default()
@@ -201,7 +198,7 @@ impl Dispatcher for DispatcherService {
             request.into_inner().engine_labels.into_iter().collect();
         if let Some(record) = record.filter(|r| r.engine_labels != reported) {
             let manager = self.manager.clone();
-            tokio::task::spawn_blocking(move || manager.note_engine_labels(&record, reported))
+            tokio::task::spawn_blocking(move || manager.note_engine_labels(record.id, reported))
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(Status::from)?;
